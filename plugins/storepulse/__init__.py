@@ -1,0 +1,1 @@
+"""StorePulse: real-time analytics for small businesses."""

@@ -1,0 +1,26 @@
+"""boto3 clients for code that runs outside Airflow hooks (Lambda handler, CLIs, local runtime).
+
+The endpoint is botocore's own business: ``AWS_ENDPOINT_URL`` (set by ``make up`` for the embedded
+AWS, unset on real AWS) redirects every client, so this module never forks on the environment.
+Airflow tasks use the Amazon provider's hooks and the ``aws_default`` connection instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from storepulse.config import settings
+
+# Standard retry mode with a few attempts: throttling and 5xx are retried with backoff.
+DEFAULT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+# For tests: unimplemented embedded-AWS calls answer HTTP 500, which must fail at once.
+FAIL_FAST_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
+
+
+def client(service: str, *, config: Config | None = None, **kwargs: Any) -> Any:
+    """A boto3 client for ``service`` in the configured region."""
+    return boto3.client(service, region_name=settings().region, config=config or DEFAULT_CONFIG,
+                        **kwargs)

@@ -1,0 +1,109 @@
+"""Settings: the one place that reads the platform's environment variables.
+
+Every resource name, region and endpoint the project uses is derived here, so moving from the
+embedded AWS to a real account is a change of environment (and of the Airflow ``aws_default``
+connection), never of code.
+
+| variable                     | default     | meaning                                              |
+|------------------------------|-------------|------------------------------------------------------|
+| ``STOREPULSE_ENV``           | ``dev``     | environment name; prefixes every AWS resource name   |
+| ``AWS_DEFAULT_REGION``       | ``us-east-1`` | region of every resource                           |
+| ``STOREPULSE_EMBEDDED_AWS``  | ``1``       | ``1``: start and use the embedded AWS (moto on loopback); ``0``: real AWS |
+| ``STOREPULSE_AWS_PORT``      | ``5055``    | port of the embedded AWS                             |
+| ``AWS_ENDPOINT_URL``         | (unset)     | boto3's own endpoint override; ``make up`` sets it to the embedded AWS for what it starts |
+| ``STOREPULSE_AIRFLOW_PORT``  | ``8080``    | port of Airflow's api-server (UI and REST API)       |
+| ``STOREPULSE_STATE_DIR``     | ``.run``    | pid file and logs of ``make up``, relative to the repo |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "storepulse"
+LOOPBACK = "127.0.0.1"
+
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    region: str
+    embedded_aws: bool
+    aws_port: int
+    airflow_port: int
+    state_dir: Path
+    aws_endpoint_url: str | None
+
+    def resource_name(self, name: str) -> str:
+        """Environment-scoped AWS resource name, e.g. ``storepulse-dev-events``."""
+        return f"{PROJECT}-{self.env}-{name}"
+
+    @property
+    def embedded_aws_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.aws_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.airflow_port}"
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name}={port} is outside 1-65535")
+    return port
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment), validating each value."""
+    environ = os.environ if environ is None else environ
+    env = environ.get("STOREPULSE_ENV", "dev")
+    if not _ENV_NAME.match(env):
+        raise ConfigError(
+            f"STOREPULSE_ENV={env!r} must be 1-16 lowercase letters, digits or '-', "
+            "starting with a letter (it prefixes AWS resource names)"
+        )
+    embedded = _flag(environ, "STOREPULSE_EMBEDDED_AWS", default=True)
+    aws_port = _port(environ, "STOREPULSE_AWS_PORT", 5055)
+    state_dir = Path(environ.get("STOREPULSE_STATE_DIR", ".run"))
+    return Settings(
+        env=env,
+        region=environ.get("AWS_DEFAULT_REGION") or environ.get("AWS_REGION") or "us-east-1",
+        embedded_aws=embedded,
+        aws_port=aws_port,
+        airflow_port=_port(environ, "STOREPULSE_AIRFLOW_PORT", 8080),
+        state_dir=state_dir if state_dir.is_absolute() else REPO_ROOT / state_dir,
+        aws_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+    )
+
+
+@cache
+def settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""The embedded AWS: what runs locally in place of an AWS account."""

@@ -1,0 +1,127 @@
+"""The embedded AWS: a moto server on loopback, configured the way the platform needs it.
+
+Run it as a process (``python -m storepulse.local.embedded_aws --port 5055``) or in-process
+(``EmbeddedAws(port=0).start()``, as the tests do). moto's Lambda Docker mode is switched off:
+no Docker engine runs here, and the project's own runtime invokes the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+from storepulse.config import LOOPBACK
+
+log = logging.getLogger(__name__)
+
+MOTO_CONFIG = {"lambda": {"use_docker": False}}
+
+
+class EmbeddedAwsError(RuntimeError):
+    """The embedded AWS could not start or does not answer."""
+
+
+class EmbeddedAws:
+    """A moto server bound to loopback, served from a background thread."""
+
+    def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
+        # Imported here: moto is a local/test dependency, not needed on real AWS.
+        from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
+        try:
+            # Bound in the caller's thread, so "port in use" raises here instead of hanging.
+            self._server = make_server(host, port, app, threaded=True,
+                                       request_handler=MotoRequestHandler)
+        except (OSError, SystemExit) as exc:
+            # werkzeug prints and exits on a busy port; turn that into an error the caller handles.
+            raise EmbeddedAwsError(f"cannot listen on {host}:{port}: port in use") from exc
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="embedded-aws")
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> EmbeddedAws:
+        self._thread.start()
+        configure(self.url)
+        return self
+
+    def reset(self) -> None:
+        """Forget every resource (between tests) and re-apply the configuration."""
+        _post(f"{self.url}/moto-api/reset", {})
+        configure(self.url)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _post(url: str, body: dict) -> bytes:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read()
+
+
+def configure(url: str) -> None:
+    """Apply the platform's moto configuration (Lambda Docker mode off)."""
+    _post(f"{url}/moto-api/config", MOTO_CONFIG)
+
+
+def is_healthy(url: str) -> bool:
+    """True when the server answers and runs with the platform's configuration."""
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/config", timeout=2) as response:
+            config = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return config.get("lambda", {}).get("use_docker") is False
+
+
+def wait_healthy(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not is_healthy(url):
+        if time.monotonic() > deadline:
+            raise EmbeddedAwsError(f"embedded AWS at {url} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        server = EmbeddedAws(port=args.port).start()
+    except EmbeddedAwsError as exc:
+        raise SystemExit(f"embedded AWS: {exc}") from None
+    stopped = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("embedded AWS listening on %s (moto, Lambda Docker mode off)", server.url)
+    stopped.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

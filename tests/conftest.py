@@ -1,0 +1,64 @@
+"""Shared test fixtures.
+
+Tests under ``tests/unit`` are marked ``unit`` (fast, no servers); tests under
+``tests/integration`` are marked ``integration`` and use the ``embedded_aws`` fixture, which
+starts a moto server on a free loopback port once per session and resets it for every test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = Path(item.fspath).relative_to(TESTS_DIR).parts[0]
+        if kind in {"unit", "integration"}:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials so that no test can ever reach a real account by accident."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def _embedded_aws_server() -> Iterator[object]:
+    from storepulse.local.embedded_aws import EmbeddedAws
+
+    server = EmbeddedAws(port=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def embedded_aws(_embedded_aws_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """URL of a freshly reset embedded AWS; boto3 clients in the test are pointed at it."""
+    _embedded_aws_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _embedded_aws_server.url)
+    from storepulse.config import settings
+
+    settings.cache_clear()
+    return _embedded_aws_server.url
+
+
+@pytest.fixture
+def aws_client(embedded_aws: str):
+    """Factory of fail-fast boto3 clients on the embedded AWS: ``aws_client("s3")``."""
+    from storepulse import aws
+
+    def make(service: str):
+        return aws.client(service, config=aws.FAIL_FAST_CONFIG)
+
+    return make
