@@ -15,12 +15,14 @@ from botocore.config import Config
 from storepulse.config import settings
 
 # Standard retry mode with a few attempts: throttling and 5xx are retried with backoff.
-DEFAULT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+DEFAULT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 5})
 # For tests: unimplemented embedded-AWS calls answer HTTP 500, which must fail at once.
-FAIL_FAST_CONFIG = Config(retries={"mode": "standard", "max_attempts": 1})
+# (`max_attempts` would count retries only: 1 means two requests.)
+FAIL_FAST_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 
 
 def client(service: str, *, config: Config | None = None, **kwargs: Any) -> Any:
     """A boto3 client for ``service`` in the configured region."""
-    return boto3.client(service, region_name=settings().region, config=config or DEFAULT_CONFIG,
-                        **kwargs)
+    return boto3.client(
+        service, region_name=settings().region, config=config or DEFAULT_CONFIG, **kwargs
+    )

@@ -4,15 +4,18 @@ Every resource name, region and endpoint the project uses is derived here, so mo
 embedded AWS to a real account is a change of environment (and of the Airflow ``aws_default``
 connection), never of code.
 
-| variable                     | default     | meaning                                              |
-|------------------------------|-------------|------------------------------------------------------|
-| ``STOREPULSE_ENV``           | ``dev``     | environment name; prefixes every AWS resource name   |
-| ``AWS_DEFAULT_REGION``       | ``us-east-1`` | region of every resource                           |
-| ``STOREPULSE_EMBEDDED_AWS``  | ``1``       | ``1``: start and use the embedded AWS (moto on loopback); ``0``: real AWS |
-| ``STOREPULSE_AWS_PORT``      | ``5055``    | port of the embedded AWS                             |
-| ``AWS_ENDPOINT_URL``         | (unset)     | boto3's own endpoint override; ``make up`` sets it to the embedded AWS for what it starts |
-| ``STOREPULSE_AIRFLOW_PORT``  | ``8080``    | port of Airflow's api-server (UI and REST API)       |
-| ``STOREPULSE_STATE_DIR``     | ``.run``    | pid file and logs of ``make up``, relative to the repo |
+Variables (defaults in brackets):
+
+- ``STOREPULSE_ENV`` [dev]: environment name; prefixes every AWS resource name.
+- ``AWS_DEFAULT_REGION`` [us-east-1]: region of every resource.
+- ``STOREPULSE_EMBEDDED_AWS`` [1]: 1 starts and uses the embedded AWS (moto on loopback);
+  0 uses the account that the ``aws_default`` connection and the AWS credential chain give.
+- ``STOREPULSE_AWS_PORT`` [5055]: port of the embedded AWS.
+- ``AWS_ENDPOINT_URL`` [unset]: boto3's own endpoint override; ``make up`` sets it to the
+  embedded AWS for the processes it starts.
+- ``STOREPULSE_AIRFLOW_PORT`` [8080]: port of Airflow's api-server (UI and REST API).
+- ``STOREPULSE_STATE_DIR`` [.run]: local state of ``make up`` (Airflow home with its SQLite
+  database, pid file, logs), relative to the repository.
 """
 
 from __future__ import annotations

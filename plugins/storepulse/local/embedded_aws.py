@@ -40,13 +40,15 @@ class EmbeddedAws:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.
-            self._server = make_server(host, port, app, threaded=True,
-                                       request_handler=MotoRequestHandler)
+            self._server = make_server(
+                host, port, app, threaded=True, request_handler=MotoRequestHandler
+            )
         except (OSError, SystemExit) as exc:
             # werkzeug prints and exits on a busy port; turn that into an error the caller handles.
             raise EmbeddedAwsError(f"cannot listen on {host}:{port}: port in use") from exc
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="embedded-aws")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="embedded-aws"
+        )
 
     @property
     def port(self) -> int:
@@ -73,8 +75,12 @@ class EmbeddedAws:
 
 
 def _post(url: str, body: dict) -> bytes:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.read()
 

@@ -1,0 +1,44 @@
+# StorePulse: `make up` runs the local platform, `make test` runs the whole test suite.
+# Both set up the virtual environment first (pinned by uv.lock; a no-op when it is current).
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+
+.PHONY: install up down test lint format bench clean
+
+install: $(VENV)/.synced
+
+# uv itself lives in its own small venv, so `uv sync` can keep .venv exactly as locked.
+$(UV):
+	@$(PYTHON) scripts/check_python.py
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	@$(PYTHON) scripts/check_python.py
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+up: install
+	$(VENV)/bin/python -m storepulse.platform up
+
+down:
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -m storepulse.platform down; \
+	else echo "the platform is not installed, so not running"; fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(VENV)/bin/pytest
+
+clean: down
+	rm -rf $(VENV) $(TOOLS) .run

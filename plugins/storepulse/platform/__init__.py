@@ -1,0 +1,1 @@
+"""The local platform: ``make up`` / ``make down`` (``python -m storepulse.platform up|down``)."""

@@ -1,0 +1,171 @@
+"""``python -m storepulse.platform up|down|status``: what ``make up`` and ``make down`` run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from storepulse.config import ConfigError, Settings, load_settings
+from storepulse.platform import airflow_local
+from storepulse.platform.processes import pid_alive, stop_trees
+from storepulse.platform.stack import (
+    PlatformError,
+    StackContext,
+    components,
+    port_in_use,
+)
+
+MIN_PYTHON = (3, 11)
+REQUIRED_MODULES = {"airflow": "apache-airflow", "moto": "moto[server]", "boto3": "boto3"}
+READY_TIMEOUT = 240.0
+
+
+class _StopRequested(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised in the main thread by SIGINT/SIGTERM."""
+
+
+def pid_file(settings: Settings) -> Path:
+    return settings.state_dir / "platform.json"
+
+
+def _read_state(settings: Settings) -> dict | None:
+    try:
+        return json.loads(pid_file(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_state(settings: Settings, ctx: StackContext) -> None:
+    state = {"supervisor": os.getpid(), "children": {p.name: p.pid for p in ctx.processes if p.pid}}
+    pid_file(settings).write_text(json.dumps(state, indent=2))
+
+
+def preflight(settings: Settings) -> None:
+    """Refuse to start, with the reason, instead of failing half-way."""
+    if sys.version_info < MIN_PYTHON:
+        raise PlatformError(
+            f"Python {'.'.join(map(str, MIN_PYTHON))}+ is required, "
+            f"this is {sys.version.split()[0]}"
+        )
+    missing = [pkg for mod, pkg in REQUIRED_MODULES.items() if not importlib.util.find_spec(mod)]
+    if missing:
+        raise PlatformError(f"missing dependencies: {', '.join(missing)}; run `make install`")
+    state = _read_state(settings)
+    if state and pid_alive(state["supervisor"]):
+        raise PlatformError(
+            f"the platform is already running (pid {state['supervisor']}); "
+            "stop it with `make down` first"
+        )
+    for component in components(settings):
+        for port, variable in component.ports(settings):
+            if port_in_use(port):
+                raise PlatformError(
+                    f"port {port} ({component.name}, set by {variable}) is already "
+                    "in use; free it or choose another port"
+                )
+
+
+def up(settings: Settings) -> int:
+    preflight(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ctx = StackContext(
+        settings, airflow_local.airflow_env(settings), log_dir=settings.state_dir / "logs"
+    )
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise _StopRequested(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    started = time.monotonic()
+    try:
+        for component in components(settings):
+            print(f"starting {component.name} ...", flush=True)
+            component.start(ctx)
+            _write_state(settings, ctx)
+            component.wait_ready(ctx, READY_TIMEOUT)
+        _print_ready(ctx, time.monotonic() - started)
+        _supervise(ctx)
+    except _StopRequested as stop:
+        print(f"\n{stop}: stopping ...", flush=True)
+        return _shutdown(ctx, 0)
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return _shutdown(ctx, 1)
+    return _shutdown(ctx, 0)
+
+
+def _supervise(ctx: StackContext) -> None:
+    """Stay in the foreground; a component that dies takes the platform down, loudly."""
+    while True:
+        for process in ctx.processes:
+            if (code := process.exit_code()) is not None:
+                raise PlatformError(
+                    f"{process.name} exited unexpectedly with code {code}; last "
+                    f"lines of {process.log_path}:\n{process.log_tail()}"
+                )
+        time.sleep(1.0)
+
+
+def _print_ready(ctx: StackContext, seconds: float) -> None:
+    lines = [
+        f"StorePulse is up in {seconds:.0f} s (env {ctx.settings.env}, region "
+        f"{ctx.settings.region})"
+    ]
+    for component in components(ctx.settings):
+        lines += [f"  {line}" for line in component.banner(ctx)]
+    lines += [f"  Logs           {ctx.log_dir}", "Ctrl-C here, or `make down` elsewhere, stops it."]
+    print("\n".join(lines), flush=True)
+
+
+def _shutdown(ctx: StackContext, code: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
+    pids = [p.pid for p in reversed(ctx.processes) if p.pid]
+    killed = stop_trees(pids)
+    if killed:
+        print(f"force-killed {len(killed)} process(es) that ignored SIGTERM", flush=True)
+    pid_file(ctx.settings).unlink(missing_ok=True)
+    print(f"stopped {len(pids)} process(es)", flush=True)
+    return code
+
+
+def down(settings: Settings) -> int:
+    state = _read_state(settings)
+    if not state:
+        print("the platform is not running")
+        return 0
+    supervisor = state["supervisor"]
+    if pid_alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)  # it stops its children itself, in order
+        deadline = time.monotonic() + 60
+        while pid_alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    # Whatever is left (the supervisor was killed hard, or did not finish): stop it by PID.
+    leftovers = [pid for pid in [supervisor, *state["children"].values()] if pid_alive(pid)]
+    stop_trees(leftovers)
+    pid_file(settings).unlink(missing_ok=True)
+    print("the platform is stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m storepulse.platform", description=__doc__)
+    parser.add_argument("command", choices=["up", "down"])
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        return up(settings) if args.command == "up" else down(settings)
+    except (ConfigError, PlatformError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

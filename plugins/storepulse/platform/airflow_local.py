@@ -1,0 +1,155 @@
+"""Airflow as ``make up`` runs it: a project-local AIRFLOW_HOME, SQLite, LocalExecutor, and a small
+REST client (token, trigger, wait) that the platform and the end-to-end tests share."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from storepulse.config import LOOPBACK, REPO_ROOT, Settings
+
+ADMIN_USER = "admin"
+# The four parts `airflow standalone` would start, run separately so each has its PID and log.
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def aws_connection_uri(settings: Settings) -> str:
+    """The ``aws_default`` connection for the embedded AWS (JSON form, as Airflow reads it)."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": settings.embedded_aws_url, "region_name": settings.region},
+        }
+    )
+
+
+def airflow_home(settings: Settings) -> Path:
+    """Project-local AIRFLOW_HOME (SQLite database, config, generated admin password)."""
+    return settings.state_dir / "airflow"
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for every Airflow component (and anything else the platform starts)."""
+    home = airflow_home(settings)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        # Airflow starts sub-processes with a bare `airflow`: the venv must come first on PATH.
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # sized for 2 cores; the default 32 forks idle workers
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__API__HOST": LOOPBACK,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": settings.airflow_url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": _jwt_secret(home),
+        # The resolved settings, so every child derives the same names and endpoints.
+        "STOREPULSE_ENV": settings.env,
+        "STOREPULSE_STATE_DIR": str(settings.state_dir),
+        "STOREPULSE_AWS_PORT": str(settings.aws_port),
+        "STOREPULSE_AIRFLOW_PORT": str(settings.airflow_port),
+        "STOREPULSE_EMBEDDED_AWS": "1" if settings.embedded_aws else "0",
+        "AWS_DEFAULT_REGION": settings.region,
+    }
+    if settings.embedded_aws:
+        env |= {
+            "AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(settings),
+            "AWS_ENDPOINT_URL": settings.embedded_aws_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    return env
+
+
+def _jwt_secret(home: Path) -> str:
+    """One secret shared by every component (they sign and check each other's tokens)."""
+    path = home / "jwt_secret"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(os.urandom(32).hex())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def admin_password(settings: Settings) -> str | None:
+    """The admin password the api-server generated on its first start (None before that)."""
+    try:
+        path = airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
+        passwords = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return passwords.get(ADMIN_USER)
+
+
+class AirflowApiError(RuntimeError):
+    """Airflow's REST API answered with an error."""
+
+
+class AirflowClient:
+    """The few REST calls the platform makes: log in, unpause, trigger, wait for a run."""
+
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            method=method,
+            headers=headers,
+            data=json.dumps(body).encode() if body is not None else None,
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise AirflowApiError(f"{method} {path}: HTTP {exc.code} {detail}") from None
+
+    def login(self) -> None:
+        self._token = None
+        self._token = self._request("POST", "/auth/token", self._credentials)["access_token"]
+
+    def unpause(self, dag_id: str) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        run = self._request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
+        )
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        quoted = urllib.request.quote(run_id, safe="")
+        return str(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300.0) -> str:
+        """Poll until the run finishes; return its final state ('success' or 'failed')."""
+        deadline = time.monotonic() + timeout
+        while (state := self.run_state(dag_id, run_id)) not in {"success", "failed"}:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
+            time.sleep(1.0)
+        return state
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/api/v2/monitor/health"))

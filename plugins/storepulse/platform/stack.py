@@ -1,0 +1,180 @@
+"""The local stack that ``make up`` runs, as an ordered list of components.
+
+Each component declares the ports it needs, starts its processes and waits until it answers. Later
+parts of the platform (the real-time stack deployment, the local Lambda runtime, the traffic
+simulator) plug in by adding a component to :func:`components`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from storepulse.config import LOOPBACK, Settings
+from storepulse.platform import airflow_local
+from storepulse.platform.processes import ManagedProcess
+
+
+class PlatformError(RuntimeError):
+    """A clear, user-facing reason why the platform cannot start or run."""
+
+
+@dataclass
+class StackContext:
+    settings: Settings
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        process = ManagedProcess(name, argv, self.env, self.log_dir / f"{name}.log")
+        process.start()
+        self.processes.append(process)
+        return process
+
+    def run_step(self, name: str, argv: list[str], timeout: float) -> None:
+        """Run a one-shot command to completion (stoppable like the rest while it runs)."""
+        process = self.spawn(name, argv)
+        try:
+            assert process.popen is not None
+            code = process.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise PlatformError(
+                f"{name} still running after {timeout:.0f} s; see {process.log_path}"
+            ) from None
+        if code != 0:
+            raise PlatformError(
+                f"{name} failed with exit code {code}; last lines of "
+                f"{process.log_path}:\n{process.log_tail()}"
+            )
+        self.processes.remove(process)
+
+
+class Component(Protocol):
+    name: str
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        """(port, variable that sets it) pairs this component will listen on."""
+        ...
+
+    def start(self, ctx: StackContext) -> None: ...
+
+    def wait_ready(self, ctx: StackContext, timeout: float) -> None: ...
+
+    def banner(self, ctx: StackContext) -> list[str]:
+        """Lines for the 'ready' message."""
+        ...
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def wait_until(check, what: str, timeout: float, ctx: StackContext) -> None:
+    """Poll ``check`` until true; fail early, with the log, if a process died meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        for process in ctx.processes:
+            if (code := process.exit_code()) is not None:
+                raise PlatformError(
+                    f"{process.name} exited with code {code} while waiting for {what}; "
+                    f"last lines of {process.log_path}:\n{process.log_tail()}"
+                )
+        if time.monotonic() > deadline:
+            raise PlatformError(f"{what} not ready after {timeout:.0f} s (logs in {ctx.log_dir})")
+        time.sleep(0.5)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+class EmbeddedAwsComponent:
+    name = "embedded-aws"
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        return [(settings.aws_port, "STOREPULSE_AWS_PORT")]
+
+    def start(self, ctx: StackContext) -> None:
+        ctx.spawn(
+            self.name,
+            python_module("storepulse.local.embedded_aws", "--port", str(ctx.settings.aws_port)),
+        )
+
+    def wait_ready(self, ctx: StackContext, timeout: float) -> None:
+        from storepulse.local.embedded_aws import is_healthy
+
+        wait_until(
+            lambda: is_healthy(ctx.settings.embedded_aws_url), "the embedded AWS", timeout, ctx
+        )
+
+    def banner(self, ctx: StackContext) -> list[str]:
+        return [f"Embedded AWS   {ctx.settings.embedded_aws_url}  (moto; aws_default points here)"]
+
+
+class AirflowComponent:
+    name = "airflow"
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        return [(settings.airflow_port, "STOREPULSE_AIRFLOW_PORT")]
+
+    def start(self, ctx: StackContext) -> None:
+        ctx.run_step("airflow-db-migrate", ["airflow", "db", "migrate"], timeout=300)
+        for part in airflow_local.COMPONENTS:
+            ctx.spawn(f"airflow-{part}", ["airflow", part])
+
+    def wait_ready(self, ctx: StackContext, timeout: float) -> None:
+        url = ctx.settings.airflow_url
+        wait_until(lambda: http_ok(f"{url}/") and _all_healthy(url), "Airflow", timeout, ctx)
+
+    def banner(self, ctx: StackContext) -> list[str]:
+        password = airflow_local.admin_password(ctx.settings)
+        return [
+            f"Airflow UI     {ctx.settings.airflow_url}  login {airflow_local.ADMIN_USER} / "
+            f"{password}"
+        ]
+
+
+def _all_healthy(url: str) -> bool:
+    """Every part (database, scheduler, triggerer, dag-processor) reports healthy."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:
+            health = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return all(
+        part.get("status") == "healthy"
+        for part in health.values()
+        if isinstance(part, dict) and "status" in part
+    )
+
+
+def components(settings: Settings) -> list[Component]:
+    """What ``make up`` starts, in order."""
+    stack: list[Component] = []
+    if settings.embedded_aws:
+        stack.append(EmbeddedAwsComponent())
+    stack.append(AirflowComponent())
+    return stack

@@ -1,0 +1,64 @@
+"""The embedded AWS answers like AWS for what the platform uses, and fails fast where it cannot."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import botocore.exceptions
+import pytest
+
+from storepulse.local.embedded_aws import EmbeddedAws, EmbeddedAwsError, is_healthy
+
+
+def _zip(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", source)
+    return buffer.getvalue()
+
+
+def test_is_healthy_with_lambda_docker_mode_off(embedded_aws: str) -> None:
+    assert is_healthy(embedded_aws)
+
+
+def test_lambda_invoke_does_not_need_docker(aws_client) -> None:
+    iam, lam = aws_client("iam"), aws_client("lambda")
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=json.dumps({}))["Role"]["Arn"]
+    lam.create_function(
+        FunctionName="echo",
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": _zip("def handle(e, c): 1")},
+    )
+
+    response = lam.invoke(FunctionName="echo", Payload=b'{"ping": 1}')
+
+    assert (
+        "FunctionError" not in response
+    )  # with Docker mode on, moto answers "error running docker"
+
+
+def test_resources_are_reset_between_tests(aws_client) -> None:
+    s3 = aws_client("s3")
+    assert s3.list_buckets()["Buckets"] == []
+    s3.create_bucket(Bucket="only-in-this-test")
+
+
+def test_unimplemented_calls_fail_fast(aws_client) -> None:
+    quicksight = aws_client("quicksight")
+    attempts: list[str] = []
+    quicksight.meta.events.register("before-send", lambda **kwargs: attempts.append("sent"))
+
+    with pytest.raises(botocore.exceptions.ClientError, match="500"):
+        quicksight.describe_ingestion(AwsAccountId="123456789012", DataSetId="x", IngestionId="y")
+
+    assert len(attempts) == 1  # moto answers HTTP 500; botocore must not retry it with backoff
+
+
+def test_port_in_use_is_a_clear_error(embedded_aws: str) -> None:
+    port = int(embedded_aws.rsplit(":", 1)[1])
+    with pytest.raises(EmbeddedAwsError, match=f"{port}: port in use"):
+        EmbeddedAws(port=port)

@@ -1,0 +1,138 @@
+"""`make up` from the user's side: it reports ready, Airflow and the embedded AWS answer, a DAG
+reaches the embedded AWS through `aws_default`, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from storepulse.config import REPO_ROOT
+from storepulse.local.embedded_aws import is_healthy
+from storepulse.platform.airflow_local import AirflowClient
+
+READY = re.compile(r"login admin / (\S+)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Platform:
+    def __init__(self, state_dir: Path) -> None:
+        self.aws_port, self.airflow_port = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "STOREPULSE_STATE_DIR": str(state_dir),
+            "STOREPULSE_AWS_PORT": str(self.aws_port),
+            "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
+        }
+        self.state_dir = state_dir
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "storepulse.platform", "up"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            if READY.search(line):
+                self._ready.set()
+
+    def wait_ready(self, timeout: float) -> str:
+        if not self._ready.wait(timeout):
+            pytest.fail("platform not ready:\n" + "".join(self.output))
+        return next(m.group(1) for line in self.output if (m := READY.search(line)))
+
+    def started_pids(self) -> list[int]:
+        state = json.loads((self.state_dir / "platform.json").read_text())
+        return [state["supervisor"], *state["children"].values()]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    running = Platform(tmp_path_factory.mktemp("state"))
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+
+
+@pytest.fixture(scope="module")
+def password(platform: Platform) -> str:
+    return platform.wait_ready(timeout=300)
+
+
+def test_up_reports_ready_with_both_services_answering(platform: Platform, password: str) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{platform.airflow_port}/") as response:
+        assert response.status == 200
+    assert is_healthy(f"http://127.0.0.1:{platform.aws_port}")
+    assert password
+
+
+def test_a_dag_reaches_the_embedded_aws_through_aws_default(
+    platform: Platform, password: str
+) -> None:
+    client = AirflowClient(f"http://127.0.0.1:{platform.airflow_port}", "admin", password)
+    client.login()
+    run_id = client.trigger("platform_check")
+    assert client.wait_for_run("platform_check", run_id, timeout=180) == "success"
+
+
+def test_a_second_up_is_refused(platform: Platform, password: str) -> None:
+    env = {**os.environ, "STOREPULSE_STATE_DIR": str(platform.state_dir)}
+    second = subprocess.run(
+        [sys.executable, "-m", "storepulse.platform", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert second.returncode != 0
+    assert "already running" in second.stderr
+
+
+def test_ctrl_c_stops_every_process(platform: Platform, password: str) -> None:
+    started = platform.started_pids()
+    tree = [
+        p.pid
+        for pid in started
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    ]
+
+    platform.process.send_signal(signal.SIGINT)
+    assert platform.process.wait(timeout=90) == 0
+
+    deadline = time.monotonic() + 10
+    while (
+        alive := [
+            pid
+            for pid in tree
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
+    ) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive == []
+    assert not (platform.state_dir / "platform.json").exists()

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from storepulse.config import REPO_ROOT, ConfigError, load_settings
+
+
+def test_defaults_are_the_local_platform() -> None:
+    settings = load_settings({})
+    assert (settings.env, settings.region, settings.embedded_aws) == ("dev", "us-east-1", True)
+    assert settings.embedded_aws_url == "http://127.0.0.1:5055"
+    assert settings.airflow_url == "http://127.0.0.1:8080"
+    assert settings.aws_endpoint_url is None  # boto3's default endpoints unless told otherwise
+    assert settings.state_dir == REPO_ROOT / ".run"
+
+
+def test_environment_prefixes_every_resource_name() -> None:
+    settings = load_settings({"STOREPULSE_ENV": "prod", "AWS_DEFAULT_REGION": "eu-west-1"})
+    assert settings.resource_name("events") == "storepulse-prod-events"
+    assert settings.region == "eu-west-1"
+
+
+def test_real_aws_is_a_matter_of_configuration() -> None:
+    settings = load_settings({"STOREPULSE_EMBEDDED_AWS": "0"})
+    assert settings.embedded_aws is False
+    assert settings.aws_endpoint_url is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"STOREPULSE_ENV": "Prod!"}, "STOREPULSE_ENV"),
+        ({"STOREPULSE_AWS_PORT": "http"}, "STOREPULSE_AWS_PORT"),
+        ({"STOREPULSE_AIRFLOW_PORT": "70000"}, "STOREPULSE_AIRFLOW_PORT"),
+        ({"STOREPULSE_EMBEDDED_AWS": "maybe"}, "STOREPULSE_EMBEDDED_AWS"),
+    ],
+)
+def test_invalid_values_name_their_variable(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ)

@@ -1,0 +1,109 @@
+"""`make up` refuses to start, with a reason, rather than failing half-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from storepulse.config import Settings, load_settings
+from storepulse.platform import __main__ as platform_cli
+from storepulse.platform.airflow_local import airflow_env
+from storepulse.platform.stack import PlatformError, port_in_use
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "STOREPULSE_STATE_DIR": str(tmp_path),
+            "STOREPULSE_AWS_PORT": str(_free_port()),
+            "STOREPULSE_AIRFLOW_PORT": str(_free_port()),
+        }
+    )
+
+
+def test_a_free_machine_passes(settings: Settings) -> None:
+    platform_cli.preflight(settings)
+
+
+def test_port_in_use_is_named_with_its_variable(settings: Settings) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", settings.airflow_port))
+        busy.listen()
+        assert port_in_use(settings.airflow_port)
+        with pytest.raises(
+            PlatformError,
+            match=rf"port {settings.airflow_port} .*"
+            r"STOREPULSE_AIRFLOW_PORT",
+        ):
+            platform_cli.preflight(settings)
+
+
+def test_second_up_is_refused(settings: Settings) -> None:
+    platform_cli.pid_file(settings).write_text(
+        json.dumps({"supervisor": os.getpid(), "children": {}})
+    )
+    with pytest.raises(PlatformError, match="already running"):
+        platform_cli.preflight(settings)
+
+
+def test_stale_pid_file_does_not_block(settings: Settings) -> None:
+    dead_pid = 2**22 + 1  # above the kernel's pid_max default: never alive
+    platform_cli.pid_file(settings).write_text(json.dumps({"supervisor": dead_pid, "children": {}}))
+    platform_cli.preflight(settings)
+
+
+def test_missing_dependency_is_named(settings: Settings, monkeypatch) -> None:
+    monkeypatch.setitem(platform_cli.REQUIRED_MODULES, "storepulse_not_installed", "some-package")
+    with pytest.raises(PlatformError, match="missing dependencies: some-package"):
+        platform_cli.preflight(settings)
+
+
+def test_old_python_is_refused(settings: Settings, monkeypatch) -> None:
+    monkeypatch.setattr(platform_cli, "MIN_PYTHON", (9, 0))
+    with pytest.raises(PlatformError, match=r"Python 9\.0\+ is required"):
+        platform_cli.preflight(settings)
+
+
+def test_airflow_is_configured_for_the_embedded_aws(settings: Settings) -> None:
+    env = airflow_env(settings)
+    connection = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert connection["extra"]["endpoint_url"] == settings.embedded_aws_url
+    assert env["AIRFLOW_HOME"].startswith(str(settings.state_dir))
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "4"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+
+
+def test_real_aws_leaves_the_connection_alone(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    settings = load_settings(
+        {"STOREPULSE_EMBEDDED_AWS": "0", "STOREPULSE_STATE_DIR": str(tmp_path)}
+    )
+    env = airflow_env(settings)
+    assert "AIRFLOW_CONN_AWS_DEFAULT" not in env
+    assert "AWS_ENDPOINT_URL" not in env
+
+
+def test_plugins_folder_exposes_no_library_module_as_plugin() -> None:
+    """Airflow imports every .py of plugins/ by bare name: the storepulse package is skipped."""
+    from airflow._shared.module_loading import find_path_from_directory
+
+    from storepulse.config import REPO_ROOT
+
+    found = [
+        Path(p).relative_to(REPO_ROOT / "plugins")
+        for p in find_path_from_directory(str(REPO_ROOT / "plugins"), ".airflowignore", "glob")
+        if p.endswith(".py")
+    ]
+    assert all(len(path.parts) == 1 and path.name.endswith("_plugin.py") for path in found), found
