@@ -1,0 +1,233 @@
+"""The DynamoDB key layout and the metric catalogue: one definition, imported by the Lambda
+handler, the exporter, the quality suites, the CLIs and the dashboard.
+
+Tables (names ``storepulse-<env>-<table>``):
+
+``metrics``    counters per time bucket and dimension. ``pk`` groups what one query reads:
+               ``<scope>#MIN#<local date>``  sk ``2026-11-26T10:15Z``  (UTC minute)
+               ``<scope>#HOUR#<local date>`` sk ``2026-11-26T10Z``     (UTC hour)
+               ``<scope>#DAY#<local year>``  sk ``2026-11-26``          (local date)
+               ``<scope>#CAT#<local date>``  sk category;  ``<scope>#SKU#<local date>`` sk sku
+               where scope is ``S#<store_id>`` or ``ALL`` (the whole business).
+``inventory``  pk ``S#<store_id>``, sk sku: ``on_hand``, ``counted_at``.
+``facts``      orders (``ORDER#<id>``), refunds, customers, session markers, the alert log; order
+               and refund facts carry ``gsi1pk = ORDERS#<local date>`` for the nightly export and
+               ``expires_at`` (TTL).
+``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
+               ``KPI``, ``ALERT_STATE``), sk = id.
+
+Buckets follow *event time*: a minute or hour is a UTC interval, filed under the store's *local*
+date (its time zone), which is the business day of daily numbers and of the nightly export.
+Exactly-once: every counter item records, per Kinesis shard, the sequence number of the last record
+applied to it (``wm_<shard>``); see ``storepulse.stream.writer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from storepulse.config import settings
+
+ALL_STORES = "ALL"
+ORDER_TTL = timedelta(days=400)  # order facts outlive a year of nightly re-exports
+SESSION_TTL = timedelta(days=2)
+MINUTE_TTL = timedelta(days=35)  # minute buckets serve "today" and week-over-week comparisons
+
+
+class Table(StrEnum):
+    METRICS = "metrics"
+    INVENTORY = "inventory"
+    FACTS = "facts"
+    SETTINGS = "settings"
+
+
+def table_name(table: Table) -> str:
+    return settings().resource_name(table.value)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Key schema of a table: every table has string keys ``pk`` and ``sk``."""
+
+    table: Table
+    gsi1: bool = False  # index "gsi1" on (gsi1pk, gsi1sk), projecting all attributes
+    ttl_attribute: str | None = None
+
+    def create_table_kwargs(self, name: str) -> dict[str, Any]:
+        """Arguments of ``CreateTable`` (on-demand billing), for local provisioning and tests;
+        the CloudFormation template declares the same (checked by a test)."""
+        keys = ["pk", "sk"] + (["gsi1pk", "gsi1sk"] if self.gsi1 else [])
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": k, "AttributeType": "S"} for k in keys],
+            "KeySchema": [
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+        }
+        if self.gsi1:
+            kwargs["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": "gsi1",
+                    "KeySchema": [
+                        {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                        {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ]
+        return kwargs
+
+
+TABLE_SPECS = {
+    Table.METRICS: TableSpec(Table.METRICS, ttl_attribute="expires_at"),
+    Table.INVENTORY: TableSpec(Table.INVENTORY),
+    Table.FACTS: TableSpec(Table.FACTS, gsi1=True, ttl_attribute="expires_at"),
+    Table.SETTINGS: TableSpec(Table.SETTINGS),
+}
+
+
+class Grain(StrEnum):
+    MINUTE = "MIN"
+    HOUR = "HOUR"
+    DAY = "DAY"
+
+
+# The metric catalogue: every counter a time bucket holds. Money counters are Decimal.
+MONEY_COUNTERS = ("revenue", "refund_amount")
+COUNT_COUNTERS = (
+    "orders",
+    "units",
+    "refunds",
+    "sessions",
+    "page_views",
+    "add_to_carts",
+    "checkouts",
+    "purchases",
+    "foot_traffic",
+)
+COUNTERS = MONEY_COUNTERS + COUNT_COUNTERS
+DIMENSION_COUNTERS = ("revenue", "units", "orders")  # per category and per product (sku)
+
+
+class SettingsKind(StrEnum):
+    BUSINESS = "BUSINESS"  # one item, sk "profile": name, timezone and currency of the business
+    STORE = "STORE"
+    PRODUCT = "PRODUCT"
+    EMPLOYEE = "EMPLOYEE"
+    ALERT_RULE = "ALERT_RULE"
+    KPI = "KPI"
+    ALERT_STATE = "ALERT_STATE"
+
+
+@dataclass(frozen=True)
+class Key:
+    pk: str
+    sk: str
+
+    def as_item(self) -> dict[str, str]:
+        return {"pk": self.pk, "sk": self.sk}
+
+
+def scope(store_id: str | None) -> str:
+    return f"S#{store_id}" if store_id else ALL_STORES
+
+
+@cache
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_date(moment: datetime, timezone: str) -> date:
+    """The business day of ``moment`` for a store in ``timezone``."""
+    return moment.astimezone(zone(timezone)).date()
+
+
+def utc_minute(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def utc_hour(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%HZ")
+
+
+def bucket_keys(store_id: str | None, moment: datetime, timezone: str) -> dict[Grain, Key]:
+    """The minute, hour and day bucket of ``moment`` for one scope (a store, or None for all)."""
+    day = local_date(moment, timezone)
+    prefix = scope(store_id)
+    return {
+        Grain.MINUTE: Key(f"{prefix}#MIN#{day.isoformat()}", utc_minute(moment)),
+        Grain.HOUR: Key(f"{prefix}#HOUR#{day.isoformat()}", utc_hour(moment)),
+        Grain.DAY: Key(f"{prefix}#DAY#{day.year}", day.isoformat()),
+    }
+
+
+def category_key(store_id: str | None, day: date, category: str) -> Key:
+    return Key(f"{scope(store_id)}#CAT#{day.isoformat()}", category)
+
+
+def product_key(store_id: str | None, day: date, sku: str) -> Key:
+    return Key(f"{scope(store_id)}#SKU#{day.isoformat()}", sku)
+
+
+def inventory_key(store_id: str, sku: str) -> Key:
+    return Key(f"S#{store_id}", sku)
+
+
+def order_key(order_id: str) -> Key:
+    return Key(f"ORDER#{order_id}", "ORDER")
+
+
+def refund_key(refund_id: str) -> Key:
+    return Key(f"REFUND#{refund_id}", "REFUND")
+
+
+def orders_of_day(day: date) -> str:
+    """``gsi1pk`` of the order and refund facts of one business day (the export's query)."""
+    return f"ORDERS#{day.isoformat()}"
+
+
+def customer_profile_key(customer_id: str) -> Key:
+    return Key(f"CUSTOMER#{customer_id}", "PROFILE")
+
+
+def customer_stats_key(customer_id: str) -> Key:
+    return Key(f"CUSTOMER#{customer_id}", "STATS")
+
+
+def session_key(session_id: str) -> Key:
+    return Key(f"SESSION#{session_id}", "SESSION")
+
+
+def alert_log_key(sent_at: datetime, rule_id: str, subject: str) -> Key:
+    return Key(
+        f"ALERTS#{sent_at.date().isoformat()}",
+        f"{sent_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{rule_id}#{subject}",
+    )
+
+
+def settings_key(kind: SettingsKind, item_id: str) -> Key:
+    return Key(kind.value, item_id)
+
+
+def watermark_attribute(shard_id: str) -> str:
+    """Attribute holding the last sequence number of ``shard_id`` applied to an item."""
+    return f"wm_{shard_id}"
+
+
+SEQUENCE_WIDTH = 64  # Kinesis sequence numbers have up to 56 digits; padded they sort as strings
+
+
+def padded_sequence(sequence_number: str) -> str:
+    return sequence_number.rjust(SEQUENCE_WIDTH, "0")
+
+
+def expires_at(moment: datetime, ttl: timedelta) -> int:
+    """DynamoDB TTL value (epoch seconds)."""
+    return int((moment + ttl).timestamp())

@@ -1,0 +1,235 @@
+"""Turn a batch of validated events into per-key contributions, in memory.
+
+Nothing here talks to AWS: the result says, for every DynamoDB item the batch touches, which
+record (by shard position) adds what. The writer then makes one write per item and can drop the
+contributions an earlier, interrupted attempt already applied.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from storepulse import events as ev
+from storepulse.layout import (
+    MINUTE_TTL,
+    Grain,
+    Key,
+    bucket_keys,
+    category_key,
+    customer_stats_key,
+    expires_at,
+    inventory_key,
+    local_date,
+    product_key,
+)
+from storepulse.stream.catalog import Catalog
+
+Number = int | Decimal
+
+
+@dataclass(frozen=True)
+class Contribution:
+    position: str  # the record's padded sequence number in its shard
+    values: dict[str, Number]
+
+
+@dataclass
+class CounterWrite:
+    """Counters to ADD to one item, with the record each part comes from."""
+
+    key: Key
+    shard_id: str
+    contributions: list[Contribution] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)  # SET on write (labels, TTL)
+
+    def total(self, after: str = "") -> dict[str, Number]:
+        """Sum of the contributions of records positioned after ``after``."""
+        summed: dict[str, Number] = defaultdict(int)
+        for contribution in self.contributions:
+            if contribution.position > after:
+                for name, value in contribution.values.items():
+                    summed[name] += value
+        return dict(summed)
+
+
+@dataclass(frozen=True)
+class StockChange:
+    position: str
+    set_to: int | None = None  # a stock take: absolute count
+    add: int = 0  # a sale, refund or adjustment: relative
+    counted_at: datetime | None = None
+
+
+@dataclass
+class StockWrite:
+    key: Key
+    shard_id: str
+    store_id: str
+    sku: str
+    changes: list[StockChange] = field(default_factory=list)
+
+
+@dataclass
+class BatchAggregate:
+    counters: dict[Key, CounterWrite] = field(default_factory=dict)  # metrics table
+    customer_stats: dict[Key, CounterWrite] = field(default_factory=dict)  # facts table
+    stock: dict[Key, StockWrite] = field(default_factory=dict)
+    profiles: dict[str, ev.CrmCustomerProfileV1] = field(default_factory=dict)
+    # Newest event time per store, by what the alert rules watch (traffic, sales).
+    latest_traffic: dict[str, datetime] = field(default_factory=dict)
+    latest_sales: dict[str, datetime] = field(default_factory=dict)
+
+    def add(
+        self, key: Key, shard_id: str, position: str, values: dict[str, Number], **attributes: Any
+    ) -> None:
+        self._add(self.counters, key, shard_id, position, values, attributes)
+
+    def add_customer(
+        self, key: Key, shard_id: str, position: str, values: dict[str, Number], **attributes: Any
+    ) -> None:
+        self._add(self.customer_stats, key, shard_id, position, values, attributes)
+
+    @staticmethod
+    def _add(
+        target: dict[Key, CounterWrite],
+        key: Key,
+        shard_id: str,
+        position: str,
+        values: dict[str, Number],
+        attributes: dict[str, Any],
+    ) -> None:
+        write = target.setdefault(key, CounterWrite(key, shard_id))
+        write.contributions.append(Contribution(position, values))
+        write.attributes.update(attributes)
+
+    def change_stock(self, store_id: str, sku: str, shard_id: str, change: StockChange) -> None:
+        key = inventory_key(store_id, sku)
+        self.stock.setdefault(key, StockWrite(key, shard_id, store_id, sku)).changes.append(change)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A validated event and where it sits in the stream."""
+
+    event: ev.Event
+    shard_id: str
+    position: str
+
+
+def _add_to_buckets(
+    agg: BatchAggregate, item: Located, catalog: Catalog, values: dict[str, Number]
+) -> None:
+    store = item.event.store_id
+    for store_id, timezone in (
+        (store, catalog.stores[store].timezone),
+        (None, catalog.business_timezone),
+    ):
+        for grain, key in bucket_keys(store_id, item.event.occurred_at, timezone).items():
+            ttl = (
+                {"expires_at": expires_at(item.event.occurred_at, MINUTE_TTL)}
+                if grain is Grain.MINUTE
+                else {}
+            )
+            agg.add(key, item.shard_id, item.position, values, **ttl)
+
+
+def _add_sale(agg: BatchAggregate, item: Located, sale: ev.PosSaleV1, catalog: Catalog) -> None:
+    _add_to_buckets(agg, item, catalog, {"revenue": sale.total, "orders": 1, "units": sale.units})
+    per_category: dict[str, dict[str, Number]] = defaultdict(lambda: {"revenue": 0, "units": 0})
+    per_sku: dict[str, dict[str, Number]] = defaultdict(lambda: {"revenue": 0, "units": 0})
+    for line in sale.lines:
+        for bucket, name in ((per_category, line.category), (per_sku, line.sku)):
+            bucket[name]["revenue"] += line.amount
+            bucket[name]["units"] += line.quantity
+        agg.change_stock(
+            sale.store_id, line.sku, item.shard_id, StockChange(item.position, add=-line.quantity)
+        )
+    for store_id, timezone in (
+        (sale.store_id, catalog.stores[sale.store_id].timezone),
+        (None, catalog.business_timezone),
+    ):
+        day = local_date(sale.occurred_at, timezone)
+        for category, values in per_category.items():
+            agg.add(
+                category_key(store_id, day, category),
+                item.shard_id,
+                item.position,
+                {**values, "orders": 1},
+                category=category,
+            )
+        for sku, values in per_sku.items():
+            agg.add(
+                product_key(store_id, day, sku),
+                item.shard_id,
+                item.position,
+                {**values, "orders": 1},
+                sku=sku,
+            )
+    if sale.customer_id:
+        agg.add_customer(
+            customer_stats_key(sale.customer_id),
+            item.shard_id,
+            item.position,
+            {"order_count": 1, "lifetime_value": sale.total},
+            customer_id=sale.customer_id,
+        )
+
+
+_FUNNEL_COUNTER = {
+    ev.WebPageViewV1: "page_views",
+    ev.WebAddToCartV1: "add_to_carts",
+    ev.WebCheckoutStartedV1: "checkouts",
+    ev.WebPurchaseV1: "purchases",
+}
+
+
+def _note_latest(latest: dict[str, datetime], event: ev.Event) -> None:
+    current = latest.get(event.store_id)
+    if current is None or event.occurred_at > current:
+        latest[event.store_id] = event.occurred_at
+
+
+def aggregate(items: list[Located], catalog: Catalog, new_sessions: set[str]) -> BatchAggregate:
+    """Contributions of ``items`` (already deduplicated); ``new_sessions`` holds the positions of
+    the records that open a session never seen before."""
+    agg = BatchAggregate()
+    for item in items:
+        event = item.event
+        store = event.store_id
+        match event:
+            case ev.PosSaleV1():
+                _add_sale(agg, item, event, catalog)
+                _note_latest(agg.latest_sales, event)
+            case ev.PosRefundV1():
+                _add_to_buckets(agg, item, catalog, {"refund_amount": event.amount, "refunds": 1})
+            case ev.WebEvent():
+                values: dict[str, Number] = {_FUNNEL_COUNTER[type(event)]: 1}
+                if item.position in new_sessions:
+                    values["sessions"] = 1
+                _add_to_buckets(agg, item, catalog, values)
+                _note_latest(agg.latest_traffic, event)
+            case ev.StoreFootTrafficV1():
+                _add_to_buckets(agg, item, catalog, {"foot_traffic": event.entries})
+                _note_latest(agg.latest_traffic, event)
+            case ev.InventoryStockLevelV1():
+                agg.change_stock(
+                    store,
+                    event.sku,
+                    item.shard_id,
+                    StockChange(
+                        item.position, set_to=event.quantity_on_hand, counted_at=event.occurred_at
+                    ),
+                )
+            case ev.InventoryAdjustmentV1():
+                agg.change_stock(
+                    store, event.sku, item.shard_id, StockChange(item.position, add=event.delta)
+                )
+            case ev.CrmCustomerProfileV1():
+                current = agg.profiles.get(event.customer_id)
+                if current is None or current.occurred_at <= event.occurred_at:
+                    agg.profiles[event.customer_id] = event
+    return agg

@@ -1,0 +1,264 @@
+"""Business alerts from the rules in the settings table, published to SNS.
+
+Rule types (``params`` in brackets, with defaults):
+
+- ``low_stock``: an item's stock is at or below its reorder point (the product's, or
+  ``reorder_point`` in params).
+- ``traffic_spike``: the last ``window_minutes`` [5] of ``counter`` [page_views] reach ``ratio``
+  [3] times the average window of the ``baseline_minutes`` [60] before, and at least
+  ``min_count`` [30].
+- ``sales_drop``: revenue of the last ``window_minutes`` [60] is below ``ratio`` [0.5] times the
+  same window a week earlier, which had at least ``min_baseline`` [100] revenue.
+
+Windows end at the newest event time seen for the store (event time, not arrival). A cooldown per
+rule and subject (a conditional write in the settings table) keeps one alert per
+``cooldown_seconds``; messages carry ``type``, ``severity`` and ``store_id`` attributes so
+subscribers can filter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Key as KeyCondition
+from botocore.exceptions import ClientError
+
+from storepulse.layout import (
+    Key,
+    SettingsKind,
+    alert_log_key,
+    local_date,
+    scope,
+    settings_key,
+    utc_minute,
+)
+from storepulse.stream.catalog import AlertRule, Catalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule: AlertRule
+    store_id: str
+    subject: str  # what the alert is about within the store (a sku, "traffic", "sales")
+    title: str
+    details: dict[str, Any]
+
+    def message(self, sent_at: datetime) -> dict[str, Any]:
+        return {
+            "type": self.rule.type,
+            "severity": self.rule.severity,
+            "rule_id": self.rule.rule_id,
+            "store_id": self.store_id,
+            "subject": self.subject,
+            "title": self.title,
+            "sent_at": sent_at.isoformat(),
+            "details": self.details,
+        }
+
+
+def _param(rule: AlertRule, name: str, default: str) -> Decimal:
+    return Decimal(str(rule.params.get(name, default)))
+
+
+def low_stock_alerts(catalog: Catalog, stock_items: list[dict[str, Any]]) -> list[Alert]:
+    alerts = []
+    for rule in (r for r in catalog.rules if r.type == "low_stock"):
+        for item in stock_items:
+            store_id, sku = item["store_id"], item["sku"]
+            product = catalog.products.get(sku)
+            point = int(rule.params.get("reorder_point", product.reorder_point if product else 0))
+            on_hand = int(item.get("on_hand", 0))
+            if rule.applies_to(store_id) and on_hand <= point:
+                alerts.append(
+                    Alert(
+                        rule,
+                        store_id,
+                        sku,
+                        f"Low stock: {sku} at {store_id}",
+                        {"sku": sku, "on_hand": on_hand, "reorder_point": point},
+                    )
+                )
+    return alerts
+
+
+class MinuteSeries:
+    """Sums of a counter over minute buckets of one store (reads the metrics table)."""
+
+    def __init__(self, table: Any, catalog: Catalog) -> None:
+        self.table, self.catalog = table, catalog
+
+    def total(self, store_id: str, counter: str, start: datetime, end: datetime) -> Decimal:
+        """Sum over the minutes in [start, end)."""
+        timezone = self.catalog.stores[store_id].timezone
+        days = {local_date(start, timezone), local_date(end - timedelta(minutes=1), timezone)}
+        total = Decimal(0)
+        for day in sorted(days):
+            condition = KeyCondition("pk").eq(
+                f"{scope(store_id)}#MIN#{day.isoformat()}"
+            ) & KeyCondition("sk").between(
+                utc_minute(start), utc_minute(end - timedelta(minutes=1))
+            )
+            for item in self.table.query(
+                KeyConditionExpression=condition,
+                ProjectionExpression="#c",
+                ExpressionAttributeNames={"#c": counter},
+            )["Items"]:
+                total += Decimal(item.get(counter, 0))
+        return total
+
+
+def _window_end(latest: datetime) -> datetime:
+    return latest.replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def traffic_spike_alerts(
+    catalog: Catalog, series: MinuteSeries, latest_by_store: dict[str, datetime]
+) -> list[Alert]:
+    alerts = []
+    for rule in (r for r in catalog.rules if r.type == "traffic_spike"):
+        window = timedelta(minutes=int(_param(rule, "window_minutes", "5")))
+        baseline = timedelta(minutes=int(_param(rule, "baseline_minutes", "60")))
+        counter = str(rule.params.get("counter", "page_views"))
+        for store_id, latest in latest_by_store.items():
+            if not rule.applies_to(store_id):
+                continue
+            end = _window_end(latest)
+            current = series.total(store_id, counter, end - window, end)
+            before = series.total(store_id, counter, end - window - baseline, end - window)
+            average = before / (baseline // window)
+            if current >= _param(rule, "min_count", "30") and current >= _param(
+                rule, "ratio", "3"
+            ) * max(average, Decimal(1)):
+                alerts.append(
+                    Alert(
+                        rule,
+                        store_id,
+                        f"traffic:{counter}",
+                        f"Traffic spike at {store_id}: {current} {counter} in "
+                        f"{window.seconds // 60} min",
+                        {
+                            "counter": counter,
+                            "current": str(current),
+                            "baseline_average": str(average.quantize(Decimal("0.01"))),
+                        },
+                    )
+                )
+    return alerts
+
+
+def sales_drop_alerts(
+    catalog: Catalog, series: MinuteSeries, latest_by_store: dict[str, datetime]
+) -> list[Alert]:
+    alerts = []
+    for rule in (r for r in catalog.rules if r.type == "sales_drop"):
+        window = timedelta(minutes=int(_param(rule, "window_minutes", "60")))
+        for store_id, latest in latest_by_store.items():
+            if not rule.applies_to(store_id):
+                continue
+            end = _window_end(latest)
+            current = series.total(store_id, "revenue", end - window, end)
+            week_ago = series.total(
+                store_id, "revenue", end - window - timedelta(days=7), end - timedelta(days=7)
+            )
+            if (
+                week_ago >= _param(rule, "min_baseline", "100")
+                and current < _param(rule, "ratio", "0.5") * week_ago
+            ):
+                alerts.append(
+                    Alert(
+                        rule,
+                        store_id,
+                        "sales",
+                        f"Sales drop at {store_id}: {current} vs {week_ago} a week ago",
+                        {"current": str(current), "week_ago": str(week_ago)},
+                    )
+                )
+    return alerts
+
+
+class AlertPublisher:
+    """Claims the cooldown, publishes to SNS, and logs the alert for the dashboard."""
+
+    def __init__(
+        self,
+        sns: Any,
+        topic_arn: str,
+        settings_table: Any,
+        facts_table: Any,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sns, self.topic_arn = sns, topic_arn
+        self.settings_table, self.facts_table, self.clock = settings_table, facts_table, clock
+
+    def publish(self, alerts: list[Alert]) -> int:
+        sent = 0
+        for alert in alerts:
+            now = self.clock()
+            if not self._claim_cooldown(alert, now):
+                continue
+            message = alert.message(now)
+            try:
+                self._send(alert, message)
+            except Exception:
+                # Give the cooldown back, so the retried batch sends the alert after all.
+                self._release_cooldown(alert)
+                raise
+            self.facts_table.put_item(
+                Item={
+                    **alert_log_key(
+                        now, alert.rule.rule_id, f"{alert.store_id}#{alert.subject}"
+                    ).as_item(),
+                    **{k: v for k, v in message.items() if k != "details"},
+                    "details": json.dumps(alert.details, default=str),
+                }
+            )
+            log.info("alert sent: %s", alert.title)
+            sent += 1
+        return sent
+
+    def _send(self, alert: Alert, message: dict[str, Any]) -> None:
+        self.sns.publish(
+            TopicArn=self.topic_arn,
+            Subject=alert.title[:100],
+            Message=json.dumps(message, default=str),
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in (
+                    ("type", alert.rule.type),
+                    ("severity", alert.rule.severity),
+                    ("store_id", alert.store_id),
+                )
+            },
+        )
+
+    @staticmethod
+    def _cooldown_key(alert: Alert) -> Key:
+        return settings_key(
+            SettingsKind.ALERT_STATE, f"{alert.rule.rule_id}#{alert.store_id}#{alert.subject}"
+        )
+
+    def _release_cooldown(self, alert: Alert) -> None:
+        self.settings_table.delete_item(Key=self._cooldown_key(alert).as_item())
+
+    def _claim_cooldown(self, alert: Alert, now: datetime) -> bool:
+        key = self._cooldown_key(alert)
+        cutoff = now - timedelta(seconds=alert.rule.cooldown_seconds)
+        try:
+            self.settings_table.put_item(
+                Item={**key.as_item(), "last_sent_at": now.isoformat()},
+                ConditionExpression="attribute_not_exists(pk) OR last_sent_at < :cutoff",
+                ExpressionAttributeValues={":cutoff": cutoff.isoformat()},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

@@ -1,0 +1,175 @@
+"""One Kinesis batch, end to end: validate, quarantine, archive, deduplicate, aggregate, write
+once per item, alert. The Lambda handler and the tests drive this class; it never reads the
+clock for bucketing (event time decides) and never fails a batch for a bad record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storepulse import events as ev
+from storepulse.config import settings
+from storepulse.layout import Table, table_name
+from storepulse.stream import alerts as alert_rules
+from storepulse.stream.aggregate import Located, aggregate
+from storepulse.stream.archive import LakeArchive, Rejected
+from storepulse.stream.catalog import CachedCatalog, Catalog, load_catalog
+from storepulse.stream.facts import claim_facts, write_profiles
+from storepulse.stream.records import StreamRecord
+from storepulse.stream.writer import ItemWriter, Outcome, WriteResult, run_parallel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamResources:
+    """Where the processor writes; the stack passes the real names as environment variables."""
+
+    metrics_table: str
+    inventory_table: str
+    facts_table: str
+    settings_table: str
+    lake_bucket: str
+    alert_topic_arn: str | None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> StreamResources:
+        def table(kind: Table) -> str:
+            return environ.get(f"STOREPULSE_{kind.name}_TABLE") or table_name(kind)
+
+        return cls(
+            metrics_table=table(Table.METRICS),
+            inventory_table=table(Table.INVENTORY),
+            facts_table=table(Table.FACTS),
+            settings_table=table(Table.SETTINGS),
+            lake_bucket=environ.get("STOREPULSE_LAKE_BUCKET") or settings().resource_name("lake"),
+            alert_topic_arn=environ.get("STOREPULSE_ALERT_TOPIC_ARN") or None,
+        )
+
+
+@dataclass
+class BatchReport:
+    records: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    items_written: int = 0
+    items_replayed: int = 0
+    alerts_sent: int = 0
+    failed_sequence_numbers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def check_against_catalog(event: ev.Event, catalog: Catalog) -> str | None:
+    """Reason to reject a well-formed event that the business does not know, or None."""
+    store = catalog.stores.get(event.store_id)
+    if store is None:
+        return f"unknown store {event.store_id!r} (add it to the settings table)"
+    currency = getattr(event, "currency", None)
+    if currency is not None and currency != store.currency:
+        return f"currency {currency} does not match store {store.store_id}'s {store.currency}"
+    return None
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        *,
+        dynamodb: Any,
+        s3: Any,
+        sns: Any,
+        resources: StreamResources,
+        catalog: CachedCatalog | None = None,
+    ) -> None:
+        self.resources = resources
+        self.metrics = dynamodb.Table(resources.metrics_table)
+        self.inventory = dynamodb.Table(resources.inventory_table)
+        self.facts = dynamodb.Table(resources.facts_table)
+        self.settings = dynamodb.Table(resources.settings_table)
+        self.catalog = catalog or CachedCatalog(lambda: load_catalog(self.settings))
+        self.archive = LakeArchive(s3, resources.lake_bucket)
+        self.publisher = (
+            alert_rules.AlertPublisher(sns, resources.alert_topic_arn, self.settings, self.facts)
+            if resources.alert_topic_arn
+            else None
+        )
+
+    def process(self, records: list[StreamRecord]) -> BatchReport:
+        started = time.monotonic()
+        report = BatchReport(records=len(records))
+        if not records:
+            return report
+        if len({r.shard_id for r in records}) != 1:
+            raise ValueError("a Kinesis batch holds the records of one shard")
+        catalog = self.catalog.load()
+        valid, rejected = self._validate(records, catalog)
+        report.valid, report.quarantined = len(valid), len(rejected)
+        self.archive.quarantine(rejected)
+        self.archive.archive_valid([r for r, _ in valid])
+
+        located = [Located(event, r.shard_id, r.position) for r, event in valid]
+        duplicates, new_sessions = claim_facts(self.facts, located, catalog)
+        report.duplicates = len(duplicates)
+        agg = aggregate([i for i in located if i.position not in duplicates], catalog, new_sessions)
+        write_profiles(self.facts, agg.profiles.values())
+
+        results, failed_positions = self._write(agg)
+        report.items_written = sum(r.outcome != Outcome.REPLAYED for r in results)
+        report.items_replayed = sum(r.outcome == Outcome.REPLAYED for r in results)
+        report.alerts_sent = self._alert(catalog, agg, results)
+        if failed_positions:
+            # Lambda resumes from the earliest failure; later records that did land are
+            # skipped by the watermarks, so nothing is counted twice.
+            first = min(failed_positions)
+            report.failed_sequence_numbers = [
+                next(r.sequence_number for r in records if r.position == first)
+            ]
+        report.seconds = time.monotonic() - started
+        log.info("batch processed", extra={"report": report.__dict__})
+        return report
+
+    def _validate(
+        self, records: list[StreamRecord], catalog: Catalog
+    ) -> tuple[list[tuple[StreamRecord, ev.Event]], list[Rejected]]:
+        valid, rejected = [], []
+        for record in records:
+            try:
+                event = ev.parse_event(record.data)
+            except ev.InvalidEvent as exc:
+                rejected.append(Rejected(record, exc.reason))
+                continue
+            if reason := check_against_catalog(event, catalog):
+                rejected.append(Rejected(record, reason))
+            else:
+                valid.append((record, event))
+        return valid, rejected
+
+    def _write(self, agg: Any) -> tuple[list[WriteResult], list[str]]:
+        jobs = (
+            [(ItemWriter(self.metrics).write_counters, w) for w in agg.counters.values()]
+            + [(ItemWriter(self.facts).write_counters, w) for w in agg.customer_stats.values()]
+            + [(ItemWriter(self.inventory).write_stock, w) for w in agg.stock.values()]
+        )
+        results, failures = run_parallel(jobs, lambda job: job[0](job[1]))
+        failed_positions = []
+        for (_, write), exc in failures:
+            log.warning("write of %s failed: %s", write.key, exc)
+            positions = [c.position for c in getattr(write, "contributions", None) or write.changes]
+            failed_positions.append(min(positions))
+        return results, failed_positions
+
+    def _alert(self, catalog: Catalog, agg: Any, results: list[WriteResult]) -> int:
+        if self.publisher is None or not catalog.rules:
+            return 0
+        stock_items = [r.item for r in results if r.item is not None and r.key in agg.stock]
+        series = alert_rules.MinuteSeries(self.metrics, catalog)
+        alerts = (
+            alert_rules.low_stock_alerts(catalog, stock_items)
+            + alert_rules.traffic_spike_alerts(catalog, series, agg.latest_traffic)
+            + alert_rules.sales_drop_alerts(catalog, series, agg.latest_sales)
+        )
+        return self.publisher.publish(alerts)

@@ -1,0 +1,124 @@
+"""Fixtures for the real-time path on the embedded AWS."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+
+from storepulse.aws import FAIL_FAST_CONFIG
+from storepulse.config import settings
+from storepulse.layout import SettingsKind, Table, table_name
+from storepulse.local.provision import create_tables
+
+BUSINESS_TZ = "Europe/Paris"
+STORES = {"s-001": "Europe/Paris", "s-002": "America/New_York"}
+PRODUCTS = {  # sku: (category, reorder point)
+    "coffee-1kg": ("grocery", 5),
+    "mug-blue": ("kitchen", 2),
+    "tea-100g": ("grocery", 3),
+}
+
+
+@dataclass
+class RealtimeStack:
+    dynamodb: Any  # boto3 resource
+    s3: Any
+    sns: Any
+    sqs: Any
+    bucket: str
+    topic_arn: str
+    alerts_queue_url: str
+
+    def table(self, kind: Table) -> Any:
+        return self.dynamodb.Table(table_name(kind))
+
+    def alerts(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
+        """Alert notifications delivered to the queue subscribed to the topic."""
+        messages = self.sqs.receive_message(
+            QueueUrl=self.alerts_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
+        ).get("Messages", [])
+        return [json.loads(m["Body"]) for m in messages]
+
+
+def _put_settings(table: Any) -> None:
+    table.put_item(
+        Item={
+            "pk": SettingsKind.BUSINESS.value,
+            "sk": "profile",
+            "name": "Test shop",
+            "timezone": BUSINESS_TZ,
+            "currency": "EUR",
+        }
+    )
+    for store_id, timezone in STORES.items():
+        table.put_item(
+            Item={
+                "pk": "STORE",
+                "sk": store_id,
+                "timezone": timezone,
+                "currency": "EUR",
+                "name": store_id,
+            }
+        )
+    for sku, (category, reorder_point) in PRODUCTS.items():
+        table.put_item(
+            Item={
+                "pk": "PRODUCT",
+                "sk": sku,
+                "category": category,
+                "reorder_point": reorder_point,
+                "name": sku,
+                "unit_price": Decimal("1.00"),
+            }
+        )
+    table.put_item(
+        Item={
+            "pk": "ALERT_RULE",
+            "sk": "low-stock",
+            "type": "low_stock",
+            "severity": "warning",
+            "cooldown_seconds": 3600,
+            "params": {},
+            "store_ids": [],
+            "enabled": True,
+        }
+    )
+    table.put_item(
+        Item={
+            "pk": "ALERT_RULE",
+            "sk": "traffic-spike",
+            "type": "traffic_spike",
+            "severity": "info",
+            "cooldown_seconds": 1800,
+            "params": {"window_minutes": 5, "baseline_minutes": 60, "ratio": 3, "min_count": 30},
+            "store_ids": [],
+            "enabled": True,
+        }
+    )
+
+
+@pytest.fixture
+def realtime_stack(embedded_aws: str, monkeypatch: pytest.MonkeyPatch) -> RealtimeStack:
+    """Tables, lake bucket, alert topic with a subscribed SQS queue, and a seeded catalogue."""
+    session = boto3.Session(region_name=settings().region)
+    dynamodb_client = session.client("dynamodb", config=FAIL_FAST_CONFIG)
+    create_tables(dynamodb_client)
+    s3, sns, sqs = (session.client(s, config=FAIL_FAST_CONFIG) for s in ("s3", "sns", "sqs"))
+    bucket = settings().resource_name("lake")
+    s3.create_bucket(Bucket=bucket)
+    topic_arn = sns.create_topic(Name=settings().resource_name("alerts"))["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    dynamodb = session.resource("dynamodb", config=FAIL_FAST_CONFIG)
+    _put_settings(dynamodb.Table(table_name(Table.SETTINGS)))
+    monkeypatch.setenv("STOREPULSE_LAKE_BUCKET", bucket)
+    monkeypatch.setenv("STOREPULSE_ALERT_TOPIC_ARN", topic_arn)
+    return RealtimeStack(dynamodb, s3, sns, sqs, bucket, topic_arn, queue_url)

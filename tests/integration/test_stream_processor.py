@@ -1,0 +1,353 @@
+"""The stream processor through its Lambda handler, on the embedded AWS: what a business owner
+and an operator would check (totals in DynamoDB, files in the lake, alerts in the inbox)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from types import ModuleType
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from storepulse import events as ev
+from storepulse.config import REPO_ROOT
+from storepulse.layout import Grain, Table, bucket_keys, inventory_key, order_key
+from storepulse.local.lambda_context import LambdaContext
+from storepulse.stream import writer
+from storepulse.stream.records import StreamRecord, lambda_event
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
+ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-dev-stream-processor"
+SHARD = "shardId-000000000000"
+NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+
+
+def _load_handler() -> ModuleType:
+    path = REPO_ROOT / "lambdas" / "stream_processor" / "handler.py"
+    spec = importlib.util.spec_from_file_location("stream_processor_handler", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def handler(realtime_stack) -> Iterator[ModuleType]:
+    module = _load_handler()
+    module.processor.cache_clear()  # resources come from this test's environment
+    yield module
+    module.processor.cache_clear()
+
+
+class Stream:
+    """Records of one shard, numbered like Kinesis does (increasing sequence numbers)."""
+
+    def __init__(self) -> None:
+        self.next_sequence = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+
+    def records(
+        self, *payloads: ev.Event | bytes, arrived_at: datetime = NOON_PARIS
+    ) -> list[StreamRecord]:
+        out = []
+        for payload in payloads:
+            data = payload.to_json() if isinstance(payload, ev.Event) else payload
+            key = ev.partition_key(payload) if isinstance(payload, ev.Event) else "x"
+            self.next_sequence += 1
+            out.append(StreamRecord(SHARD, str(self.next_sequence), key, data, arrived_at))
+        return out
+
+
+def invoke(handler: ModuleType, records: list[StreamRecord]) -> dict[str, Any]:
+    return handler.handler(
+        lambda_event(records, STREAM_ARN, "us-east-1", ROLE_ARN),
+        LambdaContext("storepulse-dev-stream-processor"),
+    )
+
+
+def sale(
+    store: str, order: str, at: datetime, *lines: tuple[str, int, str], customer: str | None = None
+) -> ev.PosSaleV1:
+    return ev.PosSaleV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store,
+        occurred_at=at,
+        order_id=order,
+        channel="in_store",
+        currency="EUR",
+        customer_id=customer,
+        lines=[
+            ev.SaleLine(
+                sku=sku,
+                category="grocery" if sku != "mug-blue" else "kitchen",
+                quantity=qty,
+                unit_price=Decimal(price),
+            )
+            for sku, qty, price in lines
+        ],
+    )
+
+
+def page_view(store: str, session: str, at: datetime) -> ev.WebPageViewV1:
+    return ev.WebPageViewV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store,
+        occurred_at=at,
+        session_id=session,
+        device="mobile",
+        page="/",
+    )
+
+
+def stock_take(store: str, sku: str, quantity: int, at: datetime) -> ev.InventoryStockLevelV1:
+    return ev.InventoryStockLevelV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store,
+        occurred_at=at,
+        sku=sku,
+        quantity_on_hand=quantity,
+    )
+
+
+def day_total(stack, store: str | None, at: datetime, tz: str = "Europe/Paris") -> dict:
+    key = bucket_keys(store, at, tz)[Grain.DAY]
+    return stack.table(Table.METRICS).get_item(Key=key.as_item()).get("Item", {})
+
+
+def on_hand(stack, store: str, sku: str) -> int:
+    item = stack.table(Table.INVENTORY).get_item(Key=inventory_key(store, sku).as_item())["Item"]
+    return int(item["on_hand"])
+
+
+def test_sales_become_exact_totals_per_store_day_and_business(handler, realtime_stack) -> None:
+    stream = Stream()
+    batch = stream.records(
+        sale("s-001", "o-1", NOON_PARIS, ("coffee-1kg", 2, "12.10"), ("mug-blue", 1, "0.10")),
+        sale("s-001", "o-2", NOON_PARIS + timedelta(minutes=1), ("tea-100g", 3, "0.20")),
+        sale("s-002", "o-3", NOON_PARIS, ("coffee-1kg", 1, "12.10")),
+    )
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+
+    store_day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert store_day["revenue"] == Decimal("24.90")  # 24.20 + 0.10 + 0.60, exactly
+    assert (store_day["orders"], store_day["units"]) == (2, 6)
+    business_day = day_total(realtime_stack, None, NOON_PARIS)
+    assert business_day["revenue"] == Decimal("37.00")
+    assert business_day["orders"] == 3
+    order = realtime_stack.table(Table.FACTS).get_item(Key=order_key("o-1").as_item())["Item"]
+    assert (order["total"], order["business_date"]) == (Decimal("24.30"), "2026-11-26")
+
+
+def test_buckets_follow_each_stores_local_day(handler, realtime_stack) -> None:
+    late_evening_utc = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)  # Paris: 27th; New York: 26th
+    stream = Stream()
+    invoke(
+        handler,
+        stream.records(
+            sale("s-001", "o-paris", late_evening_utc, ("tea-100g", 1, "5.00")),
+            sale("s-002", "o-ny", late_evening_utc, ("tea-100g", 1, "7.00")),
+        ),
+    )
+    paris = day_total(realtime_stack, "s-001", late_evening_utc, "Europe/Paris")
+    new_york = day_total(realtime_stack, "s-002", late_evening_utc, "America/New_York")
+    assert bucket_keys("s-001", late_evening_utc, "Europe/Paris")[Grain.DAY].sk == "2026-11-27"
+    assert bucket_keys("s-002", late_evening_utc, "America/New_York")[Grain.DAY].sk == "2026-11-26"
+    assert (paris["revenue"], new_york["revenue"]) == (Decimal("5.00"), Decimal("7.00"))
+
+
+def test_late_event_lands_in_its_own_day(handler, realtime_stack) -> None:
+    yesterday = NOON_PARIS - timedelta(days=1)
+    invoke(
+        handler, Stream().records(sale("s-001", "o-offline", yesterday, ("tea-100g", 1, "4.00")))
+    )
+    assert day_total(realtime_stack, "s-001", yesterday)["revenue"] == Decimal("4.00")
+    assert day_total(realtime_stack, "s-001", NOON_PARIS) == {}
+
+
+def test_bad_records_are_quarantined_with_reason_and_good_ones_still_count(
+    handler, realtime_stack
+) -> None:
+    stream = Stream()
+    batch = stream.records(
+        sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "2.00")),
+        b'{"schema": "pos.sale", "version": 1, "truncated',
+        sale("s-999", "o-2", NOON_PARIS, ("tea-100g", 1, "2.00")),  # unknown store
+        sale("s-001", "o-3", NOON_PARIS, ("tea-100g", 1, "3.00")),
+    )
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+
+    assert day_total(realtime_stack, "s-001", NOON_PARIS)["revenue"] == Decimal("5.00")
+    s3 = realtime_stack.s3
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=realtime_stack.bucket)["Contents"]]
+    quarantine = [k for k in keys if k.startswith("quarantine/")]
+    lines = [
+        json.loads(line)
+        for line in gzip.decompress(
+            s3.get_object(Bucket=realtime_stack.bucket, Key=quarantine[0])["Body"].read()
+        ).splitlines()
+    ]
+    assert [line["sequence_number"] for line in lines] == [
+        batch[1].sequence_number,
+        batch[2].sequence_number,
+    ]
+    assert "not valid JSON" in lines[0]["reason"]
+    assert "unknown store 's-999'" in lines[1]["reason"]
+    raw = [k for k in keys if k.startswith("raw/")]
+    assert raw and raw[0].startswith("raw/events/dt=2026-11-26/hour=11/")
+
+
+def test_replayed_and_bisected_batches_change_no_total(handler, realtime_stack) -> None:
+    stream = Stream()
+    batch = stream.records(
+        *[
+            sale("s-001", f"o-{i}", NOON_PARIS + timedelta(minutes=i), ("coffee-1kg", 1, "12.10"))
+            for i in range(6)
+        ]
+    )
+    invoke(handler, batch)
+    expected = day_total(realtime_stack, "s-001", NOON_PARIS)
+
+    invoke(handler, batch)  # retried whole
+    invoke(handler, batch[:3])  # bisected halves
+    invoke(handler, batch[3:])
+
+    assert day_total(realtime_stack, "s-001", NOON_PARIS) == expected
+    assert expected["revenue"] == Decimal("72.60")
+    assert on_hand_after_sales(realtime_stack) == -6
+
+
+def on_hand_after_sales(stack) -> int:
+    return on_hand(stack, "s-001", "coffee-1kg")
+
+
+def test_crash_half_way_then_retry_counts_each_record_once(
+    handler, realtime_stack, monkeypatch
+) -> None:
+    stream = Stream()
+    batch = stream.records(
+        *[
+            sale("s-001", f"o-{i}", NOON_PARIS + timedelta(minutes=i), ("tea-100g", 1, "1.50"))
+            for i in range(5)
+        ]
+    )
+    original = writer.ItemWriter.write_counters
+    calls = {"n": 0}
+
+    def crash_after_some_writes(self, write):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise RuntimeError("Lambda timed out")
+        return original(self, write)
+
+    monkeypatch.setattr(writer.ItemWriter, "write_counters", crash_after_some_writes)
+    with pytest.raises(RuntimeError):
+        invoke(handler, batch)
+    monkeypatch.setattr(writer.ItemWriter, "write_counters", original)
+
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["revenue"], day["orders"]) == (Decimal("7.50"), 5)
+    assert day_total(realtime_stack, None, NOON_PARIS)["orders"] == 5
+
+
+def test_failed_write_reports_where_to_resume_and_resuming_is_exact(
+    handler, realtime_stack, monkeypatch
+) -> None:
+    stream = Stream()
+    batch = stream.records(
+        sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "1.00")),
+        sale("s-002", "o-2", NOON_PARIS, ("tea-100g", 1, "2.00")),
+        sale("s-001", "o-3", NOON_PARIS, ("tea-100g", 1, "4.00")),
+    )
+    original = writer.ItemWriter.write_counters
+
+    def throttle_store_2(self, write):
+        if write.key.pk.startswith("S#s-002#DAY"):
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "ProvisionedThroughputExceededException",
+                        "Message": "slow down",
+                    }
+                },
+                "UpdateItem",
+            )
+        return original(self, write)
+
+    monkeypatch.setattr(writer.ItemWriter, "write_counters", throttle_store_2)
+    response = invoke(handler, batch)
+    assert response == {"batchItemFailures": [{"itemIdentifier": batch[1].sequence_number}]}
+    monkeypatch.setattr(writer.ItemWriter, "write_counters", original)
+
+    assert invoke(handler, batch[1:]) == {"batchItemFailures": []}  # what Lambda resends
+    assert day_total(realtime_stack, "s-001", NOON_PARIS)["revenue"] == Decimal("5.00")
+    assert day_total(realtime_stack, "s-002", NOON_PARIS, "America/New_York")["revenue"] == Decimal(
+        "2.00"
+    )
+    assert day_total(realtime_stack, None, NOON_PARIS)["revenue"] == Decimal("7.00")
+
+
+def test_a_resent_event_at_another_position_is_not_counted_twice(handler, realtime_stack) -> None:
+    order = sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 2, "3.00"))
+    stream = Stream()
+    invoke(handler, stream.records(order))
+    invoke(handler, stream.records(order))  # the producer resent it: new sequence number
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["revenue"], day["orders"]) == (Decimal("6.00"), 1)
+    assert on_hand(realtime_stack, "s-001", "tea-100g") == -2
+
+
+def test_sessions_are_counted_once_across_batches(handler, realtime_stack) -> None:
+    stream = Stream()
+    invoke(
+        handler,
+        stream.records(
+            page_view("s-001", "sess-1", NOON_PARIS),
+            page_view("s-001", "sess-1", NOON_PARIS),
+            page_view("s-001", "sess-2", NOON_PARIS),
+        ),
+    )
+    invoke(handler, stream.records(page_view("s-001", "sess-1", NOON_PARIS)))
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["page_views"], day["sessions"]) == (4, 2)
+
+
+def test_low_stock_alert_reaches_subscribers_once_per_cooldown(handler, realtime_stack) -> None:
+    stream = Stream()
+    invoke(handler, stream.records(stock_take("s-001", "coffee-1kg", 7, NOON_PARIS)))
+    assert realtime_stack.alerts() == []
+
+    invoke(
+        handler, stream.records(sale("s-001", "o-1", NOON_PARIS, ("coffee-1kg", 2, "12.10")))
+    )  # 5 = reorder point
+    invoke(
+        handler, stream.records(sale("s-001", "o-2", NOON_PARIS, ("coffee-1kg", 1, "12.10")))
+    )  # still low: cooldown
+
+    notes = realtime_stack.alerts(wait_seconds=1)
+    assert len(notes) == 1
+    attributes = {k: v["Value"] for k, v in notes[0]["MessageAttributes"].items()}
+    assert attributes == {"type": "low_stock", "severity": "warning", "store_id": "s-001"}
+    body = json.loads(notes[0]["Message"])
+    assert body["details"] == {"sku": "coffee-1kg", "on_hand": 5, "reorder_point": 5}
+    assert on_hand(realtime_stack, "s-001", "coffee-1kg") == 4
+
+
+def test_traffic_spike_alert(handler, realtime_stack) -> None:
+    stream = Stream()
+    start = NOON_PARIS - timedelta(minutes=65)
+    baseline = [page_view("s-001", f"b-{i}", start + timedelta(minutes=i)) for i in range(60)]
+    invoke(handler, stream.records(*baseline))
+    assert realtime_stack.alerts() == []
+
+    burst = [page_view("s-001", f"x-{i}", NOON_PARIS - timedelta(seconds=i)) for i in range(40)]
+    invoke(handler, stream.records(*burst))
+
+    notes = realtime_stack.alerts(wait_seconds=1)
+    assert [json.loads(n["Message"])["type"] for n in notes] == ["traffic_spike"]
