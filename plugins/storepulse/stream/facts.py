@@ -10,6 +10,8 @@ crash is recognised as our own earlier write and still counts.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +32,8 @@ from storepulse.layout import (
 )
 from storepulse.stream.aggregate import Located
 from storepulse.stream.catalog import Catalog
+
+CLAIM_THREADS = 8
 
 
 def _src(item: Located) -> str:
@@ -105,33 +109,73 @@ def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if v is not None}
 
 
-def claim_facts(
-    table: Any, items: Iterable[Located], catalog: Catalog
-) -> tuple[set[str], set[str]]:
-    """Write order, refund and session facts; return (positions of duplicate records,
-    positions of the records that open a new session)."""
-    duplicates: set[str] = set()
-    new_sessions: set[str] = set()
-    sessions_seen: set[str] = set()
+@dataclass(frozen=True)
+class _Claim:
+    position: str
+    key: Key
+    src: str
+    attributes: dict[str, Any]
+    is_session: bool = False
+
+
+def _claims(items: Iterable[Located], catalog: Catalog) -> list[_Claim]:
+    claims, sessions_seen = [], set()
     for item in items:
         match item.event:
             case ev.PosSaleV1() as sale:
-                fact = _without_nulls(order_fact(sale, catalog))
-                if not _claim(table, order_key(sale.order_id), _src(item), fact):
-                    duplicates.add(item.position)
+                claims.append(
+                    _Claim(
+                        item.position,
+                        order_key(sale.order_id),
+                        _src(item),
+                        _without_nulls(order_fact(sale, catalog)),
+                    )
+                )
             case ev.PosRefundV1() as refund:
-                fact = _without_nulls(refund_fact(refund, catalog))
-                if not _claim(table, refund_key(refund.refund_id), _src(item), fact):
-                    duplicates.add(item.position)
+                claims.append(
+                    _Claim(
+                        item.position,
+                        refund_key(refund.refund_id),
+                        _src(item),
+                        _without_nulls(refund_fact(refund, catalog)),
+                    )
+                )
             case ev.WebEvent() as web if web.session_id not in sessions_seen:
+                # The session's first record in the batch claims it (the same one on a retry).
                 sessions_seen.add(web.session_id)
                 marker = {
                     "type": "session",
                     "store_id": web.store_id,
                     "expires_at": expires_at(web.occurred_at, SESSION_TTL),
                 }
-                if _claim(table, session_key(web.session_id), _src(item), marker):
-                    new_sessions.add(item.position)
+                claims.append(
+                    _Claim(
+                        item.position,
+                        session_key(web.session_id),
+                        _src(item),
+                        marker,
+                        is_session=True,
+                    )
+                )
+    return claims
+
+
+def claim_facts(
+    table: Any, items: Iterable[Located], catalog: Catalog
+) -> tuple[set[str], set[str]]:
+    """Write order, refund and session facts (concurrently; each is independent); return
+    (positions of duplicate records, positions of the records that open a new session)."""
+    claims = _claims(items, catalog)
+    if not claims:
+        return set(), set()
+    with ThreadPoolExecutor(max_workers=min(CLAIM_THREADS, len(claims))) as pool:
+        owned = list(pool.map(lambda c: _claim(table, c.key, c.src, c.attributes), claims))
+    duplicates = {
+        c.position for c, ours in zip(claims, owned, strict=True) if not ours and not c.is_session
+    }
+    new_sessions = {
+        c.position for c, ours in zip(claims, owned, strict=True) if ours and c.is_session
+    }
     return duplicates, new_sessions
 
 
