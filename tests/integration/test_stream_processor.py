@@ -351,3 +351,29 @@ def test_traffic_spike_alert(handler, realtime_stack) -> None:
 
     notes = realtime_stack.alerts(wait_seconds=1)
     assert [json.loads(n["Message"])["type"] for n in notes] == ["traffic_spike"]
+
+
+def _subscribe_filtered(stack, name: str, policy: dict[str, list[str]]) -> str:
+    queue_url = stack.sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = stack.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    stack.sns.subscribe(
+        TopicArn=stack.topic_arn,
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"FilterPolicy": json.dumps(policy), "RawMessageDelivery": "true"},
+    )
+    return queue_url
+
+
+def test_subscribers_filter_alerts_by_attributes(handler, realtime_stack) -> None:
+    purchasing = _subscribe_filtered(realtime_stack, "purchasing", {"type": ["low_stock"]})
+    other_store = _subscribe_filtered(realtime_stack, "store-2-manager", {"store_id": ["s-002"]})
+    stream = Stream()
+    invoke(handler, stream.records(stock_take("s-001", "mug-blue", 1, NOON_PARIS)))
+
+    sqs = realtime_stack.sqs
+    received = sqs.receive_message(QueueUrl=purchasing, WaitTimeSeconds=1).get("Messages", [])
+    assert [json.loads(m["Body"])["details"]["sku"] for m in received] == ["mug-blue"]
+    assert sqs.receive_message(QueueUrl=other_store).get("Messages", []) == []
