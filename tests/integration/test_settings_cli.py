@@ -1,0 +1,321 @@
+"""The settings CLI and store on the embedded AWS, and the contract with the Lambda's catalogue."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import boto3
+import pytest
+
+from storepulse.aws import FAIL_FAST_CONFIG
+from storepulse.config import settings
+from storepulse.layout import SettingsKind, Table, table_name
+from storepulse.local.provision import create_tables
+from storepulse.settings_cli import main
+from storepulse.settings_store import (
+    AlertRuleSettings,
+    BusinessProfile,
+    ProductSettings,
+    SettingsError,
+    SettingsStore,
+    StoreSettings,
+)
+from storepulse.stream.catalog import load_catalog
+
+BUSINESS = {"name": "Corner Shop", "timezone": "Europe/Paris", "currency": "EUR"}
+STORE = {"name": "Main St", "timezone": "America/New_York", "currency": "EUR"}
+
+
+class Run(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def table(aws_client: Any) -> Any:
+    create_tables(aws_client("dynamodb"))
+    resource = boto3.resource("dynamodb", region_name=settings().region, config=FAIL_FAST_CONFIG)
+    return resource.Table(table_name(Table.SETTINGS))
+
+
+@pytest.fixture
+def cli(table: Any, capsys: pytest.CaptureFixture[str]) -> Any:
+    def run(*argv: str) -> Run:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    return run
+
+
+def _upsert(cli: Any, kind: str, item_id: str | None, data: dict[str, Any]) -> Run:
+    return cli("upsert", kind, *([item_id] if item_id else []), "--json", json.dumps(data))
+
+
+@pytest.fixture
+def shop(cli: Any) -> Any:
+    """A business with one store, s-001."""
+    assert _upsert(cli, "business", None, BUSINESS).code == 0
+    assert _upsert(cli, "store", "s-001", STORE).code == 0
+    return cli
+
+
+CASES = [  # kind, id, JSON, its replacement
+    ("business", None, BUSINESS, {**BUSINESS, "name": "Corner Shop Ltd"}),
+    ("store", "s-002", STORE, {**STORE, "timezone": "Asia/Tokyo"}),
+    (
+        "product",
+        "mug-blue",
+        {"name": "Blue mug", "category": "kitchen", "unit_price": 7.5, "reorder_point": 2},
+        {"name": "Blue mug", "category": "kitchen", "unit_price": "8.00", "reorder_point": 4},
+    ),
+    (
+        "employee",
+        "e-1",
+        {"name": "Ada", "store_id": "s-001", "role": "manager"},
+        {"name": "Ada", "store_id": "s-001", "role": "owner"},
+    ),
+    (
+        "alert-rule",
+        "drop-main",
+        {"type": "sales_drop", "params": {"ratio": 0.4}, "store_ids": ["s-001"]},
+        {"type": "sales_drop", "params": {"ratio": 0.3}, "enabled": False},
+    ),
+    ("kpi", None, {"kpis": ["revenue", "orders"]}, {"kpis": ["visitors", "revenue"]}),
+]
+
+
+@pytest.mark.parametrize(("kind", "item_id", "data", "changed"), CASES, ids=[c[0] for c in CASES])
+def test_upsert_list_get_delete(
+    shop: Any, kind: str, item_id: str | None, data: dict[str, Any], changed: dict[str, Any]
+) -> None:
+    ref = [item_id] if item_id else []
+    assert _upsert(shop, kind, item_id, data).code == 0
+
+    got = shop("get", kind, *ref)
+    assert got.code == 0
+    assert _subset(json.loads(got.out), data)
+    assert _upsert(shop, kind, item_id, changed).code == 0
+    assert _subset(json.loads(shop("get", kind, *ref).out), changed)
+
+    listed = json.loads(shop("list", kind, "--format", "json").out)
+    assert json.loads(shop("get", kind, *ref).out) in listed
+    table = shop("list", kind)
+    assert table.code == 0
+    assert table.out.splitlines()[0].split()[0] == next(iter(json.loads(got.out)))  # header
+
+    assert shop("delete", kind, *ref) == Run(0, f"deleted {kind} {item_id or _single(kind)}\n", "")
+    assert shop("get", kind, *ref).code == 1
+    missing = shop("delete", kind, *ref)
+    assert missing.code == 1
+    assert "not found" in missing.err
+
+
+def _single(kind: str) -> str:
+    return {"business": "profile", "kpi": "selection"}[kind]
+
+
+def _subset(shown: dict[str, Any], given: dict[str, Any]) -> bool:
+    """``given`` (as typed) is what ``get`` shows, numbers compared exactly."""
+    return all(
+        _subset(shown[k], v) if isinstance(v, dict) else _same(shown[k], v)
+        for k, v in given.items()
+    )
+
+
+def _same(shown: Any, given: Any) -> bool:
+    if isinstance(given, float | int) and not isinstance(given, bool):
+        return Decimal(str(shown)) == Decimal(str(given))
+    return shown == given
+
+
+def test_list_prints_a_readable_table(shop: Any) -> None:
+    _upsert(shop, "store", "s-002", {**STORE, "name": "Harbour"})
+
+    assert shop("list", "store").out.splitlines() == [
+        "store_id  name     timezone          currency",
+        "s-001     Main St  America/New_York  EUR",
+        "s-002     Harbour  America/New_York  EUR",
+    ]
+
+
+def test_invalid_json_prints_the_errors_without_traceback(cli: Any) -> None:
+    run = _upsert(cli, "product", "p-1", {"name": "", "category": "c", "unit_price": "1.999"})
+
+    assert run.code == 2
+    assert run.err.splitlines() == [
+        "error: product.name: must not be empty",
+        "error: product.unit_price: must have at most 2 decimal places",
+    ]
+    assert cli("get", "product", "p-1").code == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["upsert", "store", "s-1", "--json", "[1]"], "error: --json: must be a JSON object"),
+        (["upsert", "store", "s-1", "--json", "{"], "error: --json: not valid JSON"),
+        (["upsert", "store", "--json", "{}"], "error: store.store_id: missing"),
+        (
+            ["upsert", "store", "s-1", "--json", '{"store_id": "s-2"}'],
+            "error: ID 's-1' does not match store_id 's-2'",
+        ),
+        (["get", "store"], "error: ID (store_id) is required"),
+        (["get", "kpi", "other"], "error: kpi has a single item: give no ID"),
+        (
+            [
+                "upsert",
+                "alert-rule",
+                "r",
+                "--json",
+                '{"type": "low_stock", "params": {"ratio": 2}}',
+            ],
+            "error: alert_rule.params.ratio: unknown field",
+        ),
+    ],
+)
+def test_bad_input_is_reported(cli: Any, argv: list[str], message: str) -> None:
+    run = cli(*argv)
+    assert (run.code, run.out) == (2, "")
+    assert run.err.startswith(message)
+
+
+def test_store_currency_must_match_the_business(shop: Any) -> None:
+    run = _upsert(shop, "store", "s-002", {**STORE, "currency": "USD"})
+
+    assert run == Run(
+        2,
+        "",
+        "error: store 's-002' has currency USD but the business uses EUR; "
+        "every store must use the business currency\n",
+    )
+    changed = _upsert(shop, "business", None, {**BUSINESS, "currency": "USD"})
+    assert changed.code == 2
+    assert "store(s) s-001" in changed.err
+
+
+def test_store_currency_is_free_without_a_business_profile(cli: Any) -> None:
+    assert _upsert(cli, "store", "s-009", {**STORE, "currency": "GBP"}).code == 0
+
+
+def test_employee_store_must_exist(shop: Any) -> None:
+    run = _upsert(shop, "employee", "e-1", {"name": "Bo", "store_id": "s-404", "role": "staff"})
+
+    assert (run.code, run.err) == (
+        2,
+        "error: employee 'e-1': store 's-404' does not exist; create the store first\n",
+    )
+
+
+def test_rule_stores_must_exist(shop: Any) -> None:
+    rule = {"type": "low_stock", "store_ids": ["s-001", "s-404", "s-405"]}
+    run = _upsert(shop, "alert-rule", "low", rule)
+
+    assert run.code == 2
+    assert "alert rule 'low': unknown store(s) s-404, s-405" in run.err
+
+
+def test_missing_table_is_named(embedded_aws: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--table", "nope-settings", "list", "store"]) == 2
+    err = capsys.readouterr().err
+    assert "table 'nope-settings' does not exist" in err
+    assert "deploy_realtime_stack" in err
+
+
+def test_seed_defaults_is_idempotent_and_keeps_changed_rules(cli: Any) -> None:
+    first = cli("seed-defaults")
+    assert first.code == 0
+    assert first.out.splitlines() == [
+        "created alert-rule low-stock",
+        "created alert-rule traffic-spike",
+        "created alert-rule sales-drop",
+    ]
+    changed = {"type": "sales_drop", "severity": "critical", "params": {"ratio": "0.25"}}
+    assert _upsert(cli, "alert-rule", "sales-drop", changed).code == 0
+    assert cli("delete", "alert-rule", "low-stock").code == 0
+
+    second = cli("seed-defaults")
+    assert second.out == "created alert-rule low-stock\n"
+    assert cli("seed-defaults").out == "every default alert rule exists already\n"
+    kept = json.loads(cli("get", "alert-rule", "sales-drop").out)
+    assert (kept["severity"], kept["params"]) == ("critical", {"ratio": "0.25"})
+
+
+def test_the_lambda_reads_what_the_store_wrote(table: Any) -> None:
+    store = SettingsStore(table)
+    for setting in _settings():
+        store.upsert(setting)
+    created = store.seed_defaults()
+
+    catalog = load_catalog(table)
+
+    assert catalog.business_timezone == "Asia/Tokyo"
+    assert {s.store_id: (s.timezone, s.currency, s.name) for s in catalog.stores.values()} == {
+        "s-001": ("Europe/Paris", "JPY", "Paris"),
+        "s-002": ("America/New_York", "JPY", "New York"),
+    }
+    assert {p.sku: (p.category, p.reorder_point) for p in catalog.products.values()} == {
+        "coffee-1kg": ("grocery", 5),
+        "mug-blue": ("kitchen", 0),
+    }
+    written = {r.rule_id: r for r in [*created, *store.list(SettingsKind.ALERT_RULE)]}
+    assert (
+        {r.rule_id for r in catalog.rules}
+        == set(written)
+        == {
+            "low-stock",
+            "traffic-spike",
+            "sales-drop",
+            "paris-footfall",
+        }
+    )
+    for rule in catalog.rules:
+        expected = written[rule.rule_id]
+        assert isinstance(expected, AlertRuleSettings)
+        assert (rule.type, rule.severity, rule.cooldown_seconds, rule.enabled) == (
+            expected.type,
+            expected.severity,
+            expected.cooldown_seconds,
+            expected.enabled,
+        )
+        assert rule.params == expected.params
+        assert rule.store_ids == frozenset(expected.store_ids)
+    footfall = next(r for r in catalog.rules if r.rule_id == "paris-footfall")
+    assert footfall.params == {"counter": "foot_traffic", "ratio": Decimal("2.5")}
+    assert footfall.applies_to("s-001")
+    assert not footfall.applies_to("s-002")
+
+
+def _settings() -> list[Any]:
+    return [
+        BusinessProfile(name="Shop", timezone="Asia/Tokyo", currency="JPY"),
+        StoreSettings(store_id="s-001", name="Paris", timezone="Europe/Paris", currency="JPY"),
+        StoreSettings(
+            store_id="s-002", name="New York", timezone="America/New_York", currency="JPY"
+        ),
+        ProductSettings.model_validate(
+            {"sku": "coffee-1kg", "name": "Coffee", "category": "grocery", "unit_price": "9.90"}
+            | {"reorder_point": 5}
+        ),
+        ProductSettings.model_validate(
+            {"sku": "mug-blue", "name": "Mug", "category": "kitchen", "unit_price": 4}
+        ),
+        AlertRuleSettings.model_validate(
+            {
+                "rule_id": "paris-footfall",
+                "type": "traffic_spike",
+                "severity": "critical",
+                "cooldown_seconds": 600,
+                "params": {"counter": "foot_traffic", "ratio": "2.5"},
+                "store_ids": ["s-001"],
+            }
+        ),
+    ]
+
+
+def test_store_refuses_internal_items(table: Any) -> None:
+    with pytest.raises(SettingsError, match="internal"):
+        SettingsStore(table).list(SettingsKind.ALERT_STATE)
