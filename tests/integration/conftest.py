@@ -12,8 +12,15 @@ import pytest
 
 from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.config import settings
-from storepulse.layout import SettingsKind, Table, table_name
+from storepulse.layout import Table, table_name
 from storepulse.local.provision import create_tables
+from storepulse.settings_store import (
+    AlertRuleSettings,
+    BusinessProfile,
+    ProductSettings,
+    SettingsStore,
+    StoreSettings,
+)
 
 BUSINESS_TZ = "Europe/Paris"
 STORES = {"s-001": "Europe/Paris", "s-002": "America/New_York"}
@@ -46,59 +53,36 @@ class RealtimeStack:
 
 
 def _put_settings(table: Any) -> None:
-    table.put_item(
-        Item={
-            "pk": SettingsKind.BUSINESS.value,
-            "sk": "profile",
-            "name": "Test shop",
-            "timezone": BUSINESS_TZ,
-            "currency": "EUR",
-        }
-    )
+    store = SettingsStore(table)
+    store.upsert(BusinessProfile(name="Test shop", timezone=BUSINESS_TZ, currency="EUR"))
     for store_id, timezone in STORES.items():
-        table.put_item(
-            Item={
-                "pk": "STORE",
-                "sk": store_id,
-                "timezone": timezone,
-                "currency": "EUR",
-                "name": store_id,
-            }
+        store.upsert(
+            StoreSettings(store_id=store_id, name=store_id, timezone=timezone, currency="EUR")
         )
     for sku, (category, reorder_point) in PRODUCTS.items():
-        table.put_item(
-            Item={
-                "pk": "PRODUCT",
-                "sk": sku,
-                "category": category,
-                "reorder_point": reorder_point,
-                "name": sku,
-                "unit_price": Decimal("1.00"),
-            }
+        store.upsert(
+            ProductSettings(
+                sku=sku,
+                name=sku,
+                category=category,
+                unit_price=Decimal("1.00"),
+                reorder_point=reorder_point,
+            )
         )
-    table.put_item(
-        Item={
-            "pk": "ALERT_RULE",
-            "sk": "low-stock",
-            "type": "low_stock",
-            "severity": "warning",
-            "cooldown_seconds": 3600,
-            "params": {},
-            "store_ids": [],
-            "enabled": True,
-        }
-    )
-    table.put_item(
-        Item={
-            "pk": "ALERT_RULE",
-            "sk": "traffic-spike",
-            "type": "traffic_spike",
-            "severity": "info",
-            "cooldown_seconds": 1800,
-            "params": {"window_minutes": 5, "baseline_minutes": 60, "ratio": 3, "min_count": 30},
-            "store_ids": [],
-            "enabled": True,
-        }
+    store.upsert(AlertRuleSettings(rule_id="low-stock", type="low_stock", cooldown_seconds=3600))
+    store.upsert(
+        AlertRuleSettings(
+            rule_id="traffic-spike",
+            type="traffic_spike",
+            severity="info",
+            cooldown_seconds=1800,
+            params={
+                "window_minutes": Decimal(5),
+                "baseline_minutes": Decimal(60),
+                "ratio": Decimal(3),
+                "min_count": Decimal(30),
+            },
+        )
     )
 
 
