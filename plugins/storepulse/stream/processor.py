@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storepulse import events as ev
-from storepulse.config import settings
+from storepulse.config import ConfigError
 from storepulse.layout import Table, table_name
 from storepulse.stream import alerts as alert_rules
 from storepulse.stream.aggregate import Located, aggregate
@@ -46,9 +46,15 @@ class StreamResources:
             inventory_table=table(Table.INVENTORY),
             facts_table=table(Table.FACTS),
             settings_table=table(Table.SETTINGS),
-            lake_bucket=environ.get("STOREPULSE_LAKE_BUCKET") or settings().resource_name("lake"),
+            lake_bucket=_required(environ, "STOREPULSE_LAKE_BUCKET"),
             alert_topic_arn=environ.get("STOREPULSE_ALERT_TOPIC_ARN") or None,
         )
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    if not environ.get(name):
+        raise ConfigError(f"{name} is not set (the real-time stack sets it on the function)")
+    return environ[name]
 
 
 @dataclass

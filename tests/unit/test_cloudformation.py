@@ -1,0 +1,205 @@
+"""The real-time stack's template (infra/cloudformation/realtime.yaml), checked against cfn-lint and
+against the code it deploys: the key layout, the Lambda's environment, least privilege."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file
+from cfnlint.decode import cfn_yaml
+
+from storepulse.config import REPO_ROOT
+from storepulse.layout import TABLE_SPECS, Table
+from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
+from storepulse.stream.processor import StreamResources
+
+TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
+DEV_PARAMETERS = REPO_ROOT / "infra" / "cloudformation" / "parameters" / "dev.json"
+# Outputs the DAGs read (exported as storepulse-<env>-<output>).
+DAG_OUTPUTS = {
+    "StreamName",
+    "StreamArn",
+    "MetricsTable",
+    "InventoryTable",
+    "FactsTable",
+    "SettingsTable",
+    "LakeBucket",
+    "AlertTopicArn",
+    "DeadLetterQueueUrl",
+    "DeadLetterQueueArn",
+    "FunctionName",
+    "FunctionArn",
+    "EventSourceMappingId",
+}
+# StreamResources field -> logical id of the resource its environment variable must reference.
+# A new field fails test_lambda_environment_sets_every_stream_resource until it is added here
+# and to the function's environment in the template.
+RESOURCE_OF_FIELD = {
+    "metrics_table": "MetricsTable",
+    "inventory_table": "InventoryTable",
+    "facts_table": "FactsTable",
+    "settings_table": "SettingsTable",
+    "lake_bucket": "LakeBucket",
+    "alert_topic_arn": "AlertTopic",
+}
+# Parameters the deploy DAG passes itself (the zip's location changes with every build).
+CODE_PARAMETERS = {"LambdaCodeBucket", "LambdaCodeKey"}
+LOGS_POLICY = {
+    "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+}
+
+Node = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def template() -> Node:
+    return cfn_yaml.load(str(TEMPLATE))
+
+
+def resources_of_type(template: Node, kind: str) -> dict[str, Node]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def the_resource(template: Node, kind: str) -> Node:
+    (resource,) = resources_of_type(template, kind).values()
+    return resource
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_cfn_lint_reports_no_error() -> None:
+    matches = lint_file(Path(TEMPLATE), config=ManualArgs(regions=["us-east-1"]))
+    errors = [m for m in matches if m.rule.id.startswith("E")]
+    assert not errors, "\n".join(str(m) for m in matches)
+
+
+@pytest.mark.parametrize("table", list(Table))
+def test_tables_match_the_key_layout(template: Node, table: Table) -> None:
+    spec = TABLE_SPECS[table]
+    expected = spec.create_table_kwargs(f"storepulse-${{EnvName}}-{table.value}")
+    (resource,) = [
+        r
+        for r in resources_of_type(template, "AWS::DynamoDB::Table").values()
+        if r["Properties"]["TableName"] == {"Fn::Sub": expected["TableName"]}
+    ]
+    props = resource["Properties"]
+    for key in ("BillingMode", "KeySchema", "GlobalSecondaryIndexes"):
+        assert props.get(key) == expected.get(key), key
+    assert sorted(props["AttributeDefinitions"], key=str) == sorted(
+        expected["AttributeDefinitions"], key=str
+    )
+    ttl = props.get("TimeToLiveSpecification")
+    assert (ttl and ttl["Enabled"] and ttl["AttributeName"]) == spec.ttl_attribute
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_no_table_outside_the_key_layout(template: Node) -> None:
+    assert len(resources_of_type(template, "AWS::DynamoDB::Table")) == len(TABLE_SPECS)
+
+
+def test_lambda_environment_sets_every_stream_resource(template: Node) -> None:
+    function = the_resource(template, "AWS::Lambda::Function")["Properties"]
+    variables = function["Environment"]["Variables"]
+    assert variables["STOREPULSE_ENV"] == {"Ref": "EnvName"}
+    # Each variable gets a marker naming what it references: a field read from anywhere else
+    # (a default, a missing variable) cannot carry the right marker.
+    environ = {name: f"ref:{value['Ref']}" for name, value in variables.items()}
+    resources = StreamResources.from_environment(environ)
+    for field in dataclasses.fields(StreamResources):
+        assert field.name in RESOURCE_OF_FIELD, f"StreamResources.{field.name} is not deployed"
+        assert getattr(resources, field.name) == f"ref:{RESOURCE_OF_FIELD[field.name]}", field.name
+
+
+def test_lambda_runs_the_handler_from_the_uploaded_zip(template: Node) -> None:
+    function = the_resource(template, "AWS::Lambda::Function")["Properties"]
+    assert function["Runtime"] == "python3.11"
+    assert function["Handler"] == "handler.handler"
+    assert function["Code"] == {
+        "S3Bucket": {"Ref": "LambdaCodeBucket"},
+        "S3Key": {"Ref": "LambdaCodeKey"},
+    }
+    assert "ReservedConcurrentExecutions" not in function
+
+
+def test_lambda_role_is_least_privilege(template: Node) -> None:
+    role = the_resource(template, "AWS::IAM::Role")["Properties"]
+    assert role["ManagedPolicyArns"] == [LOGS_POLICY]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), f"wildcard action {action}"
+        assert "*" not in as_list(statement["Resource"]), statement
+    s3_resources = [
+        r["Fn::Sub"]
+        for s in statements
+        if "s3:PutObject" in as_list(s["Action"])
+        for r in as_list(s["Resource"])
+    ]
+    for prefix in (RAW_PREFIX, QUARANTINE_PREFIX):
+        key = f"${{LakeBucket.Arn}}/{prefix}/dt=2026-11-26/hour=10/x.jsonl.gz"
+        assert any(fnmatch(key, pattern) for pattern in s3_resources), prefix
+
+
+def test_event_source_mapping_supports_exactly_once(template: Node) -> None:
+    mapping = the_resource(template, "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is True
+    assert mapping["ParallelizationFactor"] == 1
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    }
+
+
+def test_alarms_notify_the_alert_topic(template: Node) -> None:
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+    assert {a["Properties"]["MetricName"] for a in alarms} == {"IteratorAge", "Errors"}
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlertTopic"}]
+
+
+def test_outputs_are_exported_for_the_dags(template: Node) -> None:
+    outputs = template["Outputs"]
+    assert set(outputs) >= DAG_OUTPUTS
+    for name in DAG_OUTPUTS:
+        assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"storepulse-${{EnvName}}-{name}"}
+
+
+def test_dev_parameters_are_declared_and_valid(template: Node) -> None:
+    declared = template["Parameters"]
+    parameters = json.loads(DEV_PARAMETERS.read_text())
+    values = {p["ParameterKey"]: p["ParameterValue"] for p in parameters}
+    assert len(values) == len(parameters), "a parameter is set twice"
+    assert set(values) <= set(declared) - CODE_PARAMETERS
+    required = {name for name, p in declared.items() if "Default" not in p}
+    assert required <= set(values) | CODE_PARAMETERS
+    for name, value in values.items():
+        parameter = declared[name]
+        assert value in parameter.get("AllowedValues", [value]), name
+        assert re.fullmatch(parameter.get("AllowedPattern", ".*"), value), name
+    assert values["EnforceTls"] == "false"  # moto rejects every S3 call under a TLS-only policy
+
+
+def test_optional_parts_follow_their_parameters(template: Node) -> None:
+    conditions = template["Conditions"]
+    policy = the_resource(template, "AWS::S3::BucketPolicy")
+    assert conditions[policy["Condition"]] == {"Fn::Equals": [{"Ref": "EnforceTls"}, "true"]}
+    subscription = the_resource(template, "AWS::SNS::Subscription")
+    assert conditions[subscription["Condition"]] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
+    }
+    stream = the_resource(template, "AWS::Kinesis::Stream")["Properties"]
+    when, shards, otherwise = stream["ShardCount"]["Fn::If"]
+    assert conditions[when] == {"Fn::Equals": [{"Ref": "StreamMode"}, "PROVISIONED"]}
+    assert (shards, otherwise) == ({"Ref": "ShardCount"}, {"Ref": "AWS::NoValue"})
