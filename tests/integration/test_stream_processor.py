@@ -20,7 +20,7 @@ from storepulse import events as ev
 from storepulse.config import REPO_ROOT
 from storepulse.layout import Grain, Table, bucket_keys, inventory_key, order_key
 from storepulse.local.lambda_context import LambdaContext
-from storepulse.stream import writer
+from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord, lambda_event
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
@@ -377,3 +377,14 @@ def test_subscribers_filter_alerts_by_attributes(handler, realtime_stack) -> Non
     received = sqs.receive_message(QueueUrl=purchasing, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(m["Body"])["details"]["sku"] for m in received] == ["mug-blue"]
     assert sqs.receive_message(QueueUrl=other_store).get("Messages", []) == []
+
+
+def test_smoke_event_is_answered_and_counted_nowhere(handler, realtime_stack) -> None:
+    marked = smoke.smoke_event(NOON_PARIS)
+    invoke(handler, Stream().records(marked))
+    facts = realtime_stack.table(Table.FACTS)
+    assert facts.get_item(Key=smoke.smoke_key(marked.event_id).as_item())["Item"]["type"] == "smoke"
+    assert day_total(realtime_stack, None, NOON_PARIS) == {}
+    assert "Contents" not in realtime_stack.s3.list_objects_v2(
+        Bucket=realtime_stack.bucket, Prefix="quarantine/"
+    )

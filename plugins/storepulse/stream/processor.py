@@ -9,12 +9,14 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from storepulse import events as ev
 from storepulse.config import ConfigError
 from storepulse.layout import Table, table_name
 from storepulse.stream import alerts as alert_rules
+from storepulse.stream import smoke
 from storepulse.stream.aggregate import Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.catalog import CachedCatalog, Catalog, load_catalog
@@ -113,6 +115,7 @@ class StreamProcessor:
             raise ValueError("a Kinesis batch holds the records of one shard")
         catalog = self.catalog.load()
         valid, rejected = self._validate(records, catalog)
+        valid = self._answer_smoke_tests(valid)
         report.valid, report.quarantined = len(valid), len(rejected)
         self.archive.quarantine(rejected)
         self.archive.archive_valid([r for r, _ in valid])
@@ -138,6 +141,18 @@ class StreamProcessor:
         log.info("batch processed", extra={"report": report.__dict__})
         return report
 
+    def _answer_smoke_tests(
+        self, valid: list[tuple[StreamRecord, ev.Event]]
+    ) -> list[tuple[StreamRecord, ev.Event]]:
+        """Record the deploy's marked events and leave them out of every number."""
+        kept = []
+        for record, event in valid:
+            if smoke.is_smoke(event):
+                smoke.record_smoke(self.facts, event, datetime.now(UTC))
+            else:
+                kept.append((record, event))
+        return kept
+
     def _validate(
         self, records: list[StreamRecord], catalog: Catalog
     ) -> tuple[list[tuple[StreamRecord, ev.Event]], list[Rejected]]:
@@ -148,7 +163,7 @@ class StreamProcessor:
             except ev.InvalidEvent as exc:
                 rejected.append(Rejected(record, exc.reason))
                 continue
-            if reason := check_against_catalog(event, catalog):
+            if not smoke.is_smoke(event) and (reason := check_against_catalog(event, catalog)):
                 rejected.append(Rejected(record, reason))
             else:
                 valid.append((record, event))
