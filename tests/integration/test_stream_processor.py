@@ -388,3 +388,19 @@ def test_smoke_event_is_answered_and_counted_nowhere(handler, realtime_stack) ->
     assert "Contents" not in realtime_stack.s3.list_objects_v2(
         Bucket=realtime_stack.bucket, Prefix="quarantine/"
     )
+
+
+def test_stock_follows_event_time_when_a_pos_syncs_late(handler, realtime_stack) -> None:
+    count_time = NOON_PARIS
+    stream = Stream()
+    invoke(handler, stream.records(stock_take("s-001", "tea-100g", 10, count_time)))
+    invoke(
+        handler,
+        stream.records(
+            sale("s-001", "o-before", count_time - timedelta(minutes=30), ("tea-100g", 2, "1.00")),
+            sale("s-001", "o-after", count_time + timedelta(minutes=30), ("tea-100g", 1, "1.00")),
+        ),
+    )
+    # The earlier sale is already in the stock take; only the later one comes off it.
+    assert on_hand(realtime_stack, "s-001", "tea-100g") == 9
+    assert day_total(realtime_stack, "s-001", count_time)["units"] == 3

@@ -58,10 +58,12 @@ class CounterWrite:
 
 @dataclass(frozen=True)
 class StockChange:
+    """One record's effect on a stock level, at its event time."""
+
     position: str
-    set_to: int | None = None  # a stock take: absolute count
+    occurred_at: datetime
+    set_to: int | None = None  # a stock take: the absolute count at occurred_at
     add: int = 0  # a sale, refund or adjustment: relative
-    counted_at: datetime | None = None
 
 
 @dataclass
@@ -146,7 +148,10 @@ def _add_sale(agg: BatchAggregate, item: Located, sale: ev.PosSaleV1, catalog: C
             bucket[name]["revenue"] += line.amount
             bucket[name]["units"] += line.quantity
         agg.change_stock(
-            sale.store_id, line.sku, item.shard_id, StockChange(item.position, add=-line.quantity)
+            sale.store_id,
+            line.sku,
+            item.shard_id,
+            StockChange(item.position, sale.occurred_at, add=-line.quantity),
         )
     for store_id, timezone in (
         (sale.store_id, catalog.stores[sale.store_id].timezone),
@@ -220,13 +225,14 @@ def aggregate(items: list[Located], catalog: Catalog, new_sessions: set[str]) ->
                     store,
                     event.sku,
                     item.shard_id,
-                    StockChange(
-                        item.position, set_to=event.quantity_on_hand, counted_at=event.occurred_at
-                    ),
+                    StockChange(item.position, event.occurred_at, set_to=event.quantity_on_hand),
                 )
             case ev.InventoryAdjustmentV1():
                 agg.change_stock(
-                    store, event.sku, item.shard_id, StockChange(item.position, add=event.delta)
+                    store,
+                    event.sku,
+                    item.shard_id,
+                    StockChange(item.position, event.occurred_at, add=event.delta),
                 )
             case ev.CrmCustomerProfileV1():
                 current = agg.profiles.get(event.customer_id)

@@ -10,19 +10,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from storepulse import events as ev
 from storepulse.config import ConfigError
-from storepulse.layout import Table, table_name
+from storepulse.layout import Key, Table, table_name
 from storepulse.stream import alerts as alert_rules
 from storepulse.stream import smoke
-from storepulse.stream.aggregate import Located, aggregate
+from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.catalog import CachedCatalog, Catalog, load_catalog
 from storepulse.stream.facts import claim_facts, write_profiles
 from storepulse.stream.records import StreamRecord
-from storepulse.stream.writer import ItemWriter, Outcome, WriteResult, run_parallel
+from storepulse.stream.writer import ItemWriter, Outcome, StockState, WriteResult, run_parallel
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class StreamProcessor:
         catalog: CachedCatalog | None = None,
     ) -> None:
         self.resources = resources
+        self.dynamodb = dynamodb
         self.metrics = dynamodb.Table(resources.metrics_table)
         self.inventory = dynamodb.Table(resources.inventory_table)
         self.facts = dynamodb.Table(resources.facts_table)
@@ -169,11 +171,16 @@ class StreamProcessor:
                 valid.append((record, event))
         return valid, rejected
 
-    def _write(self, agg: Any) -> tuple[list[WriteResult], list[str]]:
+    def _write(self, agg: BatchAggregate) -> tuple[list[WriteResult], list[str]]:
+        stock_writer = ItemWriter(self.inventory)
+        states = self._stock_states(agg)
         jobs = (
             [(ItemWriter(self.metrics).write_counters, w) for w in agg.counters.values()]
             + [(ItemWriter(self.facts).write_counters, w) for w in agg.customer_stats.values()]
-            + [(ItemWriter(self.inventory).write_stock, w) for w in agg.stock.values()]
+            + [
+                (partial(stock_writer.write_stock, state=states.get(w.key)), w)
+                for w in agg.stock.values()
+            ]
         )
         results, failures = run_parallel(jobs, lambda job: job[0](job[1]))
         failed_positions = []
@@ -182,6 +189,25 @@ class StreamProcessor:
             positions = [c.position for c in getattr(write, "contributions", None) or write.changes]
             failed_positions.append(min(positions))
         return results, failed_positions
+
+    def _stock_states(self, agg: BatchAggregate) -> dict[Key, StockState]:
+        """Read every stock item the batch changes, 100 per request (BatchGetItem)."""
+        keys = list(agg.stock)
+        states: dict[Key, StockState] = {}
+        for start in range(0, len(keys), 100):
+            request = {
+                self.inventory.name: {
+                    "Keys": [k.as_item() for k in keys[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = self.dynamodb.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self.inventory.name, []):
+                    key = Key(item["pk"], item["sk"])
+                    states[key] = StockState.from_item(item, agg.stock[key].shard_id)
+                request = response.get("UnprocessedKeys") or {}
+        return {key: states.get(key, StockState()) for key in keys}
 
     def _alert(self, catalog: Catalog, agg: Any, results: list[WriteResult]) -> int:
         if self.publisher is None or not catalog.rules:

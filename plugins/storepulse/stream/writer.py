@@ -19,13 +19,14 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storepulse.layout import Key, watermark_attribute
-from storepulse.stream.aggregate import CounterWrite, Number, StockWrite
+from storepulse.stream.aggregate import CounterWrite, Number, StockChange, StockWrite
 
 log = logging.getLogger(__name__)
 
@@ -107,61 +108,123 @@ class ItemWriter:
         return str(item.get(watermark_attribute(shard_id), ""))
 
     # -- stock ------------------------------------------------------------------------------
-    def write_stock(self, write: StockWrite) -> WriteResult:
-        """Apply stock changes after the watermark: a stock take sets the level, the changes
-        after it in the batch are added on top; without one, the changes are added."""
-        seen = ""
-        for _attempt in range(2):
-            changes = [c for c in write.changes if c.position > seen]
+    def write_stock(self, write: StockWrite, state: StockState | None = None) -> WriteResult:
+        """Apply the changes after the watermark, by event time: the newest stock take sets the
+        level, and only changes that happened at or after it count on top (a sale that a late
+        POS syncs after a stock take is already in that count). ``state`` is the item as read
+        before the batch; a concurrent change of it is caught by the condition and re-read."""
+        state = state if state is not None else self.read_stock_state(write.key, write.shard_id)
+        for _attempt in range(3):
+            changes = [c for c in write.changes if c.position > state.watermark]
             if not changes:
                 return WriteResult(write.key, Outcome.REPLAYED)
             try:
-                item = self._update_stock(write, changes, seen)
-                outcome = Outcome.WRITTEN if not seen else Outcome.PARTLY_REPLAYED
+                item = self._update_stock(write, changes, state)
+                outcome = Outcome.WRITTEN if not state.watermark else Outcome.PARTLY_REPLAYED
                 return WriteResult(write.key, outcome, item)
             except ClientError as exc:
                 if not _is_condition_failure(exc):
                     raise
-            seen = self._watermark(write.key, write.shard_id)
+            state = self.read_stock_state(write.key, write.shard_id)
         raise RuntimeError(
-            f"watermark of {write.key} moved during the write: is the "
-            "parallelization factor above 1?"
+            f"stock item {write.key} keeps changing under the writer: is the "
+            "event source mapping's parallelization factor above 1?"
         )
 
-    def _update_stock(self, write: StockWrite, changes: list, seen: str) -> dict[str, Any]:
-        takes = [i for i, c in enumerate(changes) if c.set_to is not None]
-        names = {"#wm": watermark_attribute(write.shard_id), "#on": "on_hand"}
+    def read_stock_state(self, key: Key, shard_id: str) -> StockState:
+        item = self.table.get_item(Key=key.as_item(), ConsistentRead=True).get("Item")
+        return StockState.from_item(item, shard_id)
+
+    def _update_stock(
+        self, write: StockWrite, changes: list[StockChange], state: StockState
+    ) -> dict[str, Any]:
+        plan = plan_stock(changes, state.counted_at)
+        names = {
+            "#wm": watermark_attribute(write.shard_id),
+            "#on": "on_hand",
+            "#counted": "counted_at",
+        }
         values: dict[str, Any] = {
             ":last": changes[-1].position,
             ":store": write.store_id,
             ":sku": write.sku,
+            ":delta": plan.delta,
         }
         sets = ["#wm = :last", "store_id = :store", "sku = :sku"]
-        if takes:
-            take = changes[takes[-1]]
-            values[":on"] = take.set_to + sum(c.add for c in changes[takes[-1] + 1 :])
-            values[":counted"] = take.counted_at.isoformat() if take.counted_at else None
-            sets += ["#on = :on", "counted_at = :counted"]
-            update = f"SET {', '.join(sets)}"
+        if plan.counted_at is not None and plan.counted_at != state.counted_at:
+            values[":on"], values[":counted"] = plan.delta, plan.counted_at.isoformat()
+            values.pop(":delta")
+            update = f"SET {', '.join([*sets, '#on = :on', '#counted = :counted'])}"
         else:
-            values[":delta"] = sum(c.add for c in changes)
             update = f"SET {', '.join(sets)} ADD #on :delta"
-        if seen:
-            condition, values[":seen"] = "#wm = :seen", seen
+        conditions = []
+        if state.watermark:
+            conditions.append("#wm = :seen")
+            values[":seen"] = state.watermark
         else:
-            condition, values[":first"] = (
-                "attribute_not_exists(#wm) OR #wm < :first",
-                changes[0].position,
-            )
+            conditions.append("attribute_not_exists(#wm)")
+        if state.counted_at is not None:
+            conditions.append("#counted = :was_counted")
+            values[":was_counted"] = state.counted_at.isoformat()
+        else:
+            conditions.append("attribute_not_exists(#counted)")
         response = self.table.update_item(
             Key=write.key.as_item(),
             UpdateExpression=update,
-            ConditionExpression=condition,
+            ConditionExpression=" AND ".join(conditions),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
         return dict(response["Attributes"])
+
+
+@dataclass(frozen=True)
+class StockState:
+    """What the writer needs to know of a stock item before changing it."""
+
+    watermark: str = ""
+    counted_at: datetime | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any] | None, shard_id: str) -> StockState:
+        if not item:
+            return cls()
+        counted = item.get("counted_at")
+        return cls(
+            str(item.get(watermark_attribute(shard_id), "")),
+            datetime.fromisoformat(counted) if counted else None,
+        )
+
+
+@dataclass(frozen=True)
+class StockPlan:
+    delta: int  # the new level when counted_at changes, else the amount to add
+    counted_at: datetime | None
+
+
+def plan_stock(changes: list[StockChange], counted_at: datetime | None) -> StockPlan:
+    """The newest stock take (newer than the item's) and the changes at or after it."""
+    takes = [
+        c
+        for c in changes
+        if c.set_to is not None and (counted_at is None or c.occurred_at > counted_at)
+    ]
+    if takes:
+        newest = max(takes, key=lambda c: (c.occurred_at, c.position))
+        after = sum(
+            c.add for c in changes if c.set_to is None and c.occurred_at >= newest.occurred_at
+        )
+        assert newest.set_to is not None
+        return StockPlan(newest.set_to + after, newest.occurred_at)
+    return StockPlan(
+        sum(
+            c.add
+            for c in changes
+            if c.set_to is None and (counted_at is None or c.occurred_at >= counted_at)
+        ),
+        counted_at,
+    )
 
 
 def run_parallel(
