@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
 from storepulse.aws import FAIL_FAST_CONFIG
-from storepulse.config import settings
+from storepulse.config import REPO_ROOT, settings
 from storepulse.layout import Table, table_name
+from storepulse.local.lambda_context import LambdaContext
 from storepulse.local.provision import create_tables
 from storepulse.settings_store import (
     AlertRuleSettings,
@@ -21,7 +25,11 @@ from storepulse.settings_store import (
     SettingsStore,
     StoreSettings,
 )
+from storepulse.stream.records import StreamRecord, lambda_event
 
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
+ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-dev-stream-processor"
+SHARD = "shardId-000000000000"
 BUSINESS_TZ = "Europe/Paris"
 STORES = {"s-001": "Europe/Paris", "s-002": "America/New_York"}
 PRODUCTS = {  # sku: (category, reorder point)
@@ -106,3 +114,29 @@ def realtime_stack(embedded_aws: str, monkeypatch: pytest.MonkeyPatch) -> Realti
     monkeypatch.setenv("STOREPULSE_LAKE_BUCKET", bucket)
     monkeypatch.setenv("STOREPULSE_ALERT_TOPIC_ARN", topic_arn)
     return RealtimeStack(dynamodb, s3, sns, sqs, bucket, topic_arn, queue_url)
+
+
+def _load_handler() -> ModuleType:
+    """The Lambda handler module, loaded from its file as the Lambda runtime does."""
+    path = REPO_ROOT / "lambdas" / "stream_processor" / "handler.py"
+    spec = importlib.util.spec_from_file_location("stream_processor_handler", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def handler(realtime_stack: RealtimeStack) -> Iterator[ModuleType]:
+    module = _load_handler()
+    module.processor.cache_clear()  # resources come from this test's environment
+    yield module
+    module.processor.cache_clear()
+
+
+def invoke(handler: ModuleType, records: list[StreamRecord]) -> dict[str, Any]:
+    """Call the handler with exactly the event and context Lambda would pass."""
+    return handler.handler(
+        lambda_event(records, STREAM_ARN, "us-east-1", ROLE_ARN),
+        LambdaContext("storepulse-dev-stream-processor"),
+    )

@@ -4,46 +4,21 @@ and an operator would check (totals in DynamoDB, files in the lake, alerts in th
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import ModuleType
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
-from storepulse.config import REPO_ROOT
 from storepulse.layout import Grain, Table, bucket_keys, inventory_key, order_key
-from storepulse.local.lambda_context import LambdaContext
 from storepulse.stream import smoke, writer
-from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse.stream.records import StreamRecord
+from tests.integration.conftest import SHARD, invoke
 
-STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
-ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-dev-stream-processor"
-SHARD = "shardId-000000000000"
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
-
-
-def _load_handler() -> ModuleType:
-    path = REPO_ROOT / "lambdas" / "stream_processor" / "handler.py"
-    spec = importlib.util.spec_from_file_location("stream_processor_handler", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def handler(realtime_stack) -> Iterator[ModuleType]:
-    module = _load_handler()
-    module.processor.cache_clear()  # resources come from this test's environment
-    yield module
-    module.processor.cache_clear()
 
 
 class Stream:
@@ -62,13 +37,6 @@ class Stream:
             self.next_sequence += 1
             out.append(StreamRecord(SHARD, str(self.next_sequence), key, data, arrived_at))
         return out
-
-
-def invoke(handler: ModuleType, records: list[StreamRecord]) -> dict[str, Any]:
-    return handler.handler(
-        lambda_event(records, STREAM_ARN, "us-east-1", ROLE_ARN),
-        LambdaContext("storepulse-dev-stream-processor"),
-    )
 
 
 def sale(

@@ -1,0 +1,460 @@
+"""The local Lambda runtime on the embedded AWS: real mappings, streams and queues; handlers are
+fakes that record what they receive, plus the real stream processor once.
+
+Records are put from the test's thread only (moto loses records under concurrent writers).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storepulse import events as ev
+from storepulse.config import settings
+from storepulse.layout import Grain, Table, bucket_keys
+from storepulse.local.lambda_runtime import LocalLambdaRuntime
+
+FUNCTION = "storepulse-dev-recorder"
+ROLE = "storepulse-dev-recorder-role"
+SHARD_0, SHARD_1 = "shardId-000000000000", "shardId-000000000001"
+HASH_KEYS = {SHARD_0: "0", SHARD_1: str(2**127 + 1)}  # ExplicitHashKey landing in each shard
+RECORD_KEYS = {"kinesis", "eventSource", "eventVersion", "eventID", "eventName"} | {
+    "invokeIdentityArn",
+    "awsRegion",
+    "eventSourceARN",
+}
+KINESIS_KEYS = {
+    "kinesisSchemaVersion",
+    "partitionKey",
+    "sequenceNumber",
+    "data",
+    "approximateArrivalTimestamp",
+}
+
+
+@dataclass
+class Call:
+    event: dict[str, Any]
+    context: Any
+    greeting: str | None
+    ok: bool
+    order: int
+
+    @property
+    def shard(self) -> str:
+        return self.event["Records"][0]["eventID"].split(":")[0]
+
+    @property
+    def seqs(self) -> list[str]:
+        return [r["kinesis"]["sequenceNumber"] for r in self.event["Records"]]
+
+    @property
+    def data(self) -> list[bytes]:
+        return [base64.b64decode(r["kinesis"]["data"]) for r in self.event["Records"]]
+
+
+class Recorder:
+    """A handler that keeps every event; ``answer`` decides its response (or raises)."""
+
+    def __init__(self, answer: Callable[[Call], Any] | None = None, pause: float = 0.0) -> None:
+        self.calls: list[Call] = []
+        self.answer = answer or (lambda call: {"batchItemFailures": []})
+        self.pause = pause
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        with self._lock:
+            call = Call(event, context, os.environ.get("RECORDER_GREETING"), True, len(self.calls))
+            self.calls.append(call)
+        time.sleep(self.pause)
+        try:
+            return self.answer(call)
+        except Exception:
+            call.ok = False
+            raise
+
+    def delivered(self, shard: str | None = None) -> list[str]:
+        """Sequence numbers of successful invocations, in invocation order."""
+        return [
+            seq
+            for call in self.calls
+            if call.ok and shard in (None, call.shard)
+            for seq in call.seqs
+        ]
+
+
+@dataclass
+class Setup:
+    aws: Callable[[str], Any]
+    stream_name: str
+    stream_arn: str
+    role_arn: str
+    queue_url: str
+    queue_arn: str
+
+    def put(self, shard: str, *payloads: bytes) -> list[str]:
+        response = self.aws("kinesis").put_records(
+            StreamName=self.stream_name,
+            Records=[
+                {"Data": p, "PartitionKey": "k", "ExplicitHashKey": HASH_KEYS[shard]}
+                for p in payloads
+            ],
+        )
+        assert all(r["ShardId"] == shard for r in response["Records"])
+        return [r["SequenceNumber"] for r in response["Records"]]
+
+    def function(self, name: str = FUNCTION, **environment: str) -> None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("handler.py", "def handler(event, context):\n    return None\n")
+        self.aws("lambda").create_function(
+            FunctionName=name,
+            Runtime="python3.11",
+            Role=self.role_arn,
+            Handler="handler.handler",
+            Code={"ZipFile": buffer.getvalue()},
+            Environment={"Variables": environment},
+            Timeout=30,
+            MemorySize=256,
+        )
+
+    def mapping(self, function: str = FUNCTION, **overrides: Any) -> str:
+        settings_ = {
+            "BatchSize": 10,
+            "StartingPosition": "TRIM_HORIZON",
+            "MaximumBatchingWindowInSeconds": 0,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": 2,
+            "DestinationConfig": {"OnFailure": {"Destination": self.queue_arn}},
+        } | overrides
+        response = self.aws("lambda").create_event_source_mapping(
+            EventSourceArn=self.stream_arn, FunctionName=function, **settings_
+        )
+        return response["UUID"]
+
+    def on_failure_messages(self) -> list[dict[str, Any]]:
+        messages = (
+            self.aws("sqs")
+            .receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            .get("Messages", [])
+        )
+        return [json.loads(m["Body"]) for m in messages]
+
+
+@pytest.fixture
+def setup(aws_client, monkeypatch: pytest.MonkeyPatch) -> Setup:
+    # The runtime writes function variables into os.environ; monkeypatch removes them after.
+    for name in ("RECORDER_GREETING", "STOREPULSE_LAKE_BUCKET", "STOREPULSE_ALERT_TOPIC_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    kinesis = aws_client("kinesis")
+    name = settings().resource_name("events")
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+    role_arn = aws_client("iam").create_role(RoleName=ROLE, AssumeRolePolicyDocument="{}")["Role"][
+        "Arn"
+    ]
+    sqs = aws_client("sqs")
+    queue_url = sqs.create_queue(QueueName="stream-failures")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    return Setup(aws_client, name, arn, role_arn, queue_url, queue_arn)
+
+
+@pytest.fixture
+def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
+    """Start runtimes on one state directory (fast polling, no backoff); all stopped after."""
+    started: list[LocalLambdaRuntime] = []
+
+    def start(handlers: dict[str, Any] | None = None) -> LocalLambdaRuntime:
+        runtime = LocalLambdaRuntime(
+            handlers=handlers,
+            state_dir=tmp_path / "lambda-runtime",
+            poll_interval=0.02,
+            discovery_interval=0.1,
+            retry_backoff=0,
+        )
+        started.append(runtime.start())
+        return runtime
+
+    yield start
+    for runtime in started:
+        runtime.stop()
+
+
+def test_handler_gets_the_lambda_event_in_shard_order_and_in_batches(setup, runtimes) -> None:
+    setup.function(RECORDER_GREETING="hello")
+    mapping_uuid = setup.mapping()
+    first = setup.put(SHARD_0, *[f"a-{i}".encode() for i in range(25)])
+    second = setup.put(SHARD_1, *[f"b-{i}".encode() for i in range(13)])
+    recorder = Recorder()
+    runtime = runtimes({FUNCTION: recorder})
+    runtime.run_until_idle(timeout=20)
+
+    by_shard = {s: [c for c in recorder.calls if c.shard == s] for s in (SHARD_0, SHARD_1)}
+    assert [len(c.seqs) for c in by_shard[SHARD_0]] == [10, 10, 5]
+    assert [len(c.seqs) for c in by_shard[SHARD_1]] == [10, 3]
+    assert recorder.delivered(SHARD_0) == first
+    assert recorder.delivered(SHARD_1) == second
+    assert [d for c in by_shard[SHARD_0] for d in c.data] == [f"a-{i}".encode() for i in range(25)]
+
+    record = recorder.calls[0].event["Records"][0]
+    assert set(record) == RECORD_KEYS
+    assert set(record["kinesis"]) == KINESIS_KEYS
+    event_ids = {r["eventID"] for c in recorder.calls for r in c.event["Records"]}
+    assert event_ids == {f"{SHARD_0}:{s}" for s in first} | {f"{SHARD_1}:{s}" for s in second}
+    assert (record["eventSourceARN"], record["eventSource"], record["awsRegion"]) == (
+        setup.stream_arn,
+        "aws:kinesis",
+        "us-east-1",
+    )
+    assert record["invokeIdentityArn"] == setup.role_arn
+    assert abs(record["kinesis"]["approximateArrivalTimestamp"] - time.time()) < 60
+
+    context = recorder.calls[0].context
+    assert (context.function_name, context.memory_limit_in_mb, context.account_id) == (
+        FUNCTION,
+        256,
+        "123456789012",
+    )
+    assert 0 < context.get_remaining_time_in_millis() <= 30_000
+    assert {c.greeting for c in recorder.calls} == {"hello"}  # the function's Environment
+
+    later = setup.put(SHARD_1, b"late")  # the runtime keeps following the stream
+    runtime.run_until_idle(timeout=20)
+    assert recorder.delivered(SHARD_1) == second + later
+
+    stats = {s.shard_id: s for s in runtime.stats()}
+    assert {s.mapping_uuid for s in stats.values()} == {mapping_uuid}
+    assert (stats[SHARD_0].invocations, stats[SHARD_0].records_processed) == (3, 25)
+    assert (stats[SHARD_1].checkpoint, stats[SHARD_1].iterator_age_ms) == (later[0], 0)
+    assert stats[SHARD_1].errors == 0
+
+
+def test_the_batching_window_waits_to_fill_a_batch(setup, runtimes) -> None:
+    setup.function()
+    setup.mapping(MaximumBatchingWindowInSeconds=2)
+    early = setup.put(SHARD_0, b"1", b"2")
+    recorder = Recorder()
+    runtime = runtimes({FUNCTION: recorder})
+    deadline = time.monotonic() + 10
+    while not any(s.iterator_age_ms is not None for s in runtime.stats()):  # first read done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    late = setup.put(SHARD_0, b"3", b"4")
+    runtime.run_until_idle(timeout=20)
+    assert [c.seqs for c in recorder.calls] == [early + late]
+
+
+def test_partial_failure_resends_from_the_reported_record(setup, runtimes) -> None:
+    setup.function()
+    setup.mapping()
+    seqs = setup.put(SHARD_0, *[f"r-{i}".encode() for i in range(10)])
+    failing_once = {seqs[6]}
+
+    def answer(call: Call) -> dict[str, Any]:
+        failed = [s for s in call.seqs if s in failing_once]
+        failing_once.difference_update(failed)
+        return {"batchItemFailures": [{"itemIdentifier": s} for s in failed]}
+
+    recorder = Recorder(answer)
+    runtimes({FUNCTION: recorder}).run_until_idle(timeout=20)
+
+    assert [c.seqs for c in recorder.calls] == [seqs, seqs[6:]]  # the rest of the batch again
+    assert setup.on_failure_messages() == []
+
+
+def test_a_poison_record_is_isolated_retried_and_sent_to_the_failure_queue(setup, runtimes) -> None:
+    setup.function()
+    setup.mapping()
+    payloads = [f"r-{i}".encode() for i in range(10)]
+    payloads[3] = b"poison"
+    seqs = setup.put(SHARD_0, *payloads)
+    others = setup.put(SHARD_1, b"x", b"y")
+
+    def answer(call: Call) -> None:
+        if b"poison" in call.data:
+            raise ValueError("cannot digest this record")
+
+    recorder = Recorder(answer)
+    runtime = runtimes({FUNCTION: recorder})
+    runtime.run_until_idle(timeout=20)
+
+    poison = seqs[3]
+    alone = [c for c in recorder.calls if c.seqs == [poison]]
+    assert len(alone) == 3  # bisected down to it, then first try + 2 retries
+    assert recorder.delivered(SHARD_0) == [s for s in seqs if s != poison]  # once each, in order
+    assert recorder.delivered(SHARD_1) == others
+
+    [message] = setup.on_failure_messages()
+    assert message["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert message["requestContext"]["approximateInvokeCount"] == 3
+    assert message["requestContext"]["functionArn"].endswith(f":function:{FUNCTION}")
+    assert message["responseContext"]["functionError"] == "Unhandled"
+    info = message["KinesisBatchInfo"]
+    assert (info["shardId"], info["startSequenceNumber"], info["endSequenceNumber"]) == (
+        SHARD_0,
+        poison,
+        poison,
+    )
+    assert (info["batchSize"], info["streamArn"]) == (1, setup.stream_arn)
+    stats = {s.shard_id: s for s in runtime.stats()}[SHARD_0]
+    assert (stats.records_processed, stats.records_discarded, stats.checkpoint) == (9, 1, seqs[-1])
+    assert "cannot digest" in (stats.last_error or "")
+
+
+def test_a_restart_delivers_every_record_exactly_once(setup, runtimes) -> None:
+    setup.function()
+    setup.mapping()
+    expected = {
+        SHARD_0: setup.put(SHARD_0, *[f"a-{i}".encode() for i in range(60)]),
+        SHARD_1: setup.put(SHARD_1, *[f"b-{i}".encode() for i in range(60)]),
+    }
+    before = Recorder(pause=0.05)  # 6 batches a shard: ~0.3 s of work
+    first = runtimes({FUNCTION: before})
+    deadline = time.monotonic() + 10
+    while len(before.calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    first.stop()  # mid-stream: the batches in flight finish, later ones never start
+    assert 0 < len(before.delivered()) < 120
+
+    more = setup.put(SHARD_1, b"while-stopped")
+    after = Recorder()
+    runtimes({FUNCTION: after}).run_until_idle(timeout=20)
+
+    for shard, seqs in expected.items():
+        both = before.delivered(shard) + after.delivered(shard)
+        assert both == seqs + (more if shard == SHARD_1 else [])  # no loss, no duplicate
+
+
+def test_a_disabled_mapping_is_not_polled(setup, runtimes) -> None:
+    setup.function()
+    setup.function("storepulse-dev-sleeper")
+    sleeper_mapping = setup.mapping("storepulse-dev-sleeper", Enabled=False)
+    active_mapping = setup.mapping()
+    seqs = setup.put(SHARD_0, b"one", b"two")
+    recorder, sleeper = Recorder(), Recorder()
+    runtime = runtimes({FUNCTION: recorder, "storepulse-dev-sleeper": sleeper})
+    runtime.run_until_idle(timeout=20)
+
+    assert recorder.delivered() == seqs
+    assert sleeper.calls == []
+    assert {s.mapping_uuid for s in runtime.stats()} == {active_mapping}
+
+    lambda_ = setup.aws("lambda")
+    lambda_.update_event_source_mapping(UUID=active_mapping, Enabled=False)
+    runtime.run_until_idle(timeout=20)
+    paused = setup.put(SHARD_0, b"three")
+    runtime.run_until_idle(timeout=20)
+    assert recorder.delivered() == seqs and runtime.stats() == []
+
+    lambda_.update_event_source_mapping(UUID=active_mapping, Enabled=True)
+    runtime.run_until_idle(timeout=20)
+    assert recorder.delivered() == seqs + paused  # resumed from its checkpoint
+    assert sleeper.calls == [] and sleeper_mapping not in {s.mapping_uuid for s in runtime.stats()}
+
+
+def test_latest_starts_at_the_tip_and_a_restart_still_loses_nothing(setup, runtimes) -> None:
+    setup.function()
+    setup.mapping(StartingPosition="LATEST")
+    setup.put(SHARD_0, b"history")
+    recorder = Recorder()
+    runtime = runtimes({FUNCTION: recorder})
+    runtime.run_until_idle(timeout=20)
+    assert recorder.calls == []
+
+    runtime.stop()
+    while_down = setup.put(SHARD_0, b"while-down")  # LATEST keeps meaning the first start
+    runtimes({FUNCTION: recorder}).run_until_idle(timeout=20)
+    assert recorder.delivered() == while_down
+
+
+def test_a_merged_shard_is_read_after_both_parents(setup, runtimes) -> None:
+    setup.function()
+    setup.mapping()
+    setup.put(SHARD_0, b"p0-1", b"p0-2")
+    setup.put(SHARD_1, b"p1-1")
+    setup.aws("kinesis").merge_shards(
+        StreamName=setup.stream_name, ShardToMerge=SHARD_0, AdjacentShardToMerge=SHARD_1
+    )
+    recorder = Recorder()
+    runtime = runtimes({FUNCTION: recorder})
+    runtime.run_until_idle(timeout=20)
+
+    child = [c for c in recorder.calls if c.shard not in (SHARD_0, SHARD_1)]
+    parents = [c for c in recorder.calls if c.shard in (SHARD_0, SHARD_1)]
+    assert child and parents
+    assert max(c.order for c in parents) < min(c.order for c in child)
+    states = {s.shard_id: s.state for s in runtime.stats()}
+    assert (states[SHARD_0], states[SHARD_1]) == ("finished", "finished")
+
+
+# --- the real stream processor ----------------------------------------------------------------
+
+NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+
+
+def sale(store: str, order: str, price: str) -> ev.PosSaleV1:
+    return ev.PosSaleV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store,
+        occurred_at=NOON_PARIS,
+        order_id=order,
+        channel="in_store",
+        currency="EUR",
+        customer_id=None,
+        lines=[
+            ev.SaleLine(sku="tea-100g", category="grocery", quantity=1, unit_price=Decimal(price))
+        ],
+    )
+
+
+def day_revenue(stack: Any, store: str | None) -> Decimal | None:
+    key = bucket_keys(store, NOON_PARIS, "Europe/Paris")[Grain.DAY]
+    item = stack.table(Table.METRICS).get_item(Key=key.as_item()).get("Item", {})
+    return item.get("revenue")
+
+
+def put_events(setup: Setup, *events: ev.Event) -> None:
+    setup.aws("kinesis").put_records(
+        StreamName=setup.stream_name,
+        Records=[{"Data": e.to_json(), "PartitionKey": ev.partition_key(e)} for e in events],
+    )
+
+
+def test_the_stream_processor_keeps_dynamodb_totals_up_to_date(
+    setup, runtimes, realtime_stack
+) -> None:
+    setup.function(
+        "storepulse-dev-stream-processor",
+        STOREPULSE_LAKE_BUCKET=realtime_stack.bucket,
+        STOREPULSE_ALERT_TOPIC_ARN=realtime_stack.topic_arn,
+    )
+    setup.mapping("storepulse-dev-stream-processor")
+    sales = [sale("s-001", f"o-{i}", "2.50") for i in range(12)] + [sale("s-002", "o-12", "1.00")]
+    put_events(setup, *sales)
+    runtime = runtimes()  # default: lambdas/stream_processor/handler.py, by convention
+    runtime.run_until_idle(timeout=60)
+    assert day_revenue(realtime_stack, "s-001") == Decimal("30.00")
+
+    put_events(setup, sale("s-001", "o-13", "5.00"), sales[1])  # o-1 resent by the producer
+    runtime.run_until_idle(timeout=60)
+    assert day_revenue(realtime_stack, "s-001") == Decimal("35.00")
+    assert day_revenue(realtime_stack, None) == Decimal("36.00")
+    assert all(s.errors == 0 for s in runtime.stats())
+    assert sum(s.records_processed for s in runtime.stats()) == 15
