@@ -42,3 +42,6 @@ test: lint
 
 clean: down
 	rm -rf $(VENV) $(TOOLS) .run
+
+bench: install
+	$(VENV)/bin/python -m benchmarks.stream_handler

@@ -7,10 +7,14 @@ Tables (names ``storepulse-<env>-<table>``):
                ``<scope>#MIN#<local date>``  sk ``2026-11-26T10:15Z``  (UTC minute)
                ``<scope>#HOUR#<local date>`` sk ``2026-11-26T10Z``     (UTC hour)
                ``<scope>#DAY#<local year>``  sk ``2026-11-26``          (local date)
-               ``<scope>#CAT#<local date>``  sk category;  ``<scope>#SKU#<local date>`` sk sku
+               ``<scope>#MIX#<local year>``  sk ``2026-11-26`` (+ ``#2``, ``#3`` ...): the day's
+               sales mix, attributes ``cat#<category>#revenue|units`` and
+               ``sku#<sku>#revenue|units``; read every item whose sk begins with the date and
+               sum (a batch with very many products spreads its counters over several items)
                where scope is ``S#<store_id>`` or ``ALL`` (the whole business).
 ``inventory``  pk ``S#<store_id>``, sk sku: ``on_hand``, ``counted_at``.
-``facts``      orders (``ORDER#<id>``), refunds, customers, session markers, the alert log; order
+``facts``      orders (``ORDER#<id>``), refunds, customer profiles (``CUSTOMER#<id>``; repeat
+               purchases come from the orders' customer_id), session markers, the alert log; order
                and refund facts carry ``gsi1pk = ORDERS#<local date>`` for the nightly export and
                ``expires_at`` (TTL).
 ``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
@@ -113,7 +117,10 @@ COUNT_COUNTERS = (
     "foot_traffic",
 )
 COUNTERS = MONEY_COUNTERS + COUNT_COUNTERS
-DIMENSION_COUNTERS = ("revenue", "units", "orders")  # per category and per product (sku)
+MIX_COUNTERS = ("revenue", "units")  # per category and per product (sku), in the day's mix item
+# DynamoDB caps an update expression at 4 KB: about 400 "#aN :aN" terms. Past this many counters
+# a mix write spreads over several items of the same day.
+MAX_COUNTERS_PER_WRITE = 300
 
 
 class SettingsKind(StrEnum):
@@ -168,12 +175,15 @@ def bucket_keys(store_id: str | None, moment: datetime, timezone: str) -> dict[G
     }
 
 
-def category_key(store_id: str | None, day: date, category: str) -> Key:
-    return Key(f"{scope(store_id)}#CAT#{day.isoformat()}", category)
+def mix_key(store_id: str | None, day: date, part: int = 1) -> Key:
+    """Item ``part`` (1, 2, ...) of a day's sales mix for a scope."""
+    suffix = "" if part == 1 else f"#{part}"
+    return Key(f"{scope(store_id)}#MIX#{day.year}", f"{day.isoformat()}{suffix}")
 
 
-def product_key(store_id: str | None, day: date, sku: str) -> Key:
-    return Key(f"{scope(store_id)}#SKU#{day.isoformat()}", sku)
+def mix_attribute(dimension: str, name: str, counter: str) -> str:
+    """Counter of one category (``dimension="cat"``) or product (``"sku"``) in a mix item."""
+    return f"{dimension}#{name}#{counter}"
 
 
 def inventory_key(store_id: str, sku: str) -> Key:
@@ -195,10 +205,6 @@ def orders_of_day(day: date) -> str:
 
 def customer_profile_key(customer_id: str) -> Key:
     return Key(f"CUSTOMER#{customer_id}", "PROFILE")
-
-
-def customer_stats_key(customer_id: str) -> Key:
-    return Key(f"CUSTOMER#{customer_id}", "STATS")
 
 
 def session_key(session_id: str) -> Key:

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
-from storepulse.layout import Grain, Table, bucket_keys, inventory_key, order_key
+from storepulse.layout import Grain, Table, bucket_keys, inventory_key, mix_key, order_key
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import SHARD, invoke
@@ -108,6 +108,11 @@ def test_sales_become_exact_totals_per_store_day_and_business(handler, realtime_
     business_day = day_total(realtime_stack, None, NOON_PARIS)
     assert business_day["revenue"] == Decimal("37.00")
     assert business_day["orders"] == 3
+    mix = realtime_stack.table(Table.METRICS).get_item(
+        Key=mix_key("s-001", NOON_PARIS.date()).as_item()
+    )["Item"]
+    assert mix["sku#coffee-1kg#revenue"] == Decimal("24.20")
+    assert (mix["cat#grocery#units"], mix["cat#kitchen#revenue"]) == (5, Decimal("0.10"))
     order = realtime_stack.table(Table.FACTS).get_item(Key=order_key("o-1").as_item())["Item"]
     assert (order["total"], order["business_date"]) == (Decimal("24.30"), "2026-11-26")
 

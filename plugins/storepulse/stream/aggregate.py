@@ -9,22 +9,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from storepulse import events as ev
 from storepulse.layout import (
+    ALL_STORES,
+    MAX_COUNTERS_PER_WRITE,
     MINUTE_TTL,
     Grain,
     Key,
     bucket_keys,
-    category_key,
-    customer_stats_key,
     expires_at,
     inventory_key,
     local_date,
-    product_key,
+    mix_attribute,
+    mix_key,
 )
 from storepulse.stream.catalog import Catalog
 
@@ -78,7 +79,6 @@ class StockWrite:
 @dataclass
 class BatchAggregate:
     counters: dict[Key, CounterWrite] = field(default_factory=dict)  # metrics table
-    customer_stats: dict[Key, CounterWrite] = field(default_factory=dict)  # facts table
     stock: dict[Key, StockWrite] = field(default_factory=dict)
     profiles: dict[str, ev.CrmCustomerProfileV1] = field(default_factory=dict)
     # Newest event time per store, by what the alert rules watch (traffic, sales).
@@ -89,11 +89,6 @@ class BatchAggregate:
         self, key: Key, shard_id: str, position: str, values: dict[str, Number], **attributes: Any
     ) -> None:
         self._add(self.counters, key, shard_id, position, values, attributes)
-
-    def add_customer(
-        self, key: Key, shard_id: str, position: str, values: dict[str, Number], **attributes: Any
-    ) -> None:
-        self._add(self.customer_stats, key, shard_id, position, values, attributes)
 
     @staticmethod
     def _add(
@@ -141,12 +136,11 @@ def _add_to_buckets(
 
 def _add_sale(agg: BatchAggregate, item: Located, sale: ev.PosSaleV1, catalog: Catalog) -> None:
     _add_to_buckets(agg, item, catalog, {"revenue": sale.total, "orders": 1, "units": sale.units})
-    per_category: dict[str, dict[str, Number]] = defaultdict(lambda: {"revenue": 0, "units": 0})
-    per_sku: dict[str, dict[str, Number]] = defaultdict(lambda: {"revenue": 0, "units": 0})
+    mix: dict[str, Number] = defaultdict(int)
     for line in sale.lines:
-        for bucket, name in ((per_category, line.category), (per_sku, line.sku)):
-            bucket[name]["revenue"] += line.amount
-            bucket[name]["units"] += line.quantity
+        for dimension, name in (("cat", line.category), ("sku", line.sku)):
+            mix[mix_attribute(dimension, name, "revenue")] += line.amount
+            mix[mix_attribute(dimension, name, "units")] += line.quantity
         agg.change_stock(
             sale.store_id,
             line.sku,
@@ -158,30 +152,29 @@ def _add_sale(agg: BatchAggregate, item: Located, sale: ev.PosSaleV1, catalog: C
         (None, catalog.business_timezone),
     ):
         day = local_date(sale.occurred_at, timezone)
-        for category, values in per_category.items():
-            agg.add(
-                category_key(store_id, day, category),
-                item.shard_id,
-                item.position,
-                {**values, "orders": 1},
-                category=category,
-            )
-        for sku, values in per_sku.items():
-            agg.add(
-                product_key(store_id, day, sku),
-                item.shard_id,
-                item.position,
-                {**values, "orders": 1},
-                sku=sku,
-            )
-    if sale.customer_id:
-        agg.add_customer(
-            customer_stats_key(sale.customer_id),
-            item.shard_id,
-            item.position,
-            {"order_count": 1, "lifetime_value": sale.total},
-            customer_id=sale.customer_id,
-        )
+        agg.add(mix_key(store_id, day), item.shard_id, item.position, dict(mix))
+
+
+def split_wide_writes(agg: BatchAggregate, limit: int = MAX_COUNTERS_PER_WRITE) -> None:
+    """Spread a mix write with more than ``limit`` counters over parts 2, 3, ... of its day.
+
+    Each part is an item with its own watermark, so a crash between parts is as harmless as
+    between any two items: every record's counters land exactly once in exactly one part."""
+    for key, write in list(agg.counters.items()):
+        names = sorted({name for c in write.contributions for name in c.values})
+        if "#MIX#" not in key.pk or len(names) <= limit:
+            continue
+        del agg.counters[key]
+        day = date.fromisoformat(key.sk)
+        store_id = None if key.pk.startswith(ALL_STORES) else key.pk.split("#")[1]
+        for part, start in enumerate(range(0, len(names), limit), start=1):
+            chunk = set(names[start : start + limit])
+            part_key = mix_key(store_id, day, part)
+            target = agg.counters.setdefault(part_key, CounterWrite(part_key, write.shard_id))
+            for contribution in write.contributions:
+                values = {n: v for n, v in contribution.values.items() if n in chunk}
+                if values:
+                    target.contributions.append(Contribution(contribution.position, values))
 
 
 _FUNNEL_COUNTER = {
@@ -238,4 +231,5 @@ def aggregate(items: list[Located], catalog: Catalog, new_sessions: set[str]) ->
                 current = agg.profiles.get(event.customer_id)
                 if current is None or current.occurred_at <= event.occurred_at:
                     agg.profiles[event.customer_id] = event
+    split_wide_writes(agg)
     return agg

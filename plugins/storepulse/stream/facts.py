@@ -10,7 +10,6 @@ crash is recognised as our own earlier write and still counts.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,28 +30,12 @@ from storepulse.layout import (
     session_key,
 )
 from storepulse.stream.aggregate import Located
+from storepulse.stream.batch_io import batch_get, batch_put
 from storepulse.stream.catalog import Catalog
-
-CLAIM_THREADS = 8
 
 
 def _src(item: Located) -> str:
     return f"{item.shard_id}:{item.position}"
-
-
-def _claim(table: Any, key: Key, src: str, attributes: dict[str, Any]) -> bool:
-    """Create the fact unless another stream position created it; True if it is ours."""
-    try:
-        table.put_item(
-            Item={**key.as_item(), **attributes, "src": src},
-            ConditionExpression="attribute_not_exists(pk) OR src = :src",
-            ExpressionAttributeValues={":src": src},
-        )
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 def order_fact(sale: ev.PosSaleV1, catalog: Catalog) -> dict[str, Any]:
@@ -161,21 +144,30 @@ def _claims(items: Iterable[Located], catalog: Catalog) -> list[_Claim]:
 
 
 def claim_facts(
-    table: Any, items: Iterable[Located], catalog: Catalog
+    dynamodb: Any, table: Any, items: Iterable[Located], catalog: Catalog
 ) -> tuple[set[str], set[str]]:
-    """Write order, refund and session facts (concurrently; each is independent); return
-    (positions of duplicate records, positions of the records that open a new session)."""
+    """Write order, refund and session facts; return (positions of duplicate records,
+    positions of the records that open a new session).
+
+    Read, then write: one BatchGetItem per 100 facts and one BatchWriteItem per 25 new ones.
+    No other writer can create these facts meanwhile: a fact's records share a partition key
+    (store or session), hence a shard, and a shard is processed by one invocation at a time."""
     claims = _claims(items, catalog)
-    if not claims:
-        return set(), set()
-    with ThreadPoolExecutor(max_workers=min(CLAIM_THREADS, len(claims))) as pool:
-        owned = list(pool.map(lambda c: _claim(table, c.key, c.src, c.attributes), claims))
-    duplicates = {
-        c.position for c, ours in zip(claims, owned, strict=True) if not ours and not c.is_session
-    }
-    new_sessions = {
-        c.position for c, ours in zip(claims, owned, strict=True) if ours and c.is_session
-    }
+    existing = batch_get(dynamodb, table.name, [c.key for c in claims], projection="#pk, #sk, src")
+    duplicates, new_sessions, to_write, claimed = set(), set(), [], set()
+    for claim in claims:
+        found = existing.get(claim.key)
+        ours = claim.key not in claimed and (found is None or found.get("src") == claim.src)
+        if not ours:
+            if not claim.is_session:
+                duplicates.add(claim.position)
+            continue
+        claimed.add(claim.key)
+        if claim.is_session:
+            new_sessions.add(claim.position)
+        if found is None:  # found with our src: an earlier attempt of this batch wrote it
+            to_write.append({**claim.key.as_item(), **claim.attributes, "src": claim.src})
+    batch_put(table, to_write)
     return duplicates, new_sessions
 
 

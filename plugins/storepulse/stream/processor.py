@@ -20,6 +20,7 @@ from storepulse.stream import alerts as alert_rules
 from storepulse.stream import smoke
 from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
+from storepulse.stream.batch_io import batch_get
 from storepulse.stream.catalog import CachedCatalog, Catalog, load_catalog
 from storepulse.stream.facts import claim_facts, write_profiles
 from storepulse.stream.records import StreamRecord
@@ -123,7 +124,7 @@ class StreamProcessor:
         self.archive.archive_valid([r for r, _ in valid])
 
         located = [Located(event, r.shard_id, r.position) for r, event in valid]
-        duplicates, new_sessions = claim_facts(self.facts, located, catalog)
+        duplicates, new_sessions = claim_facts(self.dynamodb, self.facts, located, catalog)
         report.duplicates = len(duplicates)
         agg = aggregate([i for i in located if i.position not in duplicates], catalog, new_sessions)
         write_profiles(self.facts, agg.profiles.values())
@@ -174,14 +175,10 @@ class StreamProcessor:
     def _write(self, agg: BatchAggregate) -> tuple[list[WriteResult], list[str]]:
         stock_writer = ItemWriter(self.inventory)
         states = self._stock_states(agg)
-        jobs = (
-            [(ItemWriter(self.metrics).write_counters, w) for w in agg.counters.values()]
-            + [(ItemWriter(self.facts).write_counters, w) for w in agg.customer_stats.values()]
-            + [
-                (partial(stock_writer.write_stock, state=states.get(w.key)), w)
-                for w in agg.stock.values()
-            ]
-        )
+        jobs = [(ItemWriter(self.metrics).write_counters, w) for w in agg.counters.values()] + [
+            (partial(stock_writer.write_stock, state=states.get(w.key)), w)
+            for w in agg.stock.values()
+        ]
         results, failures = run_parallel(jobs, lambda job: job[0](job[1]))
         failed_positions = []
         for (_, write), exc in failures:
@@ -191,23 +188,12 @@ class StreamProcessor:
         return results, failed_positions
 
     def _stock_states(self, agg: BatchAggregate) -> dict[Key, StockState]:
-        """Read every stock item the batch changes, 100 per request (BatchGetItem)."""
-        keys = list(agg.stock)
-        states: dict[Key, StockState] = {}
-        for start in range(0, len(keys), 100):
-            request = {
-                self.inventory.name: {
-                    "Keys": [k.as_item() for k in keys[start : start + 100]],
-                    "ConsistentRead": True,
-                }
-            }
-            while request:
-                response = self.dynamodb.batch_get_item(RequestItems=request)
-                for item in response["Responses"].get(self.inventory.name, []):
-                    key = Key(item["pk"], item["sk"])
-                    states[key] = StockState.from_item(item, agg.stock[key].shard_id)
-                request = response.get("UnprocessedKeys") or {}
-        return {key: states.get(key, StockState()) for key in keys}
+        """Read every stock item the batch changes, 100 per request."""
+        found = batch_get(self.dynamodb, self.inventory.name, agg.stock)
+        return {
+            key: StockState.from_item(found.get(key), write.shard_id)
+            for key, write in agg.stock.items()
+        }
 
     def _alert(self, catalog: Catalog, agg: Any, results: list[WriteResult]) -> int:
         if self.publisher is None or not catalog.rules:

@@ -1,0 +1,55 @@
+"""Batched DynamoDB reads and writes: 100 keys per BatchGetItem, 25 items per BatchWriteItem,
+unprocessed keys and items retried (with backoff) until done."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from storepulse.layout import Key
+
+GET_LIMIT = 100
+MAX_ROUNDS = 8
+
+
+def batch_get(
+    dynamodb: Any, table: str, keys: Iterable[Key], projection: str | None = None
+) -> dict[Key, dict[str, Any]]:
+    """Strongly consistent reads of ``keys`` (a boto3 DynamoDB resource); missing keys absent."""
+    keys = list(dict.fromkeys(keys))
+    found: dict[Key, dict[str, Any]] = {}
+    for start in range(0, len(keys), GET_LIMIT):
+        request: dict[str, Any] = {
+            "Keys": [k.as_item() for k in keys[start : start + GET_LIMIT]],
+            "ConsistentRead": True,
+        }
+        if projection:
+            request |= {
+                "ProjectionExpression": projection,
+                "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk"},
+            }
+        pending: dict[str, Any] = {table: request}
+        for round_ in range(MAX_ROUNDS):
+            response = dynamodb.batch_get_item(RequestItems=pending)
+            for item in response["Responses"].get(table, []):
+                found[Key(item["pk"], item["sk"])] = item
+            pending = response.get("UnprocessedKeys") or {}
+            if not pending:
+                break
+            time.sleep(0.05 * 2**round_)
+        else:
+            raise RuntimeError(
+                f"BatchGetItem on {table} left keys unprocessed after {MAX_ROUNDS} rounds"
+            )
+    return found
+
+
+def batch_put(table: Any, items: Iterable[dict[str, Any]]) -> int:
+    """Put ``items`` (a boto3 ``Table``); the batch writer retries unprocessed items itself."""
+    count = 0
+    with table.batch_writer() as writer:
+        for item in items:
+            writer.put_item(Item=item)
+            count += 1
+    return count

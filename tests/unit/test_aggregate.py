@@ -1,0 +1,61 @@
+"""Aggregation in memory: what each record contributes to which item."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from storepulse import events as ev
+from storepulse.layout import mix_key
+from storepulse.stream.aggregate import Located, aggregate
+from storepulse.stream.catalog import Catalog, Store
+
+CATALOG = Catalog("Europe/Paris", {"s-1": Store("s-1", "Europe/Paris", "EUR")})
+AT = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+def _sale(position: int, skus: list[str]) -> Located:
+    sale = ev.PosSaleV1(
+        event_id=str(uuid.uuid4()),
+        store_id="s-1",
+        occurred_at=AT,
+        order_id=f"o-{position}",
+        channel="in_store",
+        currency="EUR",
+        lines=[
+            ev.SaleLine(sku=sku, category="c", quantity=1, unit_price=Decimal("1.00"))
+            for sku in skus
+        ],
+    )
+    return Located(sale, "shard-0", f"{position:064d}")
+
+
+def test_a_batch_writes_one_mix_item_per_scope_and_day() -> None:
+    agg = aggregate([_sale(1, ["a", "b"]), _sale(2, ["a"])], CATALOG, set())
+    mix = agg.counters[mix_key("s-1", date(2026, 11, 26))]
+    assert mix.total() == {
+        "cat#c#revenue": Decimal("3.00"),
+        "cat#c#units": 3,
+        "sku#a#revenue": Decimal("2.00"),
+        "sku#a#units": 2,
+        "sku#b#revenue": Decimal("1.00"),
+        "sku#b#units": 1,
+    }
+    assert mix_key(None, date(2026, 11, 26)) in agg.counters
+
+
+def test_a_wide_mix_is_spread_over_parts_and_loses_nothing() -> None:
+    skus = [f"sku-{i:03d}" for i in range(400)]  # 802 counters: more than one write can hold
+    agg = aggregate([_sale(1, skus[:200]), _sale(2, skus[200:])], CATALOG, set())
+    day = date(2026, 11, 26)
+    parts = [w for k, w in agg.counters.items() if k.pk == mix_key("s-1", day).pk]
+    assert len(parts) == 3
+    assert all(len(w.total()) <= 300 for w in parts)
+    merged = {name: value for w in parts for name, value in w.total().items()}
+    assert len(merged) == 802 and merged["sku#sku-399#units"] == 1
+    assert {k.sk for k, w in agg.counters.items() if w in parts} == {
+        "2026-11-26",
+        "2026-11-26#2",
+        "2026-11-26#3",
+    }
