@@ -1,0 +1,165 @@
+"""
+### Deploy the real-time path
+
+Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
+(`infra/cloudformation/realtime.yaml`, stack `storepulse-<env>-realtime`), then proves it works.
+
+1. **lint_template**: cfn-lint; any error stops the run before anything is created.
+2. **package_function**: a deterministic zip of `lambdas/stream_processor`, exactly the
+   `storepulse` modules it imports and the pinned dependencies the Lambda runtime lacks.
+3. **upload_package**: to `s3://storepulse-<env>-artifacts-<account>/lambda/stream-processor/<sha256>.zip`
+   (bucket created if missing). The key is the zip's hash: unchanged code, unchanged key.
+4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code location.
+5. **deploy_stack**: one change set, created, logged and executed (create or update); nothing at
+   all when the stack already has this template and these parameters. On AWS a failed update
+   rolls back and the previous version keeps serving; the task fails naming the resources.
+6. **verify_stack**: every resource looked up through its own service (types the embedded AWS
+   never creates are reported as known gaps there).
+7. **smoke_test**: a marked event goes through the stream; the run waits for the processor's
+   answer in the facts table and logs the latency. Locally the project's Lambda runtime must be
+   running (`make up` starts it). Params: `smoke_test` (false skips it), `smoke_timeout_seconds`.
+
+Rerunning is safe: every step is idempotent. Undo with `teardown_realtime_stack`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
+from storepulse.airflow.operators import CloudFormationChangeSetOperator
+from storepulse.config import REPO_ROOT, settings
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
+FUNCTION_DIR = REPO_ROOT / "lambdas" / "stream_processor"
+STACK_NAME = f"storepulse-{settings().env}-realtime"
+
+
+def _build_dir() -> Path:
+    return settings().state_dir / "build"
+
+
+def _client(service: str) -> Any:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
+
+
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["realtime", "deploy"],
+    doc_md=__doc__,
+    params={
+        "smoke_test": Param(True, type="boolean", description="Send a smoke event at the end"),
+        "smoke_timeout_seconds": Param(
+            120, type="integer", minimum=1, description="How long to wait for the smoke event"
+        ),
+    },
+)
+def deploy_realtime_stack() -> None:
+    @task(show_return_value_in_logs=False)  # the template's text: logged by its file name
+    def lint_template() -> str:
+        """cfn-lint the template; return its text, so the deploy uses exactly what was checked."""
+        from storepulse.deploy.lint import check_template
+
+        findings = check_template(TEMPLATE, regions=[settings().region])
+        for finding in findings:
+            log.warning("cfn-lint: %s", finding)
+        log.info("cfn-lint: 0 errors, %d other findings in %s", len(findings), TEMPLATE.name)
+        return TEMPLATE.read_text()
+
+    @task
+    def package_function() -> dict[str, Any]:
+        from storepulse.deploy.package import build_lambda_zip
+
+        package = build_lambda_zip(FUNCTION_DIR, _build_dir())
+        log.info("zip: %d bytes, sha256 %s, %d files", package.size, package.sha256, package.files)
+        log.info("%d storepulse modules: %s", len(package.modules), ", ".join(package.modules))
+        log.info("%d vendored: %s", len(package.dependencies), ", ".join(package.dependencies))
+        return package.to_dict()
+
+    @task
+    def upload_package(built: dict[str, Any]) -> dict[str, Any]:
+        """Upload the zip unless its key exists (same key, same bytes)."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from storepulse.deploy.package import artifacts_bucket, local_package, upload_package
+
+        hook = S3Hook(aws_conn_id=AWS_CONN_ID)
+        bucket = artifacts_bucket(settings().env, hook.account_id)
+        if not hook.check_for_bucket(bucket):
+            hook.create_bucket(bucket_name=bucket)
+            log.info("created the artifacts bucket %s", bucket)
+        package = local_package(built, FUNCTION_DIR, _build_dir())
+        key, uploaded = upload_package(hook.get_conn(), package, bucket)
+        done = "uploaded" if uploaded else "already there, not uploaded again"
+        log.info("s3://%s/%s: %s (%d bytes)", bucket, key, done, package.size)
+        return {"bucket": bucket, "key": key, "uploaded": uploaded, "sha256": package.sha256}
+
+    @task
+    def stack_parameters(artifact: dict[str, Any]) -> list[dict[str, str]]:
+        from storepulse.deploy.stack import load_parameters
+
+        env = settings().env
+        parameters = load_parameters(env, code_bucket=artifact["bucket"], code_key=artifact["key"])
+        shown = ", ".join(f"{p['ParameterKey']}={p['ParameterValue']}" for p in parameters)
+        log.info("%d parameters: %s", len(parameters), shown)
+        return parameters
+
+    @task
+    def verify_stack(outputs: dict[str, str], artifact: dict[str, Any]) -> dict[str, int]:
+        """Every resource through its own service; the function must run the uploaded zip."""
+        from storepulse.deploy.stack import embedded_aws_gaps, is_embedded_endpoint, verify_stack
+
+        endpoint = _client("cloudformation").meta.endpoint_url
+        gaps = embedded_aws_gaps() if is_embedded_endpoint(endpoint) else {}
+        report = verify_stack(_client, STACK_NAME, known_gaps=gaps, code_sha256=artifact["sha256"])
+        log.info("%d stack outputs; verification %s", len(outputs), report.summary())
+        return report.summary()
+
+    @task
+    def smoke_test(outputs: dict[str, str], params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from storepulse.deploy.stack import run_smoke_test
+
+        params = params or {}
+        if not params.get("smoke_test", True):
+            raise AirflowSkipException("smoke_test is false: no smoke event sent")
+        result = run_smoke_test(
+            _client("kinesis"),
+            _client("dynamodb"),
+            stream_name=outputs["StreamName"],
+            facts_table=outputs["FactsTable"],
+            timeout=float(params.get("smoke_timeout_seconds", 120)),
+        )
+        log.info("smoke event %s answered in %.2f s", result.event_id, result.latency_seconds)
+        return {"event_id": result.event_id, "latency_seconds": result.latency_seconds}
+
+    template = lint_template()
+    built = package_function()
+    template >> built
+    artifact = upload_package(built)
+    deploy_stack = CloudFormationChangeSetOperator(
+        task_id="deploy_stack",
+        aws_conn_id=AWS_CONN_ID,
+        stack_name=STACK_NAME,
+        template_body=template,
+        parameters=stack_parameters(artifact),
+        capabilities=["CAPABILITY_IAM"],
+    )
+    verify_stack(deploy_stack.output, artifact) >> smoke_test(deploy_stack.output)
+
+
+deploy_realtime_stack()
