@@ -1,5 +1,6 @@
-"""`make up` from the user's side: it reports ready, Airflow and the embedded AWS answer, a DAG
-reaches the embedded AWS through `aws_default`, and Ctrl-C leaves no process behind."""
+"""`make up` from the user's side: it reports ready, Airflow and the embedded AWS answer, the
+real-time stack was deployed by its DAG, simulated traffic becomes DynamoDB totals, an alert
+reaches the inbox, and Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
@@ -13,15 +14,28 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
+from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
+import boto3
 import psutil
 import pytest
+from boto3.dynamodb.conditions import Key
 
-from storepulse.config import REPO_ROOT
+from storepulse.config import REPO_ROOT, settings
+from storepulse.events import InventoryStockLevelV1
+from storepulse.layout import Table, table_name
 from storepulse.local.embedded_aws import is_healthy
+from storepulse.platform import realtime
 from storepulse.platform.airflow_local import AirflowClient
+from storepulse.platform.demo import INBOX
+from storepulse.platform.realtime import DEPLOY_DAG
+from storepulse.producer import KinesisProducer
+from storepulse.simulator.model import BusinessModel
 
 READY = re.compile(r"login admin / (\S+)")
 
@@ -98,6 +112,70 @@ def test_a_dag_reaches_the_embedded_aws_through_aws_default(
     client.login()
     run_id = client.trigger("platform_check")
     assert client.wait_for_run("platform_check", run_id, timeout=180) == "success"
+
+
+@pytest.fixture(scope="module")
+def airflow(platform: Platform, password: str) -> AirflowClient:
+    client = AirflowClient(f"http://127.0.0.1:{platform.airflow_port}", "admin", password)
+    client.login()
+    return client
+
+
+@pytest.fixture
+def aws(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> boto3.Session:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{platform.aws_port}")
+    return boto3.Session(region_name="us-east-1")
+
+
+def test_the_deploy_dag_ran_successfully(airflow: AirflowClient) -> None:
+    runs = airflow.dag_runs(DEPLOY_DAG)
+    assert [run["state"] for run in runs] == ["success"]
+
+
+def _business_totals(aws: boto3.Session) -> dict[str, Decimal]:
+    metrics = aws.resource("dynamodb").Table(table_name(Table.METRICS))
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    year = datetime.now(UTC).year
+    for pk in {f"ALL#DAY#{year - 1}", f"ALL#DAY#{year}", f"ALL#DAY#{year + 1}"}:
+        for item in metrics.query(KeyConditionExpression=Key("pk").eq(pk))["Items"]:
+            for name in ("page_views", "foot_traffic", "orders", "revenue"):
+                totals[name] += Decimal(item.get(name, 0))
+    return totals
+
+
+def test_totals_follow_the_simulated_traffic(aws: boto3.Session) -> None:
+    before = _business_totals(aws)
+    deadline = time.monotonic() + 60
+    while (after := _business_totals(aws)) == before and time.monotonic() < deadline:
+        time.sleep(2)
+    assert after != before
+    assert all(after[name] >= before[name] for name in before)
+
+
+def test_a_low_stock_alert_reaches_the_inbox(aws: boto3.Session) -> None:
+    product = BusinessModel.generate(seed=realtime.DEMO_SEED, stores=2).catalogue[0]
+    count = InventoryStockLevelV1(
+        event_id=str(uuid.uuid4()),
+        store_id="s-001",
+        occurred_at=datetime.now(UTC),
+        sku=product.sku,
+        quantity_on_hand=product.reorder_point,
+    )
+    KinesisProducer(
+        stream_name=settings().resource_name("events"), client=aws.client("kinesis")
+    ).send([count])
+
+    sqs = aws.client("sqs")
+    inbox = sqs.get_queue_url(QueueName=settings().resource_name(INBOX))["QueueUrl"]
+    deadline, found = time.monotonic() + 60, []
+    while not found and time.monotonic() < deadline:
+        for message in sqs.receive_message(
+            QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=2
+        ).get("Messages", []):
+            body = json.loads(json.loads(message["Body"])["Message"])
+            if body["type"] == "low_stock" and body["details"]["sku"] == product.sku:
+                found.append(body)
+    assert found and found[0]["store_id"] == "s-001"
 
 
 def test_a_second_up_is_refused(platform: Platform, password: str) -> None:

@@ -226,6 +226,15 @@ def deploy_stack(
     )
 
 
+def deployed_outputs(cfn: Any, name: str) -> dict[str, str]:
+    """The outputs of the deployed stack ``name``, on AWS and on the embedded AWS alike."""
+    stack = describe_stack(cfn, name)
+    if stack is None:
+        raise DeployError(f"stack {name} is not deployed (run the DAG deploy_realtime_stack)")
+    body = cfn.get_template(StackName=name)["TemplateBody"]
+    return _complete_outputs(cfn, stack, body if isinstance(body, str) else json.dumps(body))
+
+
 def _complete_outputs(cfn: Any, stack: Mapping[str, Any], template_body: str) -> dict[str, str]:
     """The stack's outputs. AWS computes them for every change set; the embedded AWS does not
     (nor its exports): declared outputs that the stack lacks are resolved here from its resources,

@@ -16,6 +16,7 @@ from storepulse.config import ConfigError, Settings, load_settings
 from storepulse.platform import airflow_local
 from storepulse.platform.processes import pid_alive, stop_trees
 from storepulse.platform.stack import (
+    Component,
     PlatformError,
     StackContext,
     components,
@@ -85,13 +86,14 @@ def up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     started = time.monotonic()
+    stack = components(settings)
     try:
-        for component in components(settings):
+        for component in stack:
             print(f"starting {component.name} ...", flush=True)
             component.start(ctx)
             _write_state(settings, ctx)
             component.wait_ready(ctx, READY_TIMEOUT)
-        _print_ready(ctx, time.monotonic() - started)
+        _print_ready(ctx, stack, time.monotonic() - started)
         _supervise(ctx)
     except _StopRequested as stop:
         print(f"\n{stop}: stopping ...", flush=True)
@@ -114,12 +116,12 @@ def _supervise(ctx: StackContext) -> None:
         time.sleep(1.0)
 
 
-def _print_ready(ctx: StackContext, seconds: float) -> None:
+def _print_ready(ctx: StackContext, stack: list[Component], seconds: float) -> None:
     lines = [
         f"StorePulse is up in {seconds:.0f} s (env {ctx.settings.env}, region "
         f"{ctx.settings.region})"
     ]
-    for component in components(ctx.settings):
+    for component in stack:
         lines += [f"  {line}" for line in component.banner(ctx)]
     lines += [f"  Logs           {ctx.log_dir}", "Ctrl-C here, or `make down` elsewhere, stops it."]
     print("\n".join(lines), flush=True)

@@ -151,5 +151,8 @@ class AirflowClient:
             time.sleep(1.0)
         return state
 
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])
+
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/api/v2/monitor/health"))

@@ -172,9 +172,17 @@ def _all_healthy(url: str) -> bool:
 
 
 def components(settings: Settings) -> list[Component]:
-    """What ``make up`` starts, in order."""
-    stack: list[Component] = []
-    if settings.embedded_aws:
-        stack.append(EmbeddedAwsComponent())
-    stack.append(AirflowComponent())
-    return stack
+    """What ``make up`` starts, in order. On real AWS, Lambda runs the handler and no demo
+    business or simulated traffic is sent."""
+    from storepulse.platform import realtime
+
+    if not settings.embedded_aws:
+        return [AirflowComponent(), realtime.DeployComponent()]
+    return [
+        EmbeddedAwsComponent(),
+        AirflowComponent(),
+        realtime.LambdaRuntimeComponent(),
+        realtime.DeployComponent(),
+        realtime.DemoBusinessComponent(),
+        realtime.SimulatorComponent(),
+    ]
