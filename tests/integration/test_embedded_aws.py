@@ -62,3 +62,30 @@ def test_port_in_use_is_a_clear_error(embedded_aws: str) -> None:
     port = int(embedded_aws.rsplit(":", 1)[1])
     with pytest.raises(EmbeddedAwsError, match=f"{port}: port in use"):
         EmbeddedAws(port=port)
+
+
+def test_put_records_leaves_mapped_functions_to_the_local_runtime(aws_client) -> None:
+    iam, lam, kinesis = aws_client("iam"), aws_client("lambda"), aws_client("kinesis")
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=json.dumps({}))["Role"]["Arn"]
+    lam.create_function(
+        FunctionName="consumer",
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handle",
+        Code={"ZipFile": _zip("def handle(e, c): 1")},
+    )
+    kinesis.create_stream(StreamName="s", ShardCount=1)
+    arn = kinesis.describe_stream(StreamName="s")["StreamDescription"]["StreamARN"]
+    lam.create_event_source_mapping(
+        EventSourceArn=arn, FunctionName="consumer", StartingPosition="TRIM_HORIZON"
+    )
+    kinesis.put_records(StreamName="s", Records=[{"Data": b"{}", "PartitionKey": "k"}] * 3)
+
+    shard = kinesis.list_shards(StreamName="s")["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName="s", ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    assert len(kinesis.get_records(ShardIterator=iterator)["Records"]) == 3
+    from moto.awslambda.models import LambdaBackend
+
+    assert LambdaBackend.send_kinesis_message.__name__ == "_delivered_by_the_local_runtime"

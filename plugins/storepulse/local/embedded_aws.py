@@ -36,6 +36,7 @@ class EmbeddedAws:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        _leave_kinesis_mappings_to_the_local_runtime()
         app = DomainDispatcherApplication(create_backend_app)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
@@ -72,6 +73,19 @@ class EmbeddedAws:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _leave_kinesis_mappings_to_the_local_runtime() -> None:
+    """moto calls a Kinesis event source mapping's function inside every PutRecords, once per
+    record, trying Docker each time (~3 ms and an error line per record, whatever the Docker
+    setting). The local Lambda runtime delivers those records with Lambda's real batching and
+    contract, so moto's own delivery is switched off here."""
+    from moto.awslambda.models import LambdaBackend
+
+    def _delivered_by_the_local_runtime(self: object, *args: object, **kwargs: object) -> None:
+        return None
+
+    LambdaBackend.send_kinesis_message = _delivered_by_the_local_runtime  # type: ignore[method-assign]
 
 
 def _post(url: str, body: dict) -> bytes:
