@@ -32,24 +32,20 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
+from storepulse.airflow.hooks import aws_client
 from storepulse.airflow.operators import CloudFormationChangeSetOperator
 from storepulse.config import REPO_ROOT, settings
+from storepulse.deploy.stack import stack_name
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 FUNCTION_DIR = REPO_ROOT / "lambdas" / "stream_processor"
-STACK_NAME = f"storepulse-{settings().env}-realtime"
+STACK_NAME = stack_name(settings().env)
 
 
 def _build_dir() -> Path:
     return settings().state_dir / "build"
-
-
-def _client(service: str) -> Any:
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
 
 
 @dag(
@@ -122,9 +118,11 @@ def deploy_realtime_stack() -> None:
         """Every resource through its own service; the function must run the uploaded zip."""
         from storepulse.deploy.stack import embedded_aws_gaps, is_embedded_endpoint, verify_stack
 
-        endpoint = _client("cloudformation").meta.endpoint_url
+        endpoint = aws_client("cloudformation").meta.endpoint_url
         gaps = embedded_aws_gaps() if is_embedded_endpoint(endpoint) else {}
-        report = verify_stack(_client, STACK_NAME, known_gaps=gaps, code_sha256=artifact["sha256"])
+        report = verify_stack(
+            aws_client, STACK_NAME, known_gaps=gaps, code_sha256=artifact["sha256"]
+        )
         log.info("%d stack outputs; verification %s", len(outputs), report.summary())
         return report.summary()
 
@@ -138,8 +136,8 @@ def deploy_realtime_stack() -> None:
         if not params.get("smoke_test", True):
             raise AirflowSkipException("smoke_test is false: no smoke event sent")
         result = run_smoke_test(
-            _client("kinesis"),
-            _client("dynamodb"),
+            aws_client("kinesis"),
+            aws_client("dynamodb"),
             stream_name=outputs["StreamName"],
             facts_table=outputs["FactsTable"],
             timeout=float(params.get("smoke_timeout_seconds", 120)),

@@ -28,17 +28,13 @@ from airflow.providers.amazon.aws.sensors.cloud_formation import CloudFormationD
 from airflow.sdk import dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
+from storepulse.airflow.hooks import aws_client
 from storepulse.config import settings
+from storepulse.deploy.stack import stack_name
 
 log = logging.getLogger(__name__)
 
-STACK_NAME = f"storepulse-{settings().env}-realtime"
-
-
-def _client(service: str) -> Any:
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
+STACK_NAME = stack_name(settings().env)
 
 
 @dag(
@@ -57,7 +53,7 @@ def teardown_realtime_stack() -> None:
 
         from storepulse.deploy.stack import retained_resources
 
-        retained = retained_resources(_client("cloudformation"), STACK_NAME)
+        retained = retained_resources(aws_client("cloudformation"), STACK_NAME)
         names = ", ".join(r.physical_id for r in retained) or "none (no stack)"
         log.info("%s: %d resources are retained on deletion: %s", STACK_NAME, len(retained), names)
         return [asdict(r) for r in retained]
@@ -68,12 +64,12 @@ def teardown_realtime_stack() -> None:
         from storepulse.deploy.package import artifacts_bucket
         from storepulse.deploy.stack import RetainedResource, bucket_usage, still_existing
 
-        left = still_existing(_client, [RetainedResource(**r) for r in retained])
+        left = still_existing(aws_client, [RetainedResource(**r) for r in retained])
         for resource in left:
             log.info("left: %s %s", resource.resource_type, resource.physical_id)
-        account = _client("sts").get_caller_identity()["Account"]
+        account = aws_client("sts").get_caller_identity()["Account"]
         bucket = artifacts_bucket(settings().env, account)
-        usage = bucket_usage(_client("s3"), bucket)
+        usage = bucket_usage(aws_client("s3"), bucket)
         if usage:
             log.info("left: artifacts bucket %s (%d objects, %d bytes)", bucket, *usage)
         state = "kept" if usage else "absent"

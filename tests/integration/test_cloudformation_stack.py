@@ -16,26 +16,12 @@ import pytest
 from storepulse.config import REPO_ROOT
 from storepulse.layout import TABLE_SPECS
 from storepulse.stream.processor import StreamResources
+from tests.unit.test_cloudformation import DAG_OUTPUTS
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 DEV_PARAMETERS = REPO_ROOT / "infra" / "cloudformation" / "parameters" / "dev.json"
 CODE_BUCKET = "storepulse-dev-artifacts"
 ACCOUNT = "123456789012"  # moto's default account
-DAG_OUTPUTS = (
-    "StreamName",
-    "StreamArn",
-    "MetricsTable",
-    "InventoryTable",
-    "FactsTable",
-    "SettingsTable",
-    "LakeBucket",
-    "AlertTopicArn",
-    "DeadLetterQueueUrl",
-    "DeadLetterQueueArn",
-    "FunctionName",
-    "FunctionArn",
-    "EventSourceMappingId",
-)
 
 # moto warns once per unsupported type it skips; the alarms are checked by the unit tests.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS.+CloudWatch.+Alarm:UserWarning")
