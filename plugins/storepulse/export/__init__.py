@@ -1,0 +1,27 @@
+"""The nightly export: DynamoDB items to audited, partitioned Parquet in the lake.
+
+- ``storepulse.export.sources``: where items come from (point-in-time export to S3, parallel
+  scan, or a ``gsi1`` query for one day's orders); no pyarrow.
+- ``storepulse.export.dynamodb_json``: DynamoDB JSON to Python values, streamed; no pyarrow.
+- ``storepulse.export.datasets``: the versioned Arrow schemas and row builders (``DATASETS``).
+- ``storepulse.export.writer``: rows to Parquet files, locally or on S3 (``open_filesystem``).
+
+This package module imports nothing heavy, so a DAG file may import it (and ``DATASET_NAMES``)
+at parse time; import the submodules that need pyarrow inside tasks.
+"""
+
+from __future__ import annotations
+
+DATASET_NAMES: tuple[str, ...] = (
+    "orders",
+    "order_lines",
+    "refunds",
+    "daily_store_metrics",
+    "daily_category_sales",
+    "daily_product_sales",
+    "inventory_snapshot",
+    "customers",
+)
+"""Names of ``datasets.DATASETS`` (checked by a test), for DAGs that map a task per dataset."""
+
+__all__ = ["DATASET_NAMES"]

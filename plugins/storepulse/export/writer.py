@@ -1,0 +1,498 @@
+"""Write a dataset's rows to Parquet in bounded memory, byte for byte reproducibly.
+
+Rows (dicts) are converted to Arrow record batches of ``batch_rows``; with a sort key, batches
+gather into sorted runs of ``run_rows`` and, past one run, spill to local Arrow IPC files that are
+merged back in order (an external merge sort): memory holds one run plus a small window of each
+spilled run, whatever the partition's size. Files are written with ``pyarrow.parquet``: zstd,
+row groups of ``row_group_rows``, a new ``part-NNNNN.parquet`` once a file passes
+``max_file_bytes``.
+
+Reproducible: the output depends only on the rows and their sort key, never on the order they
+arrived in or on the clock (Parquet's ``created_by`` names the library version, nothing else),
+so a scan and a point-in-time export of the same table state give identical files. A sort key
+must be unique: a duplicate is reported as an error (it would be a duplicated fact anyway).
+
+``open_filesystem(uri)`` gives a pyarrow filesystem and path for a local path or an ``s3://``
+URI; S3 follows ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (the embedded AWS) when set.
+``duckdb_connection()`` gives DuckDB that reads the same ``s3://`` URIs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from storepulse.config import settings
+from storepulse.export.datasets import Dataset, Row, dataset_path, sum_rows
+
+__all__ = [
+    "DatasetWriter",
+    "WriteError",
+    "WriteReport",
+    "WriterOptions",
+    "duckdb_connection",
+    "open_filesystem",
+    "part_name",
+    "write_datasets",
+    "write_rows",
+]
+
+_PART = re.compile(r"^part-\d{5}\.parquet$")
+
+
+class WriteError(ValueError):
+    """Rows that cannot be written as given (a null key, a duplicate key)."""
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    batch_rows: int = 16_384  # Python rows held before conversion to Arrow (~1 KB each)
+    run_rows: int = 262_144  # Arrow rows sorted in memory before spilling a run
+    row_group_rows: int = 131_072
+    max_file_bytes: int = 128 * 1024 * 1024
+    compression: str = "zstd"
+    compression_level: int = 3
+    merge_window_rows: int = 4_096  # rows of each spilled run in memory while merging
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    uri: str  # the folder written
+    rows: int
+    bytes: int
+    files: tuple[str, ...]  # paths of the files, in the filesystem's terms
+
+
+# --- filesystems -------------------------------------------------------------------------------
+
+
+def _s3_endpoint(endpoint_url: str | None) -> str | None:
+    return (
+        endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def _s3_filesystem(
+    endpoint_url: str | None, region: str | None, credentials: Mapping[str, str] | None
+) -> pafs.S3FileSystem:
+    options: dict[str, Any] = {"region": region or settings().region}
+    endpoint = _s3_endpoint(endpoint_url)
+    if endpoint:
+        parts = urlsplit(endpoint)
+        options |= {
+            "endpoint_override": parts.netloc or parts.path,
+            "scheme": parts.scheme or "https",
+            "force_virtual_addressing": False,  # path style: what a local endpoint serves
+        }
+    if credentials:  # e.g. from an Airflow connection; default: the AWS credential chain
+        options |= {
+            "access_key": credentials["access_key"],
+            "secret_key": credentials["secret_key"],
+            "session_token": credentials.get("session_token"),
+        }
+    return pafs.S3FileSystem(**options)
+
+
+def open_filesystem(
+    uri: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for ``s3://bucket/key``, ``file:///abs/path`` or a local path.
+
+    S3 uses ``endpoint_url``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (unset on real
+    AWS); ``credentials`` (access_key, secret_key, session_token) else the default chain."""
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        return pafs.LocalFileSystem(), str(Path(uri).resolve())
+    if scheme == "s3":
+        if not rest.strip("/"):
+            raise ValueError(f"no bucket in {uri!r}")
+        return _s3_filesystem(endpoint_url, region, credentials), rest.rstrip("/")
+    if scheme == "file":
+        return pafs.LocalFileSystem(), str(Path(urlsplit(uri).path).resolve())
+    raise ValueError(f"unsupported URI {uri!r}: use a local path, file:// or s3://")
+
+
+def part_name(number: int) -> str:
+    return f"part-{number:05d}.parquet"
+
+
+def _existing_parts(fs: pafs.FileSystem, directory: str) -> set[str]:
+    selector = pafs.FileSelector(directory, allow_not_found=True)
+    return {
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and _PART.match(info.base_name)
+    }
+
+
+# --- Parquet files -----------------------------------------------------------------------------
+
+
+class _PartFiles:
+    """Row groups of a fixed number of rows into ``part-NNNNN.parquet`` files of bounded size."""
+
+    def __init__(
+        self, fs: pafs.FileSystem, directory: str, schema: pa.Schema, options: WriterOptions
+    ) -> None:
+        self.fs, self.directory, self.schema, self.options = fs, directory, schema, options
+        self.files: list[str] = []
+        self.bytes = 0
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._sink: Any = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self.options.row_group_rows:
+            self._write_row_group(self.options.row_group_rows)
+
+    def close(self) -> None:
+        while self._pending_rows:
+            self._write_row_group(min(self._pending_rows, self.options.row_group_rows))
+        if self._writer is None and not self.files:
+            self._open()  # an empty day still gets a file: "exported, no rows" is not "missing"
+        self._close_file()
+
+    def abort(self) -> None:
+        """Remove what was written: a half-written part must not pass for a partition."""
+        if self._sink is not None:
+            self._sink.close()
+            self._sink, self._writer = None, None
+        for path in self.files:
+            with suppress(OSError):  # best effort: the error that caused the abort matters more
+                self.fs.delete_file(path)
+        self.files = []
+
+    def _write_row_group(self, rows: int) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        group, rest = table.slice(0, rows), table.slice(rows)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        self._writer.write_table(group, row_group_size=rows)
+        self.rows += rows
+        if self._sink.tell() >= self.options.max_file_bytes:
+            self._close_file()
+
+    def _open(self) -> None:
+        path = f"{self.directory}/{part_name(len(self.files))}"
+        self._sink = self.fs.open_output_stream(path)
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            self.schema,
+            compression=self.options.compression,
+            compression_level=self.options.compression_level,
+            version="2.6",
+            use_dictionary=True,
+            write_statistics=True,
+            write_page_index=False,
+            store_schema=True,  # readers get the exact Arrow types (tz, decimal) back
+        )
+        self.files.append(path)
+
+    def _close_file(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self.bytes += self._sink.tell()
+        self._sink.close()
+        self._sink, self._writer = None, None
+
+
+# --- sorting -----------------------------------------------------------------------------------
+
+
+def _sort(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
+    return table.take(order)
+
+
+def _check_unique(table: pa.Table, keys: Sequence[str]) -> None:
+    if table.group_by(list(keys)).aggregate([]).num_rows != table.num_rows:
+        raise WriteError(f"duplicate key ({', '.join(keys)}) in the rows")
+
+
+def _merged(
+    runs: list[str], keys: Sequence[str], schema: pa.Schema, options: WriterOptions
+) -> Iterator[pa.Table]:
+    """Sorted runs merged into sorted tables of ``batch_rows`` rows."""
+    readers = [pa.ipc.open_file(pa.memory_map(path)) for path in runs]
+
+    def rows_of(reader: pa.ipc.RecordBatchFileReader) -> Iterator[Row]:
+        for index in range(reader.num_record_batches):
+            yield from reader.get_batch(index).to_pylist()
+
+    def key_of(row: Row) -> tuple[Any, ...]:
+        return tuple(row[k] for k in keys)
+
+    buffer: list[Row] = []
+    previous: tuple[Any, ...] | None = None
+    for row in heapq.merge(*(rows_of(r) for r in readers), key=key_of):
+        current = key_of(row)
+        if current == previous:
+            raise WriteError(f"duplicate key ({', '.join(keys)}) = {current}")
+        previous = current
+        buffer.append(row)
+        if len(buffer) == options.batch_rows:
+            yield pa.Table.from_pylist(buffer, schema=schema)
+            buffer = []
+    if buffer:
+        yield pa.Table.from_pylist(buffer, schema=schema)
+
+
+# --- the writer --------------------------------------------------------------------------------
+
+
+class DatasetWriter:
+    """Rows in (``add``), Parquet files out (``close``); use as a context manager.
+
+    ``uri``: a folder URI, or a path of ``filesystem`` when one is given. Existing
+    ``part-*.parquet`` files there are replaced: a rerun of a day rewrites it."""
+
+    def __init__(
+        self,
+        uri: str,
+        schema: pa.Schema,
+        *,
+        sort_by: Sequence[str] = (),
+        options: WriterOptions | None = None,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
+        self.schema, self.sort_by = schema, tuple(sort_by)
+        self.options = options or WriterOptions()
+        fs, directory = open_filesystem(uri) if filesystem is None else (filesystem, uri)
+        self.uri = f"s3://{directory}" if fs.type_name == "s3" else directory
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(directory, recursive=True)  # S3 has no folders: never make markers
+        # Parts of an earlier run that this one does not overwrite go after it succeeds (a rerun
+        # may write fewer files); deleting first would leave S3 a "folder" marker object.
+        self._stale = _existing_parts(fs, directory)
+        self._parts = _PartFiles(fs, directory, schema, self.options)
+        self._rows: list[Mapping[str, Any]] = []
+        self._run: list[pa.Table] = []
+        self._run_rows = 0
+        self._spill_dir: str | None = None
+        self._spilled: list[str] = []
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.options.batch_rows:
+            self._convert()
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.add(row)
+
+    def close(self) -> WriteReport:
+        """Write what is left; report rows, bytes and files."""
+        try:
+            self._convert()
+            if self.sort_by:
+                self._finish_sorted()
+            self._parts.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._drop_spill()
+        for path in sorted(self._stale - set(self._parts.files)):
+            self._parts.fs.delete_file(path)
+        parts = self._parts
+        return WriteReport(self.uri, parts.rows, parts.bytes, tuple(parts.files))
+
+    def abort(self) -> None:
+        self._parts.abort()
+        self._drop_spill()
+
+    # -- internals --------------------------------------------------------------------------
+    def _convert(self) -> None:
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        self._rows = []
+        for column, field in zip(table.columns, self.schema, strict=True):
+            if not field.nullable and column.null_count:
+                raise WriteError(f"{column.null_count} row(s) without {field.name!r}")
+        if not self.sort_by:
+            self._parts.write(table)
+            return
+        self._run.append(table)
+        self._run_rows += table.num_rows
+        if self._run_rows >= self.options.run_rows:
+            self._spill()
+
+    def _sorted_run(self) -> pa.Table:
+        table = _sort(pa.concat_tables(self._run).combine_chunks(), self.sort_by)
+        _check_unique(table, self.sort_by)
+        self._run, self._run_rows = [], 0
+        return table
+
+    def _spill(self) -> None:
+        table = self._sorted_run()
+        if self._spill_dir is None:
+            self._spill_dir = tempfile.mkdtemp(prefix="storepulse-export-")
+        path = str(Path(self._spill_dir) / f"run-{len(self._spilled):05d}.arrow")
+        with pa.ipc.new_file(path, self.schema) as sink:
+            sink.write_table(table, max_chunksize=self.options.merge_window_rows)
+        self._spilled.append(path)
+
+    def _finish_sorted(self) -> None:
+        if not self._spilled:
+            if self._run:
+                self._parts.write(self._sorted_run())
+            return
+        if self._run:
+            self._spill()
+        for table in _merged(self._spilled, self.sort_by, self.schema, self.options):
+            self._parts.write(table)
+
+    def _drop_spill(self) -> None:
+        if self._spill_dir is not None:
+            shutil.rmtree(self._spill_dir, ignore_errors=True)
+            self._spill_dir, self._spilled = None, []
+
+
+def write_rows(
+    rows: Iterable[Mapping[str, Any]],
+    uri: str,
+    schema: pa.Schema,
+    *,
+    sort_by: Sequence[str] = (),
+    options: WriterOptions | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> WriteReport:
+    """Write ``rows`` as the Parquet files of folder ``uri`` (replacing earlier parts)."""
+    with DatasetWriter(
+        uri, schema, sort_by=sort_by, options=options, filesystem=filesystem
+    ) as writer:
+        writer.extend(rows)
+        return writer.close()
+
+
+def write_datasets(
+    items: Iterable[Mapping[str, Any]],
+    datasets: Sequence[Dataset],
+    day: date,
+    root: str,
+    *,
+    options: WriterOptions | None = None,
+) -> dict[str, WriteReport]:
+    """One pass over a table's items writes the day's partition of every dataset it feeds, to
+    ``dataset_path(root, dataset, day)``. ``root`` is a URI (``s3://bucket/staging``)."""
+    fs, root_path = open_filesystem(root)
+    summed: dict[str, list[Row]] = {d.name: [] for d in datasets if d.summed}
+    with ExitStack() as stack:
+        writers = {
+            d.name: stack.enter_context(
+                DatasetWriter(
+                    dataset_path(root_path, d, day),
+                    d.schema,
+                    sort_by=d.key,
+                    options=options,
+                    filesystem=fs,
+                )
+            )
+            for d in datasets
+        }
+        for item in items:
+            for d in datasets:
+                if not d.selects(item, day):
+                    continue
+                if d.summed:
+                    summed[d.name].extend(d.rows(item, day))
+                else:
+                    writers[d.name].extend(d.rows(item, day))
+        for d in datasets:
+            if d.summed:
+                writers[d.name].extend(sum_rows(summed[d.name], d.key, d.summed))
+        return {name: writer.close() for name, writer in writers.items()}
+
+
+def duckdb_connection(*, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A DuckDB connection that reads ``s3://`` URIs of the lake (``read_parquet``).
+
+    DuckDB's own S3 support is the ``httpfs`` extension, which DuckDB downloads on first use; where
+    it is not installed (an offline machine), S3 is served to DuckDB by pyarrow's S3 filesystem
+    (the one the writer uses) through fsspec. Either way the same SQL works."""
+    import duckdb  # only the audit needs it
+
+    connection = duckdb.connect()
+    try:
+        connection.execute("LOAD httpfs")
+    except duckdb.Error:
+        connection.register_filesystem(_fsspec_s3(endpoint_url, region))
+        return connection
+    _configure_httpfs(connection, _s3_endpoint(endpoint_url), region or settings().region)
+    return connection
+
+
+def _fsspec_s3(endpoint_url: str | None, region: str | None) -> Any:
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class S3(ArrowFSWrapper):  # DuckDB routes a URI to the filesystem named by its protocol
+        protocol = "s3"
+
+    return S3(_s3_filesystem(endpoint_url, region, None))
+
+
+def _configure_httpfs(connection: Any, endpoint: str | None, region: str) -> None:
+    settings_sql = {"s3_region": region}
+    if endpoint:
+        parts = urlsplit(endpoint)
+        settings_sql |= {
+            "s3_endpoint": parts.netloc,
+            "s3_use_ssl": "true" if parts.scheme == "https" else "false",
+            "s3_url_style": "path",
+        }
+    for variable, setting in (
+        ("AWS_ACCESS_KEY_ID", "s3_access_key_id"),
+        ("AWS_SECRET_ACCESS_KEY", "s3_secret_access_key"),
+        ("AWS_SESSION_TOKEN", "s3_session_token"),
+    ):
+        if os.environ.get(variable):
+            settings_sql[setting] = os.environ[variable]
+    for name, value in settings_sql.items():
+        connection.execute(f"SET {name} = '{_sql_text(value)}'")  # SET takes no parameters
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
