@@ -67,13 +67,11 @@ def apply_lifecycle() -> None:
 
     @task
     def lake_bucket(params: dict[str, Any] | None = None) -> str:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
+        from storepulse.airflow.hooks import aws_client
         from storepulse.lifecycle import lake_bucket as find_lake_bucket
 
         override = (params or {}).get("bucket")
-        cfn = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="cloudformation").get_conn()
-        bucket = find_lake_bucket(cfn, settings().env, override)
+        bucket = find_lake_bucket(aws_client("cloudformation"), settings().env, override)
         log.info("lake bucket %s (%s)", bucket, "param bucket" if override else "stack output")
         return bucket
 
