@@ -38,6 +38,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 test: lint
+	@scripts/ensure_chromium.sh
 	$(VENV)/bin/pytest
 
 clean: down
