@@ -53,9 +53,9 @@ def test_unimplemented_calls_fail_fast(aws_client) -> None:
     quicksight.meta.events.register("before-send", lambda **kwargs: attempts.append("sent"))
 
     with pytest.raises(botocore.exceptions.ClientError, match="500"):
-        quicksight.describe_ingestion(AwsAccountId="123456789012", DataSetId="x", IngestionId="y")
+        quicksight.delete_dashboard(AwsAccountId="123456789012", DashboardId="x")
 
-    assert len(attempts) == 1  # moto answers HTTP 500; botocore must not retry it with backoff
+    assert len(attempts) == 1  # moto answers HTTP 500 (not implemented); no retry with backoff
 
 
 def test_port_in_use_is_a_clear_error(embedded_aws: str) -> None:

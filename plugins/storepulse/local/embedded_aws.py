@@ -36,8 +36,13 @@ class EmbeddedAws:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        from storepulse.local.quicksight import LocalQuickSight
+
         _leave_kinesis_mappings_to_the_local_runtime()
-        app = DomainDispatcherApplication(create_backend_app)
+        # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
+        # the local QuickSight; every other request goes on to moto.
+        self.quicksight = LocalQuickSight()
+        app = self.quicksight.in_front_of(DomainDispatcherApplication(create_backend_app))
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.

@@ -1,0 +1,84 @@
+"""The Airflow Assets of the lake's curated data sets: defined here once, for every DAG.
+
+The export DAG names them as outlets (one event per data set it published), the QuickSight
+refresh DAG is scheduled on them. Producer and consumer must build *equal* Asset objects (Airflow
+matches on name and URI), which is why both call ``curated_asset`` instead of spelling URIs.
+
+The URI is a logical name for the data set (``s3://storepulse/curated/<dataset>``), not the
+bucket: the lake bucket's name depends on the environment, an Asset must not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from airflow.sdk import Asset
+
+CURATED_DATASETS: tuple[str, ...] = (
+    "orders",
+    "order_lines",
+    "refunds",
+    "daily_store_metrics",
+    "daily_category_sales",
+    "daily_product_sales",
+    "inventory_snapshot",
+    "customers",
+)
+"""The curated data sets the nightly export publishes (``storepulse.export.DATASET_NAMES``)."""
+
+CURATED_URI_PREFIX = "s3://storepulse/curated/"
+
+
+def curated_uri(dataset: str) -> str:
+    """``s3://storepulse/curated/<dataset>``; refuses names that are not curated data sets."""
+    if dataset not in CURATED_DATASETS:
+        raise ValueError(f"{dataset!r} is not a curated data set ({', '.join(CURATED_DATASETS)})")
+    return f"{CURATED_URI_PREFIX}{dataset}"
+
+
+def curated_asset(dataset: str) -> Asset:
+    """The Asset the export emits when it has published ``dataset``."""
+    return Asset(curated_uri(dataset))
+
+
+def dataset_of_uri(uri: str) -> str | None:
+    """The curated data set an asset URI stands for; None for any other asset."""
+    name = uri.removeprefix(CURATED_URI_PREFIX).strip("/")
+    if not uri.startswith(CURATED_URI_PREFIX) or name not in CURATED_DATASETS:
+        return None
+    return name
+
+
+def datasets_of_events(events: Mapping[Any, Iterable[Any]]) -> list[str]:
+    """The curated data sets that triggering asset events concern, in ``CURATED_DATASETS`` order.
+
+    ``events`` is what Airflow passes as ``triggering_asset_events``: asset (or alias) -> its
+    events. Each event names its own asset (``event.asset.uri``), which is what counts: an event
+    reached through an alias still concerns the asset it was emitted for. Other assets are
+    ignored; several events for one data set (a backfill of several days) make it one entry."""
+    found = {dataset_of_uri(event.asset.uri) for queued in events.values() for event in queued}
+    return [name for name in CURATED_DATASETS if name in found]
+
+
+def requested_datasets(events: Mapping[Any, Iterable[Any]], requested: Iterable[str]) -> list[str]:
+    """What a run refreshes: the data sets of its asset events; for a manual run (no events) the
+    ``requested`` ones, or every curated data set when none is requested."""
+    if events:
+        return datasets_of_events(events)
+    names = list(requested)
+    unknown = sorted(set(names) - set(CURATED_DATASETS))
+    if unknown:
+        raise ValueError(f"not curated data sets: {', '.join(unknown)}")
+    return [name for name in CURATED_DATASETS if name in names] if names else list(CURATED_DATASETS)
+
+
+__all__ = [
+    "CURATED_DATASETS",
+    "CURATED_URI_PREFIX",
+    "curated_asset",
+    "curated_uri",
+    "dataset_of_uri",
+    "datasets_of_events",
+    "requested_datasets",
+]
