@@ -2,7 +2,8 @@
 
 Tests under ``tests/unit`` are marked ``unit`` (fast, no servers); tests under
 ``tests/integration`` are marked ``integration`` and use the ``embedded_aws`` fixture, which
-starts a moto server on a free loopback port once per session and resets it for every test.
+starts a moto server on a free loopback port once per session and resets it for every test;
+tests under ``tests/e2e`` are marked ``e2e`` and drive Chromium against a whole platform.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ TESTS_DIR = Path(__file__).parent
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         kind = Path(item.fspath).relative_to(TESTS_DIR).parts[0]
-        if kind in {"unit", "integration"}:
+        if kind in {"unit", "integration", "e2e"}:
             item.add_marker(getattr(pytest.mark, kind))
 
 

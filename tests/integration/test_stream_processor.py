@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from storepulse import events as ev
 from storepulse.layout import Grain, Table, bucket_keys, inventory_key, mix_key, order_key
+from storepulse.settings_store import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import SHARD, invoke
@@ -377,3 +378,18 @@ def test_stock_follows_event_time_when_a_pos_syncs_late(handler, realtime_stack)
     # The earlier sale is already in the stock take; only the later one comes off it.
     assert on_hand(realtime_stack, "s-001", "tea-100g") == 9
     assert day_total(realtime_stack, "s-001", count_time)["units"] == 3
+
+
+def test_a_store_added_after_the_catalogue_was_cached_is_not_quarantined(
+    handler, realtime_stack
+) -> None:
+    stream = Stream()
+    invoke(handler, stream.records(sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "1.00"))))
+    SettingsStore(realtime_stack.table(Table.SETTINGS)).upsert(
+        StoreSettings(store_id="s-003", name="New", timezone="Europe/Paris", currency="EUR")
+    )
+    handler.processor().catalog._loaded_at -= 10  # the cached copy is a few seconds old
+
+    invoke(handler, stream.records(sale("s-003", "o-2", NOON_PARIS, ("tea-100g", 1, "2.00"))))
+
+    assert day_total(realtime_stack, "s-003", NOON_PARIS)["revenue"] == Decimal("2.00")

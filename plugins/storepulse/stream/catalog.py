@@ -109,3 +109,11 @@ class CachedCatalog:
         if self._cached is None or self._clock() - self._loaded_at > self._ttl:
             self._cached, self._loaded_at = self._loader(), self._clock()
         return self._cached
+
+    def reload(self, min_age: float = 5.0) -> bool:
+        """Re-read now, unless the copy is younger than ``min_age`` seconds (so a stream of
+        unknown stores cannot turn every batch into a table read). True if it re-read."""
+        if self._cached is not None and self._clock() - self._loaded_at < min_age:
+            return False
+        self._cached, self._loaded_at = self._loader(), self._clock()
+        return True

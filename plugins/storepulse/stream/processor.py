@@ -28,6 +28,8 @@ from storepulse.stream.writer import ItemWriter, Outcome, StockState, WriteResul
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_STORE = "unknown store"
+
 
 @dataclass(frozen=True)
 class StreamResources:
@@ -78,7 +80,7 @@ def check_against_catalog(event: ev.Event, catalog: Catalog) -> str | None:
     """Reason to reject a well-formed event that the business does not know, or None."""
     store = catalog.stores.get(event.store_id)
     if store is None:
-        return f"unknown store {event.store_id!r} (add it to the settings table)"
+        return f"{UNKNOWN_STORE} {event.store_id!r} (add it to the settings table)"
     currency = getattr(event, "currency", None)
     if currency is not None and currency != store.currency:
         return f"currency {currency} does not match store {store.store_id}'s {store.currency}"
@@ -118,6 +120,11 @@ class StreamProcessor:
             raise ValueError("a Kinesis batch holds the records of one shard")
         catalog = self.catalog.load()
         valid, rejected = self._validate(records, catalog)
+        if any(r.reason.startswith(UNKNOWN_STORE) for r in rejected) and self.catalog.reload():
+            # A store added since the cached copy was read (e.g. just after a deploy) must not
+            # send its first minute of events to quarantine.
+            catalog = self.catalog.load()
+            valid, rejected = self._validate(records, catalog)
         valid = self._answer_smoke_tests(valid)
         report.valid, report.quarantined = len(valid), len(rejected)
         self.archive.quarantine(rejected)
