@@ -1,0 +1,462 @@
+"""The dashboard's FastAPI app, mounted by Airflow's api-server under ``/dashboard``.
+
+Security: every route depends on Airflow's login (``current_viewer``, built on Airflow's
+``GetUserDep``: a JWT in the ``Authorization: Bearer`` header, or the UI's ``_token`` cookie).
+FastAPI's own ``/openapi.json`` and ``/docs`` routes and Starlette's ``StaticFiles`` mounts would
+skip app dependencies, so the OpenAPI document and the static files are ordinary routes here, and
+a catch-all route answers unknown paths after the login check: an anonymous request gets 401 on
+every path and learns nothing about which exist. Users limited to some stores
+(``storepulse.dashboard.access``) get 403 for the others and for the business total; only
+unlimited users whom Airflow allows to ``PUT`` the custom view ``StorePulse settings`` may
+change settings.
+
+JSON API (every response ``Cache-Control: no-store``; money and ratios are decimal strings):
+
+- ``GET /api/me``: who is logged in, the business, the stores they may see, whether they may
+  edit settings.
+- ``GET /api/live?store=``: everything the page shows live (``storepulse.dashboard.live``).
+- ``GET /api/live/kpis?store=&kpis=``: the KPI tiles alone.
+- ``GET /api/history/trend?days=&store=&end=``: daily totals from the lake, this period and the
+  previous one (``storepulse.dashboard.history``).
+- ``GET /api/history/breakdown?by=store|category&days=&store=&end=``.
+- ``GET|PUT /api/settings/kpis``: the KPI selection.
+- ``GET /api/settings/alert-rules``, ``PUT /api/settings/alert-rules/{rule_id}``: thresholds.
+
+``store`` omitted (or ``all``) means the whole business.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from airflow.api_fastapi.core_api.security import GetUserDep
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from storepulse.dashboard import history, settings
+from storepulse.dashboard.access import AccessStore, Visibility
+from storepulse.dashboard.live import (
+    KPIS,
+    Catalogue,
+    DynamoLiveReader,
+    KpiReport,
+    LiveDashboard,
+    LiveSnapshot,
+    Scope,
+    ThreadLocalTable,
+)
+from storepulse.layout import Table, table_name
+from storepulse.settings_store import SettingsStore
+
+STATIC: Final = Path(__file__).parent / "static"
+ASSETS: Final = {"app.js": "text/javascript", "app.css": "text/css"}
+EDIT_RESOURCE: Final = "StorePulse settings"
+CATALOGUE_SECONDS: Final = 30.0
+LAKE_RETRY_SECONDS: Final = 60.0
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'"
+)
+
+# --- who is asking -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    username: str
+    can_edit: bool = False  # Airflow lets them change the dashboard's settings
+
+
+def _airflow_allows_edit(user: Any) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return bool(
+        get_auth_manager().is_authorized_custom_view(
+            method="PUT", resource_name=EDIT_RESOURCE, user=user
+        )
+    )
+
+
+def current_viewer(user: GetUserDep) -> Viewer:
+    """The logged-in Airflow user (401 without credentials). Tests override this dependency."""
+    return Viewer(username=user.get_name(), can_edit=_airflow_allows_edit(user))
+
+
+ViewerDep = Annotated[Viewer, Depends(current_viewer)]
+
+# --- what the routes use -----------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    """The app's connections and caches (one per api-server worker)."""
+
+    settings_store: SettingsStore
+    access: AccessStore
+    live: LiveDashboard
+    lake_factory: Callable[[], history.Lake | None]
+    catalogue_seconds: float = CATALOGUE_SECONDS
+    _catalogue: tuple[float, Catalogue] | None = field(default=None, init=False, repr=False)
+    _lake: tuple[float, history.Lake | None] | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @classmethod
+    def connect(cls) -> Services:
+        """Nothing is read here: the app can be built before AWS answers."""
+        table = ThreadLocalTable(table_name(Table.SETTINGS))
+        return cls(
+            settings_store=SettingsStore(table),
+            access=AccessStore(table),
+            live=LiveDashboard(DynamoLiveReader.connect()),
+            lake_factory=_default_lake,
+        )
+
+    def catalogue(self, refresh: bool = False) -> Catalogue:
+        """Stores, products and the business profile change rarely: cached for a while."""
+        now = time.monotonic()
+        cached = self._catalogue
+        if refresh or cached is None or now - cached[0] >= self.catalogue_seconds:
+            cached = (now, Catalogue.load(self.settings_store))
+            self._catalogue = cached
+        return cached[1]
+
+    def lake(self) -> history.Lake | None:
+        """The lake, found once; while there is none, looked for again every minute."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._lake
+            if cached is None or (cached[1] is None and now - cached[0] >= LAKE_RETRY_SECONDS):
+                cached = self._lake = (now, self.lake_factory())
+        return cached[1]
+
+
+def _default_lake() -> history.Lake | None:
+    bucket = history.lake_bucket()
+    return history.Lake(bucket) if bucket else None
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def _visibility(services: Services, viewer: Viewer) -> Visibility:
+    return services.access.visibility(viewer.username)
+
+
+def _resolve_store(
+    services: Services, viewer: Viewer, store: str | None
+) -> tuple[Catalogue, str | None]:
+    """(catalogue, store id or None for the whole business), if the viewer may see it."""
+    store = None if store in (None, "", "all") else store
+    if not _visibility(services, viewer).allows(store):  # first: 404s would tell who exists
+        what = "the whole business" if store is None else f"store {store!r}"
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not see {what}")
+    catalogue = services.catalogue()
+    if store is not None and store not in catalogue.stores:
+        catalogue = services.catalogue(refresh=True)  # created in the last few seconds?
+        if store not in catalogue.stores:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown store {store!r}")
+    return catalogue, store
+
+
+def _history_stores(
+    services: Services, viewer: Viewer, store: str | None
+) -> tuple[Catalogue, frozenset[str] | None]:
+    """History of one store, or of every store the viewer may see (None: all of them)."""
+    if store not in (None, "", "all"):
+        catalogue, chosen = _resolve_store(services, viewer, store)
+        return catalogue, frozenset({chosen}) if chosen else None
+    visible = _visibility(services, viewer)
+    return services.catalogue(), visible.store_ids
+
+
+def _kpi_list(services: Services, override: str | None) -> list[str]:
+    if override:
+        names = [k.strip() for k in override.split(",") if k.strip()]
+        if unknown := [k for k in names if k not in KPIS]:
+            raise HTTPException(422, f"unknown KPI(s) {', '.join(unknown)}")
+        return names
+    return settings.read_kpis(services.settings_store).kpis
+
+
+def _may_edit(services: Services, viewer: Viewer) -> None:
+    if not viewer.can_edit or _visibility(services, viewer).limited:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not change the settings")
+
+
+# --- response models ---------------------------------------------------------------------------
+
+
+class StoreView(BaseModel):
+    store_id: str
+    name: str
+    timezone: str
+
+
+class Me(BaseModel):
+    username: str
+    can_edit: bool
+    business_name: str
+    currency: str
+    timezone: str
+    all_stores: bool = Field(description="may see the whole business (store=all)")
+    stores: list[StoreView] = Field(description="the stores this user may see")
+
+
+StoreParam = Annotated[
+    str | None, Query(description="a store id; omitted or 'all': the whole business")
+]
+DaysParam = Annotated[
+    int,
+    Query(description="length of the period in days", json_schema_extra={"enum": history.PERIODS}),
+]
+EndParam = Annotated[date | None, Query(description="last day of the period (default: yesterday)")]
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    """The dashboard app; ``services`` default to this environment's tables and lake."""
+    app = FastAPI(
+        title="StorePulse dashboard",
+        version="1",
+        description=__doc__,
+        dependencies=[Depends(current_viewer)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served below, behind the login
+    )
+    app.state.services = services or Services.connect()
+    _add_headers(app)
+    _add_login_hint(app)
+    _page_routes(app)
+    _live_routes(app)
+    _history_routes(app)
+    _settings_routes(app)
+    _catch_all(app)
+    return app
+
+
+def _add_headers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+
+def _login_url(request: Request) -> str:
+    try:
+        from airflow.api_fastapi.app import get_auth_manager
+
+        return get_auth_manager().get_url_login(next_url=str(request.url))
+    except Exception:  # no auth manager (a test app): Airflow's usual place
+        return "/auth/login"
+
+
+def _add_login_hint(app: FastAPI) -> None:
+    """A browser that is not logged in gets the same 401, with a link to Airflow's login."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+            url = _login_url(request).replace("&", "&amp;").replace('"', "&quot;")
+            body = (
+                "<!doctype html><title>Log in</title><p>The StorePulse dashboard needs an "
+                f'Airflow login. <a href="{url}">Log in to Airflow</a></p>'
+            )
+            return HTMLResponse(body, status_code=401, headers=headers)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def _page_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=_revalidate())
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def asset(name: str) -> FileResponse:
+        if name not in ASSETS:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+        return FileResponse(STATIC / name, media_type=ASSETS[name], headers=_revalidate())
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> JSONResponse:
+        document = dict(app.openapi())
+        if root := request.scope.get("root_path"):
+            document["servers"] = [{"url": root}]
+        return JSONResponse(document)
+
+    @app.get("/api/me", response_model=Me, tags=["dashboard"])
+    def me(viewer: ViewerDep, services: ServicesDep) -> Me:
+        """The logged-in user, the business and the stores they may see."""
+        catalogue = services.catalogue()
+        visible = _visibility(services, viewer)
+        stores = [catalogue.stores[s] for s in visible.visible(sorted(catalogue.stores))]
+        return Me(
+            username=viewer.username,
+            can_edit=viewer.can_edit and not visible.limited,
+            business_name=catalogue.business_name,
+            currency=catalogue.currency,
+            timezone=catalogue.timezone,
+            all_stores=not visible.limited,
+            stores=[
+                StoreView(store_id=s.store_id, name=s.name, timezone=s.timezone) for s in stores
+            ],
+        )
+
+
+def _revalidate() -> dict[str, str]:
+    return {"Cache-Control": "no-cache"}
+
+
+def _live_routes(app: FastAPI) -> None:
+    @app.get("/api/live", response_model=LiveSnapshot, tags=["live"])
+    def live(viewer: ViewerDep, services: ServicesDep, store: StoreParam = None) -> LiveSnapshot:
+        """Today so far: the selected KPI tiles with their changes against the same local time
+        yesterday and a week ago, revenue and orders per minute, the sales mix, the web funnel,
+        foot traffic by hour, stock cover (low items first) and the latest alerts."""
+        catalogue, store_id = _resolve_store(services, viewer, store)
+        where = Scope.of(catalogue, store_id)
+        return services.live.snapshot(catalogue, where, lambda: _kpi_list(services, None))
+
+    @app.get("/api/live/kpis", response_model=KpiReport, tags=["live"])
+    def live_kpis(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        store: StoreParam = None,
+        kpis: Annotated[
+            str | None, Query(description="comma-separated KPI ids (default: the selection)")
+        ] = None,
+    ) -> KpiReport:
+        """The KPI tiles alone."""
+        catalogue, store_id = _resolve_store(services, viewer, store)
+        where = Scope.of(catalogue, store_id)
+        chosen = _kpi_list(services, kpis) if kpis else lambda: _kpi_list(services, None)
+        return services.live.kpis(catalogue, where, chosen)
+
+
+def _history_routes(app: FastAPI) -> None:
+    @app.get("/api/history/trend", response_model=history.Trend, tags=["history"])
+    def trend(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+    ) -> history.Trend:
+        """Daily totals from the lake over ``days`` days, and the previous ``days`` days."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue)
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        return history.trend(services.lake(), window, stores, chosen)
+
+    @app.get("/api/history/breakdown", response_model=history.BreakdownReport, tags=["history"])
+    def breakdown(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        by: Annotated[Literal["store", "category"], Query()] = "store",
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+    ) -> history.BreakdownReport:
+        """Totals per store or per category over ``days`` days, against the previous ones."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue)
+        labels = {s.store_id: s.name for s in catalogue.stores.values()} if by == "store" else {}
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        return history.breakdown(services.lake(), window, stores, chosen, by, labels)
+
+
+def _window(days: int, end: date | None, catalogue: Catalogue) -> history.Window:
+    if days not in history.PERIODS:
+        periods = ", ".join(map(str, history.PERIODS))
+        raise HTTPException(422, [f"days: must be one of {periods}"])
+    return history.Window.ending(days, end, catalogue.timezone)
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON with numbers as exact decimals (``0.5`` must not become a float)."""
+    try:
+        return json.loads(await request.body(), parse_float=Decimal)
+    except ValueError:
+        raise HTTPException(422, ["body: not valid JSON"]) from None
+
+
+def _settings_routes(app: FastAPI) -> None:
+    @app.get("/api/settings/kpis", response_model=settings.KpiSelectionView, tags=["settings"])
+    def get_kpis(services: ServicesDep) -> settings.KpiSelectionView:
+        """The KPIs the dashboard shows, in order, and every KPI there is."""
+        return settings.read_kpis(services.settings_store)
+
+    @app.put("/api/settings/kpis", response_model=settings.KpiSelectionView, tags=["settings"])
+    def put_kpis(
+        body: settings.KpiSelectionBody, viewer: ViewerDep, services: ServicesDep
+    ) -> settings.KpiSelectionView:
+        """Choose and order the KPIs (validated as ``KpiSelection``: known, unique, at least
+        one). 422 lists the problems."""
+        _may_edit(services, viewer)
+        try:
+            return settings.write_kpis(services.settings_store, body.kpis)
+        except settings.InvalidSettingsError as exc:
+            raise HTTPException(422, exc.problems) from None
+
+    @app.get("/api/settings/alert-rules", tags=["settings"])
+    def get_rules(services: ServicesDep) -> list[dict[str, Any]]:
+        """Every alert rule with its thresholds (``params``), as stored."""
+        return settings.read_rules(services.settings_store)
+
+    @app.put(
+        "/api/settings/alert-rules/{rule_id}",
+        tags=["settings"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": settings.rule_schema()}},
+            }
+        },
+    )
+    async def put_rule(
+        rule_id: str, request: Request, viewer: ViewerDep, services: ServicesDep
+    ) -> dict[str, Any]:
+        """Create or replace a rule (validated as ``AlertRuleSettings``: params of its type,
+        exact numbers, known stores). 422 lists the problems."""
+        await run_in_threadpool(_may_edit, services, viewer)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise HTTPException(422, ["body: must be a JSON object"])
+        try:
+            return await run_in_threadpool(
+                settings.write_rule, services.settings_store, rule_id, body
+            )
+        except settings.InvalidSettingsError as exc:
+            raise HTTPException(422, exc.problems) from None
+
+
+def _catch_all(app: FastAPI) -> None:
+    @app.api_route(
+        "/{path:path}",
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
+    def not_found(path: str) -> None:
+        """Reached only after the login check: anonymous callers get 401 here too."""
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")

@@ -1,0 +1,429 @@
+"""History from the lake: daily trends and this period against the previous one.
+
+Reads the curated Parquet that the nightly export publishes::
+
+    s3://<lake>/curated/daily_store_metrics/[v<N>/]dt=YYYY-MM-DD/*.parquet
+        store_id, business_date, revenue, refund_amount (decimal), orders, units, ... (int)
+    s3://<lake>/curated/daily_category_sales/[v<N>/]dt=YYYY-MM-DD/*.parquet
+        store_id, business_date, category, revenue (decimal), units (int)
+
+(the partition column may also be named ``business_date=``; with versioned ``v<N>`` folders the
+newest version is read). Only the partitions in range are read: one listing that starts at the
+first day's partition and stops after the last one, then those files with pyarrow. Each file's
+rows are cached in-process under (key, ETag, LastModified), so a refresh reads nothing but the
+listing unless the export rewrote a day. A missing lake, dataset or day gives empty series, not
+an error: history appears once the export has run.
+
+Periods end yesterday (the newest complete business day, in the business's time zone) unless
+``end`` is given; the previous period is the same number of days just before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from storepulse import aws
+from storepulse.config import settings
+
+ROOT: Final = "curated"
+STORE_METRICS: Final = "daily_store_metrics"
+CATEGORY_SALES: Final = "daily_category_sales"
+PERIODS: Final = (7, 30, 90, 365)
+MONEY: Final = ("revenue", "refund_amount")
+COUNTS: Final = (
+    "orders",
+    "units",
+    "refunds",
+    "sessions",
+    "page_views",
+    "add_to_carts",
+    "checkouts",
+    "purchases",
+    "foot_traffic",
+)
+MEASURES: Final = MONEY + COUNTS
+PARTITION_COLUMNS: Final = ("dt", "business_date")
+LAYOUT_SECONDS: Final = 60.0  # how long the dataset's version folder and partition name are kept
+_CENT, _RATIO, _CHANGE = Decimal("0.01"), Decimal("0.000001"), Decimal("0.0001")
+_ZERO = Decimal(0)
+_VERSION = re.compile(r"^v(\d+)/$")
+_PARTITION = re.compile(r"^(dt|business_date)=(\d{4}-\d{2}-\d{2})/")
+
+Row = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+# --- where the lake is -------------------------------------------------------------------------
+
+
+def lake_bucket() -> str | None:
+    """``STOREPULSE_LAKE_BUCKET``, else the deployed stack's ``LakeBucket`` output, else None."""
+    if bucket := os.environ.get("STOREPULSE_LAKE_BUCKET"):
+        return bucket
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
+
+    try:
+        outputs = deployed_outputs(aws.client("cloudformation"), stack_name(settings().env))
+    except (DeployError, ClientError, BotoCoreError) as exc:  # not deployed (yet), no access
+        log.warning("no lake for the dashboard's history: %s", exc)
+        return None
+    return outputs.get("LakeBucket")
+
+
+def s3_filesystem() -> Any:
+    """pyarrow's S3 filesystem, on ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set (the
+    embedded AWS), with path-style addressing as a local endpoint needs."""
+    import pyarrow.fs as pafs
+
+    options: dict[str, Any] = {"region": settings().region}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        options |= {
+            "endpoint_override": parts.netloc or parts.path,
+            "scheme": parts.scheme or "https",
+            "force_virtual_addressing": False,
+        }
+    return pafs.S3FileSystem(**options)
+
+
+# --- reading partitions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    key: str
+    etag: str
+    last_modified: datetime
+    day: date
+
+    @property
+    def signature(self) -> tuple[str, str, datetime]:
+        return self.key, self.etag, self.last_modified
+
+
+class Lake:
+    """The curated datasets of one bucket, read by day range with a per-file cache."""
+
+    def __init__(
+        self,
+        bucket: str,
+        s3: Any = None,
+        filesystem: Any = None,
+        root: str = ROOT,
+        max_cached_files: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bucket, self.root, self.clock = bucket, root.strip("/"), clock
+        self.s3 = s3 or aws.client("s3")
+        self._filesystem = filesystem
+        self._max_cached = max_cached_files
+        self._files: OrderedDict[tuple[str, str, datetime], list[Row]] = OrderedDict()
+        self._layouts: dict[str, tuple[float, tuple[str, str] | None]] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-lake")
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.root}"
+
+    def rows(self, dataset: str, first: date, last: date) -> list[Row]:
+        """Every row of the partitions from ``first`` to ``last`` (inclusive)."""
+        files = self.files(dataset, first, last)
+        missing = [f for f in files if self._cached(f) is None]
+        for file, rows in zip(missing, self._pool.map(self._read, missing), strict=True):
+            self._remember(file, rows)
+        return [row for f in files for row in (self._cached(f) or [])]
+
+    def files(self, dataset: str, first: date, last: date) -> list[LakeFile]:
+        layout = self._layout(dataset)
+        if layout is None:
+            return []
+        base, column = layout
+        prefix = f"{base}{column}="
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "StartAfter": f"{prefix}{first.isoformat()}",  # sorts before that day's files
+        }
+        found: list[LakeFile] = []
+        while True:
+            page = self.s3.list_objects_v2(**kwargs)
+            for entry in page.get("Contents", []):
+                match = _PARTITION.match(entry["Key"][len(base) :])
+                if not match or not entry["Key"].endswith(".parquet"):
+                    continue
+                day = date.fromisoformat(match.group(2))
+                if day > last:
+                    return found
+                found.append(
+                    LakeFile(entry["Key"], entry.get("ETag", ""), entry["LastModified"], day)
+                )
+            if not page.get("IsTruncated"):
+                return found
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _layout(self, dataset: str) -> tuple[str, str] | None:
+        """(folder holding the partitions, partition column), cached for a minute."""
+        now = self.clock()
+        cached = self._layouts.get(dataset)
+        if cached and now - cached[0] < LAYOUT_SECONDS:
+            return cached[1]
+        layout = self._discover(f"{self.root}/{dataset}/")
+        self._layouts[dataset] = (now, layout)
+        return layout
+
+    def _discover(self, base: str) -> tuple[str, str] | None:
+        children = self._children(base)
+        versions = [int(m.group(1)) for c in children if (m := _VERSION.match(c))]
+        if versions:
+            base = f"{base}v{max(versions)}/"
+            children = self._children(base)
+        for child in children:
+            if match := _PARTITION.match(child):
+                return base, match.group(1)
+        return None
+
+    def _children(self, prefix: str) -> list[str]:
+        page = self.s3.list_objects_v2(
+            Bucket=self.bucket, Prefix=prefix, Delimiter="/", MaxKeys=1000
+        )
+        return [p["Prefix"][len(prefix) :] for p in page.get("CommonPrefixes", [])]
+
+    def _read(self, file: LakeFile) -> list[Row]:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(f"{self.bucket}/{file.key}", filesystem=self.filesystem)
+        rows = table.to_pylist()
+        for row in rows:
+            row.setdefault("business_date", file.day)
+        return rows
+
+    @property
+    def filesystem(self) -> Any:
+        if self._filesystem is None:
+            self._filesystem = s3_filesystem()
+        return self._filesystem
+
+    def _cached(self, file: LakeFile) -> list[Row] | None:
+        with self._lock:
+            rows = self._files.get(file.signature)
+            if rows is not None:
+                self._files.move_to_end(file.signature)
+            return rows
+
+    def _remember(self, file: LakeFile, rows: list[Row]) -> None:
+        with self._lock:
+            self._files[file.signature] = rows
+            while len(self._files) > self._max_cached:
+                self._files.popitem(last=False)
+
+
+# --- response models ---------------------------------------------------------------------------
+
+Number = Decimal | int
+
+
+class Period(BaseModel):
+    first: date
+    last: date
+    days_with_data: int
+    totals: dict[str, Number] = Field(description="summed measures; money as decimal strings")
+    average_order_value: Decimal | None
+    conversion_rate: Decimal | None
+
+
+class TrendPoint(BaseModel):
+    date: date
+    values: dict[str, Number]
+
+
+class Trend(BaseModel):
+    days: int
+    store_id: str | None
+    lake: str | None = Field(description="where the history was read; null: no lake found")
+    current: Period
+    previous: Period
+    change: dict[str, Decimal | None] = Field(description="relative change per measure")
+    series: list[TrendPoint] = Field(description="days of the current period that have data")
+    previous_series: list[TrendPoint]
+
+
+class Breakdown(BaseModel):
+    key: str
+    label: str
+    current: dict[str, Number]
+    previous: dict[str, Number]
+    change: dict[str, Decimal | None]
+
+
+class BreakdownReport(BaseModel):
+    days: int
+    by: Literal["store", "category"]
+    store_id: str | None
+    lake: str | None
+    current_first: date
+    current_last: date
+    rows: list[Breakdown]
+
+
+# --- aggregation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The current period (``days`` days to ``last``) and the previous one."""
+
+    days: int
+    last: date
+
+    @property
+    def first(self) -> date:
+        return self.last - timedelta(days=self.days - 1)
+
+    @property
+    def previous_last(self) -> date:
+        return self.first - timedelta(days=1)
+
+    @property
+    def previous_first(self) -> date:
+        return self.first - timedelta(days=self.days)
+
+    def is_current(self, day: date) -> bool:
+        return self.first <= day <= self.last
+
+    @classmethod
+    def ending(cls, days: int, end: date | None, timezone: str) -> Window:
+        if end is None:
+            from storepulse.layout import local_date
+
+            end = local_date(datetime.now(UTC), timezone) - timedelta(days=1)
+        return cls(days, end)
+
+
+def _day(row: Row) -> date:
+    value = row["business_date"]
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _sum(rows: Iterable[Row], measures: tuple[str, ...]) -> dict[str, Number]:
+    totals: dict[str, Number] = {m: _ZERO if m in MONEY else 0 for m in measures}
+    for row in rows:
+        for m in measures:
+            value = row.get(m)
+            if value is not None:
+                totals[m] += Decimal(value) if m in MONEY else int(value)
+    return {m: v.quantize(_CENT) if isinstance(v, Decimal) else v for m, v in totals.items()}
+
+
+def _ratio(numerator: Number, denominator: Number, step: Decimal) -> Decimal | None:
+    if not denominator:
+        return None
+    return (Decimal(numerator) / Decimal(denominator)).quantize(step, rounding=ROUND_HALF_EVEN)
+
+
+def _change(current: Mapping[str, Number], previous: Mapping[str, Number]) -> dict[str, Any]:
+    return {m: _ratio(current[m] - previous[m], previous[m], _CHANGE) for m in current}
+
+
+def _period(rows: list[Row], first: date, last: date) -> Period:
+    totals = _sum(rows, MEASURES)
+    return Period(
+        first=first,
+        last=last,
+        days_with_data=len({_day(r) for r in rows}),
+        totals=totals,
+        average_order_value=_ratio(totals["revenue"], totals["orders"], _CENT),
+        conversion_rate=_ratio(totals["purchases"], totals["sessions"], _RATIO),
+    )
+
+
+def _series(rows: Iterable[Row]) -> list[TrendPoint]:
+    by_day: dict[date, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_day[_day(row)].append(row)
+    return [TrendPoint(date=d, values=_sum(by_day[d], MEASURES)) for d in sorted(by_day)]
+
+
+def _visible(rows: Iterable[Row], store_ids: frozenset[str] | None) -> list[Row]:
+    return [r for r in rows if store_ids is None or r.get("store_id") in store_ids]
+
+
+def trend(
+    lake: Lake | None, window: Window, store_ids: frozenset[str] | None, store_id: str | None
+) -> Trend:
+    """Daily totals of ``store_ids`` (None: every store); ``store_id`` names the selection."""
+    rows = [] if lake is None else lake.rows(STORE_METRICS, window.previous_first, window.last)
+    rows = _visible(rows, store_ids)
+    current = [r for r in rows if window.is_current(_day(r))]
+    previous = [r for r in rows if not window.is_current(_day(r))]
+    now = _period(current, window.first, window.last)
+    before = _period(previous, window.previous_first, window.previous_last)
+    return Trend(
+        days=window.days,
+        store_id=store_id,
+        lake=lake.uri if lake else None,
+        current=now,
+        previous=before,
+        change=_change(now.totals, before.totals),
+        series=_series(current),
+        previous_series=_series(previous),
+    )
+
+
+def breakdown(
+    lake: Lake | None,
+    window: Window,
+    store_ids: frozenset[str] | None,
+    store_id: str | None,
+    by: Literal["store", "category"],
+    labels: Mapping[str, str],
+) -> BreakdownReport:
+    """Per store (revenue, orders, ...) or per category (revenue, units): now and before."""
+    dataset, column, measures = (
+        (STORE_METRICS, "store_id", MEASURES)
+        if by == "store"
+        else (CATEGORY_SALES, "category", ("revenue", "units"))
+    )
+    rows = [] if lake is None else lake.rows(dataset, window.previous_first, window.last)
+    groups: dict[str, tuple[list[Row], list[Row]]] = defaultdict(lambda: ([], []))
+    for row in _visible(rows, store_ids):
+        groups[str(row[column])][0 if window.is_current(_day(row)) else 1].append(row)
+    result = []
+    for key, (current, previous) in groups.items():
+        now, before = _sum(current, measures), _sum(previous, measures)
+        result.append(
+            Breakdown(
+                key=key,
+                label=labels.get(key, key),
+                current=now,
+                previous=before,
+                change=_change(now, before),
+            )
+        )
+    result.sort(key=lambda b: (-Decimal(b.current["revenue"]), b.key))
+    return BreakdownReport(
+        days=window.days,
+        by=by,
+        store_id=store_id,
+        lake=lake.uri if lake else None,
+        current_first=window.first,
+        current_last=window.last,
+        rows=result,
+    )

@@ -1,0 +1,248 @@
+"""The dashboard in a real browser against ``python -m storepulse.platform up``: log in through
+Airflow's login page, find the Dashboard in Airflow's navigation, see today's numbers equal to
+DynamoDB's, watch a chart move when a sale is put on the stream, and keep a KPI selection across
+a reload. Without credentials every dashboard path answers 401.
+
+The simulator is frozen (SIGSTOP) while numbers are compared, so DynamoDB holds still."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storepulse.config import settings
+from storepulse.events import PosSaleV1, SaleLine
+from storepulse.layout import Grain, Table, bucket_keys, table_name
+from storepulse.platform import realtime
+from storepulse.producer import KinesisProducer
+from storepulse.simulator.model import BusinessModel
+from tests.e2e.conftest import Platform, log_in
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / ".run" / "e2e"
+
+ANONYMOUS_PATHS = [
+    "/dashboard/",
+    "/dashboard/static/app.js",
+    "/dashboard/static/app.css",
+    "/dashboard/openapi.json",
+    "/dashboard/docs",
+    "/dashboard/api/me",
+    "/dashboard/api/live",
+    "/dashboard/api/history/trend?days=7",
+    "/dashboard/api/settings/kpis",
+    "/dashboard/api/settings/alert-rules",
+    "/dashboard/anything/else",
+]
+
+
+def _status(url: str, method: str = "GET") -> int:
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "PUT" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_without_credentials_dashboard_paths_answer_401(platform: Platform, password: str) -> None:
+    for path in ANONYMOUS_PATHS:
+        assert _status(f"{platform.url}{path}") == 401, path
+    assert _status(f"{platform.url}/dashboard/api/settings/kpis", "PUT") == 401
+
+
+@pytest.fixture(scope="module")
+def quiet(platform: Platform, password: str) -> Iterator[Platform]:
+    """Sales counted, then traffic paused and the stream drained: DynamoDB's totals stop
+    moving, and they are not all zero (which would make every comparison pass)."""
+    _wait_for_sales(platform)
+    platform.pause_traffic()
+    _wait_until_stable(platform)
+    yield platform
+    platform.resume_traffic()
+
+
+def _day_item(platform: Platform, day: date) -> dict[str, Any]:
+    key = {"pk": f"ALL#DAY#{day.year}", "sk": day.isoformat()}
+    return platform.table(table_name(Table.METRICS)).get_item(Key=key).get("Item") or {}
+
+
+def _days_around_now() -> list[date]:
+    today = datetime.now(UTC).date()
+    return [today - timedelta(days=1), today, today + timedelta(days=1), today + timedelta(days=2)]
+
+
+def _wait_for_sales(platform: Platform, timeout: float = 240.0) -> None:
+    """The stream processor caches the catalogue for a minute: events sent before it sees the
+    demo stores are quarantined. Wait until simulated sales are really counted."""
+    deadline = time.monotonic() + timeout
+    while not any(_day_item(platform, d).get("orders") for d in _days_around_now()):
+        if time.monotonic() > deadline:
+            pytest.fail("no simulated sale was counted in DynamoDB")
+        time.sleep(2)
+
+
+def _wait_until_stable(platform: Platform, seconds: float = 4.0, timeout: float = 90.0) -> None:
+    days = _days_around_now()
+    deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = [_day_item(platform, d) for d in days]
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= seconds:
+            return
+        time.sleep(0.5)
+    pytest.fail("DynamoDB's totals did not settle after the simulator was paused")
+
+
+def _tile_values(page: Any) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "#tiles .tile",
+        "tiles => Object.fromEntries(tiles.map(t => [t.dataset.kpi, t.dataset.value]))",
+    )
+
+
+def _business_date(page: Any) -> date:
+    return date.fromisoformat(page.get_attribute("#status", "data-business-date"))
+
+
+def _demo() -> BusinessModel:
+    return BusinessModel.generate(seed=realtime.DEMO_SEED, stores=realtime.DEMO_STORES)
+
+
+def _open_dashboard(page: Any, platform: Platform) -> None:
+    page.goto(f"{platform.url}/dashboard/")
+    page.wait_for_selector("#tiles .tile")
+    page.wait_for_function("document.querySelector('#status').dataset.asOf !== undefined")
+
+
+def _wait_for_tiles_to_match(page: Any, platform: Platform, timeout: float = 30.0) -> dict:
+    """The page refreshes every 2 s: wait until a refresh shows DynamoDB's current totals."""
+    deadline = time.monotonic() + timeout
+    while True:
+        values, day = _tile_values(page), _business_date(page)
+        item = _day_item(platform, day)
+        expected = {
+            "revenue": str(Decimal(item.get("revenue", 0)).quantize(Decimal("0.01"))),
+            "orders": str(int(item.get("orders", 0))),
+            "foot_traffic": str(int(item.get("foot_traffic", 0))),
+            "visitors": str(int(item.get("sessions", 0))),
+        }
+        shown = {k: values.get(k) for k in expected}
+        if shown == expected:
+            return expected
+        if time.monotonic() > deadline:
+            pytest.fail(f"tiles {shown} never matched DynamoDB's {expected} for {day}")
+        page.wait_for_timeout(500)
+
+
+def test_login_and_todays_numbers_equal_dynamodb(page: Any, quiet: Platform, password: str) -> None:
+    log_in(page, quiet, password)
+    page.wait_for_selector("#tiles .tile")
+
+    expected = _wait_for_tiles_to_match(page, quiet)
+    assert Decimal(expected["revenue"]) > 0 and int(expected["orders"]) > 0
+
+    revenue_text = page.inner_text('#tiles .tile[data-kpi="revenue"] .value')
+    assert f"{Decimal(expected['revenue']):,.2f}" in revenue_text  # en-US grouping
+    assert "€" in revenue_text  # the business currency
+    assert page.inner_text("#business-name") != "StorePulse"  # the seeded business's name
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+
+def test_the_dashboard_is_in_airflows_navigation(page: Any, quiet: Platform, password: str):
+    log_in(page, quiet, password, next_path="/")
+    page.goto(f"{quiet.url}/plugin/storepulse-dashboard")
+    frame = page.frame_locator("iframe")
+    frame.locator("#tiles .tile").first.wait_for()
+    assert frame.locator("#store option").count() >= 3  # all stores + the two demo stores
+
+
+def _sale_at(moment: datetime, store_id: str) -> tuple[PosSaleV1, Decimal]:
+    item = _demo().catalogue[0]
+    sale = PosSaleV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store_id,
+        occurred_at=moment,
+        order_id=f"e2e-{uuid.uuid4()}",
+        channel="in_store",
+        currency="EUR",
+        lines=[
+            SaleLine(sku=item.sku, category=item.category, quantity=3, unit_price=item.unit_price)
+        ],
+    )
+    return sale, sale.total
+
+
+def test_a_chart_moves_when_a_sale_is_put_on_the_stream(
+    page: Any, quiet: Platform, password: str
+) -> None:
+    log_in(page, quiet, password)
+    _open_dashboard(page, quiet)
+    before = _wait_for_tiles_to_match(page, quiet)
+    chart_before = page.inner_html("#chart-revenue")
+    total_before = Decimal(page.get_attribute("#chart-revenue", "data-total"))
+    as_of = datetime.fromisoformat(page.get_attribute("#status", "data-as-of"))
+
+    sale, amount = _sale_at(as_of - timedelta(seconds=1), "s-001")
+    KinesisProducer(
+        stream_name=settings().resource_name("events"), client=quiet.client("kinesis")
+    ).send([sale])
+
+    page.wait_for_function(
+        "total => Number(document.querySelector('#chart-revenue').dataset.total) > total",
+        arg=float(total_before),
+        timeout=60_000,
+    )
+    assert page.inner_html("#chart-revenue") != chart_before
+    assert Decimal(page.get_attribute("#chart-revenue", "data-total")) == total_before + amount
+    after = _wait_for_tiles_to_match(page, quiet)
+    assert Decimal(after["revenue"]) == Decimal(before["revenue"]) + amount
+    assert int(after["orders"]) == int(before["orders"]) + 1
+    minute = bucket_keys(None, sale.occurred_at, _demo().stores[0].timezone)[Grain.MINUTE]
+    item = quiet.table(table_name(Table.METRICS)).get_item(Key=minute.as_item())["Item"]
+    assert item["revenue"] >= amount
+
+
+def test_a_kpi_selection_is_kept_across_a_reload(page: Any, quiet: Platform, password: str) -> None:
+    log_in(page, quiet, password)
+    _open_dashboard(page, quiet)
+    page.click("#open-kpi-picker")
+    for kpi in ("average_order_value", "conversion_rate"):  # shown by default
+        page.uncheck(f'#kpi-options input[data-kpi="{kpi}"]')
+    page.check('#kpi-options input[data-kpi="refund_amount"]')
+    page.check('#kpi-options input[data-kpi="cart_abandonment_rate"]')
+    for _ in range(2):  # past conversion_rate, then visitors
+        page.click('[data-move="foot_traffic:up"]')
+    page.click("#kpi-save")
+    page.wait_for_selector("#kpi-picker", state="hidden")
+
+    page.reload()
+    page.wait_for_selector("#tiles .tile")
+    page.wait_for_function("document.querySelectorAll('#tiles .tile').length === 6")
+
+    shown = page.eval_on_selector_all("#tiles .tile", "tiles => tiles.map(t => t.dataset.kpi)")
+    assert shown == [  # ticked ones in the picker's order; new ones in the catalogue's order
+        "revenue",
+        "orders",
+        "foot_traffic",
+        "visitors",
+        "cart_abandonment_rate",
+        "refund_amount",
+    ]
+    stored = quiet.table(table_name(Table.SETTINGS)).get_item(Key={"pk": "KPI", "sk": "selection"})[
+        "Item"
+    ]
+    assert stored["kpis"] == shown
+    response = page.request.get(f"{quiet.url}/dashboard/api/settings/kpis")
+    assert json.loads(response.text())["kpis"] == shown

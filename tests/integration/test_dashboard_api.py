@@ -1,0 +1,549 @@
+"""The dashboard's JSON API on the embedded AWS: events go through the real Lambda handler and the
+API's numbers must equal what DynamoDB holds; history comes from Parquet in the embedded S3;
+settings round-trip through the settings table; store limits hold; and without Airflow
+credentials every path, the OpenAPI document and the static files included, answers 401.
+
+The login itself is Airflow's (``current_viewer`` wraps its ``GetUserDep``): these tests override
+that one dependency with a fixed user, except where they check the anonymous case."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from boto3.dynamodb.conditions import Key
+from fastapi.testclient import TestClient
+
+from storepulse import events as ev
+from storepulse.dashboard import history
+from storepulse.dashboard.access import AccessStore, StoreAccess
+from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
+from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard, ThreadLocalTable
+from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
+from storepulse.settings_store import KPI_CATALOGUE, SettingsStore
+from storepulse.stream.records import StreamRecord
+from tests.integration.conftest import SHARD, RealtimeStack, invoke
+
+NOW = datetime(2026, 11, 26, 11, 0, 30, tzinfo=UTC)  # noon in Paris (the business's zone)
+TODAY = date(2026, 11, 26)
+
+
+class Events:
+    """Events through the Lambda handler, one shard with increasing sequence numbers."""
+
+    def __init__(self, handler: ModuleType) -> None:
+        self.handler = handler
+        self.sequence = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+
+    def send(self, *events: ev.Event) -> None:
+        records = []
+        for event in events:
+            self.sequence += 1
+            records.append(
+                StreamRecord(
+                    SHARD, str(self.sequence), ev.partition_key(event), event.to_json(), NOW
+                )
+            )
+        assert invoke(self.handler, records) == {"batchItemFailures": []}
+
+
+def _envelope(store: str, at: datetime) -> dict[str, Any]:
+    return {"event_id": str(uuid.uuid4()), "store_id": store, "occurred_at": at}
+
+
+def sale(store: str, at: datetime, *lines: tuple[str, int, str]) -> ev.PosSaleV1:
+    categories = {"coffee-1kg": "grocery", "tea-100g": "grocery", "mug-blue": "kitchen"}
+    return ev.PosSaleV1(
+        **_envelope(store, at),
+        order_id=str(uuid.uuid4()),
+        channel="in_store",
+        currency="EUR",
+        lines=[
+            ev.SaleLine(sku=s, category=categories[s], quantity=q, unit_price=Decimal(p))
+            for s, q, p in lines
+        ],
+    )
+
+
+def web(kind: type[ev.WebEvent], store: str, at: datetime, session: str, **fields: Any):
+    return kind(**_envelope(store, at), session_id=session, device="mobile", **fields)
+
+
+def visit(store: str, at: datetime, purchase: bool) -> list[ev.Event]:
+    session = str(uuid.uuid4())
+    steps: list[ev.Event] = [
+        web(ev.WebPageViewV1, store, at, session, page="/"),
+        web(ev.WebCheckoutStartedV1, store, at, session, cart_value=Decimal("9.90")),
+    ]
+    if purchase:
+        steps.append(web(ev.WebPurchaseV1, store, at, session, order_id=str(uuid.uuid4())))
+    return steps
+
+
+def foot(store: str, at: datetime, entries: int) -> ev.StoreFootTrafficV1:
+    return ev.StoreFootTrafficV1(
+        **_envelope(store, at), sensor_id="door", entries=entries, exits=0, interval_seconds=60
+    )
+
+
+def stock(store: str, sku: str, quantity: int, at: datetime) -> ev.InventoryStockLevelV1:
+    return ev.InventoryStockLevelV1(**_envelope(store, at), sku=sku, quantity_on_hand=quantity)
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def _services(lake: Callable[[], history.Lake | None] = lambda: None) -> Services:
+    table = ThreadLocalTable(table_name(Table.SETTINGS))
+    return Services(
+        settings_store=SettingsStore(table),
+        access=AccessStore(table, cache_seconds=0),
+        live=LiveDashboard(DynamoLiveReader.connect(), clock=lambda: NOW),
+        lake_factory=lake,
+    )
+
+
+def _client(viewer: Viewer | None, lake: Callable[[], history.Lake | None] = lambda: None):
+    app = create_app(_services(lake))
+    if viewer is not None:
+        app.dependency_overrides[current_viewer] = lambda: viewer
+    return TestClient(app)
+
+
+@pytest.fixture
+def events(handler: ModuleType) -> Events:
+    return Events(handler)
+
+
+@pytest.fixture
+def lake(realtime_stack: RealtimeStack) -> history.Lake:
+    return history.Lake(realtime_stack.bucket)
+
+
+@pytest.fixture
+def admin(realtime_stack: RealtimeStack, lake: history.Lake) -> Iterator[TestClient]:
+    with _client(Viewer("admin", can_edit=True), lambda: lake) as client:
+        yield client
+
+
+def _day_bucket(stack: RealtimeStack, store: str | None) -> dict[str, Any]:
+    timezone = "Europe/Paris" if store in (None, "s-001") else "America/New_York"
+    key = bucket_keys(store, NOW, timezone)[Grain.DAY]
+    return stack.table(Table.METRICS).get_item(Key=key.as_item())["Item"]
+
+
+def _tiles(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["kpi"]: t for t in body["kpis"]["tiles"]}
+
+
+# --- live --------------------------------------------------------------------------------------
+
+
+def test_live_numbers_equal_dynamodb(
+    admin: TestClient, events: Events, realtime_stack: RealtimeStack
+) -> None:
+    events.send(
+        sale(
+            "s-001", NOW - timedelta(minutes=50), ("coffee-1kg", 2, "9.90"), ("mug-blue", 1, "4.50")
+        ),
+        sale("s-001", NOW - timedelta(minutes=3), ("tea-100g", 3, "3.35")),
+        sale("s-002", NOW - timedelta(minutes=1), ("mug-blue", 2, "4.50")),
+        *visit("s-001", NOW - timedelta(minutes=20), purchase=True),
+        *visit("s-001", NOW - timedelta(minutes=10), purchase=False),
+        foot("s-001", NOW - timedelta(minutes=40), 7),
+        foot("s-002", NOW - timedelta(minutes=2), 3),
+    )
+    admin.put("/api/settings/kpis", json={"kpis": list(KPI_CATALOGUE)})
+
+    for store in (None, "s-001"):
+        body = admin.get("/api/live", params={"store": store or "all"}).json()
+        tiles, bucket = _tiles(body), _day_bucket(realtime_stack, store)
+        assert Decimal(tiles["revenue"]["value"]) == bucket["revenue"]
+        for kpi, counter in [
+            ("orders", "orders"),
+            ("units", "units"),
+            ("visitors", "sessions"),
+            ("page_views", "page_views"),
+            ("foot_traffic", "foot_traffic"),
+        ]:
+            assert tiles[kpi]["value"] == bucket.get(counter, 0), kpi
+        assert Decimal(tiles["average_order_value"]["value"]) == (
+            bucket["revenue"] / bucket["orders"]
+        ).quantize(Decimal("0.01"))
+    tiles = _tiles(admin.get("/api/live", params={"store": "s-001"}).json())
+    assert Decimal(tiles["conversion_rate"]["value"]) == Decimal("0.5")
+    assert Decimal(tiles["cart_abandonment_rate"]["value"]) == Decimal("0.5")
+    assert Decimal(tiles["revenue"]["value"]) == Decimal("34.35")
+
+
+def test_comparisons_sum_the_minutes_up_to_the_same_time(
+    admin: TestClient, events: Events, realtime_stack: RealtimeStack
+) -> None:
+    yesterday = NOW - timedelta(days=1)
+    events.send(
+        sale("s-001", NOW - timedelta(minutes=5), ("coffee-1kg", 1, "9.90")),
+        sale("s-001", yesterday - timedelta(hours=2), ("coffee-1kg", 1, "9.90")),
+        sale("s-001", yesterday.replace(second=0), ("mug-blue", 1, "4.50")),  # same minute
+        sale("s-001", yesterday + timedelta(minutes=2), ("tea-100g", 10, "3.35")),  # later
+        sale("s-001", NOW - timedelta(days=7, hours=1), ("mug-blue", 2, "4.50")),
+    )
+
+    body = admin.get("/api/live/kpis", params={"store": "s-001", "kpis": "revenue,orders"}).json()
+
+    revenue = {t["kpi"]: t for t in body["tiles"]}["revenue"]
+    metrics = realtime_stack.table(Table.METRICS)
+    minutes = metrics.query(
+        KeyConditionExpression=Key("pk").eq("S#s-001#MIN#2026-11-25")
+        & Key("sk").lte(yesterday.strftime("%Y-%m-%dT%H:%MZ"))
+    )["Items"]
+    assert Decimal(revenue["yesterday"]) == sum(i["revenue"] for i in minutes) == Decimal("14.40")
+    assert Decimal(revenue["last_week"]) == Decimal("9.00")
+    assert Decimal(revenue["change_vs_yesterday"]) == Decimal("-0.3125")
+    assert body["as_of"].startswith("2026-11-26T11:00:30")
+
+
+def test_series_mix_stock_and_alerts_from_the_handler(
+    admin: TestClient, events: Events, realtime_stack: RealtimeStack
+) -> None:
+    for back in range(1, 8):  # one coffee a day for a week
+        events.send(sale("s-001", NOW - timedelta(days=back), ("coffee-1kg", 1, "9.90")))
+    events.send(
+        stock("s-001", "coffee-1kg", 3, NOW - timedelta(minutes=30)),  # reorder point 5: low
+        stock("s-001", "tea-100g", 40, NOW - timedelta(minutes=30)),
+        sale(
+            "s-001", NOW - timedelta(minutes=2), ("coffee-1kg", 1, "9.90"), ("tea-100g", 2, "3.35")
+        ),
+    )
+
+    body = admin.get("/api/live", params={"store": "s-001"}).json()
+
+    points = body["minutes"]["points"]
+    assert [(p["minute"], p["revenue"], p["orders"]) for p in points] == [
+        ("2026-11-26T10:58:00Z", "16.60", 1)
+    ]
+    assert [(c["name"], c["revenue"], c["units"]) for c in body["mix"]["categories"]] == [
+        ("grocery", "16.60", 3)
+    ]
+    coffee = next(r for r in body["stock"] if r["sku"] == "coffee-1kg")
+    assert body["stock"][0]["sku"] == "coffee-1kg"
+    assert (coffee["on_hand"], coffee["low"], coffee["days_of_cover"]) == (2, True, "2.0")
+    assert [(a["type"], a["store_id"]) for a in body["alerts"]] == [("low_stock", "s-001")]
+
+
+def test_an_unknown_store_is_404(admin: TestClient) -> None:
+    assert admin.get("/api/live", params={"store": "s-999"}).status_code == 404
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_kpi_selection_round_trip_and_validation(admin: TestClient) -> None:
+    first = admin.get("/api/settings/kpis").json()
+    assert first["saved"] is False and first["kpis"][0] == "revenue"
+    assert {k["id"] for k in first["catalogue"]} >= {"cart_abandonment_rate", "foot_traffic"}
+
+    saved = admin.put("/api/settings/kpis", json={"kpis": ["foot_traffic", "revenue"]})
+    assert saved.status_code == 200
+    assert admin.get("/api/settings/kpis").json()["kpis"] == ["foot_traffic", "revenue"]
+    body = admin.get("/api/live").json()
+    assert [t["kpi"] for t in body["kpis"]["tiles"]] == ["foot_traffic", "revenue"]
+
+    for kpis, problem in [
+        (["revenue", "profit"], "unknown KPI 'profit'"),
+        (["revenue", "orders", "revenue"], "duplicate 'revenue'"),
+        ([], "at least 1"),
+    ]:
+        wrong = admin.put("/api/settings/kpis", json={"kpis": kpis})
+        assert wrong.status_code == 422
+        assert problem in str(wrong.json()["detail"]), wrong.json()
+    assert admin.get("/api/settings/kpis").json()["kpis"] == ["foot_traffic", "revenue"]
+
+
+def test_alert_thresholds_round_trip_with_exact_numbers(admin: TestClient) -> None:
+    rules = {r["rule_id"]: r for r in admin.get("/api/settings/alert-rules").json()}
+    spike = rules["traffic-spike"]
+    spike["params"] |= {"ratio": 2.5, "window_minutes": 10}
+
+    saved = admin.put(
+        "/api/settings/alert-rules/traffic-spike",
+        content='{"type": "traffic_spike", "params": {"ratio": 2.5, "window_minutes": 10}}',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["params"] == {"ratio": "2.5", "window_minutes": 10}
+    stored = admin.get("/api/settings/alert-rules").json()
+    assert next(r for r in stored if r["rule_id"] == "traffic-spike")["params"]["ratio"] == "2.5"
+
+    wrong = admin.put(
+        "/api/settings/alert-rules/traffic-spike",
+        json={"type": "traffic_spike", "params": {"ratio": 0.5, "colour": "red"}},
+    )
+    assert wrong.status_code == 422
+    assert len(wrong.json()["detail"]) == 2
+
+
+def test_only_unlimited_editors_change_settings(realtime_stack: RealtimeStack) -> None:
+    AccessStore(realtime_stack.table(Table.SETTINGS)).put(
+        StoreAccess(username="manager", store_ids=("s-001",)), ["s-001", "s-002"]
+    )
+    for viewer in (Viewer("viewer", can_edit=False), Viewer("manager", can_edit=True)):
+        with _client(viewer) as client:
+            assert client.get("/api/settings/kpis").status_code == 200
+            assert client.put("/api/settings/kpis", json={"kpis": ["orders"]}).status_code == 403
+            put_rule = client.put("/api/settings/alert-rules/x", json={"type": "low_stock"})
+            assert put_rule.status_code == 403
+
+
+# --- store limits ------------------------------------------------------------------------------
+
+
+def test_a_limited_user_sees_only_their_stores(
+    realtime_stack: RealtimeStack, events: Events, lake: history.Lake
+) -> None:
+    AccessStore(realtime_stack.table(Table.SETTINGS)).put(
+        StoreAccess(username="alice", store_ids=("s-002",)), ["s-001", "s-002"]
+    )
+    _write_metrics(
+        realtime_stack,
+        [(date(2026, 11, 20), "s-001", "10.00"), (date(2026, 11, 20), "s-002", "7.00")],
+    )
+    events.send(sale("s-002", NOW - timedelta(minutes=1), ("mug-blue", 1, "4.50")))
+
+    with _client(Viewer("alice", can_edit=True), lambda: lake) as alice:
+        me = alice.get("/api/me").json()
+        assert [s["store_id"] for s in me["stores"]] == ["s-002"]
+        assert me["all_stores"] is False and me["can_edit"] is False
+        assert alice.get("/api/live").status_code == 403  # the business total
+        assert alice.get("/api/live", params={"store": "s-001"}).status_code == 403
+        assert alice.get("/api/live", params={"store": "s-002"}).status_code == 200
+        assert alice.get("/api/live", params={"store": "s-999"}).status_code == 403  # not 404
+        trend = alice.get("/api/history/trend", params={"days": 7, "end": "2026-11-25"}).json()
+        assert trend["current"]["totals"]["revenue"] == "7.00"
+        stores = alice.get("/api/history/breakdown", params={"end": "2026-11-25"}).json()
+        assert [r["key"] for r in stores["rows"]] == ["s-002"]
+
+
+# --- history -----------------------------------------------------------------------------------
+
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("store_id", pa.string(), nullable=False),
+        pa.field("business_date", pa.date32(), nullable=False),
+        pa.field("revenue", pa.decimal128(18, 2), nullable=False),
+        pa.field("refund_amount", pa.decimal128(18, 2), nullable=False),
+        *(pa.field(c, pa.int64(), nullable=False) for c in COUNTERS[2:]),
+        pa.field("conversion_rate", pa.decimal128(12, 6)),
+        pa.field("average_order_value", pa.decimal128(18, 2)),
+    ]
+)
+CATEGORY_SCHEMA = pa.schema(
+    [
+        pa.field("store_id", pa.string(), nullable=False),
+        pa.field("business_date", pa.date32(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("revenue", pa.decimal128(18, 2), nullable=False),
+        pa.field("units", pa.int64(), nullable=False),
+    ]
+)
+
+
+def _put_parquet(stack: RealtimeStack, key: str, table: pa.Table) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=buffer.getvalue())
+
+
+def _write_metrics(
+    stack: RealtimeStack, rows: list[tuple[date, str, str]], folder: str = "dt"
+) -> None:
+    by_day: dict[date, list[dict[str, Any]]] = {}
+    for day, store, revenue in rows:
+        row = {c: 0 for c in COUNTERS} | {"refund_amount": Decimal("0.00")}
+        row |= {"store_id": store, "business_date": day, "revenue": Decimal(revenue), "orders": 2}
+        by_day.setdefault(day, []).append(
+            row | {"conversion_rate": None, "average_order_value": None}
+        )
+    for day, day_rows in by_day.items():
+        table = pa.Table.from_pylist(day_rows, schema=METRICS_SCHEMA)
+        _put_parquet(stack, f"curated/daily_store_metrics/{folder}={day}/part-00000.parquet", table)
+
+
+def test_history_trend_reads_only_the_partitions_in_range(
+    admin: TestClient, realtime_stack: RealtimeStack, lake: history.Lake, monkeypatch
+) -> None:
+    end = date(2026, 11, 25)
+    rows = [(end - timedelta(days=d), "s-001", f"{d + 1}.10") for d in range(20)]
+    rows += [(end - timedelta(days=2), "s-002", "5.00"), (end + timedelta(days=1), "s-001", "99")]
+    _write_metrics(realtime_stack, rows)
+    read: list[str] = []
+    original = history.Lake._read
+    monkeypatch.setattr(
+        history.Lake, "_read", lambda self, f: read.append(f.key) or original(self, f)
+    )
+
+    body = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+
+    assert [p["date"] for p in body["series"]] == [
+        (end - timedelta(days=d)).isoformat() for d in range(6, -1, -1)
+    ]
+    assert body["current"]["totals"]["revenue"] == str(
+        sum((Decimal(f"{d + 1}.10") for d in range(7)), Decimal("5.00"))
+    )
+    assert body["previous"]["totals"]["revenue"] == str(
+        sum(Decimal(f"{d + 1}.10") for d in range(7, 14))
+    )
+    assert body["current"]["days_with_data"] == 7 and body["current"]["totals"]["orders"] == 16
+    assert sorted(read) == sorted(
+        f"curated/daily_store_metrics/dt={end - timedelta(days=d)}/part-00000.parquet"
+        for d in range(14)
+    )
+
+    read.clear()
+    again = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+    assert again == body and read == []  # unchanged files come from the cache
+
+    _write_metrics(realtime_stack, [(end, "s-001", "1000.00")])  # the export reran that day
+    rerun = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+    assert read == [f"curated/daily_store_metrics/dt={end}/part-00000.parquet"]
+    assert rerun["series"][-1]["values"]["revenue"] == "1000.00"
+
+
+def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:
+    end = date(2026, 11, 25)
+    _write_metrics(
+        realtime_stack,
+        [
+            (end, "s-001", "10.00"),
+            (end, "s-002", "30.00"),
+            (end - timedelta(days=7), "s-002", "60.00"),
+        ],
+    )
+    for day, revenue in ((end, "12.00"), (end - timedelta(days=8), "4.00")):
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "store_id": "s-001",
+                    "business_date": day,
+                    "category": "grocery",
+                    "revenue": Decimal(revenue),
+                    "units": 3,
+                }
+            ],
+            schema=CATEGORY_SCHEMA,
+        )
+        _put_parquet(
+            realtime_stack,
+            f"curated/daily_category_sales/v1/business_date={day}/part-00000.parquet",
+            table,
+        )
+    params = {"days": 7, "end": end.isoformat()}
+
+    stores = admin.get("/api/history/breakdown", params={**params, "by": "store"}).json()
+    categories = admin.get("/api/history/breakdown", params={**params, "by": "category"}).json()
+
+    assert [
+        (r["key"], r["label"], r["current"]["revenue"], r["change"]["revenue"])
+        for r in stores["rows"]
+    ] == [
+        ("s-002", "s-002", "30.00", "-0.5000"),
+        ("s-001", "s-001", "10.00", None),
+    ]
+    assert [(r["key"], r["current"], r["previous"]) for r in categories["rows"]] == [
+        ("grocery", {"revenue": "12.00", "units": 3}, {"revenue": "4.00", "units": 3})
+    ]
+
+
+def test_history_is_empty_not_an_error_without_partitions(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    for path in ("/api/history/trend", "/api/history/breakdown"):
+        response = admin.get(path, params={"days": 365})
+        assert response.status_code == 200, response.text
+    body = admin.get("/api/history/trend", params={"days": 30}).json()
+    assert body["series"] == [] and body["current"]["totals"]["revenue"] == "0.00"
+    assert body["lake"] == f"s3://{realtime_stack.bucket}/curated"
+    with _client(Viewer("admin")) as no_lake:
+        body = no_lake.get("/api/history/trend").json()
+        assert body["lake"] is None and body["series"] == []
+    assert admin.get("/api/history/trend", params={"days": 12}).status_code == 422
+
+
+# --- the page and its security -----------------------------------------------------------------
+
+PATHS = [
+    "/",
+    "/static/app.js",
+    "/static/app.css",
+    "/static/index.html",
+    "/static/../app.py",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    "/api/me",
+    "/api/live",
+    "/api/live/kpis?store=s-001",
+    "/api/history/trend?days=7",
+    "/api/history/breakdown?by=category",
+    "/api/settings/kpis",
+    "/api/settings/alert-rules",
+    "/no/such/path",
+]
+
+
+def test_without_credentials_every_path_is_401() -> None:
+    """No AWS needed: the login check comes first (Airflow's own GetUserDep, not overridden)."""
+    with _client(None) as anonymous:
+        for path in PATHS:
+            response = anonymous.get(path)
+            assert response.status_code == 401, path
+            assert "app.js" not in response.text and "openapi" not in response.text
+        for method, path in [
+            ("PUT", "/api/settings/kpis"),
+            ("PUT", "/api/settings/alert-rules/x"),
+            ("POST", "/api/live"),
+            ("DELETE", "/api/settings/kpis"),
+        ]:
+            assert anonymous.request(method, path, json={}).status_code == 401, (method, path)
+        page = anonymous.get("/", headers={"Accept": "text/html"})
+        assert page.status_code == 401 and "Log in to Airflow" in page.text
+
+
+def test_the_page_assets_and_openapi_for_a_logged_in_user(admin: TestClient) -> None:
+    page = admin.get("/")
+    assert page.status_code == 200 and 'src="static/app.js"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert admin.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    assert admin.get("/static/app.css").status_code == 200
+    assert admin.get("/static/index.html").status_code == 404  # only the named assets
+    assert admin.get("/no/such/path").status_code == 404
+    document = admin.get("/openapi.json").json()
+    assert set(document["paths"]) == {
+        "/api/me",
+        "/api/live",
+        "/api/live/kpis",
+        "/api/history/trend",
+        "/api/history/breakdown",
+        "/api/settings/kpis",
+        "/api/settings/alert-rules",
+        "/api/settings/alert-rules/{rule_id}",
+    }
+    assert admin.get("/api/live").headers["cache-control"] == "no-store"
+
+
+def test_the_plugin_mounts_the_dashboard_lazily() -> None:
+    import storepulse_plugin
+
+    plugin = storepulse_plugin.StorePulsePlugin
+    assert plugin.fastapi_apps[0]["url_prefix"] == "/dashboard"
+    assert isinstance(plugin.fastapi_apps[0]["app"], storepulse_plugin.LazyDashboard)
+    view = plugin.external_views[0]
+    assert (view["name"], view["href"], view["destination"]) == ("Dashboard", "/dashboard/", "nav")
