@@ -1,0 +1,343 @@
+"""
+### Nightly export: DynamoDB to the audited, partitioned Parquet lake
+
+Every night the day's data becomes `s3://<lake>/curated/<dataset>/dt=YYYY-MM-DD/` (Parquet, one
+versioned Arrow schema per data set, `storepulse.export.datasets`), audited by Great
+Expectations before anything is published. One run per data interval, with catch-up; backfill a
+range with `airflow backfill create --dag-id nightly_export --from-date ... --to-date ...`
+(`--reprocess-behavior completed` to redo days already exported); rerunning (clearing) a day
+is an ordinary operation: an unchanged day publishes nothing new.
+
+**The business day** of a run is its data interval's start, in the business's time zone (the
+settings table's business profile; UTC without one). The schedule is daily at 00:00 UTC, so the
+interval [D 00:00 UTC, D+1 00:00 UTC) exports business day D for a business at or east of UTC
+(Paris: D 01:00), and D-1 for one west of it (New York: D-1 19:00); either way the run starts
+after that business day has ended. Rows are filed under each *store's* local date, as the
+real-time path files them: data that arrives later is exported by rerunning its day.
+
+1. **resolve**: the stack's outputs (tables, lake bucket, alert topic), the business's stores,
+   currencies and time zone, the business day.
+2. **export_facts / export_metrics / export_inventory** (param `strategy`): `pitr` (default):
+   point-in-time recovery enabled on the table when missing (the embedded AWS ignores the
+   template's), then DynamoDB's native export to `staging/<run>/_exports/<table>/try-<n>/`,
+   a consistent snapshot read without table capacity. Always a full export: a day's partition
+   is rebuilt from all its items, including ones written long before the window. `scan`: no
+   export; the stage task scans the table (parallel, consistent), for tables without PITR.
+3. **stage_facts / stage_metrics / stage_inventory**: one streamed pass over a table's items
+   writes the day's partition of every data set it feeds to `staging/<run>/<dataset>/dt=<day>/`
+   (zstd, sorted by key, byte-for-byte reproducible: both strategies give identical files).
+4. **audit**: the Great Expectations suites of `storepulse.export.quality` on the staged files
+   (schema, non-null and unique keys, value ranges, known stores and currencies, row counts
+   against the source, revenue reconciliation with the real-time metrics). Results:
+   `s3://<lake>/_quality/<dataset>/dt=<day>/` (`result.json`, `index.html`) and
+   `_quality/_summary/dt=<day>/index.html`. **A failing audit publishes nothing**: it sends an
+   SNS alert to the stack's alert topic naming the failed expectations (attributes
+   `type=data_quality`, `severity=critical`) and fails the run; the publish tasks never run.
+5. **publish_&lt;dataset&gt;** (one per data set): copies the staged files to the curated partition
+   under new names, commits its `_manifest.json`, then deletes the previous files (readers that
+   follow the manifest see the old files or the new, never a mix); creates or updates the Glue
+   database `storepulse_<env>_curated`, the table and the day's partition; emits the data
+   set's Asset event (`curated_asset(name)`, extra `{day, rows, files}`) that schedules the
+   QuickSight refresh.
+
+Heavy libraries (pyarrow, pandas, great_expectations) are imported inside tasks only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import date
+from typing import Any
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
+from storepulse.airflow.hooks import aws_client
+from storepulse.assets import curated_asset
+from storepulse.config import settings
+from storepulse.deploy.stack import stack_name
+from storepulse.export import DATASET_NAMES
+from storepulse.layout import Table
+
+log = logging.getLogger(__name__)
+
+STACK_NAME = stack_name(settings().env)
+SOURCE_TABLES = {  # table -> the stack output naming it
+    Table.FACTS: "FactsTable",
+    Table.METRICS: "MetricsTable",
+    Table.INVENTORY: "InventoryTable",
+}
+STRATEGIES = ("pitr", "scan")
+
+
+def _lake_filesystem(uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem for the lake from the ``aws_default`` connection (endpoint and
+    credentials), like every boto3 client of the tasks: the connection alone decides."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from storepulse.export.writer import open_filesystem
+
+    hook = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3")
+    credentials = hook.get_credentials()
+    return open_filesystem(
+        uri,
+        endpoint_url=hook.conn_config.get_service_endpoint_url("s3"),
+        region=hook.conn_region_name,
+        credentials={
+            "access_key": credentials.access_key,
+            "secret_key": credentials.secret_key,
+            "session_token": credentials.token,
+        },
+    )
+
+
+def _day(resolved: dict[str, Any]) -> date:
+    return date.fromisoformat(resolved["day"])
+
+
+@dag(
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 23, tz="UTC"),
+    catchup=True,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["lake", "export", "quality"],
+    doc_md=__doc__,
+    params={
+        "strategy": Param(
+            "pitr",
+            enum=list(STRATEGIES),
+            description="pitr: DynamoDB point-in-time export (default); scan: parallel scan",
+        ),
+    },
+)
+def nightly_export() -> None:
+    @task
+    def resolve(
+        data_interval_start: Any = None,
+        run_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Where everything is, and which business day this run exports."""
+        from storepulse.deploy.stack import deployed_outputs
+        from storepulse.export.quality import load_reference
+        from storepulse.layout import local_date
+
+        outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
+        reference = load_reference(aws_client("dynamodb"), outputs["SettingsTable"])
+        day = local_date(data_interval_start, reference.timezone)
+        strategy = (params or {}).get("strategy", "pitr")
+        log.info(
+            "business day %s (interval start %s in %s); strategy %s; lake %s; %d stores, "
+            "currencies %s",
+            day,
+            data_interval_start,
+            reference.timezone,
+            strategy,
+            outputs["LakeBucket"],
+            len(reference.stores),
+            ", ".join(sorted(reference.currencies)),
+        )
+        return {
+            "day": day.isoformat(),
+            "run_id": run_id,
+            "strategy": strategy,
+            "bucket": outputs["LakeBucket"],
+            "topic_arn": outputs["AlertTopicArn"],
+            "tables": {table.value: outputs[key] for table, key in SOURCE_TABLES.items()},
+            "reference": reference.to_dict(),
+        }
+
+    @task
+    def export_table(resolved: dict[str, Any], table: str, ti: Any = None) -> dict[str, Any]:
+        """Point-in-time export of one table (strategy pitr); nothing for strategy scan."""
+        from dataclasses import asdict
+
+        from storepulse.deploy.stack import is_embedded_endpoint
+        from storepulse.export.publish import ensure_point_in_time_recovery, export_prefix
+        from storepulse.export.sources import Backoff, PointInTimeExportSource
+
+        if resolved["strategy"] == "scan":
+            log.info("strategy scan: %s is read by the stage task", resolved["tables"][table])
+            return {"strategy": "scan", "table": table}
+        dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
+        name = resolved["tables"][table]
+        if ensure_point_in_time_recovery(dynamodb, name):
+            log.info("point-in-time recovery enabled on %s", name)
+        try_number = int(getattr(ti, "try_number", 1) or 1)
+        prefix = export_prefix(resolved["run_id"], table, try_number)
+        embedded = is_embedded_endpoint(dynamodb.meta.endpoint_url)
+        source = PointInTimeExportSource(
+            dynamodb,
+            s3,
+            name,
+            resolved["bucket"],
+            prefix,
+            client_token=hashlib.sha256(prefix.encode()).hexdigest()[:32],
+            backoff=Backoff(first=0.2, maximum=1.0, timeout=120) if embedded else Backoff(),
+        )
+        export = source.run()
+        log.info(
+            "%s: %s of %s items in %d file(s) at s3://%s/%s (manifest: %s)",
+            name,
+            export.export_type,
+            export.item_count,
+            len(export.data_keys),
+            export.bucket,
+            export.prefix,
+            export.from_manifest,
+        )
+        return {"strategy": "pitr", "table": table, "export": asdict(export)}
+
+    @task
+    def stage_table(resolved: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
+        """One pass over the table's items: every data set it feeds, staged for the audit."""
+        from storepulse.export.datasets import datasets_of
+        from storepulse.export.publish import exported_items, stage_table, staging_root
+        from storepulse.export.sources import CompletedExport, ScanSource
+
+        table = exported["table"]
+        fs, root = _lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))
+        if exported["strategy"] == "pitr":
+            export = CompletedExport(
+                **{**exported["export"], "data_keys": tuple(exported["export"]["data_keys"])}
+            )
+            s3 = aws_client("s3")
+            items: Any = lambda: exported_items(s3, export)  # noqa: E731
+        else:
+            items = ScanSource(aws_client("dynamodb"), resolved["tables"][table]).items
+        staged = stage_table(items, datasets_of(Table(table)), _day(resolved), root, fs)
+        for report in staged.values():
+            log.info(
+                "%s: %d items read, %d rows (source calls for %d), %d bytes, %d file(s)%s",
+                report.name,
+                report.items_read,
+                report.rows,
+                report.source_rows,
+                report.bytes,
+                len(report.files),
+                "" if report.strict else f"; STAGED AS-IS, {report.rejected_count} rejected",
+            )
+        return {name: report.to_dict() for name, report in staged.items()}
+
+    @task
+    def audit(resolved: dict[str, Any], staged_tables: list[dict[str, Any]]) -> dict[str, Any]:
+        """Great Expectations on the staged day; a failure alerts and fails the run."""
+        from airflow.providers.amazon.aws.hooks.sns import SnsHook
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from storepulse.export.publish import StagedDataset
+        from storepulse.export.quality import (
+            Reference,
+            alert_message,
+            audit_day,
+            read_staged,
+            summary_uri,
+            write_results,
+        )
+
+        staged = {
+            name: StagedDataset.from_dict(report)
+            for part in staged_tables
+            for name, report in part.items()
+        }
+        bucket, day = resolved["bucket"], _day(resolved)
+        fs, root = _lake_filesystem(f"s3://{bucket}")
+        tables = {name: read_staged(fs, report.files) for name, report in staged.items()}
+        reference = Reference.from_dict(resolved["reference"])
+        result = audit_day(tables, day, reference, staged)
+        context = {"run_id": resolved["run_id"], "strategy": resolved["strategy"]}
+        written = write_results(fs, root, result, context=context, staged=staged)
+        log.info(
+            "%d rows in %d data sets; %d suites, %d expectations evaluated, %d failed; "
+            "%d result files under s3://%s/_quality/",
+            sum(t.num_rows for t in tables.values()),
+            len(tables),
+            len(result.suites),
+            result.evaluated,
+            len(result.failures),
+            len(written),
+            bucket,
+        )
+        if not result.success:
+            alert = alert_message(
+                result, run_id=resolved["run_id"], report=summary_uri(bucket, day)
+            )
+            SnsHook(aws_conn_id=AWS_CONN_ID).publish_to_target(
+                target_arn=resolved["topic_arn"],
+                message=alert["message"],
+                subject=alert["subject"],
+                message_attributes=alert["attributes"],
+            )
+            log.error("alert sent to %s", resolved["topic_arn"])
+            raise AirflowFailException(result.summary())
+        return {"audit": result.to_dict(), "staged": {n: s.to_dict() for n, s in staged.items()}}
+
+    @task
+    def publish(
+        resolved: dict[str, Any],
+        audited: dict[str, Any],
+        dataset: str,
+        outlet_events: Any = None,
+    ) -> dict[str, Any]:
+        """Atomic replacement of the day's partition, its Glue partition, the Asset event."""
+        from storepulse.export.datasets import DATASETS
+        from storepulse.export.publish import (
+            StagedDataset,
+            glue_database_name,
+            publish_partition,
+            register_partition,
+        )
+
+        bucket, day = resolved["bucket"], _day(resolved)
+        report = publish_partition(
+            aws_client("s3"),
+            bucket,
+            DATASETS[dataset],
+            day,
+            StagedDataset.from_dict(audited["staged"][dataset]),
+            run_id=resolved["run_id"],
+        )
+        database = glue_database_name(settings().env)
+        glue = register_partition(aws_client("glue"), database, DATASETS[dataset], bucket, day)
+        files = [f"s3://{bucket}/{key}" for key in report.files]
+        if outlet_events is not None:
+            outlet_events[curated_asset(dataset)].extra = {
+                "day": report.day,
+                "rows": report.rows,
+                "files": files,
+            }
+        log.info(
+            "%s dt=%s: %d rows, %d bytes, %d file(s) %s, %d previous file(s) removed; "
+            "glue %s.%s: %s",
+            dataset,
+            report.day,
+            report.rows,
+            report.bytes,
+            len(files),
+            "published" if report.changed else "unchanged (same content)",
+            report.removed,
+            database,
+            dataset,
+            glue,
+        )
+        return report.to_dict() | {"glue": glue}
+
+    resolved = resolve()
+    staged = [
+        stage_table.override(task_id=f"stage_{table.value}")(
+            resolved,
+            export_table.override(task_id=f"export_{table.value}")(resolved, table.value),
+        )
+        for table in SOURCE_TABLES
+    ]
+    audited = audit(resolved, staged)
+    for name in DATASET_NAMES:
+        publish.override(task_id=f"publish_{name}", outlets=[curated_asset(name)])(
+            resolved, audited, name
+        )
+
+
+nightly_export()
