@@ -27,6 +27,7 @@ from storepulse.dashboard import history
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
 from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard, ThreadLocalTable
+from storepulse.export.publish import Manifest
 from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
 from storepulse.settings_store import KPI_CATALOGUE, SettingsStore
 from storepulse.stream.records import StreamRecord
@@ -415,6 +416,48 @@ def test_history_trend_reads_only_the_partitions_in_range(
     rerun = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
     assert read == [f"curated/daily_store_metrics/dt={end}/part-00000.parquet"]
     assert rerun["series"][-1]["values"]["revenue"] == "1000.00"
+
+
+def test_history_reads_only_the_files_a_partition_manifest_names(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    end = date(2026, 11, 25)
+    _write_metrics(realtime_stack, [(end, "s-001", "10.00")])  # the previous publish
+    new = pa.Table.from_pylist(
+        [
+            {c: 0 for c in COUNTERS}
+            | {
+                "refund_amount": Decimal("0.00"),
+                "store_id": "s-001",
+                "business_date": end,
+                "revenue": Decimal("12.00"),
+                "orders": 2,
+                "conversion_rate": None,
+                "average_order_value": None,
+            }
+        ],
+        schema=METRICS_SCHEMA,
+    )
+    folder = f"curated/daily_store_metrics/dt={end}"
+    _put_parquet(realtime_stack, f"{folder}/part-new-00000.parquet", new)  # mid-publish
+    manifest = Manifest(
+        dataset="daily_store_metrics",
+        day=end.isoformat(),
+        schema_version=1,
+        run_id="r2",
+        token="new",
+        rows=1,
+        bytes=1,
+        files=("part-new-00000.parquet",),
+        published_at="2026-11-26T00:00:00Z",
+    )
+    realtime_stack.s3.put_object(
+        Bucket=realtime_stack.bucket, Key=f"{folder}/_manifest.json", Body=manifest.to_json()
+    )
+
+    body = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+
+    assert body["current"]["totals"]["revenue"] == "12.00"  # never 22.00: old and new mixed
 
 
 def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:

@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from storepulse import aws
 from storepulse.config import settings
+from storepulse.export.publish import MANIFEST_NAME, Manifest
 
 ROOT: Final = "curated"
 STORE_METRICS: Final = "daily_store_metrics"
@@ -136,6 +137,7 @@ class Lake:
         self._max_cached = max_cached_files
         self._files: OrderedDict[tuple[str, str, datetime], list[Row]] = OrderedDict()
         self._layouts: dict[str, tuple[float, tuple[str, str] | None]] = {}
+        self._manifests: dict[str, tuple[str, frozenset[str]]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-lake")
 
@@ -163,21 +165,44 @@ class Lake:
             "StartAfter": f"{prefix}{first.isoformat()}",  # sorts before that day's files
         }
         found: list[LakeFile] = []
+        manifests: dict[str, str] = {}  # partition folder -> its manifest's ETag
         while True:
             page = self.s3.list_objects_v2(**kwargs)
             for entry in page.get("Contents", []):
-                match = _PARTITION.match(entry["Key"][len(base) :])
-                if not match or not entry["Key"].endswith(".parquet"):
+                key = entry["Key"]
+                match = _PARTITION.match(key[len(base) :])
+                if not match or date.fromisoformat(match.group(2)) > last:
                     continue
-                day = date.fromisoformat(match.group(2))
-                if day > last:
-                    return found
-                found.append(
-                    LakeFile(entry["Key"], entry.get("ETag", ""), entry["LastModified"], day)
-                )
+                if key.endswith("/" + MANIFEST_NAME):
+                    manifests[key.rsplit("/", 1)[0]] = entry.get("ETag", "")
+                elif key.endswith(".parquet"):
+                    day = date.fromisoformat(match.group(2))
+                    found.append(LakeFile(key, entry.get("ETag", ""), entry["LastModified"], day))
             if not page.get("IsTruncated"):
-                return found
+                return self._published(found, manifests)
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _published(self, files: list[LakeFile], manifests: dict[str, str]) -> list[LakeFile]:
+        """Keep, in a partition with a manifest, only the files it names: during a publish the
+        folder briefly holds the previous files beside the new ones."""
+        named = {folder: self._manifest_files(folder, etag) for folder, etag in manifests.items()}
+        return [
+            f
+            for f in files
+            if (folder := f.key.rsplit("/", 1)[0]) not in named
+            or f.key.rsplit("/", 1)[1] in named[folder]
+        ]
+
+    def _manifest_files(self, folder: str, etag: str) -> frozenset[str]:
+        with self._lock:
+            cached = self._manifests.get(folder)
+        if cached and cached[0] == etag:
+            return cached[1]
+        body = self.s3.get_object(Bucket=self.bucket, Key=f"{folder}/{MANIFEST_NAME}")["Body"]
+        names = frozenset(Manifest.from_json(body.read()).files)
+        with self._lock:
+            self._manifests[folder] = (etag, names)
+        return names
 
     def _layout(self, dataset: str) -> tuple[str, str] | None:
         """(folder holding the partitions, partition column), cached for a minute."""
