@@ -242,15 +242,23 @@ def _check_unique(table: pa.Table, keys: Sequence[str]) -> None:
         raise WriteError(f"duplicate key ({', '.join(keys)}) in the rows")
 
 
+MERGE_SLICE_ROWS = 256
+
+
 def _merged(
     runs: list[str], keys: Sequence[str], schema: pa.Schema, options: WriterOptions
 ) -> Iterator[pa.Table]:
     """Sorted runs merged into sorted tables of ``batch_rows`` rows."""
-    readers = [pa.ipc.open_file(pa.memory_map(path)) for path in runs]
+    # Plain reads, not memory maps: mapped pages stay resident (and counted) once touched. Each
+    # run holds one Arrow batch and only a small slice of it as Python rows, so memory stays the
+    # same however many runs a large table spills.
+    readers = [pa.ipc.open_file(pa.OSFile(path)) for path in runs]
 
     def rows_of(reader: pa.ipc.RecordBatchFileReader) -> Iterator[Row]:
         for index in range(reader.num_record_batches):
-            yield from reader.get_batch(index).to_pylist()
+            batch = reader.get_batch(index)
+            for start in range(0, batch.num_rows, MERGE_SLICE_ROWS):
+                yield from batch.slice(start, MERGE_SLICE_ROWS).to_pylist()
 
     def key_of(row: Row) -> tuple[Any, ...]:
         return tuple(row[k] for k in keys)
