@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -19,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import boto3
 import psutil
@@ -36,53 +32,7 @@ from storepulse.platform.demo import INBOX
 from storepulse.platform.realtime import DEPLOY_DAG
 from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
-
-READY = re.compile(r"login admin / (\S+)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Platform:
-    def __init__(self, state_dir: Path) -> None:
-        self.aws_port, self.airflow_port = _free_port(), _free_port()
-        env = {
-            **os.environ,
-            "STOREPULSE_STATE_DIR": str(state_dir),
-            "STOREPULSE_AWS_PORT": str(self.aws_port),
-            "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
-        }
-        self.state_dir = state_dir
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "storepulse.platform", "up"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            if READY.search(line):
-                self._ready.set()
-
-    def wait_ready(self, timeout: float) -> str:
-        if not self._ready.wait(timeout):
-            pytest.fail("platform not ready:\n" + "".join(self.output))
-        return next(m.group(1) for line in self.output if (m := READY.search(line)))
-
-    def started_pids(self) -> list[int]:
-        state = json.loads((self.state_dir / "platform.json").read_text())
-        return [state["supervisor"], *state["children"].values()]
+from tests.platform_process import Platform
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +40,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     running = Platform(tmp_path_factory.mktemp("state"))
     yield running
     if running.process.poll() is None:
-        running.process.kill()
+        running.stop()
 
 
 @pytest.fixture(scope="module")

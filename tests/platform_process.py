@@ -1,0 +1,121 @@
+"""``python -m storepulse.platform up`` in a subprocess on free ports, as a user runs it: shared
+by the platform's integration tests and the browser tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from storepulse.config import REPO_ROOT
+
+READY = re.compile(r"login admin / (\S+)")
+READY_SECONDS = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Platform:
+    """``storepulse.platform up`` in a subprocess, with its own state folder and ports."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.aws_port, self.airflow_port = _free_port(), _free_port()
+        self.state_dir = state_dir
+        env = {
+            **os.environ,
+            "STOREPULSE_STATE_DIR": str(state_dir),
+            "STOREPULSE_AWS_PORT": str(self.aws_port),
+            "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "storepulse.platform", "up"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    @property
+    def aws_url(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            if READY.search(line):
+                self._ready.set()
+
+    def wait_ready(self, timeout: float) -> str:
+        if not self._ready.wait(timeout):
+            pytest.fail("platform not ready:\n" + "".join(self.output))
+        return next(m.group(1) for line in self.output if (m := READY.search(line)))
+
+    def child_pid(self, name: str) -> int:
+        state = json.loads((self.state_dir / "platform.json").read_text())
+        return int(state["children"][name])
+
+    def pause_traffic(self) -> None:
+        """Freeze the simulator (SIGSTOP), so the numbers hold still while a test compares;
+        stopping it would take the whole platform down with it."""
+        os.kill(self.child_pid("simulator"), signal.SIGSTOP)
+
+    def resume_traffic(self) -> None:
+        os.kill(self.child_pid("simulator"), signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.resume_traffic()  # a stopped process would only take SIGKILL
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.aws_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def table(self, name: str) -> Any:
+        return boto3.resource(
+            "dynamodb",
+            endpoint_url=self.aws_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).Table(name)
+
+    def started_pids(self) -> list[int]:
+        """The supervisor and every child it recorded in its pid file."""
+        state = json.loads((self.state_dir / "platform.json").read_text())
+        return [state["supervisor"], *state["children"].values()]
