@@ -195,8 +195,8 @@ def nightly_export() -> None:
     def stage_table(resolved: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
         """One pass over the table's items: every data set it feeds, staged for the audit."""
         from storepulse.export.datasets import datasets_of
-        from storepulse.export.publish import exported_items, stage_table, staging_root
-        from storepulse.export.sources import CompletedExport, ScanSource
+        from storepulse.export.publish import stage_table, staging_root
+        from storepulse.export.sources import CompletedExport, ScanSource, exported_items
 
         table = exported["table"]
         fs, root = _lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))

@@ -34,7 +34,6 @@ from storepulse.export.publish import (
     current_uris,
     ensure_point_in_time_recovery,
     export_prefix,
-    exported_items,
     glue_database_name,
     publish_partition,
     read_manifest,
@@ -51,7 +50,12 @@ from storepulse.export.quality import (
     summary_uri,
     write_results,
 )
-from storepulse.export.sources import Backoff, PointInTimeExportSource, ScanSource
+from storepulse.export.sources import (
+    Backoff,
+    PointInTimeExportSource,
+    ScanSource,
+    exported_items,
+)
 from storepulse.export.writer import duckdb_connection, open_filesystem
 from storepulse.layout import Table, order_key, table_name
 from tests.integration.conftest import invoke

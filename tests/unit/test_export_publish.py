@@ -33,7 +33,6 @@ from storepulse.export.publish import (
     current_uris,
     ensure_point_in_time_recovery,
     export_prefix,
-    exported_items,
     glue_database_name,
     glue_table_input,
     hive_type,
@@ -44,7 +43,7 @@ from storepulse.export.publish import (
     stage_table,
     staging_root,
 )
-from storepulse.export.sources import CompletedExport, ExportError
+from storepulse.export.sources import CompletedExport, ExportError, exported_items
 from storepulse.export.writer import write_datasets
 from storepulse.layout import Table
 from tests.unit.test_export_datasets import order_item

@@ -49,16 +49,13 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-
-from storepulse.export.dynamodb_json import iter_export_items
-from storepulse.export.sources import CompletedExport, ExportError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -79,7 +76,6 @@ __all__ = [
     "current_uris",
     "ensure_point_in_time_recovery",
     "export_prefix",
-    "exported_items",
     "glue_database_name",
     "glue_table_input",
     "hive_type",
@@ -141,26 +137,6 @@ def partition_prefix(root: str, dataset: str, day: date) -> str:
 
 
 # --- reading a point-in-time export ------------------------------------------------------------
-
-
-def exported_items(s3: Any, export: CompletedExport) -> Iterator[Item]:
-    """The items of an export that an earlier task ran (``PointInTimeExportSource.run()``),
-    file by file, line by line, in bounded memory; a full export's item count is checked."""
-    count = 0
-    for key in export.data_keys:
-        body = s3.get_object(Bucket=export.bucket, Key=key)["Body"]
-        try:
-            for item in iter_export_items(body):
-                count += 1
-                yield item
-        finally:
-            body.close()
-    full = export.export_type != "INCREMENTAL_EXPORT"
-    if full and export.item_count is not None and count != export.item_count:
-        raise ExportError(
-            f"export {export.arn} describes {export.item_count} items but its "
-            f"{len(export.data_keys)} data file(s) hold {count}"
-        )
 
 
 def ensure_point_in_time_recovery(dynamodb: Any, table_name: str) -> bool:

@@ -271,22 +271,7 @@ class PointInTimeExportSource:
     def items(self) -> Iterator[Item]:
         """The exported items, file by file, line by line. A full export's count is checked
         against the one DynamoDB reports, so a missed data file cannot go unnoticed."""
-        export = self.run()
-        count = 0
-        for key in export.data_keys:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-            try:
-                for item in iter_export_items(body):
-                    count += 1
-                    yield item
-            finally:
-                body.close()
-        full = export.export_type != "INCREMENTAL_EXPORT"
-        if full and export.item_count is not None and count != export.item_count:
-            raise ExportError(
-                f"export {export.arn} describes {export.item_count} items but its "
-                f"{len(export.data_keys)} data file(s) hold {count}"
-            )
+        return exported_items(self.s3, self.run())
 
     # -- starting ---------------------------------------------------------------------------
     def _table_arn(self) -> str:
@@ -420,3 +405,24 @@ class PointInTimeExportSource:
                 "which is this one: give every export its own prefix"
             )
         return tuple(sorted(keys))
+
+
+def exported_items(s3: Any, export: CompletedExport) -> Iterator[Item]:
+    """The items of a completed export, file by file, line by line, in bounded memory; a full
+    export's item count is checked against DynamoDB's, so a missed data file cannot go
+    unnoticed. (A task can read an export that an earlier task ran.)"""
+    count = 0
+    for key in export.data_keys:
+        body = s3.get_object(Bucket=export.bucket, Key=key)["Body"]
+        try:
+            for item in iter_export_items(body):
+                count += 1
+                yield item
+        finally:
+            body.close()
+    full = export.export_type != "INCREMENTAL_EXPORT"
+    if full and export.item_count is not None and count != export.item_count:
+        raise ExportError(
+            f"export {export.arn} describes {export.item_count} items but its "
+            f"{len(export.data_keys)} data file(s) hold {count}"
+        )
