@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,19 @@ class Platform:
                 self._ready.set()
 
     def wait_ready(self, timeout: float) -> str:
-        if not self._ready.wait(timeout):
-            pytest.fail("platform not ready:\n" + "".join(self.output))
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(1.0):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("platform not ready:\n" + "".join(self.output) + self._log_tails())
         return next(m.group(1) for line in self.output if (m := READY.search(line)))
+
+    def _log_tails(self, lines: int = 25) -> str:
+        """The end of every component's log: CI keeps only what the test prints."""
+        tails = []
+        for log in sorted((self.state_dir / "logs").glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"\n--- {log.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+        return "".join(tails)
 
     def child_pid(self, name: str) -> int:
         state = json.loads((self.state_dir / "platform.json").read_text())

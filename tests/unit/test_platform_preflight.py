@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ import pytest
 from storepulse.config import Settings, load_settings
 from storepulse.platform import __main__ as platform_cli
 from storepulse.platform.airflow_local import airflow_env
-from storepulse.platform.stack import PlatformError, port_in_use
+from storepulse.platform.processes import ManagedProcess
+from storepulse.platform.stack import PlatformError, StackContext, port_in_use
 
 
 def _free_port() -> int:
@@ -107,3 +110,41 @@ def test_plugins_folder_exposes_no_library_module_as_plugin() -> None:
         if p.endswith(".py")
     ]
     assert all(len(path.parts) == 1 and path.name.endswith("_plugin.py") for path in found), found
+
+
+class _Sleeper:
+    """A component that starts a long-running process."""
+
+    name = "sleeper"
+    process: ManagedProcess | None = None
+
+    def ports(self, settings: Settings) -> list[tuple[int, str]]:
+        return []
+
+    def start(self, ctx: StackContext) -> None:
+        self.process = ctx.spawn(self.name, [sys.executable, "-c", "import time; time.sleep(600)"])
+
+    def wait_ready(self, ctx: StackContext, timeout: float) -> None:
+        pass
+
+
+class _Crasher(_Sleeper):
+    """A component with a bug: its start raises something no one expected."""
+
+    name = "crasher"
+
+    def start(self, ctx: StackContext) -> None:
+        raise KeyError("a bug")
+
+
+def test_a_crash_half_way_stops_what_was_started(settings: Settings, monkeypatch) -> None:
+    sleeper = _Sleeper()
+    monkeypatch.setattr(platform_cli, "components", lambda _settings: [sleeper, _Crasher()])
+    monkeypatch.setattr(signal, "signal", lambda *_args: None)  # leave pytest's handlers alone
+
+    with pytest.raises(KeyError, match="a bug"):
+        platform_cli.up(settings)
+
+    assert sleeper.process is not None and sleeper.process.popen is not None
+    assert sleeper.process.popen.poll() is not None  # stopped, not orphaned
+    assert not platform_cli.pid_file(settings).exists()

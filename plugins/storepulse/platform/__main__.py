@@ -101,6 +101,10 @@ def up(settings: Settings) -> int:
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return _shutdown(ctx, 1)
+    except BaseException:
+        # A bug, not a known failure: show the traceback, but never leave processes behind.
+        _shutdown(ctx, 1)
+        raise
     return _shutdown(ctx, 0)
 
 

@@ -9,6 +9,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,11 @@ from storepulse.config import LOOPBACK, REPO_ROOT, Settings
 ADMIN_USER = "admin"
 # The four parts `airflow standalone` would start, run separately so each has its PID and log.
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Four processes share one SQLite file: a writer waits up to 30 s for the lock instead of
+# pysqlite's 5 s default, which a busy 2-core machine exceeds while the DAGs are first parsed.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30}
+# How often the REST client retries an answer that says "try again" (5xx, connection refused).
+API_ATTEMPTS = 5
 
 
 def aws_connection_uri(settings: Settings) -> str:
@@ -48,6 +55,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__PARALLELISM": "4",  # sized for 2 cores; the default 32 forks idle workers
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -99,16 +108,43 @@ def admin_password(settings: Settings) -> str | None:
 class AirflowApiError(RuntimeError):
     """Airflow's REST API answered with an error."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: a server error (SQLite busy, say) or no answer at all."""
+        return self.status is None or self.status >= 500
+
 
 class AirflowClient:
-    """The few REST calls the platform makes: log in, unpause, trigger, wait for a run."""
+    """The few REST calls the platform makes: log in, unpause, trigger, wait for a run.
 
-    def __init__(self, base_url: str, username: str, password: str) -> None:
+    SQLite lets one process write at a time, so Airflow answers a request that loses the race
+    with the scheduler or dag-processor with HTTP 500 "Database error": every call is retried
+    with backoff, and each is safe to repeat (a trigger names its run, so a repeat is a 409).
+    """
+
+    def __init__(
+        self, base_url: str, username: str, password: str, retry_delay: float = 0.5
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.retry_delay = retry_delay
         self._credentials = {"username": username, "password": password}
         self._token: str | None = None
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        for attempt in range(1, API_ATTEMPTS + 1):
+            try:
+                return self._request_once(method, path, body)
+            except AirflowApiError as exc:
+                if not exc.transient or attempt == API_ATTEMPTS:
+                    raise
+                time.sleep(self.retry_delay * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -123,20 +159,40 @@ class AirflowClient:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
-            raise AirflowApiError(f"{method} {path}: HTTP {exc.code} {detail}") from None
+            raise AirflowApiError(f"{method} {path}: HTTP {exc.code} {detail}", exc.code) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise AirflowApiError(f"{method} {path}: no answer ({exc})") from None
 
     def login(self) -> None:
         self._token = None
         self._token = self._request("POST", "/auth/token", self._credentials)["access_token"]
 
+    def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> None:
+        """Wait until the dag-processor has parsed the DAG (the API answers 404 before)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._request("GET", f"/api/v2/dags/{dag_id}")
+                return
+            except AirflowApiError as exc:
+                if exc.status != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(1.0)
+
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self._request(
-            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
-        )
-        return str(run["dag_run_id"])
+        """Start a run and return its id. The id is chosen here, so a retried POST whose first
+        attempt did land finds its own run (409) instead of starting a second one."""
+        run_id = f"api__{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S')}__{uuid.uuid4().hex[:8]}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        try:
+            self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+        except AirflowApiError as exc:
+            if exc.status != 409:  # the id is unique: a conflict means an earlier attempt landed
+                raise
+        return run_id
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         quoted = urllib.request.quote(run_id, safe="")

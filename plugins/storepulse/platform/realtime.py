@@ -53,9 +53,16 @@ class DeployComponent:
         client = airflow_local.AirflowClient(
             ctx.settings.airflow_url, airflow_local.ADMIN_USER, password
         )
-        client.login()
-        client.unpause(DEPLOY_DAG)
-        self.run_id = client.trigger(DEPLOY_DAG)
+        try:
+            client.login()
+            client.wait_for_dag(DEPLOY_DAG)
+            client.unpause(DEPLOY_DAG)
+            self.run_id = client.trigger(DEPLOY_DAG)
+        except airflow_local.AirflowApiError as exc:
+            raise PlatformError(
+                f"Airflow refused to start {DEPLOY_DAG}: {exc}; see "
+                f"{ctx.log_dir / 'airflow-api-server.log'}"
+            ) from None
         print(f"  triggered {DEPLOY_DAG} ({self.run_id}); waiting ...", flush=True)
         state = client.wait_for_run(DEPLOY_DAG, self.run_id, timeout=900)
         if state != "success":
