@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +48,7 @@ from storepulse.deploy.stack import (
 from storepulse.local.lambda_context import LambdaContext
 from storepulse.stream.records import StreamRecord, lambda_event
 from storepulse.stream.smoke import smoke_key
+from tests.dag_runs import airflow_home, run_dags
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 FUNCTION_DIR = REPO_ROOT / "lambdas" / "stream_processor"
@@ -528,77 +525,20 @@ def test_teardown_leaves_the_retained_tables_and_bucket(
 
 # ------------------------------------------------------------------------------ the DAGs
 
-DAG_SCRIPT = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-
-bag = DagBag(dag_folder=sys.argv[1])
-runs = []
-for dag_id, conf in json.loads(sys.argv[2]):
-    run = bag.dags[dag_id].test(run_conf=conf)
-    tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    with create_session() as session:
-        rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all()
-        xcoms = {f"{r.task_id}.{r.key}": XComModel.deserialize_value(r) for r in rows}
-    runs.append({"dag_id": dag_id, "state": str(run.state), "tasks": tasks, "xcoms": xcoms})
-print("RESULT " + json.dumps(runs, default=str))
-"""
-
-
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A temporary AIRFLOW_HOME with a migrated SQLite database (``dag.test()`` needs one).
-    In a subprocess: Airflow reads its configuration once per process."""
-    home = tmp_path_factory.mktemp("airflow")
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "STOREPULSE_STATE_DIR": str(home / "state"),
-        "STOREPULSE_ENV": "dev",
-    }
-    subprocess.run(
-        [sys.executable, "-c", "from airflow.utils.db import initdb; initdb()"],
-        env=env,
-        check=True,
-        capture_output=True,
-        cwd=REPO_ROOT,
-    )
-    return env
-
 
 def test_deploy_and_teardown_dags_run_on_the_embedded_aws(
-    airflow_env: dict[str, str], embedded_aws: str, aws_client: Client
+    tmp_path: Path, embedded_aws: str, aws_client: Client
 ) -> None:
-    connection = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": embedded_aws, "region_name": "us-east-1"},
-    }
-    env = {**airflow_env, "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
-    env.pop("AWS_ENDPOINT_URL", None)  # the connection alone must lead to the embedded AWS
-    plan = [
-        ("deploy_realtime_stack", {"smoke_test": False}),
-        ("deploy_realtime_stack", {"smoke_test": False}),
-        ("teardown_realtime_stack", {}),
-    ]
-    result = subprocess.run(
-        [sys.executable, "-c", DAG_SCRIPT, str(REPO_ROOT / "dags"), json.dumps(plan)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=600,
-        check=False,
+    env = airflow_home(tmp_path, embedded_aws)
+    no_smoke = {"smoke_test": False}
+    first, second, teardown = run_dags(
+        env,
+        [
+            {"dag_id": "deploy_realtime_stack", "conf": no_smoke},
+            {"dag_id": "deploy_realtime_stack", "conf": no_smoke},
+            {"dag_id": "teardown_realtime_stack"},
+        ],
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result.returncode == 0 and lines, result.stdout[-5000:] + result.stderr[-5000:]
-    first, second, teardown = json.loads(lines[-1][len("RESULT ") :])
     ran = {task: "success" for task in first["tasks"]} | {"smoke_test": "skipped"}
     assert first["tasks"] == ran, first
     assert first["xcoms"]["deploy_stack.deploy"]["action"] == "create"

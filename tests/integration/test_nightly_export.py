@@ -11,20 +11,17 @@ data fails the audit, publishes nothing and alerts through SNS; both strategies 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pyarrow.dataset as pads
 import pytest
 
-from storepulse.config import REPO_ROOT, settings
+from storepulse.config import settings
 from storepulse.export.datasets import DATASETS, datasets_of
 from storepulse.export.publish import (
     CURATED,
@@ -58,6 +55,7 @@ from storepulse.export.sources import (
 )
 from storepulse.export.writer import duckdb_connection, open_filesystem
 from storepulse.layout import Table, order_key, table_name
+from tests.dag_runs import airflow_home, run_dags
 from tests.integration.conftest import invoke
 from tests.integration.test_export import DAY, clients, put_a_day
 from tests.integration.test_stream_processor import NOON_PARIS, Stream, sale
@@ -470,29 +468,6 @@ def test_the_two_strategies_stage_identical_parquet(a_day) -> None:
 
 # --- the whole DAG -----------------------------------------------------------------------------
 
-DAG_SCRIPT = """
-import json, sys, time
-from datetime import datetime, timedelta, timezone
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.asset import AssetEvent
-from airflow.utils.session import create_session
-
-bag = DagBag(dag_folder=sys.argv[1])
-runs = []
-for day, conf in json.loads(sys.argv[2]):
-    # a run triggered at D+1 00:00 UTC covers the interval [D, D+1): business day D in Paris
-    after = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) + timedelta(days=1)
-    started = time.monotonic()
-    run = bag.dags["nightly_export"].test(logical_date=after, run_conf=conf)
-    tasks = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    with create_session() as session:
-        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id).all()
-        extras = {e.asset.uri: e.extra for e in events}
-    seconds = round(time.monotonic() - started, 1)
-    runs.append({"state": str(run.state), "tasks": tasks, "events": extras, "seconds": seconds})
-print("RESULT " + json.dumps(runs, default=str))
-"""
-
 
 @pytest.fixture
 def deployed_stack_outputs(realtime_stack: Any) -> None:
@@ -521,45 +496,16 @@ def test_the_dag_publishes_a_good_day_and_refuses_a_bad_one(
 ) -> None:
     stack = a_day
     _negative_quantity_on(stack, DAY + timedelta(days=1))
-    home = tmp_path / "airflow"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "STOREPULSE_STATE_DIR": str(home / "state"),
-        "STOREPULSE_ENV": "dev",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": embedded_aws, "region_name": "us-east-1"},
-            }
-        ),
-    }
-    env.pop("AWS_ENDPOINT_URL", None)  # the connection alone must lead to the embedded AWS
-    subprocess.run(
-        [sys.executable, "-c", "from airflow.utils.db import initdb; initdb()"],
-        env=env,
-        check=True,
-        capture_output=True,
-        cwd=REPO_ROOT,
-    )
-    plan = [(DAY.isoformat(), {"strategy": "pitr"}), ((DAY + timedelta(days=1)).isoformat(), {})]
-    result = subprocess.run(
-        [sys.executable, "-c", DAG_SCRIPT, str(REPO_ROOT / "dags"), json.dumps(plan)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
+    env = airflow_home(tmp_path / "airflow", embedded_aws)
+    # a run triggered at D+1 00:00 UTC covers the interval [D, D+1): business day D in Paris
+    good, bad = run_dags(
+        env,
+        [
+            {"dag_id": "nightly_export", "logical_date": _run_after(day), "conf": conf}
+            for day, conf in [(DAY, {"strategy": "pitr"}), (DAY + timedelta(days=1), {})]
+        ],
         timeout=300,
-        check=False,
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result.returncode == 0 and lines, result.stdout[-5000:] + result.stderr[-5000:]
-    good, bad = json.loads(lines[-1][len("RESULT ") :])
 
     assert good["state"] == "success", good
     assert set(good["tasks"].values()) == {"success"}
@@ -577,6 +523,10 @@ def test_the_dag_publishes_a_good_day_and_refuses_a_bad_one(
     (alert,) = data_quality_alerts(stack)
     failed = json.loads(alert["Message"])["details"]["failed"]
     assert any(f.startswith("order_lines: quantity >= 1") for f in failed), failed
+
+
+def _run_after(day: date) -> str:
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC).isoformat()
 
 
 def _negative_quantity_on(stack: Any, day: date) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +25,7 @@ from botocore.validate import ParamValidator
 from storepulse import quicksight as qs
 from storepulse.assets import curated_uri, requested_datasets
 from storepulse.config import REPO_ROOT
+from tests.dag_runs import airflow_home, run_dags
 
 ACCOUNT = "123456789012"  # moto's default account
 LAKE = f"storepulse-dev-lake-{ACCOUNT}"
@@ -455,68 +453,25 @@ def test_unknown_quicksight_calls_still_reach_moto(lake: Lake) -> None:
 
 # --- the DAG, end to end (one dag.test(): ~6 s of database migration, ~14 s of run) ------------
 
-DAG_SCRIPT = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-
-bag = DagBag(dag_folder=sys.argv[1])
-run = bag.dags["refresh_quicksight"].test(run_conf=json.loads(sys.argv[2]))
-tasks = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
-with create_session() as session:
-    rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id)).all()
-    xcoms = {f"{r.task_id}.{r.key}": XComModel.deserialize_value(r) for r in rows}
-outcome = {"state": str(run.state), "tasks": tasks, "xcoms": xcoms}
-print("RESULT " + json.dumps(outcome, default=str))
-"""
-
 
 def test_the_refresh_dag_runs_on_the_embedded_aws(lake: Lake, tmp_path) -> None:
     """A manual run: the provider's operator creates the ingestion, its sensor waits for it, the
     summary records the rows. In a subprocess: Airflow reads its configuration once per process."""
     lake.publish("inventory_snapshot", _inventory(6))
-    connection = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": lake.server.url, "region_name": "us-east-1"},
-    }
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
-        "STOREPULSE_STATE_DIR": str(tmp_path / "state"),
-        "STOREPULSE_ENV": "dev",
-    }
-    env.pop("AWS_ENDPOINT_URL", None)  # the connection alone must lead to the embedded AWS
-    migrate = "from airflow.utils.db import initdb; initdb()"
-    subprocess.run([sys.executable, "-c", migrate], env=env, check=True, capture_output=True)
-    dag_file = str(REPO_ROOT / "dags" / "refresh_quicksight.py")
-    conf = json.dumps({"data_sets": ["inventory_snapshot"]})
-    result = subprocess.run(
-        [sys.executable, "-c", DAG_SCRIPT, dag_file, conf],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
+    env = airflow_home(tmp_path, lake.server.url)
+    (run,) = run_dags(
+        env,
+        [{"dag_id": "refresh_quicksight", "conf": {"data_sets": ["inventory_snapshot"]}}],
+        dag_folder=REPO_ROOT / "dags" / "refresh_quicksight.py",
         timeout=300,
-        check=False,
     )
-
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result.returncode == 0 and lines, result.stdout[-5000:] + result.stderr[-5000:]
-    run = json.loads(lines[-1].removeprefix("RESULT "))
     assert run["state"] == "success", run
     assert set(run["tasks"]) == {
-        "affected_data_sets[-1]",
-        "plan_ingestions[-1]",
+        "affected_data_sets",
+        "plan_ingestions",
         "create_ingestion[0]",
         "wait_for_ingestion[0]",
-        "record_ingestions[-1]",
+        "record_ingestions",
     }
     [record] = run["xcoms"]["record_ingestions.ingestions"]
     assert (record["data_set"], record["status"], record["rows_ingested"]) == (
