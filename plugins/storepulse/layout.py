@@ -16,7 +16,10 @@ Tables (names ``storepulse-<env>-<table>``):
 ``facts``      orders (``ORDER#<id>``), refunds, customer profiles (``CUSTOMER#<id>``; repeat
                purchases come from the orders' customer_id), session markers, the alert log; order
                and refund facts carry ``gsi1pk = ORDERS#<local date>`` for the nightly export and
-               ``expires_at`` (TTL).
+               ``expires_at`` (TTL). Events that are not facts themselves are remembered by
+               ``event_id`` (map ``event_srcs``) in their session's marker (web events) or in
+               ``SEEN#<store_id>#<UTC hour>`` (foot traffic, stock adjustments), so a resent
+               copy counts once.
 ``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
                ``KPI``, ``ALERT_STATE``), sk = id.
 
@@ -29,7 +32,7 @@ applied to it (``wm_<shard>``); see ``storepulse.stream.writer``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any
@@ -40,6 +43,7 @@ from storepulse.config import settings
 ALL_STORES = "ALL"
 ORDER_TTL = timedelta(days=400)  # order facts outlive a year of nightly re-exports
 SESSION_TTL = timedelta(days=2)
+SEEN_TTL = timedelta(days=7)  # how long a resent foot-traffic or stock-adjustment copy is caught
 MINUTE_TTL = timedelta(days=35)  # minute buckets serve "today" and week-over-week comparisons
 
 
@@ -209,6 +213,12 @@ def customer_profile_key(customer_id: str) -> Key:
 
 def session_key(session_id: str) -> Key:
     return Key(f"SESSION#{session_id}", "SESSION")
+
+
+def seen_events_key(store_id: str, occurred_at: datetime) -> Key:
+    """Where one store's foot-traffic and stock-adjustment events of an hour are remembered
+    (an hour keeps the item, rewritten whole on every batch that adds to it, small)."""
+    return Key(f"SEEN#{store_id}#{occurred_at.astimezone(UTC):%Y-%m-%dT%HZ}", "SEEN")
 
 
 def alert_log_key(sent_at: datetime, rule_id: str, subject: str) -> Key:

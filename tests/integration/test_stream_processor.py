@@ -292,6 +292,75 @@ def test_sessions_are_counted_once_across_batches(handler, realtime_stack) -> No
     assert (day["page_views"], day["sessions"]) == (4, 2)
 
 
+def foot_traffic(store: str, at: datetime, entries: int) -> ev.StoreFootTrafficV1:
+    return ev.StoreFootTrafficV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store,
+        occurred_at=at,
+        sensor_id="front-door",
+        entries=entries,
+        exits=0,
+        interval_seconds=900,
+    )
+
+
+def restock(store: str, sku: str, delta: int, at: datetime) -> ev.InventoryAdjustmentV1:
+    return ev.InventoryAdjustmentV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store,
+        occurred_at=at,
+        sku=sku,
+        delta=delta,
+        reason="restock",
+    )
+
+
+def test_resent_counter_events_count_once(handler, realtime_stack) -> None:
+    """A producer's resend (same event, new sequence number) of a page view, a door count and a
+    restock, in the same batch and in a later one: every number is as if it was sent once."""
+    view = page_view("s-001", "sess-1", NOON_PARIS)
+    door = foot_traffic("s-001", NOON_PARIS, entries=7)
+    delivery = restock("s-001", "tea-100g", 12, NOON_PARIS)
+    stream = Stream()
+    invoke(
+        handler, stream.records(stock_take("s-001", "tea-100g", 3, NOON_PARIS - timedelta(hours=1)))
+    )
+    invoke(handler, stream.records(view, door, delivery, view, door, delivery))
+    invoke(handler, stream.records(view, door, delivery))
+
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["page_views"], day["sessions"], day["foot_traffic"]) == (1, 1, 7)
+    assert on_hand(realtime_stack, "s-001", "tea-100g") == 15
+
+
+def test_a_batch_retried_after_a_crash_counts_its_events_once(
+    handler, realtime_stack, monkeypatch
+) -> None:
+    """The first attempt dies after remembering the event ids but before any counter: the
+    retry (same sequence numbers) finds its own ids, not resent copies, and counts them once."""
+    stream = Stream()
+    batch = stream.records(
+        page_view("s-001", "sess-1", NOON_PARIS),
+        foot_traffic("s-001", NOON_PARIS, entries=4),
+        restock("s-001", "tea-100g", 5, NOON_PARIS),
+    )
+
+    def crash(self, write):
+        raise RuntimeError("Lambda timed out")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(writer.ItemWriter, "write_counters", crash)
+        with pytest.raises(RuntimeError):
+            invoke(handler, batch)
+    assert day_total(realtime_stack, "s-001", NOON_PARIS) == {}
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+    assert invoke(handler, batch) == {"batchItemFailures": []}  # a third delivery changes nothing
+
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["page_views"], day["sessions"], day["foot_traffic"]) == (1, 1, 4)
+    assert on_hand(realtime_stack, "s-001", "tea-100g") == 5
+
+
 def test_low_stock_alert_reaches_subscribers_once_per_cooldown(handler, realtime_stack) -> None:
     stream = Stream()
     invoke(handler, stream.records(stock_take("s-001", "coffee-1kg", 7, NOON_PARIS)))

@@ -5,12 +5,17 @@ another position. Facts are keyed by their business identity (order id, refund i
 and remember the stream position that created them (``src``): the copy is recognised as a
 duplicate and contributes nothing, while a retry of the *same* record (same position) after a
 crash is recognised as our own earlier write and still counts.
+
+Events that only add to counters (page views and funnel steps, foot traffic, stock adjustments)
+are remembered the same way, by ``event_id``, in a map on one item per group: the session's
+marker for web events, the store's hour for the others. That is one write per group and batch,
+not one per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +24,7 @@ from botocore.exceptions import ClientError
 from storepulse import events as ev
 from storepulse.layout import (
     ORDER_TTL,
+    SEEN_TTL,
     SESSION_TTL,
     Key,
     customer_profile_key,
@@ -27,6 +33,7 @@ from storepulse.layout import (
     order_key,
     orders_of_day,
     refund_key,
+    seen_events_key,
     session_key,
 )
 from storepulse.stream.aggregate import Located
@@ -92,81 +99,126 @@ def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if v is not None}
 
 
+# A group item stops remembering new event ids at this size (about 115 bytes each, well under
+# DynamoDB's 400 KB item limit); later events of a session of this length (a bot) or of such a
+# store-hour still count, but a resent copy of them would count again.
+MAX_EVENTS_PER_ITEM = 2500
+
+
 @dataclass(frozen=True)
 class _Claim:
+    """A fact keyed by its business identity (an order, a refund), created by one record."""
+
     position: str
     key: Key
     src: str
     attributes: dict[str, Any]
-    is_session: bool = False
 
 
-def _claims(items: Iterable[Located], catalog: Catalog) -> list[_Claim]:
-    claims, sessions_seen = [], set()
+@dataclass
+class _EventLog:
+    """One item that remembers events by ``event_id`` (``event_srcs``: id -> stream position)."""
+
+    key: Key
+    attributes: dict[str, Any]  # the item's own attributes, rewritten with the map
+    opens_session: bool = False
+    members: list[Located] = field(default_factory=list)
+
+
+def _event_log(item: Located) -> _EventLog | None:
+    match item.event:
+        case ev.WebEvent() as web:
+            marker = {
+                "type": "session",
+                "store_id": web.store_id,
+                "expires_at": expires_at(web.occurred_at, SESSION_TTL),
+            }
+            return _EventLog(session_key(web.session_id), marker, opens_session=True)
+        case ev.StoreFootTrafficV1() | ev.InventoryAdjustmentV1() as event:
+            attributes = {
+                "type": "seen",
+                "store_id": event.store_id,
+                "expires_at": expires_at(event.occurred_at, SEEN_TTL),
+            }
+            return _EventLog(seen_events_key(event.store_id, event.occurred_at), attributes)
+    return None
+
+
+def _claims(items: Iterable[Located], catalog: Catalog) -> tuple[list[_Claim], list[_EventLog]]:
+    claims: list[_Claim] = []
+    logs: dict[Key, _EventLog] = {}
     for item in items:
         match item.event:
             case ev.PosSaleV1() as sale:
-                claims.append(
-                    _Claim(
-                        item.position,
-                        order_key(sale.order_id),
-                        _src(item),
-                        _without_nulls(order_fact(sale, catalog)),
-                    )
-                )
+                attributes = _without_nulls(order_fact(sale, catalog))
+                key = order_key(sale.order_id)
+                claims.append(_Claim(item.position, key, _src(item), attributes))
             case ev.PosRefundV1() as refund:
-                claims.append(
-                    _Claim(
-                        item.position,
-                        refund_key(refund.refund_id),
-                        _src(item),
-                        _without_nulls(refund_fact(refund, catalog)),
-                    )
-                )
-            case ev.WebEvent() as web if web.session_id not in sessions_seen:
-                # The session's first record in the batch claims it (the same one on a retry).
-                sessions_seen.add(web.session_id)
-                marker = {
-                    "type": "session",
-                    "store_id": web.store_id,
-                    "expires_at": expires_at(web.occurred_at, SESSION_TTL),
-                }
-                claims.append(
-                    _Claim(
-                        item.position,
-                        session_key(web.session_id),
-                        _src(item),
-                        marker,
-                        is_session=True,
-                    )
-                )
-    return claims
+                attributes = _without_nulls(refund_fact(refund, catalog))
+                key = refund_key(refund.refund_id)
+                claims.append(_Claim(item.position, key, _src(item), attributes))
+            case _ if (log := _event_log(item)) is not None:
+                logs.setdefault(log.key, log).members.append(item)
+    return claims, list(logs.values())
+
+
+def _claim_events(
+    log: _EventLog,
+    found: dict[str, Any] | None,
+    duplicates: set[str],
+    new_sessions: set[str],
+) -> dict[str, Any] | None:
+    """Sort the log's records into ours and resent copies (added to ``duplicates``); return the
+    item to write if it learnt an event id."""
+    known: dict[str, str] = dict((found or {}).get("event_srcs") or {})
+    learnt = False
+    for item in log.members:
+        seen_at = known.get(item.event.event_id)
+        if seen_at is None and len(known) < MAX_EVENTS_PER_ITEM:
+            known[item.event.event_id] = _src(item)
+            learnt = True
+        elif seen_at is not None and seen_at != _src(item):
+            duplicates.add(item.position)
+    originals = [m for m in log.members if m.position not in duplicates]
+    if not originals:
+        return None
+    opener = found.get("src") if found else _src(originals[0])
+    if log.opens_session and opener == _src(originals[0]):
+        # The session's first record opens it (the same one again on a retry of the batch).
+        new_sessions.add(originals[0].position)
+    if not learnt:
+        return None
+    item = {**log.key.as_item(), **log.attributes, "event_srcs": known}
+    return item | {"src": opener} if log.opens_session else item
 
 
 def claim_facts(
     dynamodb: Any, table: Any, items: Iterable[Located], catalog: Catalog
 ) -> tuple[set[str], set[str]]:
-    """Write order, refund and session facts; return (positions of duplicate records,
+    """Write order and refund facts and the event logs; return (positions of duplicate records,
     positions of the records that open a new session).
 
-    Read, then write: one BatchGetItem per 100 facts and one BatchWriteItem per 25 new ones.
-    No other writer can create these facts meanwhile: a fact's records share a partition key
+    Read, then write: one BatchGetItem per 100 items and one BatchWriteItem per 25 changed ones.
+    No other writer can change these items meanwhile: an item's records share a partition key
     (store or session), hence a shard, and a shard is processed by one invocation at a time."""
-    claims = _claims(items, catalog)
-    existing = batch_get(dynamodb, table.name, [c.key for c in claims], projection="#pk, #sk, src")
-    duplicates, new_sessions, to_write, claimed = set(), set(), [], set()
+    claims, logs = _claims(items, catalog)
+    keys = [c.key for c in claims] + [log.key for log in logs]
+    existing = batch_get(dynamodb, table.name, keys, projection="#pk, #sk, src, event_srcs")
+    duplicates: set[str] = set()
+    new_sessions: set[str] = set()
+    to_write, claimed = [], set()
     for claim in claims:
         found = existing.get(claim.key)
-        ours = claim.key not in claimed and (found is None or found.get("src") == claim.src)
-        if not ours:
-            if not claim.is_session:
-                duplicates.add(claim.position)
+        if claim.key in claimed or (found is not None and found.get("src") != claim.src):
+            duplicates.add(claim.position)
             continue
         claimed.add(claim.key)
-        if claim.is_session:
-            new_sessions.add(claim.position)
         if found is None:  # found with our src: an earlier attempt of this batch wrote it
             to_write.append({**claim.key.as_item(), **claim.attributes, "src": claim.src})
+    for log in logs:
+        item = _claim_events(log, existing.get(log.key), duplicates, new_sessions)
+        if item is not None:
+            to_write.append(item)
     batch_put(table, to_write)
     return duplicates, new_sessions
 
