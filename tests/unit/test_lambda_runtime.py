@@ -11,8 +11,46 @@ from typing import Any
 
 import pytest
 
-from storepulse.local import lambda_runtime as lr
 from storepulse.local.lambda_context import LambdaContext
+from storepulse.local.lambda_runtime.batching import (
+    EVENT_OVERHEAD_BYTES,
+    MAX_PAYLOAD_BYTES,
+    batch_ready,
+    record_payload_bytes,
+    take_batch,
+)
+from storepulse.local.lambda_runtime.checkpoints import (
+    CheckpointStore,
+    ShardCheckpoint,
+    StateDirLock,
+    iterator_position,
+    ready_shards,
+)
+from storepulse.local.lambda_runtime.common import LambdaRuntimeError
+from storepulse.local.lambda_runtime.failures import (
+    BatchDriver,
+    Condition,
+    FailedBatch,
+    OnFailureSender,
+    on_failure_record,
+)
+from storepulse.local.lambda_runtime.invocation import (
+    SUCCESS,
+    Outcome,
+    Result,
+    call_handler,
+    interpret_response,
+)
+from storepulse.local.lambda_runtime.mappings import (
+    FOLDER_TAG,
+    LAMBDAS_DIR,
+    MappingConfig,
+    RetryPolicy,
+    handler_folder,
+    is_kinesis_stream,
+    load_handler,
+    wants_polling,
+)
 from storepulse.stream.records import StreamRecord, lambda_event
 
 SHARD = "shardId-000000000001"
@@ -37,21 +75,21 @@ def seqs(batch: list[StreamRecord]) -> list[str]:
 
 
 def test_batch_takes_at_most_batch_size_records() -> None:
-    assert lr.take_batch([100] * 25, batch_size=10) == 10
-    assert lr.take_batch([100] * 3, batch_size=10) == 3
+    assert take_batch([100] * 25, batch_size=10) == 10
+    assert take_batch([100] * 3, batch_size=10) == 3
 
 
 def test_batch_payload_stays_under_six_megabytes() -> None:
     mb = 1024 * 1024
-    assert lr.take_batch([2 * mb, 2 * mb, 2 * mb, 2 * mb], batch_size=100) == 2
-    assert lr.take_batch([7 * mb, 10], batch_size=100) == 1  # a lone record always goes
+    assert take_batch([2 * mb, 2 * mb, 2 * mb, 2 * mb], batch_size=100) == 2
+    assert take_batch([7 * mb, 10], batch_size=100) == 1  # a lone record always goes
 
 
 def test_record_payload_bytes_add_up_to_the_event_size() -> None:
     config = mapping_config()
     batch = records(5)
     event = lambda_event(batch, config.stream_arn, config.region, config.role_arn)
-    estimated = lr.EVENT_OVERHEAD_BYTES + sum(lr.record_payload_bytes(r, config) for r in batch)
+    estimated = EVENT_OVERHEAD_BYTES + sum(record_payload_bytes(r, config) for r in batch)
     assert estimated == len(json.dumps(event)) + 2  # one separator too many: errs on the safe side
 
 
@@ -68,7 +106,7 @@ def test_record_payload_bytes_add_up_to_the_event_size() -> None:
 )
 def test_batch_ready(buffered: int, window: float, waited: float, ended: bool, ready: bool) -> None:
     assert (
-        lr.batch_ready(
+        batch_ready(
             buffered=buffered,
             buffered_bytes=buffered * 100,
             batch_size=10,
@@ -81,8 +119,8 @@ def test_batch_ready(buffered: int, window: float, waited: float, ended: bool, r
 
 
 def test_batch_ready_when_payload_is_full() -> None:
-    full = lr.MAX_PAYLOAD_BYTES
-    assert lr.batch_ready(buffered=2, buffered_bytes=full, batch_size=100, window=300, waited=0.0)
+    full = MAX_PAYLOAD_BYTES
+    assert batch_ready(buffered=2, buffered_bytes=full, batch_size=100, window=300, waited=0.0)
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -95,13 +133,13 @@ BATCH = ["11", "12", "13", "14"]
     [None, {}, {"batchItemFailures": None}, {"batchItemFailures": []}, {"other": 1}],
 )
 def test_success_responses(response: Any) -> None:
-    assert lr.interpret_response(response, BATCH, True).result is lr.Result.SUCCESS
+    assert interpret_response(response, BATCH, True).result is Result.SUCCESS
 
 
 def test_partial_failure_resumes_from_the_lowest_reported_sequence_number() -> None:
     response = {"batchItemFailures": [{"itemIdentifier": "14"}, {"itemIdentifier": "12"}]}
-    outcome = lr.interpret_response(response, BATCH, True)
-    assert (outcome.result, outcome.resume_index) == (lr.Result.PARTIAL, 1)
+    outcome = interpret_response(response, BATCH, True)
+    assert (outcome.result, outcome.resume_index) == (Result.PARTIAL, 1)
 
 
 @pytest.mark.parametrize(
@@ -117,19 +155,19 @@ def test_partial_failure_resumes_from_the_lowest_reported_sequence_number() -> N
     ],
 )
 def test_invalid_identifiers_fail_the_whole_batch(failures: Any) -> None:
-    outcome = lr.interpret_response({"batchItemFailures": failures}, BATCH, True)
-    assert outcome.result is lr.Result.FAILED
+    outcome = interpret_response({"batchItemFailures": failures}, BATCH, True)
+    assert outcome.result is Result.FAILED
     assert not outcome.function_error
 
 
 def test_a_non_object_response_fails_the_batch() -> None:
-    assert lr.interpret_response("ok", BATCH, True).result is lr.Result.FAILED
+    assert interpret_response("ok", BATCH, True).result is Result.FAILED
 
 
 def test_without_report_batch_item_failures_the_response_is_ignored() -> None:
     response = {"batchItemFailures": [{"itemIdentifier": "12"}]}
-    assert lr.interpret_response(response, BATCH, False).result is lr.Result.SUCCESS
-    assert lr.interpret_response("garbage", BATCH, False).result is lr.Result.SUCCESS
+    assert interpret_response(response, BATCH, False).result is Result.SUCCESS
+    assert interpret_response("garbage", BATCH, False).result is Result.SUCCESS
 
 
 def test_a_raising_handler_is_a_function_error() -> None:
@@ -137,15 +175,15 @@ def test_a_raising_handler_is_a_function_error() -> None:
         raise TypeError("boom")  # not to be mistaken for a marshalling error
 
     context = LambdaContext("f")
-    outcome = lr.call_handler(handler, {}, context, BATCH, True)
-    assert (outcome.result, outcome.function_error) == (lr.Result.FAILED, True)
+    outcome = call_handler(handler, {}, context, BATCH, True)
+    assert (outcome.result, outcome.function_error) == (Result.FAILED, True)
     assert outcome.error == "TypeError: boom"
     assert outcome.request_id == context.aws_request_id
 
 
 def test_an_unserialisable_response_is_a_marshal_error() -> None:
-    outcome = lr.call_handler(lambda e, c: {"x": object()}, {}, LambdaContext("f"), BATCH, False)
-    assert outcome.result is lr.Result.FAILED
+    outcome = call_handler(lambda e, c: {"x": object()}, {}, LambdaContext("f"), BATCH, False)
+    assert outcome.result is Result.FAILED
     assert outcome.error and outcome.error.startswith("Runtime.MarshalError")
 
 
@@ -155,14 +193,14 @@ def test_an_unserialisable_response_is_a_marshal_error() -> None:
 class Harness:
     """A BatchDriver with a scripted handler; records what it was sent and what it did."""
 
-    def __init__(self, policy: lr.RetryPolicy, answer: Any, now: datetime = T0) -> None:
+    def __init__(self, policy: RetryPolicy, answer: Any, now: datetime = T0) -> None:
         self.sent: list[list[str]] = []
         self.committed: list[str] = []
-        self.discarded: list[lr.FailedBatch] = []
+        self.discarded: list[FailedBatch] = []
         self.sleeps: list[float] = []
         self.answer = answer
         self.stop_after: int | None = None
-        self.driver = lr.BatchDriver(
+        self.driver = BatchDriver(
             self._invoke,
             policy,
             commit=lambda batch: self.committed.extend(seqs(batch)),
@@ -172,28 +210,28 @@ class Harness:
             clock=lambda: now.timestamp(),
         )
 
-    def _invoke(self, batch: list[StreamRecord]) -> lr.Outcome:
+    def _invoke(self, batch: list[StreamRecord]) -> Outcome:
         self.sent.append(seqs(batch))
         return self.answer(batch)
 
 
 def poison(bad: str) -> Any:
-    def answer(batch: list[StreamRecord]) -> lr.Outcome:
+    def answer(batch: list[StreamRecord]) -> Outcome:
         if bad in seqs(batch):
-            return lr.Outcome(lr.Result.FAILED, function_error=True, error="boom")
-        return lr.SUCCESS
+            return Outcome(Result.FAILED, function_error=True, error="boom")
+        return SUCCESS
 
     return answer
 
 
 def test_success_commits_the_whole_batch() -> None:
-    harness = Harness(lr.RetryPolicy(), lambda batch: lr.SUCCESS)
+    harness = Harness(RetryPolicy(), lambda batch: SUCCESS)
     assert harness.driver.process(records(4))
     assert (harness.sent, harness.committed) == ([["1", "2", "3", "4"]], ["1", "2", "3", "4"])
 
 
 def test_bisect_isolates_a_poison_record_then_retries_and_discards_it() -> None:
-    policy = lr.RetryPolicy(max_retry_attempts=2, bisect_on_error=True, backoff_seconds=0.5)
+    policy = RetryPolicy(max_retry_attempts=2, bisect_on_error=True, backoff_seconds=0.5)
     harness = Harness(policy, poison("3"))
     assert harness.driver.process(records(8))
 
@@ -210,13 +248,13 @@ def test_bisect_isolates_a_poison_record_then_retries_and_discards_it() -> None:
     ]
     assert harness.committed == ["1", "2", "4", "5", "6", "7", "8"]
     [failed] = harness.discarded
-    assert (seqs(failed.records), failed.condition) == (["3"], lr.Condition.RETRIES_EXHAUSTED)
+    assert (seqs(failed.records), failed.condition) == (["3"], Condition.RETRIES_EXHAUSTED)
     assert failed.invoke_count == 3
     assert harness.sleeps == [0.5, 1.0]  # bisects do not back off: only retries
 
 
 def test_without_bisect_the_whole_batch_is_retried_then_discarded() -> None:
-    harness = Harness(lr.RetryPolicy(max_retry_attempts=1, backoff_seconds=0), poison("2"))
+    harness = Harness(RetryPolicy(max_retry_attempts=1, backoff_seconds=0), poison("2"))
     assert harness.driver.process(records(3))
     assert harness.sent == [["1", "2", "3"], ["1", "2", "3"]]
     assert harness.committed == []
@@ -225,40 +263,38 @@ def test_without_bisect_the_whole_batch_is_retried_then_discarded() -> None:
 
 
 def test_zero_retries_discards_after_the_first_failure() -> None:
-    harness = Harness(lr.RetryPolicy(max_retry_attempts=0), poison("1"))
+    harness = Harness(RetryPolicy(max_retry_attempts=0), poison("1"))
     harness.driver.process(records(1))
     assert (len(harness.sent), harness.discarded[0].invoke_count) == (1, 1)
 
 
 def test_partial_failure_commits_the_prefix_and_resends_the_rest() -> None:
-    answers = iter(
-        [lr.Outcome(lr.Result.PARTIAL, resume_index=2), lr.SUCCESS]
-    )  # fails once, at "3"
-    harness = Harness(lr.RetryPolicy(max_retry_attempts=5), lambda batch: next(answers))
+    answers = iter([Outcome(Result.PARTIAL, resume_index=2), SUCCESS])  # fails once, at "3"
+    harness = Harness(RetryPolicy(max_retry_attempts=5), lambda batch: next(answers))
     assert harness.driver.process(records(5))
     assert harness.sent == [["1", "2", "3", "4", "5"], ["3", "4", "5"]]
     assert harness.committed == ["1", "2", "3", "4", "5"]
 
 
 def test_partial_failures_count_as_retries() -> None:
-    def answer(batch: list[StreamRecord]) -> lr.Outcome:  # "2" always fails
-        return lr.Outcome(lr.Result.PARTIAL, resume_index=seqs(batch).index("2"))
+    def answer(batch: list[StreamRecord]) -> Outcome:  # "2" always fails
+        return Outcome(Result.PARTIAL, resume_index=seqs(batch).index("2"))
 
-    harness = Harness(lr.RetryPolicy(max_retry_attempts=2, bisect_on_error=True), answer)
+    harness = Harness(RetryPolicy(max_retry_attempts=2, bisect_on_error=True), answer)
     harness.driver.process(records(4))
     assert harness.sent == [["1", "2", "3", "4"], ["2", "3", "4"], ["2", "3", "4"]]
     assert harness.committed == ["1"]
     [failed] = harness.discarded
     assert seqs(failed.records) == ["2", "3", "4"]  # reported failures are not bisected
-    assert (failed.condition, failed.invoke_count) == (lr.Condition.RETRIES_EXHAUSTED, 3)
+    assert (failed.condition, failed.invoke_count) == (Condition.RETRIES_EXHAUSTED, 3)
     assert failed.last_outcome and not failed.last_outcome.function_error
 
 
 def test_an_invalid_response_is_bisected_like_an_error() -> None:
-    def answer(batch: list[StreamRecord]) -> lr.Outcome:
-        return lr.SUCCESS if len(batch) == 1 else lr.Outcome(lr.Result.FAILED, error="bad id")
+    def answer(batch: list[StreamRecord]) -> Outcome:
+        return SUCCESS if len(batch) == 1 else Outcome(Result.FAILED, error="bad id")
 
-    harness = Harness(lr.RetryPolicy(bisect_on_error=True), answer)
+    harness = Harness(RetryPolicy(bisect_on_error=True), answer)
     harness.driver.process(records(2))
     assert harness.sent == [["1", "2"], ["1"], ["2"]]
 
@@ -266,12 +302,12 @@ def test_an_invalid_response_is_bisected_like_an_error() -> None:
 def test_records_past_the_maximum_age_are_discarded_without_invoking() -> None:
     old = records(2, arrived_at=T0 - timedelta(minutes=10))
     fresh = records(2, start=3, arrived_at=T0 - timedelta(seconds=5))
-    harness = Harness(lr.RetryPolicy(max_record_age_seconds=60), lambda batch: lr.SUCCESS)
+    harness = Harness(RetryPolicy(max_record_age_seconds=60), lambda batch: SUCCESS)
     harness.driver.process(old + fresh)
     [failed] = harness.discarded
     assert (seqs(failed.records), failed.condition) == (
         ["1", "2"],
-        lr.Condition.RECORD_AGE_EXCEEDED,
+        Condition.RECORD_AGE_EXCEEDED,
     )
     assert (failed.invoke_count, failed.last_outcome) == (0, None)
     assert harness.sent == [["3", "4"]]
@@ -279,7 +315,7 @@ def test_records_past_the_maximum_age_are_discarded_without_invoking() -> None:
 
 def test_retries_stop_when_records_grow_too_old() -> None:
     now = {"t": T0}
-    policy = lr.RetryPolicy(max_record_age_seconds=60)  # infinite retries
+    policy = RetryPolicy(max_record_age_seconds=60)  # infinite retries
     harness = Harness(policy, poison("1"))
 
     def later(seconds: float) -> None:
@@ -289,19 +325,19 @@ def test_retries_stop_when_records_grow_too_old() -> None:
     harness.driver._clock = lambda: now["t"].timestamp()
     harness.driver.process(records(1, arrived_at=T0))
     assert len(harness.sent) == 3  # at 0 s, 30 s, 60 s; at 90 s the record is too old
-    assert harness.discarded[0].condition is lr.Condition.RECORD_AGE_EXCEEDED
+    assert harness.discarded[0].condition is Condition.RECORD_AGE_EXCEEDED
     assert harness.discarded[0].invoke_count == 3
 
 
 def test_stopping_between_retries_leaves_the_batch_uncommitted() -> None:
-    harness = Harness(lr.RetryPolicy(), poison("1"))  # infinite retries
+    harness = Harness(RetryPolicy(), poison("1"))  # infinite retries
     harness.stop_after = 2
     assert harness.driver.process(records(3)) is False
     assert (len(harness.sent), harness.committed, harness.discarded) == (2, [], [])
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:
-    policy = lr.RetryPolicy(backoff_seconds=1, max_backoff_seconds=5)
+    policy = RetryPolicy(backoff_seconds=1, max_backoff_seconds=5)
     assert [policy.backoff(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
 
 
@@ -311,9 +347,9 @@ def test_backoff_doubles_up_to_a_cap() -> None:
 def test_on_failure_record_has_the_kinesis_mapping_shape() -> None:
     batch = records(3, start=40)
     batch[-1] = StreamRecord(SHARD, "42", "pk", b"x", T0 + timedelta(seconds=2, milliseconds=5))
-    outcome = lr.Outcome(lr.Result.FAILED, function_error=True, request_id="req-1")
-    failed = lr.FailedBatch(batch, lr.Condition.RETRIES_EXHAUSTED, 3, outcome)
-    record = lr.on_failure_record(
+    outcome = Outcome(Result.FAILED, function_error=True, request_id="req-1")
+    failed = FailedBatch(batch, Condition.RETRIES_EXHAUSTED, 3, outcome)
+    record = on_failure_record(
         failed,
         function_arn=FUNCTION_ARN,
         stream_arn=STREAM_ARN,
@@ -347,15 +383,13 @@ def test_on_failure_record_has_the_kinesis_mapping_shape() -> None:
 
 
 def test_on_failure_record_without_function_error_or_invocation() -> None:
-    bad_response = lr.FailedBatch(
-        records(1), lr.Condition.RETRIES_EXHAUSTED, 1, lr.Outcome(lr.Result.FAILED)
-    )
-    record = lr.on_failure_record(bad_response, function_arn="f", stream_arn="s", now=T0)
+    bad_response = FailedBatch(records(1), Condition.RETRIES_EXHAUSTED, 1, Outcome(Result.FAILED))
+    record = on_failure_record(bad_response, function_arn="f", stream_arn="s", now=T0)
     assert "functionError" not in record["responseContext"]
     assert record["requestContext"]["requestId"]  # generated when unknown
 
-    too_old = lr.FailedBatch(records(1), lr.Condition.RECORD_AGE_EXCEEDED, 0, None)
-    record = lr.on_failure_record(too_old, function_arn="f", stream_arn="s", now=T0)
+    too_old = FailedBatch(records(1), Condition.RECORD_AGE_EXCEEDED, 0, None)
+    record = on_failure_record(too_old, function_arn="f", stream_arn="s", now=T0)
     assert "responseContext" not in record
     assert record["requestContext"]["condition"] == "RecordAgeExceeded"
 
@@ -380,7 +414,7 @@ class FakeClients:
 
 def test_on_failure_sender_uses_sqs_and_sns() -> None:
     clients = FakeClients()
-    sender = lr.OnFailureSender(clients)
+    sender = OnFailureSender(clients)
     sender.send("arn:aws:sqs:us-east-1:123456789012:dlq", {"a": 1})
     sender.send("arn:aws:sqs:us-east-1:123456789012:dlq", {"a": 2})
     sender.send("arn:aws:sns:us-east-1:123456789012:topic", {"b": 1})
@@ -394,7 +428,7 @@ def test_on_failure_sender_uses_sqs_and_sns() -> None:
             {"TopicArn": "arn:aws:sns:us-east-1:123456789012:topic", "Message": '{"b": 1}'},
         ),
     ]
-    with pytest.raises(lr.LambdaRuntimeError, match="unsupported"):
+    with pytest.raises(LambdaRuntimeError, match="unsupported"):
         sender.send("arn:aws:s3:::bucket", {})
 
 
@@ -403,16 +437,16 @@ def test_on_failure_sender_uses_sqs_and_sns() -> None:
 
 def test_checkpoints_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "state" / "checkpoints.json"
-    store = lr.CheckpointStore(path)
-    store.set_shard("m-1", "shardId-0", lr.ShardCheckpoint("41"))
-    store.set_shard("m-1", "shardId-0", lr.ShardCheckpoint("42"))
-    store.set_shard("m-1", "shardId-1", lr.ShardCheckpoint("7", finished=True))
+    store = CheckpointStore(path)
+    store.set_shard("m-1", "shardId-0", ShardCheckpoint("41"))
+    store.set_shard("m-1", "shardId-0", ShardCheckpoint("42"))
+    store.set_shard("m-1", "shardId-1", ShardCheckpoint("7", finished=True))
     pin = store.latest_pin("m-2", now=1000.0)
 
-    again = lr.CheckpointStore(path)
-    assert again.shard("m-1", "shardId-0") == lr.ShardCheckpoint("42")
-    assert again.shard("m-1", "shardId-1") == lr.ShardCheckpoint("7", finished=True)
-    assert again.shard("m-1", "shardId-9") == lr.ShardCheckpoint()
+    again = CheckpointStore(path)
+    assert again.shard("m-1", "shardId-0") == ShardCheckpoint("42")
+    assert again.shard("m-1", "shardId-1") == ShardCheckpoint("7", finished=True)
+    assert again.shard("m-1", "shardId-9") == ShardCheckpoint()
     assert again.latest_pin("m-2", now=2000.0) == pin == 1000.0  # pinned once, kept
     assert [p.name for p in path.parent.iterdir()] == ["checkpoints.json"]  # no temp files
 
@@ -421,32 +455,32 @@ def test_a_failed_write_leaves_the_previous_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "checkpoints.json"
-    store = lr.CheckpointStore(path)
-    store.set_shard("m-1", "shardId-0", lr.ShardCheckpoint("10"))
+    store = CheckpointStore(path)
+    store.set_shard("m-1", "shardId-0", ShardCheckpoint("10"))
 
     def crash(*args: Any) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        store.set_shard("m-1", "shardId-0", lr.ShardCheckpoint("11"))
+        store.set_shard("m-1", "shardId-0", ShardCheckpoint("11"))
     monkeypatch.undo()
 
-    assert lr.CheckpointStore(path).shard("m-1", "shardId-0").sequence_number == "10"
+    assert CheckpointStore(path).shard("m-1", "shardId-0").sequence_number == "10"
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoints.json"]
 
 
 def test_an_unreadable_checkpoint_file_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
     path = tmp_path / "checkpoints.json"
     path.write_text('{"version": 1, "mappi')
-    with pytest.raises(lr.LambdaRuntimeError, match="unreadable"):
-        lr.CheckpointStore(path)
+    with pytest.raises(LambdaRuntimeError, match="unreadable"):
+        CheckpointStore(path)
 
 
 def test_one_runtime_per_state_directory(tmp_path: Path) -> None:
-    first, second = lr.StateDirLock(tmp_path), lr.StateDirLock(tmp_path)
+    first, second = StateDirLock(tmp_path), StateDirLock(tmp_path)
     first.acquire()
-    with pytest.raises(lr.LambdaRuntimeError, match="another Lambda runtime"):
+    with pytest.raises(LambdaRuntimeError, match="another Lambda runtime"):
         second.acquire()
     first.release()
     second.acquire()
@@ -454,17 +488,17 @@ def test_one_runtime_per_state_directory(tmp_path: Path) -> None:
 
 
 def test_iterator_position() -> None:
-    none = lr.ShardCheckpoint()
-    assert lr.iterator_position(lr.ShardCheckpoint("42"), "LATEST", None, 5.0) == {
+    none = ShardCheckpoint()
+    assert iterator_position(ShardCheckpoint("42"), "LATEST", None, 5.0) == {
         "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
         "StartingSequenceNumber": "42",
     }
-    assert lr.iterator_position(none, "TRIM_HORIZON") == {"ShardIteratorType": "TRIM_HORIZON"}
-    assert lr.iterator_position(none, "AT_TIMESTAMP", T0) == {
+    assert iterator_position(none, "TRIM_HORIZON") == {"ShardIteratorType": "TRIM_HORIZON"}
+    assert iterator_position(none, "AT_TIMESTAMP", T0) == {
         "ShardIteratorType": "AT_TIMESTAMP",
         "Timestamp": T0,
     }
-    assert lr.iterator_position(none, "LATEST", None, 5.0) == {
+    assert iterator_position(none, "LATEST", None, 5.0) == {
         "ShardIteratorType": "AT_TIMESTAMP",
         "Timestamp": 5.0,
     }
@@ -481,19 +515,19 @@ def shard(shard_id: str, parent: str | None = None, adjacent: str | None = None)
 
 def test_children_start_only_after_their_parents_finish() -> None:
     listing = [shard("s0"), shard("s1"), shard("s2", "s0"), shard("s3", "s0"), shard("s4", "s1")]
-    assert lr.ready_shards(listing, finished=set(), started=set()) == ["s0", "s1"]
-    assert lr.ready_shards(listing, finished=set(), started={"s0", "s1"}) == []
-    assert lr.ready_shards(listing, finished={"s0"}, started={"s0", "s1"}) == ["s2", "s3"]
+    assert ready_shards(listing, finished=set(), started=set()) == ["s0", "s1"]
+    assert ready_shards(listing, finished=set(), started={"s0", "s1"}) == []
+    assert ready_shards(listing, finished={"s0"}, started={"s0", "s1"}) == ["s2", "s3"]
 
 
 def test_a_merged_shard_waits_for_both_parents() -> None:
     listing = [shard("s0"), shard("s1"), shard("s2", "s0", "s1")]
-    assert lr.ready_shards(listing, finished={"s0"}, started={"s0", "s1"}) == []
-    assert lr.ready_shards(listing, finished={"s0", "s1"}, started={"s0", "s1"}) == ["s2"]
+    assert ready_shards(listing, finished={"s0"}, started={"s0", "s1"}) == []
+    assert ready_shards(listing, finished={"s0", "s1"}, started={"s0", "s1"}) == ["s2"]
 
 
 def test_a_parent_no_longer_listed_has_expired() -> None:
-    assert lr.ready_shards([shard("s5", "s1")], finished=set(), started=set()) == ["s5"]
+    assert ready_shards([shard("s5", "s1")], finished=set(), started=set()) == ["s5"]
 
 
 # --- mappings and handlers --------------------------------------------------------------------
@@ -513,18 +547,18 @@ def test_a_parent_no_longer_listed_has_expired() -> None:
     ],
 )
 def test_which_mappings_are_polled(state: str | None, running: bool, polled: bool) -> None:
-    assert lr.wants_polling(state, running) is polled
+    assert wants_polling(state, running) is polled
 
 
 def test_only_kinesis_streams_are_event_sources() -> None:
-    assert lr.is_kinesis_stream(STREAM_ARN)
-    assert not lr.is_kinesis_stream("arn:aws:sqs:us-east-1:123456789012:queue")
-    assert not lr.is_kinesis_stream(
+    assert is_kinesis_stream(STREAM_ARN)
+    assert not is_kinesis_stream("arn:aws:sqs:us-east-1:123456789012:queue")
+    assert not is_kinesis_stream(
         "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-11-26T00:00:00.000"
     )
 
 
-def mapping_config(**mapping: Any) -> lr.MappingConfig:
+def mapping_config(**mapping: Any) -> MappingConfig:
     base = {"UUID": "m-1", "EventSourceArn": STREAM_ARN, "FunctionArn": FUNCTION_ARN}
     function = {
         "Configuration": {
@@ -538,7 +572,7 @@ def mapping_config(**mapping: Any) -> lr.MappingConfig:
         },
         "Tags": {"team": "data"},
     }
-    return lr.MappingConfig.from_aws({**base, **mapping}, function, backoff=0)
+    return MappingConfig.from_aws({**base, **mapping}, function, backoff=0)
 
 
 def test_mapping_defaults_follow_aws() -> None:
@@ -548,7 +582,7 @@ def test_mapping_defaults_follow_aws() -> None:
         0.0,
         "TRIM_HORIZON",
     )
-    assert config.policy == lr.RetryPolicy(-1, -1, False, backoff_seconds=0)
+    assert config.policy == RetryPolicy(-1, -1, False, backoff_seconds=0)
     assert (config.report_item_failures, config.on_failure, config.ignored) == (False, None, ())
     assert (config.region, config.account_id, config.stream_name) == (
         "us-east-1",
@@ -575,15 +609,15 @@ def test_mapping_settings_are_read() -> None:
         2.0,
         True,
     )
-    assert config.policy == lr.RetryPolicy(0, 60, True, backoff_seconds=0)
+    assert config.policy == RetryPolicy(0, 60, True, backoff_seconds=0)
     assert config.on_failure == "arn:aws:sqs:us-east-1:1:dlq"
     assert config.ignored == ("FilterCriteria", "ParallelizationFactor")
 
 
 def test_handler_folder_convention() -> None:
-    assert lr.handler_folder("storepulse-dev-stream-processor", {}) == "stream_processor"
-    assert lr.handler_folder("nightly-report", {}) == "nightly_report"
-    assert lr.handler_folder("anything", {lr.FOLDER_TAG: "stream_processor"}) == "stream_processor"
+    assert handler_folder("storepulse-dev-stream-processor", {}) == "stream_processor"
+    assert handler_folder("nightly-report", {}) == "nightly_report"
+    assert handler_folder("anything", {FOLDER_TAG: "stream_processor"}) == "stream_processor"
 
 
 def test_load_handler_imports_a_fresh_module_each_time(tmp_path: Path) -> None:
@@ -592,17 +626,17 @@ def test_load_handler_imports_a_fresh_module_each_time(tmp_path: Path) -> None:
     (folder / "app.py").write_text(
         "calls = []\n\ndef handler(event, context):\n    calls.append(1)\n    return len(calls)\n"
     )
-    first, second = (lr.load_handler("app.handler", folder) for _ in range(2))
+    first, second = (load_handler("app.handler", folder) for _ in range(2))
     assert (first({}, None), first({}, None), second({}, None)) == (1, 2, 1)
-    with pytest.raises(lr.LambdaRuntimeError, match="no file"):
-        lr.load_handler("missing.handler", folder)
-    with pytest.raises(lr.LambdaRuntimeError, match="no function 'nope'"):
-        lr.load_handler("app.nope", folder)
+    with pytest.raises(LambdaRuntimeError, match="no file"):
+        load_handler("missing.handler", folder)
+    with pytest.raises(LambdaRuntimeError, match="no function 'nope'"):
+        load_handler("app.nope", folder)
     (folder / "broken.py").write_text("import not_a_module_anywhere\n")
-    with pytest.raises(lr.LambdaRuntimeError, match=r"importing .* failed"):
-        lr.load_handler("broken.handler", folder)
+    with pytest.raises(LambdaRuntimeError, match=r"importing .* failed"):
+        load_handler("broken.handler", folder)
 
 
 def test_the_stream_processor_handler_is_found_by_convention() -> None:
-    folder = lr.LAMBDAS_DIR / lr.handler_folder("storepulse-dev-stream-processor", {})
+    folder = LAMBDAS_DIR / handler_folder("storepulse-dev-stream-processor", {})
     assert (folder / "handler.py").is_file()

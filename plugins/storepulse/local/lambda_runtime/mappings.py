@@ -1,0 +1,179 @@
+"""Kinesis event source mappings as the runtime uses them, which are polled, and their handlers."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from storepulse.config import REPO_ROOT, settings
+from storepulse.local.lambda_runtime.common import LambdaRuntimeError
+from storepulse.stream.records import StreamRecord
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+FOLDER_TAG: Final = "storepulse:lambda-folder"
+LAMBDAS_DIR: Final = REPO_ROOT / "lambdas"
+POLLED_STATES: Final = frozenset({"Enabled", "Enabling"})
+TRANSITIONAL_STATES: Final = frozenset({"Creating", "Updating"})  # keep whatever we were doing
+
+
+def is_kinesis_stream(arn: str) -> bool:
+    parts = arn.split(":", 5)
+    return len(parts) == 6 and parts[2] == "kinesis" and parts[5].startswith("stream/")
+
+
+def wants_polling(state: str | None, running: bool) -> bool:
+    """Poll Enabled/Enabling mappings; in a transition (Creating, Updating) keep the current
+    decision; anything else (Disabled, Disabling, Deleting) is not polled."""
+    if state in POLLED_STATES:
+        return True
+    return running and state in TRANSITIONAL_STATES
+
+
+def _value(source: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``source[key]`` unless missing or null (0 and False are real values here)."""
+    value = source.get(key)
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What to do with a failed batch; -1 means infinite, as in the mapping's API."""
+
+    max_retry_attempts: int = -1
+    max_record_age_seconds: int = -1
+    bisect_on_error: bool = False
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+
+    def exhausted(self, retries: int) -> bool:
+        return 0 <= self.max_retry_attempts <= retries
+
+    def expired_prefix(self, records: Sequence[StreamRecord], now: float) -> int:
+        """How many leading records are older than the maximum age (arrival order = age order)."""
+        if self.max_record_age_seconds < 0:
+            return 0
+        limit = now - self.max_record_age_seconds
+        return next(
+            (i for i, r in enumerate(records) if r.arrived_at.timestamp() >= limit), len(records)
+        )
+
+    def backoff(self, retry: int) -> float:
+        return min(self.backoff_seconds * 2 ** (retry - 1), self.max_backoff_seconds)
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """One Kinesis event source mapping and its function, as the runtime uses them."""
+
+    uuid: str
+    stream_arn: str
+    function_name: str
+    function_arn: str
+    handler: str
+    role_arn: str
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    timeout: int = 3
+    memory_size: int = 128
+    starting_position: str = "TRIM_HORIZON"
+    starting_timestamp: datetime | None = None
+    batch_size: int = 100
+    batching_window: float = 0.0
+    report_item_failures: bool = False
+    policy: RetryPolicy = RetryPolicy()
+    on_failure: str | None = None
+    ignored: tuple[str, ...] = ()  # settings present on the mapping that are not emulated
+
+    @property
+    def region(self) -> str:
+        return self.stream_arn.split(":")[3]
+
+    @property
+    def stream_name(self) -> str:
+        return self.stream_arn.split(":", 5)[5].split("/")[1]
+
+    @property
+    def account_id(self) -> str:
+        return self.role_arn.split(":")[4] or self.stream_arn.split(":")[4]
+
+    @classmethod
+    def from_aws(
+        cls, mapping: Mapping[str, Any], function: Mapping[str, Any], backoff: float = 0.5
+    ) -> MappingConfig:
+        """From ``list_event_source_mappings`` and ``get_function`` answers."""
+        conf = function["Configuration"]
+        return cls(
+            uuid=mapping["UUID"],
+            stream_arn=mapping["EventSourceArn"],
+            function_name=conf["FunctionName"],
+            function_arn=conf["FunctionArn"],
+            handler=conf["Handler"],
+            role_arn=conf["Role"],
+            environment=dict(conf.get("Environment", {}).get("Variables") or {}),
+            tags=dict(function.get("Tags") or {}),
+            timeout=int(_value(conf, "Timeout", 3)),
+            memory_size=int(_value(conf, "MemorySize", 128)),
+            starting_position=_value(mapping, "StartingPosition", "TRIM_HORIZON"),
+            starting_timestamp=mapping.get("StartingPositionTimestamp"),
+            batch_size=int(_value(mapping, "BatchSize", 100)),
+            batching_window=float(_value(mapping, "MaximumBatchingWindowInSeconds", 0)),
+            report_item_failures="ReportBatchItemFailures"
+            in (mapping.get("FunctionResponseTypes") or []),
+            policy=RetryPolicy(
+                max_retry_attempts=int(_value(mapping, "MaximumRetryAttempts", -1)),
+                max_record_age_seconds=int(_value(mapping, "MaximumRecordAgeInSeconds", -1)),
+                bisect_on_error=bool(_value(mapping, "BisectBatchOnFunctionError", False)),
+                backoff_seconds=backoff,
+            ),
+            on_failure=(mapping.get("DestinationConfig") or {})
+            .get("OnFailure", {})
+            .get("Destination")
+            or None,
+            ignored=_ignored_settings(mapping),
+        )
+
+
+def _ignored_settings(mapping: Mapping[str, Any]) -> tuple[str, ...]:
+    ignored = [k for k in ("FilterCriteria", "TumblingWindowInSeconds") if mapping.get(k)]
+    if _value(mapping, "ParallelizationFactor", 1) != 1:
+        ignored.append("ParallelizationFactor")
+    return tuple(ignored)
+
+
+def handler_folder(function_name: str, tags: Mapping[str, str]) -> str:
+    """The ``lambdas/`` folder of a function: its tag, else its name after the project prefix."""
+    if tags.get(FOLDER_TAG):
+        return tags[FOLDER_TAG]
+    return function_name.removeprefix(settings().resource_name("")).replace("-", "_")
+
+
+_module_ids = itertools.count(1)
+
+
+def load_handler(handler: str, folder: Path) -> Handler:
+    """Import ``<folder>/<module>.py`` afresh (own module, own caches) and return the function."""
+    module_name, _, function_name = handler.rpartition(".")
+    path = folder / f"{module_name.replace('.', '/')}.py"
+    if not module_name or not path.is_file():
+        raise LambdaRuntimeError(f"handler {handler!r}: no file {path}")
+    unique = f"storepulse_lambda_{folder.name}_{module_name.replace('.', '_')}_{next(_module_ids)}"
+    spec = importlib.util.spec_from_file_location(unique, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[unique] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a broken handler must not take the runtime down: retried later
+        del sys.modules[unique]
+        raise LambdaRuntimeError(f"handler {handler!r}: importing {path} failed: {exc!r}") from exc
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise LambdaRuntimeError(f"handler {handler!r}: {path} has no function {function_name!r}")
+    return function
