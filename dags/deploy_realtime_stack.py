@@ -116,7 +116,8 @@ def deploy_realtime_stack() -> None:
     @task
     def verify_stack(outputs: dict[str, str], artifact: dict[str, Any]) -> dict[str, int]:
         """Every resource through its own service; the function must run the uploaded zip."""
-        from storepulse.deploy.stack import embedded_aws_gaps, is_embedded_endpoint, verify_stack
+        from storepulse.deploy.stack import is_embedded_endpoint
+        from storepulse.deploy.verify import embedded_aws_gaps, verify_stack
 
         endpoint = aws_client("cloudformation").meta.endpoint_url
         gaps = embedded_aws_gaps() if is_embedded_endpoint(endpoint) else {}
@@ -130,7 +131,7 @@ def deploy_realtime_stack() -> None:
     def smoke_test(outputs: dict[str, str], params: dict[str, Any] | None = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from storepulse.deploy.stack import run_smoke_test
+        from storepulse.deploy.smoke import run_smoke_test
 
         params = params or {}
         if not params.get("smoke_test", True):

@@ -51,7 +51,7 @@ def teardown_realtime_stack() -> None:
     def record_retained_resources() -> list[dict[str, str]]:
         from dataclasses import asdict
 
-        from storepulse.deploy.stack import retained_resources
+        from storepulse.deploy.teardown import retained_resources
 
         retained = retained_resources(aws_client("cloudformation"), STACK_NAME)
         names = ", ".join(r.physical_id for r in retained) or "none (no stack)"
@@ -62,7 +62,7 @@ def teardown_realtime_stack() -> None:
     def report_leftovers(retained: list[dict[str, str]]) -> dict[str, Any]:
         """Say what remains (and holds data); delete nothing."""
         from storepulse.deploy.package import artifacts_bucket
-        from storepulse.deploy.stack import RetainedResource, bucket_usage, still_existing
+        from storepulse.deploy.teardown import RetainedResource, bucket_usage, still_existing
 
         left = still_existing(aws_client, [RetainedResource(**r) for r in retained])
         for resource in left:

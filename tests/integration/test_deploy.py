@@ -25,24 +25,23 @@ from storepulse.deploy.package import (
     build_lambda_zip,
     upload_package,
 )
+from storepulse.deploy.smoke import SmokeTestError, run_smoke_test
 from storepulse.deploy.stack import (
+    DeployResult,
+    StackDeployError,
+    deploy_stack,
+    describe_stack,
+    is_embedded_endpoint,
+    load_parameters,
+)
+from storepulse.deploy.teardown import bucket_usage, retained_resources, still_existing
+from storepulse.deploy.verify import (
     FAILED,
     GAP,
     NOT_DEPLOYED,
     OK,
-    DeployResult,
-    SmokeTestError,
-    StackDeployError,
     VerificationError,
-    bucket_usage,
-    deploy_stack,
-    describe_stack,
     embedded_aws_gaps,
-    is_embedded_endpoint,
-    load_parameters,
-    retained_resources,
-    run_smoke_test,
-    still_existing,
     verify_stack,
 )
 from storepulse.local.lambda_context import LambdaContext
@@ -318,7 +317,7 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
 ) -> None:
     deploy(package)
     assert is_embedded_endpoint(aws_client("cloudformation").meta.endpoint_url)
-    caplog.set_level("INFO", logger="storepulse.deploy.stack")
+    caplog.set_level("INFO", logger="storepulse.deploy.verify")
     report = verify_stack(
         aws_client, STACK, known_gaps=embedded_aws_gaps(), code_sha256=package.sha256
     )

@@ -1,5 +1,5 @@
-"""The real-time stack: create-or-update through a change set, verification through each
-service's own API, the end-to-end smoke test, and what a teardown leaves behind.
+"""The real-time stack: its name and parameters, the deployed stack's description and outputs,
+and create-or-update through a change set.
 
 Deploy (:func:`deploy_stack`). If the stack exists with the same template and parameters, nothing
 is done: AWS rejects an empty change set (the embedded AWS accepts it), so we decide ourselves.
@@ -9,25 +9,17 @@ for. A failure names the failing resources with CloudFormation's reasons (the st
 previous version of every resource keeps serving, and the task fails. The embedded AWS never rolls
 back and records no resource events: there the failing resource is named by matching the error
 against the template, and a stack left in progress fails the task after the timeout.
-
-Verify (:func:`verify_stack`). Every resource of the deployed template is looked up with its
-service (the stream is ACTIVE, the tables have the key layout of ``storepulse.layout``, the
-function has the template's handler, runtime and environment, ...). CloudFormation saying
-``CREATE_COMPLETE`` is not enough: the embedded AWS says it after skipping types it does not
-support (``infra/local/embedded_aws_gaps.json``, reported as known gaps there, failures elsewhere).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import cache
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlparse
@@ -35,13 +27,17 @@ from urllib.parse import urlparse
 from botocore.exceptions import ClientError
 
 from storepulse.config import REPO_ROOT
-from storepulse.layout import TABLE_SPECS
+from storepulse.deploy.intrinsics import (
+    Intrinsics,
+    UnresolvedError,
+    pseudo_parameters,
+    scalar_text,
+)
 
 log = logging.getLogger(__name__)
 
 TEMPLATE: Final = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 PARAMETERS_DIR: Final = REPO_ROOT / "infra" / "cloudformation" / "parameters"
-GAPS_FILE: Final = REPO_ROOT / "infra" / "local" / "embedded_aws_gaps.json"
 CAPABILITIES: Final = ("CAPABILITY_IAM",)
 CODE_PARAMETERS: Final = ("LambdaCodeBucket", "LambdaCodeKey")
 
@@ -125,7 +121,7 @@ def describe_stack(cfn: Any, name: str) -> dict[str, Any] | None:
     try:
         return cfn.describe_stacks(StackName=name)["Stacks"][0]
     except ClientError as exc:
-        if "does not exist" in _message(exc):
+        if "does not exist" in error_message(exc):
             return None
         raise
 
@@ -134,14 +130,19 @@ def stack_outputs(stack: Mapping[str, Any]) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
 
 
+def physical_ids(cfn: Any, stack_name: str) -> dict[str, str]:
+    """{logical id: physical id}; the embedded AWS lists skipped types with empty ids."""
+    found: dict[str, str] = {}
+    for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name):
+        for summary in page["StackResourceSummaries"]:
+            if summary.get("LogicalResourceId") and summary.get("PhysicalResourceId"):
+                found[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+    return found
+
+
 def is_embedded_endpoint(url: str | None) -> bool:
     """True for an endpoint on loopback: the embedded AWS (a real account has none)."""
     return bool(url) and urlparse(str(url)).hostname in LOOPBACK_HOSTS
-
-
-def embedded_aws_gaps(path: Path = GAPS_FILE) -> dict[str, str]:
-    """{resource type: why} of the types the embedded AWS accepts but never creates."""
-    return dict(json.loads(path.read_text())["types"])
 
 
 # ------------------------------------------------------------------------------ deploy
@@ -235,6 +236,18 @@ def deployed_outputs(cfn: Any, name: str) -> dict[str, str]:
     return _complete_outputs(cfn, stack, body if isinstance(body, str) else json.dumps(body))
 
 
+# ARNs by type, from the physical id: for outputs the embedded AWS does not compute.
+ARN_FORMATS: Final = {
+    "AWS::SQS::Queue": "arn:{partition}:sqs:{region}:{account}:{name}",
+    "AWS::Kinesis::Stream": "arn:{partition}:kinesis:{region}:{account}:stream/{id}",
+    "AWS::Lambda::Function": "arn:{partition}:lambda:{region}:{account}:function:{id}",
+    "AWS::DynamoDB::Table": "arn:{partition}:dynamodb:{region}:{account}:table/{id}",
+    "AWS::IAM::Role": "arn:{partition}:iam::{account}:role/{id}",
+    "AWS::S3::Bucket": "arn:{partition}:s3:::{id}",
+    "AWS::SNS::Topic": "{id}",
+}
+
+
 def _complete_outputs(cfn: Any, stack: Mapping[str, Any], template_body: str) -> dict[str, str]:
     """The stack's outputs. AWS computes them for every change set; the embedded AWS does not
     (nor its exports): declared outputs that the stack lacks are resolved here from its resources,
@@ -242,8 +255,8 @@ def _complete_outputs(cfn: Any, stack: Mapping[str, Any], template_body: str) ->
     outputs = stack_outputs(stack)
     template = parse_template(template_body)
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters") or []}
-    pseudo = _pseudo_parameters(stack)
-    physical = _physical_ids(cfn, stack["StackName"])
+    pseudo = pseudo_parameters(stack)
+    physical = physical_ids(cfn, stack["StackName"])
     types = {lid: r["Type"] for lid, r in template.get("Resources", {}).items()}
 
     def arn_of(logical_id: str) -> str:
@@ -318,7 +331,7 @@ def _is_deployed(
 def _effective_parameters(template_body: str, parameters: list[dict[str, str]]) -> dict[str, str]:
     """What the stack would report: the template's defaults overridden by ``parameters``."""
     declared = parse_template(template_body).get("Parameters") or {}
-    values = {name: _text(p["Default"]) for name, p in declared.items() if "Default" in p}
+    values = {name: scalar_text(p["Default"]) for name, p in declared.items() if "Default" in p}
     return values | {p["ParameterKey"]: p["ParameterValue"] for p in parameters}
 
 
@@ -494,7 +507,7 @@ def _execution_error(
         stack = describe_stack(cfn, stack_name) or {}
         template = parse_template(template_body)
         values = _effective_parameters(template_body, parameters)
-        intrinsics = Intrinsics(template, values, _pseudo_parameters(stack), {})
+        intrinsics = Intrinsics(template, values, pseudo_parameters(stack), {})
         failures = [
             ResourceFailure(lid, kind, "CREATE_FAILED (from the error message)", reason)
             for lid, kind in _suspects(template, intrinsics, reason)
@@ -519,7 +532,7 @@ def _suspects(
 def _reason(exc: Exception) -> str:
     """A readable reason from a boto3 error, including the embedded AWS's unparseable ones."""
     if isinstance(exc, ClientError):
-        return f"{exc.response.get('Error', {}).get('Code', '?')}: {_message(exc)}"
+        return f"{exc.response.get('Error', {}).get('Code', '?')}: {error_message(exc)}"
     text = str(exc)
     if match := re.search(r'"message":\s*"((?:[^"\\]|\\.)*)"', text):
         kind = re.search(r'"__type":\s*"([^"]+)"', text)
@@ -532,699 +545,5 @@ def _reason(exc: Exception) -> str:
     return text[:500]
 
 
-def _message(exc: ClientError) -> str:
+def error_message(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Message", exc))
-
-
-def _text(value: Any) -> str:
-    """A template scalar as CloudFormation renders it (``true``, ``512``)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-# ------------------------------------------------------------------------------ intrinsics
-
-
-class UnresolvedError(ValueError):
-    """An intrinsic function whose value cannot be known here."""
-
-
-_NO_VALUE = object()
-
-
-@dataclass
-class Intrinsics:
-    """Evaluates the intrinsic functions our templates use (Ref, Fn::Sub, Fn::GetAtt ...Arn,
-    Fn::If, Fn::Join, conditions) from parameters, pseudo parameters and physical ids.
-    ``arn_of(logical_id)`` answers ``Fn::GetAtt X.Arn``; anything else raises UnresolvedError."""
-
-    template: Mapping[str, Any]
-    parameters: Mapping[str, str]
-    pseudo: Mapping[str, str]
-    physical_ids: Mapping[str, str]
-    arn_of: Callable[[str], str] | None = None
-    _conditions: dict[str, bool] = field(default_factory=dict)
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, Mapping) and len(value) == 1:
-            ((name, argument),) = value.items()
-            if name == "Ref" or name.startswith("Fn::"):
-                return self._function(name, argument)
-        if isinstance(value, Mapping):
-            resolved = {k: self.resolve(v) for k, v in value.items()}
-            return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
-        if isinstance(value, list):
-            return [v for v in map(self.resolve, value) if v is not _NO_VALUE]
-        return value
-
-    def condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            definition = (self.template.get("Conditions") or {}).get(name)
-            if definition is None:
-                raise UnresolvedError(f"unknown condition {name}")
-            self._conditions[name] = self._truth(definition)
-        return self._conditions[name]
-
-    def is_deployed(self, resource: Mapping[str, Any]) -> bool:
-        """False for a resource whose Condition is false (so CloudFormation skipped it)."""
-        return "Condition" not in resource or self.condition(resource["Condition"])
-
-    def resolved_strings(self, value: Any) -> Iterator[str]:
-        """Every string leaf of ``value`` that can be resolved, skipping the rest."""
-        try:
-            resolved = self.resolve(value)
-        except UnresolvedError:
-            if isinstance(value, Mapping) and len(value) == 1:
-                return
-            resolved = value
-        if isinstance(resolved, str):
-            yield resolved
-        elif isinstance(resolved, Mapping):
-            for item in resolved.values():
-                yield from self.resolved_strings(item)
-        elif isinstance(resolved, list):
-            for item in resolved:
-                yield from self.resolved_strings(item)
-
-    def _function(self, name: str, argument: Any) -> Any:
-        if name == "Ref":
-            return self._ref(argument)
-        if name == "Fn::Sub":
-            return self._sub(argument)
-        if name == "Fn::GetAtt":
-            logical_id, attribute = argument if isinstance(argument, list) else argument.split(".")
-            return self._get_att(logical_id, attribute)
-        if name == "Fn::If":
-            condition, when_true, when_false = argument
-            return self.resolve(when_true if self.condition(condition) else when_false)
-        if name == "Fn::Join":
-            separator, items = argument
-            return separator.join(str(self.resolve(item)) for item in items)
-        raise UnresolvedError(name)
-
-    def _ref(self, name: str) -> Any:
-        if name == "AWS::NoValue":
-            return _NO_VALUE
-        for source in (self.parameters, self.pseudo, self.physical_ids):
-            if name in source:
-                return source[name]
-        raise UnresolvedError(f"Ref {name}")
-
-    def _sub(self, argument: Any) -> str:
-        text, variables = (argument, {}) if isinstance(argument, str) else argument
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return str(self.resolve(variables[name]))
-            if "." in name:
-                return str(self._get_att(*name.split(".", 1)))
-            return str(self._ref(name))
-
-        return re.sub(r"\$\{([^}]+)\}", replace, text)
-
-    def _get_att(self, logical_id: str, attribute: str) -> str:
-        if attribute != "Arn" or self.arn_of is None:
-            raise UnresolvedError(f"GetAtt {logical_id}.{attribute}")
-        return self.arn_of(logical_id)
-
-    def _truth(self, definition: Any) -> bool:
-        ((name, argument),) = definition.items()
-        if name == "Fn::Equals":
-            left, right = (_text(self.resolve(v)) for v in argument)
-            return left == right
-        if name == "Fn::Not":
-            return not self._truth(argument[0])
-        if name == "Fn::And":
-            return all(self._truth(c) for c in argument)
-        if name == "Fn::Or":
-            return any(self._truth(c) for c in argument)
-        if name == "Condition":
-            return self.condition(argument)
-        raise UnresolvedError(f"condition function {name}")
-
-
-# ARNs by type, from the physical id: for outputs the embedded AWS does not compute.
-ARN_FORMATS: Final = {
-    "AWS::SQS::Queue": "arn:{partition}:sqs:{region}:{account}:{name}",
-    "AWS::Kinesis::Stream": "arn:{partition}:kinesis:{region}:{account}:stream/{id}",
-    "AWS::Lambda::Function": "arn:{partition}:lambda:{region}:{account}:function:{id}",
-    "AWS::DynamoDB::Table": "arn:{partition}:dynamodb:{region}:{account}:table/{id}",
-    "AWS::IAM::Role": "arn:{partition}:iam::{account}:role/{id}",
-    "AWS::S3::Bucket": "arn:{partition}:s3:::{id}",
-    "AWS::SNS::Topic": "{id}",
-}
-
-
-def _pseudo_parameters(stack: Mapping[str, Any]) -> dict[str, str]:
-    """AWS::AccountId, Region, Partition, StackName from the stack's id (an ARN)."""
-    parts = str(stack.get("StackId", "")).split(":")
-    if len(parts) < 6:
-        return {}
-    return {
-        "AWS::Partition": parts[1],
-        "AWS::Region": parts[3],
-        "AWS::AccountId": parts[4],
-        "AWS::StackName": str(stack.get("StackName", "")),
-        "AWS::StackId": str(stack["StackId"]),
-        "AWS::URLSuffix": "amazonaws.com",
-    }
-
-
-# ------------------------------------------------------------------------------ verify
-
-OK: Final = "ok"
-GAP: Final = "known gap"
-FAILED: Final = "FAILED"
-NOT_DEPLOYED: Final = "not deployed"
-MISSING_CODES: Final = frozenset(
-    {
-        "ResourceNotFoundException",
-        "NoSuchBucket",
-        "NoSuchBucketPolicy",
-        "NoSuchEntity",
-        "NotFound",
-        "404",
-        "AWS.SimpleQueueService.NonExistentQueue",
-        "QueueDoesNotExist",
-    }
-)
-
-
-class _MissingError(Exception):
-    """The service does not know the resource."""
-
-
-class _MismatchError(Exception):
-    """The resource exists with other properties than the template's."""
-
-
-@dataclass(frozen=True)
-class ResourceCheck:
-    logical_id: str
-    resource_type: str
-    physical_id: str
-    status: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    stack_name: str
-    checks: tuple[ResourceCheck, ...]
-
-    def count(self, status: str) -> int:
-        return sum(c.status == status for c in self.checks)
-
-    @property
-    def checked(self) -> int:
-        return len(self.checks) - self.count(NOT_DEPLOYED)
-
-    @property
-    def failures(self) -> list[ResourceCheck]:
-        return [c for c in self.checks if c.status == FAILED]
-
-    def summary(self) -> dict[str, int]:
-        return {
-            "resources_declared": len(self.checks),
-            "resources_checked": self.checked,
-            "ok": self.count(OK),
-            "known_gaps": self.count(GAP),
-            "failed": self.count(FAILED),
-            "not_deployed": self.count(NOT_DEPLOYED),
-        }
-
-    def table(self) -> str:
-        rows = [("resource", "type", "status", "detail")] + [
-            (c.logical_id, c.resource_type, c.status, c.detail) for c in self.checks
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [
-            f"{a:<{widths[0]}}  {b:<{widths[1]}}  {s:<{widths[2]}}  {d}" for a, b, s, d in rows
-        ]
-        s = self.summary()
-        lines.append(
-            f"{s['resources_checked']} resources checked: {s['ok']} ok, {s['known_gaps']} known "
-            f"gaps, {s['failed']} failed ({s['not_deployed']} not deployed by their condition)"
-        )
-        return "\n".join(lines)
-
-
-class VerificationError(DeployError):
-    """Resources of the template are missing or differ; ``report`` has every check."""
-
-    def __init__(self, report: VerifyReport) -> None:
-        failures = report.failures
-        super().__init__(
-            f"stack {report.stack_name}: {len(failures)} of {report.checked} resources failed "
-            "verification:\n"
-            + "\n".join(f"  {c.logical_id} ({c.resource_type}): {c.detail}" for c in failures)
-        )
-        self.report = report
-
-
-@dataclass
-class _Context:
-    clients: Clients
-    intrinsics: Intrinsics
-    code_sha256: str | None = None
-    _made: dict[str, Any] = field(default_factory=dict)
-
-    def client(self, service: str) -> Any:
-        """One client per service for the whole verification."""
-        if service not in self._made:
-            self._made[service] = self.clients(service)
-        return self._made[service]
-
-
-@dataclass(frozen=True)
-class _Declared:
-    logical_id: str
-    resource_type: str
-    properties: Mapping[str, Any]
-    physical_id: str
-
-
-def verify_stack(
-    clients: Clients,
-    stack_name: str,
-    *,
-    known_gaps: Mapping[str, str] | None = None,
-    code_sha256: str | None = None,
-) -> VerifyReport:
-    """Check every resource of the deployed template through its service; raise
-    :class:`VerificationError` if any is missing or differs. ``known_gaps``: {type: why} to
-    report instead of failing (pass :func:`embedded_aws_gaps` only for the embedded AWS).
-    ``code_sha256``: hex digest of the zip the function must run."""
-    cfn = clients("cloudformation")
-    stack = describe_stack(cfn, stack_name)
-    if stack is None:
-        raise DeployError(f"stack {stack_name} does not exist")
-    template = parse_template(
-        cfn.get_template(StackName=stack_name, TemplateStage="Original")["TemplateBody"]
-    )
-    physical = _physical_ids(cfn, stack_name)
-    context = _Context(clients, _intrinsics_of(template, stack, physical, clients), code_sha256)
-    checks = tuple(
-        _check(context, lid, resource, physical.get(lid, ""), known_gaps or {})
-        for lid, resource in template.get("Resources", {}).items()
-    )
-    report = VerifyReport(stack_name, checks)
-    log.info("verification of %s:\n%s", stack_name, report.table())
-    if report.failures:
-        raise VerificationError(report)
-    return report
-
-
-def _physical_ids(cfn: Any, stack_name: str) -> dict[str, str]:
-    """{logical id: physical id}; the embedded AWS lists skipped types with empty ids."""
-    found: dict[str, str] = {}
-    for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name):
-        for summary in page["StackResourceSummaries"]:
-            if summary.get("LogicalResourceId") and summary.get("PhysicalResourceId"):
-                found[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
-    return found
-
-
-def _intrinsics_of(
-    template: Mapping[str, Any],
-    stack: Mapping[str, Any],
-    physical: Mapping[str, str],
-    clients: Clients,
-) -> Intrinsics:
-    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters") or []}
-    pseudo = _pseudo_parameters(stack)
-    resources = template.get("Resources", {})
-
-    @cache
-    def arn_of(logical_id: str) -> str:
-        kind = resources.get(logical_id, {}).get("Type", "")
-        if logical_id not in physical or kind not in _ARNS:
-            raise UnresolvedError(f"GetAtt {logical_id}.Arn")
-        try:
-            return _ARNS[kind](clients, physical[logical_id], pseudo)
-        except ClientError as exc:
-            raise UnresolvedError(f"GetAtt {logical_id}.Arn: {_message(exc)}") from exc
-
-    return Intrinsics(template, parameters, pseudo, physical, arn_of)
-
-
-_ARNS: Final[dict[str, Callable[[Clients, str, Mapping[str, str]], str]]] = {
-    "AWS::SQS::Queue": lambda c, pid, _: c("sqs").get_queue_attributes(
-        QueueUrl=pid, AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"],
-    "AWS::Kinesis::Stream": lambda c, pid, _: c("kinesis").describe_stream_summary(StreamName=pid)[
-        "StreamDescriptionSummary"
-    ]["StreamARN"],
-    "AWS::DynamoDB::Table": lambda c, pid, _: c("dynamodb").describe_table(TableName=pid)["Table"][
-        "TableArn"
-    ],
-    "AWS::Lambda::Function": lambda c, pid, _: c("lambda").get_function_configuration(
-        FunctionName=pid
-    )["FunctionArn"],
-    "AWS::IAM::Role": lambda c, pid, _: c("iam").get_role(RoleName=pid)["Role"]["Arn"],
-    "AWS::S3::Bucket": lambda _c, pid, p: f"arn:{p.get('AWS::Partition', 'aws')}:s3:::{pid}",
-    "AWS::SNS::Topic": lambda _c, pid, _p: pid,
-}
-
-
-def _check(
-    context: _Context,
-    logical_id: str,
-    resource: Mapping[str, Any],
-    physical_id: str,
-    known_gaps: Mapping[str, str],
-) -> ResourceCheck:
-    kind = resource["Type"]
-
-    def result(status: str, detail: str) -> ResourceCheck:
-        return ResourceCheck(logical_id, kind, physical_id, status, detail)
-
-    if not context.intrinsics.is_deployed(resource):
-        return result(NOT_DEPLOYED, f"condition {resource['Condition']} is false")
-    declared = _Declared(logical_id, kind, resource.get("Properties") or {}, physical_id)
-    try:
-        if not physical_id:
-            raise _MissingError("not among the stack's resources")
-        return result(OK, _CHECKERS.get(kind, _by_stack_only)(context, declared))
-    except _MissingError as exc:
-        missing = str(exc)
-    except _MismatchError as exc:
-        return result(FAILED, f"differs from the template: {exc}")
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code not in MISSING_CODES:
-            return result(FAILED, f"{code}: {_message(exc)}")
-        missing = f"{code}: {_message(exc)}"
-    if kind in known_gaps:
-        return result(GAP, f"not created by the embedded AWS (known gap): {known_gaps[kind]}")
-    return result(FAILED, f"missing: {missing}")
-
-
-def _expect(what: str, expected: Any, actual: Any) -> None:
-    if _normal(expected) != _normal(actual):
-        raise _MismatchError(f"{what} is {actual!r}, the template says {expected!r}")
-
-
-def _normal(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _normal(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normal(v) for v in value]
-    return _text(value)
-
-
-def _value(context: _Context, declared: _Declared, *path: str) -> Any:
-    """A resolved property (``None`` if absent); an unresolvable one is a failure."""
-    value: Any = declared.properties
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            return None
-        value = value[key]
-    try:
-        return context.intrinsics.resolve(value)
-    except UnresolvedError as exc:
-        raise _MismatchError(f"{'.'.join(path)} cannot be resolved ({exc})") from exc
-
-
-def _by_stack_only(context: _Context, declared: _Declared) -> str:
-    return "in the stack (no service check for this type)"
-
-
-def _kinesis_stream(context: _Context, declared: _Declared) -> str:
-    summary = context.client("kinesis").describe_stream_summary(StreamName=declared.physical_id)
-    status = summary["StreamDescriptionSummary"]["StreamStatus"]
-    _expect("StreamStatus", "ACTIVE", status)
-    shards = summary["StreamDescriptionSummary"].get("OpenShardCount", "?")
-    return f"{status}, {shards} open shards"
-
-
-def _dynamodb_table(context: _Context, declared: _Declared) -> str:
-    table = context.client("dynamodb").describe_table(TableName=declared.physical_id)["Table"]
-    spec = next(
-        (s for t, s in TABLE_SPECS.items() if declared.physical_id.endswith(f"-{t.value}")), None
-    )
-    if spec is None:
-        raise _MismatchError(f"{declared.physical_id} is no table of storepulse.layout.TABLE_SPECS")
-    expected = spec.create_table_kwargs(declared.physical_id)
-    _expect("KeySchema", expected["KeySchema"], table["KeySchema"])
-    indexes = [
-        {k: i[k] for k in ("IndexName", "KeySchema", "Projection")}
-        for i in table.get("GlobalSecondaryIndexes", [])
-    ]
-    _expect("GlobalSecondaryIndexes", expected.get("GlobalSecondaryIndexes", []), indexes)
-    _expect("TableStatus", "ACTIVE", table["TableStatus"])
-    return f"ACTIVE, key layout of {spec.table.value}, {len(indexes)} GSI"
-
-
-def _s3_bucket(context: _Context, declared: _Declared) -> str:
-    s3 = context.client("s3")
-    s3.head_bucket(Bucket=declared.physical_id)
-    rules = _value(context, declared, "BucketEncryption", "ServerSideEncryptionConfiguration")
-    if not rules:
-        return "exists"
-    expected = rules[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
-    try:
-        configured = s3.get_bucket_encryption(Bucket=declared.physical_id)
-    except ClientError as exc:
-        raise _MismatchError(f"no default encryption ({_message(exc)})") from exc
-    rule = configured["ServerSideEncryptionConfiguration"]["Rules"][0]
-    _expect("SSEAlgorithm", expected, rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"])
-    return f"exists, default encryption {expected}"
-
-
-def _s3_bucket_policy(context: _Context, declared: _Declared) -> str:
-    bucket = _value(context, declared, "Bucket")
-    context.client("s3").get_bucket_policy(Bucket=bucket)
-    return f"policy on {bucket}"
-
-
-def _sns_topic(context: _Context, declared: _Declared) -> str:
-    topic = context.client("sns").get_topic_attributes(TopicArn=declared.physical_id)
-    attributes = topic["Attributes"]
-    display_name = _value(context, declared, "DisplayName")
-    if display_name is not None:
-        _expect("DisplayName", display_name, attributes.get("DisplayName"))
-    return f"{attributes.get('SubscriptionsConfirmed', '?')} confirmed subscriptions"
-
-
-def _sns_subscription(context: _Context, declared: _Declared) -> str:
-    topic, protocol, endpoint = (
-        _value(context, declared, key) for key in ("TopicArn", "Protocol", "Endpoint")
-    )
-    paginator = context.client("sns").get_paginator("list_subscriptions_by_topic")
-    for page in paginator.paginate(TopicArn=topic):
-        for subscription in page["Subscriptions"]:
-            if (subscription["Protocol"], subscription["Endpoint"]) == (protocol, endpoint):
-                return f"{protocol} {endpoint}"
-    raise _MissingError(f"no {protocol} subscription of {endpoint} on {topic}")
-
-
-def _sqs_queue(context: _Context, declared: _Declared) -> str:
-    attributes = context.client("sqs").get_queue_attributes(
-        QueueUrl=declared.physical_id, AttributeNames=["All"]
-    )["Attributes"]
-    retention = _value(context, declared, "MessageRetentionPeriod")
-    if retention is not None:
-        _expect("MessageRetentionPeriod", retention, attributes.get("MessageRetentionPeriod"))
-    return f"retention {attributes.get('MessageRetentionPeriod')} s"
-
-
-def _iam_role(context: _Context, declared: _Declared) -> str:
-    iam = context.client("iam")
-    iam.get_role(RoleName=declared.physical_id)
-    policies = declared.properties.get("Policies") or []
-    expected = sorted(context.intrinsics.resolve(p["PolicyName"]) for p in policies)
-    actual = sorted(iam.list_role_policies(RoleName=declared.physical_id)["PolicyNames"])
-    _expect("inline policies", expected, actual)
-    return f"exists, {len(actual)} inline policies"
-
-
-def _log_group(context: _Context, declared: _Declared) -> str:
-    groups = context.client("logs").describe_log_groups(logGroupNamePrefix=declared.physical_id)
-    group = next(
-        (g for g in groups["logGroups"] if g["logGroupName"] == declared.physical_id), None
-    )
-    if group is None:
-        raise _MissingError(f"no log group {declared.physical_id}")
-    retention = _value(context, declared, "RetentionInDays")
-    if retention is not None:
-        _expect("RetentionInDays", retention, group.get("retentionInDays"))
-    return f"retention {group.get('retentionInDays')} days"
-
-
-def _lambda_function(context: _Context, declared: _Declared) -> str:
-    function = context.client("lambda").get_function(FunctionName=declared.physical_id)
-    config = function["Configuration"]
-    for key in ("Handler", "Runtime"):
-        _expect(key, _value(context, declared, key), config.get(key))
-    variables = _value(context, declared, "Environment", "Variables") or {}
-    _expect("Environment.Variables", variables, config.get("Environment", {}).get("Variables", {}))
-    if context.code_sha256:
-        expected = _base64_digest(context.code_sha256)
-        _expect("CodeSha256 (of the uploaded zip)", expected, config.get("CodeSha256"))
-    return f"{config['Runtime']} {config['Handler']}, {len(variables)} environment variables"
-
-
-def _base64_digest(hex_digest: str) -> str:
-    """Lambda's CodeSha256 is the base64 of the zip's SHA-256."""
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
-
-
-def _event_source_mapping(context: _Context, declared: _Declared) -> str:
-    mapping = context.client("lambda").get_event_source_mapping(UUID=declared.physical_id)
-    for key in ("BatchSize", "BisectBatchOnFunctionError", "FunctionResponseTypes"):
-        expected = _value(context, declared, key)
-        if expected is not None:
-            _expect(key, expected, mapping.get(key))
-    destination = _value(context, declared, "DestinationConfig", "OnFailure", "Destination")
-    if destination is not None:
-        actual = mapping.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
-        _expect("DestinationConfig.OnFailure.Destination", destination, actual)
-    return f"{mapping.get('State')}, batch size {mapping.get('BatchSize')}"
-
-
-def _cloudwatch_alarm(context: _Context, declared: _Declared) -> str:
-    alarms = context.client("cloudwatch").describe_alarms(AlarmNames=[declared.physical_id])
-    if not alarms.get("MetricAlarms"):
-        raise _MissingError(f"no alarm {declared.physical_id}")
-    return alarms["MetricAlarms"][0].get("StateValue", "?")
-
-
-_CHECKERS: Final[dict[str, Callable[[_Context, _Declared], str]]] = {
-    "AWS::Kinesis::Stream": _kinesis_stream,
-    "AWS::DynamoDB::Table": _dynamodb_table,
-    "AWS::S3::Bucket": _s3_bucket,
-    "AWS::S3::BucketPolicy": _s3_bucket_policy,
-    "AWS::SNS::Topic": _sns_topic,
-    "AWS::SNS::Subscription": _sns_subscription,
-    "AWS::SQS::Queue": _sqs_queue,
-    "AWS::IAM::Role": _iam_role,
-    "AWS::Logs::LogGroup": _log_group,
-    "AWS::Lambda::Function": _lambda_function,
-    "AWS::Lambda::EventSourceMapping": _event_source_mapping,
-    "AWS::CloudWatch::Alarm": _cloudwatch_alarm,
-}
-
-
-# ------------------------------------------------------------------------------ smoke test
-
-
-class SmokeTestError(DeployError):
-    """The marked event did not come through in time."""
-
-
-@dataclass(frozen=True)
-class SmokeResult:
-    event_id: str
-    latency_seconds: float
-    polls: int
-
-
-def run_smoke_test(
-    kinesis: Any,
-    dynamodb: Any,
-    *,
-    stream_name: str,
-    facts_table: str,
-    timeout: float = 120.0,
-    poll_interval: float = 1.0,
-) -> SmokeResult:
-    """Put one smoke event (``storepulse.stream.smoke``) on the stream and wait until the stream
-    processor has written its marker item to the facts table. ``dynamodb``: a boto3 client."""
-    from storepulse.producer import KinesisProducer
-    from storepulse.stream.smoke import smoke_event, smoke_key
-
-    event = smoke_event()
-    key = smoke_key(event.event_id)
-    started = time.monotonic()
-    KinesisProducer(stream_name=stream_name, client=kinesis).send([event])
-    polls = 0
-    while True:
-        polls += 1
-        item = dynamodb.get_item(
-            TableName=facts_table,
-            Key={"pk": {"S": key.pk}, "sk": {"S": key.sk}},
-            ConsistentRead=True,
-        ).get("Item")
-        latency = time.monotonic() - started
-        if item:
-            log.info("smoke event %s processed in %.2f s", event.event_id, latency)
-            return SmokeResult(event.event_id, round(latency, 3), polls)
-        if latency >= timeout:
-            raise SmokeTestError(
-                f"smoke event {event.event_id} sent to {stream_name} was not processed within "
-                f"{timeout:.0f} s (no {key.pk} item in {facts_table}). Is the stream processor "
-                "running? Locally, the project's Lambda runtime (storepulse.local.lambda_runtime) "
-                "must be started, as `make up` does."
-            )
-        time.sleep(poll_interval)
-
-
-# ------------------------------------------------------------------------------ teardown
-
-
-@dataclass(frozen=True)
-class RetainedResource:
-    """A resource with ``DeletionPolicy: Retain``: deleting the stack leaves it (and its data)."""
-
-    logical_id: str
-    resource_type: str
-    physical_id: str
-
-
-def retained_resources(cfn: Any, stack_name: str) -> list[RetainedResource]:
-    """The stack's resources that survive its deletion ([] when there is no stack)."""
-    if describe_stack(cfn, stack_name) is None:
-        return []
-    template = parse_template(
-        cfn.get_template(StackName=stack_name, TemplateStage="Original")["TemplateBody"]
-    )
-    physical = _physical_ids(cfn, stack_name)
-    return [
-        RetainedResource(lid, resource["Type"], physical[lid])
-        for lid, resource in template.get("Resources", {}).items()
-        if resource.get("DeletionPolicy") in {"Retain", "RetainExceptOnCreate"} and lid in physical
-    ]
-
-
-def still_existing(
-    clients: Clients, resources: Sequence[RetainedResource]
-) -> list[RetainedResource]:
-    """Those of ``resources`` that exist (a type we cannot look up counts as existing)."""
-    return [r for r in resources if _exists(clients, r.resource_type, r.physical_id)]
-
-
-def bucket_usage(s3: Any, bucket: str) -> tuple[int, int] | None:
-    """(objects, bytes) in ``bucket``, or None if it does not exist."""
-    if not _exists(lambda _service: s3, "AWS::S3::Bucket", bucket):
-        return None
-    objects = size = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            objects += 1
-            size += item["Size"]
-    return objects, size
-
-
-_LOOKUPS: Final[dict[str, Callable[[Clients, str], Any]]] = {
-    "AWS::DynamoDB::Table": lambda c, pid: c("dynamodb").describe_table(TableName=pid),
-    "AWS::S3::Bucket": lambda c, pid: c("s3").head_bucket(Bucket=pid),
-    "AWS::SQS::Queue": lambda c, pid: c("sqs").get_queue_attributes(QueueUrl=pid),
-    "AWS::Kinesis::Stream": lambda c, pid: c("kinesis").describe_stream_summary(StreamName=pid),
-    "AWS::SNS::Topic": lambda c, pid: c("sns").get_topic_attributes(TopicArn=pid),
-}
-
-
-def _exists(clients: Clients, resource_type: str, physical_id: str) -> bool:
-    lookup = _LOOKUPS.get(resource_type)
-    if lookup is None:
-        return True
-    try:
-        lookup(clients, physical_id)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
-            return False
-        raise
-    return True

@@ -1,0 +1,64 @@
+"""The deployed stack's end-to-end smoke test: one smoke event (``storepulse.stream.smoke``) put
+on the stream must reach the facts table through the stream processor."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from storepulse.deploy.stack import DeployError
+
+log = logging.getLogger(__name__)
+
+
+class SmokeTestError(DeployError):
+    """The marked event did not come through in time."""
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    event_id: str
+    latency_seconds: float
+    polls: int
+
+
+def run_smoke_test(
+    kinesis: Any,
+    dynamodb: Any,
+    *,
+    stream_name: str,
+    facts_table: str,
+    timeout: float = 120.0,
+    poll_interval: float = 1.0,
+) -> SmokeResult:
+    """Put one smoke event (``storepulse.stream.smoke``) on the stream and wait until the stream
+    processor has written its marker item to the facts table. ``dynamodb``: a boto3 client."""
+    from storepulse.producer import KinesisProducer
+    from storepulse.stream.smoke import smoke_event, smoke_key
+
+    event = smoke_event()
+    key = smoke_key(event.event_id)
+    started = time.monotonic()
+    KinesisProducer(stream_name=stream_name, client=kinesis).send([event])
+    polls = 0
+    while True:
+        polls += 1
+        item = dynamodb.get_item(
+            TableName=facts_table,
+            Key={"pk": {"S": key.pk}, "sk": {"S": key.sk}},
+            ConsistentRead=True,
+        ).get("Item")
+        latency = time.monotonic() - started
+        if item:
+            log.info("smoke event %s processed in %.2f s", event.event_id, latency)
+            return SmokeResult(event.event_id, round(latency, 3), polls)
+        if latency >= timeout:
+            raise SmokeTestError(
+                f"smoke event {event.event_id} sent to {stream_name} was not processed within "
+                f"{timeout:.0f} s (no {key.pk} item in {facts_table}). Is the stream processor "
+                "running? Locally, the project's Lambda runtime (storepulse.local.lambda_runtime) "
+                "must be started, as `make up` does."
+            )
+        time.sleep(poll_interval)
