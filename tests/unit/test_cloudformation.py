@@ -14,6 +14,7 @@ from cfnlint.decode import cfn_yaml
 
 from storepulse.config import REPO_ROOT
 from storepulse.deploy.lint import lint_template
+from storepulse.deploy.stack import CODE_PARAMETERS
 from storepulse.layout import TABLE_SPECS, Table
 from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
@@ -47,8 +48,6 @@ RESOURCE_OF_FIELD = {
     "lake_bucket": "LakeBucket",
     "alert_topic_arn": "AlertTopic",
 }
-# Parameters the deploy DAG passes itself (the zip's location changes with every build).
-CODE_PARAMETERS = {"LambdaCodeBucket", "LambdaCodeKey"}
 LOGS_POLICY = {
     "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 }

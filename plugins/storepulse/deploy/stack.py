@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 TEMPLATE: Final = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 PARAMETERS_DIR: Final = REPO_ROOT / "infra" / "cloudformation" / "parameters"
 CAPABILITIES: Final = ("CAPABILITY_IAM",)
-CODE_PARAMETERS: Final = ("LambdaCodeBucket", "LambdaCodeKey")
+# Parameters the deploy DAG passes itself (the zip's location changes with every build).
+CODE_PARAMETERS: Final = frozenset({"LambdaCodeBucket", "LambdaCodeKey"})
 
 SUCCESS: Final = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE"})
 # States in which the current template and parameters are what is deployed.
