@@ -39,24 +39,12 @@ from pydantic import BaseModel, Field
 from storepulse import aws
 from storepulse.config import settings
 from storepulse.export.publish import MANIFEST_NAME, Manifest
+from storepulse.layout import COUNTERS, MONEY_COUNTERS
 
 ROOT: Final = "curated"
 STORE_METRICS: Final = "daily_store_metrics"
 CATEGORY_SALES: Final = "daily_category_sales"
 PERIODS: Final = (7, 30, 90, 365)
-MONEY: Final = ("revenue", "refund_amount")
-COUNTS: Final = (
-    "orders",
-    "units",
-    "refunds",
-    "sessions",
-    "page_views",
-    "add_to_carts",
-    "checkouts",
-    "purchases",
-    "foot_traffic",
-)
-MEASURES: Final = MONEY + COUNTS
 PARTITION_COLUMNS: Final = ("dt", "business_date")
 LAYOUT_SECONDS: Final = 60.0  # how long the dataset's version folder and partition name are kept
 _CENT, _RATIO, _CHANGE = Decimal("0.01"), Decimal("0.000001"), Decimal("0.0001")
@@ -348,12 +336,12 @@ def _day(row: Row) -> date:
 
 
 def _sum(rows: Iterable[Row], measures: tuple[str, ...]) -> dict[str, Number]:
-    totals: dict[str, Number] = {m: _ZERO if m in MONEY else 0 for m in measures}
+    totals: dict[str, Number] = {m: _ZERO if m in MONEY_COUNTERS else 0 for m in measures}
     for row in rows:
         for m in measures:
             value = row.get(m)
             if value is not None:
-                totals[m] += Decimal(value) if m in MONEY else int(value)
+                totals[m] += Decimal(value) if m in MONEY_COUNTERS else int(value)
     return {m: v.quantize(_CENT) if isinstance(v, Decimal) else v for m, v in totals.items()}
 
 
@@ -368,7 +356,7 @@ def _change(current: Mapping[str, Number], previous: Mapping[str, Number]) -> di
 
 
 def _period(rows: list[Row], first: date, last: date) -> Period:
-    totals = _sum(rows, MEASURES)
+    totals = _sum(rows, COUNTERS)
     return Period(
         first=first,
         last=last,
@@ -383,7 +371,7 @@ def _series(rows: Iterable[Row]) -> list[TrendPoint]:
     by_day: dict[date, list[Row]] = defaultdict(list)
     for row in rows:
         by_day[_day(row)].append(row)
-    return [TrendPoint(date=d, values=_sum(by_day[d], MEASURES)) for d in sorted(by_day)]
+    return [TrendPoint(date=d, values=_sum(by_day[d], COUNTERS)) for d in sorted(by_day)]
 
 
 def _visible(rows: Iterable[Row], store_ids: frozenset[str] | None) -> list[Row]:
@@ -422,7 +410,7 @@ def breakdown(
 ) -> BreakdownReport:
     """Per store (revenue, orders, ...) or per category (revenue, units): now and before."""
     dataset, column, measures = (
-        (STORE_METRICS, "store_id", MEASURES)
+        (STORE_METRICS, "store_id", COUNTERS)
         if by == "store"
         else (CATEGORY_SALES, "category", ("revenue", "units"))
     )

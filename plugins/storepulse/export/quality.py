@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from storepulse import events as ev
 from storepulse.export.datasets import DATASETS, Dataset
-from storepulse.layout import SettingsKind, settings_key
+from storepulse.layout import COUNT_COUNTERS, SettingsKind, settings_key
 
 if TYPE_CHECKING:
     from storepulse.export.publish import StagedDataset
@@ -81,17 +81,6 @@ _EXAMPLES = 5  # unexpected values shown per failed expectation
 # Lower bounds per data set and column: (minimum, strictly greater). Money and counters never go
 # negative; a sale line sells at least one unit; a refund returns a positive amount.
 _ZERO = (0, False)
-_COUNTERS = (
-    "orders",
-    "units",
-    "refunds",
-    "sessions",
-    "page_views",
-    "add_to_carts",
-    "checkouts",
-    "purchases",
-    "foot_traffic",
-)
 LOWER_BOUNDS: dict[str, dict[str, tuple[int, bool]]] = {
     "orders": {"total": _ZERO, "units": (1, False), "line_count": (1, False)},
     "order_lines": {
@@ -106,7 +95,7 @@ LOWER_BOUNDS: dict[str, dict[str, tuple[int, bool]]] = {
         "refund_amount": _ZERO,
         "conversion_rate": _ZERO,
         "average_order_value": _ZERO,
-        **dict.fromkeys(_COUNTERS, _ZERO),
+        **dict.fromkeys(COUNT_COUNTERS, _ZERO),
     },
     "daily_category_sales": {"revenue": _ZERO, "units": _ZERO},
     "daily_product_sales": {"revenue": _ZERO, "units": _ZERO},
