@@ -42,8 +42,9 @@ from airflow.providers.amazon.aws.sensors.quicksight import QuickSightSensor
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
-from storepulse.assets import CURATED_DATASETS, curated_asset
+from storepulse.assets import curated_asset
 from storepulse.config import settings
+from storepulse.export import DATASET_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _sensor_kwargs(start: dict[str, Any]) -> dict[str, Any]:
 
 
 @dag(
-    schedule=functools.reduce(operator.or_, [curated_asset(name) for name in CURATED_DATASETS]),
+    schedule=functools.reduce(operator.or_, [curated_asset(name) for name in DATASET_NAMES]),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # events arriving during a run queue up for the next one
@@ -83,7 +84,7 @@ def _sensor_kwargs(start: dict[str, Any]) -> dict[str, Any]:
         "data_sets": Param(
             [],
             type="array",
-            items={"type": "string", "enum": list(CURATED_DATASETS)},
+            items={"type": "string", "enum": list(DATASET_NAMES)},
             description="Manual runs: data sets to refresh (empty: every one)",
         ),
         "quota": Param(

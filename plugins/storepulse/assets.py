@@ -15,25 +15,15 @@ from typing import Any
 
 from airflow.sdk import Asset
 
-CURATED_DATASETS: tuple[str, ...] = (
-    "orders",
-    "order_lines",
-    "refunds",
-    "daily_store_metrics",
-    "daily_category_sales",
-    "daily_product_sales",
-    "inventory_snapshot",
-    "customers",
-)
-"""The curated data sets the nightly export publishes (``storepulse.export.DATASET_NAMES``)."""
+from storepulse.export import DATASET_NAMES
 
 CURATED_URI_PREFIX = "s3://storepulse/curated/"
 
 
 def curated_uri(dataset: str) -> str:
     """``s3://storepulse/curated/<dataset>``; refuses names that are not curated data sets."""
-    if dataset not in CURATED_DATASETS:
-        raise ValueError(f"{dataset!r} is not a curated data set ({', '.join(CURATED_DATASETS)})")
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"{dataset!r} is not a curated data set ({', '.join(DATASET_NAMES)})")
     return f"{CURATED_URI_PREFIX}{dataset}"
 
 
@@ -45,20 +35,20 @@ def curated_asset(dataset: str) -> Asset:
 def dataset_of_uri(uri: str) -> str | None:
     """The curated data set an asset URI stands for; None for any other asset."""
     name = uri.removeprefix(CURATED_URI_PREFIX).strip("/")
-    if not uri.startswith(CURATED_URI_PREFIX) or name not in CURATED_DATASETS:
+    if not uri.startswith(CURATED_URI_PREFIX) or name not in DATASET_NAMES:
         return None
     return name
 
 
 def datasets_of_events(events: Mapping[Any, Iterable[Any]]) -> list[str]:
-    """The curated data sets that triggering asset events concern, in ``CURATED_DATASETS`` order.
+    """The curated data sets that triggering asset events concern, in ``DATASET_NAMES`` order.
 
     ``events`` is what Airflow passes as ``triggering_asset_events``: asset (or alias) -> its
     events. Each event names its own asset (``event.asset.uri``), which is what counts: an event
     reached through an alias still concerns the asset it was emitted for. Other assets are
     ignored; several events for one data set (a backfill of several days) make it one entry."""
     found = {dataset_of_uri(event.asset.uri) for queued in events.values() for event in queued}
-    return [name for name in CURATED_DATASETS if name in found]
+    return [name for name in DATASET_NAMES if name in found]
 
 
 def requested_datasets(events: Mapping[Any, Iterable[Any]], requested: Iterable[str]) -> list[str]:
@@ -67,14 +57,13 @@ def requested_datasets(events: Mapping[Any, Iterable[Any]], requested: Iterable[
     if events:
         return datasets_of_events(events)
     names = list(requested)
-    unknown = sorted(set(names) - set(CURATED_DATASETS))
+    unknown = sorted(set(names) - set(DATASET_NAMES))
     if unknown:
         raise ValueError(f"not curated data sets: {', '.join(unknown)}")
-    return [name for name in CURATED_DATASETS if name in names] if names else list(CURATED_DATASETS)
+    return [name for name in DATASET_NAMES if name in names] if names else list(DATASET_NAMES)
 
 
 __all__ = [
-    "CURATED_DATASETS",
     "CURATED_URI_PREFIX",
     "curated_asset",
     "curated_uri",

@@ -15,13 +15,13 @@ from botocore.validate import ParamValidator
 
 from storepulse import quicksight as qs
 from storepulse.assets import (
-    CURATED_DATASETS,
     curated_asset,
     curated_uri,
     dataset_of_uri,
     datasets_of_events,
     requested_datasets,
 )
+from storepulse.export import DATASET_NAMES
 from storepulse.local import quicksight as local
 
 ACCOUNT = "123456789012"
@@ -65,8 +65,8 @@ def test_the_declarations_are_valid(raw: dict[str, Any]) -> None:
 
 
 def test_every_curated_data_set_is_declared_once(decl: qs.Declarations) -> None:
-    assert tuple(decl.data_sets) == CURATED_DATASETS
-    assert len({d.id for d in decl.every_data_set()}) == len(CURATED_DATASETS) + 1
+    assert tuple(decl.data_sets) == DATASET_NAMES
+    assert len({d.id for d in decl.every_data_set()}) == len(DATASET_NAMES) + 1
 
 
 def test_placeholders_are_resolved(decl: qs.Declarations) -> None:
@@ -322,8 +322,8 @@ def _event(uri: str) -> SimpleNamespace:
 
 
 def test_one_asset_per_curated_data_set() -> None:
-    assets = [curated_asset(name) for name in CURATED_DATASETS]
-    assert [a.uri for a in assets] == [f"s3://storepulse/curated/{n}" for n in CURATED_DATASETS]
+    assets = [curated_asset(name) for name in DATASET_NAMES]
+    assert [a.uri for a in assets] == [f"s3://storepulse/curated/{n}" for n in DATASET_NAMES]
     assert curated_asset("orders") == curated_asset("orders")  # producer and consumer agree
     assert dataset_of_uri(curated_uri("refunds")) == "refunds"
     assert dataset_of_uri("s3://storepulse/curated/unknown") is None
@@ -343,7 +343,7 @@ def test_the_events_name_each_affected_data_set_once() -> None:
 
 def test_a_manual_run_refreshes_what_it_asks_for_or_everything() -> None:
     assert requested_datasets({}, ["customers", "orders"]) == ["orders", "customers"]
-    assert requested_datasets({}, []) == list(CURATED_DATASETS)
+    assert requested_datasets({}, []) == list(DATASET_NAMES)
     with pytest.raises(ValueError, match="ghost"):
         requested_datasets({}, ["ghost"])
 
@@ -385,7 +385,7 @@ def test_the_refresh_dag_is_scheduled_on_every_curated_asset() -> None:
     refresh = bag.dags["refresh_quicksight"]
     condition = refresh.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"
-    assert [a.uri for a in condition.objects] == [curated_uri(n) for n in CURATED_DATASETS]
+    assert [a.uri for a in condition.objects] == [curated_uri(n) for n in DATASET_NAMES]
     assert refresh.task_dict["create_ingestion"].operator_class is QuickSightCreateIngestionOperator
     assert refresh.task_dict["wait_for_ingestion"].operator_class is QuickSightSensor
     assert refresh.task_dict["record_ingestions"].trigger_rule == "all_done"
