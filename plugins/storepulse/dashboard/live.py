@@ -64,6 +64,7 @@ from storepulse.settings_store import (
     SettingsStore,
     StoreSettings,
 )
+from storepulse.stream.batch_io import batch_get
 
 Item = Mapping[str, Any]
 Unit = Literal["money", "count", "ratio"]
@@ -138,9 +139,6 @@ class LiveReader(Protocol):
         ...
 
 
-BATCH_KEYS: Final = 100  # BatchGetItem's limit
-
-
 class DynamoLiveReader:
     """``LiveReader`` on this environment's tables."""
 
@@ -154,31 +152,8 @@ class DynamoLiveReader:
     def get_many(
         self, table: Table, keys: Sequence[Key], names: Sequence[str] = ()
     ) -> dict[Key, Item]:
-        found: dict[Key, Item] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), BATCH_KEYS):
-            found |= self._batch(table, unique[start : start + BATCH_KEYS], names)
-        return found
-
-    def _batch(self, table: Table, keys: list[Key], names: Sequence[str]) -> dict[Key, Item]:
         target = self.tables[table]
-        request: dict[str, Any] = {"Keys": [k.as_item() for k in keys]}
-        if names:
-            aliases = {f"#a{i}": n for i, n in enumerate(dict.fromkeys(("pk", "sk", *names)))}
-            request |= {
-                "ProjectionExpression": ", ".join(aliases),
-                "ExpressionAttributeNames": aliases,
-            }
-        pending, found = {target.name: request}, {}
-        for attempt in range(8):
-            response = target.resource.batch_get_item(RequestItems=pending)
-            for item in response["Responses"].get(target.name, []):
-                found[Key(item["pk"], item["sk"])] = item
-            pending = response.get("UnprocessedKeys") or {}
-            if not pending:
-                return found
-            time.sleep(0.01 * 2**attempt)  # throttled: back off, then ask for the rest
-        raise RuntimeError(f"BatchGetItem on {target.name} kept returning unprocessed keys")
+        return batch_get(target.resource, target.name, keys, names, consistent=False)
 
     def query(
         self,

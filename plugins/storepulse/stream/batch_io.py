@@ -4,7 +4,7 @@ unprocessed keys and items retried (with backoff) until done."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from storepulse.layout import Key
@@ -14,21 +14,31 @@ MAX_ROUNDS = 8
 
 
 def batch_get(
-    dynamodb: Any, table: str, keys: Iterable[Key], projection: str | None = None
+    dynamodb: Any,
+    table: str,
+    keys: Iterable[Key],
+    names: Sequence[str] = (),
+    *,
+    consistent: bool = True,
 ) -> dict[Key, dict[str, Any]]:
-    """Strongly consistent reads of ``keys`` (a boto3 DynamoDB resource); missing keys absent."""
+    """The items that exist among ``keys`` (``dynamodb``: a boto3 resource); ``names``: the
+    attributes wanted (all if empty; the keys always). Strongly consistent unless the reader can
+    live with a value a second old (the dashboard), which halves the read cost."""
     keys = list(dict.fromkeys(keys))
+    projection: dict[str, Any] = {}
+    if names:
+        aliases = {f"#a{i}": n for i, n in enumerate(dict.fromkeys(("pk", "sk", *names)))}
+        projection = {
+            "ProjectionExpression": ", ".join(aliases),
+            "ExpressionAttributeNames": aliases,
+        }
     found: dict[Key, dict[str, Any]] = {}
     for start in range(0, len(keys), GET_LIMIT):
-        request: dict[str, Any] = {
+        request = {
             "Keys": [k.as_item() for k in keys[start : start + GET_LIMIT]],
-            "ConsistentRead": True,
+            "ConsistentRead": consistent,
+            **projection,
         }
-        if projection:
-            request |= {
-                "ProjectionExpression": projection,
-                "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk"},
-            }
         pending: dict[str, Any] = {table: request}
         for round_ in range(MAX_ROUNDS):
             response = dynamodb.batch_get_item(RequestItems=pending)

@@ -203,7 +203,7 @@ def claim_facts(
     (store or session), hence a shard, and a shard is processed by one invocation at a time."""
     claims, logs = _claims(items, catalog)
     keys = [c.key for c in claims] + [log.key for log in logs]
-    existing = batch_get(dynamodb, table.name, keys, projection="#pk, #sk, src, event_srcs")
+    existing = batch_get(dynamodb, table.name, keys, ("src", "event_srcs"))
     duplicates: set[str] = set()
     new_sessions: set[str] = set()
     to_write, claimed = [], set()
