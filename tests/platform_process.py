@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from storepulse.config import REPO_ROOT
+from storepulse.platform.processes import file_tail
 
 READY = re.compile(r"login admin / (\S+)")
 READY_SECONDS = 420
@@ -79,11 +80,8 @@ class Platform:
 
     def _log_tails(self, lines: int = 25) -> str:
         """The end of every component's log: CI keeps only what the test prints."""
-        tails = []
-        for log in sorted((self.state_dir / "logs").glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            tails.append(f"\n--- {log.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
-        return "".join(tails)
+        logs = sorted((self.state_dir / "logs").glob("*.log"))
+        return "".join(f"\n--- {log.name} ---\n{file_tail(log, lines)}" for log in logs)
 
     def child_pid(self, name: str) -> int:
         state = json.loads((self.state_dir / "platform.json").read_text())

@@ -55,10 +55,15 @@ class ManagedProcess:
         return self.popen.poll() if self.popen else None
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return file_tail(self.log_path, lines)
+
+
+def file_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file ("" if it does not exist yet)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
 
 
 def _tree(pid: int) -> list[psutil.Process]:
