@@ -159,6 +159,14 @@
     return { top: Math.ceil(maximum / step) * step, step };
   }
 
+  // Horizontal gridlines with their value labels, at every `step` from 0 to `top`.
+  function yGrid(root, { top, step, sy, yFormat, left, right }) {
+    for (let y = 0; y <= top + step / 2; y += step) {
+      root.append(svg("line", { class: "gridline", x1: left, x2: right, y1: sy(y), y2: sy(y) }));
+      root.append(svg("text", { x: left - 6, y: sy(y) + 4, "text-anchor": "end" }, yFormat(y)));
+    }
+  }
+
   function emptyChart(container, message) {
     container.replaceChildren(el("p", { class: "empty" }, message));
   }
@@ -179,10 +187,7 @@
     const sy = (y) => H - m.bottom - (y / top) * (H - m.top - m.bottom);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
     root.append(svg("title", {}, label));
-    for (let y = 0; y <= top + step / 2; y += step) {
-      root.append(svg("line", { class: "gridline", x1: m.left, x2: W - m.right, y1: sy(y), y2: sy(y) }));
-      root.append(svg("text", { x: m.left - 6, y: sy(y) + 4, "text-anchor": "end" }, yFormat(y)));
-    }
+    yGrid(root, { top, step, sy, yFormat, left: m.left, right: W - m.right });
     for (const [x, text] of xTicks) {
       root.append(svg("text", { x: sx(x), y: H - 6, "text-anchor": "middle" }, text));
     }
@@ -214,10 +219,7 @@
     const sy = (y) => H - m.bottom - (y / top) * (H - m.top - m.bottom);
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
     root.append(svg("title", {}, label));
-    for (let y = 0; y <= top + step / 2; y += step) {
-      root.append(svg("line", { class: "gridline", x1: m.left, x2: W - m.right, y1: sy(y), y2: sy(y) }));
-      root.append(svg("text", { x: m.left - 6, y: sy(y) + 4, "text-anchor": "end" }, yFormat(y)));
-    }
+    yGrid(root, { top, step, sy, yFormat, left: m.left, right: W - m.right });
     items.forEach((item, i) => {
       const x = m.left + i * band;
       const height = sy(0) - sy(item.value);
