@@ -148,7 +148,6 @@ class StreamProcessor:
                 next(r.sequence_number for r in records if r.position == first)
             ]
         report.seconds = time.monotonic() - started
-        log.info("batch processed", extra={"report": report.__dict__})
         return report
 
     def _answer_smoke_tests(
