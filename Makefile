@@ -7,7 +7,7 @@ VENV := .venv
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 
-.PHONY: install up down test lint format bench clean
+.PHONY: install up down test test-clock lint format bench clean
 
 install: $(VENV)/.synced
 
@@ -40,6 +40,11 @@ format: install
 test: lint
 	@scripts/ensure_chromium.sh
 	$(VENV)/bin/pytest
+
+# The suite under shifted clocks (03:30 UTC, 23:50 Paris, both DST nights, a year ahead); slow.
+test-clock: lint
+	@scripts/ensure_chromium.sh
+	scripts/test_clock.sh
 
 clean: down
 	rm -rf $(VENV) $(TOOLS) .run

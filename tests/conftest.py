@@ -8,12 +8,22 @@ tests under ``tests/e2e`` are marked ``e2e`` and drive Chromium against a whole 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 TESTS_DIR = Path(__file__).parent
+
+
+def pytest_report_header() -> str:
+    """Say which clock the run uses: ``make test-clock`` shifts it (tests/clock_shift/)."""
+    from datetime import UTC, datetime
+
+    shift = os.environ.get("STOREPULSE_CLOCK_SHIFT_SECONDS")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"clock: {now}" + (f" (shifted by {shift} s)" if shift else "")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

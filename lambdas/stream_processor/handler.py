@@ -17,11 +17,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from storepulse.aws import DEFAULT_CONFIG
+from storepulse.clock import Clock, system_clock
 from storepulse.stream.processor import StreamProcessor, StreamResources
 from storepulse.stream.records import records_from_event
 
 logger = Logger(service="stream-processor")
 metrics = Metrics(namespace="StorePulse", service="stream-processor")
+
+CLOCK: Clock = system_clock
+"""The time alerts and smoke answers are stamped with. Lambda's entry point takes no arguments,
+so this is where a test injects its frozen clock (then clears ``processor``'s cache)."""
 
 
 @cache
@@ -32,6 +37,7 @@ def processor() -> StreamProcessor:
         s3=boto3.client("s3", config=DEFAULT_CONFIG),
         sns=boto3.client("sns", config=DEFAULT_CONFIG),
         resources=StreamResources.from_environment(),
+        clock=CLOCK,
     )
 
 

@@ -38,12 +38,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from storepulse.clock import Clock, system_clock
 from storepulse.config import REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -1066,9 +1067,9 @@ class RefreshError(RuntimeError):
         super().__init__("QuickSight refresh failed for " + "; ".join(failed))
 
 
-def new_ingestion_id(data_set: str, now: datetime | None = None) -> str:
+def new_ingestion_id(data_set: str, now: datetime) -> str:
     """Unique, sortable and readable: ``orders-20261126T021500Z-1a2b3c4d``."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
     return f"{data_set.replace('_', '-')}-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
@@ -1108,11 +1109,11 @@ def plan_data_set(
     *,
     account_id: str,
     quota: int | None = None,
-    now: datetime | None = None,
+    clock: Clock = system_clock,
 ) -> Plan:
     """Start, skip (an ingestion is already under way) or refuse (not deployed, quota)."""
     data_set = decl.data_set(name)
-    now = now or datetime.now(UTC)
+    now = clock()
     plan = Plan(data_set.name, data_set.id, "start", data_set.refresh.ingestion_type)
     try:
         ingestions = list_ingestions(client, account_id, data_set.id)
@@ -1140,11 +1141,13 @@ def plan_refresh(
     *,
     account_id: str,
     quota: int | None = None,
+    clock: Clock = system_clock,
 ) -> list[Plan]:
     """One plan per data set (names or IDs; duplicates removed, order kept)."""
     unique = list(dict.fromkeys(decl.data_set(name).name for name in names))
     return [
-        plan_data_set(client, decl, name, account_id=account_id, quota=quota) for name in unique
+        plan_data_set(client, decl, name, account_id=account_id, quota=quota, clock=clock)
+        for name in unique
     ]
 
 

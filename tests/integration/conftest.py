@@ -6,6 +6,7 @@ import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import ModuleType
 from typing import Any
@@ -14,6 +15,7 @@ import boto3
 import pytest
 
 from storepulse.aws import FAIL_FAST_CONFIG
+from storepulse.clock import FrozenClock
 from storepulse.config import REPO_ROOT, settings
 from storepulse.layout import Table, table_name
 from storepulse.local.lambda_context import LambdaContext
@@ -30,6 +32,7 @@ from storepulse.stream.records import StreamRecord, lambda_event
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
 ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-dev-stream-processor"
 SHARD = "shardId-000000000000"
+FROZEN_NOW = datetime(2026, 11, 26, 11, 0, 30, tzinfo=UTC)  # noon in Paris, a Thursday
 BUSINESS_TZ = "Europe/Paris"
 STORES = {"s-001": "Europe/Paris", "s-002": "America/New_York"}
 PRODUCTS = {  # sku: (category, reorder point)
@@ -127,8 +130,16 @@ def _load_handler() -> ModuleType:
 
 
 @pytest.fixture
-def handler(realtime_stack: RealtimeStack) -> Iterator[ModuleType]:
+def clock() -> FrozenClock:
+    """The one frozen "now" of a test: the handler and whatever else the test builds read it.
+    A module that needs another time overrides this fixture."""
+    return FrozenClock(FROZEN_NOW)
+
+
+@pytest.fixture
+def handler(realtime_stack: RealtimeStack, clock: FrozenClock) -> Iterator[ModuleType]:
     module = _load_handler()
+    module.CLOCK = clock
     module.processor.cache_clear()  # resources come from this test's environment
     yield module
     module.processor.cache_clear()

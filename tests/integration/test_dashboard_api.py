@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import ModuleType
 from typing import Any
@@ -23,6 +23,7 @@ from boto3.dynamodb.conditions import Key
 from fastapi.testclient import TestClient
 
 from storepulse import events as ev
+from storepulse.clock import fixed_clock
 from storepulse.dashboard import history
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
@@ -31,9 +32,9 @@ from storepulse.export.publish import Manifest
 from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
 from storepulse.settings_store import KPI_CATALOGUE, SettingsStore
 from storepulse.stream.records import StreamRecord
-from tests.integration.conftest import SHARD, RealtimeStack, invoke
+from tests.integration.conftest import FROZEN_NOW, SHARD, RealtimeStack, invoke
 
-NOW = datetime(2026, 11, 26, 11, 0, 30, tzinfo=UTC)  # noon in Paris (the business's zone)
+NOW = FROZEN_NOW  # noon in Paris (the business's zone): the handler's and the dashboard's clock
 TODAY = date(2026, 11, 26)
 
 
@@ -103,12 +104,13 @@ def stock(store: str, sku: str, quantity: int, at: datetime) -> ev.InventoryStoc
 
 
 def _services(lake: Callable[[], history.Lake | None] = lambda: None) -> Services:
-    table = ThreadLocalTable(table_name(Table.SETTINGS))
+    table, clock = ThreadLocalTable(table_name(Table.SETTINGS)), fixed_clock(NOW)
     return Services(
         settings_store=SettingsStore(table),
         access=AccessStore(table, cache_seconds=0),
-        live=LiveDashboard(DynamoLiveReader.connect(), clock=lambda: NOW),
+        live=LiveDashboard(DynamoLiveReader.connect(), clock=clock),
         lake_factory=lake,
+        clock=clock,
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
+from storepulse.clock import fixed_clock
 from storepulse.layout import Grain, Table, bucket_keys, inventory_key, mix_key, order_key
 from storepulse.settings_store import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
@@ -423,7 +424,7 @@ def test_subscribers_filter_alerts_by_attributes(handler, realtime_stack) -> Non
 
 
 def test_smoke_event_is_answered_and_counted_nowhere(handler, realtime_stack) -> None:
-    marked = smoke.smoke_event(NOON_PARIS)
+    marked = smoke.smoke_event(fixed_clock(NOON_PARIS))
     invoke(handler, Stream().records(marked))
     facts = realtime_stack.table(Table.FACTS)
     assert facts.get_item(Key=smoke.smoke_key(marked.event_id).as_item())["Item"]["type"] == "smoke"

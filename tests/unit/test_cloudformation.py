@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from datetime import UTC, datetime
 from fnmatch import fnmatch
 from typing import Any
 
 import pytest
+import time_machine
 from cfnlint.decode import cfn_yaml
 
 from storepulse.config import REPO_ROOT
@@ -77,6 +79,17 @@ def test_cfn_lint_reports_no_error() -> None:
     findings = lint_template(TEMPLATE, regions=["us-east-1"])
     errors = [f for f in findings if f.is_error]
     assert not errors, "\n".join(str(f) for f in findings)
+
+
+def test_a_runtime_past_its_aws_deprecation_dates_is_a_warning_with_its_successor() -> None:
+    """cfn-lint compares the runtime with AWS's calendar on the day it runs: the same template
+    must lint the same any day, and the deploy log must say what to move to."""
+    with time_machine.travel(datetime(2030, 1, 1, tzinfo=UTC), tick=False):
+        findings = lint_template(TEMPLATE, regions=["us-east-1"])
+    calendar = [f for f in findings if f.calendar]
+    assert not [f for f in findings if f.is_error], "\n".join(map(str, findings))
+    assert calendar and all(f.level == "warning" for f in calendar)
+    assert any("python3.11" in f.message and "python3.1" in f.message for f in calendar)
 
 
 @pytest.mark.parametrize("table", list(Table))

@@ -21,6 +21,7 @@ from storepulse.assets import (
     datasets_of_events,
     requested_datasets,
 )
+from storepulse.clock import fixed_clock
 from storepulse.export import DATASET_NAMES
 from storepulse.local import quicksight as local
 
@@ -245,7 +246,9 @@ def _plan_with(decl: qs.Declarations, ingestions: list[dict[str, Any]], **kwargs
             {"Ingestions": ingestions, "RequestId": "r", "Status": 200},
             {"AwsAccountId": ACCOUNT, "DataSetId": decl.data_sets["customers"].id},
         )
-        plan = qs.plan_data_set(client, decl, "customers", account_id=ACCOUNT, now=NOW, **kwargs)
+        plan = qs.plan_data_set(
+            client, decl, "customers", account_id=ACCOUNT, clock=fixed_clock(NOW), **kwargs
+        )
         stub.assert_no_pending_responses()
     return plan
 

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from storepulse.clock import Clock, system_clock
 from storepulse.dashboard import history, settings
 from storepulse.dashboard.access import AccessStore, Visibility
 from storepulse.dashboard.live import (
@@ -106,20 +107,22 @@ class Services:
     access: AccessStore
     live: LiveDashboard
     lake_factory: Callable[[], history.Lake | None]
+    clock: Clock = system_clock
     catalogue_seconds: float = CATALOGUE_SECONDS
     _catalogue: tuple[float, Catalogue] | None = field(default=None, init=False, repr=False)
     _lake: tuple[float, history.Lake | None] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
-    def connect(cls) -> Services:
+    def connect(cls, clock: Clock = system_clock) -> Services:
         """Nothing is read here: the app can be built before AWS answers."""
         table = ThreadLocalTable(table_name(Table.SETTINGS))
         return cls(
             settings_store=SettingsStore(table),
             access=AccessStore(table),
-            live=LiveDashboard(DynamoLiveReader.connect()),
+            live=LiveDashboard(DynamoLiveReader.connect(), clock=clock),
             lake_factory=_default_lake,
+            clock=clock,
         )
 
     def catalogue(self, refresh: bool = False) -> Catalogue:
@@ -365,7 +368,7 @@ def _history_routes(app: FastAPI) -> None:
     ) -> history.Trend:
         """Daily totals from the lake over ``days`` days, and the previous ``days`` days."""
         catalogue, stores = _history_stores(services, viewer, store)
-        window = _window(days, end, catalogue)
+        window = _window(days, end, catalogue, services.clock())
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         return history.trend(services.lake(), window, stores, chosen)
 
@@ -380,17 +383,17 @@ def _history_routes(app: FastAPI) -> None:
     ) -> history.BreakdownReport:
         """Totals per store or per category over ``days`` days, against the previous ones."""
         catalogue, stores = _history_stores(services, viewer, store)
-        window = _window(days, end, catalogue)
+        window = _window(days, end, catalogue, services.clock())
         labels = {s.store_id: s.name for s in catalogue.stores.values()} if by == "store" else {}
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         return history.breakdown(services.lake(), window, stores, chosen, by, labels)
 
 
-def _window(days: int, end: date | None, catalogue: Catalogue) -> history.Window:
+def _window(days: int, end: date | None, catalogue: Catalogue, now: datetime) -> history.Window:
     if days not in history.PERIODS:
         periods = ", ".join(map(str, history.PERIODS))
         raise HTTPException(422, [f"days: must be one of {periods}"])
-    return history.Window.ending(days, end, catalogue.timezone)
+    return history.Window.ending(days, end, catalogue.timezone, now)
 
 
 async def _json_body(request: Request) -> Any:

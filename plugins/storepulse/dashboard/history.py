@@ -29,7 +29,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -322,11 +322,12 @@ class Window:
         return self.first <= day <= self.last
 
     @classmethod
-    def ending(cls, days: int, end: date | None, timezone: str) -> Window:
+    def ending(cls, days: int, end: date | None, timezone: str, now: datetime) -> Window:
+        """``days`` days to ``end``; without an end, to yesterday (local), the last whole day."""
         if end is None:
             from storepulse.layout import local_date
 
-            end = local_date(datetime.now(UTC), timezone) - timedelta(days=1)
+            end = local_date(now, timezone) - timedelta(days=1)
         return cls(days, end)
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from storepulse.clock import Clock, system_clock
 from storepulse.deploy.stack import DeployError
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,14 @@ def run_smoke_test(
     facts_table: str,
     timeout: float = 120.0,
     poll_interval: float = 1.0,
+    clock: Clock = system_clock,
 ) -> SmokeResult:
     """Put one smoke event (``storepulse.stream.smoke``) on the stream and wait until the stream
     processor has written its marker item to the facts table. ``dynamodb``: a boto3 client."""
     from storepulse.producer import KinesisProducer
     from storepulse.stream.smoke import smoke_event, smoke_key
 
-    event = smoke_event()
+    event = smoke_event(clock)
     key = smoke_key(event.event_id)
     started = time.monotonic()
     KinesisProducer(stream_name=stream_name, client=kinesis).send([event])

@@ -36,7 +36,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storepulse import events as ev
+from storepulse.clock import Clock, system_clock
 from storepulse.export.datasets import DATASETS, Dataset
 from storepulse.layout import COUNT_COUNTERS, SettingsKind, settings_key
 
@@ -741,7 +742,7 @@ def summary_uri(bucket: str, day: date) -> str:
 
 
 def alert_message(
-    result: AuditResult, *, run_id: str, report: str, now: datetime | None = None
+    result: AuditResult, *, run_id: str, report: str, clock: Clock = system_clock
 ) -> dict[str, Any]:
     """The SNS alert of a failed audit, in the shape of the real-time path's alerts: a JSON
     message, ``type`` and ``severity`` attributes. Returns ``subject``, ``message`` and
@@ -753,7 +754,7 @@ def alert_message(
         "title": title,
         "day": result.day.isoformat(),
         "run_id": run_id,
-        "sent_at": (now or datetime.now(UTC)).isoformat(),
+        "sent_at": clock().isoformat(),
         "details": {
             "evaluated": result.evaluated,
             "failed": [str(f) for f in result.failures],

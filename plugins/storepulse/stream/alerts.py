@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Key as KeyCondition
 from botocore.exceptions import ClientError
 
+from storepulse.clock import Clock, system_clock
 from storepulse.layout import (
     Key,
     SettingsKind,
@@ -193,7 +193,7 @@ class AlertPublisher:
         topic_arn: str,
         settings_table: Any,
         facts_table: Any,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = system_clock,
     ) -> None:
         self.sns, self.topic_arn = sns, topic_arn
         self.settings_table, self.facts_table, self.clock = settings_table, facts_table, clock

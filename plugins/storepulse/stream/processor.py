@@ -9,11 +9,11 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from storepulse import events as ev
+from storepulse.clock import Clock, system_clock
 from storepulse.config import ConfigError
 from storepulse.layout import Key, Table, table_name
 from storepulse.stream import alerts as alert_rules
@@ -96,8 +96,9 @@ class StreamProcessor:
         sns: Any,
         resources: StreamResources,
         catalog: CachedCatalog | None = None,
+        clock: Clock = system_clock,
     ) -> None:
-        self.resources = resources
+        self.resources, self.clock = resources, clock
         self.dynamodb = dynamodb
         self.metrics = dynamodb.Table(resources.metrics_table)
         self.inventory = dynamodb.Table(resources.inventory_table)
@@ -106,7 +107,9 @@ class StreamProcessor:
         self.catalog = catalog or CachedCatalog(lambda: load_catalog(self.settings))
         self.archive = LakeArchive(s3, resources.lake_bucket)
         self.publisher = (
-            alert_rules.AlertPublisher(sns, resources.alert_topic_arn, self.settings, self.facts)
+            alert_rules.AlertPublisher(
+                sns, resources.alert_topic_arn, self.settings, self.facts, clock=clock
+            )
             if resources.alert_topic_arn
             else None
         )
@@ -157,7 +160,7 @@ class StreamProcessor:
         kept = []
         for record, event in valid:
             if smoke.is_smoke(event):
-                smoke.record_smoke(self.facts, event, datetime.now(UTC))
+                smoke.record_smoke(self.facts, event, self.clock())
             else:
                 kept.append((record, event))
         return kept

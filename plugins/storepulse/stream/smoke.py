@@ -8,21 +8,22 @@ instead leaves a ``SMOKE#<event_id>`` item in the facts table, which the deploy 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from storepulse import events as ev
+from storepulse.clock import Clock, system_clock
 from storepulse.layout import Key
 
 SMOKE_SOURCE = "storepulse:smoke-test"
 SMOKE_STORE = "smoke-test"
 
 
-def smoke_event(now: datetime | None = None) -> ev.StoreFootTrafficV1:
+def smoke_event(clock: Clock = system_clock) -> ev.StoreFootTrafficV1:
     return ev.StoreFootTrafficV1(
         event_id=str(uuid.uuid4()),
         store_id=SMOKE_STORE,
-        occurred_at=now or datetime.now(UTC),
+        occurred_at=clock(),
         source=SMOKE_SOURCE,
         sensor_id="smoke",
         entries=0,
