@@ -37,6 +37,7 @@ from storepulse.events import (
 )
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.__main__ import main
+from storepulse.simulator.engine import expected_events
 
 E = TypeVar("E", bound=Event)
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)  # a week without a DST change in Europe
@@ -559,3 +560,16 @@ def test_cli_burst_sends_a_spike(producer: type[FakeProducer]) -> None:
     assert len(of_type(batch, WebPageViewV1)) == 300
     assert max(e.occurred_at for e in batch) <= datetime.now(UTC)
     assert main(["burst", "--store", "s-404"]) == 2
+
+
+# --- history, then live ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rate", "span"), [(0.05, 15), (0.2, 24), (1.0, 3), (1.0, 15)])
+def test_expected_events_is_close_to_the_simulation(rate: float, span: int) -> None:
+    start = datetime(2026, 3, 4, 23, tzinfo=UTC)  # Thursday's local midnight in Paris
+    end = start + timedelta(hours=span)
+
+    simulated = sum(1 for _ in Simulator(MODEL, 7, start, rate=rate).events_between(start, end))
+
+    assert 0.75 < simulated / expected_events(MODEL, start, end, rate) < 1.33
