@@ -51,7 +51,7 @@ from storepulse.events import (
     WebPurchaseV1,
     partition_key,
 )
-from storepulse.simulator.model import BusinessModel, Customer, Product, Store
+from storepulse.simulator.model import BusinessModel, Customer, Product, Seasonality, Store
 
 __all__ = ["DayTotals", "GroundTruth", "MalformedRecord", "Simulator", "expected_events"]
 
@@ -287,24 +287,31 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 def expected_events(model: BusinessModel, start: datetime, end: datetime, rate: float) -> float:
     """About how many events ``Simulator(model, seed, start, rate)`` hands out in [start, end):
-    the calibrated traffic hour by hour (the web all day, the shops while open) plus the stock
-    counts (the start snapshot, one per opening). Sizes a backfill without running it."""
-    seasonality, weights = model.seasonality, sum(store.traffic_weight for store in model.stores)
-    counts = len(model.catalogue)
-    total = float(len(model.stores) * counts)
+    the calibrated traffic plus the stock counts (the start snapshot, one per opening). Sizes a
+    backfill without running it."""
+    weights = sum(store.traffic_weight for store in model.stores)
+    total = float(len(model.stores) * len(model.catalogue))
     for store in model.stores:
-        moment, share = start, store.traffic_weight / weights
-        while moment < end:
-            step = min(end, moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
-            local = moment.astimezone(store.tz)
-            intensity = WEB_SHARE * seasonality.web_intensity(local.weekday(), local.hour)
-            if store.is_open(moment):
-                shop = seasonality.store_intensity(local.weekday(), local.hour)
-                intensity += (1 - WEB_SHARE) * shop
-            total += rate * share * intensity * (step - moment).total_seconds()
-            moment = step
-        total += counts * _openings(store, start, end)
+        share = store.traffic_weight / weights
+        total += rate * share * _peak_seconds(model.seasonality, store, start, end)
+        total += len(model.catalogue) * _openings(store, start, end)
     return total
+
+
+def _peak_seconds(seasonality: Seasonality, store: Store, start: datetime, end: datetime) -> float:
+    """Seconds of [start, end) weighted, hour by hour, by the store's share of web and in-store
+    traffic relative to the weekly peak (in store only while it is open)."""
+    seconds, moment = 0.0, start
+    while moment < end:
+        step = min(end, moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+        local = moment.astimezone(store.tz)
+        weekday, hour = local.weekday(), local.hour
+        intensity = WEB_SHARE * seasonality.web_intensity(weekday, hour)
+        if store.is_open(moment):
+            intensity += (1 - WEB_SHARE) * seasonality.store_intensity(weekday, hour)
+        seconds += intensity * (step - moment).total_seconds()
+        moment = step
+    return seconds
 
 
 def _openings(store: Store, start: datetime, end: datetime) -> int:
