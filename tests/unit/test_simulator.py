@@ -36,6 +36,7 @@ from storepulse.events import (
     WebPurchaseV1,
     parse_event,
 )
+from storepulse.platform.realtime import BACKFILL_EVENTS, SIMULATOR_RATE
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.__main__ import main
 from storepulse.simulator.backfill import history_rate, shown_days
@@ -487,7 +488,8 @@ def test_no_foot_traffic_burst_while_closed() -> None:
 
 
 class TickingClock(FrozenClock):
-    """A clock that moves on by a second each time it is read (the CLI reads it once a tick)."""
+    """A clock that moves on by half a second each time it is read (the CLI reads it once a
+    tick): slower than the ticks, so a simulator that ignored it would run ahead."""
 
     def __init__(self, at: datetime) -> None:
         super().__init__(at)
@@ -495,7 +497,7 @@ class TickingClock(FrozenClock):
 
     def __call__(self) -> datetime:
         self.readings.append(self.now)
-        self.advance(seconds=1)
+        self.advance(seconds=0.5)
         return self.readings[-1]
 
 
@@ -662,15 +664,17 @@ WINDOWS = {
         ],
     ),
 }
-BUDGET, LIVE_RATE = 4000, 2.0
+BUDGET, LIVE_RATE = BACKFILL_EVENTS, SIMULATOR_RATE  # the demo's settings
 
 
-def backfill(producer: type[FakeProducer], now: datetime, tmp_path: Path) -> FakeProducer:
-    """``run --backfill`` for 30 ticks, from a clock at ``now`` that each tick moves on."""
+def backfill(
+    producer: type[FakeProducer], now: datetime, tmp_path: Path, ticks: int = 30
+) -> FakeProducer:
+    """``run --backfill`` for ``ticks`` ticks, from a clock at ``now`` that each tick moves on."""
     producer.clock = TickingClock(now)
     args = ["run", "--stream", "s1", "--rate", str(LIVE_RATE), "--backfill", str(BUDGET)]
-    args += ["--no-wait", "--duration", "30", "--ground-truth", str(tmp_path / "truth.json")]
-    assert main(args, clock=producer.clock) == 0
+    args += ["--no-wait", "--duration", str(ticks)]
+    assert main([*args, "--ground-truth", str(tmp_path / "truth.json")], producer.clock) == 0
     (sent,) = producer.instances
     return sent
 
@@ -720,6 +724,22 @@ def test_the_history_rate_fits_the_budget_so_a_night_history_has_web_sales(
     late_evening = backfill_rate_at(datetime(2027, 1, 13, 22, 50, tzinfo=UTC))
     assert late_evening < backfill_rate_at(now) <= LIVE_RATE
     assert backfill_rate_at(datetime(2027, 1, 12, 23, 1, tzinfo=UTC)) == LIVE_RATE
+
+
+def test_the_compared_days_stop_at_their_midnight_and_today_goes_past_it(
+    producer: type[FakeProducer], tmp_path: Path
+) -> None:
+    now = datetime(2027, 1, 13, 22, 59, 30, tzinfo=UTC)  # 23:59:30 in Paris
+    midnight = datetime(2027, 1, 13, 23, tzinfo=UTC)
+
+    sent = backfill(producer, now, tmp_path, ticks=180)  # the clock moves on by 90 s
+
+    live = [event for batch in sent.batches[3:] for event in batch]
+    lanes = [(now - timedelta(days=back), midnight - timedelta(days=back)) for back in (7, 1)]
+    lanes.append((now, now + timedelta(seconds=90)))
+    assert all(any(in_window([e], lane) for lane in lanes) for e in live)
+    assert any(e.occurred_at >= midnight for e in live)  # today's day is the next one now
+    assert 0.6 * BUDGET < sum(map(len, sent.batches[:3])) < 1.35 * BUDGET  # nearly 3 whole days
 
 
 def backfill_rate_at(now: datetime) -> float:
