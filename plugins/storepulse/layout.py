@@ -32,7 +32,7 @@ applied to it (``wm_<shard>``); see ``storepulse.stream.writer``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Any
@@ -158,6 +158,25 @@ def zone(name: str) -> ZoneInfo:
 def local_date(moment: datetime, timezone: str) -> date:
     """The business day of ``moment`` for a store in ``timezone``."""
     return moment.astimezone(zone(timezone)).date()
+
+
+def day_start(day: date, timezone: str) -> datetime:
+    """Local midnight of ``day`` in ``timezone``, in UTC: where its business day begins."""
+    return _at_local(day, time(0), timezone)
+
+
+def comparison_cutoffs(day: date, as_of: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """The same local time as ``as_of`` one day and one week before ``day``: how far yesterday
+    and last week count when today so far is compared with them."""
+    clock = as_of.astimezone(zone(timezone)).time().replace(tzinfo=None)
+    return (
+        _at_local(day - timedelta(days=1), clock, timezone),
+        _at_local(day - timedelta(days=7), clock, timezone),
+    )
+
+
+def _at_local(day: date, clock: time, timezone: str) -> datetime:
+    return datetime.combine(day, clock, tzinfo=zone(timezone)).astimezone(UTC)
 
 
 def utc_minute(moment: datetime) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from storepulse.config import settings
 from storepulse.events import PosSaleV1, SaleLine
-from storepulse.layout import Grain, Table, bucket_keys, table_name
+from storepulse.layout import Grain, Table, bucket_keys, local_date, table_name
 from storepulse.platform import realtime
 from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
@@ -76,23 +76,31 @@ def _day_item(platform: Platform, day: date) -> dict[str, Any]:
     return platform.table(table_name(Table.METRICS)).get_item(Key=key).get("Item") or {}
 
 
-def _days_around_now() -> list[date]:
-    today = datetime.now(UTC).date()
-    return [today - timedelta(days=1), today, today + timedelta(days=1), today + timedelta(days=2)]
+def _business_today() -> date:
+    """Today as the dashboard and the simulator see it: the business's local date, not UTC's."""
+    return local_date(datetime.now(UTC), _demo().timezone)
+
+
+def _simulated_days() -> list[date]:
+    """The days the simulator fills (last week's, yesterday's and today's), and tomorrow in case
+    local midnight passes during the tests."""
+    today = _business_today()
+    return [today + timedelta(days=n) for n in (-7, -1, 0, 1)]
 
 
 def _wait_for_sales(platform: Platform, timeout: float = 240.0) -> None:
-    """The stream processor caches the catalogue for a minute: events sent before it sees the
-    demo stores are quarantined. Wait until simulated sales are really counted."""
+    """The simulator sends its history oldest first, today's last: today's sales are counted
+    20-30 s after it starts, at any hour. Only in the first minutes after local midnight may
+    today's first sale still be to come (live web sales then come every few minutes)."""
     deadline = time.monotonic() + timeout
-    while not any(_day_item(platform, d).get("orders") for d in _days_around_now()):
+    while not _day_item(platform, _business_today()).get("orders"):
         if time.monotonic() > deadline:
-            pytest.fail("no simulated sale was counted in DynamoDB")
+            pytest.fail(f"no simulated sale was counted in DynamoDB for {_business_today()}")
         time.sleep(2)
 
 
 def _wait_until_stable(platform: Platform, seconds: float = 4.0, timeout: float = 90.0) -> None:
-    days = _days_around_now()
+    days = _simulated_days()
     deadline, last, since = time.monotonic() + timeout, None, time.monotonic()
     while time.monotonic() < deadline:
         now = [_day_item(platform, d) for d in days]

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
+from storepulse.clock import FrozenClock, fixed_clock
 from storepulse.events import (
     CrmCustomerProfileV1,
     Event,
@@ -35,11 +36,15 @@ from storepulse.events import (
     WebPurchaseV1,
     parse_event,
 )
+from storepulse.platform.realtime import BACKFILL_EVENTS, SIMULATOR_RATE
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.__main__ import main
+from storepulse.simulator.backfill import history_rate, shown_days
+from storepulse.simulator.engine import expected_events
 
 E = TypeVar("E", bound=Event)
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)  # a week without a DST change in Europe
+SATURDAY_NOON = datetime(2026, 3, 7, 12, tzinfo=UTC)  # the CLI tests' clock
 MODEL = BusinessModel.generate(7)
 WEEK_RATE = 0.1
 TOTAL_FIELDS = (
@@ -482,19 +487,38 @@ def test_no_foot_traffic_burst_while_closed() -> None:
 # --- command line ------------------------------------------------------------------------------
 
 
+class TickingClock(FrozenClock):
+    """A clock that moves on by half a second each time it is read (the CLI reads it once a
+    tick): slower than the ticks, so a simulator that ignored it would run ahead."""
+
+    def __init__(self, at: datetime) -> None:
+        super().__init__(at)
+        self.readings: list[datetime] = []
+
+    def __call__(self) -> datetime:
+        self.readings.append(self.now)
+        self.advance(seconds=0.5)
+        return self.readings[-1]
+
+
 class FakeProducer:
-    """Stands in for storepulse.producer.KinesisProducer; can raise SIGTERM mid-run."""
+    """Stands in for storepulse.producer.KinesisProducer; can raise SIGTERM mid-run, and notes
+    the time the CLI last read from ``clock`` when each batch was put."""
 
     instances: ClassVar[list[FakeProducer]] = []
     sigterm_on_call = 0
+    clock: ClassVar[TickingClock | None] = None
 
     def __init__(self, *, stream_name: str) -> None:
         self.stream_name = stream_name
         self.batches: list[list[Any]] = []
+        self.put_at: list[datetime] = []
         FakeProducer.instances.append(self)
 
     def _report(self, batch: list[Any]) -> types.SimpleNamespace:
         self.batches.append(batch)
+        if FakeProducer.clock is not None:
+            self.put_at.append(FakeProducer.clock.readings[-1])
         if len(self.batches) == FakeProducer.sigterm_on_call:
             signal.raise_signal(signal.SIGTERM)
         return types.SimpleNamespace(records_sent=len(batch))
@@ -511,7 +535,7 @@ def producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     module = types.ModuleType("storepulse.producer")
     module.KinesisProducer = FakeProducer  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "storepulse.producer", module)
-    FakeProducer.instances, FakeProducer.sigterm_on_call = [], 0
+    FakeProducer.instances, FakeProducer.sigterm_on_call, FakeProducer.clock = [], 0, None
     return FakeProducer
 
 
@@ -525,9 +549,9 @@ def test_cli_dry_run_prints_json_lines_and_writes_ground_truth(
 ) -> None:
     truth = tmp_path / "truth.json"
     args = ["run", "--dry-run", "--no-wait", "--duration", "3", "--rate", "1"]
-    args += ["--start", "2026-03-07T10:00:00Z", "--ground-truth", str(truth)]
+    args += ["--start", "2026-03-07T10:00:00Z", "--acceleration", "60"]
 
-    assert main(args) == 0
+    assert main([*args, "--ground-truth", str(truth)], clock=fixed_clock(SATURDAY_NOON)) == 0
 
     events = [parse_event(line) for line in capsys.readouterr().out.splitlines()]
     assert events and max(e.occurred_at for e in events) < datetime(2026, 3, 7, 10, 3, tzinfo=UTC)
@@ -542,7 +566,9 @@ def test_cli_run_sends_each_tick_and_stops_on_sigterm(
     truth = tmp_path / "truth.json"
     args = ["run", "--stream", "s1", "--rate", "2", "--no-wait", "--ground-truth", str(truth)]
 
-    assert main([*args, "--start", "2026-03-07T10:00:00Z", "--malformed-fraction", "0.2"]) == 0
+    args += ["--start", "2026-03-07T10:00:00Z", "--malformed-fraction", "0.2"]
+
+    assert main(args, clock=fixed_clock(SATURDAY_NOON)) == 0
 
     (sent,) = producer.instances
     assert sent.stream_name == "s1"
@@ -553,9 +579,168 @@ def test_cli_run_sends_each_tick_and_stops_on_sigterm(
 
 
 def test_cli_burst_sends_a_spike(producer: type[FakeProducer]) -> None:
-    assert main(["burst", "--store", "s-001", "--size", "300", "--kind", "web"]) == 0
+    clock = fixed_clock(SATURDAY_NOON)
+
+    assert main(["burst", "--store", "s-001", "--size", "300", "--kind", "web"], clock) == 0
 
     (batch,) = producer.instances[0].batches
     assert len(of_type(batch, WebPageViewV1)) == 300
-    assert max(e.occurred_at for e in batch) <= datetime.now(UTC)
-    assert main(["burst", "--store", "s-404"]) == 2
+    assert SATURDAY_NOON - timedelta(minutes=1) <= min(e.occurred_at for e in batch)
+    assert max(e.occurred_at for e in batch) < SATURDAY_NOON
+    assert main(["burst", "--store", "s-404"], clock) == 2
+
+
+def test_cli_run_never_dates_an_event_after_the_clock(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", "--dry-run", "--no-wait", "--duration", "5", "--rate", "1"]
+    args += ["--start", "2026-03-07T11:59:00Z", "--acceleration", "60"]  # 5 minutes in 5 ticks
+
+    assert main(args, clock=fixed_clock(SATURDAY_NOON)) == 0
+
+    events = [parse_event(line) for line in capsys.readouterr().out.splitlines()]
+    assert events and max(e.occurred_at for e in events) < SATURDAY_NOON
+    assert main([*args[:-4], "--backfill", "100", "--start", "2026-03-07T11:59:00Z"]) == 2
+
+
+# --- history, then live ------------------------------------------------------------------------
+
+
+def hours(text: str) -> tuple[datetime, datetime]:
+    """``"2027-01-12T23:00 2027-01-13T02:00"``: a window in UTC."""
+    start, end = (datetime.fromisoformat(part).replace(tzinfo=UTC) for part in text.split())
+    return start, end
+
+
+@pytest.mark.parametrize(("rate", "span"), [(0.05, 15), (0.2, 24), (1.0, 3), (1.0, 15)])
+def test_expected_events_is_close_to_the_simulation(rate: float, span: int) -> None:
+    start = datetime(2026, 3, 4, 23, tzinfo=UTC)  # Thursday's local midnight in Paris
+    end = start + timedelta(hours=span)
+
+    simulated = sum(1 for _ in Simulator(MODEL, 7, start, rate=rate).events_between(start, end))
+
+    assert 0.75 < simulated / expected_events(MODEL, start, end, rate) < 1.33
+
+
+# Local midnight to the clock today, and the same local times yesterday and a week before, in
+# UTC, worked out by hand (Paris: UTC+1 in winter, UTC+2 in summer).
+WINDOWS = {
+    "03:00 winter": (
+        datetime(2027, 1, 13, 2, tzinfo=UTC),  # a Wednesday
+        [
+            hours("2027-01-05T23:00 2027-01-06T02:00"),
+            hours("2027-01-11T23:00 2027-01-12T02:00"),
+            hours("2027-01-12T23:00 2027-01-13T02:00"),
+        ],
+    ),
+    "03:00 summer": (
+        datetime(2027, 7, 14, 1, tzinfo=UTC),
+        [
+            hours("2027-07-06T22:00 2027-07-07T01:00"),
+            hours("2027-07-12T22:00 2027-07-13T01:00"),
+            hours("2027-07-13T22:00 2027-07-14T01:00"),
+        ],
+    ),
+    "15:00": (
+        datetime(2027, 1, 13, 14, tzinfo=UTC),
+        [
+            hours("2027-01-05T23:00 2027-01-06T14:00"),
+            hours("2027-01-11T23:00 2027-01-12T14:00"),
+            hours("2027-01-12T23:00 2027-01-13T14:00"),
+        ],
+    ),
+    "spring forward: a 23-hour day": (
+        datetime(2027, 3, 28, 1, 30, tzinfo=UTC),  # 03:30 CEST, clocks went 02:00 -> 03:00
+        [
+            hours("2027-03-20T23:00 2027-03-21T02:30"),
+            hours("2027-03-26T23:00 2027-03-27T02:30"),
+            hours("2027-03-27T23:00 2027-03-28T01:30"),
+        ],
+    ),
+    "fall back: a 25-hour day": (
+        datetime(2027, 10, 31, 1, 30, tzinfo=UTC),  # 02:30 CET, the second 02:30 of the night
+        [
+            hours("2027-10-23T22:00 2027-10-24T00:30"),
+            hours("2027-10-29T22:00 2027-10-30T00:30"),
+            hours("2027-10-30T22:00 2027-10-31T01:30"),
+        ],
+    ),
+}
+BUDGET, LIVE_RATE = BACKFILL_EVENTS, SIMULATOR_RATE  # the demo's settings
+
+
+def backfill(
+    producer: type[FakeProducer], now: datetime, tmp_path: Path, ticks: int = 30
+) -> FakeProducer:
+    """``run --backfill`` for ``ticks`` ticks, from a clock at ``now`` that each tick moves on."""
+    producer.clock = TickingClock(now)
+    args = ["run", "--stream", "s1", "--rate", str(LIVE_RATE), "--backfill", str(BUDGET)]
+    args += ["--no-wait", "--duration", str(ticks)]
+    assert main([*args, "--ground-truth", str(tmp_path / "truth.json")], producer.clock) == 0
+    (sent,) = producer.instances
+    return sent
+
+
+def in_window(events: Iterable[Event], window: tuple[datetime, datetime]) -> bool:
+    return all(window[0] <= event.occurred_at < window[1] for event in events)
+
+
+@pytest.mark.parametrize("case", WINDOWS)
+def test_backfill_sends_the_compared_days_up_to_the_clock_then_goes_live(
+    case: str, producer: type[FakeProducer], tmp_path: Path
+) -> None:
+    now, windows = WINDOWS[case]
+
+    sent = backfill(producer, now, tmp_path)
+
+    history, live = sent.batches[:3], sent.batches[3:]
+    for batch, window in zip(history, windows, strict=True):  # oldest first
+        assert batch and in_window(batch, window), case
+    today = history[2]
+    assert sum(sale.total for sale in of_type(today, PosSaleV1)) > 0
+    assert of_type(today, WebPageViewV1)
+    assert 0.6 * BUDGET < sum(map(len, history)) < 1.35 * BUDGET
+    assert producer.clock is not None and len(producer.clock.readings) == 31  # plan + 30 ticks
+    assert any(e.occurred_at >= now for batch in live for e in batch)  # today goes on live
+    for batch, put_at in zip(live, sent.put_at[3:], strict=True):
+        elapsed = put_at - now
+        lanes = [(start, end + elapsed) for start, end in windows]
+        assert all(any(in_window([e], lane) for lane in lanes) for e in batch)
+        assert all(e.occurred_at <= put_at for e in batch)  # never after the clock
+    events = [event for batch in sent.batches for event in batch]
+    assert len({event.event_id for event in events}) == len(events)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["days"] == recompute(MODEL, events)
+
+
+def test_the_history_rate_fits_the_budget_so_a_night_history_has_web_sales(
+    producer: type[FakeProducer], tmp_path: Path
+) -> None:
+    now, _ = WINDOWS["03:00 winter"]
+
+    today = backfill(producer, now, tmp_path).batches[2]
+
+    online = [sale for sale in of_type(today, PosSaleV1) if sale.channel == "online"]
+    assert len(online) >= 3  # the stores are closed: all of them are web sales
+    assert all(sale.channel == "online" for sale in of_type(today, PosSaleV1))
+    late_evening = backfill_rate_at(datetime(2027, 1, 13, 22, 50, tzinfo=UTC))
+    assert late_evening < backfill_rate_at(now) <= LIVE_RATE
+    assert backfill_rate_at(datetime(2027, 1, 12, 23, 1, tzinfo=UTC)) == LIVE_RATE
+
+
+def test_the_compared_days_stop_at_their_midnight_and_today_goes_past_it(
+    producer: type[FakeProducer], tmp_path: Path
+) -> None:
+    now = datetime(2027, 1, 13, 22, 59, 30, tzinfo=UTC)  # 23:59:30 in Paris
+    midnight = datetime(2027, 1, 13, 23, tzinfo=UTC)
+
+    sent = backfill(producer, now, tmp_path, ticks=180)  # the clock moves on by 90 s
+
+    live = [event for batch in sent.batches[3:] for event in batch]
+    lanes = [(now - timedelta(days=back), midnight - timedelta(days=back)) for back in (7, 1)]
+    lanes.append((now, now + timedelta(seconds=90)))
+    assert all(any(in_window([e], lane) for lane in lanes) for e in live)
+    assert any(e.occurred_at >= midnight for e in live)  # today's day is the next one now
+    assert 0.6 * BUDGET < sum(map(len, sent.batches[:3])) < 1.35 * BUDGET  # nearly 3 whole days
+
+
+def backfill_rate_at(now: datetime) -> float:
+    return history_rate(MODEL, shown_days(now, MODEL.timezone), BUDGET, LIVE_RATE)

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as time_of_day
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final, Literal, Protocol
 
@@ -49,6 +48,8 @@ from storepulse.layout import (
     MAX_COUNTERS_PER_WRITE,
     Key,
     Table,
+    comparison_cutoffs,
+    day_start,
     local_date,
     mix_key,
     scope,
@@ -551,14 +552,6 @@ def _parse_hour(sk: str) -> datetime:
     return datetime.strptime(sk, "%Y-%m-%dT%HZ").replace(tzinfo=UTC)
 
 
-def _at_local(day: date, clock: time_of_day, timezone: str) -> datetime:
-    return datetime.combine(day, clock, tzinfo=zone(timezone)).astimezone(UTC)
-
-
-def day_start(day: date, timezone: str) -> datetime:
-    return _at_local(day, time_of_day(0), timezone)
-
-
 def hour_keys(scope_key: str, day: date, timezone: str) -> list[Key]:
     """The hour buckets a local day can have: every UTC hour that overlaps it."""
     start, end = day_start(day, timezone), day_start(day + timedelta(days=1), timezone)
@@ -576,15 +569,6 @@ def minute_keys(
     pk = f"{scope_key}#MIN#{day.isoformat()}"
     last = 59 if until is None else min(59, int((until - hour).total_seconds() // 60))
     return [Key(pk, utc_minute(hour + timedelta(minutes=m))) for m in range(last + 1)]
-
-
-def cutoffs(day: date, as_of: datetime, timezone: str) -> tuple[datetime, datetime]:
-    """The same local time as ``as_of`` one day and one week before ``day``."""
-    clock = as_of.astimezone(zone(timezone)).time().replace(tzinfo=None)
-    return (
-        _at_local(day - timedelta(days=1), clock, timezone),
-        _at_local(day - timedelta(days=7), clock, timezone),
-    )
 
 
 def _signature(item: Item) -> tuple[Decimal, ...]:
@@ -891,7 +875,7 @@ class LiveDashboard:
         if minutes:
             candidates.append(_parse_minute(str(minutes[-1]["sk"])) + timedelta(seconds=59))
         as_of = max(candidates)
-        yesterday, last_week = cutoffs(day, as_of, where.timezone)
+        yesterday, last_week = comparison_cutoffs(day, as_of, where.timezone)
         return Today(day, as_of, yesterday, last_week, start, hours, minutes)
 
     def _hours_of(self, where: Scope, day: date) -> list[Item]:

@@ -11,9 +11,11 @@ from storepulse.platform.stack import PlatformError, StackContext, python_module
 
 DEPLOY_DAG = "deploy_realtime_stack"
 DEMO_SEED, DEMO_STORES = 7, 2
-# The simulated business runs 20x faster than the clock at a small shop's rate: the dashboard
-# moves every second and stock runs low within the hour. Both are simulator options.
-SIMULATOR_RATE, SIMULATOR_ACCELERATION = 0.2, 20
+# The demo is alive at any hour: the simulator first sends about BACKFILL_EVENTS events of
+# history (today so far, yesterday and last week up to the same time: 20-30 s for the local stream
+# processor), then runs live at the clock's pace (never ahead of it) at SIMULATOR_RATE events/s
+# at the weekly peak, so the dashboard's charts move every refresh. Both are simulator options.
+SIMULATOR_RATE, BACKFILL_EVENTS = 2.0, 4000
 
 
 class LambdaRuntimeComponent:
@@ -108,6 +110,8 @@ class DemoBusinessComponent:
 
 
 class SimulatorComponent:
+    """Simulated traffic: history first, then live (``storepulse.simulator.backfill``)."""
+
     name = "simulator"
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
@@ -125,8 +129,8 @@ class SimulatorComponent:
                 str(DEMO_STORES),
                 "--rate",
                 str(SIMULATOR_RATE),
-                "--acceleration",
-                str(SIMULATOR_ACCELERATION),
+                "--backfill",
+                str(BACKFILL_EVENTS),
             ),
         )
 
@@ -135,6 +139,6 @@ class SimulatorComponent:
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [
-            f"Simulator      {DEMO_STORES} stores, {SIMULATOR_ACCELERATION}x speed "
-            f"(log {ctx.log_dir / 'simulator.log'})"
+            f"Simulator      {DEMO_STORES} stores, live after ~{BACKFILL_EVENTS} events of "
+            f"history (log {ctx.log_dir / 'simulator.log'})"
         ]

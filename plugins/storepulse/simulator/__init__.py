@@ -3,7 +3,8 @@ events, with the ground truth to check the pipeline against.
 
 ``BusinessModel.generate(seed)`` describes the business (stores, catalogue, customers,
 employees, seasonality); ``Simulator(model, seed, start)`` plays it over simulated time;
-``python -m storepulse.simulator`` streams it to Kinesis in (accelerated) real time.
+``python -m storepulse.simulator`` streams it to Kinesis in real time, never ahead of the clock,
+after the history the dashboard compares with if asked (``storepulse.simulator.backfill``).
 """
 
 from storepulse.simulator.engine import DayTotals, GroundTruth, MalformedRecord, Simulator

@@ -1,9 +1,11 @@
 """``python -m storepulse.simulator run|burst|catalogue``: stream simulated traffic to Kinesis.
 
 - ``run``: real-time loop. Every wall second it generates the next ``--acceleration`` simulated
-  seconds and sends them with the producer (or prints JSON lines with ``--dry-run``). It stops
-  after ``--duration`` wall seconds, or cleanly on SIGTERM/SIGINT (the platform's supervisor
-  stops it with SIGTERM), writing ``--ground-truth`` if asked.
+  seconds, never past the clock, and sends them with the producer (or prints JSON lines with
+  ``--dry-run``). With ``--backfill EVENTS`` it first sends the history the dashboard compares
+  today with, then keeps those days live (``storepulse.simulator.backfill``). It stops after
+  ``--duration`` wall seconds, or cleanly on SIGTERM/SIGINT (the platform's supervisor stops it
+  with SIGTERM), writing ``--ground-truth`` if asked.
 - ``burst``: send a traffic spike for one store now.
 - ``catalogue``: print the generated business model as JSON (to seed the settings table).
 
@@ -27,7 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from storepulse.simulator.engine import Simulator
+from storepulse.clock import Clock, system_clock
+from storepulse.simulator.backfill import Lane, SimulatorFactory, plan
+from storepulse.simulator.engine import GroundTruth, Simulator
 from storepulse.simulator.model import BusinessModel
 
 log = logging.getLogger("storepulse.simulator")
@@ -87,6 +91,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the model and the events")
     parser.add_argument("--stores", type=int, default=2, help="number of stores")
@@ -116,10 +127,22 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(run)
     run.add_argument("--rate", type=_positive, default=0.2, help="events/s at the weekly peak")
     run.add_argument(
-        "--acceleration", type=_positive, default=60.0, help="simulated seconds per wall second"
+        "--acceleration",
+        type=_positive,
+        default=1.0,
+        help="simulated seconds per wall second; events are never dated after the clock, so "
+        "above 1 it only makes a past --start catch up faster",
     )
     run.add_argument("--duration", type=_positive, help="stop after this many wall seconds")
     run.add_argument("--start", type=_iso_utc, help="simulated start, ISO 8601 (default: now)")
+    run.add_argument(
+        "--backfill",
+        type=_count,
+        default=0,
+        metavar="EVENTS",
+        help="first send about EVENTS events of history (today so far, yesterday and last week "
+        "up to the same time, at --rate or below), then keep those days live",
+    )
     run.add_argument("--ground-truth", type=Path, metavar="PATH", help="write it here on exit")
     run.add_argument("--late-fraction", type=_fraction, default=0.0, help="POS events sent late")
     run.add_argument(
@@ -199,15 +222,21 @@ class _UsageError(Exception):
 # --- commands ----------------------------------------------------------------------------------
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def _tick(sim: Simulator, output: _Output, wall_seconds: float) -> int:
-    start, end = sim.window(wall_seconds)
+def _records(sim: Simulator, start: datetime, end: datetime) -> list[Any]:
+    """Events, or (payload, partition key) records when some must be malformed."""
     if sim.malformed_fraction:
-        return output.send_raw(list(sim.raw_records_between(start, end)))
-    return output.send(list(sim.events_between(start, end)))
+        return list(sim.raw_records_between(start, end))
+    return list(sim.events_between(start, end))
+
+
+def _send(output: _Output, records: list[Any], malformed: bool) -> int:
+    return output.send_raw(records) if malformed else output.send(records)
+
+
+def _tick(lanes: list[Lane], output: _Output, wall_seconds: float, now: datetime) -> int:
+    """One put for all lanes: on the embedded AWS a put costs more as the stream grows."""
+    records = [r for lane in lanes for r in _records(lane.sim, *lane.window(wall_seconds, now))]
+    return _send(output, records, bool(lanes[0].sim.malformed_fraction))
 
 
 def _pause(deadline: float, stop: _Stop, clock: Callable[[], float] = time.monotonic) -> None:
@@ -224,16 +253,18 @@ def _catch_up(deadline: float) -> float:
     return deadline
 
 
-def _loop(sim: Simulator, output: _Output, args: argparse.Namespace, stop: _Stop) -> None:
+def _loop(
+    lanes: list[Lane], output: _Output, args: argparse.Namespace, stop: _Stop, clock: Clock
+) -> None:
     elapsed, deadline = 0.0, time.monotonic()
     while not stop.requested:
         left = math.inf if args.duration is None else args.duration - elapsed
         if left <= 0:
             break
         wall = min(TICK_SECONDS, left)
-        sent = _tick(sim, output, wall)
+        sent = _tick(lanes, output, wall, clock())
         elapsed += wall
-        log.info("sent %d events, simulated clock %s", sent, sim.clock.isoformat())
+        log.info("sent %d events, simulated clock %s", sent, lanes[-1].sim.clock.isoformat())
         deadline = _catch_up(deadline + wall)
         if not args.no_wait and left > wall:
             _pause(deadline, stop)
@@ -241,20 +272,55 @@ def _loop(sim: Simulator, output: _Output, args: argparse.Namespace, stop: _Stop
         log.info("stopped by %s", stop.signal.name)
 
 
-def run(args: argparse.Namespace, model: BusinessModel) -> int:
-    sim = Simulator(
-        model,
-        args.seed,
-        args.start or _now(),
-        rate=args.rate,
-        acceleration=args.acceleration,
-        late_fraction=args.late_fraction,
-        malformed_fraction=args.malformed_fraction,
-    )
+def _factory(
+    args: argparse.Namespace, model: BusinessModel, truth: GroundTruth
+) -> SimulatorFactory:
+    def simulator(start: datetime, rate: float) -> Simulator:
+        return Simulator(
+            model,
+            args.seed,
+            start,
+            rate=rate,
+            acceleration=args.acceleration,
+            late_fraction=args.late_fraction,
+            malformed_fraction=args.malformed_fraction,
+            ground_truth=truth,  # one pipeline, so one ground truth for every simulated day
+        )
+
+    return simulator
+
+
+def _backfill(
+    args: argparse.Namespace,
+    model: BusinessModel,
+    now: datetime,
+    simulator: SimulatorFactory,
+    output: _Output,
+    stop: _Stop,
+) -> list[Lane]:
+    """Send the history oldest first, as fast as the producer takes it; return the live lanes."""
+    history, lanes = plan(model, now, args.backfill, args.rate, simulator)
+    for sim, cutoff in history:
+        if stop.requested:
+            break
+        sent = _send(output, _records(sim, sim.start, cutoff), bool(sim.malformed_fraction))
+        log.info("history from %s to %s: %d events at rate %.3g", sim.start, cutoff, sent, sim.rate)
+    return lanes
+
+
+def run(args: argparse.Namespace, model: BusinessModel, clock: Clock = system_clock) -> int:
+    if args.backfill and args.start is not None:
+        raise _UsageError("--backfill starts from the clock: it cannot take --start")
+    truth = GroundTruth.for_model(model)
+    simulator = _factory(args, model, truth)
     output = _Output(args.stream, args.dry_run)
     try:
         with _stop_on_signals() as stop:
-            _loop(sim, output, args, stop)
+            if args.backfill:
+                lanes = _backfill(args, model, clock(), simulator, output, stop)
+            else:
+                lanes = [Lane(simulator(args.start or clock(), args.rate))]
+            _loop(lanes, output, args, stop, clock)
     except BrokenPipeError:  # e.g. --dry-run | head: the reader is gone, stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except Exception as exc:  # the producer gave up (or AWS is unreachable): say so, then stop
@@ -262,17 +328,17 @@ def run(args: argparse.Namespace, model: BusinessModel) -> int:
         return 1
     finally:
         if args.ground_truth is not None:
-            sim.ground_truth.write(args.ground_truth)
+            truth.write(args.ground_truth)
             log.info("ground truth written to %s", args.ground_truth)
     return 0
 
 
-def burst(args: argparse.Namespace, model: BusinessModel) -> int:
+def burst(args: argparse.Namespace, model: BusinessModel, clock: Clock = system_clock) -> int:
     try:
         model.store(args.store)
     except KeyError as exc:
         raise _UsageError(exc.args[0]) from None
-    now = _now()
+    now = clock()
     # The spike is the minute that just ended, so no event is dated in the future.
     sim = Simulator(model, args.seed, now - timedelta(seconds=args.over))
     events = list(sim.burst(args.store, args.kind, args.size, duration=args.over))
@@ -281,19 +347,19 @@ def burst(args: argparse.Namespace, model: BusinessModel) -> int:
     return 0
 
 
-def catalogue(_args: argparse.Namespace, model: BusinessModel) -> int:
+def catalogue(_args: argparse.Namespace, model: BusinessModel, _clock: Clock = system_clock) -> int:
     print(model.to_json())
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, BusinessModel], int]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, BusinessModel, Clock], int]] = {
     "run": run,
     "burst": burst,
     "catalogue": catalogue,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock = system_clock) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -302,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[args.command](args, model)
+        return COMMANDS[args.command](args, model, clock)
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,9 +51,9 @@ from storepulse.events import (
     WebPurchaseV1,
     partition_key,
 )
-from storepulse.simulator.model import BusinessModel, Customer, Product, Store
+from storepulse.simulator.model import BusinessModel, Customer, Product, Seasonality, Store
 
-__all__ = ["DayTotals", "GroundTruth", "MalformedRecord", "Simulator"]
+__all__ = ["DayTotals", "GroundTruth", "MalformedRecord", "Simulator", "expected_events"]
 
 Process = Generator[int, None, None]
 """A simulated actor: each ``yield`` is the number of milliseconds it waits."""
@@ -285,6 +285,42 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
+def expected_events(model: BusinessModel, start: datetime, end: datetime, rate: float) -> float:
+    """About how many events ``Simulator(model, seed, start, rate)`` hands out in [start, end):
+    the calibrated traffic plus the stock counts (the start snapshot, one per opening). Sizes a
+    backfill without running it."""
+    weights = sum(store.traffic_weight for store in model.stores)
+    total = float(len(model.stores) * len(model.catalogue))
+    for store in model.stores:
+        share = store.traffic_weight / weights
+        total += rate * share * _peak_seconds(model.seasonality, store, start, end)
+        total += len(model.catalogue) * _openings(store, start, end)
+    return total
+
+
+def _peak_seconds(seasonality: Seasonality, store: Store, start: datetime, end: datetime) -> float:
+    """Seconds of [start, end) weighted, hour by hour, by the store's share of web and in-store
+    traffic relative to the weekly peak (in store only while it is open)."""
+    seconds, moment = 0.0, start
+    while moment < end:
+        step = min(end, moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+        local = moment.astimezone(store.tz)
+        weekday, hour = local.weekday(), local.hour
+        intensity = WEB_SHARE * seasonality.web_intensity(weekday, hour)
+        if store.is_open(moment):
+            intensity += (1 - WEB_SHARE) * seasonality.store_intensity(weekday, hour)
+        seconds += intensity * (step - moment).total_seconds()
+        moment = step
+    return seconds
+
+
+def _openings(store: Store, start: datetime, end: datetime) -> int:
+    first, last = (moment.astimezone(store.tz).date() for moment in (start, end))
+    days = (first + timedelta(days=n) for n in range((last - first).days + 1))
+    windows = (store.open_on(day) for day in days)
+    return sum(1 for window in windows if window is not None and start <= window[0] < end)
+
+
 class Simulator:
     """Generates the model's events over simulated time, from ``start`` (UTC) onwards.
 
@@ -294,7 +330,8 @@ class Simulator:
     seconds per wall second, used by ``window()`` for real-time loops. ``late_fraction`` of
     in-store POS events (sales, refunds) are emitted minutes to hours after they occurred, as
     from a POS that was offline; ``malformed_fraction`` of the records from
-    ``raw_records_between`` are invalid.
+    ``raw_records_between`` are invalid. Simulators that feed one pipeline can share one
+    ``ground_truth`` (as the pipeline shares its tables).
     """
 
     def __init__(
@@ -307,6 +344,7 @@ class Simulator:
         *,
         late_fraction: float = 0.0,
         malformed_fraction: float = 0.0,
+        ground_truth: GroundTruth | None = None,
     ) -> None:
         if rate <= 0 or acceleration <= 0:
             raise ValueError("rate and acceleration must be > 0")
@@ -316,7 +354,7 @@ class Simulator:
         self.late_fraction, self.malformed_fraction = late_fraction, malformed_fraction
         start_ms = _ms(start)  # rejects a naive start
         self.start = _dt(start_ms)
-        self.ground_truth = GroundTruth.for_model(model)
+        self.ground_truth = GroundTruth.for_model(model) if ground_truth is None else ground_truth
         # The start is part of the seed: two runs started at different times must not share
         # event ids, or consumers would drop the second run's events as duplicates.
         self._seed_text = f"storepulse-sim:{seed}:{start_ms}"
@@ -513,11 +551,8 @@ class Simulator:
         """Opening and closing time (UTC ms) of ``store`` on its local ``day``."""
         key = (store.store_id, day)
         if key not in self._windows:
-            hours, zone = store.hours_on(day), self._zones[store.store_id]
-            self._windows[key] = None
-            if hours is not None:
-                opens = datetime.combine(day, hours.opens, zone)
-                self._windows[key] = (_ms(opens), _ms(datetime.combine(day, hours.closes, zone)))
+            window = store.open_on(day)
+            self._windows[key] = None if window is None else (_ms(window[0]), _ms(window[1]))
         return self._windows[key]
 
     def _next_window(self, store: Store, at: int) -> tuple[int, int]:

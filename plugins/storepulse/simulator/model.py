@@ -214,6 +214,14 @@ class Store:
     def hours_on(self, day: date) -> DayHours | None:
         return self.hours[day.weekday()]
 
+    def open_on(self, day: date) -> tuple[datetime, datetime] | None:
+        """When the store opens and closes on its local ``day`` (aware), or None if closed."""
+        hours = self.hours_on(day)
+        if hours is None:
+            return None
+        zone = self.tz
+        return datetime.combine(day, hours.opens, zone), datetime.combine(day, hours.closes, zone)
+
     def is_open(self, when: datetime) -> bool:
         """Whether the store is open at ``when`` (any aware datetime), in its local time."""
         local = when.astimezone(self.tz)
@@ -377,6 +385,12 @@ class BusinessModel:
             customers=tuple(_customer(rng, i, store_ids) for i in range(customers)),
             employees=tuple(e for store in shops for e in _employees(rng, store)),
         )
+
+    @property
+    def timezone(self) -> str:
+        """The business's time zone (its first store's): where the business day of the
+        all-stores numbers begins and ends."""
+        return self.stores[0].timezone
 
     def store(self, store_id: str) -> Store:
         try:

@@ -15,9 +15,8 @@ from storepulse.simulator.model import BusinessModel
 
 def seed_settings(store: SettingsStore, model: BusinessModel, name: str = "Simulated shop") -> int:
     """Upsert the business profile, stores, products and employees; return how many items."""
-    first = model.stores[0]
     settings = [
-        BusinessProfile(name=name, timezone=first.timezone, currency=first.currency),
+        BusinessProfile(name=name, timezone=model.timezone, currency=model.stores[0].currency),
         *(
             StoreSettings(
                 store_id=s.store_id, name=s.name, timezone=s.timezone, currency=s.currency
