@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.platform_process import Platform
 
 TESTS_DIR = Path(__file__).parent
 
@@ -73,3 +77,28 @@ def aws_client(embedded_aws: str):
         return aws.client(service, config=aws.FAIL_FAST_CONFIG)
 
     return make
+
+
+# --- the whole platform ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One ``storepulse.platform up`` per session (it takes a minute or two to be ready), shared by
+    the browser tests and the platform's integration tests. Their modules are in the xdist group
+    ``platform``, so they run in one worker, in collection order: the browser tests first, and
+    ``test_platform_up``'s Ctrl-C test, which stops it, last."""
+    from tests.platform_process import Platform
+
+    running = Platform(tmp_path_factory.mktemp("platform"))
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def password(platform: Platform) -> str:
+    """The admin password ``up`` prints when it reports ready."""
+    from tests.platform_process import READY_SECONDS
+
+    return platform.wait_ready(timeout=READY_SECONDS)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.platform_process import READY_SECONDS, Platform
+from tests.platform_process import Platform
 
 CHROMIUM = Path(os.environ.get("STOREPULSE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
@@ -28,18 +28,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    running = Platform(tmp_path_factory.mktemp("platform"))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="session")
-def password(platform: Platform) -> str:
-    return platform.wait_ready(timeout=READY_SECONDS)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -34,18 +33,8 @@ from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
 from tests.platform_process import Platform
 
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    running = Platform(tmp_path_factory.mktemp("state"))
-    yield running
-    if running.process.poll() is None:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
-def password(platform: Platform) -> str:
-    return platform.wait_ready(timeout=300)
+# One platform for the session, in one xdist worker (tests/conftest.py: ``platform``).
+pytestmark = pytest.mark.xdist_group("platform")
 
 
 def test_up_reports_ready_with_both_services_answering(platform: Platform, password: str) -> None:
