@@ -42,6 +42,7 @@ from boto3.dynamodb.conditions import Key as KeyCondition
 from pydantic import BaseModel, Field
 
 from storepulse import aws
+from storepulse.clock import Clock, system_clock
 from storepulse.config import settings
 from storepulse.layout import (
     COUNTERS,
@@ -806,7 +807,7 @@ class LiveDashboard:
     def __init__(
         self,
         reader: LiveReader,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = system_clock,
         parallel: bool = True,
         past_seconds: float = 300.0,
         slow_seconds: float = 10.0,

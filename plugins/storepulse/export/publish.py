@@ -52,10 +52,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+
+from storepulse.clock import Clock, system_clock
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -503,7 +505,7 @@ def publish_partition(
     staged: StagedDataset,
     *,
     run_id: str,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Clock = system_clock,
 ) -> PublishReport:
     """Replace ``curated/<dataset>/dt=<day>`` by the staged files: copy under new names, commit
     the manifest, then delete what it does not name (see the module docstring). ``s3`` is a
