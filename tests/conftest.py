@@ -82,12 +82,11 @@ def aws_client(embedded_aws: str):
 # --- the whole platform ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """One ``storepulse.platform up`` per session (it takes a minute or two to be ready), shared by
-    the browser tests and the platform's integration tests. Their modules are in the xdist group
-    ``platform``, so they run in one worker, in collection order: the browser tests first, and
-    ``test_platform_up``'s Ctrl-C test, which stops it, last."""
+    """``storepulse.platform up`` on free ports for one module (the browser tests, the platform's
+    integration tests): it takes a minute or two to be ready, and is stopped after the module so
+    its traffic does not load the rest of the run."""
     from tests.platform_process import Platform
 
     running = Platform(tmp_path_factory.mktemp("platform"))
@@ -96,7 +95,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def password(platform: Platform) -> str:
     """The admin password ``up`` prints when it reports ready."""
     from tests.platform_process import READY_SECONDS

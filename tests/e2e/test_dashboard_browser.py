@@ -28,9 +28,6 @@ from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
 from tests.e2e.conftest import Platform, log_in
 
-# One platform for the session, in one xdist worker (tests/conftest.py: ``platform``).
-pytestmark = pytest.mark.xdist_group("platform")
-
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".run" / "e2e"
 
 ANONYMOUS_PATHS = [

@@ -33,9 +33,6 @@ from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
 from tests.platform_process import Platform
 
-# One platform for the session, in one xdist worker (tests/conftest.py: ``platform``).
-pytestmark = pytest.mark.xdist_group("platform")
-
 
 def test_up_reports_ready_with_both_services_answering(platform: Platform, password: str) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{platform.airflow_port}/") as response:
