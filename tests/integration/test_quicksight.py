@@ -411,7 +411,8 @@ def test_the_providers_sensor_sees_completion_and_failure(lake: Lake) -> None:
     )
     from airflow.providers.amazon.aws.sensors.quicksight import QuickSightSensor
 
-    lake.server.quicksight.ingestion_seconds = 1.0  # long enough to be seen under way
+    # Long enough to be seen under way even when a busy machine delays the first poke.
+    lake.server.quicksight.ingestion_seconds = 4.0
     lake.publish("inventory_snapshot", _inventory(4))
     lake.publish("customers", pa.table({"customer_id": pa.array([1], pa.int64())}))
     common = {
