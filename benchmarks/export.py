@@ -179,12 +179,6 @@ def _prefix_bytes(prefix: str) -> tuple[int, int]:
     return total, files
 
 
-def _export_reader(s3: Any, export: Any) -> Any:
-    from storepulse.export.publish import exported_items
-
-    return lambda: exported_items(s3, export)
-
-
 def _stage(strategy: str, prefix: str) -> dict[str, int]:
     from storepulse.export.datasets import datasets_of
     from storepulse.export.publish import stage_table
@@ -205,7 +199,7 @@ def _stage(strategy: str, prefix: str) -> dict[str, int]:
                 f"{prefix}/exports/{table.value}",
                 backoff=Backoff(first=0.1, maximum=0.5, timeout=300),
             )
-            read = _export_reader(s3, source.run())
+            read = source.items  # runs the export once, however often it is read
         else:
             read = ScanSource(dynamodb, name).items
         staged = stage_table(read, datasets_of(table), DAY, root, fs)
