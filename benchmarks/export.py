@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from benchmarks.harness import embedded_aws, parse_args, print_table, timed
 from storepulse.config import REPO_ROOT
@@ -57,6 +58,10 @@ TABLES = (Table.FACTS, Table.METRICS)
 STORES = ("s-001", "s-002", "s-003")
 CATALOGUE = [(f"sku-{n:03d}", ("grocery", "kitchen", "garden")[n % 3]) for n in range(60)]
 WRITE_BATCH = 25  # DynamoDB's limit per BatchWriteItem
+# moto takes seconds to answer one Scan page of nested items, minutes on a loaded machine:
+# the workers' clients wait that long (botocore's default is 60 s), so load slows them down
+# instead of failing the run.
+READ_TIMEOUT = 900
 
 
 # --- synthetic data ----------------------------------------------------------------------------
@@ -187,7 +192,8 @@ def _stage(strategy: str, prefix: str) -> dict[str, int]:
     from storepulse.export.sources import Backoff, PointInTimeExportSource, ScanSource
     from storepulse.export.writer import open_filesystem
 
-    dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+    config = Config(read_timeout=READ_TIMEOUT)
+    dynamodb, s3 = boto3.client("dynamodb", config=config), boto3.client("s3", config=config)
     fs, root = open_filesystem(f"s3://{BUCKET}/{prefix}/staged")
     rows = items = 0
     for table in TABLES:
@@ -257,7 +263,11 @@ def run_worker(strategy: str, prefix: str) -> dict[str, Any]:
             "conn_type": "aws",
             "login": env["AWS_ACCESS_KEY_ID"],
             "password": env["AWS_SECRET_ACCESS_KEY"],
-            "extra": {"endpoint_url": endpoint, "region_name": env["AWS_DEFAULT_REGION"]},
+            "extra": {
+                "endpoint_url": endpoint,
+                "region_name": env["AWS_DEFAULT_REGION"],
+                "config_kwargs": {"read_timeout": READ_TIMEOUT},
+            },
         }
     )
     done = subprocess.run(
