@@ -1,19 +1,22 @@
 """Benchmark: latency of the dashboard's live KPI endpoint and its 365-day history endpoint.
 
-    .venv/bin/python -m benchmarks.dashboard_latency [--requests 200] [--days 9]
+    .venv/bin/python -m benchmarks.dashboard_latency [--requests 200] [--days 9] [--small]
 
 On a fresh embedded AWS: the demo business (2 stores), ``--days`` days of simulated traffic
-aggregated with the stream processor's own code into DynamoDB buckets (today up to now,
-yesterday and last week for the comparisons, the week behind stock cover), and 365 days of
-``daily_store_metrics`` Parquet in the lake. The dashboard app runs in-process (FastAPI's
-TestClient, Airflow's login replaced by a fixed user) while a writer thread keeps adding events
-to the current minute (``--writes`` per second), as the Lambda would: every refresh then has a
-changed hour to read again.
+(``--rate``: the business's peak events per second) aggregated with the stream processor's own
+code into DynamoDB buckets (today up to now, yesterday and last week for the comparisons, the
+week behind stock cover), and ``--history-days`` (365) days of ``daily_store_metrics`` Parquet
+in the lake. "Now" is fixed (``harness.NOW``, a Saturday afternoon in the stores' Paris) and is
+the clock of the dashboard and of the writer: no result depends on when the benchmark runs.
+The dashboard app runs in-process (FastAPI's TestClient, Airflow's login replaced by a fixed
+user) while a writer thread keeps adding events to the current minute (``--writes`` per
+second), as the Lambda would: every refresh then has a changed hour to read again.
 
 Printed: p50 and p95 of ``GET /api/live/kpis`` (target p95 < 100 ms), ``GET /api/live`` (the
 whole page), and ``GET /api/history/trend?days=365`` (target p95 < 500 ms, after the first
 request has filled the file cache), beside baselines measured in the same run: a bare DynamoDB
-GetItem and a bare S3 ListObjectsV2 of the dataset's partitions.
+GetItem and a bare S3 ListObjectsV2 of the dataset's partitions. ``--small``: a twentieth of
+the traffic rate, 30 days of history and 10 requests each, for ``make test``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -32,8 +35,17 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.harness import embedded_aws, percentile, print_table
+from benchmarks.harness import (
+    NOW,
+    embedded_aws,
+    latency_cells,
+    latency_summary,
+    parse_args,
+    print_table,
+)
+from storepulse.clock import Clock, fixed_clock
 from storepulse.config import settings
+from storepulse.dashboard.history import PERIODS
 from storepulse.layout import COUNTERS, MINUTE_TTL, Table, bucket_keys, expires_at, table_name
 from storepulse.local.provision import create_tables
 from storepulse.settings_store import SettingsStore
@@ -56,12 +68,12 @@ def seed_business() -> BusinessModel:
     return model
 
 
-def seed_traffic(model: BusinessModel, days: int, now: datetime) -> int:
+def seed_traffic(model: BusinessModel, days: int, now: datetime, rate: float = 0.2) -> int:
     """``days`` days of simulated events up to ``now``, aggregated as the Lambda does."""
     settings_table = boto3.resource("dynamodb").Table(table_name(Table.SETTINGS))
     catalog = load_catalog(settings_table)
     start = now - timedelta(days=days)
-    simulator = Simulator(model, seed=7, start=start)
+    simulator = Simulator(model, seed=7, start=start, rate=rate)
     events = list(simulator.events_between(start, now))
     sessions: set[str] = set()
     located, new_sessions = [], set()
@@ -121,15 +133,16 @@ def seed_lake(bucket: str, stores: list[str], end: date, days: int = 365) -> Non
 class Writer(threading.Thread):
     """Adds a page view and a sale's counters to the current minute, like the Lambda."""
 
-    def __init__(self, model: BusinessModel, per_second: float) -> None:
+    def __init__(self, model: BusinessModel, per_second: float, clock: Clock) -> None:
         super().__init__(daemon=True)
         self.model, self.per_second, self.stop = model, per_second, threading.Event()
+        self.clock = clock
         self.table = boto3.resource("dynamodb").Table(table_name(Table.METRICS))
 
     def run(self) -> None:
         store = self.model.stores[0]
         while self.per_second > 0 and not self.stop.wait(1 / self.per_second):
-            now = datetime.now(UTC)
+            now = self.clock()
             for store_id in (store.store_id, None):
                 for grain, key in bucket_keys(store_id, now, store.timezone).items():
                     self.table.update_item(
@@ -169,95 +182,108 @@ def _get(client: Any, path: str) -> Callable[[], Any]:
     return call
 
 
-def main() -> None:
+SMALL = {"requests": 10, "rate": 0.01, "history_days": 30}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--days", type=int, default=9, help="days of live traffic to seed")
+    parser.add_argument("--rate", type=float, default=0.2, help="peak simulated events/s")
+    parser.add_argument("--history-days", type=int, default=365, choices=PERIODS)
     parser.add_argument("--writes", type=float, default=2.0, help="events per second meanwhile")
-    args = parser.parse_args()
-
+    args = parse_args(parser, argv, SMALL)
+    clock = fixed_clock(NOW)
     with embedded_aws():
-        from fastapi.testclient import TestClient
-
-        from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
-
-        now = datetime.now(UTC)
-        model = seed_business()
-        started = time.perf_counter()
-        events = seed_traffic(model, args.days, now)
-        bucket = settings().resource_name("lake")
-        yesterday = now.date() - timedelta(days=1)
-        seed_lake(bucket, [s.store_id for s in model.stores], yesterday)
-        print(
-            f"seeded {events} events over {args.days} days and 365 days of Parquet in "
-            f"{time.perf_counter() - started:.0f} s"
-        )
-
-        services = Services.connect()
-        from storepulse.dashboard import history
-
-        services.lake_factory = lambda: history.Lake(bucket)
-        app = create_app(services)
-        app.dependency_overrides[current_viewer] = lambda: Viewer("bench", can_edit=True)
-        writer = Writer(model, args.writes)
-        with TestClient(app) as client:
-            writer.start()
-            try:
-                results = run_all(client, bucket, args.requests, yesterday)
-            finally:
-                writer.stop.set()
-                writer.join(timeout=5)
-    report(results)
+        model, bucket, events = seed(args, clock())
+        operations, first_ms = serve(model, bucket, args, clock)
+    report(operations)
+    return {"events": events, "first_history_ms": first_ms, "operations": operations}
 
 
-def run_all(client: Any, bucket: str, requests: int, end: date) -> dict[str, list[float]]:
+def seed(args: argparse.Namespace, now: datetime) -> tuple[BusinessModel, str, int]:
+    model = seed_business()
+    started = time.perf_counter()
+    events = seed_traffic(model, args.days, now, args.rate)
+    bucket = settings().resource_name("lake")
+    stores = [s.store_id for s in model.stores]
+    seed_lake(bucket, stores, now.date() - timedelta(days=1), args.history_days)
+    print(
+        f"seeded {events} events over {args.days} days and {args.history_days} days of Parquet "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    return model, bucket, events
+
+
+def serve(
+    model: BusinessModel, bucket: str, args: argparse.Namespace, clock: Clock
+) -> tuple[dict[str, dict[str, float]], float]:
+    """The app in-process, on ``clock``, while the writer adds to the current minute."""
+    from fastapi.testclient import TestClient
+
+    from storepulse.dashboard import history
+    from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
+    from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard
+
+    services = Services.connect()
+    services.live = LiveDashboard(DynamoLiveReader.connect(), clock=clock)
+    services.lake_factory = lambda: history.Lake(bucket)
+    app = create_app(services)
+    app.dependency_overrides[current_viewer] = lambda: Viewer("bench", can_edit=True)
+    writer = Writer(model, args.writes, clock)
+    end = clock().date() - timedelta(days=1)
+    with TestClient(app) as client:
+        writer.start()
+        try:
+            return run_all(client, bucket, args.requests, end, args.history_days)
+        finally:
+            writer.stop.set()
+            writer.join(timeout=5)
+
+
+def run_all(
+    client: Any, bucket: str, requests: int, end: date, days: int
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Latencies per operation, and the first history request's (it reads every file) in ms."""
     metrics = boto3.resource("dynamodb").Table(table_name(Table.METRICS))
     day_key = {"pk": f"ALL#DAY#{end.year}", "sk": end.isoformat()}
     s3 = boto3.client("s3")
-    history_path = f"/api/history/trend?days=365&end={end.isoformat()}"
-    first_history, cold = time.perf_counter(), _get(client, history_path)()
-    print(
-        f"first 365-day history request (reads every file): "
-        f"{(time.perf_counter() - first_history) * 1000:.0f} ms"
-    )
-    del cold
-    return {
+    history_path = f"/api/history/trend?days={days}&end={end.isoformat()}"
+    first_history = time.perf_counter()
+    _get(client, history_path)()
+    first_ms = (time.perf_counter() - first_history) * 1000
+    print(f"first {days}-day history request (reads every file): {first_ms:.0f} ms")
+    latencies = {
         "baseline: DynamoDB GetItem": measure(lambda: metrics.get_item(Key=day_key), requests),
         "GET /api/live/kpis (all stores)": measure(_get(client, "/api/live/kpis"), requests),
         "GET /api/live/kpis?store=s-001": measure(
             _get(client, "/api/live/kpis?store=s-001"), requests
         ),
         "GET /api/live (whole page)": measure(_get(client, "/api/live"), requests),
-        "baseline: S3 ListObjectsV2 (365 partitions)": measure(
+        f"baseline: S3 ListObjectsV2 ({days} partitions)": measure(
             lambda: s3.list_objects_v2(Bucket=bucket, Prefix="curated/daily_store_metrics/"),
             max(20, requests // 4),
         ),
-        "GET /api/history/trend?days=365": measure(
+        f"GET /api/history/trend?days={days}": measure(
             _get(client, history_path), max(20, requests // 4)
         ),
     }
+    return {name: latency_summary(values) for name, values in latencies.items()}, first_ms
 
 
-def report(results: dict[str, list[float]]) -> None:
-    targets = {
-        "GET /api/live/kpis (all stores)": LIVE_TARGET_MS,
-        "GET /api/live/kpis?store=s-001": LIVE_TARGET_MS,
-        "GET /api/history/trend?days=365": HISTORY_TARGET_MS,
-    }
+def target_ms(operation: str) -> int | None:
+    if operation.startswith("GET /api/live/kpis"):
+        return LIVE_TARGET_MS
+    return HISTORY_TARGET_MS if operation.startswith("GET /api/history") else None
+
+
+def report(operations: dict[str, dict[str, float]]) -> None:
     rows = []
-    for name, values in results.items():
-        p95 = percentile(values, 0.95) * 1000
-        target = targets.get(name)
-        verdict = "" if target is None else ("ok" if p95 < target else "MISSED")
+    for name, summary in operations.items():
+        target = target_ms(name)
+        verdict = "" if target is None else ("ok" if summary["p95_ms"] < target else "MISSED")
         rows.append(
-            [
-                name,
-                len(values),
-                f"{percentile(values, 0.5) * 1000:.1f}",
-                f"{p95:.1f}",
-                "" if target is None else f"< {target}",
-                verdict,
-            ]
+            [name, *latency_cells(summary, 1), "" if target is None else f"< {target}", verdict]
         )
     print_table(["operation", "n", "p50 ms", "p95 ms", "target p95", ""], rows)
 

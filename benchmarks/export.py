@@ -1,6 +1,6 @@
 """Benchmark: the nightly export's strategies against the Amazon provider's DynamoDBToS3Operator.
 
-    .venv/bin/python -m benchmarks.export [--items 50000] [--sizes 50000,200000]
+    .venv/bin/python -m benchmarks.export [--items 50000] [--sizes 50000,200000] [--small]
 
 On a fresh embedded AWS (moto), the facts table is filled with ``--items`` synthetic orders of
 one business day, 1-3 lines each (``batch_write_item``; about 1,000 items/s: nested items cost
@@ -25,6 +25,7 @@ Measured on this 2-core machine: the default invocation takes about 5.5 minutes 
 pitr ~9 s, scan ~125 s, operator ~117 s: moto serialises Scan responses of nested items at
 about 2.5 ms per item, which is what the two scan-based strategies pay);
 ``--strategies pitr --sizes 50000,200000`` about 5 minutes (most of it filling 200k items).
+``--small``: 300 orders, for ``make test``.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
-from benchmarks.harness import embedded_aws, print_table, timed
+from benchmarks.harness import embedded_aws, parse_args, print_table, timed
+from storepulse.config import REPO_ROOT
 from storepulse.export.dynamodb_json import serialize_item
 from storepulse.layout import Table, orders_of_day, table_name
 from storepulse.local.provision import create_tables
@@ -55,6 +58,10 @@ TABLES = (Table.FACTS, Table.METRICS)
 STORES = ("s-001", "s-002", "s-003")
 CATALOGUE = [(f"sku-{n:03d}", ("grocery", "kitchen", "garden")[n % 3]) for n in range(60)]
 WRITE_BATCH = 25  # DynamoDB's limit per BatchWriteItem
+# moto takes seconds to answer one Scan page of nested items, minutes on a loaded machine:
+# the workers' clients wait that long (botocore's default is 60 s), so load slows them down
+# instead of failing the run.
+READ_TIMEOUT = 900
 
 
 # --- synthetic data ----------------------------------------------------------------------------
@@ -179,19 +186,14 @@ def _prefix_bytes(prefix: str) -> tuple[int, int]:
     return total, files
 
 
-def _export_reader(s3: Any, export: Any) -> Any:
-    from storepulse.export.publish import exported_items
-
-    return lambda: exported_items(s3, export)
-
-
 def _stage(strategy: str, prefix: str) -> dict[str, int]:
     from storepulse.export.datasets import datasets_of
     from storepulse.export.publish import stage_table
     from storepulse.export.sources import Backoff, PointInTimeExportSource, ScanSource
     from storepulse.export.writer import open_filesystem
 
-    dynamodb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+    config = Config(read_timeout=READ_TIMEOUT)
+    dynamodb, s3 = boto3.client("dynamodb", config=config), boto3.client("s3", config=config)
     fs, root = open_filesystem(f"s3://{BUCKET}/{prefix}/staged")
     rows = items = 0
     for table in TABLES:
@@ -205,7 +207,7 @@ def _stage(strategy: str, prefix: str) -> dict[str, int]:
                 f"{prefix}/exports/{table.value}",
                 backoff=Backoff(first=0.1, maximum=0.5, timeout=300),
             )
-            read = _export_reader(s3, source.run())
+            read = source.items  # runs the export once, however often it is read
         else:
             read = ScanSource(dynamodb, name).items
         staged = stage_table(read, datasets_of(table), DAY, root, fs)
@@ -261,12 +263,17 @@ def run_worker(strategy: str, prefix: str) -> dict[str, Any]:
             "conn_type": "aws",
             "login": env["AWS_ACCESS_KEY_ID"],
             "password": env["AWS_SECRET_ACCESS_KEY"],
-            "extra": {"endpoint_url": endpoint, "region_name": env["AWS_DEFAULT_REGION"]},
+            "extra": {
+                "endpoint_url": endpoint,
+                "region_name": env["AWS_DEFAULT_REGION"],
+                "config_kwargs": {"read_timeout": READ_TIMEOUT},
+            },
         }
     )
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.export", "--worker", strategy, "--prefix", prefix],
         env=env,
+        cwd=REPO_ROOT,  # where ``-m benchmarks.export`` resolves, whatever the caller's folder
         capture_output=True,
         text=True,
         check=False,
@@ -300,37 +307,77 @@ HEADERS = ["strategy", "seconds", "peak RSS MiB", "growth MiB", "output bytes", 
 NAMES = {"pitr": "pitr (default)", "scan": "scan", "operator": "DynamoDBToS3Operator"}
 
 
-def compare(items: int, strategies: list[str]) -> dict[str, dict[str, Any]]:
+def compare(items: int, strategies: list[str]) -> dict[str, Any]:
+    """Each strategy on the table as it is; prints them and returns them with the ratios."""
     results = {s: run_worker(s, f"bench/{s}-{items}") for s in strategies}
     print(f"\n{items:,} orders (+{2 * len(STORES)} metrics items), one business day, embedded AWS")
     print_table(HEADERS, [_row(NAMES[s], r) for s, r in results.items()])
+    summary: dict[str, Any] = {"strategies": results}
     ours, theirs, scan = (results.get(k) for k in ("pitr", "operator", "scan"))
     if ours and theirs:
+        summary["pitr_vs_operator"] = {
+            "faster": theirs["seconds"] / ours["seconds"],
+            "smaller": theirs["bytes"] / ours["bytes"],
+        }
         print(
-            f"pitr vs operator: {theirs['seconds'] / ours['seconds']:.1f}x faster (target >= 3x), "
-            f"output {theirs['bytes'] / ours['bytes']:.1f}x smaller (target >= 4x); "
-            f"{ours['rows']:,} Parquet rows in 8 data sets from {ours['items']:,} items"
+            f"pitr vs operator: {summary['pitr_vs_operator']['faster']:.1f}x faster "
+            f"(target >= 3x), output {summary['pitr_vs_operator']['smaller']:.1f}x smaller "
+            f"(target >= 4x); {ours['rows']:,} Parquet rows in 8 data sets from "
+            f"{ours['items']:,} items"
         )
     if ours and scan:
-        same = (scan["rows"], scan["bytes"]) == (ours["rows"], ours["bytes"])
-        print(f"scan: the same rows and bytes as pitr: {same}")
-    return results
+        summary["scan_same_as_pitr"] = (scan["rows"], scan["bytes"]) == (
+            ours["rows"],
+            ours["bytes"],
+        )
+        print(f"scan: the same rows and bytes as pitr: {summary['scan_same_as_pitr']}")
+    return summary
 
 
-def report_scaling(results: dict[int, dict[str, Any]]) -> None:
+def report_scaling(results: dict[int, dict[str, Any]]) -> dict[str, float]:
+    """pitr's memory at the largest size over the smallest's, beside the ratio of the items."""
     sizes = sorted(results)
     print()
     print_table(HEADERS, [_row(f"pitr, {size:,} orders", results[size]) for size in sizes])
     small, large = results[sizes[0]], results[sizes[-1]]
+    ratios = {
+        "peak_rss": large["peak_rss"] / small["peak_rss"],
+        "growth": large["growth"] / max(small["growth"], 1),
+        "items": sizes[-1] / sizes[0],
+    }
     print(
-        f"pitr at {sizes[-1]:,} / at {sizes[0]:,} orders: peak RSS "
-        f"{large['peak_rss'] / small['peak_rss']:.2f}x, growth during the export "
-        f"{large['growth'] / max(small['growth'], 1):.2f}x, for "
-        f"{sizes[-1] / sizes[0]:.0f}x the items (target: no growth with table size)"
+        f"pitr at {sizes[-1]:,} / at {sizes[0]:,} orders: peak RSS {ratios['peak_rss']:.2f}x, "
+        f"growth during the export {ratios['growth']:.2f}x, for {ratios['items']:.0f}x the "
+        "items (target: no growth with table size)"
     )
+    return ratios
 
 
-def main() -> None:
+def measure(items: int, sizes: set[int], strategies: list[str]) -> dict[str, Any]:
+    """One table, filled up step by step: the comparison at ``items``, pitr alone at ``sizes``."""
+    compared: dict[str, Any] = {}
+    scaled: dict[int, dict[str, Any]] = {}
+    filled = 0
+    for size in sorted(sizes | {items}):
+        seconds = fill(filled, size)
+        print(f"filled orders {filled:,} to {size:,} in {seconds:.0f} s")
+        filled = size
+        if size == items:
+            compared = compare(size, strategies)
+            if "pitr" in compared["strategies"]:
+                scaled[size] = compared["strategies"]["pitr"]
+        if size in sizes and size not in scaled:
+            scaled[size] = run_worker("pitr", f"bench/pitr-{size}")
+    if len(sizes) > 1:
+        compared["scaling"] = report_scaling({size: scaled[size] for size in sizes})
+    return compared
+
+
+SMALL = {"items": 300}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """The comparison's numbers (None for a ``--worker``, which prints its own as JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=50_000, help="orders in the facts table")
     parser.add_argument("--sizes", default="", help="e.g. 50000,200000: pitr memory per size")
@@ -339,30 +386,18 @@ def main() -> None:
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_args(parser, argv, SMALL)
     if args.worker:
         worker(args.worker, args.prefix)
-        return
+        return None
     sizes = {int(s) for s in args.sizes.split(",") if s.strip()}
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip() in NAMES]
     started = time.perf_counter()
-    scaled: dict[int, dict[str, Any]] = {}
     with embedded_aws():
         provision()
-        filled = 0
-        for size in sorted(sizes | {args.items}):  # one table, filled up step by step
-            seconds = fill(filled, size)
-            print(f"filled orders {filled:,} to {size:,} in {seconds:.0f} s")
-            filled = size
-            if size == args.items:
-                compared = compare(size, strategies)
-                if "pitr" in compared:
-                    scaled[size] = compared["pitr"]
-            if size in sizes and size not in scaled:
-                scaled[size] = run_worker("pitr", f"bench/pitr-{size}")
-        if len(sizes) > 1:
-            report_scaling({size: scaled[size] for size in sizes})
+        summary = measure(args.items, sizes, strategies)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""What every benchmark shares: an embedded AWS of its own, request counting, a results table."""
+"""What every benchmark shares: an embedded AWS of its own, request counting, a results table,
+the ``--small`` sizes and a fixed "now"."""
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -16,6 +20,24 @@ import botocore.client
 WRITE_OPERATIONS = frozenset(
     {"UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 )
+
+# The benchmarks' "now": a Saturday afternoon (16:00 in Paris, where the simulated stores are),
+# so no result depends on the date or the hour a benchmark runs at, nor crosses a local midnight.
+NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, small: Mapping[str, Any]
+) -> argparse.Namespace:
+    """Adds ``--small``: the same run with the ``small`` sizes, in seconds (``make test`` runs
+    it); options given on the command line still win over them."""
+    parser.add_argument(
+        "--small", action="store_true", help="small sizes: the same code path in seconds"
+    )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if parser.parse_known_args(argv)[0].small:
+        parser.set_defaults(**small)
+    return parser.parse_args(argv)
 
 
 @contextmanager
@@ -42,7 +64,7 @@ def embedded_aws() -> Iterator[Any]:
         AWS_DEFAULT_REGION=saved["AWS_DEFAULT_REGION"] or "us-east-1",
     )
     settings.cache_clear()
-    boto3.setup_default_session()  # the default session caches the endpoint it first saw
+    boto3.setup_default_session()  # the default session keeps the credentials it first found
     try:
         yield server
     finally:
@@ -53,6 +75,7 @@ def embedded_aws() -> Iterator[Any]:
             else:
                 os.environ[key] = value
         settings.cache_clear()
+        boto3.setup_default_session()  # and whatever runs next (a test) must not keep ours
 
 
 @dataclass
@@ -90,6 +113,20 @@ def timed(work: Callable[[], Any]) -> tuple[Any, float]:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def latency_summary(values: list[float]) -> dict[str, float]:
+    """Sample count, p50 and p95 in milliseconds of latencies in seconds."""
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 0.5) * 1000,
+        "p95_ms": percentile(values, 0.95) * 1000,
+    }
+
+
+def latency_cells(summary: Mapping[str, float], digits: int = 0) -> list[Any]:
+    """The n, p50 ms and p95 ms cells of a :func:`latency_summary`, for a results table."""
+    return [summary["n"], *(f"{summary[k]:.{digits}f}" for k in ("p50_ms", "p95_ms"))]
 
 
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:

@@ -1,12 +1,13 @@
 """Benchmark: the stream processor against a naive per-record handler, same simulated events.
 
-    .venv/bin/python -m benchmarks.stream_handler [--events 3000] [--rate 3]
+    .venv/bin/python -m benchmarks.stream_handler [--events 3000] [--rate 3] [--small]
 
 Each handler runs on a fresh embedded AWS (moto) with the same seeded catalogue and the same
 records, in Lambda-sized batches of 100. Printed: events per second through the handler and
 DynamoDB write requests per 1,000 events, and the ratios between the two (targets: >= 10x fewer
 writes, >= 5x the throughput). ``--rate`` is the simulated business's peak events per second:
 what one 100-record batch spans in event time, and so how much there is to aggregate.
+``--small``: 200 events (two batches), for ``make test``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import boto3
 
-from benchmarks.harness import RequestCounter, embedded_aws, print_table, timed
+from benchmarks.harness import RequestCounter, embedded_aws, parse_args, print_table, timed
 from benchmarks.naive_stream_handler import NaiveHandler
 from storepulse.layout import Table, table_name
 from storepulse.local.lambda_context import LambdaContext
@@ -98,44 +99,69 @@ def naive_handler() -> Any:
     )
 
 
-def main() -> None:
+HANDLERS = {"naive (baseline)": naive_handler, "stream processor": stream_processor_handler}
+SMALL = {"events": 200}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=3.0)
-    args = parser.parse_args()
+    args = parse_args(parser, argv, SMALL)
     model, records = simulated_records(args.events, args.rate)
     results = {}
-    for name, make in (
-        ("naive (baseline)", naive_handler),
-        ("stream processor", stream_processor_handler),
-    ):
+    for name, make in HANDLERS.items():
         with embedded_aws():
             provision(model)
             results[name] = run(make(), records)
-    rows = []
-    for name, (seconds, counter) in results.items():
-        rows.append(
-            [
-                name,
-                len(records),
-                f"{seconds:.1f}",
-                f"{len(records) / seconds:.0f}",
-                counter.dynamodb_writes,
-                f"{1000 * counter.dynamodb_writes / len(records):.0f}",
-            ]
-        )
+    summary = summarise(results, len(records))
+    print_report(summary, args.rate)
+    return summary
+
+
+def summarise(results: dict[str, tuple[float, RequestCounter]], events: int) -> dict[str, Any]:
+    handlers = {
+        name: {
+            "events": events,
+            "seconds": seconds,
+            "events_per_s": events / seconds,
+            "dynamodb_writes": counter.dynamodb_writes,
+            "writes_per_1k_events": 1000 * counter.dynamodb_writes / events,
+        }
+        for name, (seconds, counter) in results.items()
+    }
+    base, ours = handlers.values()
+    return {
+        "handlers": handlers,
+        "fewer_writes": base["dynamodb_writes"] / ours["dynamodb_writes"],
+        "throughput": base["seconds"] / ours["seconds"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def print_report(summary: dict[str, Any], rate: float) -> None:
+    rows = [
+        [
+            name,
+            row["events"],
+            f"{row['seconds']:.1f}",
+            f"{row['events_per_s']:.0f}",
+            row["dynamodb_writes"],
+            f"{row['writes_per_1k_events']:.0f}",
+        ]
+        for name, row in summary["handlers"].items()
+    ]
     print(
-        f"{len(records)} simulated events (peak rate {args.rate}/s), batches of {BATCH}, "
+        f"{rows[0][1]} simulated events (peak rate {rate}/s), batches of {BATCH}, "
         "embedded AWS (moto)"
     )
     print_table(
         ["handler", "events", "seconds", "events/s", "DynamoDB writes", "writes/1k events"], rows
     )
-    (base_s, base_c), (ours_s, ours_c) = results.values()
     print(
-        f"write requests: {base_c.dynamodb_writes / ours_c.dynamodb_writes:.1f}x fewer "
-        f"(target >= 10x); throughput: {base_s / ours_s:.1f}x (target >= 5x); peak RSS "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        f"write requests: {summary['fewer_writes']:.1f}x fewer (target >= 10x); "
+        f"throughput: {summary['throughput']:.1f}x (target >= 5x); "
+        f"peak RSS {summary['peak_rss_mib']:.0f} MiB"
     )
 
 

@@ -1,0 +1,85 @@
+"""The benchmarks of ``make bench``, in their small mode (``--small``): the same code paths as the
+full runs with small numbers, so a library change that breaks a benchmark breaks this test
+instead of the next ``make bench``. Each one starts its own embedded AWS, as it does alone.
+
+Only the shape of the results is checked (every promised row and ratio is there, numeric and
+positive), never a timing against a target: timings on a shared machine are noisy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+
+from benchmarks import dashboard_latency, end_to_end_latency, export, stream_handler
+
+
+def assert_positive(numbers: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
+    for key in numbers if keys is None else keys:
+        value = numbers[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
+        assert math.isfinite(value) and value > 0, (key, value)
+
+
+def assert_latencies(summary: Mapping[str, Any]) -> None:
+    assert_positive(summary, ["n", "p50_ms", "p95_ms"])
+    assert summary["p95_ms"] >= summary["p50_ms"]
+
+
+def test_stream_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    result = stream_handler.main(["--small"])
+
+    assert list(result["handlers"]) == ["naive (baseline)", "stream processor"]
+    for row in result["handlers"].values():
+        assert_positive(row)
+        assert row["events"] == 200
+    assert_positive(result, ["fewer_writes", "throughput", "peak_rss_mib"])
+    assert "writes/1k events" in capsys.readouterr().out
+
+
+def test_end_to_end_latency(capsys: pytest.CaptureFixture[str]) -> None:
+    result = end_to_end_latency.main(["--small"])
+
+    assert_latencies(result["path"])
+    assert result["path"]["n"] <= 10  # events seen in the day total, of the 10 put
+    assert_latencies(result["floor"])
+    assert result["floor"]["n"] == 20
+    assert_positive(result, ["p50_over_floor"])
+    assert "PutRecords -> day total visible" in capsys.readouterr().out
+
+
+def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:
+    result = dashboard_latency.main(["--small"])
+
+    assert list(result["operations"]) == [
+        "baseline: DynamoDB GetItem",
+        "GET /api/live/kpis (all stores)",
+        "GET /api/live/kpis?store=s-001",
+        "GET /api/live (whole page)",
+        "baseline: S3 ListObjectsV2 (30 partitions)",
+        "GET /api/history/trend?days=30",
+    ]
+    for summary in result["operations"].values():
+        assert_latencies(summary)
+    assert_positive(result, ["events", "first_history_ms"])
+    assert "target p95" in capsys.readouterr().out
+
+
+def test_export(capsys: pytest.CaptureFixture[str]) -> None:
+    # --sizes also runs the memory-per-size report (pitr alone on the table filled further)
+    result = export.main(["--small", "--sizes", "300,600"])
+
+    assert result is not None
+    assert list(result["strategies"]) == ["pitr", "scan", "operator"]
+    for name, numbers in result["strategies"].items():
+        assert_positive(numbers, ["seconds", "peak_rss", "bytes", "files"])
+        assert numbers["growth"] >= 0, name
+    for name in ("pitr", "scan"):
+        assert_positive(result["strategies"][name], ["rows", "items"])
+    assert_positive(result["pitr_vs_operator"], ["faster", "smaller"])
+    assert result["scan_same_as_pitr"] is True  # the same Parquet, by construction
+    assert_positive(result["scaling"], ["peak_rss", "items"])
+    assert result["scaling"]["growth"] >= 0
+    assert "DynamoDBToS3Operator" in capsys.readouterr().out
