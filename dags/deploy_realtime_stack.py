@@ -9,7 +9,8 @@ Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
    `storepulse` modules it imports and the pinned dependencies the Lambda runtime lacks.
 3. **upload_package**: to `s3://storepulse-<env>-artifacts-<account>/lambda/stream-processor/<sha256>.zip`
    (bucket created if missing). The key is the zip's hash: unchanged code, unchanged key.
-4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code location.
+4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code location. An
+   environment without its own file, or with a `REPLACE-ME` value left in it, fails here.
 5. **deploy_stack**: one change set, created, logged and executed (create or update); nothing at
    all when the stack already has this template and these parameters. On AWS a failed update
    rolls back and the previous version keeps serving; the task fails naming the resources.

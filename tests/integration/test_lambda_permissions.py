@@ -10,7 +10,6 @@ must be used by some call, so the role does not keep permissions the code gave u
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,7 +21,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
-from storepulse.config import REPO_ROOT
 from storepulse.deploy.intrinsics import Intrinsics
 from storepulse.deploy.permissions import (
     Account,
@@ -32,7 +30,7 @@ from storepulse.deploy.permissions import (
     template_intrinsics,
     template_policy,
 )
-from storepulse.deploy.stack import TEMPLATE, parse_template
+from storepulse.deploy.stack import TEMPLATE, load_parameters, parse_template
 from storepulse.stream import smoke
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
 from tests.integration.test_stream_processor import (
@@ -47,7 +45,6 @@ ACCOUNT = Account("123456789012")  # moto's default account
 REGION = "us-east-1"
 ROLE = "StreamProcessorRole"
 FUNCTION = "StreamProcessorFunction"
-DEV_PARAMETERS = REPO_ROOT / "infra" / "cloudformation" / "parameters" / "dev.json"
 # Grants the handler's code never uses, each with the reason it is still needed.
 NOT_CALLED_BY_THE_CODE = {
     "ReadEventStream": "the event source mapping's poller reads the stream with the role",
@@ -65,9 +62,8 @@ AT = FROZEN_NOW - timedelta(seconds=30)
 @pytest.fixture(scope="module")
 def stack_template() -> Intrinsics:
     template = parse_template(TEMPLATE.read_text())
-    parameters = {
-        p["ParameterKey"]: p["ParameterValue"] for p in json.loads(DEV_PARAMETERS.read_text())
-    }
+    loaded = load_parameters("dev", code_bucket="code", code_key="code.zip")
+    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in loaded}
     pseudo = {
         "AWS::Partition": ACCOUNT.partition,
         "AWS::Region": REGION,
