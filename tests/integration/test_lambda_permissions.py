@@ -10,8 +10,10 @@ must be used by some call, so the role does not keep permissions the code gave u
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from types import ModuleType
@@ -168,7 +170,8 @@ def drive(handler: ModuleType, stack: RealtimeStack) -> None:
     )
     for batch in (stock, sales, everything_else):
         assert invoke(handler, batch) == {"batchItemFailures": []}
-    assert len(stack.alerts(wait_seconds=1)) == 1  # the low-stock alert went out
+    alerts = [json.loads(a["Message"])["type"] for a in stack.alerts(wait_seconds=1)]
+    assert sorted(alerts) == ["low_stock", "smoke"]
     assert invoke(handler, sales) == {"batchItemFailures": []}  # a retry: all replayed
 
     _fail_every_publish(stack)
@@ -209,3 +212,32 @@ def test_every_grant_of_the_role_is_used_by_the_handler(
         and (grant.action, grant.resource.rsplit("/", 1)[-1]) not in NOT_EXERCISED
     ]
     assert not unused, "granted but never called:\n" + "\n".join(unused)
+
+
+def _without(policy: Policy, action: str) -> Policy:
+    return Policy(
+        tuple(
+            replace(s, actions=tuple(a for a in s.actions if a != action))
+            for s in policy.statements
+        )
+    )
+
+
+def test_the_smoke_event_alone_needs_what_business_batches_need(
+    handler: ModuleType, realtime_stack: RealtimeStack, recorder: CallRecorder, role_policy: Policy
+) -> None:
+    """So the deploy's smoke test fails when the role lacks one of them."""
+    marked = smoke.smoke_event(lambda: AT)
+    assert invoke(handler, Stream().records(marked)) == {"batchItemFailures": []}
+    needed = recorder.accesses()
+    assert not role_policy.denied(needed)
+    for action in (
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "s3:PutObject",
+        "sns:Publish",
+    ):
+        assert {a.action for a in _without(role_policy, action).denied(needed)} == {action}

@@ -27,6 +27,7 @@ from storepulse.deploy.stack import (
 from storepulse.layout import TABLE_SPECS, Table
 from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
+from storepulse.stream.smoke import SUBSCRIBER_FILTER
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 PARAMETER_FILES = sorted(PARAMETERS_DIR.glob("*.json"))
@@ -263,6 +264,7 @@ def test_optional_parts_follow_their_parameters(template: Node) -> None:
     assert conditions[subscription["Condition"]] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
     }
+    assert subscription["Properties"]["FilterPolicy"] == SUBSCRIBER_FILTER  # no smoke alerts
     stream = the_resource(template, "AWS::Kinesis::Stream")["Properties"]
     when, shards, otherwise = stream["ShardCount"]["Fn::If"]
     assert conditions[when] == {"Fn::Equals": [{"Ref": "StreamMode"}, "PROVISIONED"]}

@@ -15,12 +15,14 @@ guessed, and a call this module cannot map needs resource ``*``, which a precise
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
+from urllib.parse import unquote
 
 from storepulse.deploy.intrinsics import Intrinsics, UnresolvedError
 from storepulse.deploy.stack import ARN_FORMATS
@@ -225,10 +227,13 @@ class Policy:
     statements: tuple[Statement, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_documents(cls, documents: Iterable[Mapping[str, Any]]) -> Policy:
-        """From policy documents (``{"Version": ..., "Statement": [...]}``)."""
+    def from_documents(cls, documents: Iterable[Mapping[str, Any] | str]) -> Policy:
+        """From policy documents (``{"Version": ..., "Statement": [...]}``), as mappings or as
+        URL-encoded JSON text (IAM's answer when boto3 does not decode it)."""
         statements = []
         for document in documents:
+            if isinstance(document, str):
+                document = json.loads(unquote(document))
             found = document["Statement"]
             statements += [
                 Statement.parse(s) for s in ([found] if isinstance(found, dict) else found)

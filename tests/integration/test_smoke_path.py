@@ -1,0 +1,63 @@
+"""The deploy's smoke event travels the whole real-time path and changes no business number."""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+
+from storepulse.export.datasets import DATASETS
+from storepulse.layout import Table
+from storepulse.stream import smoke
+from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
+from tests.integration.test_stream_processor import Stream
+
+
+def _subscribe(stack: RealtimeStack, name: str, policy: dict | None) -> str:
+    url = stack.sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    attributes = {"RawMessageDelivery": "true"}
+    if policy is not None:
+        attributes["FilterPolicy"] = json.dumps(policy)
+    stack.sns.subscribe(
+        TopicArn=stack.topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes
+    )
+    return url
+
+
+def _items(stack: RealtimeStack, table: Table) -> list[dict]:
+    return stack.table(table).scan(ConsistentRead=True)["Items"]
+
+
+def test_smoke_is_answered_after_every_step(
+    handler: ModuleType, realtime_stack: RealtimeStack
+) -> None:
+    people = _subscribe(realtime_stack, "people", smoke.SUBSCRIBER_FILTER)
+    everything = _subscribe(realtime_stack, "everything", None)
+    marked = smoke.smoke_event(lambda: FROZEN_NOW)
+    assert invoke(handler, Stream().records(marked)) == {"batchItemFailures": []}
+
+    facts = realtime_stack.table(Table.FACTS)
+    answer = facts.get_item(Key=smoke.smoke_key(marked.event_id).as_item())["Item"]
+    assert answer["steps"] == list(smoke.STEPS)
+    sqs = realtime_stack.sqs
+    (alert,) = sqs.receive_message(QueueUrl=everything, WaitTimeSeconds=1)["Messages"]
+    assert json.loads(alert["Body"])["type"] == smoke.SMOKE_ALERT_TYPE
+    assert sqs.receive_message(QueueUrl=people).get("Messages", []) == []
+    raw = realtime_stack.s3.list_objects_v2(Bucket=realtime_stack.bucket, Prefix="raw/")
+    assert raw["KeyCount"] == 1
+
+
+def test_no_export_or_dashboard_item_comes_from_a_smoke_event(
+    handler: ModuleType, realtime_stack: RealtimeStack
+) -> None:
+    invoke(handler, Stream().records(smoke.smoke_event(lambda: FROZEN_NOW)))
+    day = FROZEN_NOW.date()
+    for dataset in DATASETS.values():
+        selected = [i for i in _items(realtime_stack, dataset.table) if dataset.selects(i, day)]
+        assert selected == [], dataset.name
+    written = {t: _items(realtime_stack, t) for t in (Table.METRICS, Table.INVENTORY)}
+    assert {i["pk"] for items in written.values() for i in items} == {f"SMOKE#{smoke.SMOKE_STORE}"}
+    facts = {i["pk"].split("#")[0] for i in _items(realtime_stack, Table.FACTS)}
+    assert facts == {"SMOKE", "SEEN"}  # the answer and the claimed event: no alert log, no order
