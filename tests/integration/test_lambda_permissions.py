@@ -33,6 +33,7 @@ from storepulse.deploy.permissions import (
     template_policy,
 )
 from storepulse.deploy.stack import TEMPLATE, load_parameters, parse_template
+from storepulse.deploy.verify import GAPS_FILE
 from storepulse.stream import smoke
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
 from tests.integration.test_stream_processor import (
@@ -241,3 +242,8 @@ def test_the_smoke_event_alone_needs_what_business_batches_need(
         "sns:Publish",
     ):
         assert {a.action for a in _without(role_policy, action).denied(needed)} == {action}
+
+
+def test_the_gap_this_test_covers_is_recorded() -> None:
+    behaviours = json.loads(GAPS_FILE.read_text())["behaviours"]
+    assert "tests/integration/test_lambda_permissions.py" in behaviours["IAM authorization"]
