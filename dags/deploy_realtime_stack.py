@@ -17,7 +17,9 @@ Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
 6. **verify_stack**: every resource looked up through its own service (types the embedded AWS
    never creates are reported as known gaps there).
 7. **smoke_test**: a marked event goes through the stream; the run waits for the processor's
-   answer in the facts table and logs the latency. Locally the project's Lambda runtime must be
+   answer in the facts table, given only after it archived, claimed, counted, stocked, queried
+   and alerted on smoke-only keys (so on AWS a permission the role lacks fails here), and logs
+   the latency. Locally the project's Lambda runtime must be
    running (`make up` starts it). Params: `smoke_test` (false skips it), `smoke_timeout_seconds`.
 
 Rerunning is safe: every step is idempotent. Undo with `teardown_realtime_stack`.
