@@ -9,7 +9,7 @@ from storepulse.export.datasets import DATASETS
 from storepulse.layout import Table
 from storepulse.stream import smoke
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
-from tests.integration.test_stream_processor import Stream
+from tests.integration.test_stream_processor import Stream, stock_take
 
 
 def _subscribe(stack: RealtimeStack, name: str, policy: dict | None) -> str:
@@ -35,8 +35,8 @@ def test_smoke_is_answered_after_every_step(
 ) -> None:
     people = _subscribe(realtime_stack, "people", smoke.SUBSCRIBER_FILTER)
     everything = _subscribe(realtime_stack, "everything", None)
-    marked = smoke.smoke_event(lambda: FROZEN_NOW)
-    assert invoke(handler, Stream().records(marked)) == {"batchItemFailures": []}
+    marked, stream = smoke.smoke_event(lambda: FROZEN_NOW), Stream()
+    assert invoke(handler, stream.records(marked)) == {"batchItemFailures": []}
 
     facts = realtime_stack.table(Table.FACTS)
     answer = facts.get_item(Key=smoke.smoke_key(marked.event_id).as_item())["Item"]
@@ -47,6 +47,10 @@ def test_smoke_is_answered_after_every_step(
     assert sqs.receive_message(QueueUrl=people).get("Messages", []) == []
     raw = realtime_stack.s3.list_objects_v2(Bucket=realtime_stack.bucket, Prefix="raw/")
     assert raw["KeyCount"] == 1
+
+    invoke(handler, stream.records(stock_take("s-001", "mug-blue", 1, FROZEN_NOW)))
+    (low_stock,) = sqs.receive_message(QueueUrl=people, WaitTimeSeconds=1)["Messages"]
+    assert json.loads(low_stock["Body"])["type"] == "low_stock"  # the filter lets others through
 
 
 def test_no_export_or_dashboard_item_comes_from_a_smoke_event(
