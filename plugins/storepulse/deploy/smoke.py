@@ -78,6 +78,6 @@ def _check_steps(event_id: str, item: dict[str, Any], expected: tuple[str, ...])
     if missing:
         raise SmokeTestError(
             f"smoke event {event_id} was answered without {', '.join(missing)} (done: "
-            f"{', '.join(done) or 'nothing'}): the function's alert topic or code is not the "
-            "deployed one"
+            f"{', '.join(done) or 'nothing'}): a handler older than this check answers without "
+            "steps, and 'alerted' needs the function's STOREPULSE_ALERT_TOPIC_ARN"
         )
