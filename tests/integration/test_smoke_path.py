@@ -7,6 +7,7 @@ from types import ModuleType
 
 from storepulse.export.datasets import DATASETS
 from storepulse.layout import Table
+from storepulse.platform.demo import alerts_inbox
 from storepulse.stream import smoke
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
 from tests.integration.test_stream_processor import Stream, stock_take
@@ -65,3 +66,19 @@ def test_no_export_or_dashboard_item_comes_from_a_smoke_event(
     assert {i["pk"] for items in written.values() for i in items} == {f"SMOKE#{smoke.SMOKE_STORE}"}
     facts = {i["pk"].split("#")[0] for i in _items(realtime_stack, Table.FACTS)}
     assert facts == {"SMOKE", "SEEN"}  # the answer and the claimed event: no alert log, no order
+
+
+def test_the_local_alerts_inbox_gets_every_alert_but_the_smoke(
+    realtime_stack: RealtimeStack,
+) -> None:
+    inbox = alerts_inbox(realtime_stack.topic_arn)
+    for kind in (smoke.SMOKE_ALERT_TYPE, "low_stock"):
+        realtime_stack.sns.publish(
+            TopicArn=realtime_stack.topic_arn,
+            Message=json.dumps({"type": kind}),
+            MessageAttributes={"type": {"DataType": "String", "StringValue": kind}},
+        )
+    messages = realtime_stack.sqs.receive_message(
+        QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )["Messages"]
+    assert [json.loads(json.loads(m["Body"])["Message"])["type"] for m in messages] == ["low_stock"]
