@@ -9,14 +9,17 @@ Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
    `storepulse` modules it imports and the pinned dependencies the Lambda runtime lacks.
 3. **upload_package**: to `s3://storepulse-<env>-artifacts-<account>/lambda/stream-processor/<sha256>.zip`
    (bucket created if missing). The key is the zip's hash: unchanged code, unchanged key.
-4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code location.
+4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code location. An
+   environment without its own file, or with a `REPLACE-ME` value left in it, fails here.
 5. **deploy_stack**: one change set, created, logged and executed (create or update); nothing at
    all when the stack already has this template and these parameters. On AWS a failed update
    rolls back and the previous version keeps serving; the task fails naming the resources.
 6. **verify_stack**: every resource looked up through its own service (types the embedded AWS
    never creates are reported as known gaps there).
 7. **smoke_test**: a marked event goes through the stream; the run waits for the processor's
-   answer in the facts table and logs the latency. Locally the project's Lambda runtime must be
+   answer in the facts table, given only after it archived, claimed, counted, stocked, queried
+   and alerted on smoke-only keys (so on AWS a permission the role lacks fails here), and logs
+   the latency. Locally the project's Lambda runtime must be
    running (`make up` starts it). Params: `smoke_test` (false skips it), `smoke_timeout_seconds`.
 
 Rerunning is safe: every step is idempotent. Undo with `teardown_realtime_stack`.

@@ -4,6 +4,7 @@ end to end with ``dag.test()``."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import importlib.util
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 
 from storepulse.config import REPO_ROOT
@@ -25,6 +27,7 @@ from storepulse.deploy.package import (
     build_lambda_zip,
     upload_package,
 )
+from storepulse.deploy.permissions import Account, CallRecorder, Policy
 from storepulse.deploy.smoke import SmokeTestError, run_smoke_test
 from storepulse.deploy.stack import (
     DeployResult,
@@ -33,6 +36,7 @@ from storepulse.deploy.stack import (
     describe_stack,
     is_embedded_endpoint,
     load_parameters,
+    physical_ids,
 )
 from storepulse.deploy.teardown import bucket_usage, retained_resources, still_existing
 from storepulse.deploy.verify import (
@@ -460,16 +464,36 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str
         module.processor.cache_clear()
 
 
+def _deployed_role_policy(aws_client: Client) -> Policy:
+    """The function's role as IAM holds it (the template's policies, resolved by the stack).
+    moto answers a stack-created role's inline policy as a Python repr, not JSON (recorded in
+    infra/local/embedded_aws_gaps.json)."""
+    iam = aws_client("iam")
+    role = physical_ids(aws_client("cloudformation"), STACK)["StreamProcessorRole"]
+    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    documents = [iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"] for n in names]
+    return Policy.from_documents(
+        ast.literal_eval(d) if isinstance(d, str) and d.startswith("{'") else d for d in documents
+    )
+
+
 def test_smoke_event_travels_the_deployed_path(
     deploy: Deployer,
     aws_client: Client,
     package: BuiltPackage,
     handler: Callable[[dict[str, str]], ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The smoke event makes every kind of call of the real-time path, each allowed by the
+    deployed role (moto does not enforce IAM: the handler's calls are recorded and checked)."""
     outputs = deploy(package).outputs
     environment = _function(aws_client)["Configuration"]["Environment"]["Variables"]
-    kinesis, dynamodb = aws_client("kinesis"), aws_client("dynamodb")
-    with StreamPoller(aws_client("kinesis"), outputs["StreamName"], handler(environment)) as poller:
+    kinesis, dynamodb, poller_kinesis = (aws_client(s) for s in ("kinesis", "dynamodb", "kinesis"))
+    role_policy = _deployed_role_policy(aws_client)
+    function_session = boto3.Session()  # the handler's default session, recorded
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", function_session)
+    recorder = CallRecorder(Account(ACCOUNT)).attach(function_session)
+    with StreamPoller(poller_kinesis, outputs["StreamName"], handler(environment)) as poller:
         result = run_smoke_test(
             kinesis,
             dynamodb,
@@ -485,6 +509,9 @@ def test_smoke_event_travels_the_deployed_path(
         TableName=outputs["FactsTable"], Key={"pk": {"S": key.pk}, "sk": {"S": key.sk}}
     )["Item"]
     assert item["type"] == {"S": "smoke"}
+    assert {"BatchGetItem", "BatchWriteItem"} <= recorder.operations()["dynamodb"]
+    denied = role_policy.denied(recorder.accesses())
+    assert not denied, "the deployed role does not allow:\n" + "\n".join(map(str, denied))
 
 
 def test_smoke_test_says_what_to_start_when_nothing_answers(

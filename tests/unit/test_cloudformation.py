@@ -8,6 +8,7 @@ import json
 import re
 from datetime import UTC, datetime
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,13 +17,20 @@ from cfnlint.decode import cfn_yaml
 
 from storepulse.config import REPO_ROOT
 from storepulse.deploy.lint import lint_template
-from storepulse.deploy.stack import CODE_PARAMETERS
+from storepulse.deploy.stack import (
+    CODE_PARAMETERS,
+    PARAMETERS_DIR,
+    PLACEHOLDER,
+    ParametersError,
+    load_parameters,
+)
 from storepulse.layout import TABLE_SPECS, Table
 from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
+from storepulse.stream.smoke import SUBSCRIBER_FILTER
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
-DEV_PARAMETERS = REPO_ROOT / "infra" / "cloudformation" / "parameters" / "dev.json"
+PARAMETER_FILES = sorted(PARAMETERS_DIR.glob("*.json"))
 # Outputs the DAGs read (exported as storepulse-<env>-<output>).
 DAG_OUTPUTS = {
     "StreamName",
@@ -187,19 +195,65 @@ def test_outputs_are_exported_for_the_dags(template: Node) -> None:
         assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"storepulse-${{EnvName}}-{name}"}
 
 
-def test_dev_parameters_are_declared_and_valid(template: Node) -> None:
-    declared = template["Parameters"]
-    parameters = json.loads(DEV_PARAMETERS.read_text())
+def _values(path: Path) -> dict[str, str]:
+    parameters = json.loads(path.read_text())
     values = {p["ParameterKey"]: p["ParameterValue"] for p in parameters}
     assert len(values) == len(parameters), "a parameter is set twice"
+    return values
+
+
+@pytest.mark.parametrize("path", PARAMETER_FILES, ids=lambda p: p.name)
+def test_parameters_are_declared_and_valid(template: Node, path: Path) -> None:
+    declared = template["Parameters"]
+    values = _values(path)
+    assert values["EnvName"] == path.stem
     assert set(values) <= set(declared) - CODE_PARAMETERS
     required = {name for name, p in declared.items() if "Default" not in p}
     assert required <= set(values) | CODE_PARAMETERS
     for name, value in values.items():
+        if value.startswith(PLACEHOLDER):
+            continue  # load_parameters refuses to deploy it (tested below)
         parameter = declared[name]
         assert value in parameter.get("AllowedValues", [value]), name
         assert re.fullmatch(parameter.get("AllowedPattern", ".*"), value), name
-    assert values["EnforceTls"] == "false"  # moto rejects every S3 call under a TLS-only policy
+
+
+def test_dev_does_without_tls_only_for_the_embedded_aws() -> None:
+    assert _values(PARAMETERS_DIR / "dev.json")["EnforceTls"] == "false"  # moto: every S3 call 403
+
+
+def test_prod_enforces_tls_and_must_name_its_alert_address() -> None:
+    values = _values(PARAMETERS_DIR / "prod.json")
+    assert values["EnforceTls"] == "true"
+    assert values["AlertEmail"].startswith(PLACEHOLDER)
+
+
+def test_an_environment_without_its_own_parameters_is_not_deployed() -> None:
+    with pytest.raises(ParametersError, match=r"no stack parameters for environment 'staging'"):
+        load_parameters("staging", code_bucket="b", code_key="k")
+
+
+def test_prod_is_not_deployed_with_its_placeholder_alert_address() -> None:
+    with pytest.raises(ParametersError, match=r"prod.json leaves AlertEmail as a placeholder"):
+        load_parameters("prod", code_bucket="b", code_key="k")
+
+
+def test_prod_deploys_with_tls_and_its_address_once_set(tmp_path: Path) -> None:
+    text = (PARAMETERS_DIR / "prod.json").read_text()
+    values = _values(PARAMETERS_DIR / "prod.json")
+    (tmp_path / "prod.json").write_text(text.replace(values["AlertEmail"], "ops@shop.example"))
+    loaded = load_parameters("prod", code_bucket="b", code_key="k", parameters_dir=tmp_path)
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in loaded} == values | {
+        "AlertEmail": "ops@shop.example",
+        "LambdaCodeBucket": "b",
+        "LambdaCodeKey": "k",
+    }
+
+
+def test_a_parameter_file_for_another_environment_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "qa.json").write_text((PARAMETERS_DIR / "dev.json").read_text())
+    with pytest.raises(ParametersError, match=r"sets EnvName='dev', not 'qa'"):
+        load_parameters("qa", code_bucket="b", code_key="k", parameters_dir=tmp_path)
 
 
 def test_optional_parts_follow_their_parameters(template: Node) -> None:
@@ -210,6 +264,7 @@ def test_optional_parts_follow_their_parameters(template: Node) -> None:
     assert conditions[subscription["Condition"]] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
     }
+    assert subscription["Properties"]["FilterPolicy"] == SUBSCRIBER_FILTER  # no smoke alerts
     stream = the_resource(template, "AWS::Kinesis::Stream")["Properties"]
     when, shards, otherwise = stream["ShardCount"]["Fn::If"]
     assert conditions[when] == {"Fn::Equals": [{"Ref": "StreamMode"}, "PROVISIONED"]}

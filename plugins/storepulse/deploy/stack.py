@@ -41,6 +41,8 @@ PARAMETERS_DIR: Final = REPO_ROOT / "infra" / "cloudformation" / "parameters"
 CAPABILITIES: Final = ("CAPABILITY_IAM",)
 # Parameters the deploy DAG passes itself (the zip's location changes with every build).
 CODE_PARAMETERS: Final = frozenset({"LambdaCodeBucket", "LambdaCodeKey"})
+# A parameter file value an operator must replace before the environment can be deployed.
+PLACEHOLDER: Final = "REPLACE-ME"
 
 SUCCESS: Final = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE"})
 # States in which the current template and parameters are what is deployed.
@@ -71,6 +73,10 @@ class ResourceFailure:
         return f"{self.logical_id} ({self.resource_type}) {self.status}: {self.reason}"
 
 
+class ParametersError(DeployError):
+    """An environment's stack parameters are missing or incomplete."""
+
+
 class StackDeployError(DeployError):
     """A change set failed; ``failures`` names the resources that CloudFormation blamed."""
 
@@ -94,16 +100,25 @@ def load_parameters(
     code_key: str,
     parameters_dir: Path = PARAMETERS_DIR,
 ) -> list[dict[str, str]]:
-    """The stack's parameters: ``parameters/<env>.json`` if it exists, else ``dev.json`` with
-    ``EnvName`` set to ``env``; plus the code location, which every build changes."""
+    """The stack's parameters from ``parameters/<env>.json``, plus the code location, which every
+    build changes. Every environment has its own file: none silently inherits another's (dev's
+    ``EnforceTls=false`` exists for the embedded AWS, not for production)."""
     path = parameters_dir / f"{env}.json"
-    own_file = path.is_file()
-    values = {
-        p["ParameterKey"]: p["ParameterValue"]
-        for p in json.loads((path if own_file else parameters_dir / "dev.json").read_text())
-    }
-    if not own_file:
-        values["EnvName"] = env
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in parameters_dir.glob("*.json"))) or "none"
+        raise ParametersError(
+            f"no stack parameters for environment {env!r}: create {path} (environments with "
+            f"parameters: {known}); each environment states its own EnforceTls and AlertEmail"
+        )
+    values = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(path.read_text())}
+    if values.get("EnvName") != env:
+        raise ParametersError(f"{path} sets EnvName={values.get('EnvName')!r}, not {env!r}")
+    unset = sorted(k for k, v in values.items() if v.startswith(PLACEHOLDER))
+    if unset:
+        raise ParametersError(
+            f"{path} leaves {', '.join(unset)} as a placeholder ({PLACEHOLDER}...): "
+            f"set the real value before deploying {env!r}"
+        )
     values |= {"LambdaCodeBucket": code_bucket, "LambdaCodeKey": code_key}
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
 

@@ -16,6 +16,7 @@ from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
 from storepulse.settings_store import SettingsStore
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
+from storepulse.stream.smoke import SUBSCRIBER_FILTER
 
 INBOX = "alerts-inbox"
 
@@ -31,7 +32,12 @@ def alerts_inbox(topic_arn: str) -> str:
         s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
     }
     if arn not in subscribed:
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+        sns.subscribe(
+            TopicArn=topic_arn,
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"FilterPolicy": json.dumps(SUBSCRIBER_FILTER)},  # no deploy smoke alerts
+        )
     return str(url)
 
 

@@ -202,15 +202,9 @@ class AlertPublisher:
         sent = 0
         for alert in alerts:
             now = self.clock()
-            if not self._claim_cooldown(alert, now):
+            message = self.send(alert, now)
+            if message is None:
                 continue
-            message = alert.message(now)
-            try:
-                self._send(alert, message)
-            except Exception:
-                # Give the cooldown back, so the retried batch sends the alert after all.
-                self._release_cooldown(alert)
-                raise
             self.facts_table.put_item(
                 Item={
                     **alert_log_key(
@@ -223,6 +217,20 @@ class AlertPublisher:
             log.info("alert sent: %s", alert.title)
             sent += 1
         return sent
+
+    def send(self, alert: Alert, now: datetime) -> dict[str, Any] | None:
+        """Claim the cooldown and publish, without logging the alert for the dashboard (the
+        deploy's smoke alert uses this alone); the message, or None while in cooldown."""
+        if not self._claim_cooldown(alert, now):
+            return None
+        message = alert.message(now)
+        try:
+            self._send(alert, message)
+        except Exception:
+            # Give the cooldown back, so the retried batch sends the alert after all.
+            self._release_cooldown(alert)
+            raise
+        return message
 
     def _send(self, alert: Alert, message: dict[str, Any]) -> None:
         self.sns.publish(

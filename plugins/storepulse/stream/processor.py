@@ -1,6 +1,7 @@
 """One Kinesis batch, end to end: validate, quarantine, archive, deduplicate, aggregate, write
-once per item, alert. The Lambda handler and the tests drive this class; it never reads the
-clock for bucketing (event time decides) and never fails a batch for a bad record."""
+once per item, alert, answer the deploy's smoke events. The Lambda handler and the tests drive
+this class; it never reads the clock for bucketing (event time decides) and never fails a batch
+for a bad record."""
 
 from __future__ import annotations
 
@@ -113,6 +114,10 @@ class StreamProcessor:
             if resources.alert_topic_arn
             else None
         )
+        tables = {"metrics": self.metrics, "inventory": self.inventory, "facts": self.facts}
+        self.smoke = smoke.SmokeResponder(
+            dynamodb=dynamodb, tables=tables, publisher=self.publisher, clock=clock
+        )
 
     def process(self, records: list[StreamRecord]) -> BatchReport:
         started = time.monotonic()
@@ -128,7 +133,6 @@ class StreamProcessor:
             # send its first minute of events to quarantine.
             catalog = self.catalog.load()
             valid, rejected = self._validate(records, catalog)
-        valid = self._answer_smoke_tests(valid)
         report.valid, report.quarantined = len(valid), len(rejected)
         self.archive.quarantine(rejected)
         self.archive.archive_valid([r for r, _ in valid])
@@ -136,13 +140,18 @@ class StreamProcessor:
         located = [Located(event, r.shard_id, r.position) for r, event in valid]
         duplicates, new_sessions = claim_facts(self.dynamodb, self.facts, located, catalog)
         report.duplicates = len(duplicates)
-        agg = aggregate([i for i in located if i.position not in duplicates], catalog, new_sessions)
+        located = [i for i in located if i.position not in duplicates]
+        # Smoke events were archived and claimed like any other; they are counted nowhere.
+        smoke_tests = [i for i in located if smoke.is_smoke(i.event)]
+        located = [i for i in located if not smoke.is_smoke(i.event)]
+        agg = aggregate(located, catalog, new_sessions)
         write_profiles(self.facts, agg.profiles.values())
 
         results, failed_positions = self._write(agg)
         report.items_written = sum(r.outcome != Outcome.REPLAYED for r in results)
         report.items_replayed = sum(r.outcome == Outcome.REPLAYED for r in results)
         report.alerts_sent = self._alert(catalog, agg, results)
+        self.smoke.answer(smoke_tests)  # last: its answer says the whole path worked
         if failed_positions:
             # Lambda resumes from the earliest failure; later records that did land are
             # skipped by the watermarks, so nothing is counted twice.
@@ -152,18 +161,6 @@ class StreamProcessor:
             ]
         report.seconds = time.monotonic() - started
         return report
-
-    def _answer_smoke_tests(
-        self, valid: list[tuple[StreamRecord, ev.Event]]
-    ) -> list[tuple[StreamRecord, ev.Event]]:
-        """Record the deploy's marked events and leave them out of every number."""
-        kept = []
-        for record, event in valid:
-            if smoke.is_smoke(event):
-                smoke.record_smoke(self.facts, event, self.clock())
-            else:
-                kept.append((record, event))
-        return kept
 
     def _validate(
         self, records: list[StreamRecord], catalog: Catalog
