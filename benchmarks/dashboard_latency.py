@@ -223,10 +223,7 @@ def serve(
 
     from storepulse.dashboard import history
     from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
-    from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard
-
-    services = Services.connect()
-    services.live = LiveDashboard(DynamoLiveReader.connect(), clock=clock)
+    services = Services.connect(clock=clock)  # the live view and the history window alike
     services.lake_factory = lambda: history.Lake(bucket)
     app = create_app(services)
     app.dependency_overrides[current_viewer] = lambda: Viewer("bench", can_edit=True)
