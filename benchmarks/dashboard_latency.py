@@ -195,6 +195,9 @@ def main() -> None:
 
         services = Services.connect()
         from storepulse.dashboard import history
+        from storepulse.dashboard.access import StoreAccess
+
+        services.access.put(StoreAccess(username="bench", all_stores=True), known_stores=())
 
         services.lake_factory = lambda: history.Lake(bucket)
         app = create_app(services)
