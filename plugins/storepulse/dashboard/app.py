@@ -8,14 +8,14 @@ a catch-all route answers unknown paths after the login check: an anonymous requ
 every path and learns nothing about which exist.
 
 Authorization fails closed. A user sees only the stores granted to them
-(``storepulse.dashboard.access``): with no grant, every data route answers 403 (``/api/me`` says
-why); limited users get 403 for the other stores and for the business total, and alert rules
-name only their stores. Changing settings needs Airflow's permission to change the
-configuration (``is_authorized_configuration(method="PUT")``: OP and ADMIN in the simple auth
-manager; not ``is_authorized_custom_view``, which the simple auth manager grants any viewer
+(``storepulse.dashboard.access``): with no grant, every data route answers 403 saying so
+(``/api/me`` lists no store); limited users get 403 for the other stores and for the business
+total, and alert rules name only their stores. Changing settings needs Airflow's permission to
+change the configuration (``is_authorized_configuration(method="PUT")``: OP and ADMIN in the simple
+auth manager; not ``is_authorized_custom_view``, which the simple auth manager grants any viewer
 whatever the method) and the all-stores grant; it is checked for every method but GET, HEAD and
-OPTIONS, on every path, before a body is read. Bodies are JSON of at most ``MAX_BODY_BYTES``
-bytes and ``MAX_BODY_DEPTH`` levels; a malformed or out-of-range parameter answers 4xx.
+OPTIONS, on every path, before a body is read. Bodies are JSON of at most ``MAX_BODY_BYTES`` bytes
+and ``MAX_BODY_DEPTH`` levels; a malformed or out-of-range parameter answers 4xx.
 
 JSON API (every response ``Cache-Control: no-store``; money and ratios are decimal strings):
 
