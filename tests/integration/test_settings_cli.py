@@ -430,3 +430,25 @@ def test_deeply_nested_json_is_an_error_not_a_traceback(cli: Any, tmp_path: Any)
         run = cli("upsert", "store", "s-1", *source)
         assert (run.code, run.out) == (2, "")
         assert run.err.endswith(": nested deeper than 32 levels\n"), run.err
+
+
+def test_the_access_cli_grants_every_store_only_explicitly(
+    shop: Any, table: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from storepulse.dashboard import access
+
+    assert access.main(["set", "admin", "--all"]) == 0
+    assert access.main(["set", "alice", "s-001"]) == 0
+    for argv in (["set", "bob"], ["set", "bob", "s-001", "--all"]):
+        with pytest.raises(SystemExit):  # a grant names its stores, or says all of them
+            access.main(argv)
+    with pytest.raises(SystemExit, match="unknown store"):
+        access.main(["set", "bob", "s-404"])
+    capsys.readouterr()
+    assert access.main(["list"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"username": "admin", "store_ids": [], "all_stores": True},
+        {"username": "alice", "store_ids": ["s-001"], "all_stores": False},
+    ]
+    assert access.main(["clear", "alice"]) == 0
+    assert not AccessStore(table).visibility("alice").granted  # cleared: sees nothing
