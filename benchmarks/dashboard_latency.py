@@ -222,8 +222,11 @@ def serve(
     from fastapi.testclient import TestClient
 
     from storepulse.dashboard import history
+    from storepulse.dashboard.access import StoreAccess
     from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
     services = Services.connect(clock=clock)  # the live view and the history window alike
+    # Grants fail closed: the benchmark's user sees every store only once granted.
+    services.access.put(StoreAccess(username="bench", all_stores=True), known_stores=())
     services.lake_factory = lambda: history.Lake(bucket)
     app = create_app(services)
     app.dependency_overrides[current_viewer] = lambda: Viewer("bench", can_edit=True)

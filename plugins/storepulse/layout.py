@@ -21,7 +21,7 @@ Tables (names ``storepulse-<env>-<table>``):
                ``SEEN#<store_id>#<UTC hour>`` (foot traffic, stock adjustments), so a resent
                copy counts once.
 ``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
-               ``KPI``, ``ALERT_STATE``), sk = id.
+               ``KPI``, ``ALERT_STATE``, ``DASHBOARD_ACCESS``), sk = id.
 
 Buckets follow *event time*: a minute or hour is a UTC interval, filed under the store's *local*
 date (its time zone), which is the business day of daily numbers and of the nightly export.
@@ -135,6 +135,7 @@ class SettingsKind(StrEnum):
     ALERT_RULE = "ALERT_RULE"
     KPI = "KPI"
     ALERT_STATE = "ALERT_STATE"
+    DASHBOARD_ACCESS = "DASHBOARD_ACCESS"  # who sees which stores (storepulse.dashboard.access)
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,16 @@
     python -m storepulse.settings_cli [--table NAME] list KIND [--format table|json]
     python -m storepulse.settings_cli get KIND [ID]
     python -m storepulse.settings_cli upsert KIND [ID] (--json '{...}' | --file F)
-    python -m storepulse.settings_cli delete KIND [ID]
+    python -m storepulse.settings_cli delete KIND [ID] [--cascade]
     python -m storepulse.settings_cli seed-defaults [--file F]
 
 KIND: business, store, product, employee, alert-rule, kpi. ID is the item's id (store_id, sku,
 employee_id, rule_id); business and kpi have one item each and need none. ``upsert`` replaces the
 whole item; an ID given on the command line fills in (or must match) the id field of the JSON.
-JSON numbers are read as exact decimals. Exit codes: 0 done; 1 not found; 2 invalid input or error.
+JSON numbers are read as exact decimals. Every command writes all or nothing. A store that
+employees, alert rules or dashboard grants still name is deleted only with ``--cascade`` (its
+employees deleted, the store removed from the rules and grants, in one transaction).
+Exit codes: 0 done; 1 not found; 2 invalid input or error.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from storepulse import json_input
 from storepulse.config import ConfigError, settings
 from storepulse.layout import SettingsKind, Table, table_name
 from storepulse.settings_store import (
@@ -73,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     source = upsert.add_mutually_exclusive_group(required=True)
     source.add_argument("--json", help="the item as a JSON object")
     source.add_argument("--file", help="a file holding the JSON object, or - for stdin")
-    commands.add_parser("delete", parents=[item], help="delete an item")
+    delete = commands.add_parser("delete", parents=[item], help="delete an item")
+    delete.add_argument(
+        "--cascade",
+        action="store_true",
+        help="a store: also delete its employees and remove it from alert rules and grants",
+    )
     seed = commands.add_parser("seed-defaults", help="create the missing default alert rules")
     seed.add_argument("--file", type=Path, default=DEFAULT_ALERT_RULES, help="rules file")
     return parser
@@ -145,7 +153,7 @@ def _upsert(store: SettingsStore, args: argparse.Namespace) -> int:
 def _delete(store: SettingsStore, args: argparse.Namespace) -> int:
     kind = KINDS[args.kind]
     item_id = _item_id(kind, args.id)
-    if not store.delete(kind, item_id):
+    if not store.delete(kind, item_id, cascade=args.cascade):
         return _not_found(args)
     print(f"deleted {args.kind} {item_id}")
     return 0
@@ -197,11 +205,11 @@ def _read_object(args: argparse.Namespace) -> dict[str, Any]:
             text = sys.stdin.read()
         else:
             text = Path(args.file).read_text(encoding="utf-8")
-        data = json.loads(text, parse_float=Decimal)  # exact: 19.99 stays 19.99
+        data = json_input.loads(text)  # exact: 19.99 stays 19.99; nesting bounded
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise CliError(f"{source}: not valid JSON: {exc}") from None
+    except ValueError as exc:  # JsonInputError, or a file that is not UTF-8
+        raise CliError(f"{source}: {exc}") from None
     if not isinstance(data, dict):
         raise CliError(f"{source}: must be a JSON object")
     return data

@@ -10,13 +10,18 @@ Each model maps to one item: pk = its ``SettingsKind``, sk = its id, and the att
                                currency="EUR"))
     store.seed_defaults()  # creates the default alert rules that are missing
 
-``ALERT_STATE`` items (alert cooldowns) belong to the Lambda and are not managed here.
+Every command writes all or nothing: each setting is checked against the others before the first
+write, and a write of several items is one DynamoDB transaction. A store that employees, alert
+rules or dashboard grants still name is not deleted unless asked to ``cascade``.
+
+``ALERT_STATE`` items (alert cooldowns) belong to the Lambda and are not managed here;
+``DASHBOARD_ACCESS`` items belong to ``storepulse.dashboard.access`` and are only updated here
+when a store they name is deleted.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from functools import cache
@@ -42,7 +47,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from storepulse import aws
+from storepulse import aws, json_input
 from storepulse.config import REPO_ROOT, settings
 from storepulse.events import (
     MAX_STOCK,
@@ -89,6 +94,13 @@ KPI_CATALOGUE: Final = (
     "refund_amount",
     "page_views",
 )
+
+MAX_TRANSACTION_ITEMS: Final = 100  # DynamoDB's limit per TransactWriteItems
+REFERENCE_LABELS: Final = {  # what may name a store, as an error message calls it
+    SettingsKind.EMPLOYEE: "employee(s)",
+    SettingsKind.ALERT_RULE: "alert rule(s)",
+    SettingsKind.DASHBOARD_ACCESS: "the dashboard grant(s) of",
+}
 
 # The Lambda sums a window over the minute buckets of at most two local days (start and end), so
 # no window may be longer than a day.
@@ -390,7 +402,7 @@ def describe_errors(exc: ValidationError, prefix: str) -> list[str]:
 def load_default_rules(path: Path = DEFAULT_ALERT_RULES) -> list[AlertRuleSettings]:
     """The rules declared in ``path`` (``{"rules": [...]}``); numbers are read as Decimal."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        document = json_input.loads(path.read_text(encoding="utf-8"))
         rules = document["rules"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SettingsError(f"cannot read default alert rules from {path}: {exc}") from None
@@ -437,29 +449,97 @@ class SettingsStore:
         self._check(setting)
         self.table.put_item(Item=setting.to_item())
 
-    def delete(self, kind: SettingsKind, item_id: str | None = None) -> bool:
-        """Delete an item; False when there was none."""
+    def delete(self, kind: SettingsKind, item_id: str | None = None, cascade: bool = False) -> bool:
+        """Delete an item; False when there was none. A store still named by employees, alert
+        rules or dashboard grants is refused, unless ``cascade``: then, in one transaction, its
+        employees are deleted and it is removed from the rules and grants (a rule or grant left
+        without a store is deleted: an empty list would mean every store, or none)."""
         key = _key(kind, item_id)
+        if kind is SettingsKind.STORE:
+            return self._delete_store(key, cascade)
         response = self.table.delete_item(Key=key.as_item(), ReturnValues="ALL_OLD")
         return "Attributes" in response
 
     def seed_defaults(self, path: Path = DEFAULT_ALERT_RULES) -> builtins.list[AlertRuleSettings]:
-        """Create the default rules that do not exist yet and return them. Existing rules, changed
-        by the user or not, are left alone (to turn a default off, set ``enabled`` to false:
-        a deleted one comes back with the next seed)."""
-        created = []
-        for rule in load_default_rules(path):
+        """Create the default rules that do not exist yet and return them, all in one transaction
+        after every rule was checked. Existing rules, changed by the user or not, are left alone
+        (to turn a default off, set ``enabled`` to false: a deleted one comes back with the next
+        seed)."""
+        rules = load_default_rules(path)
+        for rule in rules:
             self._check(rule)
-            try:
-                self.table.put_item(
-                    Item=rule.to_item(), ConditionExpression="attribute_not_exists(pk)"
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-                continue
-            created.append(rule)
+        existing = {item["sk"] for item in self._query(SettingsKind.ALERT_RULE)}
+        created = [rule for rule in rules if rule.item_id not in existing]
+        self._transact([self._put(rule.to_item(), new=True) for rule in created])
         return created
+
+    # --- deleting a store ---
+
+    def _delete_store(self, key: Key, cascade: bool) -> bool:
+        if self.table.get_item(Key=key.as_item(), ConsistentRead=True).get("Item") is None:
+            return False
+        changes = self._store_references(key.sk)
+        if changes and not cascade:
+            names = "; ".join(
+                f"{REFERENCE_LABELS[kind]} {', '.join(i['sk'] for i in items)}"
+                for kind, items in changes.items()
+            )
+            raise SettingsError(
+                f"store {key.sk!r} is still named by {names}; change those first, or delete "
+                "with --cascade (employees deleted, the store removed from rules and grants)"
+            )
+        actions = [self._delete(key.as_item())]
+        actions += [self._without_store(item, key.sk) for kind in changes for item in changes[kind]]
+        self._transact(actions)
+        return True
+
+    def _store_references(self, store_id: str) -> dict[SettingsKind, builtins.list[Any]]:
+        """The items that name ``store_id``, per kind (raw items: grants are not settings)."""
+        found = {
+            kind: [
+                i
+                for i in self._query(kind)
+                if i.get("store_id") == store_id or store_id in (i.get("store_ids") or ())
+            ]
+            for kind in REFERENCE_LABELS
+        }
+        return {kind: items for kind, items in found.items() if items}
+
+    def _without_store(self, item: dict[str, Any], store_id: str) -> dict[str, Any]:
+        """The transaction action that removes ``store_id`` from ``item``."""
+        remaining = [s for s in item.get("store_ids") or () if s != store_id]
+        if item["pk"] == SettingsKind.EMPLOYEE or not remaining:
+            return self._delete({"pk": item["pk"], "sk": item["sk"]})
+        return self._put({**item, "store_ids": remaining})
+
+    # --- transactions ---
+
+    def _put(self, item: dict[str, Any], new: bool = False) -> dict[str, Any]:
+        put: dict[str, Any] = {"TableName": self.table.name, "Item": item}
+        if new:  # another writer got there first: the whole transaction is refused
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        return {"Put": put}
+
+    def _delete(self, key: dict[str, Any]) -> dict[str, Any]:
+        return {"Delete": {"TableName": self.table.name, "Key": key}}
+
+    def _transact(self, actions: builtins.list[dict[str, Any]]) -> None:
+        """Write every action or none."""
+        if not actions:
+            return
+        if len(actions) > MAX_TRANSACTION_ITEMS:
+            raise SettingsError(
+                f"{len(actions)} items would change at once, more than one transaction "
+                f"holds ({MAX_TRANSACTION_ITEMS}); change some of them first"
+            )
+        try:
+            self.table.meta.client.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            raise SettingsError(
+                "the settings changed while this command ran; nothing was written, run it again"
+            ) from None
 
     # --- cross-checks ---
 

@@ -30,9 +30,9 @@ from storepulse.dashboard.app import Services, Viewer, create_app, current_viewe
 from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard, ThreadLocalTable
 from storepulse.export.publish import Manifest
 from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
-from storepulse.settings_store import KPI_CATALOGUE, SettingsStore
+from storepulse.settings_store import KPI_CATALOGUE, AlertRuleSettings, SettingsStore
 from storepulse.stream.records import StreamRecord
-from tests.integration.conftest import FROZEN_NOW, SHARD, RealtimeStack, invoke
+from tests.integration.conftest import FROZEN_NOW, SHARD, STORES, RealtimeStack, invoke
 
 NOW = FROZEN_NOW  # noon in Paris (the business's zone): the handler's and the dashboard's clock
 TODAY = date(2026, 11, 26)
@@ -131,8 +131,15 @@ def lake(realtime_stack: RealtimeStack) -> history.Lake:
     return history.Lake(realtime_stack.bucket)
 
 
+def grant(stack: RealtimeStack, username: str, *store_ids: str) -> None:
+    """Let ``username`` see ``store_ids``, or every store when none are given."""
+    access = StoreAccess(username=username, store_ids=store_ids, all_stores=not store_ids)
+    AccessStore(stack.table(Table.SETTINGS)).put(access, STORES)
+
+
 @pytest.fixture
 def admin(realtime_stack: RealtimeStack, lake: history.Lake) -> Iterator[TestClient]:
+    grant(realtime_stack, "admin")
     with _client(Viewer("admin", can_edit=True), lambda: lake) as client:
         yield client
 
@@ -262,7 +269,7 @@ def test_kpi_selection_round_trip_and_validation(admin: TestClient) -> None:
     for kpis, problem in [
         (["revenue", "profit"], "unknown KPI 'profit'"),
         (["revenue", "orders", "revenue"], "duplicate 'revenue'"),
-        ([], "at least 1"),
+        ([], "must not be empty"),
     ]:
         wrong = admin.put("/api/settings/kpis", json={"kpis": kpis})
         assert wrong.status_code == 422
@@ -294,45 +301,87 @@ def test_alert_thresholds_round_trip_with_exact_numbers(admin: TestClient) -> No
     assert len(wrong.json()["detail"]) == 2
 
 
-def test_only_unlimited_editors_change_settings(realtime_stack: RealtimeStack) -> None:
-    AccessStore(realtime_stack.table(Table.SETTINGS)).put(
-        StoreAccess(username="manager", store_ids=("s-001",)), ["s-001", "s-002"]
-    )
+def test_only_editors_with_every_store_change_settings(realtime_stack: RealtimeStack) -> None:
+    grant(realtime_stack, "viewer")
+    grant(realtime_stack, "manager", "s-001")
+    grant(realtime_stack, "editor")
+    rule = {"type": "low_stock", "enabled": False}
     for viewer in (Viewer("viewer", can_edit=False), Viewer("manager", can_edit=True)):
         with _client(viewer) as client:
+            assert client.get("/api/me").json()["can_edit"] is False
             assert client.get("/api/settings/kpis").status_code == 200
             assert client.put("/api/settings/kpis", json={"kpis": ["orders"]}).status_code == 403
-            put_rule = client.put("/api/settings/alert-rules/x", json={"type": "low_stock"})
-            assert put_rule.status_code == 403
+            assert client.put("/api/settings/alert-rules/low-stock", json=rule).status_code == 403
+            for method in ("POST", "PATCH", "DELETE"):  # every path, every writing method
+                assert client.request(method, "/api/settings/kpis").status_code == 403
+                assert client.request(method, "/api/no/such/route").status_code == 403
+    with _client(Viewer("editor", can_edit=True)) as editor:
+        assert editor.get("/api/me").json()["can_edit"] is True
+        assert editor.get("/api/settings/kpis").json()["saved"] is False  # nothing was written
+        low_stock = editor.get("/api/settings/alert-rules").json()[0]
+        assert (low_stock["rule_id"], low_stock["enabled"]) == ("low-stock", True)
+        assert editor.put("/api/settings/alert-rules/low-stock", json=rule).status_code == 200
+
+
+def test_bodies_are_bounded_in_size_and_depth(realtime_stack: RealtimeStack) -> None:
+    grant(realtime_stack, "editor")
+    headers = {"Content-Type": "application/json"}
+    with _client(Viewer("editor", can_edit=True)) as editor:
+        for path in ("/api/settings/kpis", "/api/settings/alert-rules/low-stock"):
+            assert editor.put(path, content="[" * 100_000, headers=headers).status_code == 413
+            deep = editor.put(path, content="[" * 50_000, headers=headers)
+            assert deep.status_code == 422
+            assert deep.json()["detail"] == ["body: nested deeper than 8 levels"]
+            large = editor.put(path, content=" " * 70_000 + "{}", headers=headers)
+            assert large.status_code == 413, large.text
+            unsized = editor.put(path, content=iter([b" " * 40_000] * 2), headers=headers)
+            assert unsized.status_code == 413  # chunked: no Content-Length to trust
+            broken = editor.put(path, content=b"\xff{", headers=headers)
+            assert broken.status_code == 422 and "not valid JSON" in broken.json()["detail"][0]
+            assert editor.put(path, json=[1]).json()["detail"] == ["body: must be a JSON object"]
 
 
 # --- store limits ------------------------------------------------------------------------------
 
 
-def test_a_limited_user_sees_only_their_stores(
-    realtime_stack: RealtimeStack, events: Events, lake: history.Lake
-) -> None:
-    AccessStore(realtime_stack.table(Table.SETTINGS)).put(
-        StoreAccess(username="alice", store_ids=("s-002",)), ["s-001", "s-002"]
-    )
-    _write_metrics(
-        realtime_stack,
-        [(date(2026, 11, 20), "s-001", "10.00"), (date(2026, 11, 20), "s-002", "7.00")],
-    )
-    events.send(sale("s-002", NOW - timedelta(minutes=1), ("mug-blue", 1, "4.50")))
+def test_a_user_without_a_grant_sees_nothing(realtime_stack: RealtimeStack) -> None:
+    access = AccessStore(realtime_stack.table(Table.SETTINGS))
+    with _client(Viewer("carol", can_edit=True)) as carol:
+        me = carol.get("/api/me").json()
+        assert (me["stores"], me["all_stores"], me["can_edit"]) == ([], False, False)
+        for path in DATA_PATHS:
+            response = carol.get(path)
+            assert response.status_code == 403, path
+            assert "no store is shared with 'carol'" in response.text
+        grant(realtime_stack, "carol", "s-001")
+        assert carol.get("/api/live", params={"store": "s-001"}).status_code == 200
+        assert access.delete("carol")  # a deleted item (or a restored table) fails closed
+        assert carol.get("/api/live", params={"store": "s-001"}).status_code == 403
+        assert carol.get("/api/live", params={"store": "s-002"}).status_code == 403
 
-    with _client(Viewer("alice", can_edit=True), lambda: lake) as alice:
-        me = alice.get("/api/me").json()
-        assert [s["store_id"] for s in me["stores"]] == ["s-002"]
-        assert me["all_stores"] is False and me["can_edit"] is False
-        assert alice.get("/api/live").status_code == 403  # the business total
-        assert alice.get("/api/live", params={"store": "s-001"}).status_code == 403
-        assert alice.get("/api/live", params={"store": "s-002"}).status_code == 200
-        assert alice.get("/api/live", params={"store": "s-999"}).status_code == 403  # not 404
-        trend = alice.get("/api/history/trend", params={"days": 7, "end": "2026-11-25"}).json()
-        assert trend["current"]["totals"]["revenue"] == "7.00"
-        stores = alice.get("/api/history/breakdown", params={"end": "2026-11-25"}).json()
-        assert [r["key"] for r in stores["rows"]] == ["s-002"]
+
+def test_the_all_stores_grant_is_explicit(realtime_stack: RealtimeStack) -> None:
+    table = realtime_stack.table(Table.SETTINGS)
+    table.put_item(Item={"pk": "DASHBOARD_ACCESS", "sk": "dave", "all_stores": "yes"})
+    with _client(Viewer("dave")) as dave:
+        assert dave.get("/api/me").json()["stores"] == []  # only a boolean true grants all
+        grant(realtime_stack, "dave")
+        me = dave.get("/api/me").json()
+        assert me["all_stores"] is True and len(me["stores"]) == 2
+        assert dave.get("/api/live").status_code == 200
+
+
+def test_a_limited_user_reads_only_the_rules_of_their_stores(
+    realtime_stack: RealtimeStack,
+) -> None:
+    store = SettingsStore(realtime_stack.table(Table.SETTINGS))
+    for rule_id, stores in (("east", ("s-002",)), ("both", ("s-001", "s-002"))):
+        store.upsert(AlertRuleSettings(rule_id=rule_id, type="low_stock", store_ids=stores))
+    grant(realtime_stack, "alice", "s-001")
+    with _client(Viewer("alice")) as alice:
+        shown = alice.get("/api/settings/alert-rules").json()
+    rules = {r["rule_id"]: r["store_ids"] for r in shown}
+    assert rules == {"both": ["s-001"], "low-stock": [], "traffic-spike": []}
 
 
 # --- history -----------------------------------------------------------------------------------
@@ -522,7 +571,27 @@ def test_history_is_empty_not_an_error_without_partitions(
     assert admin.get("/api/history/trend", params={"days": 12}).status_code == 422
 
 
+def test_out_of_range_dates_are_422_with_a_message(admin: TestClient) -> None:
+    for end in ("0001-01-01", "9999-12-31", "2016-11-01", "2026-11-27"):
+        for path in ("/api/history/trend", "/api/history/breakdown"):
+            response = admin.get(path, params={"days": 365, "end": end})
+            assert response.status_code == 422, (path, end)
+            assert response.json()["detail"] == ["end: must be between 2016-11-28 and 2026-11-26"]
+    assert admin.get("/api/history/trend", params={"end": "2026-02-30"}).status_code == 422
+    assert admin.get("/api/history/trend", params={"end": "2016-11-28"}).status_code == 200
+
+
 # --- the page and its security -----------------------------------------------------------------
+
+DATA_PATHS = [
+    "/api/live",
+    "/api/live?store=s-001",
+    "/api/live/kpis?store=s-001",
+    "/api/history/trend?days=7",
+    "/api/history/breakdown?by=category&store=s-001",
+    "/api/settings/kpis",
+    "/api/settings/alert-rules",
+]
 
 PATHS = [
     "/",

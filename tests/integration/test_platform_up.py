@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -122,6 +123,28 @@ def _count_at_reorder_point_alerts(aws: boto3.Session) -> None:
             if body["type"] == "low_stock" and body["details"]["sku"] == product.sku:
                 found.append(body)
     assert found and found[0]["store_id"] == "s-001"
+
+
+def test_the_demo_admin_sees_every_store_and_secrets_are_private(
+    platform: Platform, password: str
+) -> None:
+    """Dashboard access fails closed: only the demo's explicit grant lets admin see the stores."""
+    login = urllib.request.Request(
+        f"{platform.url}/auth/token",
+        data=json.dumps({"username": "admin", "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(login) as response:
+        token = json.loads(response.read())["access_token"]
+    me_request = urllib.request.Request(
+        f"{platform.url}/dashboard/api/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(me_request) as response:
+        me = json.loads(response.read())
+    assert (me["all_stores"], me["can_edit"], len(me["stores"])) == (True, True, 2)
+    home = platform.state_dir / "airflow"
+    for secret in (home / "simple_auth_manager_passwords.json.generated", home / "jwt_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
 
 
 def test_a_second_up_is_refused(platform: Platform, password: str) -> None:

@@ -11,16 +11,19 @@ import pytest
 
 from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.config import settings
+from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.layout import SettingsKind, Table, table_name
 from storepulse.local.provision import create_tables
 from storepulse.settings_cli import main
 from storepulse.settings_store import (
+    DEFAULT_ALERT_RULES,
     AlertRuleSettings,
     BusinessProfile,
     ProductSettings,
     SettingsError,
     SettingsStore,
     StoreSettings,
+    load_default_rules,
 )
 from storepulse.stream.catalog import load_catalog
 
@@ -319,3 +322,133 @@ def _settings() -> list[Any]:
 def test_store_refuses_internal_items(table: Any) -> None:
     with pytest.raises(SettingsError, match="internal"):
         SettingsStore(table).list(SettingsKind.ALERT_STATE)
+
+
+# --- all or nothing ----------------------------------------------------------------------------
+
+
+def test_seed_defaults_writes_every_rule_or_none(shop: Any, tmp_path: Any) -> None:
+    rules = json.loads(DEFAULT_ALERT_RULES.read_text())
+    rules["rules"][2]["store_ids"] = ["s-404"]  # the third rule fails its check
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+
+    run = shop("seed-defaults", "--file", str(path))
+
+    assert run.code == 2
+    assert "unknown store(s) s-404" in run.err
+    assert shop("list", "alert-rule").out == "no alert-rule settings\n"  # not 2 of 3
+
+
+def test_seed_defaults_refuses_a_race_as_a_whole(cli: Any, table: Any) -> None:
+    store = SettingsStore(table)
+    rules = load_default_rules()
+    taken = rules[2].model_copy(update={"severity": "critical"})
+    real_transact = table.meta.client.transact_write_items
+
+    def racing(**kwargs: Any) -> Any:  # another writer creates the third rule meanwhile
+        table.put_item(Item=taken.to_item())
+        return real_transact(**kwargs)
+
+    table.meta.client.transact_write_items = racing
+    try:
+        with pytest.raises(SettingsError, match="nothing was written"):
+            store.seed_defaults()
+    finally:
+        table.meta.client.transact_write_items = real_transact
+    assert [r.item_id for r in store.list(SettingsKind.ALERT_RULE)] == [taken.rule_id]
+
+
+@pytest.fixture
+def referenced(shop: Any, table: Any) -> Any:
+    """s-001 and s-002, an employee and rules and dashboard grants that name them."""
+    assert _upsert(shop, "store", "s-002", STORE).code == 0
+    assert (
+        _upsert(shop, "employee", "e-1", {"name": "Bo", "store_id": "s-001", "role": "x"}).code == 0
+    )
+    assert (
+        _upsert(shop, "employee", "e-2", {"name": "Al", "store_id": "s-002", "role": "x"}).code == 0
+    )
+    for rule_id, stores in (("one", ["s-001"]), ("both", ["s-001", "s-002"]), ("all", [])):
+        rule = {"type": "low_stock", "store_ids": stores}
+        assert _upsert(shop, "alert-rule", rule_id, rule).code == 0
+    access = AccessStore(table)
+    for grant in (
+        StoreAccess(username="alice", store_ids=("s-001",)),
+        StoreAccess(username="bob", store_ids=("s-001", "s-002")),
+        StoreAccess(username="admin", all_stores=True),
+    ):
+        access.put(grant, ["s-001", "s-002"])
+    return shop
+
+
+def _state(cli: Any, table: Any) -> dict[str, Any]:
+    def listed(kind: str) -> dict[str, Any]:
+        rows = json.loads(cli("list", kind, "--format", "json").out)
+        return {next(iter(r.values())): r.get("store_ids", r.get("store_id")) for r in rows}
+
+    grants = {a.username: (a.store_ids, a.all_stores) for a in AccessStore(table).list()}
+    return {
+        "stores": list(listed("store")),
+        "employees": listed("employee"),
+        "rules": listed("alert-rule"),
+        "grants": grants,
+    }
+
+
+def test_a_store_still_named_elsewhere_is_not_deleted(referenced: Any, table: Any) -> None:
+    before = _state(referenced, table)
+
+    run = referenced("delete", "store", "s-001")
+
+    assert run.code == 2
+    assert run.err == (
+        "error: store 's-001' is still named by employee(s) e-1; alert rule(s) both, one; "
+        "the dashboard grant(s) of alice, bob; change those first, or delete with --cascade "
+        "(employees deleted, the store removed from rules and grants)\n"
+    )
+    assert _state(referenced, table) == before
+
+
+def test_cascade_deletes_a_store_with_what_names_it(referenced: Any, table: Any) -> None:
+    run = referenced("delete", "store", "s-001", "--cascade")
+
+    assert (run.code, run.out) == (0, "deleted store s-001\n")
+    assert _state(referenced, table) == {
+        "stores": ["s-002"],
+        "employees": {"e-2": "s-002"},
+        "rules": {"all": [], "both": ["s-002"]},  # "one" would have meant every store
+        "grants": {"admin": ((), True), "bob": (("s-002",), False)},  # alice: no grant
+    }
+    assert referenced("delete", "store", "s-001", "--cascade").code == 1
+
+
+def test_deeply_nested_json_is_an_error_not_a_traceback(cli: Any, tmp_path: Any) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000)
+    for source in (["--json", "{" * 100_000], ["--file", str(path)]):
+        run = cli("upsert", "store", "s-1", *source)
+        assert (run.code, run.out) == (2, "")
+        assert run.err.endswith(": nested deeper than 32 levels\n"), run.err
+
+
+def test_the_access_cli_grants_every_store_only_explicitly(
+    shop: Any, table: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from storepulse.dashboard import access
+
+    assert access.main(["set", "admin", "--all"]) == 0
+    assert access.main(["set", "alice", "s-001"]) == 0
+    for argv in (["set", "bob"], ["set", "bob", "s-001", "--all"]):
+        with pytest.raises(SystemExit):  # a grant names its stores, or says all of them
+            access.main(argv)
+    with pytest.raises(SystemExit, match="unknown store"):
+        access.main(["set", "bob", "s-404"])
+    capsys.readouterr()
+    assert access.main(["list"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"username": "admin", "store_ids": [], "all_stores": True},
+        {"username": "alice", "store_ids": ["s-001"], "all_stores": False},
+    ]
+    assert access.main(["clear", "alice"]) == 0
+    assert not AccessStore(table).visibility("alice").granted  # cleared: sees nothing

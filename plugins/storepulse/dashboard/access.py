@@ -1,14 +1,16 @@
 """Which stores each dashboard user may see.
 
-One item per limited user in the settings table: pk ``DASHBOARD_ACCESS``, sk the Airflow
-username, attribute ``store_ids`` (a list). A user without an item sees every store and the
-whole business; a user with one sees only those stores (an empty list: none), never the
-business total, which would include the others. Limits are kept beside the business's other
-settings, so they follow the environment (and its backups) rather than one Airflow install.
+One item per user in the settings table: pk ``DASHBOARD_ACCESS``, sk the Airflow username, and
+either ``all_stores: true`` (every store and the whole business) or ``store_ids`` (a list: only
+those stores, never the business total, which would include the others). Access fails closed: a
+user without an item (never granted, or lost in a table restore) sees no store at all. Grants are
+kept beside the business's other settings, so they follow the environment (and its backups)
+rather than one Airflow install.
 
     python -m storepulse.dashboard.access list
     python -m storepulse.dashboard.access set alice s-001 s-002
-    python -m storepulse.dashboard.access clear alice
+    python -m storepulse.dashboard.access set admin --all
+    python -m storepulse.dashboard.access clear alice      # alice sees nothing again
 
 There is deliberately no HTTP endpoint that changes limits: whoever can run this command can
 write the settings table anyway.
@@ -22,42 +24,67 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Self
 
 import boto3
 from boto3.dynamodb.conditions import Key as KeyCondition
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from storepulse import aws
 from storepulse.config import settings
 from storepulse.events import Identifier, StoreId
-from storepulse.layout import Table, table_name
+from storepulse.layout import SettingsKind, Table, table_name
 from storepulse.settings_store import SettingsError, _unique, describe_errors
 
-ACCESS_KIND: Final = "DASHBOARD_ACCESS"
+ACCESS_KIND: Final = SettingsKind.DASHBOARD_ACCESS.value
 CACHE_SECONDS: Final = 5.0  # a changed limit applies within this many seconds
 
 
 class StoreAccess(BaseModel):
-    """The stores one user may see."""
+    """The stores one user may see: ``all_stores``, or exactly ``store_ids``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     username: Identifier
-    store_ids: Annotated[tuple[StoreId, ...], AfterValidator(_unique)]
+    store_ids: Annotated[tuple[StoreId, ...], AfterValidator(_unique)] = ()
+    all_stores: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_kind_of_grant(self) -> Self:
+        if self.all_stores and self.store_ids:
+            raise ValueError("either all stores or a list of stores, not both")
+        return self
 
     def to_item(self) -> dict[str, Any]:
+        if self.all_stores:
+            return {"pk": ACCESS_KIND, "sk": self.username, "all_stores": True}
         return {"pk": ACCESS_KIND, "sk": self.username, "store_ids": list(self.store_ids)}
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> StoreAccess:
         stored = item.get("store_ids") or []
-        return cls(username=item["sk"], store_ids=tuple(sorted(stored)))
+        return cls(
+            username=item["sk"],
+            store_ids=tuple(sorted(stored)),
+            all_stores=item.get("all_stores") is True,  # only an explicit true grants all
+        )
+
+    @property
+    def visibility(self) -> Visibility:
+        return EVERYTHING if self.all_stores else Visibility(frozenset(self.store_ids))
 
 
 @dataclass(frozen=True)
 class Visibility:
-    """What a user may see: ``store_ids`` None means everything, the business total included."""
+    """What a user may see: ``store_ids`` None means everything, the business total included;
+    an empty set means nothing."""
 
     store_ids: frozenset[str] | None = None
 
@@ -71,11 +98,17 @@ class Visibility:
             return True
         return store_id is not None and store_id in self.store_ids
 
+    @property
+    def granted(self) -> bool:
+        """False: no store at all (never granted, or the grant is gone)."""
+        return self.store_ids is None or bool(self.store_ids)
+
     def visible(self, store_ids: Iterable[str]) -> list[str]:
         return [s for s in store_ids if self.allows(s)]
 
 
 EVERYTHING: Final = Visibility()
+NOTHING: Final = Visibility(frozenset())
 
 
 class AccessStore:
@@ -106,7 +139,7 @@ class AccessStore:
         if cached and now - cached[0] < self.cache_seconds:
             return cached[1]
         access = self.get(username)
-        result = EVERYTHING if access is None else Visibility(frozenset(access.store_ids))
+        result = NOTHING if access is None else access.visibility  # fails closed
         with self._lock:
             self._cache[username] = (now, result)
         return result
@@ -128,14 +161,14 @@ class AccessStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def put(self, access: StoreAccess, known_stores: Iterable[str]) -> None:
-        """Limit a user to stores that exist (a typo would silently hide everything)."""
+        """Grant a user stores that exist (a typo would silently hide everything)."""
         if missing := sorted(set(access.store_ids) - set(known_stores)):
             raise SettingsError(f"unknown store(s) {', '.join(missing)}; create the stores first")
         self.table.put_item(Item=access.to_item())
         self._forget(access.username)
 
     def delete(self, username: str) -> bool:
-        """Lift a user's limit; False when there was none."""
+        """Remove a user's grant (they see nothing); False when there was none."""
         key = {"pk": ACCESS_KIND, "sk": username}
         response = self.table.delete_item(Key=key, ReturnValues="ALL_OLD")
         self._forget(username)
@@ -150,7 +183,6 @@ class AccessStore:
 
 
 def _known_stores() -> list[str]:
-    from storepulse.layout import SettingsKind
     from storepulse.settings_store import SettingsStore
 
     return [s.item_id for s in SettingsStore.connect().list(SettingsKind.STORE)]
@@ -160,25 +192,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Limit dashboard users to some stores.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="print every limited user as JSON")
-    limit = commands.add_parser("set", help="limit USER to the given stores (none: no store)")
-    limit.add_argument("username")
-    limit.add_argument("store_ids", nargs="*")
-    lift = commands.add_parser("clear", help="let USER see every store again")
-    lift.add_argument("username")
+    grant = commands.add_parser("set", help="let USER see the given stores, or --all of them")
+    grant.add_argument("username")
+    which = grant.add_mutually_exclusive_group(required=True)
+    which.add_argument("store_ids", nargs="*", default=[])
+    which.add_argument("--all", action="store_true", help="every store and the business total")
+    revoke = commands.add_parser("clear", help="remove USER's grant: they see nothing")
+    revoke.add_argument("username")
     args = parser.parse_args(argv)
     store = AccessStore.connect()
     if args.command == "list":
         print(json.dumps([a.model_dump(mode="json") for a in store.list()], indent=2))
     elif args.command == "set":
         try:
-            access = StoreAccess(username=args.username, store_ids=tuple(args.store_ids))
+            access = StoreAccess(
+                username=args.username, store_ids=tuple(args.store_ids), all_stores=args.all
+            )
             store.put(access, _known_stores())
         except ValidationError as exc:
             raise SystemExit("error: " + "; ".join(describe_errors(exc, "access"))) from None
         except SettingsError as exc:
             raise SystemExit(f"error: {exc}") from None
     elif not store.delete(args.username):
-        print(f"{args.username} had no limit")
+        print(f"{args.username} had no grant")
     return 0
 
 

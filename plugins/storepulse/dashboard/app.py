@@ -5,10 +5,17 @@ Security: every route depends on Airflow's login (``current_viewer``, built on A
 FastAPI's own ``/openapi.json`` and ``/docs`` routes and Starlette's ``StaticFiles`` mounts would
 skip app dependencies, so the OpenAPI document and the static files are ordinary routes here, and
 a catch-all route answers unknown paths after the login check: an anonymous request gets 401 on
-every path and learns nothing about which exist. Users limited to some stores
-(``storepulse.dashboard.access``) get 403 for the others and for the business total; only
-unlimited users whom Airflow allows to ``PUT`` the custom view ``StorePulse settings`` may
-change settings.
+every path and learns nothing about which exist.
+
+Authorization fails closed. A user sees only the stores granted to them
+(``storepulse.dashboard.access``): with no grant, every data route answers 403 saying so
+(``/api/me`` lists no store); limited users get 403 for the other stores and for the business
+total, and alert rules name only their stores. Changing settings needs Airflow's permission to
+change the configuration (``is_authorized_configuration(method="PUT")``: OP and ADMIN in the simple
+auth manager; not ``is_authorized_custom_view``, which the simple auth manager grants any viewer
+whatever the method) and the all-stores grant; it is checked for every method but GET, HEAD and
+OPTIONS, on every path, before a body is read. Bodies are JSON of at most ``MAX_BODY_BYTES`` bytes
+and ``MAX_BODY_DEPTH`` levels; a malformed or out-of-range parameter answers 4xx.
 
 JSON API (every response ``Cache-Control: no-store``; money and ratios are decimal strings):
 
@@ -27,13 +34,11 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -44,6 +49,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from storepulse import json_input
 from storepulse.clock import Clock, system_clock
 from storepulse.dashboard import history, settings
 from storepulse.dashboard.access import AccessStore, Visibility
@@ -57,12 +63,15 @@ from storepulse.dashboard.live import (
     Scope,
     ThreadLocalTable,
 )
-from storepulse.layout import Table, table_name
+from storepulse.layout import Table, local_date, table_name
 from storepulse.settings_store import SettingsStore
 
 STATIC: Final = Path(__file__).parent / "static"
 ASSETS: Final = {"app.js": "text/javascript", "app.css": "text/css"}
-EDIT_RESOURCE: Final = "StorePulse settings"
+MAX_BODY_BYTES: Final = 64 * 1024  # a rule or a KPI selection is well under 1 KiB
+MAX_BODY_DEPTH: Final = 8
+HISTORY_YEARS: Final = 10  # how far back ``end`` may go
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CATALOGUE_SECONDS: Final = 30.0
 LAKE_RETRY_SECONDS: Final = 60.0
 CONTENT_SECURITY_POLICY: Final = (
@@ -76,17 +85,15 @@ CONTENT_SECURITY_POLICY: Final = (
 @dataclass(frozen=True)
 class Viewer:
     username: str
-    can_edit: bool = False  # Airflow lets them change the dashboard's settings
+    can_edit: bool = False  # Airflow lets them change the configuration
 
 
 def _airflow_allows_edit(user: Any) -> bool:
+    """Whether Airflow lets ``user`` change its configuration. Not ``is_authorized_custom_view``:
+    the simple auth manager answers it for any VIEWER, whatever the method."""
     from airflow.api_fastapi.app import get_auth_manager
 
-    return bool(
-        get_auth_manager().is_authorized_custom_view(
-            method="PUT", resource_name=EDIT_RESOURCE, user=user
-        )
-    )
+    return bool(get_auth_manager().is_authorized_configuration(method="PUT", user=user))
 
 
 def current_viewer(user: GetUserDep) -> Viewer:
@@ -157,7 +164,15 @@ ServicesDep = Annotated[Services, Depends(_services)]
 
 
 def _visibility(services: Services, viewer: Viewer) -> Visibility:
-    return services.access.visibility(viewer.username)
+    """The viewer's grant; 403 for a user who was granted no store."""
+    visible = services.access.visibility(viewer.username)
+    if not visible.granted:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"no store is shared with {viewer.username!r}; an administrator grants them with "
+            "python -m storepulse.dashboard.access set",
+        )
+    return visible
 
 
 def _resolve_store(
@@ -196,8 +211,17 @@ def _kpi_list(services: Services, override: str | None) -> list[str]:
     return settings.read_kpis(services.settings_store).kpis
 
 
-def _may_edit(services: Services, viewer: Viewer) -> None:
-    if not viewer.can_edit or _visibility(services, viewer).limited:
+def _is_editor(viewer: Viewer, visible: Visibility) -> bool:
+    """Settings are the whole business's: an editor needs Airflow's permission and every store."""
+    return viewer.can_edit and not visible.limited
+
+
+def _guard_writes(request: Request, viewer: ViewerDep, services: ServicesDep) -> None:
+    """An app dependency, so every route (a new one too) is covered before a body is read."""
+    if request.method in READ_METHODS:
+        return
+    visible = services.access.visibility(viewer.username)
+    if not _is_editor(viewer, visible):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "you may not change the settings")
 
 
@@ -238,7 +262,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         title="StorePulse dashboard",
         version="1",
         description=__doc__,
-        dependencies=[Depends(current_viewer)],
+        dependencies=[Depends(current_viewer), Depends(_guard_writes)],
         docs_url=None,
         redoc_url=None,
         openapi_url=None,  # served below, behind the login
@@ -312,11 +336,11 @@ def _page_routes(app: FastAPI) -> None:
     def me(viewer: ViewerDep, services: ServicesDep) -> Me:
         """The logged-in user, the business and the stores they may see."""
         catalogue = services.catalogue()
-        visible = _visibility(services, viewer)
+        visible = services.access.visibility(viewer.username)  # no grant: no store, no 403
         stores = [catalogue.stores[s] for s in visible.visible(sorted(catalogue.stores))]
         return Me(
             username=viewer.username,
-            can_edit=viewer.can_edit and not visible.limited,
+            can_edit=_is_editor(viewer, visible),
             business_name=catalogue.business_name,
             currency=catalogue.currency,
             timezone=catalogue.timezone,
@@ -393,59 +417,81 @@ def _window(days: int, end: date | None, catalogue: Catalogue, now: datetime) ->
     if days not in history.PERIODS:
         periods = ", ".join(map(str, history.PERIODS))
         raise HTTPException(422, [f"days: must be one of {periods}"])
+    today = local_date(now, catalogue.timezone)
+    earliest = today - timedelta(days=365 * HISTORY_YEARS)  # far from date.min: no overflow
+    if end is not None and not earliest <= end <= today:
+        raise HTTPException(422, [f"end: must be between {earliest} and {today}"])
     return history.Window.ending(days, end, catalogue.timezone, now)
 
 
 async def _json_body(request: Request) -> Any:
-    """The request's JSON with numbers as exact decimals (``0.5`` must not become a float)."""
+    """The request's JSON, at most ``MAX_BODY_BYTES`` (413) and ``MAX_BODY_DEPTH`` levels deep
+    (422), with numbers as exact decimals (``0.5`` must not become a float)."""
+    too_large = HTTPException(413, [f"body: larger than {MAX_BODY_BYTES} bytes"])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():  # a missing or false length is caught here
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
     try:
-        return json.loads(await request.body(), parse_float=Decimal)
-    except ValueError:
-        raise HTTPException(422, ["body: not valid JSON"]) from None
+        return json_input.loads(bytes(body), max_depth=MAX_BODY_DEPTH)
+    except json_input.JsonInputError as exc:
+        raise HTTPException(422, [f"body: {exc}"]) from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise HTTPException(422, ["body: must be a JSON object"])
+    return body
+
+
+def _body_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (``_json_body``)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def _settings_routes(app: FastAPI) -> None:
     @app.get("/api/settings/kpis", response_model=settings.KpiSelectionView, tags=["settings"])
-    def get_kpis(services: ServicesDep) -> settings.KpiSelectionView:
+    def get_kpis(viewer: ViewerDep, services: ServicesDep) -> settings.KpiSelectionView:
         """The KPIs the dashboard shows, in order, and every KPI there is."""
+        _visibility(services, viewer)
         return settings.read_kpis(services.settings_store)
 
-    @app.put("/api/settings/kpis", response_model=settings.KpiSelectionView, tags=["settings"])
-    def put_kpis(
-        body: settings.KpiSelectionBody, viewer: ViewerDep, services: ServicesDep
-    ) -> settings.KpiSelectionView:
+    @app.put(
+        "/api/settings/kpis",
+        response_model=settings.KpiSelectionView,
+        tags=["settings"],
+        openapi_extra=_body_schema(settings.KpiSelectionBody.model_json_schema()),
+    )
+    async def put_kpis(request: Request, services: ServicesDep) -> settings.KpiSelectionView:
         """Choose and order the KPIs (validated as ``KpiSelection``: known, unique, at least
-        one). 422 lists the problems."""
-        _may_edit(services, viewer)
+        one). Editors only (see the module docstring); 422 lists the problems."""
+        body = await _json_object(request)
         try:
-            return settings.write_kpis(services.settings_store, body.kpis)
+            return await run_in_threadpool(settings.write_kpis, services.settings_store, body)
         except settings.InvalidSettingsError as exc:
             raise HTTPException(422, exc.problems) from None
 
     @app.get("/api/settings/alert-rules", tags=["settings"])
-    def get_rules(services: ServicesDep) -> list[dict[str, Any]]:
-        """Every alert rule with its thresholds (``params``), as stored."""
-        return settings.read_rules(services.settings_store)
+    def get_rules(viewer: ViewerDep, services: ServicesDep) -> list[dict[str, Any]]:
+        """The alert rules that apply to the viewer's stores, with their thresholds
+        (``params``); a limited user's rules name only their stores."""
+        visible = _visibility(services, viewer)
+        return settings.read_rules(services.settings_store, visible)
 
     @app.put(
         "/api/settings/alert-rules/{rule_id}",
         tags=["settings"],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": settings.rule_schema()}},
-            }
-        },
+        openapi_extra=_body_schema(settings.rule_schema()),
     )
-    async def put_rule(
-        rule_id: str, request: Request, viewer: ViewerDep, services: ServicesDep
-    ) -> dict[str, Any]:
+    async def put_rule(rule_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
         """Create or replace a rule (validated as ``AlertRuleSettings``: params of its type,
-        exact numbers, known stores). 422 lists the problems."""
-        await run_in_threadpool(_may_edit, services, viewer)
-        body = await _json_body(request)
-        if not isinstance(body, dict):
-            raise HTTPException(422, ["body: must be a JSON object"])
+        exact numbers, known stores). Editors only; 422 lists the problems."""
+        body = await _json_object(request)
         try:
             return await run_in_threadpool(
                 settings.write_rule, services.settings_store, rule_id, body

@@ -7,11 +7,12 @@ error messages. Until a selection is saved the dashboard shows ``DEFAULT_KPIS``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from storepulse.dashboard.access import Visibility
 from storepulse.dashboard.live import DEFAULT_KPIS, KPIS, Unit
 from storepulse.layout import SettingsKind
 from storepulse.settings_store import (
@@ -63,9 +64,10 @@ def read_kpis(store: SettingsStore) -> KpiSelectionView:
     return KpiSelectionView(kpis=list(DEFAULT_KPIS), saved=False, catalogue=catalogue())
 
 
-def write_kpis(store: SettingsStore, kpis: list[Any]) -> KpiSelectionView:
+def write_kpis(store: SettingsStore, body: Mapping[str, Any]) -> KpiSelectionView:
+    """Save the selection in ``body`` (``{"kpis": [...]}``, nothing else)."""
     try:
-        selection = KpiSelection.model_validate({"kpis": kpis})
+        selection = KpiSelection.model_validate(dict(body))
     except ValidationError as exc:
         raise InvalidSettingsError(describe_errors(exc, "kpi_selection")) from None
     store.upsert(selection)
@@ -77,12 +79,20 @@ def rule_view(rule: AlertRuleSettings) -> dict[str, Any]:
     return rule.model_dump(mode="json")
 
 
-def read_rules(store: SettingsStore) -> list[dict[str, Any]]:
-    return [
-        rule_view(rule)
-        for rule in store.list(SettingsKind.ALERT_RULE)
-        if isinstance(rule, AlertRuleSettings)
-    ]
+def read_rules(store: SettingsStore, visible: Visibility) -> list[dict[str, Any]]:
+    """The rules that apply to a store in ``visible``, naming only those stores."""
+    rules = [r for r in store.list(SettingsKind.ALERT_RULE) if isinstance(r, AlertRuleSettings)]
+    return [rule_view(rule) for rule in _visible_rules(rules, visible)]
+
+
+def _visible_rules(
+    rules: Iterable[AlertRuleSettings], visible: Visibility
+) -> Iterator[AlertRuleSettings]:
+    for rule in rules:
+        if not visible.limited or not rule.store_ids:  # no store_ids: every store, theirs too
+            yield rule
+        elif shown := visible.visible(rule.store_ids):
+            yield rule.model_copy(update={"store_ids": tuple(shown)})
 
 
 def write_rule(store: SettingsStore, rule_id: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from types import FrameType
 
 from storepulse.config import ConfigError, Settings, load_settings
 from storepulse.platform import airflow_local
+from storepulse.platform.private import private_dir
 from storepulse.platform.processes import pid_alive, stop_trees
 from storepulse.platform.stack import (
     Component,
@@ -75,7 +76,7 @@ def preflight(settings: Settings) -> None:
 
 def up(settings: Settings) -> int:
     preflight(settings)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)  # logs, Airflow's secrets and database
     ctx = StackContext(
         settings, airflow_local.airflow_env(settings), log_dir=settings.state_dir / "logs"
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from storepulse.config import LOOPBACK, REPO_ROOT, Settings
+from storepulse.platform.private import create_private
 
 ADMIN_USER = "admin"
 # The four parts `airflow standalone` would start, run separately so each has its PID and log.
@@ -43,6 +44,11 @@ def airflow_home(settings: Settings) -> Path:
     return settings.state_dir / "airflow"
 
 
+def passwords_file(settings: Settings) -> Path:
+    """Where the simple auth manager keeps the passwords it generates."""
+    return airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment for every Airflow component (and anything else the platform starts)."""
     home = airflow_home(settings)
@@ -67,6 +73,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": settings.airflow_url,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": _jwt_secret(home),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(_passwords_file(settings)),
         # The resolved settings, so every child derives the same names and endpoints.
         "STOREPULSE_ENV": settings.env,
         "STOREPULSE_STATE_DIR": str(settings.state_dir),
@@ -88,18 +95,22 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 def _jwt_secret(home: Path) -> str:
     """One secret shared by every component (they sign and check each other's tokens)."""
     path = home / "jwt_secret"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        path.write_text(os.urandom(32).hex())
-        path.chmod(0o600)
+    create_private(path, os.urandom(32).hex().encode())
     return path.read_text().strip()
+
+
+def _passwords_file(settings: Settings) -> Path:
+    """Airflow opens this file for appending (``open(path, "a+")``), which would create it with
+    the usual 0644: created here first, empty and private, so Airflow only ever appends."""
+    path = passwords_file(settings)
+    create_private(path)
+    return path
 
 
 def admin_password(settings: Settings) -> str | None:
     """The admin password the api-server generated on its first start (None before that)."""
     try:
-        path = airflow_home(settings) / "simple_auth_manager_passwords.json.generated"
-        passwords = json.loads(path.read_text())
+        passwords = json.loads(passwords_file(settings).read_text() or "{}")
     except (FileNotFoundError, ValueError):
         return None
     return passwords.get(ADMIN_USER)

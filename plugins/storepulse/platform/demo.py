@@ -1,6 +1,8 @@
 """Local demo data, after the real-time stack is deployed: the simulated business in the settings
-table, the default alert rules, and an SQS "alerts inbox" subscribed to the alert topic (the
-embedded AWS skips ``AWS::SNS::Subscription`` in templates, and an inbox is what a user opens).
+table, the default alert rules, the dashboard grant of every store to the platform's admin
+(dashboard access fails closed: nobody sees a store until granted), and an SQS "alerts inbox"
+subscribed to the alert topic (the embedded AWS skips ``AWS::SNS::Subscription`` in templates,
+and an inbox is what a user opens).
 
     python -m storepulse.platform.demo --seed 7 --stores 2
 """
@@ -12,7 +14,9 @@ import json
 
 from storepulse import aws
 from storepulse.config import settings
+from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
+from storepulse.platform.airflow_local import ADMIN_USER
 from storepulse.settings_store import SettingsStore
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     store = SettingsStore.connect(outputs["SettingsTable"])
     items = seed_settings(store, BusinessModel.generate(seed=args.seed, stores=args.stores))
     rules = store.seed_defaults()
+    access = AccessStore.connect(outputs["SettingsTable"])
+    access.put(StoreAccess(username=ADMIN_USER, all_stores=True), known_stores=())
     inbox = alerts_inbox(outputs["AlertTopicArn"])
     print(
         json.dumps(

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from storepulse.platform.private import UMASK, open_private_log
+
 STOP_GRACE_SECONDS = 15.0
 
 
@@ -32,8 +34,8 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        # Logs can hold secrets (the api-server prints the passwords it generates).
+        with open_private_log(self.log_path) as log:
             # A new session: a Ctrl-C in the terminal reaches only the supervisor, which then
             # stops the children in order instead of leaving them half-interrupted.
             self.popen = subprocess.Popen(
@@ -44,6 +46,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                umask=UMASK,  # what the children create (database, logs) is private too
             )
 
     @property

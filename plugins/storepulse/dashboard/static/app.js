@@ -795,9 +795,10 @@
 
   async function start() {
     try {
-      const [me, kpiView] = await Promise.all([api("api/me"), api("api/settings/kpis")]);
-      state.me = me;
-      state.kpiView = kpiView;
+      state.me = await api("api/me");
+      // A user with no store granted may read nothing else (403): the banner below says why.
+      const granted = state.me.stores.length || state.me.all_stores;
+      state.kpiView = granted ? await api("api/settings/kpis") : null;
     } catch (error) {
       reportError(error);
       setTimeout(start, 5000); // e.g. logged out: try again once the user is back
