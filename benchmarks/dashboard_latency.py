@@ -224,6 +224,7 @@ def serve(
     from storepulse.dashboard import history
     from storepulse.dashboard.access import StoreAccess
     from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
+
     services = Services.connect(clock=clock)  # the live view and the history window alike
     # Grants fail closed: the benchmark's user sees every store only once granted.
     services.access.put(StoreAccess(username="bench", all_stores=True), known_stores=())
