@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
 from typing import Any
 
@@ -18,8 +18,10 @@ from storepulse.config import REPO_ROOT
 from storepulse.deploy.lint import lint_template
 from storepulse.deploy.stack import CODE_PARAMETERS
 from storepulse.layout import TABLE_SPECS, Table
+from storepulse.stream import window
 from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
+from storepulse.stream.window import PlausibilityWindow
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 DEV_PARAMETERS = REPO_ROOT / "infra" / "cloudformation" / "parameters" / "dev.json"
@@ -124,11 +126,33 @@ def test_lambda_environment_sets_every_stream_resource(template: Node) -> None:
     assert variables["STOREPULSE_ENV"] == {"Ref": "EnvName"}
     # Each variable gets a marker naming what it references: a field read from anywhere else
     # (a default, a missing variable) cannot carry the right marker.
-    environ = {name: f"ref:{value['Ref']}" for name, value in variables.items()}
+    # The window's parameters are numbers: markers 11 and 13.
+    numbers = {"PlausiblePastDays": "11", "PlausibleFutureSeconds": "13"}
+    environ = {
+        name: numbers.get(value["Ref"], f"ref:{value['Ref']}") for name, value in variables.items()
+    }
     resources = StreamResources.from_environment(environ)
+    assert resources.window == PlausibilityWindow(timedelta(days=11), timedelta(seconds=13))
     for field in dataclasses.fields(StreamResources):
+        if field.name == "window":
+            continue
         assert field.name in RESOURCE_OF_FIELD, f"StreamResources.{field.name} is not deployed"
         assert getattr(resources, field.name) == f"ref:{RESOURCE_OF_FIELD[field.name]}", field.name
+
+
+def test_the_window_parameters_match_what_the_function_accepts(template: Node) -> None:
+    declared = template["Parameters"]
+    past, future = declared["PlausiblePastDays"], declared["PlausibleFutureSeconds"]
+    assert (past["Default"], past["MinValue"], past["MaxValue"]) == (
+        window.DEFAULT_PAST_DAYS,
+        1,
+        window.MAX_PAST_DAYS,
+    )
+    assert (future["Default"], future["MinValue"], future["MaxValue"]) == (
+        window.DEFAULT_FUTURE_SECONDS,
+        0,
+        window.MAX_FUTURE_SECONDS,
+    )
 
 
 def test_lambda_runs_the_handler_from_the_uploaded_zip(template: Node) -> None:
