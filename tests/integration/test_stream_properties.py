@@ -7,6 +7,7 @@ import gzip
 import itertools
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,14 +30,26 @@ def quarantine_lines(stack, shard: str) -> list[dict]:
     ]
 
 
+WIDEST = {"STOREPULSE_PLAUSIBLE_PAST_DAYS": "3650", "STOREPULSE_PLAUSIBLE_FUTURE_SECONDS": "86400"}
+
+
+@pytest.fixture(params=["default window", "widest window"])
+def window(request, handler, monkeypatch) -> None:
+    """The default plausibility window, or the widest an operator can set (a backfill)."""
+    if request.param == "widest window":
+        for name, value in WIDEST.items():
+            monkeypatch.setenv(name, value)
+        handler.processor.cache_clear()
+
+
 @settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,  # each example makes a dozen round trips to the embedded AWS
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(batch=st.lists(payloads, min_size=1, max_size=12))
 def test_every_record_is_counted_or_quarantined_with_a_reason(
-    handler, realtime_stack, batch: list[bytes]
+    handler, realtime_stack, window, batch: list[bytes]
 ) -> None:
     shard = next(SHARDS)
     records = [

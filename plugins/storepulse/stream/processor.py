@@ -224,7 +224,7 @@ class StreamProcessor:
                 outcome = admit(record, catalog, self.resources.window)
             except Exception as exc:  # one record's content must never stop the shard
                 log.warning("record %s raised", record.sequence_number, exc_info=True)
-                outcome = f"processing raised {type(exc).__name__}: {exc}"
+                outcome = f"processing raised {type(exc).__name__}: {exc}"[: ev.MAX_REASON_LENGTH]
             if isinstance(outcome, str):
                 rejected.append(Rejected(record, outcome))
             else:
