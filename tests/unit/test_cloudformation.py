@@ -18,6 +18,7 @@ from storepulse.config import REPO_ROOT
 from storepulse.deploy.lint import lint_template
 from storepulse.deploy.stack import CODE_PARAMETERS
 from storepulse.layout import TABLE_SPECS, Table
+from storepulse.simulator.backfill import shown_days
 from storepulse.stream import window
 from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
@@ -209,6 +210,24 @@ def test_outputs_are_exported_for_the_dags(template: Node) -> None:
     assert set(outputs) >= DAG_OUTPUTS
     for name in DAG_OUTPUTS:
         assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"storepulse-${{EnvName}}-{name}"}
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 11, 26, 11, 0, tzinfo=UTC),
+        datetime(2027, 11, 3, 22, 59, tzinfo=UTC),  # 23:59 in Paris, 3 days after it fell back
+        datetime(2027, 3, 28, 21, 59, tzinfo=UTC),  # 23:59 in Paris, the day it sprang forward
+    ],
+)
+def test_the_demo_window_accepts_the_history_the_simulator_sends(now: datetime) -> None:
+    """``make up`` deploys with dev.json and first sends the days the dashboard compares, from
+    last week's local midnight on: all of it must be counted, with hours to spare to send it."""
+    values = {
+        p["ParameterKey"]: p["ParameterValue"] for p in json.loads(DEV_PARAMETERS.read_text())
+    }
+    oldest = shown_days(now, "Europe/Paris")[0].start  # the demo business's time zone
+    assert now - oldest + timedelta(hours=12) <= timedelta(days=int(values["PlausiblePastDays"]))
 
 
 def test_dev_parameters_are_declared_and_valid(template: Node) -> None:
