@@ -547,7 +547,7 @@ def test_a_window_from_the_environment_lets_a_backfill_through(
     stream = Stream()
     invoke(handler, stream.records(sale("s-001", "o-old", two_weeks_ago, ("tea-100g", 1, "4.00"))))
     assert day_total(realtime_stack, "s-001", two_weeks_ago) == {}
-    assert "14 days before its arrival" in realtime_stack.quarantined()[0]["reason"]
+    assert "14 days, 0:00:00 before its arrival" in realtime_stack.quarantined()[0]["reason"]
 
     monkeypatch.setenv("STOREPULSE_PLAUSIBLE_PAST_DAYS", "30")  # the operator's backfill
     handler.processor.cache_clear()

@@ -77,6 +77,5 @@ class PlausibilityWindow:
 
 
 def _span(delta: timedelta) -> str:
-    if delta >= timedelta(days=2):
-        return f"{delta.days} days"
-    return f"{int(delta.total_seconds())} s"
+    """``7 days, 0:00:01``: to the second, so a time just outside reads so."""
+    return str(delta - timedelta(microseconds=delta.microseconds))
