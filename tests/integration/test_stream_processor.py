@@ -611,3 +611,28 @@ def test_a_counter_event_resent_with_other_content_is_a_conflict(handler, realti
     assert day_total(realtime_stack, "s-001", NOON_PARIS)["foot_traffic"] == 7
     hashes = [line["details"]["hash"] for line in realtime_stack.quarantined()]
     assert hashes == [inflated.content_hash] * 2
+
+
+def test_a_batch_with_a_conflict_retried_after_a_crash_counts_once_and_quarantines_again(
+    handler, realtime_stack, monkeypatch
+) -> None:
+    """The first attempt dies after its claims, before any counter: the retry finds its own
+    claims (not a conflict with itself), counts the sale once and quarantines the same copy."""
+    first = sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "5.00"))
+    altered = first.model_copy(update={"order_id": "o-2"})  # same event_id, other order
+    batch = Stream().records(first, altered)
+
+    def crash(self, write):
+        raise RuntimeError("Lambda timed out")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(writer.ItemWriter, "write_counters", crash)
+        with pytest.raises(RuntimeError):
+            invoke(handler, batch)
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["revenue"], day["orders"]) == (Decimal("5.00"), 1)
+    lines = realtime_stack.quarantined()  # one object, rewritten by each attempt
+    assert [line["sequence_number"] for line in lines] == [batch[1].sequence_number]
