@@ -111,11 +111,12 @@ def admit(record: StreamRecord, catalog: Catalog, window: PlausibilityWindow) ->
     )
     if reason:
         return reason
-    # Derive alone what the batch will derive (claims, bucket keys, local dates, TTLs), so an
-    # event whose time breaks one of them raises here, not in the middle of the batch.
+    # Derive alone what the batch will derive (claims and their content hash, bucket keys,
+    # local dates, TTLs), so an event that breaks one of them raises here, not mid-batch.
     item = Located(event, record.shard_id, record.position)
     plan_claims([item], catalog)
     aggregate([item], catalog, {item.position})
+    _ = event.content_hash
     return event
 
 
