@@ -2,9 +2,10 @@
 
 In: the Kinesis event envelope (base64 data, partition key, sequence number, arrival time).
 Out: ``{"batchItemFailures": [{"itemIdentifier": <sequence number>}]}``: empty when the whole
-batch is done; otherwise the record Lambda must resume from. Malformed records are quarantined,
-not failed: they never block the shard. An unexpected error raises, so the event source mapping
-retries (and bisects) the batch; the exactly-once writes make that safe.
+batch is done; otherwise the record Lambda must resume from. Malformed, implausible (outside the
+plausibility window) and conflicting records are quarantined with their reason, not failed:
+whatever one record holds, it never blocks the shard. An AWS error raises, so the event source
+mapping retries (and bisects) the batch; the exactly-once writes make that safe.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "valid",
         "quarantined",
         "duplicates",
+        "conflicts",
         "items_written",
         "items_replayed",
         "alerts_sent",

@@ -61,15 +61,23 @@ class Settings:
         return f"http://{LOOPBACK}:{self.airflow_port}"
 
 
-def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+def bounded_int(
+    environ: Mapping[str, str], name: str, default: int, low: int, high: int, what: str
+) -> int:
+    """The integer ``name`` (``default`` if unset) within ``low``-``high``; ``what`` names the
+    expected kind of value in the error."""
     raw = environ.get(name, str(default))
     try:
-        port = int(raw)
+        value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{name}={port} is outside 1-65535")
-    return port
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}-{high}")
+    return value
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    return bounded_int(environ, name, default, 1, 65535, "a port number")
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:

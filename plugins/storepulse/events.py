@@ -17,10 +17,14 @@ One event per Kinesis record: a JSON object, UTF-8. Every event carries the enve
 
 - ``schema`` + ``version`` pick the model (see ``SCHEMAS``); an unknown pair is rejected.
 - ``event_id``: a UUID the *producer* sets once per event and keeps on every retry; consumers
-  deduplicate on it. Stored in canonical form (lower-case, hyphenated).
+  deduplicate on it. Stored in canonical form (lower-case, hyphenated). A retry must resend the
+  same content (``Event.content_hash``): the same ``event_id`` with other content is quarantined
+  as a conflict, never counted.
 - ``store_id``: 1-64 of ``A-Z a-z 0-9 _ -`` (it is part of DynamoDB keys, so no ``#``).
 - ``occurred_at``: ISO 8601 with a timezone (``Z`` or an offset); normalised to UTC. Naive
-  timestamps and epoch numbers are rejected.
+  timestamps, epoch numbers and times outside years 1-9999 once in UTC are rejected. The stream
+  processor also quarantines events too far from their arrival on the stream
+  (``storepulse.stream.window``).
 - ``source``: optional identifier of the emitting device or system.
 - Identifiers (order_id, sku, session_id, customer_id, ...): non-empty strings of at most 128
   characters without control characters.
@@ -62,6 +66,7 @@ versions are then accepted side by side.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -111,6 +116,7 @@ MAX_LINES: Final = 1000
 MAX_QUANTITY: Final = 1_000_000  # per line; keeps sums of quantity * price exact in 28 digits
 MAX_STOCK: Final = 1_000_000_000
 MAX_PEOPLE: Final = 1_000_000  # foot traffic per interval
+CONTENT_HASH_LENGTH: Final = 16  # 64 bits: stored beside every claim, so kept short
 
 # --- field types -------------------------------------------------------------------------------
 
@@ -194,7 +200,10 @@ def _reject_epoch(value: object) -> object:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise PydanticCustomError("timestamp_range", "out of range once converted to UTC") from None
 
 
 def _iso_z(value: datetime) -> str:
@@ -246,6 +255,16 @@ class Event(_Frozen):
     def to_json(self) -> bytes:
         """Compact wire JSON: money as strings, timestamps ISO 8601 in UTC with 'Z'."""
         return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
+
+    @property
+    def content_hash(self) -> str:
+        """What the event says, without its ``event_id``: 16 hex digits of SHA-256 over the
+        canonical wire JSON. Two copies with the same hash are the same event resent; the same
+        ``event_id`` or order with another hash is a conflict."""
+        wire = self.__pydantic_serializer__.to_json(
+            self, by_alias=True, exclude_none=True, exclude={"event_id"}
+        )
+        return hashlib.sha256(wire).hexdigest()[:CONTENT_HASH_LENGTH]
 
 
 class SaleLine(_Frozen):

@@ -19,7 +19,9 @@ Tables (names ``storepulse-<env>-<table>``):
                ``expires_at`` (TTL). Events that are not facts themselves are remembered by
                ``event_id`` (map ``event_srcs``) in their session's marker (web events) or in
                ``SEEN#<store_id>#<UTC hour>`` (foot traffic, stock adjustments), so a resent
-               copy counts once.
+               copy counts once; orders and refunds also claim their ``EVENT#<event_id>``.
+               Every claim keeps the content hash of the event that made it, so a resend
+               with other content is told apart (a conflict) from a harmless duplicate.
 ``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
                ``KPI``, ``ALERT_STATE``, ``DASHBOARD_ACCESS``), sk = id.
 
@@ -229,6 +231,12 @@ def orders_of_day(day: date) -> str:
 
 def customer_profile_key(customer_id: str) -> Key:
     return Key(f"CUSTOMER#{customer_id}", "PROFILE")
+
+
+def event_key(event_id: str) -> Key:
+    """Where an order's or a refund's ``event_id`` is claimed, so that a resend of that id with
+    other content (another order id, another amount) is caught whatever it changed."""
+    return Key(f"EVENT#{event_id}", "EVENT")
 
 
 def session_key(session_id: str) -> Key:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from storepulse.settings_store import (
     SettingsStore,
     StoreSettings,
 )
+from storepulse.stream.archive import QUARANTINE_PREFIX
 from storepulse.stream.records import StreamRecord, lambda_event
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
@@ -54,6 +56,17 @@ class RealtimeStack:
 
     def table(self, kind: Table) -> Any:
         return self.dynamodb.Table(table_name(kind))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every line of the lake's quarantine zone (objects in key order)."""
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=QUARANTINE_PREFIX)
+        return [
+            json.loads(line)
+            for entry in listing.get("Contents", [])
+            for line in gzip.decompress(
+                self.s3.get_object(Bucket=self.bucket, Key=entry["Key"])["Body"].read()
+            ).splitlines()
+        ]
 
     def alerts(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
         """Alert notifications delivered to the queue subscribed to the topic."""

@@ -9,6 +9,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from storepulse.config import REPO_ROOT
 from storepulse.layout import TABLE_SPECS
 from storepulse.stream.processor import StreamResources
+from storepulse.stream.window import PlausibilityWindow
 from tests.unit.test_cloudformation import DAG_OUTPUTS
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
@@ -127,6 +129,9 @@ def test_topic_queue_function_and_mapping_exist(
         settings_table=outputs["SettingsTable"],
         lake_bucket=outputs["LakeBucket"],
         alert_topic_arn=outputs["AlertTopicArn"],
+        # dev.json: the demo's history starts at last week's local midnight (up to 8 days + a
+        # daylight-saving hour back), so its window is wider than the default 7 days.
+        window=PlausibilityWindow(past=timedelta(days=9)),
     )
 
     mapping = lam.get_event_source_mapping(UUID=outputs["EventSourceMappingId"])

@@ -49,11 +49,10 @@ class Events:
         records = []
         for event in events:
             self.sequence += 1
-            records.append(
-                StreamRecord(
-                    SHARD, str(self.sequence), ev.partition_key(event), event.to_json(), NOW
-                )
-            )
+            # Each event reaches the stream as it happens (the handler's plausibility window
+            # judges it against its arrival), as a live producer's would.
+            key, data = ev.partition_key(event), event.to_json()
+            records.append(StreamRecord(SHARD, str(self.sequence), key, data, event.occurred_at))
         assert invoke(self.handler, records) == {"batchItemFailures": []}
 
 

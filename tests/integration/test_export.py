@@ -106,6 +106,7 @@ def put_a_day(handler: Any) -> None:
             refund("s-001", "r-1", "o-1", "12.10", NOON_PARIS + timedelta(hours=3)),
             page_view("s-001", "sess-1", NOON_PARIS),
             profile("s-001", "c-1", NOON_PARIS),
+            arrived_at=late_evening,  # after all of them: none is dated in the future
         ),
     )
 

@@ -313,6 +313,9 @@ def test_a_poison_record_is_isolated_retried_and_sent_to_the_failure_queue(setup
         poison,
     )
     assert (info["batchSize"], info["streamArn"]) == (1, setup.stream_arn)
+    replay = message["replay"]
+    assert replay["reason"] == "ValueError: cannot digest this record"
+    assert [base64.b64decode(r["data"]) for r in replay["records"]] == [b"poison"]
     stats = {s.shard_id: s for s in runtime.stats()}[SHARD_0]
     assert (stats.records_processed, stats.records_discarded, stats.checkpoint) == (9, 1, seqs[-1])
     assert "cannot digest" in (stats.last_error or "")
@@ -437,14 +440,23 @@ def put_events(setup: Setup, *events: ev.Event) -> None:
     )
 
 
+def stream_processor(setup: Setup, stack: Any) -> str:
+    """The stream processor's function. Its events are dated NOON_PARIS whatever day the test
+    runs, so, like an operator's backfill, it accepts events up to ten years old."""
+    name = "storepulse-dev-stream-processor"
+    setup.function(
+        name,
+        STOREPULSE_LAKE_BUCKET=stack.bucket,
+        STOREPULSE_ALERT_TOPIC_ARN=stack.topic_arn,
+        STOREPULSE_PLAUSIBLE_PAST_DAYS="3650",
+    )
+    return name
+
+
 def test_the_stream_processor_keeps_dynamodb_totals_up_to_date(
     setup, runtimes, realtime_stack
 ) -> None:
-    setup.function(
-        "storepulse-dev-stream-processor",
-        STOREPULSE_LAKE_BUCKET=realtime_stack.bucket,
-        STOREPULSE_ALERT_TOPIC_ARN=realtime_stack.topic_arn,
-    )
+    stream_processor(setup, realtime_stack)
     setup.mapping("storepulse-dev-stream-processor")
     sales = [sale("s-001", f"o-{i}", "2.50") for i in range(12)] + [sale("s-002", "o-12", "1.00")]
     put_events(setup, *sales)
@@ -458,3 +470,27 @@ def test_the_stream_processor_keeps_dynamodb_totals_up_to_date(
     assert day_revenue(realtime_stack, None) == Decimal("36.00")
     assert all(s.errors == 0 for s in runtime.stats())
     assert sum(s.records_processed for s in runtime.stats()) == 15
+
+
+def test_one_poison_record_among_a_hundred_costs_nothing_but_itself(
+    setup, runtimes, realtime_stack
+) -> None:
+    """A sale dated 9999-12-31 in a batch of 100 good ones: one invocation, the 100 counted, the
+    poison quarantined with its reason, nothing retried and nothing in the failure queue."""
+    setup.mapping(stream_processor(setup, realtime_stack), BatchSize=200)
+    good = [sale("s-001", f"o-{i}", "1.00") for i in range(100)]
+    poison = json.loads(sale("s-001", "o-poison", "500.00").to_json())
+    poison["occurred_at"] = "9999-12-31T23:59:59Z"
+    payloads = [e.to_json() for e in good[:50]] + [json.dumps(poison).encode()]
+    seqs = setup.put(SHARD_0, *payloads, *[e.to_json() for e in good[50:]])
+    runtime = runtimes()
+    runtime.run_until_idle(timeout=60)
+
+    [stats] = [s for s in runtime.stats() if s.shard_id == SHARD_0]
+    assert (stats.invocations, stats.errors, stats.records_processed) == (1, 0, 101)
+    assert day_revenue(realtime_stack, "s-001") == Decimal("100.00")
+    [line] = realtime_stack.quarantined()
+    assert line["sequence_number"] == seqs[50]
+    assert "9999-12-31T23:59:59+00:00 is" in line["reason"]
+    assert "after its arrival" in line["reason"]
+    assert setup.on_failure_messages() == []

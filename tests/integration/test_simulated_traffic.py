@@ -54,8 +54,10 @@ def test_a_simulated_day_matches_the_ground_truth(handler, realtime_stack) -> No
         model, seed=11, start=START, rate=0.2, late_fraction=0.05, malformed_fraction=0.01
     )
     raw = list(simulator.raw_records_between(START, START + timedelta(days=1)))
+    arrived = START + timedelta(days=1)  # the day's events (late syncs too) are all in the past
     records = [
-        StreamRecord(SHARD, str(10**20 + i), key, data, START) for i, (data, key) in enumerate(raw)
+        StreamRecord(SHARD, str(10**20 + i), key, data, arrived)
+        for i, (data, key) in enumerate(raw)
     ]
 
     # WHEN it goes through the handler in batches, some retried whole and some bisected

@@ -3,6 +3,8 @@ and an operator would check (totals in DynamoDB, files in the lake, alerts in th
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import gzip
 import json
 import uuid
@@ -18,6 +20,7 @@ from storepulse.layout import Grain, Table, bucket_keys, inventory_key, mix_key,
 from storepulse.settings_store import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
+from storepulse.stream.window import PlausibilityWindow
 from tests.integration.conftest import SHARD, invoke
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -127,6 +130,7 @@ def test_buckets_follow_each_stores_local_day(handler, realtime_stack) -> None:
         stream.records(
             sale("s-001", "o-paris", late_evening_utc, ("tea-100g", 1, "5.00")),
             sale("s-002", "o-ny", late_evening_utc, ("tea-100g", 1, "7.00")),
+            arrived_at=late_evening_utc,
         ),
     )
     paris = day_total(realtime_stack, "s-001", late_evening_utc, "Europe/Paris")
@@ -443,6 +447,7 @@ def test_stock_follows_event_time_when_a_pos_syncs_late(handler, realtime_stack)
         stream.records(
             sale("s-001", "o-before", count_time - timedelta(minutes=30), ("tea-100g", 2, "1.00")),
             sale("s-001", "o-after", count_time + timedelta(minutes=30), ("tea-100g", 1, "1.00")),
+            arrived_at=count_time + timedelta(minutes=30),
         ),
     )
     # The earlier sale is already in the stock take; only the later one comes off it.
@@ -463,3 +468,171 @@ def test_a_store_added_after_the_catalogue_was_cached_is_not_quarantined(
     invoke(handler, stream.records(sale("s-003", "o-2", NOON_PARIS, ("tea-100g", 1, "2.00"))))
 
     assert day_total(realtime_stack, "s-003", NOON_PARIS)["revenue"] == Decimal("2.00")
+
+
+# --- hostile input: one record never fails a batch --------------------------------------------
+
+
+def with_time(event: ev.Event, occurred_at: str) -> bytes:
+    """``event``'s wire JSON with a raw ``occurred_at`` (models cannot hold some of these)."""
+    return json.dumps(json.loads(event.to_json()) | {"occurred_at": occurred_at}).encode()
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "reason"),
+    [
+        ("9999-12-31T23:59:59Z", "after its arrival"),
+        ("2099-01-01T00:00:00Z", "after its arrival"),
+        ("1970-01-01T00:00:00Z", "before its arrival"),
+        ("0001-01-01T00:00:00Z", "before its arrival"),
+        ("0001-01-01T00:00:00+01:00", "out of range once converted to UTC"),
+        ("9999-12-31T23:59:59-01:00", "out of range once converted to UTC"),
+    ],
+)
+def test_an_implausible_time_is_quarantined_and_the_batch_goes_on(
+    handler, realtime_stack, occurred_at: str, reason: str
+) -> None:
+    stream = Stream()
+    poison = with_time(sale("s-001", "o-bad", NOON_PARIS, ("tea-100g", 1, "500.00")), occurred_at)
+    batch = stream.records(
+        sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "2.00")),
+        poison,
+        sale("s-001", "o-2", NOON_PARIS, ("tea-100g", 1, "3.00")),
+    )
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+
+    assert day_total(realtime_stack, "s-001", NOON_PARIS)["revenue"] == Decimal("5.00")
+    [line] = realtime_stack.quarantined()
+    assert line["sequence_number"] == batch[1].sequence_number
+    assert reason in line["reason"]
+    assert base64.b64decode(line["data_base64"]) == poison  # replayable byte for byte
+
+
+def test_a_record_whose_time_cannot_be_filed_is_quarantined_not_fatal(
+    handler, realtime_stack
+) -> None:
+    """Past the window (wide open here), a time whose TTL or bucket overflows is still one
+    record's problem: the record is quarantined with the error, the others count."""
+    processor = handler.processor()
+    wide_open = PlausibilityWindow(timedelta.max, timedelta.max)
+    processor.resources = dataclasses.replace(processor.resources, window=wide_open)
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    batch = Stream().records(
+        foot_traffic("s-001", far, entries=3), foot_traffic("s-001", NOON_PARIS, entries=4)
+    )
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+    assert day_total(realtime_stack, "s-001", NOON_PARIS)["foot_traffic"] == 4
+    [line] = realtime_stack.quarantined()
+    assert line["reason"].startswith("processing raised OverflowError")
+
+
+def test_a_stock_take_dated_2099_is_quarantined_and_a_later_real_take_counts(
+    handler, realtime_stack
+) -> None:
+    stream = Stream()
+    invoke(
+        handler,
+        stream.records(stock_take("s-001", "tea-100g", 5, datetime(2099, 1, 1, tzinfo=UTC))),
+    )
+    invoke(handler, stream.records(stock_take("s-001", "tea-100g", 50, NOON_PARIS)))
+    assert on_hand(realtime_stack, "s-001", "tea-100g") == 50
+    [line] = realtime_stack.quarantined()
+    assert "2099-01-01T00:00:00+00:00 is" in line["reason"]
+
+
+def test_a_window_from_the_environment_lets_a_backfill_through(
+    handler, realtime_stack, monkeypatch
+) -> None:
+    two_weeks_ago = NOON_PARIS - timedelta(days=14)
+    stream = Stream()
+    invoke(handler, stream.records(sale("s-001", "o-old", two_weeks_ago, ("tea-100g", 1, "4.00"))))
+    assert day_total(realtime_stack, "s-001", two_weeks_ago) == {}
+    assert "14 days, 0:00:00 before its arrival" in realtime_stack.quarantined()[0]["reason"]
+
+    monkeypatch.setenv("STOREPULSE_PLAUSIBLE_PAST_DAYS", "30")  # the operator's backfill
+    handler.processor.cache_clear()
+    invoke(handler, stream.records(sale("s-001", "o-old", two_weeks_ago, ("tea-100g", 1, "4.00"))))
+    assert day_total(realtime_stack, "s-001", two_weeks_ago)["revenue"] == Decimal("4.00")
+
+
+def test_the_same_event_id_with_other_content_is_a_conflict_never_counted(
+    handler, realtime_stack
+) -> None:
+    first = sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "5.00"))
+    altered = first.model_copy(
+        update={
+            "order_id": "o-2",
+            "lines": (first.lines[0].model_copy(update={"unit_price": Decimal("500.00")}),),
+        }
+    )
+    stream = Stream()
+    invoke(handler, stream.records(first))
+    invoke(handler, stream.records(first, altered))  # an identical resend, then the altered one
+
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["revenue"], day["orders"]) == (Decimal("5.00"), 1)
+    [line] = realtime_stack.quarantined()
+    assert line["reason"].startswith(f"conflict: event_id {first.event_id!r} was counted")
+    assert line["details"] == {
+        "identity": f"event_id {first.event_id!r}",
+        "counted_hash": first.content_hash,
+        "hash": altered.content_hash,
+    }
+
+
+def test_a_new_event_id_for_an_existing_order_is_a_conflict_with_both_hashes(
+    handler, realtime_stack
+) -> None:
+    first = sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "5.00"))
+    other = sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 2, "5.00"))  # new event_id, o-1 again
+    same = first.model_copy(update={"event_id": str(uuid.uuid4())})  # new id, same content
+    stream = Stream()
+    invoke(handler, stream.records(first, other))
+    invoke(handler, stream.records(other, same))
+
+    assert day_total(realtime_stack, "s-001", NOON_PARIS)["revenue"] == Decimal("5.00")
+    lines = realtime_stack.quarantined()
+    assert len(lines) == 2  # `other` in both batches; `same` is a harmless duplicate
+    for line in lines:
+        assert line["details"] == {
+            "identity": "order_id 'o-1'",
+            "counted_hash": first.content_hash,
+            "hash": other.content_hash,
+        }
+
+
+def test_a_counter_event_resent_with_other_content_is_a_conflict(handler, realtime_stack) -> None:
+    door = foot_traffic("s-001", NOON_PARIS, entries=7)
+    inflated = door.model_copy(update={"entries": 700})
+    stream = Stream()
+    invoke(handler, stream.records(door, inflated))
+    invoke(handler, stream.records(inflated, door))
+
+    assert day_total(realtime_stack, "s-001", NOON_PARIS)["foot_traffic"] == 7
+    hashes = [line["details"]["hash"] for line in realtime_stack.quarantined()]
+    assert hashes == [inflated.content_hash] * 2
+
+
+def test_a_batch_with_a_conflict_retried_after_a_crash_counts_once_and_quarantines_again(
+    handler, realtime_stack, monkeypatch
+) -> None:
+    """The first attempt dies after its claims, before any counter: the retry finds its own
+    claims (not a conflict with itself), counts the sale once and quarantines the same copy."""
+    first = sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 1, "5.00"))
+    altered = first.model_copy(update={"order_id": "o-2"})  # same event_id, other order
+    batch = Stream().records(first, altered)
+
+    def crash(self, write):
+        raise RuntimeError("Lambda timed out")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(writer.ItemWriter, "write_counters", crash)
+        with pytest.raises(RuntimeError):
+            invoke(handler, batch)
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+    assert invoke(handler, batch) == {"batchItemFailures": []}
+
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["revenue"], day["orders"]) == (Decimal("5.00"), 1)
+    lines = realtime_stack.quarantined()  # one object, rewritten by each attempt
+    assert [line["sequence_number"] for line in lines] == [batch[1].sequence_number]

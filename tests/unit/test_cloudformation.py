@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,12 @@ from storepulse.deploy.stack import (
     load_parameters,
 )
 from storepulse.layout import TABLE_SPECS, Table
+from storepulse.simulator.backfill import shown_days
+from storepulse.stream import window
 from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
 from storepulse.stream.smoke import SUBSCRIBER_FILTER
+from storepulse.stream.window import PlausibilityWindow
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 PARAMETER_FILES = sorted(PARAMETERS_DIR.glob("*.json"))
@@ -132,11 +135,33 @@ def test_lambda_environment_sets_every_stream_resource(template: Node) -> None:
     assert variables["STOREPULSE_ENV"] == {"Ref": "EnvName"}
     # Each variable gets a marker naming what it references: a field read from anywhere else
     # (a default, a missing variable) cannot carry the right marker.
-    environ = {name: f"ref:{value['Ref']}" for name, value in variables.items()}
+    # The window's parameters are numbers: markers 11 and 13.
+    numbers = {"PlausiblePastDays": "11", "PlausibleFutureSeconds": "13"}
+    environ = {
+        name: numbers.get(value["Ref"], f"ref:{value['Ref']}") for name, value in variables.items()
+    }
     resources = StreamResources.from_environment(environ)
+    assert resources.window == PlausibilityWindow(timedelta(days=11), timedelta(seconds=13))
     for field in dataclasses.fields(StreamResources):
+        if field.name == "window":
+            continue
         assert field.name in RESOURCE_OF_FIELD, f"StreamResources.{field.name} is not deployed"
         assert getattr(resources, field.name) == f"ref:{RESOURCE_OF_FIELD[field.name]}", field.name
+
+
+def test_the_window_parameters_match_what_the_function_accepts(template: Node) -> None:
+    declared = template["Parameters"]
+    past, future = declared["PlausiblePastDays"], declared["PlausibleFutureSeconds"]
+    assert (past["Default"], past["MinValue"], past["MaxValue"]) == (
+        window.DEFAULT_PAST_DAYS,
+        1,
+        window.MAX_PAST_DAYS,
+    )
+    assert (future["Default"], future["MinValue"], future["MaxValue"]) == (
+        window.DEFAULT_FUTURE_SECONDS,
+        0,
+        window.MAX_FUTURE_SECONDS,
+    )
 
 
 def test_lambda_runs_the_handler_from_the_uploaded_zip(template: Node) -> None:
@@ -193,6 +218,22 @@ def test_outputs_are_exported_for_the_dags(template: Node) -> None:
     assert set(outputs) >= DAG_OUTPUTS
     for name in DAG_OUTPUTS:
         assert outputs[name]["Export"]["Name"] == {"Fn::Sub": f"storepulse-${{EnvName}}-{name}"}
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 11, 26, 11, 0, tzinfo=UTC),
+        datetime(2027, 11, 3, 22, 59, tzinfo=UTC),  # 23:59 in Paris, 3 days after it fell back
+        datetime(2027, 3, 28, 21, 59, tzinfo=UTC),  # 23:59 in Paris, the day it sprang forward
+    ],
+)
+def test_the_demo_window_accepts_the_history_the_simulator_sends(now: datetime) -> None:
+    """``make up`` deploys with dev.json and first sends the days the dashboard compares, from
+    last week's local midnight on: all of it must be counted, with hours to spare to send it."""
+    values = _values(PARAMETERS_DIR / "dev.json")
+    oldest = shown_days(now, "Europe/Paris")[0].start  # the demo business's time zone
+    assert now - oldest + timedelta(hours=12) <= timedelta(days=int(values["PlausiblePastDays"]))
 
 
 def _values(path: Path) -> dict[str, str]:

@@ -191,6 +191,23 @@ def test_epoch_timestamp_is_rejected() -> None:
     assert "occurred_at: must be an ISO 8601 string" in reason_of(wire(occurred_at=1764152100))
 
 
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamp_outside_datetime_range_in_utc_is_rejected(stamp: str) -> None:
+    reason = reason_of(json.dumps(wire(occurred_at=stamp)))
+
+    assert reason == "pos.sale.occurred_at: out of range once converted to UTC"
+
+
+def test_content_hash_ignores_the_event_id_and_nothing_else() -> None:
+    event = parse_event(wire())
+    resent = parse_event(wire(event_id=str(uuid.uuid4())))
+    altered = parse_event(wire(order_id="o-2"))
+
+    assert event.content_hash == resent.content_hash
+    assert event.content_hash != altered.content_hash
+    assert len(event.content_hash) == 16
+
+
 def test_offset_timestamp_is_normalised_to_utc() -> None:
     event = parse_event(wire(occurred_at="2026-11-26T11:15:00.5+01:00"))
 

@@ -3,6 +3,7 @@ on-failure records, checkpoints, shard order and handler discovery. No server.""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from storepulse.local.lambda_runtime.checkpoints import (
 )
 from storepulse.local.lambda_runtime.common import LambdaRuntimeError
 from storepulse.local.lambda_runtime.failures import (
+    MAX_MESSAGE_BYTES,
     BatchDriver,
     Condition,
     FailedBatch,
@@ -347,7 +349,9 @@ def test_backoff_doubles_up_to_a_cap() -> None:
 def test_on_failure_record_has_the_kinesis_mapping_shape() -> None:
     batch = records(3, start=40)
     batch[-1] = StreamRecord(SHARD, "42", "pk", b"x", T0 + timedelta(seconds=2, milliseconds=5))
-    outcome = Outcome(Result.FAILED, function_error=True, request_id="req-1")
+    outcome = Outcome(
+        Result.FAILED, function_error=True, error="ClientError: throttled", request_id="req-1"
+    )
     failed = FailedBatch(batch, Condition.RETRIES_EXHAUSTED, 3, outcome)
     record = on_failure_record(
         failed,
@@ -378,8 +382,32 @@ def test_on_failure_record_has_the_kinesis_mapping_shape() -> None:
             "batchSize": 3,
             "streamArn": STREAM_ARN,
         },
+        "replay": {  # ours, not AWS's: why, and the records to put back
+            "reason": "ClientError: throttled",
+            "records": [
+                {
+                    "sequenceNumber": r.sequence_number,
+                    "partitionKey": r.partition_key,
+                    "approximateArrivalTimestamp": r.arrived_at.isoformat(
+                        timespec="milliseconds"
+                    ).replace("+00:00", "Z"),
+                    "data": base64.b64encode(r.data).decode(),
+                }
+                for r in batch
+            ],
+            "dataIncluded": True,
+        },
     }
     json.dumps(record)  # goes out as a message body
+
+
+def test_on_failure_record_keeps_sequence_numbers_when_the_data_is_too_large() -> None:
+    big = [StreamRecord(SHARD, str(n), "pk", b"x" * 100_000, T0) for n in range(1, 4)]
+    failed = FailedBatch(big, Condition.RETRIES_EXHAUSTED, 1, Outcome(Result.FAILED, error="E"))
+    record = on_failure_record(failed, function_arn="f", stream_arn="s", now=T0)
+    assert len(json.dumps(record)) < MAX_MESSAGE_BYTES
+    assert record["replay"]["dataIncluded"] is False
+    assert [r["sequenceNumber"] for r in record["replay"]["records"]] == ["1", "2", "3"]
 
 
 def test_on_failure_record_without_function_error_or_invocation() -> None:
@@ -392,6 +420,7 @@ def test_on_failure_record_without_function_error_or_invocation() -> None:
     record = on_failure_record(too_old, function_arn="f", stream_arn="s", now=T0)
     assert "responseContext" not in record
     assert record["requestContext"]["condition"] == "RecordAgeExceeded"
+    assert record["replay"]["reason"] == "records older than MaximumRecordAgeInSeconds"
 
 
 class FakeClients:

@@ -280,7 +280,11 @@ def template_intrinsics(
     template: Mapping[str, Any], parameters: Mapping[str, str], pseudo: Mapping[str, str]
 ) -> Intrinsics:
     """Intrinsics of a template that is not deployed: ``Ref`` and ``GetAtt X.Arn`` of every
-    resource with a declared name (a deployed stack has ``physical_ids`` instead)."""
+    resource with a declared name (a deployed stack has ``physical_ids`` instead). Parameters
+    not given take their ``Default``, as CloudFormation does."""
+    declared = template.get("Parameters", {})
+    defaults = {name: str(p["Default"]) for name, p in declared.items() if "Default" in p}
+    parameters = {**defaults, **parameters}
     names = Intrinsics(template, parameters, pseudo, {})
     fields = {
         "partition": pseudo.get("AWS::Partition", "aws"),

@@ -10,7 +10,7 @@ import base64
 import gzip
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from storepulse.stream.records import StreamRecord
@@ -23,6 +23,7 @@ QUARANTINE_PREFIX = "quarantine/events"
 class Rejected:
     record: StreamRecord
     reason: str
+    details: dict[str, str] = field(default_factory=dict)  # e.g. a conflict's both hashes
 
 
 def _object_key(prefix: str, records: Sequence[StreamRecord]) -> str:
@@ -78,6 +79,7 @@ class LakeArchive:
             {
                 **_position(r.record),
                 "reason": r.reason,
+                **({"details": r.details} if r.details else {}),
                 "data_base64": base64.b64encode(r.record.data).decode(),
             }
             for r in rejected

@@ -9,7 +9,13 @@ crash is recognised as our own earlier write and still counts.
 Events that only add to counters (page views and funnel steps, foot traffic, stock adjustments)
 are remembered the same way, by ``event_id``, in a map on one item per group: the session's
 marker for web events, the store's hour for the others. That is one write per group and batch,
-not one per event.
+not one per event. Orders and refunds also claim their ``event_id`` (``EVENT#<id>``), so a
+resend of that id with another order id is caught too.
+
+Every claim keeps the content hash of its event (``Event.content_hash``, which leaves the
+``event_id`` out). A copy with the same hash is a harmless duplicate; the same ``event_id``, or
+a new ``event_id`` for an existing order or refund, with another hash is a *conflict*: the
+record is quarantined with both hashes and counts nowhere, whichever copy is right.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from storepulse.layout import (
     SESSION_TTL,
     Key,
     customer_profile_key,
+    event_key,
     expires_at,
     local_date,
     order_key,
@@ -99,25 +106,93 @@ def _without_nulls(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if v is not None}
 
 
-# A group item stops remembering new event ids at this size (about 115 bytes each, well under
+# A group item stops remembering new event ids at this size (about 140 bytes each, well under
 # DynamoDB's 400 KB item limit); later events of a session of this length (a bot) or of such a
 # store-hour still count, but a resent copy of them would count again.
 MAX_EVENTS_PER_ITEM = 2500
 
 
 @dataclass(frozen=True)
-class _Claim:
-    """A fact keyed by its business identity (an order, a refund), created by one record."""
+class Conflict:
+    """A record whose identity was already counted with other content: quarantined, never
+    counted. ``details`` names the identity and both content hashes."""
 
     position: str
-    key: Key
+    reason: str
+    details: dict[str, str]
+
+
+@dataclass
+class ClaimResult:
+    duplicates: set[str] = field(default_factory=set)  # positions of resent copies
+    conflicts: dict[str, Conflict] = field(default_factory=dict)  # by position
+    new_sessions: set[str] = field(default_factory=set)  # positions that open a session
+
+    def counted(self, position: str) -> bool:
+        return position not in self.duplicates and position not in self.conflicts
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """Who holds a claim: the stream position of the record that made it and the content hash
+    of its event ("" for claims written before hashes were kept)."""
+
     src: str
+    hash: str
+
+    @classmethod
+    def parse(cls, value: str) -> _Holder:
+        src, _, content_hash = value.partition(" ")
+        return cls(src, content_hash)
+
+    def __str__(self) -> str:
+        return f"{self.src} {self.hash}"
+
+
+NEW, OURS, DUPLICATE = "new", "ours", "duplicate"
+
+
+def _verdict(item: Located, holder: _Holder | None, identity: str) -> str | Conflict:
+    """``item`` against the holder of one of its claims: NEW (nobody holds it), OURS (an
+    earlier attempt of this batch), DUPLICATE (a resent copy: same content) or a Conflict."""
+    if holder is None:
+        return NEW
+    if holder.src == _src(item):
+        return OURS
+    content_hash = item.event.content_hash
+    if holder.hash in ("", content_hash):
+        return DUPLICATE
+    return Conflict(
+        item.position,
+        f"conflict: {identity} was counted with content hash {holder.hash} "
+        f"(record {holder.src}); this record's content hash is {content_hash}",
+        {"identity": identity, "counted_hash": holder.hash, "hash": content_hash},
+    )
+
+
+def _note(result: ClaimResult, position: str, verdicts: list[str | Conflict]) -> bool:
+    """Record a refused record (a conflict wins over a duplicate); True if it counts."""
+    if conflict := next((v for v in verdicts if isinstance(v, Conflict)), None):
+        result.conflicts[position] = conflict
+    elif DUPLICATE in verdicts:
+        result.duplicates.add(position)
+    else:
+        return True
+    return False
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A fact keyed by a business identity (an order, a refund, an event id)."""
+
+    key: Key
+    identity: str  # e.g. "order_id 'o-1'", for the conflict's reason
     attributes: dict[str, Any]
 
 
 @dataclass
 class _EventLog:
-    """One item that remembers events by ``event_id`` (``event_srcs``: id -> stream position)."""
+    """One item that remembers events by ``event_id`` (``event_srcs``: id -> holder)."""
 
     key: Key
     attributes: dict[str, Any]  # the item's own attributes, rewritten with the map
@@ -144,48 +219,93 @@ def _event_log(item: Located) -> _EventLog | None:
     return None
 
 
-def _claims(items: Iterable[Located], catalog: Catalog) -> tuple[list[_Claim], list[_EventLog]]:
-    claims: list[_Claim] = []
+def _fact_claims(item: Located, catalog: Catalog) -> list[_Claim]:
+    """An order's or a refund's claims: its ``event_id`` first, then its business identity."""
+    match item.event:
+        case ev.PosSaleV1() as sale:
+            fact = _Claim(
+                order_key(sale.order_id),
+                f"order_id {sale.order_id!r}",
+                _without_nulls(order_fact(sale, catalog)),
+            )
+        case ev.PosRefundV1() as refund:
+            fact = _Claim(
+                refund_key(refund.refund_id),
+                f"refund_id {refund.refund_id!r}",
+                _without_nulls(refund_fact(refund, catalog)),
+            )
+        case _:
+            return []
+    event = item.event
+    claimed = {"type": "event", "expires_at": expires_at(event.occurred_at, ORDER_TTL)}
+    return [_Claim(event_key(event.event_id), f"event_id {event.event_id!r}", claimed), fact]
+
+
+def plan_claims(
+    items: Iterable[Located], catalog: Catalog
+) -> tuple[dict[str, list[_Claim]], list[_EventLog]]:
+    """The claims of each order and refund (by position) and the event logs of the others.
+    Pure: the processor also runs it on one record alone to find a record it cannot file."""
+    claims: dict[str, list[_Claim]] = {}
     logs: dict[Key, _EventLog] = {}
     for item in items:
-        match item.event:
-            case ev.PosSaleV1() as sale:
-                attributes = _without_nulls(order_fact(sale, catalog))
-                key = order_key(sale.order_id)
-                claims.append(_Claim(item.position, key, _src(item), attributes))
-            case ev.PosRefundV1() as refund:
-                attributes = _without_nulls(refund_fact(refund, catalog))
-                key = refund_key(refund.refund_id)
-                claims.append(_Claim(item.position, key, _src(item), attributes))
-            case _ if (log := _event_log(item)) is not None:
-                logs.setdefault(log.key, log).members.append(item)
+        if own := _fact_claims(item, catalog):
+            claims[item.position] = own
+        elif (log := _event_log(item)) is not None:
+            logs.setdefault(log.key, log).members.append(item)
     return claims, list(logs.values())
 
 
+def _claim_facts(
+    items: dict[str, Located],
+    claims: dict[str, list[_Claim]],
+    existing: dict[Key, dict[str, Any]],
+    result: ClaimResult,
+) -> list[dict[str, Any]]:
+    """Sort each order and refund (in stream order) into counted, duplicate or conflict; return
+    the items its counted records must write. A record counts only if every claim of it is new
+    or its own; a later record of the batch sees the claims of the earlier ones."""
+    holders = {
+        key: _Holder(str(found.get("src", "")), str(found.get("hash", "")))
+        for key, found in existing.items()
+    }
+    to_write = []
+    for position, own in claims.items():
+        item = items[position]
+        verdicts = [_verdict(item, holders.get(c.key), c.identity) for c in own]
+        if not _note(result, position, verdicts):
+            continue
+        holder = _Holder(_src(item), item.event.content_hash)
+        for claim, verdict in zip(own, verdicts, strict=True):
+            holders[claim.key] = holder
+            if verdict == NEW:  # OURS: an earlier attempt of this batch wrote it
+                written = {"src": holder.src, "hash": holder.hash}
+                to_write.append({**claim.key.as_item(), **claim.attributes, **written})
+    return to_write
+
+
 def _claim_events(
-    log: _EventLog,
-    found: dict[str, Any] | None,
-    duplicates: set[str],
-    new_sessions: set[str],
+    log: _EventLog, found: dict[str, Any] | None, result: ClaimResult
 ) -> dict[str, Any] | None:
-    """Sort the log's records into ours and resent copies (added to ``duplicates``); return the
-    item to write if it learnt an event id."""
+    """Sort the log's records into ours, resent copies and conflicts; return the item to write
+    if it learnt an event id."""
     known: dict[str, str] = dict((found or {}).get("event_srcs") or {})
     learnt = False
     for item in log.members:
-        seen_at = known.get(item.event.event_id)
-        if seen_at is None and len(known) < MAX_EVENTS_PER_ITEM:
-            known[item.event.event_id] = _src(item)
+        event_id = item.event.event_id
+        seen = known.get(event_id)
+        verdict = _verdict(item, _Holder.parse(seen) if seen else None, f"event_id {event_id!r}")
+        counts = _note(result, item.position, [verdict])
+        if counts and verdict == NEW and len(known) < MAX_EVENTS_PER_ITEM:
+            known[event_id] = str(_Holder(_src(item), item.event.content_hash))
             learnt = True
-        elif seen_at is not None and seen_at != _src(item):
-            duplicates.add(item.position)
-    originals = [m for m in log.members if m.position not in duplicates]
+    originals = [m for m in log.members if result.counted(m.position)]
     if not originals:
         return None
     opener = found.get("src") if found else _src(originals[0])
     if log.opens_session and opener == _src(originals[0]):
         # The session's first record opens it (the same one again on a retry of the batch).
-        new_sessions.add(originals[0].position)
+        result.new_sessions.add(originals[0].position)
     if not learnt:
         return None
     item = {**log.key.as_item(), **log.attributes, "event_srcs": known}
@@ -194,33 +314,27 @@ def _claim_events(
 
 def claim_facts(
     dynamodb: Any, table: Any, items: Iterable[Located], catalog: Catalog
-) -> tuple[set[str], set[str]]:
-    """Write order and refund facts and the event logs; return (positions of duplicate records,
-    positions of the records that open a new session).
+) -> ClaimResult:
+    """Write order, refund and event-id claims and the event logs; return which records are
+    resent copies, which are conflicts, and which open a new session.
 
     Read, then write: one BatchGetItem per 100 items and one BatchWriteItem per 25 changed ones.
     No other writer can change these items meanwhile: an item's records share a partition key
-    (store or session), hence a shard, and a shard is processed by one invocation at a time."""
-    claims, logs = _claims(items, catalog)
-    keys = [c.key for c in claims] + [log.key for log in logs]
-    existing = batch_get(dynamodb, table.name, keys, ("src", "event_srcs"))
-    duplicates: set[str] = set()
-    new_sessions: set[str] = set()
-    to_write, claimed = [], set()
-    for claim in claims:
-        found = existing.get(claim.key)
-        if claim.key in claimed or (found is not None and found.get("src") != claim.src):
-            duplicates.add(claim.position)
-            continue
-        claimed.add(claim.key)
-        if found is None:  # found with our src: an earlier attempt of this batch wrote it
-            to_write.append({**claim.key.as_item(), **claim.attributes, "src": claim.src})
+    (store or session), hence a shard, and a shard is processed by one invocation at a time.
+    (An ``EVENT#`` claim is the exception: a conflicting copy sent with another partition key
+    at the same moment, to another shard, could slip through.)"""
+    items = {item.position: item for item in items}
+    claims, logs = plan_claims(items.values(), catalog)
+    keys = [c.key for own in claims.values() for c in own] + [log.key for log in logs]
+    existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
+    result = ClaimResult()
+    to_write = _claim_facts(items, claims, existing, result)
     for log in logs:
-        item = _claim_events(log, existing.get(log.key), duplicates, new_sessions)
+        item = _claim_events(log, existing.get(log.key), result)
         if item is not None:
             to_write.append(item)
     batch_put(table, to_write)
-    return duplicates, new_sessions
+    return result
 
 
 def write_profiles(table: Any, profiles: Iterable[ev.CrmCustomerProfileV1]) -> int:

@@ -1,7 +1,12 @@
-"""One Kinesis batch, end to end: validate, quarantine, archive, deduplicate, aggregate, write
+"""One Kinesis batch, end to end: validate, deduplicate, quarantine, archive, aggregate, write
 once per item, alert, answer the deploy's smoke events. The Lambda handler and the tests drive
 this class; it never reads the clock for bucketing (event time decides) and never fails a batch
-for a bad record."""
+for a bad record.
+
+One record never fails a batch: everything derived from a single record (parsing, the catalogue,
+the plausibility window, its bucket keys, local dates, TTLs and claims) is worked out for it
+alone first, and any exception there quarantines that record with the reason. Only AWS errors
+(throttling, network) fail the batch, so that Lambda retries it."""
 
 from __future__ import annotations
 
@@ -23,8 +28,9 @@ from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.batch_io import batch_get
 from storepulse.stream.catalog import CachedCatalog, Catalog, load_catalog
-from storepulse.stream.facts import claim_facts, write_profiles
+from storepulse.stream.facts import ClaimResult, claim_facts, plan_claims, write_profiles
 from storepulse.stream.records import StreamRecord
+from storepulse.stream.window import PlausibilityWindow
 from storepulse.stream.writer import ItemWriter, Outcome, StockState, WriteResult, run_parallel
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,8 @@ UNKNOWN_STORE = "unknown store"
 
 @dataclass(frozen=True)
 class StreamResources:
-    """Where the processor writes; the stack passes the real names as environment variables."""
+    """Where the processor writes and which event times it accepts; the stack passes them to
+    the function as environment variables."""
 
     metrics_table: str
     inventory_table: str
@@ -42,6 +49,7 @@ class StreamResources:
     settings_table: str
     lake_bucket: str
     alert_topic_arn: str | None
+    window: PlausibilityWindow = field(default_factory=PlausibilityWindow)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> StreamResources:
@@ -55,6 +63,7 @@ class StreamResources:
             settings_table=table(Table.SETTINGS),
             lake_bucket=_required(environ, "STOREPULSE_LAKE_BUCKET"),
             alert_topic_arn=environ.get("STOREPULSE_ALERT_TOPIC_ARN") or None,
+            window=PlausibilityWindow.from_environment(environ),
         )
 
 
@@ -68,8 +77,9 @@ def _required(environ: Mapping[str, str], name: str) -> str:
 class BatchReport:
     records: int = 0
     valid: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # conflicts included
     duplicates: int = 0
+    conflicts: int = 0
     items_written: int = 0
     items_replayed: int = 0
     alerts_sent: int = 0
@@ -86,6 +96,37 @@ def check_against_catalog(event: ev.Event, catalog: Catalog) -> str | None:
     if currency is not None and currency != store.currency:
         return f"currency {currency} does not match store {store.store_id}'s {store.currency}"
     return None
+
+
+def admit(record: StreamRecord, catalog: Catalog, window: PlausibilityWindow) -> ev.Event | str:
+    """The record's event if the batch can count it, else the reason to quarantine it. May
+    raise on content nobody foresaw: the caller quarantines the record then."""
+    try:
+        event = ev.parse_event(record.data)
+    except ev.InvalidEvent as exc:
+        return exc.reason
+    if smoke.is_smoke(event):
+        return event  # counted nowhere: not in the catalogue, never filed
+    reason = check_against_catalog(event, catalog) or window.problem(
+        event.occurred_at, record.arrived_at
+    )
+    if reason:
+        return reason
+    # Derive alone what the batch will derive (claims and their content hash, bucket keys,
+    # local dates, TTLs), so an event that breaks one of them raises here, not mid-batch.
+    item = Located(event, record.shard_id, record.position)
+    plan_claims([item], catalog)
+    aggregate([item], catalog, {item.position})
+    _ = event.content_hash
+    return event
+
+
+def _conflicts(valid: list[tuple[StreamRecord, ev.Event]], claims: ClaimResult) -> list[Rejected]:
+    return [
+        Rejected(record, conflict.reason, conflict.details)
+        for record, _ in valid
+        if (conflict := claims.conflicts.get(record.position)) is not None
+    ]
 
 
 class StreamProcessor:
@@ -126,25 +167,22 @@ class StreamProcessor:
             return report
         if len({r.shard_id for r in records}) != 1:
             raise ValueError("a Kinesis batch holds the records of one shard")
-        catalog = self.catalog.load()
-        valid, rejected = self._validate(records, catalog)
-        if any(r.reason.startswith(UNKNOWN_STORE) for r in rejected) and self.catalog.reload():
-            # A store added since the cached copy was read (e.g. just after a deploy) must not
-            # send its first minute of events to quarantine.
-            catalog = self.catalog.load()
-            valid, rejected = self._validate(records, catalog)
-        report.valid, report.quarantined = len(valid), len(rejected)
-        self.archive.quarantine(rejected)
-        self.archive.archive_valid([r for r, _ in valid])
+        catalog, valid, rejected = self._admit_batch(records)
 
         located = [Located(event, r.shard_id, r.position) for r, event in valid]
-        duplicates, new_sessions = claim_facts(self.dynamodb, self.facts, located, catalog)
-        report.duplicates = len(duplicates)
-        located = [i for i in located if i.position not in duplicates]
+        claims = claim_facts(self.dynamodb, self.facts, located, catalog)
+        rejected += _conflicts(valid, claims)
+        valid = [(r, e) for r, e in valid if r.position not in claims.conflicts]
+        report.valid, report.quarantined = len(valid), len(rejected)
+        report.duplicates, report.conflicts = len(claims.duplicates), len(claims.conflicts)
+        self.archive.quarantine(sorted(rejected, key=lambda r: r.record.position))
+        self.archive.archive_valid([r for r, _ in valid])
+
+        counted = [i for i in located if claims.counted(i.position)]
         # Smoke events were archived and claimed like any other; they are counted nowhere.
-        smoke_tests = [i for i in located if smoke.is_smoke(i.event)]
-        located = [i for i in located if not smoke.is_smoke(i.event)]
-        agg = aggregate(located, catalog, new_sessions)
+        smoke_tests = [i for i in counted if smoke.is_smoke(i.event)]
+        counted = [i for i in counted if not smoke.is_smoke(i.event)]
+        agg = aggregate(counted, catalog, claims.new_sessions)
         write_profiles(self.facts, agg.profiles.values())
 
         results, failed_positions = self._write(agg)
@@ -162,20 +200,32 @@ class StreamProcessor:
         report.seconds = time.monotonic() - started
         return report
 
-    def _validate(
+    def _admit_batch(
+        self, records: list[StreamRecord]
+    ) -> tuple[Catalog, list[tuple[StreamRecord, ev.Event]], list[Rejected]]:
+        catalog = self.catalog.load()
+        valid, rejected = self._admit(records, catalog)
+        if any(r.reason.startswith(UNKNOWN_STORE) for r in rejected) and self.catalog.reload():
+            # A store added since the cached copy was read (e.g. just after a deploy) must not
+            # send its first minute of events to quarantine.
+            catalog = self.catalog.load()
+            valid, rejected = self._admit(records, catalog)
+        return catalog, valid, rejected
+
+    def _admit(
         self, records: list[StreamRecord], catalog: Catalog
     ) -> tuple[list[tuple[StreamRecord, ev.Event]], list[Rejected]]:
         valid, rejected = [], []
         for record in records:
             try:
-                event = ev.parse_event(record.data)
-            except ev.InvalidEvent as exc:
-                rejected.append(Rejected(record, exc.reason))
-                continue
-            if not smoke.is_smoke(event) and (reason := check_against_catalog(event, catalog)):
-                rejected.append(Rejected(record, reason))
+                outcome = admit(record, catalog, self.resources.window)
+            except Exception as exc:  # one record's content must never stop the shard
+                log.warning("record %s raised", record.sequence_number, exc_info=True)
+                outcome = f"processing raised {type(exc).__name__}: {exc}"[: ev.MAX_REASON_LENGTH]
+            if isinstance(outcome, str):
+                rejected.append(Rejected(record, outcome))
             else:
-                valid.append((record, event))
+                valid.append((record, outcome))
         return valid, rejected
 
     def _write(self, agg: BatchAggregate) -> tuple[list[WriteResult], list[str]]:

@@ -15,7 +15,8 @@ Semantics follow AWS's documentation for Kinesis event source mappings:
   of the batch is re-sent); an unknown, empty or null itemIdentifier fails the whole batch;
 - a failed batch is retried, bisected first with BisectBatchOnFunctionError (a bisect is not a
   retry); past MaximumRetryAttempts or MaximumRecordAgeInSeconds its metadata goes to the OnFailure
-  destination (SQS or SNS) and the shard moves on;
+  destination (SQS or SNS) and the shard moves on. Beyond AWS's metadata the record carries a
+  ``replay`` section: the reason and the records themselves (``failures.on_failure_record``);
 - the starting position applies while a shard has no checkpoint. LATEST is pinned, on first sight
   of the mapping, to that moment (an AT_TIMESTAMP iterator), so that a restart or a child shard
   never skips records (moto's LastModified is second-truncated and timezone-shifted: not usable).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from storepulse.local.lambda_runtime.common import ClientFactory, LambdaRuntimeError
 from storepulse.local.lambda_runtime.invocation import Outcome, Result
@@ -124,11 +125,49 @@ def _iso_millis(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# SQS's message size limit (SNS: the same); the records' data is left out beyond it.
+MAX_MESSAGE_BYTES: Final = 256 * 1024
+MAX_REASON_CHARS: Final = 1000
+
+
+def failure_reason(failed: FailedBatch) -> str:
+    """Why the batch was given up, from the last invocation's outcome."""
+    outcome = failed.last_outcome
+    if failed.condition is Condition.RECORD_AGE_EXCEEDED:
+        return "records older than MaximumRecordAgeInSeconds"
+    if outcome is None or outcome.result is Result.SUCCESS:
+        return failed.condition.value
+    if outcome.result is Result.PARTIAL:
+        return "the handler kept reporting these records as failed (batchItemFailures)"
+    return (outcome.error or "the handler failed")[:MAX_REASON_CHARS]
+
+
+def _replay(failed: FailedBatch, with_data: bool) -> dict[str, Any]:
+    return {
+        "reason": failure_reason(failed),
+        "records": [
+            {
+                "sequenceNumber": r.sequence_number,
+                "partitionKey": r.partition_key,
+                "approximateArrivalTimestamp": _iso_millis(r.arrived_at),
+                **({"data": base64.b64encode(r.data).decode()} if with_data else {}),
+            }
+            for r in failed.records
+        ],
+        "dataIncluded": with_data,
+    }
+
+
 def on_failure_record(
     failed: FailedBatch, *, function_arn: str, stream_arn: str, now: datetime
 ) -> dict[str, Any]:
     """The document Lambda sends to a Kinesis mapping's OnFailure destination. Without any
-    invocation (records too old on arrival) there is no response to describe."""
+    invocation (records too old on arrival) there is no response to describe.
+
+    Beyond AWS's fields, ``replay`` says why the batch was given up and lists its records
+    (data base64, unless that would pass the message size limit: then only their sequence
+    numbers, readable from the stream while it retains them), so an operator can put them back
+    once the cause is fixed."""
     first, last = failed.records[0], failed.records[-1]
     outcome = failed.last_outcome
     record: dict[str, Any] = {
@@ -155,6 +194,9 @@ def on_failure_record(
         del record["responseContext"]
     elif outcome.function_error:
         record["responseContext"]["functionError"] = "Unhandled"
+    record["replay"] = _replay(failed, with_data=True)
+    if len(json.dumps(record)) > MAX_MESSAGE_BYTES:
+        record["replay"] = _replay(failed, with_data=False)
     return record
 
 

@@ -357,11 +357,12 @@ class MappingRunner:
         )
         info = record["KinesisBatchInfo"]
         log.error(
-            "%s: discarding %d records of %s (%s)",
+            "%s: discarding %d records of %s (%s: %s)",
             config.function_name,
             info["batchSize"],
             info["shardId"],
             failed.condition.value,
+            record["replay"]["reason"],
         )
         if not config.on_failure:
             return
