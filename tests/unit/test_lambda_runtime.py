@@ -621,6 +621,22 @@ def test_mapping_defaults_follow_aws() -> None:
     assert (config.timeout, config.memory_size, dict(config.environment)) == (30, 256, {"A": "1"})
 
 
+def test_function_variables_are_strings_as_lambda_hands_them_over() -> None:
+    """moto's CloudFormation keeps a variable set from a Number parameter as a number."""
+    function = {
+        "Configuration": {
+            "FunctionName": "f",
+            "FunctionArn": FUNCTION_ARN,
+            "Handler": "handler.handler",
+            "Role": ROLE_ARN,
+            "Environment": {"Variables": {"STOREPULSE_PLAUSIBLE_PAST_DAYS": 9, "A": "x"}},
+        }
+    }
+    base = {"UUID": "m-1", "EventSourceArn": STREAM_ARN, "FunctionArn": FUNCTION_ARN}
+    config = MappingConfig.from_aws(base, function, backoff=0)
+    assert dict(config.environment) == {"STOREPULSE_PLAUSIBLE_PAST_DAYS": "9", "A": "x"}
+
+
 def test_mapping_settings_are_read() -> None:
     config = mapping_config(
         BatchSize=10,

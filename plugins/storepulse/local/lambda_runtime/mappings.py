@@ -116,7 +116,12 @@ class MappingConfig:
             function_arn=conf["FunctionArn"],
             handler=conf["Handler"],
             role_arn=conf["Role"],
-            environment=dict(conf.get("Environment", {}).get("Variables") or {}),
+            # Lambda's variables are strings; moto's CloudFormation passes a Number parameter
+            # through as a number (infra/local/embedded_aws_gaps.json).
+            environment={
+                name: str(value)
+                for name, value in (conf.get("Environment", {}).get("Variables") or {}).items()
+            },
             tags=dict(function.get("Tags") or {}),
             timeout=int(_value(conf, "Timeout", 3)),
             memory_size=int(_value(conf, "MemorySize", 128)),
