@@ -6,10 +6,12 @@ UV_VERSION := 0.13.9
 VENV := .venv
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
+# checkov has a venv of its own: it pins a boto3 far older than the project's.
+CHECKOV := $(TOOLS)/checkov/bin/checkov
 
 .PHONY: install up down test test-clock lint format bench clean
 
-install: $(VENV)/.synced
+install: $(VENV)/.synced $(CHECKOV)
 
 # uv itself lives in its own small venv, so `uv sync` can keep .venv exactly as locked.
 $(UV):
@@ -20,6 +22,11 @@ $(UV):
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@$(PYTHON) scripts/check_python.py
 	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+$(CHECKOV): scripts/checkov.requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(TOOLS)/checkov
+	$(UV) pip sync --quiet --python $(TOOLS)/checkov/bin/python scripts/checkov.requirements.txt
 	@touch $@
 
 up: install
