@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
 from pathlib import Path
@@ -62,6 +64,7 @@ RESOURCE_OF_FIELD = {
     "lake_bucket": "LakeBucket",
     "alert_topic_arn": "AlertTopic",
 }
+CHECKOV = REPO_ROOT / ".tools" / "checkov" / "bin" / "checkov"  # its own venv (Makefile)
 HANDLER = REPO_ROOT / "lambdas" / "stream_processor" / "handler.py"
 STATEFUL = {
     "AWS::DynamoDB::Table",
@@ -102,6 +105,31 @@ def test_cfn_lint_reports_no_error() -> None:
     findings = lint_template(TEMPLATE, regions=["us-east-1"])
     errors = [f for f in findings if f.is_error]
     assert not errors, "\n".join(str(f) for f in findings)
+
+
+def test_checkov_reports_no_finding_and_every_suppression_says_why() -> None:
+    """Offline: no policy download, no update check, no platform key."""
+    assert CHECKOV.exists(), "checkov is not installed: run `make install`"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_"))}
+    environ |= {"SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
+    run = subprocess.run(
+        [CHECKOV, "-f", TEMPLATE, "--framework", "cloudformation", "-o", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(run.stdout)
+    assert report["summary"]["parsing_errors"] == 0, run.stderr
+    failed = report["results"]["failed_checks"]
+    assert not failed, "\n".join(
+        f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed
+    )
+    for check in report["results"]["skipped_checks"]:
+        reason = check["check_result"].get("suppress_comment", "")
+        assert len(reason.split()) >= 8, f"{check['check_id']} {check['resource']}: {reason!r}"
+    assert run.returncode == 0, run.stderr
 
 
 def test_a_runtime_past_its_aws_deprecation_dates_is_a_warning_with_its_successor() -> None:
