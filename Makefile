@@ -6,6 +6,8 @@ UV_VERSION := 0.13.9
 VENV := .venv
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
+# checkov has a venv of its own: it pins a boto3 far older than the project's.
+CHECKOV := $(TOOLS)/checkov/bin/checkov
 
 .PHONY: install up down test test-clock lint format bench clean
 
@@ -20,6 +22,11 @@ $(UV):
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@$(PYTHON) scripts/check_python.py
 	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+$(CHECKOV): scripts/checkov.requirements.txt | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(TOOLS)/checkov
+	$(UV) pip sync --quiet --python $(TOOLS)/checkov/bin/python scripts/checkov.requirements.txt
 	@touch $@
 
 up: install
@@ -37,12 +44,12 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+test: lint $(CHECKOV)
 	@scripts/ensure_chromium.sh
 	$(VENV)/bin/pytest
 
 # The suite under shifted clocks (03:30 UTC, 23:50 Paris, both DST nights, a year ahead); slow.
-test-clock: lint
+test-clock: lint $(CHECKOV)
 	@scripts/ensure_chromium.sh
 	scripts/test_clock.sh
 

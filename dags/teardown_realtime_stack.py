@@ -5,14 +5,16 @@ Deletes the stack `storepulse-<env>-realtime` and says what it left behind. **It
 data.**
 
 1. **record_retained_resources**: before the stack goes, the resources it would leave: those
-   with `DeletionPolicy: Retain` in the deployed template (the four DynamoDB tables and the lake
-   bucket hold the business's history).
+   with `DeletionPolicy: Retain` in the deployed template: the four DynamoDB tables and the lake
+   bucket (the business's history), the stream (records not yet processed), the dead-letter
+   queue (batches given up) and the alert topic's KMS key.
 2. **delete_stack** / **wait_for_deletion**: the Amazon provider's CloudFormation operator and
-   sensor. Stream, function, queue, topic, role and alarms go; a missing stack is not an error.
+   sensor. Function, topic, role, log group and alarms go; a missing stack is not an error.
 3. **report_leftovers**: which retained resources still exist, and the artifacts bucket
    (`storepulse-<env>-artifacts-<account>`, every Lambda zip ever uploaded), with object counts.
    Delete those by hand if you mean it; `deploy_realtime_stack` cannot recreate the stack while
-   the named tables and lake bucket exist (import or delete them first).
+   the named tables, lake bucket, stream and queue exist (import or delete them first; a
+   retained key only costs its monthly fee, schedule its deletion once nothing needs it).
 """
 
 from __future__ import annotations

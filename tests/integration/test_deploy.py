@@ -58,11 +58,19 @@ FUNCTION_DIR = REPO_ROOT / "lambdas" / "stream_processor"
 ACCOUNT = "123456789012"  # moto's default account
 STACK = "storepulse-dev-realtime"
 BUCKET = artifacts_bucket("dev", ACCOUNT)
-RETAINED = {"MetricsTable", "InventoryTable", "FactsTable", "SettingsTable", "LakeBucket"}
-ALARMS = {
-    "IteratorAgeAlarm",
-    "ErrorsAlarm",
-}  # skipped by moto: see infra/local/embedded_aws_gaps.json
+RETAINED = {
+    "MetricsTable",
+    "InventoryTable",
+    "FactsTable",
+    "SettingsTable",
+    "LakeBucket",
+    "EventStream",
+    "DeadLetterQueue",
+    "AlertTopicKey",
+}
+# Skipped by moto: see infra/local/embedded_aws_gaps.json.
+ALARMS = {"IteratorAgeAlarm", "ErrorsAlarm", "DeadLetterQueueAlarm", "QuarantineRateAlarm"}
+SKIPPED = ALARMS | {"LakeBucketPolicy"}
 
 # moto warns once per type it skips (the alarms); that is what the known gaps are about.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS.+:UserWarning")
@@ -326,25 +334,23 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
         aws_client, STACK, known_gaps=embedded_aws_gaps(), code_sha256=package.sha256
     )
     status = {c.logical_id: c.status for c in report.checks}
-    assert {lid for lid, s in status.items() if s == GAP} == ALARMS
+    assert {lid for lid, s in status.items() if s == GAP} == SKIPPED
     assert {lid for lid, s in status.items() if s == NOT_DEPLOYED} == {
-        "LakeBucketPolicy",  # EnforceTls=false in dev.json
-        "AlertEmailSubscription",  # no AlertEmail
+        "AlertEmailSubscription",  # no AlertEmail in dev.json
     }
-    assert {lid for lid, s in status.items() if s == OK} == set(status) - ALARMS - {
-        "LakeBucketPolicy",
+    assert {lid for lid, s in status.items() if s == OK} == set(status) - SKIPPED - {
         "AlertEmailSubscription",
     }
     assert report.summary() == {
-        "resources_declared": 16,
-        "resources_checked": 14,
-        "ok": 12,
-        "known_gaps": 2,
+        "resources_declared": 19,
+        "resources_checked": 18,
+        "ok": 13,
+        "known_gaps": 5,
         "failed": 0,
-        "not_deployed": 2,
+        "not_deployed": 1,
     }
     assert "not created by the embedded AWS (known gap)" in caplog.text
-    assert "14 resources checked: 12 ok, 2 known gaps, 0 failed" in caplog.text
+    assert "18 resources checked: 13 ok, 5 known gaps, 0 failed" in caplog.text
 
 
 def test_verify_without_the_gap_list_fails_on_what_moto_skipped(
@@ -354,7 +360,7 @@ def test_verify_without_the_gap_list_fails_on_what_moto_skipped(
     deploy(package)
     with pytest.raises(VerificationError) as raised:
         verify_stack(aws_client, STACK)
-    assert {c.logical_id for c in raised.value.report.failures} == ALARMS
+    assert {c.logical_id for c in raised.value.report.failures} == SKIPPED
 
 
 def test_verify_names_a_resource_deleted_behind_cloudformations_back(
@@ -532,7 +538,7 @@ def test_smoke_test_says_what_to_start_when_nothing_answers(
 # ------------------------------------------------------------------------------ teardown
 
 
-def test_teardown_leaves_the_retained_tables_and_bucket(
+def test_teardown_leaves_the_retained_stateful_resources(
     deploy: Deployer, aws_client: Client, package: BuiltPackage
 ) -> None:
     deploy(package)
@@ -543,8 +549,8 @@ def test_teardown_leaves_the_retained_tables_and_bucket(
     cfn.delete_stack(StackName=STACK)
     assert describe_stack(cfn, STACK) is None
     assert still_existing(aws_client, retained) == retained
-    assert aws_client("kinesis").list_streams()["StreamNames"] == []
-    assert not aws_client("sqs").list_queues().get("QueueUrls")
+    assert aws_client("kinesis").list_streams()["StreamNames"] == ["storepulse-dev-events"]
+    assert aws_client("lambda").list_functions()["Functions"] == []
     assert bucket_usage(aws_client("s3"), BUCKET) == (1, package.size)
     assert retained_resources(cfn, STACK) == []  # a second teardown finds nothing to record
 
@@ -569,7 +575,7 @@ def test_deploy_and_teardown_dags_run_on_the_embedded_aws(
     assert first["tasks"] == ran, first
     assert first["xcoms"]["deploy_stack.deploy"]["action"] == "create"
     assert first["xcoms"]["verify_stack.return_value"]["failed"] == 0
-    assert first["xcoms"]["verify_stack.return_value"]["known_gaps"] == 2
+    assert first["xcoms"]["verify_stack.return_value"]["known_gaps"] == len(SKIPPED)
     assert second["tasks"] == ran, second
     assert second["xcoms"]["deploy_stack.deploy"]["action"] == "none"  # same zip, same key
     assert second["xcoms"]["upload_package.return_value"]["uploaded"] is False

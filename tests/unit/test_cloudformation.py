@@ -3,9 +3,12 @@ against the code it deploys: the key layout, the Lambda's environment, least pri
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import os
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
 from pathlib import Path
@@ -61,6 +64,18 @@ RESOURCE_OF_FIELD = {
     "lake_bucket": "LakeBucket",
     "alert_topic_arn": "AlertTopic",
 }
+CHECKOV = REPO_ROOT / ".tools" / "checkov" / "bin" / "checkov"  # its own venv (Makefile)
+HANDLER = REPO_ROOT / "lambdas" / "stream_processor" / "handler.py"
+STATEFUL = {
+    "AWS::DynamoDB::Table",
+    "AWS::S3::Bucket",
+    "AWS::Kinesis::Stream",
+    "AWS::SQS::Queue",
+    "AWS::KMS::Key",
+}
+QUICKSIGHT_ROLE = (
+    "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/service-role/aws-quicksight-service-role-v0"
+)
 LOGS_POLICY = {
     "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 }
@@ -90,6 +105,31 @@ def test_cfn_lint_reports_no_error() -> None:
     findings = lint_template(TEMPLATE, regions=["us-east-1"])
     errors = [f for f in findings if f.is_error]
     assert not errors, "\n".join(str(f) for f in findings)
+
+
+def test_checkov_reports_no_finding_and_every_suppression_says_why() -> None:
+    """Offline: no policy download, no update check, no platform key."""
+    assert CHECKOV.exists(), "checkov is not installed: run `make test` (it installs it)"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_"))}
+    environ |= {"SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
+    run = subprocess.run(
+        [CHECKOV, "-f", TEMPLATE, "--framework", "cloudformation", "-o", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+        check=False,
+    )
+    report = json.loads(run.stdout)
+    assert report["summary"]["parsing_errors"] == 0, run.stderr
+    failed = report["results"]["failed_checks"]
+    assert not failed, "\n".join(
+        f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed
+    )
+    for check in report["results"]["skipped_checks"]:
+        reason = check["check_result"].get("suppress_comment", "")
+        assert len(reason.split()) >= 8, f"{check['check_id']} {check['resource']}: {reason!r}"
+    assert run.returncode == 0, run.stderr
 
 
 def test_a_runtime_past_its_aws_deprecation_dates_is_a_warning_with_its_successor() -> None:
@@ -206,11 +246,122 @@ def test_event_source_mapping_supports_exactly_once(template: Node) -> None:
     }
 
 
+def _metrics_of(alarm: Node) -> set[tuple[str, str]]:
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return {(props["Namespace"], props["MetricName"])}
+    return {
+        (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
+        for m in props["Metrics"]
+        if "MetricStat" in m
+    }
+
+
 def test_alarms_notify_the_alert_topic(template: Node) -> None:
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
-    assert {a["Properties"]["MetricName"] for a in alarms} == {"IteratorAge", "Errors"}
+    assert set().union(*map(_metrics_of, alarms)) == {
+        ("AWS/Lambda", "IteratorAge"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("StorePulse", "quarantined"),
+        ("StorePulse", "records"),
+    }
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlertTopic"}]
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching"  # no traffic, no alarm
+
+
+def test_the_dead_letter_queue_alarm_fires_on_one_message(template: Node) -> None:
+    (alarm,) = [
+        a
+        for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Namespace") == "AWS/SQS"
+    ]
+    props = alarm["Properties"]
+    assert props["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def _handler_metrics() -> tuple[dict[str, str], set[str]]:
+    """The handler's EMF namespace and service, and the metric names it emits."""
+    tree = ast.parse(HANDLER.read_text())
+    (call,) = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Metrics"
+    ]
+    setup = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    loops = [n.iter for n in ast.walk(tree) if isinstance(n, ast.For)]
+    names = {e.value for loop in loops if isinstance(loop, ast.Tuple) for e in loop.elts}
+    return setup, names
+
+
+def test_the_quarantine_alarm_reads_what_the_handler_emits(template: Node) -> None:
+    setup, emitted = _handler_metrics()
+    (alarm,) = [
+        a
+        for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if "Metrics" in a["Properties"]
+    ]
+    queries = {m["Id"]: m for m in alarm["Properties"]["Metrics"]}
+    for name in ("quarantined", "records"):
+        assert name in emitted
+        metric = queries[name]["MetricStat"]["Metric"]
+        assert metric["Namespace"] == setup["namespace"]
+        assert metric["Dimensions"] == [{"Name": "service", "Value": setup["service"]}]
+        assert queries[name]["MetricStat"]["Stat"] == "Sum"
+    (returned,) = [q for q in queries.values() if q["ReturnData"]]
+    assert "quarantined / records" in returned["Expression"]
+    assert 0 < alarm["Properties"]["Threshold"] < 1  # a ratio
+
+
+def test_stateful_resources_are_retained(template: Node) -> None:
+    """The teardown DAG reports these as kept (storepulse.deploy.teardown)."""
+    stateful = [r for r in template["Resources"].values() if r["Type"] in STATEFUL]
+    assert {r["Type"] for r in stateful} == STATEFUL
+    for resource in stateful:
+        assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_the_alert_topic_is_encrypted_with_its_own_rotated_key(template: Node) -> None:
+    topic = the_resource(template, "AWS::SNS::Topic")["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "AlertTopicKey"}
+    key = template["Resources"]["AlertTopicKey"]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    statements = {s["Sid"]: s for s in key["Properties"]["KeyPolicy"]["Statement"]}
+    root = statements["AccountAdministersAndDelegatesToIam"]
+    assert root["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    }
+    alarms = statements["CloudWatchAlarmsPublish"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert set(alarms["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+    # The function role's use is granted by its own policy (the key policy delegates to IAM).
+    role = the_resource(template, "AWS::IAM::Role")["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    (grant,) = [s for s in statements if s["Resource"] == {"Fn::GetAtt": ["AlertTopicKey", "Arn"]}]
+    assert set(grant["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
+
+
+def test_quicksight_reads_only_the_curated_zone(template: Node) -> None:
+    policy = the_resource(template, "AWS::S3::BucketPolicy")["Properties"]["PolicyDocument"]
+    grants = [s for s in policy["Statement"] if s.get("Effect") == "Allow"]
+    assert {s["Sid"] for s in grants} == {"QuickSightReadsCurated", "QuickSightListsCurated"}
+    for grant in grants:
+        assert grant["Condition"]["ArnEquals"] == {"aws:PrincipalArn": {"Fn::Sub": QUICKSIGHT_ROLE}}
+        assert "*" not in json.dumps(grant["Principal"])
+    read, listing = sorted(grants, key=lambda s: s["Sid"] != "QuickSightReadsCurated")
+    assert (read["Action"], read["Resource"]) == (
+        "s3:GetObject",
+        {"Fn::Sub": "${LakeBucket.Arn}/curated/*"},
+    )
+    assert (listing["Action"], listing["Resource"]) == (
+        "s3:ListBucket",
+        {"Fn::GetAtt": ["LakeBucket", "Arn"]},
+    )
+    assert listing["Condition"]["StringLike"] == {"s3:prefix": ["curated", "curated/*"]}
 
 
 def test_outputs_are_exported_for_the_dags(template: Node) -> None:
@@ -300,7 +451,10 @@ def test_a_parameter_file_for_another_environment_is_refused(tmp_path: Path) -> 
 def test_optional_parts_follow_their_parameters(template: Node) -> None:
     conditions = template["Conditions"]
     policy = the_resource(template, "AWS::S3::BucketPolicy")
-    assert conditions[policy["Condition"]] == {"Fn::Equals": [{"Ref": "EnforceTls"}, "true"]}
+    assert "Condition" not in policy  # the QuickSight grant is in every environment
+    when, deny, otherwise = policy["Properties"]["PolicyDocument"]["Statement"][0]["Fn::If"]
+    assert conditions[when] == {"Fn::Equals": [{"Ref": "EnforceTls"}, "true"]}
+    assert (deny["Sid"], otherwise) == ("DenyInsecureTransport", {"Ref": "AWS::NoValue"})
     subscription = the_resource(template, "AWS::SNS::Subscription")
     assert conditions[subscription["Condition"]] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]

@@ -274,6 +274,9 @@ _NAMED: Final = {
     "AWS::Kinesis::Stream": ("Name", "{name}"),
     "AWS::Lambda::Function": ("FunctionName", "{name}"),
 }
+# Types named by AWS at creation (a key id): the logical id stands in for the name, so a grant
+# on ``GetAtt X.Arn`` resolves to an ARN no real call can match.
+_GENERATED_NAME: Final = frozenset({"AWS::KMS::Key"})
 
 
 def template_intrinsics(
@@ -298,6 +301,8 @@ def template_intrinsics(
             name = str(names.resolve(resource["Properties"][_NAMED[kind][0]]))
             physical[logical_id] = _NAMED[kind][1].format(name=name, **fields)
             types[logical_id] = kind
+        elif kind in _GENERATED_NAME:
+            physical[logical_id], types[logical_id] = logical_id, kind
 
     def arn_of(logical_id: str) -> str:
         if logical_id not in physical or types[logical_id] not in ARN_FORMATS:

@@ -261,6 +261,7 @@ ARN_FORMATS: Final = {
     "AWS::IAM::Role": "arn:{partition}:iam::{account}:role/{id}",
     "AWS::S3::Bucket": "arn:{partition}:s3:::{id}",
     "AWS::SNS::Topic": "{id}",
+    "AWS::KMS::Key": "arn:{partition}:kms:{region}:{account}:key/{id}",
 }
 
 

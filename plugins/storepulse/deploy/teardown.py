@@ -62,6 +62,7 @@ _LOOKUPS: Final[dict[str, Callable[[Clients, str], Any]]] = {
     "AWS::SQS::Queue": lambda c, pid: c("sqs").get_queue_attributes(QueueUrl=pid),
     "AWS::Kinesis::Stream": lambda c, pid: c("kinesis").describe_stream_summary(StreamName=pid),
     "AWS::SNS::Topic": lambda c, pid: c("sns").get_topic_attributes(TopicArn=pid),
+    "AWS::KMS::Key": lambda c, pid: c("kms").describe_key(KeyId=pid),
 }
 
 

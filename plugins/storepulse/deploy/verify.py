@@ -52,6 +52,7 @@ MISSING_CODES: Final = frozenset(
         "NoSuchBucketPolicy",
         "NoSuchEntity",
         "NotFound",
+        "NotFoundException",  # KMS
         "404",
         "AWS.SimpleQueueService.NonExistentQueue",
         "QueueDoesNotExist",
@@ -228,6 +229,7 @@ _ARNS: Final[dict[str, Callable[[Clients, str, Mapping[str, str]], str]]] = {
     "AWS::IAM::Role": lambda c, pid, _: c("iam").get_role(RoleName=pid)["Role"]["Arn"],
     "AWS::S3::Bucket": lambda _c, pid, p: f"arn:{p.get('AWS::Partition', 'aws')}:s3:::{pid}",
     "AWS::SNS::Topic": lambda _c, pid, _p: pid,
+    "AWS::KMS::Key": lambda c, pid, _: c("kms").describe_key(KeyId=pid)["KeyMetadata"]["Arn"],
 }
 
 
@@ -348,6 +350,9 @@ def _sns_topic(context: _Context, declared: _Declared) -> str:
     display_name = _value(context, declared, "DisplayName")
     if display_name is not None:
         _expect("DisplayName", display_name, attributes.get("DisplayName"))
+    key = _value(context, declared, "KmsMasterKeyId")
+    if key is not None:
+        _expect("KmsMasterKeyId", key, attributes.get("KmsMasterKeyId"))
     return f"{attributes.get('SubscriptionsConfirmed', '?')} confirmed subscriptions"
 
 
@@ -427,6 +432,17 @@ def _event_source_mapping(context: _Context, declared: _Declared) -> str:
     return f"{mapping.get('State')}, batch size {mapping.get('BatchSize')}"
 
 
+def _kms_key(context: _Context, declared: _Declared) -> str:
+    kms = context.client("kms")
+    key = kms.describe_key(KeyId=declared.physical_id)["KeyMetadata"]
+    _expect("KeyState", "Enabled", key["KeyState"])
+    rotation = _value(context, declared, "EnableKeyRotation")
+    if rotation is not None:
+        status = kms.get_key_rotation_status(KeyId=declared.physical_id)["KeyRotationEnabled"]
+        _expect("EnableKeyRotation", rotation, status)
+    return f"Enabled, rotation {'on' if rotation else 'off'}"
+
+
 def _cloudwatch_alarm(context: _Context, declared: _Declared) -> str:
     alarms = context.client("cloudwatch").describe_alarms(AlarmNames=[declared.physical_id])
     if not alarms.get("MetricAlarms"):
@@ -447,4 +463,5 @@ _CHECKERS: Final[dict[str, Callable[[_Context, _Declared], str]]] = {
     "AWS::Lambda::Function": _lambda_function,
     "AWS::Lambda::EventSourceMapping": _event_source_mapping,
     "AWS::CloudWatch::Alarm": _cloudwatch_alarm,
+    "AWS::KMS::Key": _kms_key,
 }
