@@ -178,7 +178,11 @@ def setup(aws_client, monkeypatch: pytest.MonkeyPatch) -> Setup:
 
 @pytest.fixture
 def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
-    """Start runtimes on one state directory (fast polling, no backoff); all stopped after."""
+    """Start runtimes on one state directory (fast polling, no backoff); all stopped after.
+    A runtime sets its functions' variables in this process's environment, as Lambda sets them
+    in a function's: the environment is put back after the test, or later tests would see them
+    (a 3650-day plausibility window let a backfill test's old sale through)."""
+    saved = dict(os.environ)
     started: list[LocalLambdaRuntime] = []
 
     def start(handlers: dict[str, Any] | None = None) -> LocalLambdaRuntime:
@@ -195,6 +199,8 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
     yield start
     for runtime in started:
         runtime.stop()
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_handler_gets_the_lambda_event_in_shard_order_and_in_batches(setup, runtimes) -> None:

@@ -28,27 +28,30 @@ def _door(position: int, event_id: str | None = None) -> Located:
 
 
 def _log(*members: Located) -> facts._EventLog:
-    _claims, (log,) = facts._claims(members, CATALOG)
+    _claims, (log,) = facts.plan_claims(members, CATALOG)
     return log
 
 
 def test_a_copy_at_another_position_is_a_duplicate_in_and_across_batches() -> None:
     first = _door(1)
     copy = _door(2, event_id=first.event.event_id)
-    duplicates: set[str] = set()
-    item = facts._claim_events(_log(first, copy), None, duplicates, set())
-    assert duplicates == {copy.position}
-    assert item is not None and item["event_srcs"] == {first.event.event_id: f"shard-0:{1:056d}"}
+    result = facts.ClaimResult()
+    item = facts._claim_events(_log(first, copy), None, result)
+    assert result.duplicates == {copy.position} and not result.conflicts
+    assert item is not None
+    assert facts._Holder.parse(item["event_srcs"][first.event.event_id]) == facts._Holder(
+        f"shard-0:{1:056d}", first.event.content_hash
+    )
 
     later = Located(copy.event, "shard-0", f"{3:056d}")
-    duplicates = set()
-    assert facts._claim_events(_log(later), item, duplicates, set()) is None  # nothing learnt
-    assert duplicates == {later.position}
+    result = facts.ClaimResult()
+    assert facts._claim_events(_log(later), item, result) is None  # nothing learnt
+    assert result.duplicates == {later.position}
 
 
 def test_a_full_item_stops_remembering_but_never_drops_an_event(monkeypatch) -> None:
     monkeypatch.setattr(facts, "MAX_EVENTS_PER_ITEM", 2)
-    duplicates: set[str] = set()
-    item = facts._claim_events(_log(_door(1), _door(2), _door(3)), None, duplicates, set())
-    assert duplicates == set()  # the third still counts
+    result = facts.ClaimResult()
+    item = facts._claim_events(_log(_door(1), _door(2), _door(3)), None, result)
+    assert result.duplicates == set() and not result.conflicts  # the third still counts
     assert item is not None and len(item["event_srcs"]) == 2
