@@ -7,9 +7,11 @@ runs the local Lambda runtime, then puts foot-traffic events on the stream at a 
 (one PutRecords each) while a reader polls the store's day total. Event k is visible when the
 total reaches k (one shard, in order). Printed: p50 and p95 from PutRecords to the total visible
 in DynamoDB (target p95 < 2 s, with the stack's 1 s batching window), beside the floor measured
-in the same run: one UpdateItem followed by a read that sees it. Events are dated from a fixed
-"now" (``harness.NOW``), one ``1 / rate`` apart. ``--small``: 10 events and 20 floor samples
-(the stack is still deployed: most of its ~15 s), for ``make test``.
+in the same run: one UpdateItem followed by a read that sees it. Events are dated over the last
+``--seconds`` up to the start, one ``1 / rate`` apart, inside the store's current local day:
+Kinesis stamps their arrival with the real clock, and the stream's plausibility window measures
+event time against it, so a fixed date would age out of the window. ``--small``: 10 events and
+20 floor samples (the stack is still deployed: most of its ~15 s), for ``make test``.
 """
 
 from __future__ import annotations
@@ -19,25 +21,25 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 
 from benchmarks.harness import (
-    NOW,
     embedded_aws,
     latency_cells,
     latency_summary,
     parse_args,
     print_table,
 )
-from storepulse.clock import FrozenClock
+from storepulse.clock import FrozenClock, system_clock
 from storepulse.config import REPO_ROOT, settings
 from storepulse.deploy.package import artifacts_bucket, build_lambda_zip, upload_package
 from storepulse.deploy.stack import TEMPLATE, deploy_stack, load_parameters, stack_name
 from storepulse.events import StoreFootTrafficV1
-from storepulse.layout import Grain, Table, bucket_keys, table_name
+from storepulse.layout import Grain, Table, bucket_keys, day_start, local_date, table_name
 from storepulse.local.lambda_runtime import LocalLambdaRuntime
 from storepulse.settings_store import SettingsStore
 from storepulse.simulator.model import BusinessModel
@@ -64,6 +66,15 @@ def deploy(build_dir: Path) -> BusinessModel:
         SettingsStore(boto3.resource("dynamodb").Table(table_name(Table.SETTINGS))), model
     )
     return model
+
+
+def event_clock(model: BusinessModel, seconds: float, now: datetime | None = None) -> FrozenClock:
+    """The clock that dates the events: from ``seconds`` before ``now``, but never before the
+    store's local midnight, so every event adds to the one day total the reader polls."""
+    now = now or system_clock()
+    timezone = next(s for s in model.stores if s.store_id == STORE).timezone
+    today = day_start(local_date(now, timezone), timezone)
+    return FrozenClock(max(now - timedelta(seconds=seconds), today))
 
 
 def measure_path(
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ).start()
         try:
             time.sleep(2)  # the runtime finds the mapping and its shards
-            path = measure_path(model, args.rate, args.seconds, FrozenClock(NOW))
+            path = measure_path(model, args.rate, args.seconds, event_clock(model, args.seconds))
             floor = measure_floor(args.floor_samples)
         finally:
             runtime.stop()
