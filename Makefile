@@ -30,10 +30,10 @@ $(CHECKOV): scripts/checkov.requirements.txt | $(UV)
 	@touch $@
 
 up: install
-	$(VENV)/bin/python -m storepulse.platform up
+	$(VENV)/bin/python -m storepulse_local.platform up
 
 down:
-	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -m storepulse.platform down; \
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -m storepulse_local.platform down; \
 	else echo "the platform is not installed, so not running"; fi
 
 lint: install

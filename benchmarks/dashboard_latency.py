@@ -47,13 +47,13 @@ from storepulse.clock import Clock, fixed_clock
 from storepulse.config import settings
 from storepulse.dashboard.history import PERIODS
 from storepulse.layout import COUNTERS, MINUTE_TTL, Table, bucket_keys, expires_at, table_name
-from storepulse.local.provision import create_tables
 from storepulse.settings_store import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse.stream.aggregate import Located, aggregate
 from storepulse.stream.catalog import load_catalog
+from storepulse_local.provision import create_tables
 
 LIVE_TARGET_MS, HISTORY_TARGET_MS = 100, 500
 SHARD = "shardId-000000000000"

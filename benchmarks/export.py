@@ -50,7 +50,7 @@ from benchmarks.harness import embedded_aws, parse_args, print_table, timed
 from storepulse.config import REPO_ROOT
 from storepulse.export.dynamodb_json import serialize_item
 from storepulse.layout import Table, orders_of_day, table_name
-from storepulse.local.provision import create_tables
+from storepulse_local.provision import create_tables
 
 DAY = date(2026, 11, 27)
 BUCKET = "storepulse-bench-lake"

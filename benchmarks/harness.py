@@ -44,7 +44,7 @@ def parse_args(
 def embedded_aws() -> Iterator[Any]:
     """A fresh moto server on a free loopback port; boto3 clients in this process use it."""
     from storepulse.config import settings
-    from storepulse.local.embedded_aws import EmbeddedAws
+    from storepulse_local.embedded_aws import EmbeddedAws
 
     server = EmbeddedAws(port=0).start()
     server.reset()  # moto's state is per process, not per server

@@ -22,14 +22,14 @@ import boto3
 from benchmarks.harness import RequestCounter, embedded_aws, parse_args, print_table, timed
 from benchmarks.naive_stream_handler import NaiveHandler
 from storepulse.layout import Table, table_name
-from storepulse.local.lambda_context import LambdaContext
-from storepulse.local.provision import create_tables
 from storepulse.settings_store import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse.stream.catalog import load_catalog
 from storepulse.stream.records import StreamRecord, lambda_event, records_from_event
+from storepulse_local.lambda_context import LambdaContext
+from storepulse_local.provision import create_tables
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
 BATCH = 100

@@ -50,7 +50,7 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def _embedded_aws_server() -> Iterator[object]:
-    from storepulse.local.embedded_aws import EmbeddedAws
+    from storepulse_local.embedded_aws import EmbeddedAws
 
     server = EmbeddedAws(port=0).start()
     yield server
@@ -84,9 +84,9 @@ def aws_client(embedded_aws: str):
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """``storepulse.platform up`` on free ports for one module (the browser tests, the platform's
-    integration tests): it takes a minute or two to be ready, and is stopped after the module so
-    its traffic does not load the rest of the run."""
+    """``storepulse_local.platform up`` on free ports for one module (the browser tests, the
+    platform's integration tests): it takes a minute or two to be ready, and is stopped after the
+    module so its traffic does not load the rest of the run."""
     from tests.platform_process import Platform
 
     running = Platform(tmp_path_factory.mktemp("platform"))

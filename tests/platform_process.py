@@ -1,5 +1,5 @@
-"""``python -m storepulse.platform up`` in a subprocess on free ports, as a user runs it: shared
-by the platform's integration tests and the browser tests."""
+"""``python -m storepulse_local.platform up`` in a subprocess on free ports, as a user runs it:
+shared by the platform's integration tests and the browser tests."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from storepulse.config import REPO_ROOT
-from storepulse.platform.processes import file_tail
+from storepulse_local.platform.processes import file_tail
 
 READY = re.compile(r"login admin / (\S+)")
 READY_SECONDS = 420
@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 
 class Platform:
-    """``storepulse.platform up`` in a subprocess, with its own state folder and ports."""
+    """``storepulse_local.platform up`` in a subprocess, with its own state folder and ports."""
 
     def __init__(self, state_dir: Path) -> None:
         self.aws_port, self.airflow_port = _free_port(), _free_port()
@@ -45,7 +45,7 @@ class Platform:
             "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "storepulse.platform", "up"],
+            [sys.executable, "-m", "storepulse_local.platform", "up"],
             env=env,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,

@@ -1,5 +1,5 @@
-"""The whole platform as a user gets it (``python -m storepulse.platform up`` on free ports) and a
-real headless Chromium to look at it.
+"""The whole platform as a user gets it (``python -m storepulse_local.platform up`` on free ports)
+and a real headless Chromium to look at it.
 
 Chromium is Debian's (``/usr/bin/chromium``), driven by Playwright for Python: a browser that
 Playwright would download cannot be fetched here. Tests are skipped when either is missing.

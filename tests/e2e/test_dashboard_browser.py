@@ -1,7 +1,7 @@
-"""The dashboard in a real browser against ``python -m storepulse.platform up``: log in through
-Airflow's login page, find the Dashboard in Airflow's navigation, see today's numbers equal to
-DynamoDB's, watch a chart move when a sale is put on the stream, and keep a KPI selection across
-a reload. Without credentials every dashboard path answers 401.
+"""The dashboard in a real browser against ``python -m storepulse_local.platform up``: log in
+through Airflow's login page, find the Dashboard in Airflow's navigation, see today's numbers
+equal to DynamoDB's, watch a chart move when a sale is put on the stream, and keep a KPI selection
+across a reload. Without credentials every dashboard path answers 401.
 
 The simulator is frozen (SIGSTOP) while numbers are compared, so DynamoDB holds still."""
 
@@ -23,9 +23,9 @@ import pytest
 from storepulse.config import settings
 from storepulse.events import PosSaleV1, SaleLine
 from storepulse.layout import Grain, Table, bucket_keys, local_date, table_name
-from storepulse.platform import realtime
 from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
+from storepulse_local.platform import realtime
 from tests.e2e.conftest import Platform, log_in
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".run" / "e2e"

@@ -19,8 +19,6 @@ from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.clock import FrozenClock
 from storepulse.config import REPO_ROOT, settings
 from storepulse.layout import Table, table_name
-from storepulse.local.lambda_context import LambdaContext
-from storepulse.local.provision import create_tables
 from storepulse.settings_store import (
     AlertRuleSettings,
     BusinessProfile,
@@ -30,6 +28,8 @@ from storepulse.settings_store import (
 )
 from storepulse.stream.archive import QUARANTINE_PREFIX
 from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse_local.lambda_context import LambdaContext
+from storepulse_local.provision import create_tables
 
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
 ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-dev-stream-processor"

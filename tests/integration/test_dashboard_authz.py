@@ -23,8 +23,8 @@ import pytest
 from storepulse.config import Settings
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.layout import Table
-from storepulse.platform.airflow_local import airflow_env, passwords_file
-from storepulse.platform.processes import ManagedProcess, stop_trees
+from storepulse_local.platform.airflow_local import airflow_env, passwords_file
+from storepulse_local.platform.processes import ManagedProcess, stop_trees
 from tests.integration.conftest import STORES, RealtimeStack
 
 USERS = {"admin": "admin", "op": "op", "viewer": "viewer", "limited": "viewer", "nobody": "viewer"}

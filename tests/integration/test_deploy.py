@@ -48,9 +48,9 @@ from storepulse.deploy.verify import (
     embedded_aws_gaps,
     verify_stack,
 )
-from storepulse.local.lambda_context import LambdaContext
 from storepulse.stream.records import StreamRecord, lambda_event
 from storepulse.stream.smoke import smoke_key
+from storepulse_local.lambda_context import LambdaContext
 from tests.dag_runs import airflow_home, run_dags
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"

@@ -9,7 +9,7 @@ import zipfile
 import botocore.exceptions
 import pytest
 
-from storepulse.local.embedded_aws import EmbeddedAws, EmbeddedAwsError, is_healthy
+from storepulse_local.embedded_aws import EmbeddedAws, EmbeddedAwsError, is_healthy
 
 
 def _zip(source: str) -> bytes:

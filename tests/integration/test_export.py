@@ -2,7 +2,7 @@
 exported by both strategies, Parquet written to the lake bucket and read back with DuckDB and
 pyarrow.
 
-DuckDB reads ``s3://`` through ``writer.duckdb_connection``: its httpfs extension is downloaded
+DuckDB reads ``s3://`` through ``tests.lake.duckdb_connection``: its httpfs extension is downloaded
 from the internet on first use, which this machine cannot do, so S3 is served to DuckDB by
 pyarrow's S3 filesystem (via fsspec) instead; the SQL is the same.
 """
@@ -36,7 +36,6 @@ from storepulse.export.sources import (
 )
 from storepulse.export.writer import (
     WriteReport,
-    duckdb_connection,
     open_filesystem,
     write_datasets,
     write_rows,
@@ -50,6 +49,7 @@ from tests.integration.test_stream_processor import (
     sale,
     stock_take,
 )
+from tests.lake import duckdb_connection
 
 DAY = NOON_PARIS.date()  # 2026-11-26
 EXPORTED_TABLES = (Table.FACTS, Table.METRICS, Table.INVENTORY)

@@ -26,7 +26,7 @@ import pytest
 from storepulse import events as ev
 from storepulse.config import settings
 from storepulse.layout import Grain, Table, bucket_keys
-from storepulse.local.lambda_runtime import LocalLambdaRuntime
+from storepulse_local.lambda_runtime import LocalLambdaRuntime
 
 FUNCTION = "storepulse-dev-recorder"
 ROLE = "storepulse-dev-recorder-role"

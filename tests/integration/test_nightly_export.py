@@ -53,12 +53,13 @@ from storepulse.export.sources import (
     ScanSource,
     exported_items,
 )
-from storepulse.export.writer import duckdb_connection, open_filesystem
+from storepulse.export.writer import open_filesystem
 from storepulse.layout import Table, order_key, table_name
 from tests.dag_runs import airflow_home, run_dags
 from tests.integration.conftest import invoke
 from tests.integration.test_export import DAY, clients, put_a_day
 from tests.integration.test_stream_processor import NOON_PARIS, Stream, sale
+from tests.lake import duckdb_connection
 
 EXPORTED_TABLES = (Table.FACTS, Table.METRICS, Table.INVENTORY)
 FAST_POLL = Backoff(first=0.1, factor=2.0, maximum=1.0, timeout=60)

@@ -25,13 +25,13 @@ from boto3.dynamodb.conditions import Key
 from storepulse.config import REPO_ROOT, settings
 from storepulse.events import InventoryStockLevelV1
 from storepulse.layout import Table, table_name
-from storepulse.local.embedded_aws import is_healthy
-from storepulse.platform import realtime
-from storepulse.platform.airflow_local import AirflowClient
-from storepulse.platform.demo import INBOX
-from storepulse.platform.realtime import DEPLOY_DAG
 from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
+from storepulse_local.embedded_aws import is_healthy
+from storepulse_local.platform import realtime
+from storepulse_local.platform.airflow_local import AirflowClient
+from storepulse_local.platform.demo import INBOX
+from storepulse_local.platform.realtime import DEPLOY_DAG
 from tests.platform_process import Platform
 
 
@@ -151,7 +151,7 @@ def test_the_demo_admin_sees_every_store_and_secrets_are_private(
 def test_a_second_up_is_refused(platform: Platform, password: str) -> None:
     env = {**os.environ, "STOREPULSE_STATE_DIR": str(platform.state_dir)}
     second = subprocess.run(
-        [sys.executable, "-m", "storepulse.platform", "up"],
+        [sys.executable, "-m", "storepulse_local.platform", "up"],
         env=env,
         capture_output=True,
         text=True,

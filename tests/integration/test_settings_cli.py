@@ -13,7 +13,6 @@ from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.config import settings
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.layout import SettingsKind, Table, table_name
-from storepulse.local.provision import create_tables
 from storepulse.settings_cli import main
 from storepulse.settings_store import (
     DEFAULT_ALERT_RULES,
@@ -26,6 +25,7 @@ from storepulse.settings_store import (
     load_default_rules,
 )
 from storepulse.stream.catalog import load_catalog
+from storepulse_local.provision import create_tables
 
 BUSINESS = {"name": "Corner Shop", "timezone": "Europe/Paris", "currency": "EUR"}
 STORE = {"name": "Main St", "timezone": "America/New_York", "currency": "EUR"}

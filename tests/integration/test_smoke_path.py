@@ -7,8 +7,8 @@ from types import ModuleType
 
 from storepulse.export.datasets import DATASETS
 from storepulse.layout import Table
-from storepulse.platform.demo import alerts_inbox
 from storepulse.stream import smoke
+from storepulse_local.platform.demo import alerts_inbox
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
 from tests.integration.test_stream_processor import Stream, stock_take
 

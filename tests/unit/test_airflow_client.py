@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from storepulse.config import load_settings
-from storepulse.platform.airflow_local import (
+from storepulse_local.platform.airflow_local import (
     API_ATTEMPTS,
     AirflowApiError,
     AirflowClient,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from storepulse.config import REPO_ROOT, Settings, load_settings
-from storepulse.local.embedded_aws import MOTO_CONFIG
+from storepulse_local.embedded_aws import MOTO_CONFIG
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 AIRFLOW_COMMANDS = {

@@ -12,23 +12,24 @@ from typing import Any
 
 import pytest
 
-from storepulse.local.lambda_context import LambdaContext
-from storepulse.local.lambda_runtime.batching import (
+from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse_local.lambda_context import LambdaContext
+from storepulse_local.lambda_runtime.batching import (
     EVENT_OVERHEAD_BYTES,
     MAX_PAYLOAD_BYTES,
     batch_ready,
     record_payload_bytes,
     take_batch,
 )
-from storepulse.local.lambda_runtime.checkpoints import (
+from storepulse_local.lambda_runtime.checkpoints import (
     CheckpointStore,
     ShardCheckpoint,
     StateDirLock,
     iterator_position,
     ready_shards,
 )
-from storepulse.local.lambda_runtime.common import LambdaRuntimeError
-from storepulse.local.lambda_runtime.failures import (
+from storepulse_local.lambda_runtime.common import LambdaRuntimeError
+from storepulse_local.lambda_runtime.failures import (
     MAX_MESSAGE_BYTES,
     BatchDriver,
     Condition,
@@ -36,14 +37,14 @@ from storepulse.local.lambda_runtime.failures import (
     OnFailureSender,
     on_failure_record,
 )
-from storepulse.local.lambda_runtime.invocation import (
+from storepulse_local.lambda_runtime.invocation import (
     SUCCESS,
     Outcome,
     Result,
     call_handler,
     interpret_response,
 )
-from storepulse.local.lambda_runtime.mappings import (
+from storepulse_local.lambda_runtime.mappings import (
     FOLDER_TAG,
     LAMBDAS_DIR,
     MappingConfig,
@@ -53,7 +54,6 @@ from storepulse.local.lambda_runtime.mappings import (
     load_handler,
     wants_polling,
 )
-from storepulse.stream.records import StreamRecord, lambda_event
 
 SHARD = "shardId-000000000001"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"

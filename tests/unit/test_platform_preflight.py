@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from storepulse.config import Settings, load_settings
-from storepulse.platform import __main__ as platform_cli
-from storepulse.platform.airflow_local import airflow_env
-from storepulse.platform.processes import ManagedProcess
-from storepulse.platform.stack import PlatformError, StackContext, port_in_use
+from storepulse_local.platform import __main__ as platform_cli
+from storepulse_local.platform.airflow_local import airflow_env
+from storepulse_local.platform.processes import ManagedProcess
+from storepulse_local.platform.stack import PlatformError, StackContext, port_in_use
 
 
 def _free_port() -> int:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from storepulse.config import Settings
-from storepulse.platform.airflow_local import admin_password, airflow_env, passwords_file
-from storepulse.platform.private import create_private, open_private_log, private_dir
+from storepulse_local.platform.airflow_local import admin_password, airflow_env, passwords_file
+from storepulse_local.platform.private import create_private, open_private_log, private_dir
 
 
 @pytest.fixture(autouse=True)

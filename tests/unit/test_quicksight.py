@@ -23,7 +23,7 @@ from storepulse.assets import (
 )
 from storepulse.clock import fixed_clock
 from storepulse.export import DATASET_NAMES
-from storepulse.local import quicksight as local
+from storepulse_local import quicksight as local
 
 ACCOUNT = "123456789012"
 NOW = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)

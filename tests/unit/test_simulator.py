@@ -36,11 +36,11 @@ from storepulse.events import (
     WebPurchaseV1,
     parse_event,
 )
-from storepulse.platform.realtime import BACKFILL_EVENTS, SIMULATOR_RATE
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.__main__ import main
 from storepulse.simulator.backfill import history_rate, shown_days
 from storepulse.simulator.engine import expected_events
+from storepulse_local.platform.realtime import BACKFILL_EVENTS, SIMULATOR_RATE
 
 E = TypeVar("E", bound=Event)
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)  # a week without a DST change in Europe

@@ -63,7 +63,7 @@ def run_smoke_test(
             raise SmokeTestError(
                 f"smoke event {event.event_id} sent to {stream_name} was not processed within "
                 f"{timeout:.0f} s (no {key.pk} item in {facts_table}). Is the stream processor "
-                "running? Locally, the project's Lambda runtime (storepulse.local.lambda_runtime) "
+                "running? Locally, the project's Lambda runtime (storepulse_local.lambda_runtime) "
                 "must be started, as `make up` does. If it runs, it fails on the event: its log "
                 "says why (AccessDenied: a permission its role lacks), and after its retries the "
                 "batch goes to the dead-letter queue."

@@ -37,7 +37,7 @@ Not emulated: ParallelizationFactor (always 1), TumblingWindowInSeconds, FilterC
 fan-out consumers, S3 on-failure destinations, and stopping a handler that outlives its Timeout
 (logged as a warning; its result is kept).
 
-CLI: ``python -m storepulse.local.lambda_runtime [--state-dir DIR] [--poll-interval 0.2]`` runs
+CLI: ``python -m storepulse_local.lambda_runtime [--state-dir DIR] [--poll-interval 0.2]`` runs
 until SIGTERM/SIGINT, waits for mappings while none exists, and logs per-shard stats every 10 s.
 
 Modules, each importing only those above it:
@@ -57,7 +57,7 @@ Modules, each importing only those above it:
 - ``__main__``: the CLI.
 """
 
-from storepulse.local.lambda_runtime.common import LambdaRuntimeError
-from storepulse.local.lambda_runtime.runtime import LocalLambdaRuntime
+from storepulse_local.lambda_runtime.common import LambdaRuntimeError
+from storepulse_local.lambda_runtime.runtime import LocalLambdaRuntime
 
 __all__ = ["LambdaRuntimeError", "LocalLambdaRuntime"]

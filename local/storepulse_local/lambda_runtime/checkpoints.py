@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from storepulse.local.lambda_runtime.common import LambdaRuntimeError
+from storepulse_local.lambda_runtime.common import LambdaRuntimeError
 
 CHECKPOINT_FILE: Final = "checkpoints.json"
 

@@ -1,4 +1,5 @@
-"""``python -m storepulse.platform up|down|status``: what ``make up`` and ``make down`` run."""
+"""``python -m storepulse_local.platform up|down``: what ``make up`` and ``make down``
+run."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from pathlib import Path
 from types import FrameType
 
 from storepulse.config import ConfigError, Settings, load_settings
-from storepulse.platform import airflow_local
-from storepulse.platform.private import private_dir
-from storepulse.platform.processes import pid_alive, stop_trees
-from storepulse.platform.stack import (
+from storepulse_local.platform import airflow_local
+from storepulse_local.platform.private import private_dir
+from storepulse_local.platform.processes import pid_alive, stop_trees
+from storepulse_local.platform.stack import (
     Component,
     PlatformError,
     StackContext,
@@ -163,7 +164,9 @@ def down(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m storepulse.platform", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m storepulse_local.platform", description=__doc__
+    )
     parser.add_argument("command", choices=["up", "down"])
     args = parser.parse_args(argv)
     try:

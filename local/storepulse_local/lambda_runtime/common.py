@@ -8,7 +8,7 @@ from typing import Any
 
 # One logger for the whole runtime, named after the package (under ``python -m`` the CLI's
 # __name__ is "__main__").
-log = logging.getLogger("storepulse.local.lambda_runtime")
+log = logging.getLogger("storepulse_local.lambda_runtime")
 
 ClientFactory = Callable[[str], Any]
 

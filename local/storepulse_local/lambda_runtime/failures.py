@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from storepulse.local.lambda_runtime.common import ClientFactory, LambdaRuntimeError
-from storepulse.local.lambda_runtime.invocation import Outcome, Result
-from storepulse.local.lambda_runtime.mappings import RetryPolicy
 from storepulse.stream.records import StreamRecord
+from storepulse_local.lambda_runtime.common import ClientFactory, LambdaRuntimeError
+from storepulse_local.lambda_runtime.invocation import Outcome, Result
+from storepulse_local.lambda_runtime.mappings import RetryPolicy
 
 
 class Condition(StrEnum):

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from storepulse.local.lambda_context import LambdaContext
-from storepulse.local.lambda_runtime.common import log
-from storepulse.local.lambda_runtime.mappings import Handler
 from storepulse.stream.records import StreamRecord
+from storepulse_local.lambda_context import LambdaContext
+from storepulse_local.lambda_runtime.common import log
+from storepulse_local.lambda_runtime.mappings import Handler
 
 
 class Result(StrEnum):

@@ -13,24 +13,24 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storepulse.local.lambda_context import LambdaContext
-from storepulse.local.lambda_runtime.batching import batch_ready, record_payload_bytes, take_batch
-from storepulse.local.lambda_runtime.checkpoints import (
+from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse_local.lambda_context import LambdaContext
+from storepulse_local.lambda_runtime.batching import batch_ready, record_payload_bytes, take_batch
+from storepulse_local.lambda_runtime.checkpoints import (
     CheckpointStore,
     ShardCheckpoint,
     iterator_position,
     ready_shards,
 )
-from storepulse.local.lambda_runtime.common import ClientFactory, LambdaRuntimeError, log
-from storepulse.local.lambda_runtime.failures import (
+from storepulse_local.lambda_runtime.common import ClientFactory, LambdaRuntimeError, log
+from storepulse_local.lambda_runtime.failures import (
     BatchDriver,
     FailedBatch,
     OnFailureSender,
     on_failure_record,
 )
-from storepulse.local.lambda_runtime.invocation import Outcome, Result, call_handler
-from storepulse.local.lambda_runtime.mappings import Handler, MappingConfig
-from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse_local.lambda_runtime.invocation import Outcome, Result, call_handler
+from storepulse_local.lambda_runtime.mappings import Handler, MappingConfig
 
 MAX_GET_RECORDS: Final = 10_000
 ERROR_PAUSE_SECONDS: Final = 1.0

@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
-from storepulse.local.lambda_runtime.mappings import MappingConfig
 from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse_local.lambda_runtime.mappings import MappingConfig
 
 MAX_PAYLOAD_BYTES: Final = 6 * 1024 * 1024  # synchronous invocation payload limit
 EVENT_OVERHEAD_BYTES: Final = len('{"Records": []}')

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from storepulse.platform.private import UMASK, open_private_log
+from storepulse_local.platform.private import UMASK, open_private_log
 
 STOP_GRACE_SECONDS = 15.0
 

@@ -14,14 +14,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from storepulse import aws
 from storepulse.config import settings
-from storepulse.local.lambda_runtime.checkpoints import (
+from storepulse_local.lambda_runtime.checkpoints import (
     CHECKPOINT_FILE,
     CheckpointStore,
     StateDirLock,
 )
-from storepulse.local.lambda_runtime.common import ClientFactory, LambdaRuntimeError, log
-from storepulse.local.lambda_runtime.failures import OnFailureSender
-from storepulse.local.lambda_runtime.mappings import (
+from storepulse_local.lambda_runtime.common import ClientFactory, LambdaRuntimeError, log
+from storepulse_local.lambda_runtime.failures import OnFailureSender
+from storepulse_local.lambda_runtime.mappings import (
     LAMBDAS_DIR,
     Handler,
     MappingConfig,
@@ -30,7 +30,7 @@ from storepulse.local.lambda_runtime.mappings import (
     load_handler,
     wants_polling,
 )
-from storepulse.local.lambda_runtime.shards import MappingRunner, ShardStats
+from storepulse_local.lambda_runtime.shards import MappingRunner, ShardStats
 
 WAITING_LOG_SECONDS: Final = 30.0
 # One connection per shard poller plus the coordinator; botocore's default pool holds 10.

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 from storepulse.config import LOOPBACK, Settings
-from storepulse.platform import airflow_local
-from storepulse.platform.processes import ManagedProcess
+from storepulse_local.platform import airflow_local
+from storepulse_local.platform.processes import ManagedProcess
 
 
 class PlatformError(RuntimeError):
@@ -120,11 +120,11 @@ class EmbeddedAwsComponent:
     def start(self, ctx: StackContext) -> None:
         ctx.spawn(
             self.name,
-            python_module("storepulse.local.embedded_aws", "--port", str(ctx.settings.aws_port)),
+            python_module("storepulse_local.embedded_aws", "--port", str(ctx.settings.aws_port)),
         )
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
-        from storepulse.local.embedded_aws import is_healthy
+        from storepulse_local.embedded_aws import is_healthy
 
         wait_until(
             lambda: is_healthy(ctx.settings.embedded_aws_url), "the embedded AWS", timeout, ctx
@@ -174,7 +174,7 @@ def _all_healthy(url: str) -> bool:
 def components(settings: Settings) -> list[Component]:
     """What ``make up`` starts, in order. On real AWS, Lambda runs the handler and no demo
     business or simulated traffic is sent."""
-    from storepulse.platform import realtime
+    from storepulse_local.platform import realtime
 
     if not settings.embedded_aws:
         return [AirflowComponent(), realtime.DeployComponent()]

@@ -4,7 +4,7 @@ table, the default alert rules, the dashboard grant of every store to the platfo
 subscribed to the alert topic (the embedded AWS skips ``AWS::SNS::Subscription`` in templates,
 and an inbox is what a user opens).
 
-    python -m storepulse.platform.demo --seed 7 --stores 2
+    python -m storepulse_local.platform.demo --seed 7 --stores 2
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from storepulse import aws
 from storepulse.config import settings
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
-from storepulse.platform.airflow_local import ADMIN_USER
 from storepulse.settings_store import SettingsStore
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse.stream.smoke import SUBSCRIBER_FILTER
+from storepulse_local.platform.airflow_local import ADMIN_USER
 
 INBOX = "alerts-inbox"
 

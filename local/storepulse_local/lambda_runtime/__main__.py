@@ -1,4 +1,4 @@
-"""``python -m storepulse.local.lambda_runtime``: runs the mappings until SIGTERM/SIGINT and
+"""``python -m storepulse_local.lambda_runtime``: runs the mappings until SIGTERM/SIGINT and
 logs per-shard stats."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 from types import FrameType
 
 from storepulse.config import settings
-from storepulse.local import lambda_runtime
-from storepulse.local.lambda_runtime.common import LambdaRuntimeError, log
-from storepulse.local.lambda_runtime.runtime import LocalLambdaRuntime
-from storepulse.local.lambda_runtime.shards import ShardStats
+from storepulse_local import lambda_runtime
+from storepulse_local.lambda_runtime.common import LambdaRuntimeError, log
+from storepulse_local.lambda_runtime.runtime import LocalLambdaRuntime
+from storepulse_local.lambda_runtime.shards import ShardStats
 
 
 def format_stats(stats: Sequence[ShardStats]) -> list[str]:
@@ -30,7 +30,7 @@ def format_stats(stats: Sequence[ShardStats]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m storepulse.local.lambda_runtime",
+        prog="python -m storepulse_local.lambda_runtime",
         description=lambda_runtime.__doc__.splitlines()[0],
     )
     parser.add_argument(

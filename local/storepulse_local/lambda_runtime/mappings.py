@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from storepulse.config import REPO_ROOT, settings
-from storepulse.local.lambda_runtime.common import LambdaRuntimeError
 from storepulse.stream.records import StreamRecord
+from storepulse_local.lambda_runtime.common import LambdaRuntimeError
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

@@ -1,13 +1,13 @@
 """The real-time path in ``make up``: the local Lambda runtime, the deploy through Airflow, the
-demo business, and the traffic simulator (components for ``storepulse.platform.stack``)."""
+demo business, and the traffic simulator (components for ``storepulse_local.platform.stack``)."""
 
 from __future__ import annotations
 
 import json
 
 from storepulse.config import Settings
-from storepulse.platform import airflow_local
-from storepulse.platform.stack import PlatformError, StackContext, python_module
+from storepulse_local.platform import airflow_local
+from storepulse_local.platform.stack import PlatformError, StackContext, python_module
 
 DEPLOY_DAG = "deploy_realtime_stack"
 DEMO_SEED, DEMO_STORES = 7, 2
@@ -28,7 +28,7 @@ class LambdaRuntimeComponent:
         return []
 
     def start(self, ctx: StackContext) -> None:
-        ctx.spawn(self.name, python_module("storepulse.local.lambda_runtime"))
+        ctx.spawn(self.name, python_module("storepulse_local.lambda_runtime"))
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         """Nothing to wait for: it polls for mappings by itself."""
@@ -95,7 +95,11 @@ class DemoBusinessComponent:
         ctx.run_step(
             self.name,
             python_module(
-                "storepulse.platform.demo", "--seed", str(DEMO_SEED), "--stores", str(DEMO_STORES)
+                "storepulse_local.platform.demo",
+                "--seed",
+                str(DEMO_SEED),
+                "--stores",
+                str(DEMO_STORES),
             ),
             timeout=120,
         )

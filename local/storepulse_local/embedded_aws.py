@@ -1,6 +1,6 @@
 """The embedded AWS: a moto server on loopback, configured the way the platform needs it.
 
-Run it as a process (``python -m storepulse.local.embedded_aws --port 5055``) or in-process
+Run it as a process (``python -m storepulse_local.embedded_aws --port 5055``) or in-process
 (``EmbeddedAws(port=0).start()``, as the tests do). moto's Lambda Docker mode is switched off:
 no Docker engine runs here, and the project's own runtime invokes the handlers.
 """
@@ -37,7 +37,7 @@ class EmbeddedAws:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
-        from storepulse.local.quicksight import LocalQuickSight
+        from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
         _store_stack_key_policies_as_json()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from storepulse.config import LOOPBACK, REPO_ROOT, Settings
-from storepulse.platform.private import create_private
+from storepulse_local.platform.private import create_private
 
 ADMIN_USER = "admin"
 # The four parts `airflow standalone` would start, run separately so each has its PID and log.

@@ -1,1 +1,0 @@
-"""The embedded AWS: what runs locally in place of an AWS account."""

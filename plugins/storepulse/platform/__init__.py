@@ -1,1 +1,0 @@
-"""The local platform: ``make up`` / ``make down`` (``python -m storepulse.platform up|down``)."""
