@@ -26,10 +26,14 @@ class ShardCheckpoint:
     finished: bool = False  # closed shard, fully processed: its children may start
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Readers (and a crash) see the old file or the new one, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as out:
             json.dump(data, out, indent=1, sort_keys=True)
@@ -40,6 +44,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             Path(tmp).unlink()
         raise
+
+
+def remove_orphaned_temp_files(path: Path) -> list[Path]:
+    """Delete the temp files ``write_json_atomic`` left for ``path`` when killed mid-write.
+    Only while no runtime uses the directory: a live writer's temp file would go too."""
+    orphans = sorted(path.parent.glob(f"{_temp_prefix(path)}*.tmp"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 class CheckpointStore:

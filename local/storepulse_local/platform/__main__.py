@@ -24,10 +24,18 @@ from storepulse_local.platform.stack import (
     components,
     port_in_use,
 )
+from storepulse_local.platform.supervision import (
+    GiveUp,
+    Supervisor,
+    stop_in_order,
+    stop_summary,
+)
 
 MIN_PYTHON = (3, 11)
 REQUIRED_MODULES = {"airflow": "apache-airflow", "moto": "moto[server]", "boto3": "boto3"}
 READY_TIMEOUT = 240.0
+# `make down` waits this long for the supervisor's ordered stop (the sum of the grace periods).
+DOWN_TIMEOUT = 240.0
 
 
 class _StopRequested(Exception):  # noqa: N818 (a signal, not an error)
@@ -96,10 +104,13 @@ def up(settings: Settings) -> int:
             _write_state(settings, ctx)
             component.wait_ready(ctx, READY_TIMEOUT)
         _print_ready(ctx, stack, time.monotonic() - started)
-        _supervise(ctx)
+        _supervisor(ctx, stack).run()
     except _StopRequested as stop:
         print(f"\n{stop}: stopping ...", flush=True)
         return _shutdown(ctx, 0)
+    except GiveUp as exc:
+        print(f"error: {exc}\nstopping the platform ...", file=sys.stderr, flush=True)
+        return _shutdown(ctx, 1)
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return _shutdown(ctx, 1)
@@ -110,16 +121,19 @@ def up(settings: Settings) -> int:
     return _shutdown(ctx, 0)
 
 
-def _supervise(ctx: StackContext) -> None:
-    """Stay in the foreground; a component that dies takes the platform down, loudly."""
-    while True:
-        for process in ctx.processes:
-            if (code := process.exit_code()) is not None:
-                raise PlatformError(
-                    f"{process.name} exited unexpectedly with code {code}; last "
-                    f"lines of {process.log_path}:\n{process.log_tail()}"
-                )
-        time.sleep(1.0)
+def _supervisor(ctx: StackContext, stack: list[Component]) -> Supervisor:
+    """Restarts what exits, except what each component says cannot be restarted."""
+    fatal, prepare = {}, {}
+    for component in stack:
+        fatal |= getattr(component, "not_restartable", {})
+        prepare |= getattr(component, "before_restart", lambda _ctx: {})(ctx)
+    return Supervisor(
+        list(ctx.processes),
+        fatal=fatal,
+        before_restart=prepare,
+        log=lambda line: print(line, flush=True),
+        on_restart=lambda: _write_state(ctx.settings, ctx),
+    )
 
 
 def _print_ready(ctx: StackContext, stack: list[Component], seconds: float) -> None:
@@ -134,13 +148,15 @@ def _print_ready(ctx: StackContext, stack: list[Component], seconds: float) -> N
 
 
 def _shutdown(ctx: StackContext, code: int) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
-    pids = [p.pid for p in reversed(ctx.processes) if p.pid]
-    killed = stop_trees(pids)
-    if killed:
-        print(f"force-killed {len(killed)} process(es) that ignored SIGTERM", flush=True)
+    # A second Ctrl-C or SIGTERM must not abort the cleanup.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    results = stop_in_order(reversed(ctx.processes))  # dependants first, embedded AWS last
+    for result in results:
+        how = "gracefully" if result.graceful and not result.killed else "FORCED"
+        print(f"  {result.name}: stopped {how} in {result.seconds:.1f} s", flush=True)
     pid_file(ctx.settings).unlink(missing_ok=True)
-    print(f"stopped {len(pids)} process(es)", flush=True)
+    print(stop_summary(results), flush=True)
     return code
 
 
@@ -152,7 +168,7 @@ def down(settings: Settings) -> int:
     supervisor = state["supervisor"]
     if pid_alive(supervisor):
         os.kill(supervisor, signal.SIGTERM)  # it stops its children itself, in order
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + DOWN_TIMEOUT
         while pid_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.2)
     # Whatever is left (the supervisor was killed hard, or did not finish): stop it by PID.

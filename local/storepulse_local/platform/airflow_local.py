@@ -20,6 +20,9 @@ from storepulse_local.platform.private import create_private
 ADMIN_USER = "admin"
 # The four parts `airflow standalone` would start, run separately so each has its PID and log.
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Seconds each may take to stop (they are stopped in reverse order: the api-server last, as the
+# tasks still finishing report through it). The scheduler waits for its running tasks.
+STOP_GRACE = {"scheduler": 45.0, "api-server": 20.0}
 # Four processes share one SQLite file: a writer waits up to 30 s for the lock instead of
 # pysqlite's 5 s default, which a busy 2-core machine exceeds while the DAGs are first parsed.
 SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30}

@@ -1,8 +1,10 @@
 """Child processes of ``make up``: each in its own session, logged to a file, stopped by PID.
 
-Stopping walks the whole process tree (Airflow's components fork workers of their own), sends
-SIGTERM to every member, and SIGKILLs what is still alive after a grace period, so nothing is left
-behind.
+A tree is stopped from its root: SIGTERM goes to the component's own process, which stops its
+children itself (Airflow's scheduler lets its LocalExecutor workers finish their tasks; those
+workers, forked from it, inherit a SIGTERM handler that does nothing outside the scheduler, so a
+signal sent to them directly is ignored). What is still alive after the grace period (or orphaned
+by the root) is SIGTERMed, then SIGKILLed, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ import psutil
 from storepulse_local.platform.private import UMASK, open_private_log
 
 STOP_GRACE_SECONDS = 15.0
+ORPHAN_GRACE_SECONDS = 3.0  # for what a root that exited left behind
 
 
 @dataclass
@@ -31,15 +35,19 @@ class ManagedProcess:
     env: dict[str, str]
     log_path: Path
     cwd: Path | None = None
+    restart_argv: list[str] | None = None  # another command line for restarts (None: the same)
+    stop_grace: float = STOP_GRACE_SECONDS
+    restarts: int = 0
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> None:
+        argv = self.restart_argv if self.restarts and self.restart_argv else self.argv
         # Logs can hold secrets (the api-server prints the passwords it generates).
         with open_private_log(self.log_path) as log:
             # A new session: a Ctrl-C in the terminal reaches only the supervisor, which then
             # stops the children in order instead of leaving them half-interrupted.
             self.popen = subprocess.Popen(
-                self.argv,
+                argv,
                 env=self.env,
                 cwd=self.cwd,
                 stdout=log,
@@ -56,6 +64,13 @@ class ManagedProcess:
     def exit_code(self) -> int | None:
         """None while running (or never started), the exit code once it ended."""
         return self.popen.poll() if self.popen else None
+
+    def exit_reason(self) -> str:
+        """How it ended, for the log: 'exit code 1' or 'signal SIGKILL'."""
+        code = self.exit_code()
+        if code is None:
+            return "still running"
+        return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
     def log_tail(self, lines: int = 15) -> str:
         return file_tail(self.log_path, lines)
@@ -77,20 +92,58 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def stop_trees(pids: Iterable[int], grace: float = STOP_GRACE_SECONDS) -> list[int]:
-    """Stop every process in the trees rooted at ``pids``; return the PIDs that had to be killed."""
-    members = [proc for pid in pids for proc in _tree(pid)]
-    for proc in members:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(members, timeout=grace)
-    # Children forked after the walk (a worker started during shutdown) are caught here too.
-    stragglers = alive + [child for proc in alive for child in _children(proc)]
-    for proc in stragglers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
+@dataclass(frozen=True)
+class StopResult:
+    """How one process tree stopped: ``graceful`` if its root exited within its grace period."""
+
+    name: str
+    graceful: bool
+    killed: list[int]  # PIDs that had to be SIGKILLed
+    seconds: float
+
+
+def stop_tree(pid: int, grace: float = STOP_GRACE_SECONDS, name: str = "") -> StopResult:
+    """SIGTERM the root only and give it ``grace`` seconds to stop its own children; then
+    SIGTERM what it left behind, and SIGKILL whatever still refuses."""
+    started = time.monotonic()
+    members = _tree(pid)
+    if not members:
+        return StopResult(name or str(pid), True, [], 0.0)
+    root, descendants = members[0], members[1:]
+    _signal([root], signal.SIGTERM)
+    _, root_alive = psutil.wait_procs([root], timeout=grace)
+    # Orphans: children forked after the walk too, if the root is still there to ask.
+    left = _alive(descendants + [c for proc in root_alive for c in _children(proc)])
+    _signal(left, signal.SIGTERM)
+    _, left = psutil.wait_procs(left, timeout=0 if root_alive else ORPHAN_GRACE_SECONDS)
+    stragglers = root_alive + [p for p in left if p not in root_alive]
+    _signal(stragglers, signal.SIGKILL)
     psutil.wait_procs(stragglers, timeout=5)
-    return [proc.pid for proc in stragglers]
+    seconds = time.monotonic() - started
+    return StopResult(name or str(pid), not root_alive, [p.pid for p in stragglers], seconds)
+
+
+def stop_trees(pids: Iterable[int], grace: float = STOP_GRACE_SECONDS) -> list[int]:
+    """Stop the trees one after the other, in the given order; return the PIDs force-killed."""
+    return [pid for root in pids for pid in stop_tree(root, grace).killed]
+
+
+def _signal(procs: Iterable[psutil.Process], signum: signal.Signals) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signum)
+
+
+def _alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    unique = {proc.pid: proc for proc in procs}.values()
+    return [p for p in unique if p.is_running() and _status(p) != psutil.STATUS_ZOMBIE]
+
+
+def _status(proc: psutil.Process) -> str:
+    try:
+        return str(proc.status())
+    except psutil.NoSuchProcess:
+        return psutil.STATUS_ZOMBIE
 
 
 def _children(proc: psutil.Process) -> list[psutil.Process]:

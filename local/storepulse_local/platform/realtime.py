@@ -4,8 +4,13 @@ demo business, and the traffic simulator (components for ``storepulse_local.plat
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from storepulse.config import Settings
+from storepulse_local.lambda_runtime.checkpoints import (
+    CHECKPOINT_FILE,
+    remove_orphaned_temp_files,
+)
 from storepulse_local.platform import airflow_local
 from storepulse_local.platform.stack import PlatformError, StackContext, python_module
 
@@ -23,18 +28,33 @@ class LambdaRuntimeComponent:
     before the deploy: it waits for the mapping, and the deploy's smoke test needs it."""
 
     name = "lambda-runtime"
+    # On SIGTERM it lets each shard finish the batch in flight, whose checkpoint it then saves.
+    stop_grace = 30.0
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
 
     def start(self, ctx: StackContext) -> None:
-        ctx.spawn(self.name, python_module("storepulse_local.lambda_runtime"))
+        _remove_checkpoint_temp_files(ctx)
+        ctx.spawn(
+            self.name, python_module("storepulse_local.lambda_runtime"), stop_grace=self.stop_grace
+        )
+
+    def before_restart(self, ctx: StackContext) -> dict[str, Callable[[], None]]:
+        """A runtime killed mid-write leaves its temp file: removed before the next one runs."""
+        return {self.name: lambda: _remove_checkpoint_temp_files(ctx)}
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         """Nothing to wait for: it polls for mappings by itself."""
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [f"Lambda runtime polling the stream (log {ctx.log_dir / 'lambda-runtime.log'})"]
+
+
+def _remove_checkpoint_temp_files(ctx: StackContext) -> None:
+    state = ctx.settings.state_dir / "lambda-runtime" / CHECKPOINT_FILE
+    if removed := remove_orphaned_temp_files(state):
+        print(f"  removed {len(removed)} orphaned checkpoint temp file(s)", flush=True)
 
 
 class DeployComponent:
@@ -122,21 +142,15 @@ class SimulatorComponent:
         return []
 
     def start(self, ctx: StackContext) -> None:
-        ctx.spawn(
-            self.name,
-            python_module(
-                "storepulse.simulator",
-                "run",
-                "--seed",
-                str(DEMO_SEED),
-                "--stores",
-                str(DEMO_STORES),
-                "--rate",
-                str(SIMULATOR_RATE),
-                "--backfill",
-                str(BACKFILL_EVENTS),
-            ),
+        live = python_module(
+            "storepulse.simulator",
+            "run",
+            *("--seed", str(DEMO_SEED), "--stores", str(DEMO_STORES)),
+            *("--rate", str(SIMULATOR_RATE)),
         )
+        # The history is sent once: a restarted simulator only goes on live.
+        first = [*live, "--backfill", str(BACKFILL_EVENTS)]
+        ctx.spawn(self.name, first, restart_argv=live, stop_grace=10.0)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         """It sends from its first second on."""

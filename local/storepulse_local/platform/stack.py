@@ -16,11 +16,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from storepulse.config import LOOPBACK, Settings
 from storepulse_local.platform import airflow_local
-from storepulse_local.platform.processes import ManagedProcess
+from storepulse_local.platform.processes import STOP_GRACE_SECONDS, ManagedProcess
 
 
 class PlatformError(RuntimeError):
@@ -34,8 +34,9 @@ class StackContext:
     log_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
 
-    def spawn(self, name: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(name, argv, self.env, self.log_dir / f"{name}.log")
+    def spawn(self, name: str, argv: list[str], **options: Any) -> ManagedProcess:
+        """Start a long-running process (options: ``restart_argv``, ``stop_grace``)."""
+        process = ManagedProcess(name, argv, self.env, self.log_dir / f"{name}.log", **options)
         process.start()
         self.processes.append(process)
         return process
@@ -113,6 +114,12 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
 
 class EmbeddedAwsComponent:
     name = "embedded-aws"
+    # Its state lives in memory: a new one would be empty under a platform deployed into the old
+    # one (stream, tables, mappings, checkpoints). Until it persists its state, its exit stops all.
+    not_restartable: ClassVar[dict[str, str]] = {
+        name: "its state (stream, tables, the deployed stack) lived in its memory and is lost, so "
+        "the platform cannot continue; start it again with `make up`"
+    }
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [(settings.aws_port, "STOREPULSE_AWS_PORT")]
@@ -142,8 +149,15 @@ class AirflowComponent:
 
     def start(self, ctx: StackContext) -> None:
         ctx.run_step("airflow-db-migrate", ["airflow", "db", "migrate"], timeout=300)
+        # Before the scheduler: runs a stop or crash interrupted are failed, not resumed.
+        ctx.run_step(
+            "airflow-fail-interrupted",
+            python_module("storepulse_local.platform.airflow_history"),
+            timeout=120,
+        )
         for part in airflow_local.COMPONENTS:
-            ctx.spawn(f"airflow-{part}", ["airflow", part])
+            grace = airflow_local.STOP_GRACE.get(part, STOP_GRACE_SECONDS)
+            ctx.spawn(f"airflow-{part}", ["airflow", part], stop_grace=grace)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         url = ctx.settings.airflow_url

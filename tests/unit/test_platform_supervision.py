@@ -1,0 +1,208 @@
+"""The supervisor of ``make up``: restarts with back-off, gives up when a component cannot stay
+up, stops in dependency order, and stops a process tree from its root."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from storepulse_local.lambda_runtime.checkpoints import (
+    remove_orphaned_temp_files,
+    write_json_atomic,
+)
+from storepulse_local.platform.processes import ManagedProcess, StopResult, stop_tree
+from storepulse_local.platform.supervision import (
+    GiveUp,
+    RestartPolicy,
+    Supervisor,
+    stop_in_order,
+    stop_summary,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeProcess(ManagedProcess):
+    """Starts nothing: ``crash()`` and ``start()`` flip its exit code."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, ["true"], {}, Path(f"/nonexistent/{name}.log"))
+        self.code: int | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.code, self.starts = None, self.starts + 1
+
+    def crash(self, code: int = -signal.SIGKILL) -> None:
+        self.code = code
+
+    def exit_code(self) -> int | None:
+        return self.code
+
+    @property
+    def pid(self) -> int | None:
+        return 4242
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    policy = RestartPolicy(first=1, cap=8, max_failures=100, window=60)
+    delays = [policy.failed("x", now=float(i)) for i in range(6)]
+    assert delays == [1, 2, 4, 8, 8, 8]
+
+
+def test_gives_up_at_five_failures_within_a_minute() -> None:
+    policy = RestartPolicy()
+    assert [policy.failed("x", now=t) for t in (0, 10, 20, 30)] == [1, 2, 4, 8]
+    assert policy.failed("x", now=40) is None
+
+
+def test_failures_older_than_the_window_are_forgotten() -> None:
+    policy = RestartPolicy()
+    for t in (0, 10, 20, 30):
+        policy.failed("x", now=t)
+    assert policy.failed("x", now=65) == 8  # the failure at 0 s left the window
+    assert policy.failed("y", now=65) == 1  # counted per component
+
+
+def _supervisor(*processes: FakeProcess, **options) -> tuple[Supervisor, FakeClock, list[str]]:
+    clock, lines = FakeClock(), []
+    return Supervisor(list(processes), clock=clock, log=lines.append, **options), clock, lines
+
+
+def test_a_crashed_component_is_restarted_after_its_delay_and_why_is_logged() -> None:
+    runtime, other = FakeProcess("lambda-runtime"), FakeProcess("scheduler")
+    prepared: list[str] = []
+    supervisor, clock, lines = _supervisor(
+        runtime, other, before_restart={"lambda-runtime": lambda: prepared.append("cleanup")}
+    )
+    runtime.crash()
+    supervisor.check()
+    assert "lambda-runtime exited unexpectedly (signal SIGKILL); restarting it in 1 s" in lines[0]
+    assert runtime.starts == 0
+    clock.now += 1.0
+    supervisor.check()
+    assert (runtime.starts, runtime.restarts, prepared) == (1, 1, ["cleanup"])
+    assert other.starts == 0  # the others are left alone
+
+
+def test_a_component_that_cannot_stay_up_stops_the_platform() -> None:
+    flaky = FakeProcess("simulator")
+    supervisor, clock, _ = _supervisor(flaky)
+    for _ in range(4):
+        flaky.crash(code=1)
+        supervisor.check()
+        clock.now += 20.0  # past any back-off up to 8 s: restarted
+        supervisor.check()
+        clock.now -= 10.0  # five failures within a minute in all
+    flaky.crash(code=1)
+    with pytest.raises(GiveUp, match="5 failures within 60 s, giving up"):
+        supervisor.check()
+    assert flaky.starts == 4
+
+
+def test_a_component_that_cannot_be_restarted_stops_the_platform_with_its_reason() -> None:
+    aws = FakeProcess("embedded-aws")
+    supervisor, _, _ = _supervisor(aws, fatal={"embedded-aws": "its state is lost"})
+    aws.crash(code=-signal.SIGKILL)
+    with pytest.raises(GiveUp, match=r"embedded-aws exited unexpectedly \(signal SIGKILL\); its"):
+        supervisor.check()
+
+
+def test_a_restart_can_use_another_command_line(tmp_path: Path) -> None:
+    process = ManagedProcess(
+        "simulator",
+        [sys.executable, "-c", "print('first')"],
+        {},
+        tmp_path / "simulator.log",
+        restart_argv=[sys.executable, "-c", "print('again')"],
+    )
+    process.start()
+    assert process.popen is not None and process.popen.wait(10) == 0
+    process.restarts += 1
+    process.start()
+    assert process.popen.wait(10) == 0
+    assert process.log_path.read_text().split() == ["first", "again"]
+    assert process.exit_reason() == "exit code 0"
+
+
+def test_stop_order_is_the_given_one_and_skips_what_already_ended() -> None:
+    names = ["simulator", "lambda-runtime", "airflow-scheduler", "embedded-aws"]
+    processes = [FakeProcess(name) for name in names]
+    processes[1].crash()
+    stopped: list[tuple[str, float]] = []
+
+    def fake_stop(pid: int, grace: float, name: str) -> StopResult:
+        stopped.append((name, grace))
+        return StopResult(name, True, [], 0.1)
+
+    results = stop_in_order(processes, stop=fake_stop)
+    assert [name for name, _ in stopped] == ["simulator", "airflow-scheduler", "embedded-aws"]
+    assert stop_summary(results) == (
+        "stopped 3 component(s): 3 gracefully, 0 forced; 0 process(es) force-killed in total"
+    )
+
+
+# Real processes: a parent that stops its child on SIGTERM, and a child that ignores SIGTERM
+# (as Airflow's LocalExecutor workers do: the scheduler's handler they inherit does nothing).
+_PARENT = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+def stop(*_):
+    child.kill(); child.wait(); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(600)
+"""
+_DEAF_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+
+
+def _tree_of(script: str, child: str) -> subprocess.Popen[str]:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, child], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 10
+    while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return parent
+
+
+def test_a_tree_whose_root_stops_its_children_stops_gracefully() -> None:
+    parent = _tree_of(_PARENT, _DEAF_CHILD)
+    child = psutil.Process(parent.pid).children()[0]
+    result = stop_tree(parent.pid, grace=10, name="parent")
+    assert (result.graceful, result.killed) == (True, [])
+    assert not child.is_running()
+
+
+def test_a_root_that_ignores_sigterm_is_killed_after_its_grace_with_its_children() -> None:
+    deaf_parent = _PARENT.replace("signal.signal(signal.SIGTERM, stop)", "signal.signal(15, 1)")
+    parent = _tree_of(deaf_parent, _DEAF_CHILD)
+    child = psutil.Process(parent.pid).children()[0]
+    result = stop_tree(parent.pid, grace=0.5, name="deaf")
+    assert result.graceful is False
+    assert sorted(result.killed) == sorted([parent.pid, child.pid])
+    assert "1 forced: deaf (2 killed)" in stop_summary([result])
+
+
+def test_orphaned_checkpoint_temp_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "checkpoints.json"
+    write_json_atomic(checkpoints, {"version": 1})
+    orphan = tmp_path / ".checkpoints.json.abc123.tmp"
+    orphan.write_text("{half")
+    other = tmp_path / ".other.json.x.tmp"
+    other.write_text("")
+    assert remove_orphaned_temp_files(checkpoints) == [orphan]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "checkpoints.json"]
