@@ -187,6 +187,15 @@ def test_a_tree_whose_root_stops_its_children_stops_gracefully() -> None:
     assert not child.is_running()
 
 
+def test_a_root_waiting_for_a_long_child_gets_it_stopped_half_way_and_stops_gracefully() -> None:
+    """A scheduler waiting for its running task: the task is SIGTERMed (failed, not killed)."""
+    waiting = _PARENT.replace("child.kill(); child.wait()", "child.wait()")
+    parent = _tree_of(waiting, "import time; time.sleep(600)")
+    result = stop_tree(parent.pid, grace=2, name="scheduler")
+    assert (result.graceful, result.killed) == (True, [])
+    assert 1.0 <= result.seconds < 2.0
+
+
 def test_a_root_that_ignores_sigterm_is_killed_after_its_grace_with_its_children() -> None:
     deaf_parent = _PARENT.replace("signal.signal(signal.SIGTERM, stop)", "signal.signal(15, 1)")
     parent = _tree_of(deaf_parent, _DEAF_CHILD)

@@ -3,8 +3,9 @@
 A tree is stopped from its root: SIGTERM goes to the component's own process, which stops its
 children itself (Airflow's scheduler lets its LocalExecutor workers finish their tasks; those
 workers, forked from it, inherit a SIGTERM handler that does nothing outside the scheduler, so a
-signal sent to them directly is ignored). What is still alive after the grace period (or orphaned
-by the root) is SIGTERMed, then SIGKILLed, so nothing is left behind.
+signal sent to them directly is ignored). Trees are stopped one at a time, dependants first:
+a task finishing reports through the api-server, which must still be up. What is still alive
+after the grace period (or orphaned by the root) is SIGTERMed, then SIGKILLed.
 """
 
 from __future__ import annotations
@@ -103,17 +104,21 @@ class StopResult:
 
 
 def stop_tree(pid: int, grace: float = STOP_GRACE_SECONDS, name: str = "") -> StopResult:
-    """SIGTERM the root only and give it ``grace`` seconds to stop its own children; then
-    SIGTERM what it left behind, and SIGKILL whatever still refuses."""
+    """SIGTERM the root, which stops its own children; half-way through ``grace``, SIGTERM its
+    descendants too (a scheduler waiting for a long task: the task is failed, not killed, and
+    its supervisor reports that); at the end SIGKILL whatever still refuses."""
     started = time.monotonic()
     members = _tree(pid)
     if not members:
         return StopResult(name or str(pid), True, [], 0.0)
-    root, descendants = members[0], members[1:]
+    root = members[0]
     _signal([root], signal.SIGTERM)
-    _, root_alive = psutil.wait_procs([root], timeout=grace)
-    # Orphans: children forked after the walk too, if the root is still there to ask.
-    left = _alive(descendants + [c for proc in root_alive for c in _children(proc)])
+    _, root_alive = psutil.wait_procs([root], timeout=grace / 2)
+    if root_alive:
+        _signal(_alive(members[1:] + _children(root)), signal.SIGTERM)
+        _, root_alive = psutil.wait_procs([root], timeout=grace / 2)
+    # What the root left behind (or forked after the walk, if it is still there to ask).
+    left = _alive(members[1:] + [c for proc in root_alive for c in _children(proc)])
     _signal(left, signal.SIGTERM)
     _, left = psutil.wait_procs(left, timeout=0 if root_alive else ORPHAN_GRACE_SECONDS)
     stragglers = root_alive + [p for p in left if p not in root_alive]

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from storepulse.config import LOOPBACK, Settings
 from storepulse_local.platform import airflow_local
-from storepulse_local.platform.processes import STOP_GRACE_SECONDS, ManagedProcess
+from storepulse_local.platform.processes import STOP_GRACE_SECONDS, ManagedProcess, file_tail
 
 
 class PlatformError(RuntimeError):
@@ -155,6 +155,7 @@ class AirflowComponent:
             python_module("storepulse_local.platform.airflow_history"),
             timeout=120,
         )
+        print(f"  {file_tail(ctx.log_dir / 'airflow-fail-interrupted.log', 1)}", flush=True)
         for part in airflow_local.COMPONENTS:
             grace = airflow_local.STOP_GRACE.get(part, STOP_GRACE_SECONDS)
             ctx.spawn(f"airflow-{part}", ["airflow", part], stop_grace=grace)
