@@ -89,7 +89,7 @@ class Platform:
 
     def pause_traffic(self) -> None:
         """Freeze the simulator (SIGSTOP), so the numbers hold still while a test compares;
-        stopping it would take the whole platform down with it."""
+        stopping it would only have the supervisor restart it."""
         os.kill(self.child_pid("simulator"), signal.SIGSTOP)
 
     def resume_traffic(self) -> None:

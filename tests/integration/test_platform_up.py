@@ -1,6 +1,7 @@
 """`make up` from the user's side: it reports ready, Airflow and the embedded AWS answer, the
 real-time stack was deployed by its DAG, simulated traffic becomes DynamoDB totals, an alert
-reaches the inbox, and Ctrl-C leaves no process behind."""
+reaches the inbox, a killed Lambda runtime is restarted without losing or double-counting an
+event, and `make down` stops everything gracefully."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import pytest
 from boto3.dynamodb.conditions import Key
 
 from storepulse.config import REPO_ROOT, settings
-from storepulse.events import InventoryStockLevelV1
-from storepulse.layout import Table, table_name
+from storepulse.events import InventoryStockLevelV1, StoreFootTrafficV1
+from storepulse.layout import SettingsKind, Table, table_name
 from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
 from storepulse_local.embedded_aws import is_healthy
@@ -162,7 +163,81 @@ def test_a_second_up_is_refused(platform: Platform, password: str) -> None:
     assert "already running" in second.stderr
 
 
-def test_ctrl_c_stops_every_process(platform: Platform, password: str) -> None:
+RESTART_STORE, RESTART_EVENTS = "s-restart", 120
+
+
+def test_a_killed_lambda_runtime_is_restarted_and_counts_every_event_once(
+    platform: Platform, aws: boto3.Session
+) -> None:
+    """kill -9 of the runtime while events flow: the platform stays up, the runtime is back
+    within 10 s, and a store of the test's own counts exactly the events put."""
+    _add_store(aws, RESTART_STORE)
+    producer = KinesisProducer(
+        stream_name=settings().resource_name("events"), client=aws.client("kinesis")
+    )
+    killed = platform.child_pid("lambda-runtime")
+    for batch in range(6):
+        producer.send([_door_entry(RESTART_STORE) for _ in range(RESTART_EVENTS // 6)])
+        if batch == 2:
+            os.kill(killed, signal.SIGKILL)
+            killed_at = time.monotonic()
+        time.sleep(0.5)
+
+    deadline = time.monotonic() + 10
+    while (back := platform.child_pid("lambda-runtime")) == killed and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert back != killed and psutil.pid_exists(back), "".join(platform.output[-20:])
+    print(f"lambda runtime back in {time.monotonic() - killed_at:.1f} s")
+    assert platform.process.poll() is None
+
+    total = _wait_for_foot_traffic(aws, RESTART_STORE, RESTART_EVENTS, timeout=240)
+    time.sleep(5)  # a batch replayed after the kill would show up as a surplus by now
+    assert (total, _foot_traffic(aws, RESTART_STORE)) == (RESTART_EVENTS, RESTART_EVENTS)
+    assert any(
+        "lambda-runtime exited unexpectedly (signal SIGKILL)" in line for line in platform.output
+    )
+
+
+def _add_store(aws: boto3.Session, store_id: str) -> None:
+    """A store only this test sends events for, as s-001 is but with its own id."""
+    table = aws.resource("dynamodb").Table(table_name(Table.SETTINGS))
+    item = table.get_item(Key={"pk": SettingsKind.STORE.value, "sk": "s-001"})["Item"]
+    table.put_item(Item={**item, "sk": store_id})
+    time.sleep(6)  # older than the catalog's minimum re-read age: the runtime will see it
+
+
+def _door_entry(store_id: str) -> StoreFootTrafficV1:
+    return StoreFootTrafficV1(
+        event_id=str(uuid.uuid4()),
+        store_id=store_id,
+        occurred_at=datetime.now(UTC),
+        sensor_id="door-1",
+        entries=1,
+        exits=0,
+        interval_seconds=60,
+    )
+
+
+def _foot_traffic(aws: boto3.Session, store_id: str) -> int:
+    metrics = aws.resource("dynamodb").Table(table_name(Table.METRICS))
+    year = datetime.now(UTC).year
+    return sum(
+        int(item.get("foot_traffic", 0))
+        for y in (year - 1, year, year + 1)
+        for item in metrics.query(KeyConditionExpression=Key("pk").eq(f"S#{store_id}#DAY#{y}"))[
+            "Items"
+        ]
+    )
+
+
+def _wait_for_foot_traffic(aws: boto3.Session, store_id: str, expected: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (total := _foot_traffic(aws, store_id)) < expected and time.monotonic() < deadline:
+        time.sleep(2)
+    return total
+
+
+def test_make_down_stops_every_process_and_forces_none(platform: Platform, password: str) -> None:
     started = platform.started_pids()
     tree = [
         p.pid
@@ -170,8 +245,22 @@ def test_ctrl_c_stops_every_process(platform: Platform, password: str) -> None:
         for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     ]
 
-    platform.process.send_signal(signal.SIGINT)
-    assert platform.process.wait(timeout=90) == 0
+    began = time.monotonic()
+    down = subprocess.run(
+        [sys.executable, "-m", "storepulse_local.platform", "down"],
+        env={**os.environ, "STOREPULSE_STATE_DIR": str(platform.state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert down.returncode == 0, down.stderr
+    assert platform.process.wait(timeout=30) == 0
+    summary = [line for line in platform.output if "force-killed in total" in line]
+    print(f"make down took {time.monotonic() - began:.1f} s: {summary}")
+    assert summary and "0 forced; 0 process(es) force-killed" in summary[-1], "".join(
+        platform.output[-20:]
+    )
 
     deadline = time.monotonic() + 10
     while (

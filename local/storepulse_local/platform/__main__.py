@@ -55,7 +55,10 @@ def _read_state(settings: Settings) -> dict | None:
 
 def _write_state(settings: Settings, ctx: StackContext) -> None:
     state = {"supervisor": os.getpid(), "children": {p.name: p.pid for p in ctx.processes if p.pid}}
-    pid_file(settings).write_text(json.dumps(state, indent=2))
+    # Rewritten on every restart while `make down` or a test may read it: replaced, never torn.
+    tmp = pid_file(settings).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(pid_file(settings))
 
 
 def preflight(settings: Settings) -> None:
