@@ -3,6 +3,7 @@ up, stops in dependency order, and stops a process tree from its root."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -40,7 +41,7 @@ class FakeProcess(ManagedProcess):
     def __init__(self, name: str) -> None:
         super().__init__(name, ["true"], {}, Path(f"/nonexistent/{name}.log"))
         self.code: int | None = None
-        self.starts = 0
+        self.starts = self.cleanups = 0
 
     def start(self) -> None:
         self.code, self.starts = None, self.starts + 1
@@ -50,6 +51,9 @@ class FakeProcess(ManagedProcess):
 
     def exit_code(self) -> int | None:
         return self.code
+
+    def kill_leftovers(self) -> None:
+        self.cleanups += 1
 
     @property
     def pid(self) -> int | None:
@@ -94,6 +98,7 @@ def test_a_crashed_component_is_restarted_after_its_delay_and_why_is_logged() ->
     clock.now += 1.0
     supervisor.check()
     assert (runtime.starts, runtime.restarts, prepared) == (1, 1, ["cleanup"])
+    assert runtime.cleanups == 1  # what was left of its process group
     assert other.starts == 0  # the others are left alone
 
 
@@ -215,3 +220,25 @@ def test_orphaned_checkpoint_temp_files_are_removed_and_nothing_else(tmp_path: P
     other.write_text("")
     assert remove_orphaned_temp_files(checkpoints) == [orphan]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "checkpoints.json"]
+
+
+def test_what_a_dead_component_left_in_its_process_group_is_killed(tmp_path: Path) -> None:
+    leaves_a_child = (
+        "import subprocess, sys; "
+        f"subprocess.Popen([sys.executable, '-c', {_DEAF_CHILD!r}]); print('ready', flush=True)"
+    )
+    process = ManagedProcess("leaver", [sys.executable, "-c", leaves_a_child], {}, tmp_path / "l")
+    process.start()
+    assert process.popen is not None and process.popen.wait(10) == 0
+    orphans = [p for p in psutil.process_iter() if _pgid(p) == process.pid]
+    assert orphans
+    process.kill_leftovers()
+    psutil.wait_procs(orphans, timeout=5)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in orphans)
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except (ProcessLookupError, PermissionError):
+        return None

@@ -73,6 +73,13 @@ class ManagedProcess:
             return "still running"
         return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
+    def kill_leftovers(self) -> None:
+        """After it died: SIGKILL what is left of its process group (a killed scheduler's
+        LocalExecutor workers would wait forever for work, and ignore SIGTERM)."""
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)  # its own session: pgid == pid
+
     def log_tail(self, lines: int = 15) -> str:
         return file_tail(self.log_path, lines)
 

@@ -76,6 +76,7 @@ class Supervisor:
                 self._exited(process, now)
 
     def _exited(self, process: ManagedProcess, now: float) -> None:
+        process.kill_leftovers()
         why = f"{process.name} exited unexpectedly ({process.exit_reason()})"
         tail = f"last lines of {process.log_path}:\n{process.log_tail()}"
         if process.name in self.fatal:
