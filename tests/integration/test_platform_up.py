@@ -257,7 +257,8 @@ def test_make_down_stops_every_process_and_forces_none(platform: Platform, passw
     assert down.returncode == 0, down.stderr
     assert platform.process.wait(timeout=30) == 0
     summary = [line for line in platform.output if "force-killed in total" in line]
-    print(f"make down took {time.monotonic() - began:.1f} s: {summary}")
+    steps = "".join(line for line in platform.output if ": stopped " in line)
+    print(f"make down took {time.monotonic() - began:.1f} s:\n{steps}{summary}")
     assert summary and "0 forced; 0 process(es) force-killed" in summary[-1], "".join(
         platform.output[-20:]
     )

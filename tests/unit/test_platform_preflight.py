@@ -148,3 +148,52 @@ def test_a_crash_half_way_stops_what_was_started(settings: Settings, monkeypatch
     assert sleeper.process is not None and sleeper.process.popen is not None
     assert sleeper.process.popen.poll() is not None  # stopped, not orphaned
     assert not platform_cli.pid_file(settings).exists()
+
+
+class _CtrlC(_Sleeper):
+    """Ctrl-C while this component starts."""
+
+    name = "ctrl-c"
+
+    def start(self, ctx: StackContext) -> None:
+        raise platform_cli._StopRequested("SIGINT")
+
+
+def test_a_stop_goes_in_reverse_start_order_gracefully(settings: Settings, monkeypatch) -> None:
+    first, second = _Sleeper(), _Sleeper()
+    second.name = "second"
+    monkeypatch.setattr(platform_cli, "components", lambda _s: [first, second, _CtrlC()])
+    monkeypatch.setattr(signal, "signal", lambda *_args: None)
+    stopped: list[str] = []
+    real_stop = platform_cli.stop_in_order
+
+    def recording_stop(processes):
+        processes = list(processes)
+        stopped.extend(p.name for p in processes)
+        return real_stop(processes)
+
+    monkeypatch.setattr(platform_cli, "stop_in_order", recording_stop)
+    assert platform_cli.up(settings) == 0
+    assert stopped == ["second", "sleeper"]
+    assert not any(platform_cli.pid_alive(p.pid) for p in (first.process, second.process) if p)
+
+
+def test_the_platform_stops_dependants_first_and_the_embedded_aws_last(settings: Settings) -> None:
+    from storepulse_local.platform import airflow_local
+    from storepulse_local.platform.stack import AirflowComponent, components
+
+    started: list[str] = []
+    for component in components(settings):
+        if isinstance(component, AirflowComponent):
+            started += [f"airflow-{part}" for part in airflow_local.COMPONENTS]
+        elif component.name not in {"deploy", "demo-business"}:  # no process: one-shot steps
+            started.append(component.name)
+    assert started[::-1] == [
+        "simulator",
+        "lambda-runtime",
+        "airflow-triggerer",
+        "airflow-dag-processor",
+        "airflow-scheduler",  # lets its tasks finish: they report through the api-server
+        "airflow-api-server",
+        "embedded-aws",
+    ]
