@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -126,7 +127,8 @@ def up(settings: Settings) -> int:
 
 def _supervisor(ctx: StackContext, stack: list[Component]) -> Supervisor:
     """Restarts what exits, except what each component says cannot be restarted."""
-    fatal, prepare = {}, {}
+    fatal: dict[str, str] = {}
+    prepare: dict[str, Callable[[], None]] = {}
     for component in stack:
         fatal |= getattr(component, "not_restartable", {})
         prepare |= getattr(component, "before_restart", lambda _ctx: {})(ctx)
