@@ -111,7 +111,7 @@ def function_environment(
         paths += [p for p in sys.path if p.endswith("site-packages")]  # time_machine
         environment["STOREPULSE_CLOCK_SHIFT_SECONDS"] = shift
         environment[bootstrap.CLOCK_SHIFT_PATH] = os.pathsep.join(
-            os.path.abspath(p) for p in paths if p
+            str(Path(p).resolve()) for p in paths if p
         )
     return environment
 
