@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import textwrap
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from storepulse.config import REPO_ROOT
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.lambda_runtime.common import FunctionError, LambdaRuntimeError
 from storepulse_local.lambda_runtime.package_cache import PackageCache, code_sha256
@@ -252,3 +254,20 @@ def test_a_redeploy_reaches_the_next_invocation(deployer: Deployer) -> None:
     assert function.cold_starts == 2
     with pytest.raises(ProcessLookupError):
         os.kill(before["pid"], 0)  # the old worker was stopped
+
+
+def test_the_clock_shift_of_make_test_clock_reaches_the_worker(
+    deployer: Deployer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The isolated interpreter ignores PYTHONPATH, yet its clock must agree with the tests'."""
+    expected_offset = 0.0
+    if not os.environ.get("STOREPULSE_CLOCK_SHIFT_SECONDS"):  # a plain run: shift the worker only
+        expected_offset = 3650 * 86400.0
+        monkeypatch.setenv("STOREPULSE_CLOCK_SHIFT_SECONDS", str(expected_offset))
+        monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT / "tests" / "clock_shift"))
+    clock = "import os, time\ndef handler(e, c):\n    return [time.time(), sorted(os.environ)]\n"
+    function = deployer.deploy(zipped(**{"handler.py": clock}))
+    before = time.time()
+    worker_time, variables = invoke(function)
+    assert abs(worker_time - before - expected_offset) < 60
+    assert not any("CLOCK_SHIFT" in name for name in variables)  # not the function's business

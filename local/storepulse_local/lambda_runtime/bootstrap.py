@@ -33,15 +33,23 @@ def _shift_clock() -> None:
     shift = os.environ.pop("STOREPULSE_CLOCK_SHIFT_SECONDS", "")
     if not (paths and shift):
         return
-    saved = list(sys.path)
-    sys.path[:0] = paths.split(os.pathsep)
+    saved, loaded = list(sys.path), set(sys.modules)
+    borrowed = paths.split(os.pathsep)
+    sys.path[:0] = borrowed
     os.environ["STOREPULSE_CLOCK_SHIFT_SECONDS"] = shift  # read by sitecustomize
     try:
         importlib.import_module("sitecustomize")
     finally:
         del os.environ["STOREPULSE_CLOCK_SHIFT_SECONDS"]
-        sys.modules.pop("sitecustomize", None)
-        sys.path[:] = saved  # time_machine stays loaded, the handler cannot import from there
+        sys.path[:] = saved
+    # Only time_machine stays (it keeps the clock shifted): the handler must not find pytest,
+    # say, already imported from the runtime's virtualenv.
+    for name in set(sys.modules) - loaded:
+        origin = getattr(sys.modules[name], "__file__", None) or ""
+        if not name.startswith(("time_machine", "_time_machine")) and origin.startswith(
+            tuple(borrowed)
+        ):
+            del sys.modules[name]
 
 
 class Context:
