@@ -4,6 +4,7 @@ interpreter, with only the package and the runtime-provided libraries on its imp
 from __future__ import annotations
 
 import io
+import logging
 import os
 import textwrap
 import time
@@ -165,8 +166,9 @@ def test_the_cache_refuses_code_that_does_not_match_its_hash(cache: PackageCache
 
 
 def test_the_handler_runs_isolated_with_lambdas_environment(
-    deployer: Deployer, monkeypatch: pytest.MonkeyPatch
+    deployer: Deployer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="storepulse_local.lambda_runtime")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SOMETHING_OF_THE_RUNTIME", "leaked")
     function = deployer.deploy(zipped(**{"handler.py": PROBE}))
@@ -198,6 +200,10 @@ def test_the_handler_runs_isolated_with_lambdas_environment(
     assert context["invoked_function_arn"] == function.spec.arn
     assert context["log_group_name"] == f"/aws/lambda/{FUNCTION}"
     assert 25_000 < context["remaining"] <= 30_000
+    deadline = time.monotonic() + 5  # the handler's print reaches the log, read by a thread
+    while "hello from the handler" not in caplog.messages and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "hello from the handler" in caplog.messages
 
 
 def test_an_import_failure_is_reported_as_aws_does(deployer: Deployer) -> None:
