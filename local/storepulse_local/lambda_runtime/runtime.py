@@ -78,7 +78,7 @@ class LocalLambdaRuntime:
         self._packages = PackageCache(self.state_dir / "code")
         self._runtime_dir = self.state_dir / "runtime-provided"
         self._deployed: dict[str, DeployedFunction] = {}
-        self._checked: dict[str, float] = {}  # function -> when its deployment was last read
+        self._checked: dict[str, float] = {}  # mapping -> when its function was last read
         self._client_factory = client
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
@@ -223,14 +223,14 @@ class LocalLambdaRuntime:
 
     def _check_deployment(self, runner: MappingRunner, mapping: dict[str, Any]) -> None:
         """A redeploy (new CodeSha256) or a new configuration reaches the next invocations, as
-        on Lambda. Read at most once per discovery interval per function."""
-        name = runner.config.function_name
+        on Lambda. Read at most once per discovery interval per mapping."""
+        name, mapping_uuid = runner.config.function_name, runner.config.uuid
         if name in self._handlers or name not in self._deployed:
             return
         now = time.monotonic()
-        if now - self._checked.get(name, 0.0) < self.discovery_interval:
+        if now - self._checked.get(mapping_uuid, 0.0) < self.discovery_interval:
             return
-        self._checked[name] = now
+        self._checked[mapping_uuid] = now
         function = self._client("lambda").get_function(FunctionName=mapping["FunctionArn"])
         config = MappingConfig.from_aws(mapping, function, backoff=self.retry_backoff)
         if config != runner.config:
@@ -268,7 +268,7 @@ class LocalLambdaRuntime:
             self._deployed[config.function_name] = deployed
         else:
             deployed.update(spec)
-        self._checked[config.function_name] = time.monotonic()
+        self._checked[config.uuid] = time.monotonic()
         return deployed
 
     def _assume_role(self, spec: FunctionSpec) -> dict[str, str]:
