@@ -1,5 +1,7 @@
-"""The local Lambda runtime on the embedded AWS: real mappings, streams and queues; handlers are
-fakes that record what they receive, plus the real stream processor once.
+"""The local Lambda runtime on the embedded AWS: real mappings, streams and queues. The mapping
+semantics are checked with in-process stand-ins that record what they receive; deployed zips
+(a probe, and the real stream processor's package) check what runs a function: its own
+interpreter, its package, its environment and its execution role.
 
 Records are put from the test's thread only (moto loses records under concurrent writers).
 """
@@ -7,6 +9,7 @@ Records are put from the test's thread only (moto loses records under concurrent
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -24,12 +27,27 @@ from typing import Any
 import pytest
 
 from storepulse import events as ev
-from storepulse.config import settings
+from storepulse.config import REPO_ROOT, settings
+from storepulse.deploy.package import artifacts_bucket, build_lambda_zip
 from storepulse.layout import Grain, Table, bucket_keys
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 
 FUNCTION = "storepulse-dev-recorder"
 ROLE = "storepulse-dev-recorder-role"
+TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+CODE_BUCKET = artifacts_bucket("dev", "123456789012")
+NOTHING = b"def handler(event, context):\n    return None\n"
 SHARD_0, SHARD_1 = "shardId-000000000000", "shardId-000000000001"
 HASH_KEYS = {SHARD_0: "0", SHARD_1: str(2**127 + 1)}  # ExplicitHashKey landing in each shard
 RECORD_KEYS = {"kinesis", "eventSource", "eventVersion", "eventID", "eventName"} | {
@@ -50,7 +68,6 @@ KINESIS_KEYS = {
 class Call:
     event: dict[str, Any]
     context: Any
-    greeting: str | None
     ok: bool
     order: int
 
@@ -78,7 +95,7 @@ class Recorder:
 
     def __call__(self, event: dict[str, Any], context: Any) -> Any:
         with self._lock:
-            call = Call(event, context, os.environ.get("RECORDER_GREETING"), True, len(self.calls))
+            call = Call(event, context, True, len(self.calls))
             self.calls.append(call)
         time.sleep(self.pause)
         try:
@@ -117,20 +134,26 @@ class Setup:
         assert all(r["ShardId"] == shard for r in response["Records"])
         return [r["SequenceNumber"] for r in response["Records"]]
 
-    def function(self, name: str = FUNCTION, **environment: str) -> None:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr("handler.py", "def handler(event, context):\n    return None\n")
+    def upload(self, name: str, code: bytes) -> dict[str, str]:
+        """Code as the deploy ships it: a zip in the artifacts bucket."""
+        key = f"lambda/{name}/{hashlib.sha256(code).hexdigest()}.zip"
+        self.aws("s3").put_object(Bucket=CODE_BUCKET, Key=key, Body=code)
+        return {"S3Bucket": CODE_BUCKET, "S3Key": key}
+
+    def function(self, name: str = FUNCTION, code: bytes | None = None, **environment: str) -> None:
         self.aws("lambda").create_function(
             FunctionName=name,
             Runtime="python3.11",
             Role=self.role_arn,
             Handler="handler.handler",
-            Code={"ZipFile": buffer.getvalue()},
+            Code=self.upload(name, code or zipped({"handler.py": NOTHING})),
             Environment={"Variables": environment},
             Timeout=30,
             MemorySize=256,
         )
+
+    def redeploy(self, name: str, code: bytes) -> None:
+        self.aws("lambda").update_function_code(FunctionName=name, **self.upload(name, code))
 
     def mapping(self, function: str = FUNCTION, **overrides: Any) -> str:
         settings_ = {
@@ -156,18 +179,43 @@ class Setup:
         return [json.loads(m["Body"]) for m in messages]
 
 
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def without(code: bytes, top_level: str) -> bytes:
+    """The package minus one vendored distribution (its modules and its metadata)."""
+    with zipfile.ZipFile(io.BytesIO(code)) as archive:
+        return zipped(
+            {
+                name: archive.read(name)
+                for name in archive.namelist()
+                if name.split("/")[0].split("-")[0] != top_level
+            }
+        )
+
+
+@pytest.fixture(scope="module")
+def stream_processor_zip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The stream processor's real deployment package."""
+    build_dir = tmp_path_factory.mktemp("build")
+    return build_lambda_zip(REPO_ROOT / "lambdas" / "stream_processor", build_dir).path.read_bytes()
+
+
 @pytest.fixture
-def setup(aws_client, monkeypatch: pytest.MonkeyPatch) -> Setup:
-    # The runtime writes function variables into os.environ; monkeypatch removes them after.
-    for name in ("RECORDER_GREETING", "STOREPULSE_LAKE_BUCKET", "STOREPULSE_ALERT_TOPIC_ARN"):
-        monkeypatch.delenv(name, raising=False)
+def setup(aws_client) -> Setup:
+    aws_client("s3").create_bucket(Bucket=CODE_BUCKET)
     kinesis = aws_client("kinesis")
     name = settings().resource_name("events")
     kinesis.create_stream(StreamName=name, ShardCount=2)
     arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
-    role_arn = aws_client("iam").create_role(RoleName=ROLE, AssumeRolePolicyDocument="{}")["Role"][
-        "Arn"
-    ]
+    role_arn = aws_client("iam").create_role(RoleName=ROLE, AssumeRolePolicyDocument=TRUST_POLICY)[
+        "Role"
+    ]["Arn"]
     sqs = aws_client("sqs")
     queue_url = sqs.create_queue(QueueName="stream-failures")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -178,11 +226,7 @@ def setup(aws_client, monkeypatch: pytest.MonkeyPatch) -> Setup:
 
 @pytest.fixture
 def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
-    """Start runtimes on one state directory (fast polling, no backoff); all stopped after.
-    A runtime sets its functions' variables in this process's environment, as Lambda sets them
-    in a function's: the environment is put back after the test, or later tests would see them
-    (a 3650-day plausibility window let a backfill test's old sale through)."""
-    saved = dict(os.environ)
+    """Start runtimes on one state directory (fast polling, no backoff); all stopped after."""
     started: list[LocalLambdaRuntime] = []
 
     def start(handlers: dict[str, Any] | None = None) -> LocalLambdaRuntime:
@@ -199,12 +243,10 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
     yield start
     for runtime in started:
         runtime.stop()
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def test_handler_gets_the_lambda_event_in_shard_order_and_in_batches(setup, runtimes) -> None:
-    setup.function(RECORDER_GREETING="hello")
+    setup.function()
     mapping_uuid = setup.mapping()
     first = setup.put(SHARD_0, *[f"a-{i}".encode() for i in range(25)])
     second = setup.put(SHARD_1, *[f"b-{i}".encode() for i in range(13)])
@@ -239,7 +281,6 @@ def test_handler_gets_the_lambda_event_in_shard_order_and_in_batches(setup, runt
         "123456789012",
     )
     assert 0 < context.get_remaining_time_in_millis() <= 30_000
-    assert {c.greeting for c in recorder.calls} == {"hello"}  # the function's Environment
 
     later = setup.put(SHARD_1, b"late")  # the runtime keeps following the stream
     runtime.run_until_idle(timeout=20)
@@ -446,12 +487,13 @@ def put_events(setup: Setup, *events: ev.Event) -> None:
     )
 
 
-def stream_processor(setup: Setup, stack: Any) -> str:
-    """The stream processor's function. Its events are dated NOON_PARIS whatever day the test
-    runs, so, like an operator's backfill, it accepts events up to ten years old."""
+def stream_processor(setup: Setup, stack: Any, code: bytes) -> str:
+    """The stream processor's function, from ``code``. Its events are dated NOON_PARIS whatever
+    day the test runs, so, like an operator's backfill, it accepts events up to ten years old."""
     name = "storepulse-dev-stream-processor"
     setup.function(
         name,
+        code,
         STOREPULSE_LAKE_BUCKET=stack.bucket,
         STOREPULSE_ALERT_TOPIC_ARN=stack.topic_arn,
         STOREPULSE_PLAUSIBLE_PAST_DAYS="3650",
@@ -460,13 +502,13 @@ def stream_processor(setup: Setup, stack: Any) -> str:
 
 
 def test_the_stream_processor_keeps_dynamodb_totals_up_to_date(
-    setup, runtimes, realtime_stack
+    setup, runtimes, realtime_stack, stream_processor_zip
 ) -> None:
-    stream_processor(setup, realtime_stack)
+    stream_processor(setup, realtime_stack, stream_processor_zip)
     setup.mapping("storepulse-dev-stream-processor")
     sales = [sale("s-001", f"o-{i}", "2.50") for i in range(12)] + [sale("s-002", "o-12", "1.00")]
     put_events(setup, *sales)
-    runtime = runtimes()  # default: lambdas/stream_processor/handler.py, by convention
+    runtime = runtimes()  # the deployed package, in a worker
     runtime.run_until_idle(timeout=60)
     assert day_revenue(realtime_stack, "s-001") == Decimal("30.00")
 
@@ -479,11 +521,11 @@ def test_the_stream_processor_keeps_dynamodb_totals_up_to_date(
 
 
 def test_one_poison_record_among_a_hundred_costs_nothing_but_itself(
-    setup, runtimes, realtime_stack
+    setup, runtimes, realtime_stack, stream_processor_zip
 ) -> None:
     """A sale dated 9999-12-31 in a batch of 100 good ones: one invocation, the 100 counted, the
     poison quarantined with its reason, nothing retried and nothing in the failure queue."""
-    setup.mapping(stream_processor(setup, realtime_stack), BatchSize=200)
+    setup.mapping(stream_processor(setup, realtime_stack, stream_processor_zip), BatchSize=200)
     good = [sale("s-001", f"o-{i}", "1.00") for i in range(100)]
     poison = json.loads(sale("s-001", "o-poison", "500.00").to_json())
     poison["occurred_at"] = "9999-12-31T23:59:59Z"
@@ -500,3 +542,108 @@ def test_one_poison_record_among_a_hundred_costs_nothing_but_itself(
     assert "9999-12-31T23:59:59+00:00 is" in line["reason"]
     assert "after its arrival" in line["reason"]
     assert setup.on_failure_messages() == []
+
+
+def wait_for_the_new_code(runtime: LocalLambdaRuntime) -> None:
+    """Like Lambda after UpdateFunctionCode, the runtime switches within moments, not at once:
+    one discovery interval, then a pass that reads the function's new CodeSha256."""
+    time.sleep(runtime.discovery_interval * 2)
+    runtime.run_until_idle(timeout=30)
+
+
+def test_a_dependency_missing_from_the_zip_fails_as_on_lambda_and_a_fixed_deploy_recovers(
+    setup, runtimes, realtime_stack, stream_processor_zip
+) -> None:
+    """The package without aws_lambda_powertools: the import fails in the worker exactly as on
+    Lambda, the record is retried then sent to the on-failure queue with the reason. The intact
+    package, deployed over it, counts the next sale."""
+    broken = without(stream_processor_zip, "aws_lambda_powertools")
+    name = stream_processor(setup, realtime_stack, broken)
+    setup.mapping(name)
+    lost = sale("s-001", "o-lost", "7.00")
+    put_events(setup, lost)
+    runtime = runtimes()
+    runtime.run_until_idle(timeout=60)
+
+    [message] = setup.on_failure_messages()
+    assert message["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert message["responseContext"]["functionError"] == "Unhandled"
+    assert message["replay"]["reason"] == (
+        "Runtime.ImportModuleError: Unable to import module 'handler': "
+        "No module named 'aws_lambda_powertools'"
+    )
+    assert day_revenue(realtime_stack, "s-001") is None
+
+    setup.redeploy(name, stream_processor_zip)  # a new CodeSha256: fetched and run
+    wait_for_the_new_code(runtime)
+    put_events(setup, sale("s-001", "o-kept", "2.50"))
+    runtime.run_until_idle(timeout=60)
+    assert day_revenue(realtime_stack, "s-001") == Decimal("2.50")
+    assert setup.on_failure_messages() == []
+
+
+PROBE = b"""
+import json, os, sys
+import boto3
+
+print("probe loaded")  # the runtime's log
+
+def handler(event, context):
+    boto3.client("s3").put_object(
+        Bucket=os.environ["PROBE_BUCKET"],
+        Key=context.aws_request_id,
+        Body=json.dumps({
+            "caller": boto3.client("sts").get_caller_identity()["Arn"],
+            "greeting": os.environ.get("GREETING"),
+            "records": len(event["Records"]),
+            "function_name": context.function_name,
+            "memory": context.memory_limit_in_mb,
+            "remaining": context.get_remaining_time_in_millis(),
+            "path": sys.path,
+            "pid": os.getpid(),
+            "version": VERSION,
+        }),
+    )
+"""
+
+
+def test_a_deployed_function_runs_its_package_with_its_role_and_environment(
+    setup, runtimes
+) -> None:
+    s3 = setup.aws("s3")
+    s3.create_bucket(Bucket="probe-results")
+    setup.function(
+        code=zipped({"handler.py": PROBE + b"VERSION = 1\n"}),
+        PROBE_BUCKET="probe-results",
+        GREETING="hello",
+    )
+    setup.mapping()
+    setup.put(SHARD_0, b"a", b"b")
+    runtime = runtimes()
+    runtime.run_until_idle(timeout=30)
+    setup.put(SHARD_0, b"c")
+    runtime.run_until_idle(timeout=30)
+
+    def results() -> list[dict[str, Any]]:
+        listing = s3.list_objects_v2(Bucket="probe-results").get("Contents", [])
+        return [
+            json.loads(s3.get_object(Bucket="probe-results", Key=o["Key"])["Body"].read())
+            for o in listing
+        ]
+
+    first, second = sorted(results(), key=lambda r: -r["records"])
+    assert first["caller"] == f"arn:aws:sts::123456789012:assumed-role/{ROLE}/{FUNCTION}"
+    assert (first["greeting"], first["function_name"], first["memory"]) == (
+        "hello",
+        FUNCTION,
+        "256",
+    )
+    assert 0 < first["remaining"] <= 30_000
+    assert first["pid"] == second["pid"] != os.getpid()  # one warm worker, not this process
+    assert not any("site-packages" in p for p in first["path"])
+
+    setup.redeploy(FUNCTION, zipped({"handler.py": PROBE + b"VERSION = 2\n"}))
+    wait_for_the_new_code(runtime)
+    setup.put(SHARD_0, b"d")
+    runtime.run_until_idle(timeout=30)
+    assert sorted(r["version"] for r in results()) == [1, 1, 2]

@@ -1,5 +1,5 @@
 """The local Lambda runtime's pure parts: batching, response reading, retries and bisection,
-on-failure records, checkpoints, shard order and handler discovery. No server."""
+on-failure records, checkpoints, shard order and mapping settings. No server."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from storepulse_local.lambda_runtime.checkpoints import (
     iterator_position,
     ready_shards,
 )
-from storepulse_local.lambda_runtime.common import LambdaRuntimeError
+from storepulse_local.lambda_runtime.common import FunctionError, LambdaRuntimeError
 from storepulse_local.lambda_runtime.failures import (
     MAX_MESSAGE_BYTES,
     BatchDriver,
@@ -45,13 +45,9 @@ from storepulse_local.lambda_runtime.invocation import (
     interpret_response,
 )
 from storepulse_local.lambda_runtime.mappings import (
-    FOLDER_TAG,
-    LAMBDAS_DIR,
     MappingConfig,
     RetryPolicy,
-    handler_folder,
     is_kinesis_stream,
-    load_handler,
     wants_polling,
 )
 
@@ -181,6 +177,22 @@ def test_a_raising_handler_is_a_function_error() -> None:
     assert (outcome.result, outcome.function_error) == (Result.FAILED, True)
     assert outcome.error == "TypeError: boom"
     assert outcome.request_id == context.aws_request_id
+
+
+def test_a_deployed_functions_error_keeps_its_aws_error_type() -> None:
+    def handler(event: dict, context: Any) -> None:
+        raise FunctionError(
+            {
+                "errorMessage": "Unable to import module 'handler': No module named 'pydantic'",
+                "errorType": "Runtime.ImportModuleError",
+            }
+        )
+
+    outcome = call_handler(handler, {}, LambdaContext("f"), BATCH, True)
+    assert (outcome.result, outcome.function_error) == (Result.FAILED, True)
+    assert outcome.error == (
+        "Runtime.ImportModuleError: Unable to import module 'handler': No module named 'pydantic'"
+    )
 
 
 def test_an_unserialisable_response_is_a_marshal_error() -> None:
@@ -598,6 +610,8 @@ def mapping_config(**mapping: Any) -> MappingConfig:
             "Timeout": 30,
             "MemorySize": 256,
             "Environment": {"Variables": {"A": "1"}},
+            "CodeSha256": "c2hh",
+            "Version": "$LATEST",
         },
         "Tags": {"team": "data"},
     }
@@ -619,6 +633,7 @@ def test_mapping_defaults_follow_aws() -> None:
         "storepulse-dev-events",
     )
     assert (config.timeout, config.memory_size, dict(config.environment)) == (30, 256, {"A": "1"})
+    assert (config.code_sha256, config.version) == ("c2hh", "$LATEST")
 
 
 def test_function_variables_are_strings_as_lambda_hands_them_over() -> None:
@@ -657,31 +672,3 @@ def test_mapping_settings_are_read() -> None:
     assert config.policy == RetryPolicy(0, 60, True, backoff_seconds=0)
     assert config.on_failure == "arn:aws:sqs:us-east-1:1:dlq"
     assert config.ignored == ("FilterCriteria", "ParallelizationFactor")
-
-
-def test_handler_folder_convention() -> None:
-    assert handler_folder("storepulse-dev-stream-processor", {}) == "stream_processor"
-    assert handler_folder("nightly-report", {}) == "nightly_report"
-    assert handler_folder("anything", {FOLDER_TAG: "stream_processor"}) == "stream_processor"
-
-
-def test_load_handler_imports_a_fresh_module_each_time(tmp_path: Path) -> None:
-    folder = tmp_path / "counter"
-    folder.mkdir()
-    (folder / "app.py").write_text(
-        "calls = []\n\ndef handler(event, context):\n    calls.append(1)\n    return len(calls)\n"
-    )
-    first, second = (load_handler("app.handler", folder) for _ in range(2))
-    assert (first({}, None), first({}, None), second({}, None)) == (1, 2, 1)
-    with pytest.raises(LambdaRuntimeError, match="no file"):
-        load_handler("missing.handler", folder)
-    with pytest.raises(LambdaRuntimeError, match="no function 'nope'"):
-        load_handler("app.nope", folder)
-    (folder / "broken.py").write_text("import not_a_module_anywhere\n")
-    with pytest.raises(LambdaRuntimeError, match=r"importing .* failed"):
-        load_handler("broken.handler", folder)
-
-
-def test_the_stream_processor_handler_is_found_by_convention() -> None:
-    folder = LAMBDAS_DIR / handler_folder("storepulse-dev-stream-processor", {})
-    assert (folder / "handler.py").is_file()

@@ -1,9 +1,9 @@
 """Local Lambda runtime: the job of Lambda's Kinesis event source mapping, for the embedded AWS.
 
 moto stores functions and event source mappings but never runs handler code without Docker, so
-this runtime does what the mapping does on AWS: it lists the enabled Kinesis mappings, loads each
-function's handler in-process, polls every shard and invokes the handler with the exact Lambda
-event (``storepulse.stream.records.lambda_event``) and a ``LambdaContext``.
+this runtime does what the mapping does on AWS: it lists the enabled Kinesis mappings, polls every
+shard and invokes each function's handler with the exact Lambda event
+(``storepulse.stream.records.lambda_event``) and context, running what was deployed (below).
 
 Semantics follow AWS's documentation for Kinesis event source mappings:
 
@@ -26,16 +26,25 @@ Checkpoints (last processed sequence number per mapping and shard) are replaced 
 last run stopped: nothing lost, nothing re-processed. Only a crash mid-batch re-delivers that
 batch, exactly as Lambda would; the stream processor's exactly-once writes make that harmless.
 
-Handlers: ``handlers={"function-name": callable}``, or else the file
-``lambdas/<folder>/<module>.py`` for the function's Handler ``<module>.<function>``, where
-``<folder>`` is the function's tag ``storepulse:lambda-folder`` or, without the tag, its name
-without the ``storepulse-<env>-`` prefix, dashes as underscores (``storepulse-dev-stream-processor``
--> ``stream_processor``). The function's Environment variables are put in ``os.environ`` before its
-handler is loaded and stay there (handlers cache clients built from them).
+What runs: the function's deployed package. Its zip is fetched from the S3 object the function
+was created or updated from, kept only if its SHA-256 is the function's CodeSha256, and unpacked
+into ``<state dir>/lambda-runtime/code/<sha256>``; a new CodeSha256 (a redeploy) is noticed
+within a discovery interval and fetched. The handler runs in its own interpreter
+(``python -I -S``, ``bootstrap``) whose import path holds only that package and the
+runtime-provided boto3/botocore and their dependencies (``<state dir>/lambda-runtime/
+runtime-provided``, links into this virtualenv): a module missing from the zip fails with
+Lambda's ``Runtime.ImportModuleError``. A worker starts once (cold start) and serves invocations
+warm, one per concurrent invocation; its environment is the function's variables (as strings),
+Lambda's own (AWS_REGION, AWS_LAMBDA_FUNCTION_NAME, _HANDLER...), ``AWS_ENDPOINT_URL`` passed
+through, and the credentials of its execution role (``sts.assume_role`` with the runtime's own,
+renewed by replacing the worker 5 minutes before they expire). Handler errors, init errors,
+crashes and timeouts (the function's Timeout) are function errors, with AWS's error types.
+``handlers={"function-name": callable}`` replaces a function by an in-process stand-in (tests of
+the mapping's semantics).
 
 Not emulated: ParallelizationFactor (always 1), TumblingWindowInSeconds, FilterCriteria, enhanced
-fan-out consumers, S3 on-failure destinations, and stopping a handler that outlives its Timeout
-(logged as a warning; its result is kept).
+fan-out consumers, S3 on-failure destinations, layers, memory limits, and functions created with
+an inline ZipFile (the embedded AWS keeps no copy the runtime can fetch; the deploy uses S3).
 
 CLI: ``python -m storepulse_local.lambda_runtime [--state-dir DIR] [--poll-interval 0.2]`` runs
 until SIGTERM/SIGINT, waits for mappings while none exists, and logs per-shard stats every 10 s.
@@ -44,7 +53,11 @@ Modules, each importing only those above it:
 
 - ``common``: the runtime's logger, its error and the client factory type.
 - ``mappings``: a mapping and its function as the runtime uses them (``MappingConfig``,
-  ``RetryPolicy``), which mappings are polled, and loading a function's handler.
+  ``RetryPolicy``), and which mappings are polled.
+- ``package_cache``: fetching a function's deployed code and unpacking it per CodeSha256.
+- ``bootstrap``: the worker interpreter's entry point (standard library only).
+- ``worker``: the worker processes (``Worker``) and a function's pool of them
+  (``DeployedFunction``), the runtime's handler for a deployed function.
 - ``batching``: how many buffered records form a batch, and when it is ready.
 - ``invocation``: calling a handler and reading its response (``Outcome``).
 - ``failures``: retries and bisection of a failed batch (``BatchDriver``), on-failure records

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     current = settings()
     if not current.embedded_aws:
         raise SystemExit("lambda runtime: on real AWS, Lambda runs the event source mappings")
-    # The handlers run here: their own boto3 clients must reach the embedded AWS too.
+    # Passed to the function workers: their boto3 clients must reach the embedded AWS too.
     os.environ.setdefault("AWS_ENDPOINT_URL", current.embedded_aws_url)
     runtime = LocalLambdaRuntime(
         state_dir=args.state_dir,

@@ -15,3 +15,15 @@ ClientFactory = Callable[[str], Any]
 
 class LambdaRuntimeError(RuntimeError):
     """The runtime cannot do what it was asked (handler missing, state directory in use...)."""
+
+
+class FunctionError(Exception):
+    """The function failed as AWS reports it (``payload``: errorMessage, errorType...)."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__(payload.get("errorMessage", ""))
+        self.payload = payload
+
+    @property
+    def error_type(self) -> str:
+        return str(self.payload.get("errorType") or "Unhandled")

@@ -1,4 +1,4 @@
-"""Invoking a handler in-process and reading its response as Lambda does."""
+"""Invoking a handler and reading its response as Lambda does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from storepulse.stream.records import StreamRecord
 from storepulse_local.lambda_context import LambdaContext
-from storepulse_local.lambda_runtime.common import log
+from storepulse_local.lambda_runtime.common import FunctionError, log
 from storepulse_local.lambda_runtime.mappings import Handler
 
 
@@ -72,10 +72,14 @@ def call_handler(
     sequence_numbers: Sequence[str],
     report_item_failures: bool,
 ) -> Outcome:
-    """Invoke in-process; the response goes through JSON as it would between Lambda and the
-    mapping, so an unserialisable response fails like AWS's Runtime.MarshalError."""
+    """Invoke the handler (a deployed function's worker, or a callable in this process); the
+    response goes through JSON as it would between Lambda and the mapping, so an unserialisable
+    response fails like AWS's Runtime.MarshalError."""
     try:
         response = handler(event, context)
+    except FunctionError as exc:  # the worker logged the traceback already
+        log.warning("%s failed: %s: %s", context.function_name, exc.error_type, exc)
+        outcome = _failed(f"{exc.error_type}: {exc}", function_error=True)
     except Exception as exc:
         log.warning("%s raised", context.function_name, exc_info=True)
         outcome = _failed(f"{type(exc).__name__}: {exc}", function_error=True)

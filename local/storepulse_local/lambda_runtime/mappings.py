@@ -1,24 +1,16 @@
-"""Kinesis event source mappings as the runtime uses them, which are polled, and their handlers."""
+"""Kinesis event source mappings as the runtime uses them, and which are polled."""
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
-from storepulse.config import REPO_ROOT, settings
 from storepulse.stream.records import StreamRecord
-from storepulse_local.lambda_runtime.common import LambdaRuntimeError
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
-FOLDER_TAG: Final = "storepulse:lambda-folder"
-LAMBDAS_DIR: Final = REPO_ROOT / "lambdas"
 POLLED_STATES: Final = frozenset({"Enabled", "Enabling"})
 TRANSITIONAL_STATES: Final = frozenset({"Creating", "Updating"})  # keep whatever we were doing
 
@@ -82,6 +74,8 @@ class MappingConfig:
     tags: Mapping[str, str] = field(default_factory=dict)
     timeout: int = 3
     memory_size: int = 128
+    code_sha256: str = ""
+    version: str = "$LATEST"
     starting_position: str = "TRIM_HORIZON"
     starting_timestamp: datetime | None = None
     batch_size: int = 100
@@ -125,6 +119,8 @@ class MappingConfig:
             tags=dict(function.get("Tags") or {}),
             timeout=int(_value(conf, "Timeout", 3)),
             memory_size=int(_value(conf, "MemorySize", 128)),
+            code_sha256=conf.get("CodeSha256") or "",
+            version=_value(conf, "Version", "$LATEST"),
             starting_position=_value(mapping, "StartingPosition", "TRIM_HORIZON"),
             starting_timestamp=mapping.get("StartingPositionTimestamp"),
             batch_size=int(_value(mapping, "BatchSize", 100)),
@@ -150,35 +146,3 @@ def _ignored_settings(mapping: Mapping[str, Any]) -> tuple[str, ...]:
     if _value(mapping, "ParallelizationFactor", 1) != 1:
         ignored.append("ParallelizationFactor")
     return tuple(ignored)
-
-
-def handler_folder(function_name: str, tags: Mapping[str, str]) -> str:
-    """The ``lambdas/`` folder of a function: its tag, else its name after the project prefix."""
-    if tags.get(FOLDER_TAG):
-        return tags[FOLDER_TAG]
-    return function_name.removeprefix(settings().resource_name("")).replace("-", "_")
-
-
-_module_ids = itertools.count(1)
-
-
-def load_handler(handler: str, folder: Path) -> Handler:
-    """Import ``<folder>/<module>.py`` afresh (own module, own caches) and return the function."""
-    module_name, _, function_name = handler.rpartition(".")
-    path = folder / f"{module_name.replace('.', '/')}.py"
-    if not module_name or not path.is_file():
-        raise LambdaRuntimeError(f"handler {handler!r}: no file {path}")
-    unique = f"storepulse_lambda_{folder.name}_{module_name.replace('.', '_')}_{next(_module_ids)}"
-    spec = importlib.util.spec_from_file_location(unique, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module  # dataclasses and pickling look modules up by name
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # a broken handler must not take the runtime down: retried later
-        del sys.modules[unique]
-        raise LambdaRuntimeError(f"handler {handler!r}: importing {path} failed: {exc!r}") from exc
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise LambdaRuntimeError(f"handler {handler!r}: {path} has no function {function_name!r}")
-    return function

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -22,15 +21,20 @@ from storepulse_local.lambda_runtime.checkpoints import (
 from storepulse_local.lambda_runtime.common import ClientFactory, LambdaRuntimeError, log
 from storepulse_local.lambda_runtime.failures import OnFailureSender
 from storepulse_local.lambda_runtime.mappings import (
-    LAMBDAS_DIR,
     Handler,
     MappingConfig,
-    handler_folder,
     is_kinesis_stream,
-    load_handler,
     wants_polling,
 )
+from storepulse_local.lambda_runtime.package_cache import PackageCache, deployed_code
 from storepulse_local.lambda_runtime.shards import MappingRunner, ShardStats
+from storepulse_local.lambda_runtime.worker import (
+    CREDENTIALS_MARGIN,
+    CREDENTIALS_SECONDS,
+    DeployedFunction,
+    FunctionSpec,
+    link_runtime_provided,
+)
 
 WAITING_LOG_SECONDS: Final = 30.0
 # One connection per shard poller plus the coordinator; botocore's default pool holds 10.
@@ -62,21 +66,23 @@ class LocalLambdaRuntime:
         poll_interval: float = 0.2,
         discovery_interval: float = 5.0,
         retry_backoff: float = 0.5,
-        lambdas_dir: Path = LAMBDAS_DIR,
         client: ClientFactory = default_client,
+        credentials_seconds: int = CREDENTIALS_SECONDS,
     ) -> None:
         self.state_dir = state_dir or settings().state_dir / "lambda-runtime"
         self.poll_interval = poll_interval
         self.discovery_interval = discovery_interval
         self.retry_backoff = retry_backoff
-        self._handlers = dict(handlers or {})
-        self._lambdas_dir = lambdas_dir
+        self._handlers = dict(handlers or {})  # in-process stand-ins, by function name
+        self._credentials_seconds = credentials_seconds
+        self._packages = PackageCache(self.state_dir / "code")
+        self._runtime_dir = self.state_dir / "runtime-provided"
+        self._deployed: dict[str, DeployedFunction] = {}
+        self._checked: dict[str, float] = {}  # mapping -> when its function was last read
         self._client_factory = client
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
         self._sender = OnFailureSender(self._client)
-        self._loaded: dict[tuple[str, str], Handler] = {}
-        self._environment: dict[str, tuple[str, str]] = {}  # variable -> (function, value)
         self._runners: dict[str, MappingRunner] = {}
         self._discover_lock = threading.RLock()
         self._stopping = threading.Event()
@@ -107,6 +113,7 @@ class LocalLambdaRuntime:
         except LambdaRuntimeError:
             self._lock.release()
             raise
+        link_runtime_provided(self._runtime_dir)
         self._thread = threading.Thread(target=self._coordinate, name="lambda-runtime", daemon=True)
         self._thread.start()
         log.info("Lambda runtime started (state in %s)", self.state_dir)
@@ -123,6 +130,8 @@ class LocalLambdaRuntime:
                 runner.signal_stop()
             for runner in self._runners.values():
                 runner.join(timeout)
+            for function in self._deployed.values():
+                function.close()
         self._lock.release()
         log.info("Lambda runtime stopped")
 
@@ -177,6 +186,8 @@ class LocalLambdaRuntime:
             if mapping_uuid not in self._runners:
                 self._runners[mapping_uuid] = self._start_mapping(mapping)
                 started = 1
+            else:
+                self._check_deployment(self._runners[mapping_uuid], mapping)
             return started + self._runners[mapping_uuid].refresh_shards()
         except (BotoCoreError, ClientError, LambdaRuntimeError) as exc:
             log.error("mapping %s (%s): %s", mapping_uuid, mapping.get("EventSourceArn"), exc)
@@ -185,8 +196,7 @@ class LocalLambdaRuntime:
     def _start_mapping(self, mapping: dict[str, Any]) -> MappingRunner:
         function = self._client("lambda").get_function(FunctionName=mapping["FunctionArn"])
         config = MappingConfig.from_aws(mapping, function, backoff=self.retry_backoff)
-        self._apply_environment(config)
-        handler = self._handler_for(config)
+        handler = self._handler_for(config, function)
         assert self._store is not None
         runner = MappingRunner(
             config,
@@ -211,31 +221,68 @@ class LocalLambdaRuntime:
             )
         return runner
 
-    def _apply_environment(self, config: MappingConfig) -> None:
-        """Set before the first call and kept: handlers build cached clients from them. One
-        process serves every function, so a variable two functions set differently is reported."""
-        for name, value in config.environment.items():
-            owner = self._environment.get(name)
-            if owner and owner[0] != config.function_name and owner[1] != value:
-                log.warning(
-                    "%s=%r of %s overrides %r of %s",
-                    name,
-                    value,
-                    config.function_name,
-                    owner[1],
-                    owner[0],
-                )
-            self._environment[name] = (config.function_name, value)
-            os.environ[name] = value
+    def _check_deployment(self, runner: MappingRunner, mapping: dict[str, Any]) -> None:
+        """A redeploy (new CodeSha256) or a new configuration reaches the next invocations, as
+        on Lambda. Read at most once per discovery interval per mapping."""
+        name, mapping_uuid = runner.config.function_name, runner.config.uuid
+        if name in self._handlers or name not in self._deployed:
+            return
+        now = time.monotonic()
+        if now - self._checked.get(mapping_uuid, 0.0) < self.discovery_interval:
+            return
+        self._checked[mapping_uuid] = now
+        function = self._client("lambda").get_function(FunctionName=mapping["FunctionArn"])
+        config = MappingConfig.from_aws(mapping, function, backoff=self.retry_backoff)
+        if config != runner.config:
+            self._handler_for(config, function)
+            runner.config = config
 
-    def _handler_for(self, config: MappingConfig) -> Handler:
+    def _handler_for(self, config: MappingConfig, function: dict[str, Any]) -> Handler:
+        """An injected stand-in, else the function's deployed package, run by workers."""
         if config.function_name in self._handlers:
             return self._handlers[config.function_name]
-        folder = handler_folder(config.function_name, config.tags)
-        key = (folder, config.handler)
-        if key not in self._loaded:
-            self._loaded[key] = load_handler(config.handler, self._lambdas_dir / folder)
-        return self._loaded[key]
+        package_dir = self._packages.unpacked(
+            config.code_sha256, lambda: deployed_code(self._client("s3"), function)
+        )
+        spec = FunctionSpec(
+            name=config.function_name,
+            arn=config.function_arn,
+            handler=config.handler,
+            code_sha256=config.code_sha256,
+            package_dir=package_dir,
+            role_arn=config.role_arn,
+            region=config.region,
+            environment=config.environment,
+            memory_size=config.memory_size,
+            timeout=config.timeout,
+            version=config.version,
+        )
+        deployed = self._deployed.get(config.function_name)
+        if deployed is None:
+            deployed = DeployedFunction(
+                spec,
+                self._assume_role,
+                self._runtime_dir,
+                worker_lifetime=self._credentials_seconds - CREDENTIALS_MARGIN,
+            )
+            self._deployed[config.function_name] = deployed
+        else:
+            deployed.update(spec)
+        self._checked[config.uuid] = time.monotonic()
+        return deployed
+
+    def _assume_role(self, spec: FunctionSpec) -> dict[str, str]:
+        """The execution role's credentials, obtained with the runtime's own, as Lambda does."""
+        credentials = self._client("sts").assume_role(
+            RoleArn=spec.role_arn,
+            RoleSessionName=spec.name,
+            DurationSeconds=self._credentials_seconds,
+        )["Credentials"]
+        return {
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+        }
 
     def _log_waiting(self) -> None:
         now = time.monotonic()

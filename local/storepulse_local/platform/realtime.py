@@ -24,8 +24,9 @@ SIMULATOR_RATE, BACKFILL_EVENTS = 2.0, 4000
 
 
 class LambdaRuntimeComponent:
-    """Runs the stack's event source mappings in-process (moto cannot run Lambda code). Started
-    before the deploy: it waits for the mapping, and the deploy's smoke test needs it."""
+    """Runs the stack's event source mappings (moto cannot run Lambda code), each function's
+    deployed package in a worker interpreter. Started before the deploy: it waits for the
+    mapping, and the deploy's smoke test needs it."""
 
     name = "lambda-runtime"
     # On SIGTERM it lets each shard finish the batch in flight, whose checkpoint it then saves.
