@@ -26,12 +26,12 @@ from storepulse.export.dynamodb_json import serialize_item
 from storepulse.export.publish import (
     CURATED,
     Manifest,
+    PointInTimeRecoveryOffError,
     PublishError,
     StagedDataset,
     content_token,
     current_files,
     current_uris,
-    ensure_point_in_time_recovery,
     export_prefix,
     glue_database_name,
     glue_table_input,
@@ -39,6 +39,7 @@ from storepulse.export.publish import (
     publish_partition,
     read_manifest,
     register_partition,
+    require_point_in_time_recovery,
     run_folder,
     stage_table,
     staging_root,
@@ -347,21 +348,31 @@ def test_exported_items_are_read_back_and_counted() -> None:
         list(exported_items(s3, short))
 
 
-def test_pitr_is_enabled_only_where_it_is_off() -> None:
+def test_the_export_refuses_a_table_without_pitr_and_leaves_it_as_it_is() -> None:
+    """The template owns the setting: the export checks it, and never switches it on."""
+
     class Dynamo:
-        def __init__(self, status: str) -> None:
-            self.status, self.updates = status, 0
+        def __init__(self, description: dict[str, Any]) -> None:
+            self.description, self.updates = description, 0
 
         def describe_continuous_backups(self, TableName: str) -> dict[str, Any]:  # noqa: N803
-            description = {"PointInTimeRecoveryStatus": self.status}
-            return {"ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": description}}
+            return {"ContinuousBackupsDescription": self.description}
 
         def update_continuous_backups(self, **kwargs: Any) -> None:
             self.updates += 1
 
-    off, on = Dynamo("DISABLED"), Dynamo("ENABLED")
-    assert ensure_point_in_time_recovery(off, "t") is True and off.updates == 1
-    assert ensure_point_in_time_recovery(on, "t") is False and on.updates == 0
+    on = Dynamo({"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": "ENABLED"}})
+    require_point_in_time_recovery(on, "facts")
+    for off in (
+        Dynamo({"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": "DISABLED"}}),
+        Dynamo({"ContinuousBackupsStatus": "ENABLED"}),  # no description at all
+    ):
+        with pytest.raises(PointInTimeRecoveryOffError) as raised:
+            require_point_in_time_recovery(off, "facts")
+        assert "point-in-time recovery of facts is DISABLED" in str(raised.value)
+        assert "redeploy the stack" in str(raised.value) and "strategy scan" in str(raised.value)
+        assert off.updates == 0
+    assert on.updates == 0
 
 
 def test_names_are_safe_and_unique_per_try() -> None:
