@@ -160,10 +160,11 @@ def wait_healthy(url: str, timeout: float = 30.0) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=LOOPBACK, help="0.0.0.0 only inside a container")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        server = EmbeddedAws(port=args.port).start()
+        server = EmbeddedAws(port=args.port, host=args.host).start()
     except EmbeddedAwsError as exc:
         raise SystemExit(f"embedded AWS: {exc}") from None
     stopped = threading.Event()
