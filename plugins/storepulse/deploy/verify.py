@@ -164,9 +164,9 @@ def verify_stack(
     code_sha256: str | None = None,
 ) -> VerifyReport:
     """Check every resource of the deployed template through its service; raise
-    :class:`VerificationError` if any is missing or differs. ``known_gaps``: {type: why} of the
-    types a resource of which, listed by the stack without a physical id, is reported as a known
-    gap instead of a failure (default: :func:`embedded_aws_gaps`; ``{}`` excuses nothing).
+    :class:`VerificationError` if any is missing or differs. ``known_gaps``: {type: why}; a
+    resource of such a type that the stack lists without a physical id is reported as a known
+    gap, not a failure (default: :func:`embedded_aws_gaps`; ``{}`` excuses nothing).
     ``code_sha256``: hex digest of the zip the function must run."""
     gaps = embedded_aws_gaps() if known_gaps is None else known_gaps
     cfn = clients("cloudformation")
