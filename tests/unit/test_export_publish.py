@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
+from storepulse.config import REPO_ROOT
 from storepulse.export.datasets import DATASETS, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import serialize_item
 from storepulse.export.publish import (
@@ -475,3 +476,31 @@ def test_glue_database_table_and_partition_are_created_then_left_alone() -> None
     assert {k: v for k, v in updated.items() if k != "Parameters"} == {
         k: v for k, v in wanted.items() if k != "Parameters"
     }
+
+
+def test_the_export_task_fails_without_retry_when_pitr_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DAG's export task: a table without PITR fails the task at once (a retry would find
+    it off again), and nothing asks the table to change."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dags = DagBag(dag_folder=str(REPO_ROOT / "dags" / "nightly_export.py"))
+    callable_ = dags.dags["nightly_export"].get_task("export_facts").python_callable
+    calls: list[str] = []
+
+    class Dynamo:
+        def describe_continuous_backups(self, TableName: str) -> dict[str, Any]:  # noqa: N803
+            calls.append(f"describe {TableName}")
+            status = {"PointInTimeRecoveryStatus": "DISABLED"}
+            return {"ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": status}}
+
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the task must not call {name}")
+
+    monkeypatch.setitem(callable_.__globals__, "aws_client", lambda service: Dynamo())
+    resolved = {"strategy": "pitr", "tables": {"facts": "dev-facts"}, "run_id": "r", "bucket": "b"}
+    with pytest.raises(AirflowFailException, match="point-in-time recovery of dev-facts"):
+        callable_(resolved, "facts")
+    assert calls == ["describe dev-facts"]
