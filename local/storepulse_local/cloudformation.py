@@ -69,7 +69,7 @@ def _list_skipped_resources_by_name() -> None:
         created = resource_map._parsed_resources
         listed: list[Any] = []
         for logical_id, declared in (resource_map._resource_json_map or {}).items():
-            if logical_id in created:
+            if created.get(logical_id) is not None:  # moto stores None for some updates
                 listed.append(created[logical_id])
                 continue
             condition = declared.get("Condition")

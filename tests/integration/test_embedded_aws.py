@@ -164,3 +164,38 @@ def test_a_stack_table_has_the_templates_point_in_time_recovery(aws_client) -> N
 
     assert _recovery(aws_client) == "DISABLED"
     assert aws_client("dynamodb").describe_table(TableName="small")["Table"]["TableName"]
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS.+:UserWarning")
+def test_skipped_resources_are_listed_by_name_without_a_physical_id(aws_client) -> None:
+    """moto lists what it skipped, and what a false condition left out, as nameless entries."""
+    template = {
+        "Conditions": {"Never": {"Fn::Equals": ["a", "b"]}},
+        "Resources": {
+            "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "listed-q"}},
+            "Alarm": {  # a type moto's CloudFormation skips (embedded_aws_gaps.json)
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "MetricName": "Errors",
+                    "Namespace": "AWS/Lambda",
+                    "Statistic": "Sum",
+                    "Period": 60,
+                    "EvaluationPeriods": 1,
+                    "Threshold": 1,
+                    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                },
+            },
+            "NotMade": {"Type": "AWS::SQS::Queue", "Condition": "Never"},
+        },
+    }
+    cfn = aws_client("cloudformation")
+    cfn.create_stack(StackName="listed", TemplateBody=json.dumps(template))
+
+    summaries = cfn.list_stack_resources(StackName="listed")["StackResourceSummaries"]
+
+    listed = {
+        s["LogicalResourceId"]: (s["ResourceType"], s["PhysicalResourceId"]) for s in summaries
+    }
+    assert listed.keys() == {"Queue", "Alarm"}
+    assert listed["Alarm"] == ("AWS::CloudWatch::Alarm", "")
+    assert listed["Queue"][1].endswith("/listed-q")
