@@ -8,7 +8,8 @@ for. A failure names the failing resources with CloudFormation's reasons (the st
 ``*_FAILED`` events). On AWS a failed update rolls back (``UPDATE_ROLLBACK_COMPLETE``): the
 previous version of every resource keeps serving, and the task fails. The embedded AWS never rolls
 back and records no resource events: there the failing resource is named by matching the error
-against the template, and a stack left in progress fails the task after the timeout.
+against the template, and a stack left in progress fails the task after the timeout. The outputs
+are CloudFormation's own (DescribeStacks), on AWS and on the embedded AWS alike.
 """
 
 from __future__ import annotations
