@@ -37,10 +37,12 @@ class EmbeddedAws:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
         _store_stack_key_policies_as_json()
+        patch_cloudformation()  # outputs after change sets, tables' point-in-time recovery
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
@@ -158,10 +160,11 @@ def wait_healthy(url: str, timeout: float = 30.0) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=LOOPBACK, help="0.0.0.0 only inside a container")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        server = EmbeddedAws(port=args.port).start()
+        server = EmbeddedAws(port=args.port, host=args.host).start()
     except EmbeddedAwsError as exc:
         raise SystemExit(f"embedded AWS: {exc}") from None
     stopped = threading.Event()

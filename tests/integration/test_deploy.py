@@ -34,7 +34,6 @@ from storepulse.deploy.stack import (
     StackDeployError,
     deploy_stack,
     describe_stack,
-    is_embedded_endpoint,
     load_parameters,
     physical_ids,
 )
@@ -327,12 +326,11 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
     package: BuiltPackage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The DAG's call: no gap list passed, the file's applies (to resources listed without a
+    physical id, which only the embedded AWS lists)."""
     deploy(package)
-    assert is_embedded_endpoint(aws_client("cloudformation").meta.endpoint_url)
     caplog.set_level("INFO", logger="storepulse.deploy.verify")
-    report = verify_stack(
-        aws_client, STACK, known_gaps=embedded_aws_gaps(), code_sha256=package.sha256
-    )
+    report = verify_stack(aws_client, STACK, code_sha256=package.sha256)
     status = {c.logical_id: c.status for c in report.checks}
     assert {lid for lid, s in status.items() if s == GAP} == SKIPPED
     assert {lid for lid, s in status.items() if s == NOT_DEPLOYED} == {
@@ -349,27 +347,29 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
         "failed": 0,
         "not_deployed": 1,
     }
-    assert "not created by the embedded AWS (known gap)" in caplog.text
+    assert "listed without a physical id (known gap)" in caplog.text
     assert "18 resources checked: 13 ok, 5 known gaps, 0 failed" in caplog.text
 
 
 def test_verify_without_the_gap_list_fails_on_what_moto_skipped(
     deploy: Deployer, aws_client: Client, package: BuiltPackage
 ) -> None:
-    """On a real account nothing is excused: a type missing from the stack fails."""
+    """With no gap listed nothing is excused: a resource without a physical id fails."""
     deploy(package)
     with pytest.raises(VerificationError) as raised:
-        verify_stack(aws_client, STACK)
+        verify_stack(aws_client, STACK, known_gaps={})
     assert {c.logical_id for c in raised.value.report.failures} == SKIPPED
 
 
 def test_verify_names_a_resource_deleted_behind_cloudformations_back(
     deploy: Deployer, aws_client: Client, package: BuiltPackage
 ) -> None:
+    """A resource with a physical id that its service does not know fails, gap or not."""
     outputs = deploy(package).outputs
     aws_client("sqs").delete_queue(QueueUrl=outputs["DeadLetterQueueUrl"])
+    gaps = embedded_aws_gaps() | {"AWS::SQS::Queue": "not excused: the queue has an id"}
     with pytest.raises(VerificationError) as raised:
-        verify_stack(aws_client, STACK, known_gaps=embedded_aws_gaps())
+        verify_stack(aws_client, STACK, known_gaps=gaps)
     failed = {c.logical_id: c.detail for c in raised.value.report.failures}
     assert "missing" in failed["DeadLetterQueue"]
     # The mapping's on-failure destination is that queue: it cannot be resolved any more.
@@ -383,9 +383,7 @@ def test_verify_notices_code_other_than_the_uploaded_zip(
 ) -> None:
     deploy(package)
     with pytest.raises(VerificationError, match="CodeSha256"):
-        verify_stack(
-            aws_client, STACK, known_gaps=embedded_aws_gaps(), code_sha256=changed_package.sha256
-        )
+        verify_stack(aws_client, STACK, code_sha256=changed_package.sha256)
 
 
 # ------------------------------------------------------------------------------ smoke test

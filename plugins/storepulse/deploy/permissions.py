@@ -25,7 +25,6 @@ from typing import Any, Final
 from urllib.parse import unquote
 
 from storepulse.deploy.intrinsics import Intrinsics, UnresolvedError
-from storepulse.deploy.stack import ARN_FORMATS
 
 ANY_RESOURCE: Final = "*"
 
@@ -266,6 +265,18 @@ class Policy:
 # ------------------------------------------------------------------------------ templates
 
 # The property that names a resource, and what ``Ref`` returns from that name.
+# ARNs by type, from the physical id (a queue's is its URL: ``name`` is its last part).
+ARN_FORMATS: Final = {
+    "AWS::SQS::Queue": "arn:{partition}:sqs:{region}:{account}:{name}",
+    "AWS::Kinesis::Stream": "arn:{partition}:kinesis:{region}:{account}:stream/{id}",
+    "AWS::Lambda::Function": "arn:{partition}:lambda:{region}:{account}:function:{id}",
+    "AWS::DynamoDB::Table": "arn:{partition}:dynamodb:{region}:{account}:table/{id}",
+    "AWS::IAM::Role": "arn:{partition}:iam::{account}:role/{id}",
+    "AWS::S3::Bucket": "arn:{partition}:s3:::{id}",
+    "AWS::SNS::Topic": "{id}",
+    "AWS::KMS::Key": "arn:{partition}:kms:{region}:{account}:key/{id}",
+}
+
 _NAMED: Final = {
     "AWS::DynamoDB::Table": ("TableName", "{name}"),
     "AWS::S3::Bucket": ("BucketName", "{name}"),
