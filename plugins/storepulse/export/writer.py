@@ -1,8 +1,9 @@
 """Write a dataset's rows to Parquet in bounded memory, byte for byte reproducibly.
 
-Rows (dicts) are converted to Arrow record batches of ``batch_rows``; with a sort key, batches
-gather into sorted runs of ``run_rows`` and, past one run, spill to local Arrow IPC files that are
-merged back in order (an external merge sort): memory holds one run plus a small window of each
+Rows (dicts) are converted to Arrow record batches of ``batch_rows`` (or arrive as Arrow tables,
+``add_table``); with a sort key, batches gather into sorted runs of ``run_rows`` and, past one
+run, spill to local Arrow IPC files that are merged back in order, in Arrow (an external merge
+sort): memory holds one run plus a small window of each
 spilled run, whatever the partition's size. Files are written with ``pyarrow.parquet``: zstd,
 row groups of ``row_group_rows``, a new ``part-NNNNN.parquet`` once a file passes
 ``max_file_bytes``.
@@ -18,7 +19,6 @@ URI; S3 follows ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set.
 
 from __future__ import annotations
 
-import heapq
 import os
 import re
 import shutil
@@ -240,40 +240,61 @@ def _check_unique(table: pa.Table, keys: Sequence[str]) -> None:
         raise WriteError(f"duplicate key ({', '.join(keys)}) in the rows")
 
 
-MERGE_SLICE_ROWS = 256
+class _Run:
+    """One spilled run, read a batch (``merge_window_rows``) at a time."""
+
+    def __init__(self, path: str, keys: Sequence[str]) -> None:
+        # A plain read, not a memory map: mapped pages stay resident (and counted) once touched.
+        self.reader = pa.ipc.open_file(pa.OSFile(path))
+        self.keys, self.next, self.last = keys, 0, None
+        self.exhausted = self.reader.num_record_batches == 0
+
+    def load(self) -> pa.RecordBatch:
+        batch = self.reader.get_batch(self.next)
+        self.next += 1
+        self.exhausted = self.next == self.reader.num_record_batches
+        last = batch.slice(batch.num_rows - 1).to_pylist()[0] if batch.num_rows else None
+        self.last = self.last if last is None else tuple(last[k] for k in self.keys)
+        return batch
+
+
+def _position(table: pa.Table, keys: Sequence[str], key: tuple[Any, ...]) -> int:
+    """Index of the row whose key is ``key`` in ``table`` (keys are unique)."""
+    mask = None
+    for name, value in zip(keys, key, strict=True):
+        equal = pc.equal(table[name], pa.scalar(value, table.schema.field(name).type))
+        mask = equal if mask is None else pc.and_(mask, equal)
+    found = int(pc.index(mask, True).as_py())
+    if found < 0:  # cannot happen with sorted, unique runs; never loop on it
+        raise WriteError(f"merge lost the key ({', '.join(keys)}) = {key}")
+    return found
 
 
 def _merged(
     runs: list[str], keys: Sequence[str], schema: pa.Schema, options: WriterOptions
 ) -> Iterator[pa.Table]:
-    """Sorted runs merged into sorted tables of ``batch_rows`` rows."""
-    # Plain reads, not memory maps: mapped pages stay resident (and counted) once touched. Each
-    # run holds one Arrow batch and only a small slice of it as Python rows, so memory stays the
-    # same however many runs a large table spills.
-    readers = [pa.ipc.open_file(pa.OSFile(path)) for path in runs]
+    """Sorted runs merged into sorted tables, in Arrow: a buffer holds one batch per run; rows
+    up to the smallest "last key loaded" of the runs not yet exhausted cannot be preceded by any
+    row still on disk, so they go out; then that run loads its next batch. Memory: one batch of
+    each run, whatever the partition's size."""
+    readers = [_Run(path, keys) for path in runs]
+    buffer = _sort(pa.Table.from_batches([r.load() for r in readers], schema), keys)
+    while True:
+        pending = [r for r in readers if not r.exhausted and r.last is not None]
+        if not pending:
+            break
+        bound = min(pending, key=lambda r: r.last)  # type: ignore[arg-type, return-value]
+        cut = _position(buffer, keys, bound.last) + 1  # type: ignore[arg-type]
+        yield _checked(buffer.slice(0, cut), keys)
+        loaded = pa.Table.from_batches([bound.load()], schema)
+        buffer = _sort(pa.concat_tables([buffer.slice(cut), loaded]), keys)
+    if buffer.num_rows:
+        yield _checked(buffer, keys)
 
-    def rows_of(reader: pa.ipc.RecordBatchFileReader) -> Iterator[Row]:
-        for index in range(reader.num_record_batches):
-            batch = reader.get_batch(index)
-            for start in range(0, batch.num_rows, MERGE_SLICE_ROWS):
-                yield from batch.slice(start, MERGE_SLICE_ROWS).to_pylist()
 
-    def key_of(row: Row) -> tuple[Any, ...]:
-        return tuple(row[k] for k in keys)
-
-    buffer: list[Row] = []
-    previous: tuple[Any, ...] | None = None
-    for row in heapq.merge(*(rows_of(r) for r in readers), key=key_of):
-        current = key_of(row)
-        if current == previous:
-            raise WriteError(f"duplicate key ({', '.join(keys)}) = {current}")
-        previous = current
-        buffer.append(row)
-        if len(buffer) == options.batch_rows:
-            yield pa.Table.from_pylist(buffer, schema=schema)
-            buffer = []
-    if buffer:
-        yield pa.Table.from_pylist(buffer, schema=schema)
+def _checked(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    _check_unique(table, keys)  # a key in two runs: both copies are in the buffer when it goes
+    return table
 
 
 # --- the writer --------------------------------------------------------------------------------
@@ -352,11 +373,22 @@ class DatasetWriter:
         self._drop_spill()
 
     # -- internals --------------------------------------------------------------------------
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in Arrow (the vectorized export), in this writer's schema: they join
+        the same runs as converted rows, so the files do not depend on how rows arrived."""
+        self._convert()
+        if not table.schema.equals(self.schema):
+            raise WriteError(f"table schema differs from the writer's: {table.schema}")
+        self._add_arrow(table)
+
     def _convert(self) -> None:
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=self.schema)
         self._rows = []
+        self._add_arrow(table)
+
+    def _add_arrow(self, table: pa.Table) -> None:
         for column, field in zip(table.columns, self.schema, strict=True):
             if not field.nullable and column.null_count:
                 raise WriteError(f"{column.null_count} row(s) without {field.name!r}")
