@@ -17,9 +17,12 @@ real-time path files them: data that arrives later is exported by rerunning its 
 
 1. **resolve**: the stack's outputs (tables, lake bucket, alert topic), the business's stores,
    currencies and time zone, the business day.
-2. **export_facts / export_metrics / export_inventory** (param `strategy`): `pitr` (default):
-   the table must have point-in-time recovery on, as the template declares it (the task fails
-   and says so otherwise: it does not reconfigure a table the stack owns), then DynamoDB's
+2. **export_facts / export_metrics / export_inventory** (param `strategy`): `auto` (default)
+   picks `pitr` or `scan` per table from DescribeTable's size, and logs why
+   (`sources.choose_strategy`: a native export's minutes of fixed cost against a scan's pace and
+   read units; scan when PITR is off); `pitr` or `scan` force one. `pitr`: the table must
+   have point-in-time recovery on, as the template declares it (the task fails and says so
+   otherwise: it does not reconfigure a table the stack owns), then DynamoDB's
    native export to `staging/<run>/_exports/<table>/try-<n>/`,
    a consistent snapshot read without table capacity. Always a full export: a day's partition
    is rebuilt from all its items, including ones written long before the window. `scan`: no
@@ -27,6 +30,7 @@ real-time path files them: data that arrives later is exported by rerunning its 
 3. **stage_facts / stage_metrics / stage_inventory**: one streamed pass over a table's items
    writes the day's partition of every data set it feeds to `staging/<run>/<dataset>/dt=<day>/`
    (zstd, sorted by key, byte-for-byte reproducible: both strategies give identical files).
+   An export's files are converted in Arrow batches (`export.columnar`), a scan's item by item.
 4. **audit**: the Great Expectations suites of `storepulse.export.quality` on the staged files
    (schema, non-null and unique keys, value ranges, known stores and currencies, row counts
    against the source, revenue reconciliation with the real-time metrics). Results:
@@ -70,7 +74,7 @@ SOURCE_TABLES = {  # table -> the stack output naming it
     Table.METRICS: "MetricsTable",
     Table.INVENTORY: "InventoryTable",
 }
-STRATEGIES = ("pitr", "scan")
+STRATEGIES = ("auto", "pitr", "scan")
 
 
 def _lake_filesystem(uri: str) -> tuple[Any, str]:
@@ -94,6 +98,25 @@ def _lake_filesystem(uri: str) -> tuple[Any, str]:
     )
 
 
+def _chosen_strategy(dynamodb: Any, name: str) -> str:
+    """Strategy ``auto``: pitr or scan from the table's size and the fixed costs (logged)."""
+    from storepulse.export.publish import (
+        PointInTimeRecoveryOffError,
+        require_point_in_time_recovery,
+    )
+    from storepulse.export.sources import choose_strategy
+
+    try:
+        require_point_in_time_recovery(dynamodb, name)
+        pitr = True
+    except PointInTimeRecoveryOffError:
+        pitr = False
+    table = dynamodb.describe_table(TableName=name)["Table"]
+    choice = choose_strategy(table, pitr_enabled=pitr)
+    log.info("%s: strategy auto chose %s: %s", name, choice.strategy, choice.reason)
+    return choice.strategy
+
+
 def _day(resolved: dict[str, Any]) -> date:
     return date.fromisoformat(resolved["day"])
 
@@ -108,9 +131,10 @@ def _day(resolved: dict[str, Any]) -> date:
     doc_md=__doc__,
     params={
         "strategy": Param(
-            "pitr",
+            "auto",
             enum=list(STRATEGIES),
-            description="pitr: DynamoDB point-in-time export (default); scan: parallel scan",
+            description="auto (default): per table, from its size (the export task logs why); "
+            "pitr: DynamoDB point-in-time export; scan: parallel scan",
         ),
     },
 )
@@ -129,7 +153,7 @@ def nightly_export() -> None:
         outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
         reference = load_reference(aws_client("dynamodb"), outputs["SettingsTable"])
         day = local_date(data_interval_start, reference.timezone)
-        strategy = (params or {}).get("strategy", "pitr")
+        strategy = (params or {}).get("strategy", "auto")
         log.info(
             "business day %s (interval start %s in %s); strategy %s; lake %s; %d stores, "
             "currencies %s",
@@ -165,11 +189,14 @@ def nightly_export() -> None:
         )
         from storepulse.export.sources import PointInTimeExportSource
 
-        if resolved["strategy"] == "scan":
-            log.info("strategy scan: %s is read by the stage task", resolved["tables"][table])
-            return {"strategy": "scan", "table": table}
         dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
         name = resolved["tables"][table]
+        strategy = resolved["strategy"]
+        if strategy == "auto":
+            strategy = _chosen_strategy(dynamodb, name)
+        if strategy == "scan":
+            log.info("strategy scan: %s is read by the stage task", name)
+            return {"strategy": "scan", "table": table}
         try:
             require_point_in_time_recovery(dynamodb, name)  # the template's to switch on, not ours
         except PointInTimeRecoveryOffError as exc:
@@ -201,20 +228,20 @@ def nightly_export() -> None:
     def stage_table(resolved: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
         """One pass over the table's items: every data set it feeds, staged for the audit."""
         from storepulse.export.datasets import datasets_of
-        from storepulse.export.publish import stage_table, staging_root
-        from storepulse.export.sources import CompletedExport, ScanSource, exported_items
+        from storepulse.export.publish import stage_export, stage_table, staging_root
+        from storepulse.export.sources import CompletedExport, ScanSource
 
         table = exported["table"]
         fs, root = _lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))
-        if exported["strategy"] == "pitr":
+        datasets, day = datasets_of(Table(table)), _day(resolved)
+        if exported["strategy"] == "pitr":  # vectorized where it applies
             export = CompletedExport(
                 **{**exported["export"], "data_keys": tuple(exported["export"]["data_keys"])}
             )
-            s3 = aws_client("s3")
-            items: Any = lambda: exported_items(s3, export)  # noqa: E731
+            staged = stage_export(aws_client("s3"), export, datasets, day, root, fs)
         else:
             items = ScanSource(aws_client("dynamodb"), resolved["tables"][table]).items
-        staged = stage_table(items, datasets_of(Table(table)), _day(resolved), root, fs)
+            staged = stage_table(items, datasets, day, root, fs)
         for report in staged.values():
             log.info(
                 "%s: %d items read, %d rows (source calls for %d), %d bytes, %d file(s)%s",
