@@ -26,7 +26,11 @@ from storepulse import events as ev
 from storepulse.aws import FAIL_FAST_CONFIG, client
 from storepulse.export.datasets import DATASETS, build_rows, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import iter_export_items, serialize_item
-from storepulse.export.publish import PointInTimeRecoveryOffError, require_point_in_time_recovery
+from storepulse.export.publish import (
+    PointInTimeRecoveryOffError,
+    require_point_in_time_recovery,
+    stage_export,
+)
 from storepulse.export.sources import (
     Backoff,
     ExportError,
@@ -192,6 +196,20 @@ def test_both_strategies_write_identical_parquet(exported, realtime_stack) -> No
         "inventory_snapshot": 4,  # s-001: 3 skus, s-002: 1
         "customers": 1,
     }
+
+
+def test_the_vectorized_export_stages_what_the_scan_writes(exported, realtime_stack) -> None:
+    """``stage_export`` (Arrow batches from the export files on S3, per item for the metrics
+    table) writes the scan's files byte for byte."""
+    s3 = realtime_stack.s3
+    fs, root = open_filesystem(f"s3://{realtime_stack.bucket}/staging/vectorized")
+    for table in EXPORTED_TABLES:
+        export = pitr_source(table, realtime_stack.bucket).run()
+        staged = stage_export(clients()[1], export, datasets_of(table), DAY, root, fs)
+        for name, report in staged.items():
+            scan = exported["scan"][name]
+            assert (report.rows, report.strict) == (scan.rows, True), name
+            assert object_bytes(s3, report.files) == object_bytes(s3, scan.files), name
 
 
 def test_a_days_orders_by_gsi1_query_give_the_same_file(exported, realtime_stack) -> None:
