@@ -1,6 +1,15 @@
 """Benchmark: the nightly export's strategies against the Amazon provider's DynamoDBToS3Operator.
 
     .venv/bin/python -m benchmarks.export [--items 50000] [--sizes 50000,200000] [--small]
+        [--conversion-items 200000] [--conversion-sizes 100000,1000000] [--check]
+
+First the conversion alone (``benchmarks.export_conversion``): export data files on local disk
+to the data sets' rows, per item vs vectorized in the same run, items/s per core (CPU time),
+bytes read, peak RSS, identical Parquet; the vectorized path's peak RSS at each
+``--conversion-sizes`` (target: flat up to 1M items). Last, a model of what each strategy would
+cost on real AWS (``sources.TransferModel``: a native export's fixed minutes vs a scan's read
+units) and what strategy ``auto`` picks, at this size and at 1M, 10M, 100M items. The targets
+are printed; ``--check`` exits 1 when one is missed.
 
 On a fresh embedded AWS (moto), the facts table is filled with ``--items`` synthetic orders of
 one business day, 1-3 lines each (``batch_write_item``; about 1,000 items/s: nested items cost
@@ -8,8 +17,8 @@ moto more than the ~3,000/s of flat ones) and the metrics table with the day's s
 sales-mix items. Then, each in a subprocess of its own (moto serves from this process), the same
 two tables are exported by:
 
-- **pitr** (the DAG's default): DynamoDB's point-in-time export, streamed from S3 and staged as
-  the day's Parquet partitions of every data set (``publish.stage_table``, zstd, sorted);
+- **pitr**: DynamoDB's point-in-time export, streamed from S3 and staged as the day's Parquet
+  partitions of every data set (``publish.stage_export``: vectorized, zstd, sorted);
 - **scan**: a parallel, consistent scan staged the same way (identical Parquet);
 - **DynamoDBToS3Operator**: the provider's scan to JSON lines (``execute`` with an empty
   context, ``file_size`` 128 MB so it writes one file per table like our writer would).
@@ -25,7 +34,7 @@ Measured on this 2-core machine: the default invocation takes about 5.5 minutes 
 pitr ~9 s, scan ~125 s, operator ~117 s: moto serialises Scan responses of nested items at
 about 2.5 ms per item, which is what the two scan-based strategies pay);
 ``--strategies pitr --sizes 50000,200000`` about 5 minutes (most of it filling 200k items).
-``--small``: 300 orders, for ``make test``.
+``--small``: 300 orders (3,000 for the conversion), for ``make test``.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from benchmarks import export_conversion
 from benchmarks.harness import embedded_aws, parse_args, print_table, timed
 from storepulse.config import REPO_ROOT
 from storepulse.export.dynamodb_json import serialize_item
@@ -188,7 +198,7 @@ def _prefix_bytes(prefix: str) -> tuple[int, int]:
 
 def _stage(strategy: str, prefix: str) -> dict[str, int]:
     from storepulse.export.datasets import datasets_of
-    from storepulse.export.publish import stage_table
+    from storepulse.export.publish import stage_export, stage_table
     from storepulse.export.sources import Backoff, PointInTimeExportSource, ScanSource
     from storepulse.export.writer import open_filesystem
 
@@ -207,10 +217,11 @@ def _stage(strategy: str, prefix: str) -> dict[str, int]:
                 f"{prefix}/exports/{table.value}",
                 backoff=Backoff(first=0.1, maximum=0.5, timeout=300),
             )
-            read = source.items  # runs the export once, however often it is read
+            staged = stage_export(s3, source.run(), datasets_of(table), DAY, root, fs)
         else:
-            read = ScanSource(dynamodb, name).items
-        staged = stage_table(read, datasets_of(table), DAY, root, fs)
+            staged = stage_table(
+                ScanSource(dynamodb, name).items, datasets_of(table), DAY, root, fs
+            )
         rows += sum(s.rows for s in staged.values())
         items += next(iter(staged.values())).items_read
     return {"rows": rows, "items": items}
@@ -373,7 +384,52 @@ def measure(items: int, sizes: set[int], strategies: list[str]) -> dict[str, Any
     return compared
 
 
-SMALL = {"items": 300}
+SMALL = {"items": 300, "conversion_items": 3_000, "conversion_sizes": "3000,6000"}
+
+
+def cost_model(sizes: list[int], item_bytes: int) -> dict[str, Any]:
+    """What the two strategies would cost on AWS (``sources.TransferModel``) at each size, and
+    which one strategy ``auto`` picks: beside the embedded numbers, which model neither."""
+    from storepulse.export.sources import TransferModel, choose_strategy
+
+    model, rows, picked = TransferModel(), [], {}
+    for items in sizes:
+        size = items * item_bytes
+        units = model.scan_read_units(items, size)
+        table = {"ItemCount": items, "TableSizeBytes": size}
+        picked[str(items)] = choose_strategy(table, pitr_enabled=True, model=model).strategy
+        rows.append(
+            [
+                f"{items:,}",
+                f"{size / 1e6:,.0f}",
+                f"{model.export_seconds(size) / 60:.1f}",
+                f"${model.export_usd(size)}",
+                f"{model.scan_seconds(size) / 60:.1f}",
+                f"{units:,}",
+                f"${model.scan_usd(units)}",
+                picked[str(items)],
+            ]
+        )
+    print(
+        f"\nmodel of real AWS ({item_bytes} bytes an item; fixed export cost "
+        f"{model.export_fixed_seconds / 60:.0f} min, scan {model.scan_segments} segments)"
+    )
+    headers = ["items", "MB", "export min", "export $", "scan min", "read units", "scan $", "auto"]
+    print_table(headers, rows)
+    return picked
+
+
+def check_targets(summary: dict[str, Any]) -> list[str]:
+    """Every target missed by the run (empty: all met)."""
+    missed = list(export_conversion.targets(summary["conversion"]))
+    versus = summary.get("pitr_vs_operator")
+    if versus and versus["faster"] < 3:
+        missed.append(f"pitr only {versus['faster']:.1f}x faster than the operator (< 3x)")
+    if versus and versus["smaller"] < 4:
+        missed.append(f"output only {versus['smaller']:.1f}x smaller than the operator's (< 4x)")
+    if summary.get("scan_same_as_pitr") is False:
+        missed.append("scan and pitr staged different files")
+    return missed
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
@@ -384,6 +440,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument(
         "--strategies", default="pitr,scan,operator", help="which to compare (default: all three)"
     )
+    parser.add_argument("--conversion-items", type=int, default=200_000)
+    parser.add_argument(
+        "--conversion-sizes", default="100000,1000000", help="vectorized conversion memory"
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parse_args(parser, argv, SMALL)
@@ -393,10 +454,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     sizes = {int(s) for s in args.sizes.split(",") if s.strip()}
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip() in NAMES]
     started = time.perf_counter()
+    conversion_sizes = [int(s) for s in args.conversion_sizes.split(",") if s.strip()]
+    conversion = export_conversion.measure(args.conversion_items, conversion_sizes)
     with embedded_aws():
         provision()
         summary = measure(args.items, sizes, strategies)
+    summary["conversion"] = conversion
+    item_bytes = conversion["json_bytes"] // conversion["items"]
+    summary["cost_model"] = cost_model([args.items, 10**6, 10**7, 10**8], item_bytes)
+    summary["missed"] = check_targets(summary)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    for miss in summary["missed"]:
+        print(f"TARGET MISSED: {miss}")
+    if args.check and summary["missed"]:
+        raise SystemExit(1)
     return summary
 
 

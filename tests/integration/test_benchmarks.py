@@ -82,4 +82,14 @@ def test_export(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["scan_same_as_pitr"] is True  # the same Parquet, by construction
     assert_positive(result["scaling"], ["peak_rss", "items"])
     assert result["scaling"]["growth"] >= 0
-    assert "DynamoDBToS3Operator" in capsys.readouterr().out
+    conversion = result["conversion"]
+    assert conversion["same_parquet"] is True  # vectorized staging: the per-item path's bytes
+    for path in ("old", "new", "old-staging", "new-staging"):
+        assert_positive(conversion["paths"][path], ["rows", "cpu", "peak_rss"])
+    assert_positive(conversion, ["bytes_read", "json_bytes", "speedup"])
+    assert conversion["scaling"]["peak_rss_ratio"] > 0
+    assert result["cost_model"]["100000000"] == "pitr"  # a huge table: the native export
+    assert result["cost_model"]["300"] == "scan"
+    assert isinstance(result["missed"], list)
+    out = capsys.readouterr().out
+    assert "DynamoDBToS3Operator" in out and "targets:" in out and "model of real AWS" in out

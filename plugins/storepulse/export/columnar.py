@@ -43,7 +43,7 @@ __all__ = [
     "item_type",
 ]
 
-BLOCK_BYTES = 1 << 20  # JSON per batch: ~3k order items, so memory is flat whatever the table
+BLOCK_BYTES = 4 << 20  # JSON per batch: ~6k order items, so memory is flat whatever the table
 FALLBACK_ERRORS: tuple[type[Exception], ...] = (
     pa.ArrowInvalid,
     pa.ArrowTypeError,
@@ -134,6 +134,12 @@ def _n_or_zero(items: pa.StructArray, name: str) -> pa.Array:
     return pc.if_else(pc.is_null(_attr(items, name)), pa.scalar(0, pa.int64()), value)
 
 
+def _instant(strings: pa.Array) -> pa.Array:
+    """ISO 8601 with a zone, as UTC. Parsed with a fixed offset zone, then viewed as "UTC" (the
+    same instants): naming "UTC" in the cast loads Arrow's time zone database, ~1 s of CPU."""
+    return pc.cast(strings, pa.timestamp("us", tz="+00:00")).view(TIMESTAMP)
+
+
 def _select(items: pa.StructArray, mask: pa.Array) -> pa.StructArray:
     return items.filter(pc.fill_null(mask, False))
 
@@ -165,7 +171,7 @@ def _orders(items: pa.StructArray, day: date, dataset: Dataset) -> ColumnarRows:
     columns = {name: _s(orders, name) for name in _ORDER_STRINGS}
     columns |= {
         "business_date": _s(orders, "business_date"),
-        "occurred_at": pc.cast(_s(orders, "occurred_at"), TIMESTAMP),
+        "occurred_at": _instant(_s(orders, "occurred_at")),
         "total": _n(orders, "total", MONEY),
         "units": _n(orders, "units", pa.int64()),
         "line_count": pc.list_value_length(pc.struct_field(_attr(orders, "lines"), "L")),
@@ -187,7 +193,7 @@ def _order_lines(items: pa.StructArray, day: date, dataset: Dataset) -> Columnar
     lists = pc.struct_field(_attr(orders, "lines"), "L")
     lines = pc.struct_field(pc.list_flatten(lists), "M")
     parents = pc.list_parent_indices(lists)
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
     quantity = _n(lines, "quantity", pa.int64())
     unit_price = _n(lines, "unit_price", MONEY)
     amount = pc.multiply(unit_price, pc.cast(quantity, pa.decimal128(19, 0)))
@@ -206,7 +212,7 @@ def _order_lines(items: pa.StructArray, day: date, dataset: Dataset) -> Columnar
 
 def _list_sums(lists: pa.Array, values: pa.Array) -> pa.Array:
     """Per list, the sum of its ``values`` (int64, exact); null for a null or empty list."""
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
     sums = np.zeros(len(lists), dtype=np.int64)
     np.add.at(sums, pc.list_parent_indices(lists).to_numpy(), values.to_numpy())
     return pa.array(sums, mask=lengths == 0)
@@ -221,7 +227,7 @@ def _refunds(items: pa.StructArray, day: date, dataset: Dataset) -> ColumnarRows
     strings = ("refund_id", "order_id", "store_id", "business_date", "currency", "reason")
     columns = {name: _s(refunds, name) for name in strings}
     columns |= {
-        "occurred_at": pc.cast(_s(refunds, "occurred_at"), TIMESTAMP),
+        "occurred_at": _instant(_s(refunds, "occurred_at")),
         "amount": _n(refunds, "amount", MONEY),
         "units": _list_sums(lists, quantities),
     }
@@ -234,7 +240,7 @@ def _customers(items: pa.StructArray, day: date, dataset: Dataset) -> ColumnarRo
     strings = ("customer_id", "store_id", "age_band", "region", "segment")
     columns = {name: _s(customers, name) for name in strings}
     columns |= {
-        "updated_at": pc.cast(_s(customers, "updated_at"), TIMESTAMP),
+        "updated_at": _instant(_s(customers, "updated_at")),
         "snapshot_date": _constant(day, len(customers)),
     }
     return ColumnarRows(_table(dataset, columns), len(customers))
@@ -248,7 +254,7 @@ def _inventory(items: pa.StructArray, day: date, dataset: Dataset) -> ColumnarRo
         "store_id": pc.utf8_slice_codeunits(_s(rows, "pk"), 2),
         "sku": _s(rows, "sk"),
         "on_hand": _n_or_zero(rows, "on_hand"),
-        "counted_at": pc.cast(_s(rows, "counted_at"), TIMESTAMP),
+        "counted_at": _instant(_s(rows, "counted_at")),
         "snapshot_date": _constant(day, len(rows)),
     }
     return ColumnarRows(_table(dataset, columns), len(rows))

@@ -1,0 +1,320 @@
+"""Benchmark: the export's conversion alone, per-item vs vectorized, in the same run.
+
+    .venv/bin/python -m benchmarks.export_conversion [--items 50000] [--sizes 100000,1000000]
+
+Synthetic order facts of one day (1-3 lines each, as ``benchmarks.export`` fills the table) are
+written as a native export's gzipped DynamoDB JSON data files (100k items a file, as AWS splits
+an export) on local disk, so moto and S3 take no part. Each measurement runs in a subprocess of
+its own (its peak RSS is its own ``VmHWM``):
+
+- **conversion**: the files to the facts table's data sets as Arrow rows, nothing written. Old:
+  ``iter_export_items`` + the data sets' row builders + ``Table.from_pylist`` (what the writer
+  converts); new: ``columnar.export_batches`` + ``columnar_rows``.
+- **staging**: conversion plus the sorted, zstd Parquet files (``stage_table`` vs
+  ``stage_export``); both paths' files are compared byte for byte.
+
+Items/s per core is items over the process's CPU time (all its threads), so the noise of other
+work on the machine and Arrow's threads both count fairly. ``--sizes``: the vectorized
+conversion alone at each size, for the peak memory (target: flat up to 1M items).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import print_table
+from storepulse.config import REPO_ROOT
+
+FILE_ITEMS = 100_000
+DAY = "2026-11-27"
+TARGET_ITEMS_PER_CORE = 100_000
+TARGET_MEMORY_RATIO = 1.25  # peak RSS at the largest size over the smallest
+
+
+# --- export files ------------------------------------------------------------------------------
+
+
+def _line(number: int, rng: random.Random) -> str:
+    """One order fact in DynamoDB JSON, built as text (fast enough for a million)."""
+    lines = []
+    for n in range(rng.randint(1, 3)):
+        sku = rng.randrange(60)
+        cents = rng.randrange(50, 5000)
+        lines.append(
+            f'{{"M":{{"sku":{{"S":"sku-{sku:03d}"}},"category":{{"S":"c{sku % 3}"}},'
+            f'"quantity":{{"N":"{n + 1}"}},'
+            f'"unit_price":{{"N":"{cents // 100}.{cents % 100:02d}"}}}}}}'
+        )
+    order = f"o-{number:08d}"
+    return (
+        f'{{"Item":{{"pk":{{"S":"ORDER#{order}"}},"sk":{{"S":"ORDER"}},"type":{{"S":"order"}},'
+        f'"order_id":{{"S":"{order}"}},"event_id":{{"S":"e-{number:08d}"}},'
+        f'"store_id":{{"S":"s-00{number % 3 + 1}"}},"business_date":{{"S":"{DAY}"}},'
+        f'"occurred_at":{{"S":"{DAY}T{7 + number % 14:02d}:{number % 60:02d}:00+00:00"}},'
+        f'"channel":{{"S":"in_store"}},"currency":{{"S":"EUR"}},'
+        f'"customer_id":{{"S":"c-{number % 5000:05d}"}},"employee_id":{{"S":"emp-{number % 7}"}},'
+        f'"total":{{"N":"{number % 997}.{number % 100:02d}"}},"units":{{"N":"{len(lines)}"}},'
+        f'"lines":{{"L":[{",".join(lines)}]}},"gsi1pk":{{"S":"ORDERS#{DAY}"}},'
+        f'"expires_at":{{"N":"{1_800_000_000 + number}"}}}}}}\n'
+    )
+
+
+def write_export(folder: Path, items: int) -> list[Path]:
+    """``items`` orders in data files of ``FILE_ITEMS`` lines (gzip level 1: quick to write)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, paths = random.Random(items), []
+    for start in range(0, items, FILE_ITEMS):
+        path = folder / f"part-{len(paths):05d}.json.gz"
+        with gzip.open(path, "wt", compresslevel=1) as out:
+            out.writelines(_line(n, rng) for n in range(start, min(start + FILE_ITEMS, items)))
+        paths.append(path)
+    return paths
+
+
+class _LocalS3:
+    """``get_object`` over local files: the S3 read path without S3."""
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        return {"Body": Path(Key).open("rb")}  # closed by the reader
+
+
+# --- the measured work (in a worker process) ---------------------------------------------------
+
+
+def _export(paths: list[str]) -> Any:
+    from storepulse.export.sources import CompletedExport
+
+    return CompletedExport("arn:bench", "local", "", "FULL_EXPORT", None, tuple(paths), False)
+
+
+def _old_conversion(paths: list[str]) -> int:
+    import pyarrow as pa
+
+    from storepulse.export.datasets import datasets_of
+    from storepulse.export.dynamodb_json import iter_export_items
+    from storepulse.layout import Table
+
+    datasets, day, rows = datasets_of(Table.FACTS), _day(), 0
+    buffers: dict[str, list[dict[str, Any]]] = {d.name: [] for d in datasets}
+    for path in paths:
+        with Path(path).open("rb") as stream:
+            for item in iter_export_items(stream):
+                for d in datasets:
+                    if d.selects(item, day):
+                        buffers[d.name].extend(d.rows(item, day))
+                for d in datasets:  # the writer converts every 16,384 rows
+                    if len(buffers[d.name]) >= 16_384:
+                        rows += pa.Table.from_pylist(buffers[d.name], schema=d.schema).num_rows
+                        buffers[d.name] = []
+    return rows + sum(
+        pa.Table.from_pylist(buffers[d.name], schema=d.schema).num_rows for d in datasets
+    )
+
+
+def _new_conversion(paths: list[str]) -> int:
+    from storepulse.export import columnar
+    from storepulse.export.datasets import datasets_of
+    from storepulse.layout import Table
+
+    datasets, day, rows = datasets_of(Table.FACTS), _day(), 0
+    for items in columnar.export_batches(_LocalS3(), _export(paths), columnar.parse_schema()):
+        rows += sum(columnar.columnar_rows(d, items, day).table.num_rows for d in datasets)
+    return rows
+
+
+def _staging(paths: list[str], out: str, vectorized: bool) -> int:
+    import pyarrow.fs as pafs
+
+    from storepulse.export.datasets import datasets_of
+    from storepulse.export.publish import stage_export
+    from storepulse.layout import Table
+
+    staged = stage_export(
+        _LocalS3(),
+        _export(paths),
+        datasets_of(Table.FACTS),
+        _day(),
+        out,
+        pafs.LocalFileSystem(),
+        vectorized=vectorized,
+    )
+    return sum(s.rows for s in staged.values())
+
+
+def _day() -> Any:
+    from datetime import date
+
+    return date.fromisoformat(DAY)
+
+
+def _peak_rss() -> int:
+    from benchmarks.export import peak_rss
+
+    return peak_rss()
+
+
+def worker(kind: str, paths: list[str], out: str) -> dict[str, Any]:
+    # Import costs go before the baseline: pyarrow imports pandas on its first array (~1 s of
+    # CPU here), once per process, whatever the table's size.
+    import pandas  # noqa: F401
+    import pyarrow as pa
+
+    import storepulse.export.columnar
+    import storepulse.export.publish  # noqa: F401
+
+    pa.array([0])
+
+    before = _peak_rss()
+    cpu, wall = time.process_time(), time.perf_counter()
+    work = {
+        "old": lambda: _old_conversion(paths),
+        "new": lambda: _new_conversion(paths),
+        "old-staging": lambda: _staging(paths, out, vectorized=False),
+        "new-staging": lambda: _staging(paths, out, vectorized=True),
+    }[kind]
+    rows = work()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    peak = _peak_rss()
+    return {"rows": rows, "cpu": cpu, "wall": wall, "peak_rss": peak, "growth": peak - before}
+
+
+def run_worker(kind: str, paths: list[Path], out: Path) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.export_conversion", "--worker", kind]
+    command += ["--out", str(out), *map(str, paths)]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the comparison ----------------------------------------------------------------------------
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.parquet"))
+    }
+
+
+def _json_bytes(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                total += len(chunk)
+    return total
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f}"
+
+
+HEADERS = ["path", "items", "CPU s", "items/s/core", "wall s", "peak RSS MiB", "growth MiB"]
+
+
+def _row(name: str, items: int, result: dict[str, Any]) -> list[Any]:
+    rate = items / max(result["cpu"], 1e-9)
+    cells = [f"{result['cpu']:.2f}", f"{rate:,.0f}", f"{result['wall']:.2f}"]
+    return [name, f"{items:,}", *cells, _mib(result["peak_rss"]), _mib(result["growth"])]
+
+
+def compare(items: int, folder: Path) -> dict[str, Any]:
+    """Both paths on the same files: conversion alone, then staging (bytes compared)."""
+    paths = write_export(folder / f"export-{items}", items)
+    results = {k: run_worker(k, paths, folder / k) for k in ("old", "new")}
+    results |= {k: run_worker(k, paths, folder / k) for k in ("old-staging", "new-staging")}
+    for result in results.values():
+        result["items_per_core_second"] = items / max(result["cpu"], 1e-9)
+    compressed = sum(p.stat().st_size for p in paths)
+    summary = {
+        "items": items,
+        "paths": results,
+        "bytes_read": compressed,
+        "json_bytes": _json_bytes(paths),
+        "speedup": results["old"]["cpu"] / max(results["new"]["cpu"], 1e-9),
+        "staging_speedup": results["old-staging"]["cpu"] / max(results["new-staging"]["cpu"], 1e-9),
+        "same_parquet": _digests(folder / "old-staging") == _digests(folder / "new-staging"),
+    }
+    print(
+        f"\nexport conversion, {items:,} orders in {len(paths)} file(s): {compressed:,} bytes "
+        f"read (gzip), {summary['json_bytes']:,} bytes of JSON"
+    )
+    print_table(HEADERS, [_row(k, items, r) for k, r in results.items()])
+    print(
+        f"vectorized vs per-item: conversion {summary['speedup']:.1f}x, staging "
+        f"{summary['staging_speedup']:.1f}x less CPU; same Parquet bytes: {summary['same_parquet']}"
+    )
+    return summary
+
+
+def scaling(sizes: list[int], folder: Path) -> dict[str, Any]:
+    """The vectorized conversion alone at each size: peak memory must not grow with items."""
+    results = {}
+    for size in sizes:
+        paths = write_export(folder / f"export-{size}", size)
+        results[size] = run_worker("new", paths, folder / "unused")
+        for path in paths:
+            path.unlink()  # a million items is ~150 MB of gzip
+    print_table(HEADERS, [_row("new", size, r) for size, r in results.items()])
+    small, large = results[sizes[0]], results[sizes[-1]]
+    ratio = large["peak_rss"] / small["peak_rss"]
+    print(
+        f"vectorized conversion at {sizes[-1]:,} / at {sizes[0]:,} items: peak RSS {ratio:.2f}x "
+        f"(target <= {TARGET_MEMORY_RATIO}x: flat); largest peak {_mib(large['peak_rss'])} MiB"
+    )
+    return {"sizes": {str(s): r for s, r in results.items()}, "peak_rss_ratio": ratio}
+
+
+def targets(summary: dict[str, Any]) -> list[str]:
+    """The targets missed (empty: all met)."""
+    missed = []
+    rate = summary["paths"]["new"]["items_per_core_second"]
+    if rate < TARGET_ITEMS_PER_CORE:
+        missed.append(f"vectorized conversion {rate:,.0f} items/s/core < {TARGET_ITEMS_PER_CORE:,}")
+    if not summary["same_parquet"]:
+        missed.append("vectorized staging wrote different Parquet bytes")
+    ratio = summary.get("scaling", {}).get("peak_rss_ratio")
+    if ratio is not None and ratio > TARGET_MEMORY_RATIO:
+        missed.append(f"peak RSS grew {ratio:.2f}x with table size > {TARGET_MEMORY_RATIO}x")
+    return missed
+
+
+def measure(items: int, sizes: list[int]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="storepulse-conversion-") as tmp:
+        summary = compare(items, Path(tmp))
+        if len(sizes) > 1:
+            summary["scaling"] = scaling(sorted(sizes), Path(tmp))
+    print(
+        f"targets: vectorized conversion >= {TARGET_ITEMS_PER_CORE:,} items/s/core, identical "
+        f"Parquet, peak RSS flat with size (<= {TARGET_MEMORY_RATIO}x)"
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--sizes", default="")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.paths, args.out)))
+        return None
+    return measure(args.items, [int(s) for s in args.sizes.split(",") if s.strip()])
+
+
+if __name__ == "__main__":
+    main()
