@@ -44,6 +44,10 @@ real-time path files them: data that arrives later is exported by rerunning its 
    database `storepulse_<env>_curated`, the table and the day's partition; emits the data
    set's Asset event (`curated_asset(name)`, extra `{day, rows, files}`) that schedules the
    QuickSight refresh.
+6. **rollup**: after `publish_daily_store_metrics`, the day's rows replace that day in
+   `curated/_rollups/daily_store_metrics/v<N>/year=YYYY/part-00000.parquet` (one object a
+   year, `storepulse.export.rollup`), what the dashboard's history reads first; a rerun of the
+   day rewrites it, an unchanged day leaves it as it is.
 
 Heavy libraries (pyarrow, pandas, great_expectations) are imported inside tasks only.
 """
@@ -75,6 +79,7 @@ SOURCE_TABLES = {  # table -> the stack output naming it
     Table.INVENTORY: "InventoryTable",
 }
 STRATEGIES = ("auto", "pitr", "scan")
+ROLLED_UP = "daily_store_metrics"  # rolled up per year for the dashboard's history
 
 
 def _lake_filesystem(uri: str) -> tuple[Any, str]:
@@ -366,11 +371,32 @@ def nightly_export() -> None:
         )
         for table in SOURCE_TABLES
     ]
+
+    @task
+    def rollup(resolved: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
+        """The day's published daily_store_metrics into its year's rollup (cold history)."""
+        from storepulse.export.datasets import DATASETS
+        from storepulse.export.publish import CURATED
+        from storepulse.export.rollup import update_rollup
+
+        fs, root = _lake_filesystem(f"s3://{resolved['bucket']}/{CURATED}")
+        report = update_rollup(fs, root, DATASETS[ROLLED_UP], _day(resolved))
+        log.info(
+            "rollup %s: %d days, %d rows, %s",
+            report.path,
+            report.days,
+            report.rows,
+            "rewritten" if report.changed else "unchanged (same bytes)",
+        )
+        return report.to_dict()
+
     audited = audit(resolved, staged)
     for name in DATASET_NAMES:
-        publish.override(task_id=f"publish_{name}", outlets=[curated_asset(name)])(
+        published = publish.override(task_id=f"publish_{name}", outlets=[curated_asset(name)])(
             resolved, audited, name
         )
+        if name == ROLLED_UP:
+            rollup(resolved, published)
 
 
 nightly_export()

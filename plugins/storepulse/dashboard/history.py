@@ -1,6 +1,9 @@
 """History from the lake: daily trends and this period against the previous one.
 
-Reads the curated Parquet that the nightly export publishes::
+Reads the curated Parquet that the nightly export publishes, first its yearly rollups of
+``daily_store_metrics`` (``curated/_rollups/daily_store_metrics/v<N>/year=YYYY/``, see
+``storepulse.export.rollup``: a 365-day trend reads two or three objects), then the day
+partitions of the days no rollup covers (not rolled up yet, or another data set)::
 
     s3://<lake>/curated/daily_store_metrics/[v<N>/]dt=YYYY-MM-DD/*.parquet
         store_id, business_date, revenue, refund_amount (decimal), orders, units, ... (int)
@@ -51,9 +54,15 @@ _CENT, _RATIO, _CHANGE = Decimal("0.01"), Decimal("0.000001"), Decimal("0.0001")
 _ZERO = Decimal(0)
 _VERSION = re.compile(r"^v(\d+)/$")
 _PARTITION = re.compile(r"^(dt|business_date)=(\d{4}-\d{2}-\d{2})/")
+_ROLLUP = re.compile(r"^v(\d+)/year=(\d{4})/part-00000\.parquet$")
+ROLLUPS: Final = "_rollups"  # storepulse.export.rollup.ROLLUPS (that module needs pyarrow)
 
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
+
+
+def _days(first: date, last: date) -> Iterable[date]:
+    return (first + timedelta(days=n) for n in range((last - first).days + 1))
 
 
 # --- where the lake is -------------------------------------------------------------------------
@@ -126,6 +135,7 @@ class Lake:
         self._files: OrderedDict[tuple[str, str, datetime], list[Row]] = OrderedDict()
         self._layouts: dict[str, tuple[float, tuple[str, str] | None]] = {}
         self._manifests: dict[str, tuple[str, frozenset[str]]] = {}
+        self._rollups: dict[str, tuple[str, list[Row], frozenset[date]]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-lake")
 
@@ -134,8 +144,16 @@ class Lake:
         return f"s3://{self.bucket}/{self.root}"
 
     def rows(self, dataset: str, first: date, last: date) -> list[Row]:
-        """Every row of the partitions from ``first`` to ``last`` (inclusive)."""
-        files = self.files(dataset, first, last)
+        """Every row of the partitions from ``first`` to ``last`` (inclusive): from the yearly
+        rollups for the days they cover, from the day partitions for the others."""
+        rolled, covered = self._rollup_rows(dataset, first, last)
+        start = next((d for d in _days(first, last) if d not in covered), None)
+        if start is None:
+            return rolled
+        files = [f for f in self.files(dataset, start, last) if f.day not in covered]
+        return rolled + self._file_rows(files)
+
+    def _file_rows(self, files: list[LakeFile]) -> list[Row]:
         missing = [f for f in files if self._cached(f) is None]
         for file, rows in zip(missing, self._pool.map(self._read, missing), strict=True):
             self._remember(file, rows)
@@ -191,6 +209,44 @@ class Lake:
         with self._lock:
             self._manifests[folder] = (etag, names)
         return names
+
+    def _rollup_rows(self, dataset: str, first: date, last: date) -> tuple[list[Row], set[date]]:
+        """Rows of ``first``..``last`` from the rollups (newest version), and the days they
+        cover: one listing, then only the years whose object changed are read."""
+        years = self._rollup_objects(dataset)
+        wanted = [years[y] for y in range(first.year, last.year + 1) if y in years]
+        for entry, loaded in zip(wanted, self._pool.map(self._rollup, wanted), strict=True):
+            with self._lock:
+                self._rollups[entry["Key"]] = (entry.get("ETag", ""), *loaded)
+        rows: list[Row] = []
+        covered: set[date] = set()
+        for entry in wanted:
+            _, year_rows, days = self._rollups[entry["Key"]]
+            covered |= {d for d in days if first <= d <= last}
+            rows += [r for r in year_rows if first <= r["business_date"] <= last]
+        return rows, covered
+
+    def _rollup_objects(self, dataset: str) -> dict[int, dict[str, Any]]:
+        """Year -> listing entry of the newest version's rollups of ``dataset``."""
+        prefix = f"{self.root}/{ROLLUPS}/{dataset}/"
+        page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1000)
+        found: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for entry in page.get("Contents", []):
+            if match := _ROLLUP.match(entry["Key"][len(prefix) :]):
+                found[int(match.group(1))][int(match.group(2))] = entry
+        return found[max(found)] if found else {}
+
+    def _rollup(self, entry: dict[str, Any]) -> tuple[list[Row], frozenset[date]]:
+        with self._lock:
+            cached = self._rollups.get(entry["Key"])
+        if cached and cached[0] == entry.get("ETag", ""):
+            return cached[1], cached[2]
+        import pyarrow.parquet as pq
+
+        from storepulse.export.rollup import covered_days
+
+        table = pq.read_table(f"{self.bucket}/{entry['Key']}", filesystem=self.filesystem)
+        return table.to_pylist(), frozenset(covered_days(table.schema))
 
     def _layout(self, dataset: str) -> tuple[str, str] | None:
         """(folder holding the partitions, partition column), cached for a minute."""
