@@ -510,6 +510,43 @@ def test_history_reads_only_the_files_a_partition_manifest_names(
     assert body["current"]["totals"]["revenue"] == "12.00"  # never 22.00: old and new mixed
 
 
+def test_history_reads_the_rollups_and_the_partitions_of_days_they_miss(
+    admin: TestClient, realtime_stack: RealtimeStack, monkeypatch
+) -> None:
+    """Days a yearly rollup covers come from it (one object, not a file per day); the others
+    from their partitions; a day the export reran (rollup rewritten) is read again."""
+    from storepulse.export.datasets import DATASETS
+    from storepulse.export.rollup import update_rollup
+    from storepulse.export.writer import open_filesystem
+
+    end = date(2026, 1, 3)  # the window spans two years: two rollup objects
+    rows = [(end - timedelta(days=d), "s-001", f"{d + 1}.00") for d in range(14)]
+    _write_metrics(realtime_stack, rows)
+    fs, root = open_filesystem(f"s3://{realtime_stack.bucket}/curated")
+    for day, _, _ in rows[1:]:  # everything but the last day is rolled up
+        update_rollup(fs, root, DATASETS["daily_store_metrics"], day)
+    read: list[str] = []
+    original = history.Lake._read
+    monkeypatch.setattr(
+        history.Lake, "_read", lambda self, f: read.append(f.key) or original(self, f)
+    )
+
+    body = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+
+    assert read == [f"curated/daily_store_metrics/dt={end}/part-00000.parquet"]
+    assert body["current"]["totals"]["revenue"] == "28.00"  # 1 + 2 + ... + 7, exact
+    assert body["previous"]["totals"]["revenue"] == "77.00"  # 8 + ... + 14
+    assert len(body["series"]) == 7 and body["current"]["days_with_data"] == 7
+
+    late = end - timedelta(days=3)
+    _write_metrics(realtime_stack, [(late, "s-001", "100.00")])  # the export reran that day
+    update_rollup(fs, root, DATASETS["daily_store_metrics"], late)
+    read.clear()
+    rerun = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+    values = {p["date"]: p["values"]["revenue"] for p in rerun["series"]}
+    assert values[late.isoformat()] == "100.00" and read == []  # the last day: cached
+
+
 def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:
     end = date(2026, 11, 25)
     _write_metrics(

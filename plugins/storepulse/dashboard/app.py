@@ -34,6 +34,7 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'"
 )
+log = logging.getLogger(__name__)
 
 # --- who is asking -----------------------------------------------------------------------------
 
@@ -268,6 +270,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         openapi_url=None,  # served below, behind the login
     )
     app.state.services = services or Services.connect()
+    app.state.warmed = _start_warm_up()
     _add_headers(app)
     _add_login_hint(app)
     _page_routes(app)
@@ -276,6 +279,24 @@ def create_app(services: Services | None = None) -> FastAPI:
     _settings_routes(app)
     _catch_all(app)
     return app
+
+
+def _start_warm_up() -> threading.Event:
+    """The history's one-off costs (``history.warm_up``) paid in the background as the app is
+    built, not by the first request after a start (also when Airflow mounts the app, where a
+    sub-app's lifespan never runs). The event is set when done."""
+    done = threading.Event()
+    threading.Thread(target=_warm, args=(done,), daemon=True, name="history-warm-up").start()
+    return done
+
+
+def _warm(done: threading.Event) -> None:
+    try:
+        history.warm_up()
+    except Exception:  # the first request meets the same problem, and reports it
+        log.warning("history warm-up failed", exc_info=True)
+    finally:
+        done.set()
 
 
 def _add_headers(app: FastAPI) -> None:

@@ -65,6 +65,15 @@ def _days(first: date, last: date) -> Iterable[date]:
     return (first + timedelta(days=n) for n in range((last - first).days + 1))
 
 
+def warm_up() -> None:
+    """Pay pyarrow's one-off costs before the first history request: its import, and its first
+    array, which imports pandas (seconds on a busy machine). Called at the app's start."""
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    pa.array([0]).to_pylist()
+
+
 # --- where the lake is -------------------------------------------------------------------------
 
 
@@ -127,8 +136,10 @@ class Lake:
         root: str = ROOT,
         max_cached_files: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        rollups: bool = True,  # False: day partitions only (the benchmark's baseline)
     ) -> None:
         self.bucket, self.root, self.clock = bucket, root.strip("/"), clock
+        self.use_rollups = rollups
         self.s3 = s3 or aws.client("s3")
         self._filesystem = filesystem
         self._max_cached = max_cached_files
@@ -146,6 +157,8 @@ class Lake:
     def rows(self, dataset: str, first: date, last: date) -> list[Row]:
         """Every row of the partitions from ``first`` to ``last`` (inclusive): from the yearly
         rollups for the days they cover, from the day partitions for the others."""
+        if not self.use_rollups:
+            return self._file_rows(self.files(dataset, first, last))
         rolled, covered = self._rollup_rows(dataset, first, last)
         start = next((d for d in _days(first, last) if d not in covered), None)
         if start is None:
@@ -241,11 +254,15 @@ class Lake:
             cached = self._rollups.get(entry["Key"])
         if cached and cached[0] == entry.get("ETag", ""):
             return cached[1], cached[2]
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from storepulse.export.rollup import covered_days
 
-        table = pq.read_table(f"{self.bucket}/{entry['Key']}", filesystem=self.filesystem)
+        # One small object: a GET on the client we have, not pyarrow's S3 filesystem (whose
+        # first use initialises the AWS C++ SDK).
+        body = self.s3.get_object(Bucket=self.bucket, Key=entry["Key"])["Body"].read()
+        table = pq.read_table(pa.BufferReader(body))
         return table.to_pylist(), frozenset(covered_days(table.schema))
 
     def _layout(self, dataset: str) -> tuple[str, str] | None:

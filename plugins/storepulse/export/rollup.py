@@ -39,6 +39,7 @@ __all__ = [
     "covered_days",
     "rollup_path",
     "update_rollup",
+    "write_rollup",
 ]
 
 ROLLUPS = "_rollups"
@@ -117,11 +118,26 @@ def update_rollup(fs: Any, root: str, dataset: Dataset, day: date) -> RollupRepo
         existing = existing.cast(dataset.schema)
         kept = existing.filter(pc.not_equal(existing["business_date"], pa.scalar(day)))
     table = pa.concat_tables([kept, _day_rows(fs, root, dataset, day)])
-    encoded = _encode(table, days, dataset)
-    changed = encoded != before
-    if changed:
-        if isinstance(fs, pafs.LocalFileSystem):  # S3 has no folders: never make markers
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as out:  # one PUT: the old year or the new, never half
-            out.write(encoded)
+    changed = write_rollup(fs, path, table, days, dataset, before=before)
     return RollupReport(path, day.year, len(days), table.num_rows, changed)
+
+
+def write_rollup(
+    fs: Any,
+    path: str,
+    table: pa.Table,
+    days: set[date],
+    dataset: Dataset,
+    *,
+    before: bytes | None = None,
+) -> bool:
+    """Write a year's rollup unless ``before`` (its current bytes) is the same; True if written.
+    Also how a benchmark or a backfill builds a whole year at once."""
+    encoded = _encode(table, days, dataset)
+    if encoded == before:
+        return False
+    if isinstance(fs, pafs.LocalFileSystem):  # S3 has no folders: never make markers
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:  # one PUT: the old year or the new, never half
+        out.write(encoded)
+    return True
