@@ -54,6 +54,8 @@ def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:
     result = dashboard_latency.main(["--small"])
 
     assert list(result["operations"]) == [
+        "cold history, 30 days: day files only (before)",
+        "cold history, 30 days: rollups",
         "baseline: DynamoDB GetItem",
         "GET /api/live/kpis (all stores)",
         "GET /api/live/kpis?store=s-001",
@@ -64,7 +66,10 @@ def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:
     for summary in result["operations"].values():
         assert_latencies(summary)
     assert_positive(result, ["events", "first_history_ms"])
-    assert "target p95" in capsys.readouterr().out
+    assert_positive(result["fresh_process"], ["first_ms", "start_ms"])
+    assert isinstance(result["missed"], list)
+    out = capsys.readouterr().out
+    assert "target p95" in out and "fresh process: first 30-day history request" in out
 
 
 def test_export(capsys: pytest.CaptureFixture[str]) -> None:
