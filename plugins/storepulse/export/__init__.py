@@ -5,6 +5,9 @@
 - ``storepulse.export.dynamodb_json``: DynamoDB JSON to Python values, streamed; no pyarrow.
 - ``storepulse.export.datasets``: the versioned Arrow schemas and row builders (``DATASETS``).
 - ``storepulse.export.writer``: rows to Parquet files, locally or on S3 (``open_filesystem``).
+- ``storepulse.export.columnar``: a native export's files to rows in Arrow batches (vectorized;
+  ``publish.stage_export`` uses it and falls back to the per-item path).
+- ``storepulse.export.rollup``: the yearly rollup of ``daily_store_metrics`` for cold history.
 
 This package module imports nothing heavy, so a DAG file may import it (and ``DATASET_NAMES``)
 at parse time; import the submodules that need pyarrow inside tasks.
