@@ -161,10 +161,28 @@ class Lake:
             return self._file_rows(self.files(dataset, first, last))
         rolled, covered = self._rollup_rows(dataset, first, last)
         start = next((d for d in _days(first, last) if d not in covered), None)
+        if start is not None and covered:  # skip a gap without partitions (before the lake)
+            found = self._first_partition_day(dataset, start)
+            start = next((d for d in _days(found, last) if d not in covered), None)
         if start is None:
             return rolled
         files = [f for f in self.files(dataset, start, last) if f.day not in covered]
         return rolled + self._file_rows(files)
+
+    def _first_partition_day(self, dataset: str, day: date) -> date:
+        """The first day from ``day`` on with a partition (a one-key listing); far in the future
+        when there is none."""
+        layout = self._layout(dataset)
+        if layout is None:
+            return date.max
+        prefix = f"{layout[0]}{layout[1]}="
+        page = self.s3.list_objects_v2(
+            Bucket=self.bucket, Prefix=prefix, StartAfter=f"{prefix}{day.isoformat()}", MaxKeys=1
+        )
+        for entry in page.get("Contents", []):
+            if match := _PARTITION.match(entry["Key"][len(layout[0]) :]):
+                return date.fromisoformat(match.group(2))
+        return date.max
 
     def _file_rows(self, files: list[LakeFile]) -> list[Row]:
         missing = [f for f in files if self._cached(f) is None]
