@@ -315,7 +315,7 @@ def _row(name: str, result: dict[str, Any]) -> list[Any]:
 HEADERS = ["strategy", "seconds", "peak RSS MiB", "growth MiB", "output bytes", "files"]
 
 
-NAMES = {"pitr": "pitr (default)", "scan": "scan", "operator": "DynamoDBToS3Operator"}
+NAMES = {"pitr": "pitr (vectorized)", "scan": "scan", "operator": "DynamoDBToS3Operator"}
 
 
 def compare(items: int, strategies: list[str]) -> dict[str, Any]:
