@@ -173,13 +173,13 @@ def _authorize_each_resource(mixin: Any) -> None:
 
 def _sign_bodiless_requests_as_sent(request_cls: Any) -> None:
     """moto recomputes a signature over the request's form data when its body is empty, and for
-    a DELETE (Lambda's DeleteFunction, ...) that data is the request's headers: every signed
-    DELETE would fail with SignatureDoesNotMatch. The signature covers the body as sent."""
+    a GET or DELETE without a query (Lambda's GetFunction, DeleteFunction, ...) that data is the
+    request's headers: the signature would never match. It covers the body as sent (empty)."""
     create = request_cls._create_aws_request
 
     def create_aws_request(self: Any) -> Any:
-        if self._method != "DELETE" or self._body:
-            return create(self)
+        if self._body or self._method not in {"GET", "HEAD", "DELETE"}:
+            return create(self)  # a form POST's data is its body (query protocol)
         data, self._data = self._data, {}
         try:
             return create(self)
