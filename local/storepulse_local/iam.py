@@ -131,6 +131,7 @@ def _patch_moto() -> None:
         return  # one patch per process, however many servers start
     ActionAuthenticatorMixin._storepulse_patched = True  # type: ignore[attr-defined]
     _authorize_each_resource(ActionAuthenticatorMixin)
+    _authorize_s3_with_iam_action_names(ActionAuthenticatorMixin)
     _sign_bodiless_requests_as_sent(IAMRequestBase)
     _unknown_resource_matches_any(IAMPolicyStatement)
     _trust_service_stand_ins(IAMPolicyStatement)
@@ -169,6 +170,57 @@ def _authorize_each_resource(mixin: Any) -> None:
             raise
 
     mixin._authenticate_and_authorize_normal_action = authorize_resources
+
+
+# moto names some S3 requests by API operation (or the method's default, CreateBucket for a
+# PUT) where IAM has its own action name.
+_S3_SUBRESOURCE_ACTIONS = {
+    "encryption": {
+        "GET": "GetEncryptionConfiguration",
+        "PUT": "PutEncryptionConfiguration",
+        "DELETE": "PutEncryptionConfiguration",
+    },
+    "ownershipControls": {
+        "GET": "GetBucketOwnershipControls",
+        "PUT": "PutBucketOwnershipControls",
+        "DELETE": "PutBucketOwnershipControls",
+    },
+    "publicAccessBlock": {
+        "GET": "GetBucketPublicAccessBlock",
+        "PUT": "PutBucketPublicAccessBlock",
+        "DELETE": "PutBucketPublicAccessBlock",
+    },
+}
+
+
+def _authorize_s3_with_iam_action_names(mixin: Any) -> None:
+    """S3 requests are authorized as IAM names them (HeadBucket is s3:ListBucket, GET
+    ?encryption is s3:GetEncryptionConfiguration, ...), and DeleteObjects key by key (moto checks
+    s3:DeleteObject on the bucket's ARN, which no object grant matches)."""
+    from urllib.parse import parse_qs, urlparse
+
+    import xmltodict
+
+    authorize = mixin._authenticate_and_authorize_s3_action
+
+    def authorize_s3(
+        self: Any, bucket_name: str | None = None, key_name: str | None = None
+    ) -> None:
+        query = parse_qs(urlparse(self.uri).query, keep_blank_values=True)
+        for subresource, actions in _S3_SUBRESOURCE_ACTIONS.items():
+            if subresource in query and self.method in actions:
+                self.data["Action"] = actions[self.method]
+        if self.data.get("Action") == "HeadBucket":
+            self.data["Action"] = "ListBucket"
+        if "delete" in query and self.method == "POST" and bucket_name and not key_name:
+            objects = xmltodict.parse(self.body or b"<Delete/>").get("Delete") or {}
+            listed = objects.get("Object", []) if isinstance(objects, dict) else []
+            for item in listed if isinstance(listed, list) else [listed]:
+                authorize(self, bucket_name=bucket_name, key_name=item["Key"])
+            return
+        authorize(self, bucket_name=bucket_name, key_name=key_name)
+
+    mixin._authenticate_and_authorize_s3_action = authorize_s3
 
 
 def _sign_bodiless_requests_as_sent(request_cls: Any) -> None:
