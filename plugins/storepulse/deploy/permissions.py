@@ -1,6 +1,7 @@
 """Which IAM permissions a component's AWS calls need, and whether a role's policy grants them.
 
-Where the embedded AWS does not enforce IAM (moto does not unless asked:
+Where the embedded AWS's enforcement of IAM is coarser than AWS's (moto authorizes some services
+on the action alone and ignores conditions and resource policies:
 ``infra/local/embedded_aws_gaps.json``), a test records every call a component makes through a
 boto3 session (:class:`CallRecorder`, a botocore ``provide-client-params`` hook), turns each into
 the IAM action and resource ARN it needs (:func:`accesses`), and checks them against the policy
