@@ -21,9 +21,12 @@ from botocore.exceptions import ClientError
 from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.clock import FrozenClock
 from storepulse.deploy.package import BuiltPackage
+from storepulse.deploy.permissions import Access, Account, CallRecorder, Policy
 from storepulse.deploy.smoke import SmokeTestError, run_smoke_test
+from storepulse.export.datasets import DATASETS
+from storepulse.export.publish import glue_database_name, register_partition
 from storepulse.layout import Grain, bucket_keys
-from storepulse_local.iam import ADMIN, DEPLOYER, LAMBDA_SERVICE, Principal
+from storepulse_local.iam import ADMIN, DEPLOYER, LAMBDA_SERVICE, Principal, deployment_policy
 from tests.integration.conftest import FROZEN_NOW, _put_settings, invoke
 from tests.integration.test_deploy import (  # noqa: F401 (module-scoped fixtures reused)
     STACK,
@@ -33,6 +36,7 @@ from tests.integration.test_deploy import (  # noqa: F401 (module-scoped fixture
     build_dir,
     package,
 )
+from tests.integration.test_export import DAY
 from tests.integration.test_stream_processor import NOON_PARIS, Stream, sale
 
 FUNCTION = "storepulse-dev-stream-processor"
@@ -253,3 +257,31 @@ def test_unknown_keys_are_refused(embedded_aws: str) -> None:
     with pytest.raises(ClientError) as refused:
         stranger.client("dynamodb", config=FAIL_FAST_CONFIG).list_tables()
     assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+# --------------------------------------------------------------------- where moto checks less
+
+
+def _deployment_policy_without_conditions() -> Policy:
+    """The deployment policy's statements the evaluator reads: those with a Condition (passing
+    the role to Lambda, managing the stack's key) serve CloudFormation's creations only."""
+    statements = deployment_policy()["Statement"]
+    return Policy.from_documents([{"Statement": [s for s in statements if "Condition" not in s]}])
+
+
+def test_the_deployers_glue_calls_are_allowed_on_their_resources(embedded_aws: str) -> None:
+    """moto authorizes Glue on the action alone (infra/local/embedded_aws_gaps.json): the
+    nightly export's catalogue calls are recorded and checked against the deployment policy's
+    resources (catalog, database, table)."""
+    session = _session(DEPLOYER)
+    recorder = CallRecorder(Account("123456789012")).attach(session)
+    glue = session.client("glue", config=FAIL_FAST_CONFIG)
+    for name in ("orders", "order_lines"):
+        dataset = DATASETS[name]
+        register_partition(glue, glue_database_name("dev"), dataset, "storepulse-dev-lake-x", DAY)
+    assert {"CreateDatabase", "CreateTable", "CreatePartition"} <= recorder.operations()["glue"]
+    policy = _deployment_policy_without_conditions()
+    denied = policy.denied(recorder.accesses())
+    assert not denied, "the deployment policy does not allow:\n" + "\n".join(map(str, denied))
+    elsewhere = [Access("glue:CreateTable", "arn:aws:glue:us-east-1:123456789012:database/other")]
+    assert policy.denied(elsewhere) == elsewhere
