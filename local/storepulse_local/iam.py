@@ -110,6 +110,23 @@ def create_principals(account_id: str = ACCOUNT_ID) -> None:
         backend.access_keys[key.physical_resource_id] = key
 
 
+def credentials_of(access_key_id: str) -> tuple[str, str | None]:
+    """(secret, session token) of a key moto holds: an IAM user's or an assumed role's. For
+    the embedded AWS's own services acting with their caller's identity (local QuickSight)."""
+    from moto.iam.models import iam_backends
+    from moto.sts.models import sts_backends
+
+    for account in list(iam_backends.values()):
+        key = account["aws"].access_keys.get(access_key_id)
+        if key is not None:
+            return key.secret_access_key, None
+    for account in list(sts_backends.values()):
+        for role in account["aws"].assumed_roles:
+            if role.access_key_id == access_key_id:
+                return role.secret_access_key, role.session_token
+    return "unknown", None
+
+
 def enforce() -> None:
     """Switch moto's access control on for every later request of this process."""
     from moto import settings
