@@ -45,6 +45,7 @@ def embedded_aws() -> Iterator[Any]:
     """A fresh moto server on a free loopback port; boto3 clients in this process use it."""
     from storepulse.config import settings
     from storepulse_local.embedded_aws import EmbeddedAws
+    from storepulse_local.iam import ADMIN
 
     server = EmbeddedAws(port=0).start()
     server.reset()  # moto's state is per process, not per server
@@ -59,8 +60,7 @@ def embedded_aws() -> Iterator[Any]:
     }
     os.environ.update(
         AWS_ENDPOINT_URL=server.url,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
+        **ADMIN.environment(),
         AWS_DEFAULT_REGION=saved["AWS_DEFAULT_REGION"] or "us-east-1",
     )
     settings.cache_clear()

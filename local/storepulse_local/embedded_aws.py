@@ -2,7 +2,9 @@
 
 Run it as a process (``python -m storepulse_local.embedded_aws --port 5055``) or in-process
 (``EmbeddedAws(port=0).start()``, as the tests do). moto's Lambda Docker mode is switched off:
-no Docker engine runs here, and the project's own runtime invokes the handlers.
+no Docker engine runs here, and the project's own runtime invokes the handlers. IAM is enforced:
+requests must be signed with the keys of a principal of storepulse_local.iam and be allowed by
+its policies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from storepulse.config import LOOPBACK
+from storepulse_local import iam
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class EmbeddedAws:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> EmbeddedAws:
+        iam.create_principals()
+        iam.enforce()
         self._thread.start()
         configure(self.url)
         return self
@@ -76,6 +81,7 @@ class EmbeddedAws:
     def reset(self) -> None:
         """Forget every resource (between tests) and re-apply the configuration."""
         _post(f"{self.url}/moto-api/reset", {})
+        iam.create_principals()  # the reset forgot them
         configure(self.url)
 
     def stop(self) -> None:
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("embedded AWS listening on %s (moto, Lambda Docker mode off)", server.url)
+    log.info("embedded AWS listening on %s (moto, IAM enforced, no Lambda Docker)", server.url)
     stopped.wait()
     server.stop()
 
