@@ -10,7 +10,11 @@ infra/iam/deployment-policy.json, and is refused what that policy does not grant
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -27,6 +31,7 @@ from storepulse.export.datasets import DATASETS
 from storepulse.export.publish import glue_database_name, register_partition
 from storepulse.layout import Grain, bucket_keys
 from storepulse_local.iam import ADMIN, DEPLOYER, LAMBDA_SERVICE, Principal, deployment_policy
+from storepulse_local.lambda_runtime import LocalLambdaRuntime
 from tests.integration.conftest import FROZEN_NOW, _put_settings, invoke
 from tests.integration.test_deploy import (  # noqa: F401 (module-scoped fixtures reused)
     STACK,
@@ -182,6 +187,56 @@ def test_the_deploys_smoke_test_needs_the_batch_grants(
         error = poller.errors[0]
         assert isinstance(error, ClientError)
         assert error.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def _wait_for(condition: Callable[[], Any], timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout:.0f} s")
+
+
+@pytest.mark.parametrize("batch_grants", [True, False], ids=["template", "without-batch"])
+def test_a_sale_through_the_local_runtime_needs_the_batch_grants(
+    batch_grants: bool,
+    deployed: Callable[..., dict[str, str]],
+    package: BuiltPackage,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The whole path as on AWS: a sale put on the deployed stream, the deployed zip run by the
+    local runtime with the role's assumed credentials. Without the batch grants the batch is
+    refused, retried and given up to the dead-letter queue, and no total is written."""
+    outputs = deployed(package, None if batch_grants else _template_without_batch_grants())
+    admin = _client_factory(_session(ADMIN))
+    now = datetime.now(UTC)  # the runtime's handler reads the real clock (the window)
+    event = sale("s-001", f"o-{uuid.uuid4()}", now, ("coffee-1kg", 2, "12.10"))
+    day = bucket_keys("s-001", now, "Europe/Paris")[Grain.DAY].as_item()
+    metrics = _session(ADMIN).resource("dynamodb").Table(outputs["MetricsTable"])
+    runtime = LocalLambdaRuntime(
+        state_dir=tmp_path / "runtime", poll_interval=0.05, discovery_interval=0.2
+    )
+    with runtime:
+        admin("kinesis").put_record(
+            StreamName=outputs["StreamName"], Data=event.to_json(), PartitionKey="s-001"
+        )
+        if batch_grants:
+            revenue = _wait_for(lambda: metrics.get_item(Key=day).get("Item", {}).get("revenue"))
+            assert str(revenue) == "24.20"
+            return
+        messages = _wait_for(
+            lambda: (
+                admin("sqs")
+                .receive_message(QueueUrl=outputs["DeadLetterQueueUrl"], WaitTimeSeconds=1)
+                .get("Messages")
+            )
+        )
+    failure = messages[0]["Body"]
+    assert "AccessDeniedException" in failure
+    assert "dynamodb:BatchGetItem" in failure
+    assert "assumed-role/" in failure
+    assert "revenue" not in metrics.get_item(Key=day).get("Item", {})
 
 
 def test_only_the_lambda_service_assumes_the_function_role(
