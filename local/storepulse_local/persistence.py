@@ -336,7 +336,9 @@ def _form_action(environ: dict[str, Any]) -> str:
     if "x-www-form-urlencoded" not in environ.get("CONTENT_TYPE", ""):
         return ""
     length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
+    if not length:
+        return ""  # a streamed body is left alone (and counted as a change)
+    body = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)
     for pair in body.split(b"&"):
         if pair.startswith(b"Action="):

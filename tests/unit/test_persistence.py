@@ -190,3 +190,24 @@ def test_no_checkpoint_in_the_snapshot_removes_the_newer_file(tmp_path: Path) ->
     reconcile_checkpoints(tmp_path, None)
 
     assert not path.exists()
+
+
+def test_quicksight_state_round_trips_and_a_running_ingestion_is_failed() -> None:
+    from storepulse_local.quicksight import Account, Ingestion, LocalQuickSight
+
+    before = LocalQuickSight()
+    account = before.account("123456789012")
+    account.data_sets["ds"] = {"Name": "orders"}
+    account.running["ds"] = threading.Lock()
+    done = Ingestion("ds", "i-1", "arn:i-1", "FULL_REFRESH", "MANUAL", status="COMPLETED")
+    running = Ingestion("ds", "i-2", "arn:i-2", "FULL_REFRESH", "MANUAL", status="RUNNING")
+    account.ingestions["ds"] = {"i-1": done, "i-2": running}
+    snapshot = Snapshot(moto={}, quicksight=before.state(), checkpoints=None, taken_at=1.0)
+
+    after = LocalQuickSight()
+    after.restore_state(pickle.loads(dump(snapshot).partition(b"\n")[2]).quicksight)
+
+    restored: Account = after.account("123456789012")
+    assert restored.data_sets == {"ds": {"Name": "orders"}}
+    statuses = {i.ingestion_id: i.status for i in restored.ingestions["ds"].values()}
+    assert statuses == {"i-1": "COMPLETED", "i-2": "FAILED"}  # its worker did not survive
