@@ -146,6 +146,10 @@ class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         from moto.core.base_backend import AccountSpecificBackend, BackendDict
 
+        if isinstance(obj, io.TextIOWrapper) and (name := _std_stream_name(obj)):
+            return _std_stream, (name,)  # e.g. a Thread's copy of sys.stderr
+        if isinstance(obj, threading.Thread):
+            return threading.Thread, (), {"_name": obj.name}  # no thread survives a restart
         if isinstance(obj, _LOCK_TYPES):
             return (threading.RLock if "RLock" in type(obj).__name__ else threading.Lock), ()
         if type(obj).__module__.startswith("cryptography.") and hasattr(obj, "private_bytes"):
@@ -160,6 +164,17 @@ class _Pickler(pickle.Pickler):
             key = f"{obj.backend.__module__}:{obj.backend.__qualname__}"
             return _get_account_backend, (key, obj.account_id)
         return NotImplemented
+
+
+_STD_STREAMS: Final = ("stdout", "stderr", "__stdout__", "__stderr__")
+
+
+def _std_stream_name(stream: Any) -> str:
+    return next((name for name in _STD_STREAMS if getattr(sys, name, None) is stream), "")
+
+
+def _std_stream(name: str) -> Any:
+    return getattr(sys, name)
 
 
 def _is_lambda(factory: Any) -> bool:
@@ -240,8 +255,41 @@ class Snapshot:
 def dump(snapshot: Snapshot) -> bytes:
     buffer = io.BytesIO()
     buffer.write(json.dumps(version_tag() | {"taken_at": snapshot.taken_at}).encode() + b"\n")
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(snapshot)
+    try:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(snapshot)
+    except (TypeError, AttributeError, pickle.PicklingError) as exc:
+        raise SnapshotError(f"cannot snapshot: {exc}, at {where_unpicklable(snapshot)}") from exc
     return buffer.getvalue()
+
+
+def where_unpicklable(root: Any, limit: int = 2_000_000) -> str:
+    """The path to the first object the pickler refuses: what a new moto patch must handle."""
+    seen, queue = set(), [(root, "snapshot")]
+    while queue and len(seen) < limit:
+        obj, path = queue.pop()
+        if id(obj) in seen or isinstance(obj, str | bytes | int | float | type(None)):
+            continue
+        seen.add(id(obj))
+        try:
+            _Pickler(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL).dump(_shallow(obj))
+        except Exception:
+            if not _children(obj):
+                return f"{path} ({type(obj).__name__})"
+        queue.extend((child, f"{path}{step}") for step, child in _children(obj))
+    return "(not found)"
+
+
+def _shallow(obj: Any) -> Any:
+    return None if _children(obj) else obj
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        return [(f"[{key!r}]", value) for key, value in obj.items()]
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [(f"[{i}]", value) for i, value in enumerate(obj)]
+    state = getattr(obj, "__dict__", None)
+    return [(f".{key}", value) for key, value in state.items()] if isinstance(state, dict) else []
 
 
 def load(path: Path, state_dir: Path) -> Snapshot | None:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -211,3 +212,27 @@ def test_quicksight_state_round_trips_and_a_running_ingestion_is_failed() -> Non
     assert restored.data_sets == {"ds": {"Name": "orders"}}
     statuses = {i.ingestion_id: i.status for i in restored.ingestions["ds"].values()}
     assert statuses == {"i-1": "COMPLETED", "i-2": "FAILED"}  # its worker did not survive
+
+
+def test_threads_and_standard_streams_pickle_as_references_or_idle_threads() -> None:
+    worker = threading.Thread(target=print, name="worker")
+    buffer = io.BytesIO()
+    persistence._Pickler(buffer).dump({"thread": worker, "err": sys.stderr})
+
+    back = pickle.loads(buffer.getvalue())
+
+    assert back["err"] is sys.stderr
+    assert back["thread"].name == "worker" and not back["thread"].is_alive()
+
+
+def test_a_snapshot_that_cannot_be_pickled_says_where() -> None:
+    class Holder:
+        def __init__(self) -> None:
+            self.handle = Path(os.devnull).open("rb")  # noqa: SIM115
+
+    holder = Holder()
+    try:
+        with pytest.raises(SnapshotError, match=r"snapshot.moto\['svc'\].handle"):
+            dump(Snapshot(moto={"svc": holder}, quicksight={}, checkpoints=None, taken_at=0))
+    finally:
+        holder.handle.close()
