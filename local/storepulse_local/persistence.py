@@ -396,7 +396,7 @@ def _form_action(environ: dict[str, Any]) -> str:
 
 # --- the keeper ----------------------------------------------------------------------------------
 
-SNAPSHOT_INTERVAL: Final = 2.0  # seconds between checks; a snapshot only if something changed
+SNAPSHOT_INTERVAL: Final = 2.0  # seconds between checks at least; a snapshot only after changes
 QUIET_TIMEOUT: Final = 1.0  # a periodic snapshot waits this long for running requests
 FINAL_QUIET_TIMEOUT: Final = 25.0  # the last one outwaits a long poll (SQS: 20 s at most)
 
@@ -466,7 +466,8 @@ class Persistence:
             )
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        # Requests are held while a snapshot is pickled: at most a fifth of the time.
+        while not self._stop.wait(max(self.interval, 4 * self.stats.last_seconds)):
             try:
                 self.snapshot(QUIET_TIMEOUT)
             except Exception:  # a failed snapshot must not stop the next ones
