@@ -340,9 +340,13 @@ class RequestGate:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         mutating = is_mutation(environ)
+        # A long poll mostly waits: a snapshot that waited for it would hold every other
+        # request meanwhile. It changes a queue only when a message arrives, which a snapshot
+        # holds off; what it finds becoming visible in between, a retried snapshot takes.
+        counted = 0 if _is_long_poll(environ) else 1
         with self._cond:
             self._cond.wait_for(lambda: not self._paused)
-            self._running += 1
+            self._running += counted
             if mutating:
                 self.mutations += 1
         try:
@@ -350,7 +354,7 @@ class RequestGate:
             return list(self.app(environ, start_response))
         finally:
             with self._cond:
-                self._running -= 1
+                self._running -= counted
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -378,6 +382,10 @@ def is_mutation(environ: dict[str, Any]) -> bool:
     return not operation.startswith(READ_PREFIXES) if operation else True
 
 
+def _is_long_poll(environ: dict[str, Any]) -> bool:
+    return environ.get("HTTP_X_AMZ_TARGET", "") == "AmazonSQS.ReceiveMessage"
+
+
 def _form_action(environ: dict[str, Any]) -> str:
     """The Action of a query-protocol call (IAM, SNS, CloudFormation), read from its small form
     body, which is then put back for the app."""
@@ -397,7 +405,7 @@ def _form_action(environ: dict[str, Any]) -> str:
 # --- the keeper ----------------------------------------------------------------------------------
 
 SNAPSHOT_INTERVAL: Final = 2.0  # seconds between checks at least; a snapshot only after changes
-QUIET_TIMEOUT: Final = 1.0  # a periodic snapshot waits this long for running requests
+QUIET_TIMEOUT: Final = 0.5  # a periodic snapshot waits this long for running requests
 FINAL_QUIET_TIMEOUT: Final = 25.0  # the last one outwaits a long poll (SQS: 20 s at most)
 
 
@@ -484,13 +492,26 @@ class Persistence:
             with self.gate.quiet(quiet_timeout) as idle:
                 if not idle and not force:
                     return False
-                data = self.take()
+                data = self._take_retrying()
             write_atomic(self.path, [data])
             self._saved_mutations = mutations
             self.stats.count += 1
             self.stats.last_seconds = time.perf_counter() - started
             self.stats.last_bytes = len(data)
             return True
+
+    def _take_retrying(self, attempts: int = 3) -> bytes:
+        """A long poll may change a queue while it is pickled ("changed size during
+        iteration"): taken again then."""
+        for attempt in range(attempts):
+            try:
+                return self.take()
+            except SnapshotError:
+                raise
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def take(self) -> bytes:
         """The state now, pickled (in memory: requests wait only for this, not for the disk)."""

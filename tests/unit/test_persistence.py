@@ -16,6 +16,7 @@ import pytest
 
 from storepulse_local import persistence
 from storepulse_local.persistence import (
+    RequestGate,
     Snapshot,
     SnapshotError,
     describe_rewind,
@@ -236,3 +237,34 @@ def test_a_snapshot_that_cannot_be_pickled_says_where() -> None:
             dump(Snapshot(moto={"svc": holder}, quicksight={}, checkpoints=None, taken_at=0))
     finally:
         holder.handle.close()
+
+
+def _gate_with_a_request_in_flight(environ: dict) -> tuple[RequestGate, threading.Event]:
+    release, started = threading.Event(), threading.Event()
+
+    def app(environ: dict, start_response: object) -> list[bytes]:
+        started.set()
+        release.wait(5)
+        return [b"done"]
+
+    gate = RequestGate(app)
+    threading.Thread(target=gate, args=(environ, None), daemon=True).start()
+    assert started.wait(5)
+    return gate, release
+
+
+def test_a_snapshot_waits_for_a_running_request_but_not_for_a_long_poll() -> None:
+    write = {"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}
+    gate, release = _gate_with_a_request_in_flight(write)
+    with gate.quiet(timeout=0.2) as idle:
+        assert not idle
+    release.set()
+    with gate.quiet(timeout=5) as idle:
+        assert idle
+
+    poll = {"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage"}
+    gate, release = _gate_with_a_request_in_flight(poll)
+    with gate.quiet(timeout=0.2) as idle:
+        assert idle
+    release.set()
+    assert gate.mutations == 1  # a receive changes the queue: counted
