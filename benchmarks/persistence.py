@@ -6,7 +6,8 @@ For each size: that many events of the demo business (seed 7, 2 stores, the simu
 rate of ``make up``: one simulated week is about 414,000 events) are put into a Kinesis stream
 (PutRecords, 500 a call) and processed by the stream processor into the tables and the lake, on
 an embedded AWS that keeps its state in a temporary directory. Printed: the snapshot's size, the
-time requests are held while it is pickled, the time to write it (fsync included), the time to
+time requests are held (the fork), the time until the forked child has it on disk (pickle, write,
+fsync), the pickle's time in-process (what requests would wait without the fork), the time to
 read it back (unpickle and install), and the restart of a new embedded AWS process on it (until
 it answers). Beside them, the mutating requests that built the state: what a log of requests
 would replay at every start. ``--small``: 2,000 events, for ``make test``.
@@ -41,7 +42,7 @@ from storepulse.simulator.model import BusinessModel
 from storepulse.stream.records import StreamRecord, lambda_event
 from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.lambda_context import LambdaContext
-from storepulse_local.persistence import install_moto_state, load, write_atomic
+from storepulse_local.persistence import QUIET_TIMEOUT, install_moto_state, load
 
 SEED, STORES, RATE = 7, 2, 2.0  # the demo of `make up` (storepulse_local.platform.realtime)
 STREAM = "storepulse-bench-events"
@@ -89,16 +90,18 @@ def measure(events: int, state_dir: Path) -> dict[str, Any]:
     with embedded_aws(state_dir) as server:
         _, fill_seconds = timed(lambda: fill(records))
         persistence = server.persistence
-        data, take_seconds = timed(persistence.take)
-        _, write_seconds = timed(lambda: write_atomic(persistence.path, [data]))
+        persistence.snapshot(QUIET_TIMEOUT, force=True)  # forked, as the periodic ones
+        stats = persistence.stats
+        _, pickle_seconds = timed(persistence.take)  # what requests would wait without a fork
         mutations = persistence.gate.mutations
     snapshot, load_seconds = timed(lambda: load(persistence.path, state_dir))
     _, install_seconds = timed(lambda: install_moto_state(snapshot.moto))
     return {
         "events": events,
-        "snapshot_mib": len(data) / 2**20,
-        "take_s": take_seconds,
-        "write_s": write_seconds,
+        "snapshot_mib": stats.last_bytes / 2**20,
+        "held_s": stats.held_seconds,
+        "snapshot_s": stats.last_seconds,
+        "pickle_s": pickle_seconds,
         "restore_s": load_seconds + install_seconds,
         "restart_s": restart_seconds(state_dir),
         "mutating_requests": mutations,
@@ -159,8 +162,9 @@ def print_report(results: list[dict[str, Any]]) -> None:
         [
             r["events"],
             f"{r['snapshot_mib']:.1f}",
-            f"{r['take_s']:.2f}",
-            f"{r['write_s']:.2f}",
+            f"{r['held_s']:.3f}",
+            f"{r['snapshot_s']:.2f}",
+            f"{r['pickle_s']:.2f}",
             f"{r['restore_s']:.2f}",
             f"{r['restart_s']:.1f}",
             r["mutating_requests"],
@@ -171,8 +175,9 @@ def print_report(results: list[dict[str, Any]]) -> None:
     headers = [
         "events",
         "snapshot MiB",
-        "pickle s (requests held)",
-        "write s",
+        "requests held s (fork)",
+        "snapshot s (child)",
+        "pickle s (in-process)",
         "restore s",
         "restart s",
         "mutating requests (a log)",

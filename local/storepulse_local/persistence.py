@@ -10,6 +10,9 @@ versions), then one pickle of everything, so objects shared between services (a 
 stack holds the resources it created) keep their identity. It is written atomically (temp file,
 fsync, rename, directory fsync): a crash mid-snapshot leaves the previous one.
 
+Periodic snapshots are written by a forked child (copy-on-write, as Redis does): requests are
+held only for the fork, whatever the size of the state; the last one, at stop, in-process.
+
 The runtime's Kinesis checkpoints are copied into each snapshot, read while no request runs:
 restoring the streams and tables of a snapshot with the checkpoints of the same moment keeps
 them consistent (see ``reconcile_checkpoints``).
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -412,8 +416,27 @@ FINAL_QUIET_TIMEOUT: Final = 25.0  # the last one outwaits a long poll (SQS: 20 
 @dataclass
 class SnapshotStats:
     count: int = 0
-    last_seconds: float = 0.0  # taking it (requests held) + writing it
+    held_seconds: float = 0.0  # requests held: the fork (or the pickle, without one)
+    last_seconds: float = 0.0  # until it is on disk
     last_bytes: int = 0
+
+
+def _write_and_exit(persistence: Persistence) -> None:
+    """In the forked child: pickle, write, exit without running the parent's cleanups."""
+    code = 1
+    try:
+        write_atomic(persistence.path, [persistence._take_retrying()])
+        code = 0
+    except BaseException:
+        traceback.print_exc()  # no logging: its locks may be held by a thread left behind
+    finally:
+        os._exit(code)
+
+
+def _wait_for_writer(pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    if (code := os.waitstatus_to_exitcode(status)) != 0:
+        raise SnapshotError(f"the snapshot writer (pid {pid}) failed with {code}: see above")
 
 
 class Persistence:
@@ -465,7 +488,7 @@ class Persistence:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=FINAL_QUIET_TIMEOUT + 30)
-        if self.snapshot(FINAL_QUIET_TIMEOUT, force=True):
+        if self.snapshot(FINAL_QUIET_TIMEOUT, force=True, fork=False):
             log.info(
                 "final snapshot: %d bytes in %.2f s (%s)",
                 self.stats.last_bytes,
@@ -481,23 +504,35 @@ class Persistence:
             except Exception:  # a failed snapshot must not stop the next ones
                 log.exception("snapshot failed; the previous one stays")
 
-    def snapshot(self, quiet_timeout: float, force: bool = False) -> bool:
-        """Take and write a snapshot if something changed since the last; True if written."""
+    def snapshot(self, quiet_timeout: float, force: bool = False, fork: bool = True) -> bool:
+        """Take and write a snapshot if something changed since the last; True if written.
+
+        ``fork``: a child process pickles and writes the copy-on-write image of the state,
+        so requests are held only for the fork (ms), not for the pickle (seconds when large)."""
         assert self.gate is not None, "wrap() the app first"
         with self._write_lock:
             mutations = self.gate.mutations
             if mutations == self._saved_mutations and not force:
                 return False
             started = time.perf_counter()
-            with self.gate.quiet(quiet_timeout) as idle:
+            # QuickSight's workers change its state under its lock: held across the fork, so
+            # the child (whose only thread is this one, the lock's owner) never waits for it.
+            with self.gate.quiet(quiet_timeout) as idle, self.quicksight.state_lock():
                 if not idle and not force:
                     return False
-                data = self._take_retrying()
-            write_atomic(self.path, [data])
+                child = os.fork() if fork else None
+                if child == 0:
+                    _write_and_exit(self)
+                data = None if child else self._take_retrying()
+            self.stats.held_seconds = time.perf_counter() - started
+            if child:
+                _wait_for_writer(child)
+            else:
+                write_atomic(self.path, [data or b""])
             self._saved_mutations = mutations
             self.stats.count += 1
             self.stats.last_seconds = time.perf_counter() - started
-            self.stats.last_bytes = len(data)
+            self.stats.last_bytes = self.path.stat().st_size
             return True
 
     def _take_retrying(self, attempts: int = 3) -> bytes:

@@ -90,6 +90,6 @@ def test_persistence(capsys: pytest.CaptureFixture[str]) -> None:
 
     (size,) = result["sizes"]
     assert size["events"] == 2000
-    assert_positive(size, ["snapshot_mib", "take_s", "write_s", "restore_s", "restart_s"])
-    assert_positive(size, ["mutating_requests", "fill_s"])
+    assert_positive(size, ["snapshot_mib", "held_s", "snapshot_s", "pickle_s", "restore_s"])
+    assert_positive(size, ["restart_s", "mutating_requests", "fill_s"])
     assert "requests held" in capsys.readouterr().out
