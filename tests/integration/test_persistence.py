@@ -162,3 +162,20 @@ def test_a_snapshot_of_another_version_is_refused(server: Server) -> None:
         server.start()
 
     assert "make reset" in (server.state_dir / "aws.log").read_text()
+
+
+def test_the_deploy_after_a_restart_finds_its_stack_and_changes_nothing(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from storepulse.deploy.package import build_lambda_zip
+    from tests.integration.test_deploy import FUNCTION_DIR, Deployer
+
+    package = build_lambda_zip(FUNCTION_DIR, tmp_path_factory.mktemp("build"))
+    deploy = Deployer(server.client)
+    assert deploy(package).action == "create"
+
+    server.stop(signal.SIGTERM)
+    server.start()
+
+    again = deploy(package)
+    assert (again.action, again.change_set, again.changes) == ("none", None, ())
