@@ -47,6 +47,7 @@ def embedded_aws(state_dir: Path | None = None) -> Iterator[Any]:
     With ``state_dir``, it keeps its state there (snapshots)."""
     from storepulse.config import settings
     from storepulse_local.embedded_aws import EmbeddedAws
+    from storepulse_local.iam import ADMIN
 
     server = EmbeddedAws(port=0, state_dir=state_dir).start()
     server.reset()  # moto's state is per process, not per server
@@ -61,8 +62,7 @@ def embedded_aws(state_dir: Path | None = None) -> Iterator[Any]:
     }
     os.environ.update(
         AWS_ENDPOINT_URL=server.url,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
+        **ADMIN.environment(),
         AWS_DEFAULT_REGION=saved["AWS_DEFAULT_REGION"] or "us-east-1",
     )
     settings.cache_clear()

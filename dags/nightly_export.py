@@ -18,8 +18,9 @@ real-time path files them: data that arrives later is exported by rerunning its 
 1. **resolve**: the stack's outputs (tables, lake bucket, alert topic), the business's stores,
    currencies and time zone, the business day.
 2. **export_facts / export_metrics / export_inventory** (param `strategy`): `pitr` (default):
-   point-in-time recovery enabled on the table when missing (the embedded AWS ignores the
-   template's), then DynamoDB's native export to `staging/<run>/_exports/<table>/try-<n>/`,
+   the table must have point-in-time recovery on, as the template declares it (the task fails
+   and says so otherwise: it does not reconfigure a table the stack owns), then DynamoDB's
+   native export to `staging/<run>/_exports/<table>/try-<n>/`,
    a consistent snapshot read without table capacity. Always a full export: a day's partition
    is rebuilt from all its items, including ones written long before the window. `scan`: no
    export; the stage task scans the table (parallel, consistent), for tables without PITR.
@@ -155,20 +156,26 @@ def nightly_export() -> None:
         """Point-in-time export of one table (strategy pitr); nothing for strategy scan."""
         from dataclasses import asdict
 
-        from storepulse.deploy.stack import is_embedded_endpoint
-        from storepulse.export.publish import ensure_point_in_time_recovery, export_prefix
-        from storepulse.export.sources import Backoff, PointInTimeExportSource
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from storepulse.export.publish import (
+            PointInTimeRecoveryOffError,
+            export_prefix,
+            require_point_in_time_recovery,
+        )
+        from storepulse.export.sources import PointInTimeExportSource
 
         if resolved["strategy"] == "scan":
             log.info("strategy scan: %s is read by the stage task", resolved["tables"][table])
             return {"strategy": "scan", "table": table}
         dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
         name = resolved["tables"][table]
-        if ensure_point_in_time_recovery(dynamodb, name):
-            log.info("point-in-time recovery enabled on %s", name)
+        try:
+            require_point_in_time_recovery(dynamodb, name)  # the template's to switch on, not ours
+        except PointInTimeRecoveryOffError as exc:
+            raise AirflowFailException(str(exc)) from exc  # a retry would find it off again
         try_number = int(getattr(ti, "try_number", 1) or 1)
         prefix = export_prefix(resolved["run_id"], table, try_number)
-        embedded = is_embedded_endpoint(dynamodb.meta.endpoint_url)
         source = PointInTimeExportSource(
             dynamodb,
             s3,
@@ -176,7 +183,6 @@ def nightly_export() -> None:
             resolved["bucket"],
             prefix,
             client_token=hashlib.sha256(prefix.encode()).hexdigest()[:32],
-            backoff=Backoff(first=0.2, maximum=1.0, timeout=120) if embedded else Backoff(),
         )
         export = source.run()
         log.info(

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from storepulse.config import REPO_ROOT
+from storepulse_local.iam import ADMIN
 from storepulse_local.platform.processes import file_tail
 
 READY = re.compile(r"login admin / (\S+)")
@@ -112,8 +113,8 @@ class Platform:
             service,
             endpoint_url=self.aws_url,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=ADMIN.access_key_id,
+            aws_secret_access_key=ADMIN.secret_access_key,
         )
 
     def table(self, name: str) -> Any:
@@ -121,8 +122,8 @@ class Platform:
             "dynamodb",
             endpoint_url=self.aws_url,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=ADMIN.access_key_id,
+            aws_secret_access_key=ADMIN.secret_access_key,
         ).Table(name)
 
     def started_pids(self) -> list[int]:

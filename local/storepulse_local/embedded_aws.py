@@ -2,7 +2,9 @@
 
 Run it as a process (``python -m storepulse_local.embedded_aws --port 5055``) or in-process
 (``EmbeddedAws(port=0).start()``, as the tests do). moto's Lambda Docker mode is switched off:
-no Docker engine runs here, and the project's own runtime invokes the handlers.
+no Docker engine runs here, and the project's own runtime invokes the handlers. IAM is enforced:
+requests must be signed with the keys of a principal of storepulse_local.iam and be allowed by
+its policies.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from storepulse.config import LOOPBACK
+from storepulse_local import iam
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,13 @@ class EmbeddedAws:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
         _store_stack_key_policies_as_json()
+        patch_cloudformation()  # outputs after change sets, tables' point-in-time recovery
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
@@ -74,6 +79,8 @@ class EmbeddedAws:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> EmbeddedAws:
+        iam.create_principals()
+        iam.enforce()
         self._thread.start()
         configure(self.url)
         if self.persistence:
@@ -83,6 +90,7 @@ class EmbeddedAws:
     def reset(self) -> None:
         """Forget every resource (between tests) and re-apply the configuration."""
         _post(f"{self.url}/moto-api/reset", {})
+        iam.create_principals()  # the reset forgot them
         configure(self.url)
 
     def stop(self) -> None:
@@ -170,12 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, help="keep the state there (else in memory)")
+    parser.add_argument("--host", default=LOOPBACK, help="0.0.0.0 only inside a container")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from storepulse_local.persistence import SnapshotError
 
     try:
-        server = EmbeddedAws(port=args.port, state_dir=args.state_dir).start()
+        server = EmbeddedAws(port=args.port, host=args.host, state_dir=args.state_dir).start()
     except (EmbeddedAwsError, SnapshotError) as exc:
         raise SystemExit(f"embedded AWS: {exc}") from None
     stopped = threading.Event()
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("embedded AWS listening on %s (moto, Lambda Docker mode off)", server.url)
+    log.info("embedded AWS listening on %s (moto, IAM enforced, no Lambda Docker)", server.url)
     stopped.wait()
     server.stop()
 

@@ -9,7 +9,8 @@ from storepulse.layout import TABLE_SPECS, table_name
 
 
 def create_tables(dynamodb: Any) -> dict[str, str]:
-    """Create every table (a boto3 DynamoDB client); return {table kind: name}."""
+    """Create every table (a boto3 DynamoDB client) as the stack's template declares it (TTL,
+    point-in-time recovery); return {table kind: name}."""
     names = {}
     for table, spec in TABLE_SPECS.items():
         name = table_name(table)
@@ -19,5 +20,9 @@ def create_tables(dynamodb: Any) -> dict[str, str]:
                 TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
             )
+        dynamodb.update_continuous_backups(  # the template's PointInTimeRecoverySpecification
+            TableName=name,
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+        )
         names[table.value] = name
     return names

@@ -832,12 +832,17 @@ def _client(caller: Caller, service: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    from storepulse_local.iam import credentials_of
+
+    # The embedded AWS enforces IAM: the caller's own credentials, as moto holds them.
+    secret, token = credentials_of(caller.access_key)
     return boto3.client(
         service,
         endpoint_url=caller.endpoint,
         region_name=caller.region,
         aws_access_key_id=caller.access_key,
-        aws_secret_access_key="local",
+        aws_secret_access_key=secret,
+        aws_session_token=token,
         config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
     )
 

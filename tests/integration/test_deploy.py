@@ -4,7 +4,6 @@ end to end with ``dag.test()``."""
 
 from __future__ import annotations
 
-import ast
 import base64
 import importlib.util
 import shutil
@@ -34,7 +33,6 @@ from storepulse.deploy.stack import (
     StackDeployError,
     deploy_stack,
     describe_stack,
-    is_embedded_endpoint,
     load_parameters,
     physical_ids,
 )
@@ -327,12 +325,11 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
     package: BuiltPackage,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The DAG's call: no gap list passed, the file's applies (to resources listed without a
+    physical id, which only the embedded AWS lists)."""
     deploy(package)
-    assert is_embedded_endpoint(aws_client("cloudformation").meta.endpoint_url)
     caplog.set_level("INFO", logger="storepulse.deploy.verify")
-    report = verify_stack(
-        aws_client, STACK, known_gaps=embedded_aws_gaps(), code_sha256=package.sha256
-    )
+    report = verify_stack(aws_client, STACK, code_sha256=package.sha256)
     status = {c.logical_id: c.status for c in report.checks}
     assert {lid for lid, s in status.items() if s == GAP} == SKIPPED
     assert {lid for lid, s in status.items() if s == NOT_DEPLOYED} == {
@@ -349,27 +346,29 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
         "failed": 0,
         "not_deployed": 1,
     }
-    assert "not created by the embedded AWS (known gap)" in caplog.text
+    assert "listed without a physical id (known gap)" in caplog.text
     assert "18 resources checked: 13 ok, 5 known gaps, 0 failed" in caplog.text
 
 
 def test_verify_without_the_gap_list_fails_on_what_moto_skipped(
     deploy: Deployer, aws_client: Client, package: BuiltPackage
 ) -> None:
-    """On a real account nothing is excused: a type missing from the stack fails."""
+    """With no gap listed nothing is excused: a resource without a physical id fails."""
     deploy(package)
     with pytest.raises(VerificationError) as raised:
-        verify_stack(aws_client, STACK)
+        verify_stack(aws_client, STACK, known_gaps={})
     assert {c.logical_id for c in raised.value.report.failures} == SKIPPED
 
 
 def test_verify_names_a_resource_deleted_behind_cloudformations_back(
     deploy: Deployer, aws_client: Client, package: BuiltPackage
 ) -> None:
+    """A resource with a physical id that its service does not know fails, gap or not."""
     outputs = deploy(package).outputs
     aws_client("sqs").delete_queue(QueueUrl=outputs["DeadLetterQueueUrl"])
+    gaps = embedded_aws_gaps() | {"AWS::SQS::Queue": "not excused: the queue has an id"}
     with pytest.raises(VerificationError) as raised:
-        verify_stack(aws_client, STACK, known_gaps=embedded_aws_gaps())
+        verify_stack(aws_client, STACK, known_gaps=gaps)
     failed = {c.logical_id: c.detail for c in raised.value.report.failures}
     assert "missing" in failed["DeadLetterQueue"]
     # The mapping's on-failure destination is that queue: it cannot be resolved any more.
@@ -383,9 +382,7 @@ def test_verify_notices_code_other_than_the_uploaded_zip(
 ) -> None:
     deploy(package)
     with pytest.raises(VerificationError, match="CodeSha256"):
-        verify_stack(
-            aws_client, STACK, known_gaps=embedded_aws_gaps(), code_sha256=changed_package.sha256
-        )
+        verify_stack(aws_client, STACK, code_sha256=changed_package.sha256)
 
 
 # ------------------------------------------------------------------------------ smoke test
@@ -471,16 +468,13 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str
 
 
 def _deployed_role_policy(aws_client: Client) -> Policy:
-    """The function's role as IAM holds it (the template's policies, resolved by the stack).
-    moto answers a stack-created role's inline policy as a Python repr, not JSON (recorded in
-    infra/local/embedded_aws_gaps.json)."""
+    """The function's role as IAM holds it (the template's policies, resolved by the stack; the
+    embedded AWS stores them as JSON, as IAM does: infra/local/embedded_aws_gaps.json)."""
     iam = aws_client("iam")
     role = physical_ids(aws_client("cloudformation"), STACK)["StreamProcessorRole"]
     names = iam.list_role_policies(RoleName=role)["PolicyNames"]
     documents = [iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"] for n in names]
-    return Policy.from_documents(
-        ast.literal_eval(d) if isinstance(d, str) and d.startswith("{'") else d for d in documents
-    )
+    return Policy.from_documents(documents)
 
 
 def test_smoke_event_travels_the_deployed_path(
@@ -491,7 +485,8 @@ def test_smoke_event_travels_the_deployed_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The smoke event makes every kind of call of the real-time path, each allowed by the
-    deployed role (moto does not enforce IAM: the handler's calls are recorded and checked)."""
+    deployed role (the handler's calls are recorded and checked against the role's statements;
+    tests/integration/test_iam_enforced.py runs it with the role's credentials)."""
     outputs = deploy(package).outputs
     environment = _function(aws_client)["Configuration"]["Environment"]["Variables"]
     kinesis, dynamodb, poller_kinesis = (aws_client(s) for s in ("kinesis", "dynamodb", "kinesis"))

@@ -89,3 +89,113 @@ def test_put_records_leaves_mapped_functions_to_the_local_runtime(aws_client) ->
     from moto.awslambda.models import LambdaBackend
 
     assert LambdaBackend.send_kinesis_message.__name__ == "_delivered_by_the_local_runtime"
+
+
+def _small_template(pitr: bool, extra_output: bool = False) -> str:
+    """A table and a queue, with outputs (a Ref, a GetAtt .Arn, an export)."""
+    outputs: dict = {
+        "TableName": {"Value": {"Ref": "Table"}, "Export": {"Name": "small-TableName"}},
+        "QueueArn": {"Value": {"Fn::GetAtt": ["Queue", "Arn"]}},
+    }
+    if extra_output:
+        outputs["QueueUrl"] = {"Value": {"Ref": "Queue"}}
+    return json.dumps(
+        {
+            "Resources": {
+                "Table": {
+                    "Type": "AWS::DynamoDB::Table",
+                    "Properties": {
+                        "TableName": "small",
+                        "BillingMode": "PAY_PER_REQUEST",
+                        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": pitr},
+                    },
+                },
+                "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "small-q"}},
+            },
+            "Outputs": outputs,
+        }
+    )
+
+
+def _execute(cfn, kind: str, template: str) -> dict:
+    cfn.create_change_set(
+        StackName="small",
+        ChangeSetName=f"cs-{kind.lower()}",
+        ChangeSetType=kind,
+        TemplateBody=template,
+    )
+    cfn.execute_change_set(StackName="small", ChangeSetName=f"cs-{kind.lower()}")
+    return cfn.describe_stacks(StackName="small")["Stacks"][0]
+
+
+def _recovery(aws_client) -> str:
+    backups = aws_client("dynamodb").describe_continuous_backups(TableName="small")
+    return backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"][
+        "PointInTimeRecoveryStatus"
+    ]
+
+
+def test_change_sets_compute_the_stacks_outputs_and_exports(aws_client) -> None:
+    """moto alone lists no outputs after a CREATE change set (embedded_aws_gaps.json)."""
+    cfn = aws_client("cloudformation")
+    created = _execute(cfn, "CREATE", _small_template(pitr=True))
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in created["Outputs"]}
+    assert outputs == {
+        "TableName": "small",
+        "QueueArn": "arn:aws:sqs:us-east-1:123456789012:small-q",
+    }
+    exports = {e["Name"]: e["Value"] for e in cfn.list_exports()["Exports"]}
+    assert exports == {"small-TableName": "small"}
+
+    updated = _execute(cfn, "UPDATE", _small_template(pitr=True, extra_output=True))
+
+    assert {o["OutputKey"] for o in updated["Outputs"]} == {"TableName", "QueueArn", "QueueUrl"}
+    assert [e["Name"] for e in cfn.list_exports()["Exports"]] == ["small-TableName"]
+
+
+def test_a_stack_table_has_the_templates_point_in_time_recovery(aws_client) -> None:
+    cfn = aws_client("cloudformation")
+    _execute(cfn, "CREATE", _small_template(pitr=True))
+    assert _recovery(aws_client) == "ENABLED"
+
+    _execute(cfn, "UPDATE", _small_template(pitr=False))
+
+    assert _recovery(aws_client) == "DISABLED"
+    assert aws_client("dynamodb").describe_table(TableName="small")["Table"]["TableName"]
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS.+:UserWarning")
+def test_skipped_resources_are_listed_by_name_without_a_physical_id(aws_client) -> None:
+    """moto lists what it skipped, and what a false condition left out, as nameless entries."""
+    template = {
+        "Conditions": {"Never": {"Fn::Equals": ["a", "b"]}},
+        "Resources": {
+            "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "listed-q"}},
+            "Alarm": {  # a type moto's CloudFormation skips (embedded_aws_gaps.json)
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "MetricName": "Errors",
+                    "Namespace": "AWS/Lambda",
+                    "Statistic": "Sum",
+                    "Period": 60,
+                    "EvaluationPeriods": 1,
+                    "Threshold": 1,
+                    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                },
+            },
+            "NotMade": {"Type": "AWS::SQS::Queue", "Condition": "Never"},
+        },
+    }
+    cfn = aws_client("cloudformation")
+    cfn.create_stack(StackName="listed", TemplateBody=json.dumps(template))
+
+    summaries = cfn.list_stack_resources(StackName="listed")["StackResourceSummaries"]
+
+    listed = {
+        s["LogicalResourceId"]: (s["ResourceType"], s["PhysicalResourceId"]) for s in summaries
+    }
+    assert listed.keys() == {"Queue", "Alarm"}
+    assert listed["Alarm"] == ("AWS::CloudWatch::Alarm", "")
+    assert listed["Queue"][1].endswith("/listed-q")

@@ -26,6 +26,7 @@ from storepulse import events as ev
 from storepulse.aws import FAIL_FAST_CONFIG, client
 from storepulse.export.datasets import DATASETS, build_rows, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import iter_export_items, serialize_item
+from storepulse.export.publish import PointInTimeRecoveryOffError, require_point_in_time_recovery
 from storepulse.export.sources import (
     Backoff,
     ExportError,
@@ -112,7 +113,8 @@ def put_a_day(handler: Any) -> None:
 
 
 def enable_pitr(dynamodb: Any) -> None:
-    """CloudFormation on the embedded AWS ignores PITR, and exports need it."""
+    """PITR on the exported tables (create_tables switches it on as the template does; stated
+    again where an export needs it)."""
     for table in EXPORTED_TABLES:
         dynamodb.update_continuous_backups(
             TableName=table_name(table),
@@ -363,3 +365,19 @@ def test_the_converter_streams_50k_items_in_bounded_memory(tmp_path: Path) -> No
         tracemalloc.stop()
     assert (count, total) == (50_000, Decimal("1215000.00"))
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes for {unpacked} bytes of JSON"
+
+
+def test_tables_have_pitr_and_the_export_refuses_one_without(realtime_stack: Any) -> None:
+    """The tables are made as the template declares them (PITR on); a table whose PITR is off
+    is refused, and left off: the export does not reconfigure a table the template owns."""
+    dynamodb, _ = clients()
+    for table in EXPORTED_TABLES:
+        require_point_in_time_recovery(dynamodb, table_name(table))
+    facts = table_name(Table.FACTS)
+    dynamodb.update_continuous_backups(
+        TableName=facts, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False}
+    )
+    with pytest.raises(PointInTimeRecoveryOffError, match=f"recovery of {facts} is DISABLED"):
+        require_point_in_time_recovery(dynamodb, facts)
+    backups = dynamodb.describe_continuous_backups(TableName=facts)["ContinuousBackupsDescription"]
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "DISABLED"

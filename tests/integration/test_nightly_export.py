@@ -29,12 +29,12 @@ from storepulse.export.publish import (
     StagedDataset,
     current_files,
     current_uris,
-    ensure_point_in_time_recovery,
     export_prefix,
     glue_database_name,
     publish_partition,
     read_manifest,
     register_partition,
+    require_point_in_time_recovery,
     stage_table,
     staging_root,
 )
@@ -84,7 +84,7 @@ def _items(
     dynamodb, s3 = clients()
     if strategy == "scan":
         return ScanSource(dynamodb, table_name(table), total_segments=3).items
-    ensure_point_in_time_recovery(dynamodb, table_name(table))
+    require_point_in_time_recovery(dynamodb, table_name(table))  # as the DAG's export task
     prefix = export_prefix(run_id, table.value, try_number)
     source = PointInTimeExportSource(
         dynamodb, s3, table_name(table), bucket, prefix, backoff=FAST_POLL

@@ -90,7 +90,9 @@ def test_ports_default_to_the_settings_defaults(
     aws_port = f"${{STOREPULSE_AWS_PORT:-{defaults.aws_port}}}"
     assert services["airflow-apiserver"]["ports"] == [f"127.0.0.1:{airflow_port}:8080"]
     assert services["moto"]["ports"] == [f"127.0.0.1:{aws_port}:{aws_port}"]
-    assert services["moto"]["command"] == ["-H", "0.0.0.0", "-p", aws_port]
+    # The project's embedded AWS (moto and its patches), not plain moto_server.
+    assert services["moto"]["entrypoint"] == ["python3", "-m", "storepulse_local.embedded_aws"]
+    assert services["moto"]["command"] == ["--host", "0.0.0.0", "--port", aws_port]
 
 
 def test_containers_resolve_the_default_settings(
@@ -195,3 +197,17 @@ def test_database_url_matches_the_postgres_service(
         postgres["POSTGRES_PASSWORD"],
         postgres["POSTGRES_DB"],
     )
+
+
+def test_the_moto_container_mounts_the_embedded_aws(services: dict[str, Service]) -> None:
+    """moto's image runs ``storepulse_local.embedded_aws`` from the mounted folders: each
+    PYTHONPATH entry is a mounted folder of the repository holding its package."""
+    mounts = dict(
+        reversed(volume.removesuffix(":ro").split(":", 1)) for volume in services["moto"]["volumes"]
+    )
+    paths = services["moto"]["environment"]["PYTHONPATH"].split(":")
+    packages = {"storepulse_local", "storepulse"}
+    for path in paths:
+        folder = REPO_ROOT / mounts[path]
+        packages -= {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    assert not packages, f"not on the container's PYTHONPATH: {packages}"

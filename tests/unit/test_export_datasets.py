@@ -512,7 +512,7 @@ def test_export_is_polled_with_backoff_and_read_through_its_manifest() -> None:
     )
     items = list(source.items())
     assert [i["pk"] for i in items] == ["a", "b", "c"] and items[2]["n"] == Decimal("1.50")
-    assert sleeps == [1.0, 2.0, 4.0]
+    assert sleeps == [0.25, 0.5, 1.0]  # short first, doubling (up to a minute)
     assert source.run().from_manifest and len(source.run().data_keys) == 2
     assert dynamodb.starts[0]["ExportFormat"] == "DYNAMODB_JSON"
     assert len(dynamodb.starts) == 1  # run() once, whatever reads the items

@@ -21,17 +21,18 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
+from storepulse.config import REPO_ROOT
 from storepulse.export.datasets import DATASETS, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import serialize_item
 from storepulse.export.publish import (
     CURATED,
     Manifest,
+    PointInTimeRecoveryOffError,
     PublishError,
     StagedDataset,
     content_token,
     current_files,
     current_uris,
-    ensure_point_in_time_recovery,
     export_prefix,
     glue_database_name,
     glue_table_input,
@@ -39,6 +40,7 @@ from storepulse.export.publish import (
     publish_partition,
     read_manifest,
     register_partition,
+    require_point_in_time_recovery,
     run_folder,
     stage_table,
     staging_root,
@@ -347,21 +349,31 @@ def test_exported_items_are_read_back_and_counted() -> None:
         list(exported_items(s3, short))
 
 
-def test_pitr_is_enabled_only_where_it_is_off() -> None:
+def test_the_export_refuses_a_table_without_pitr_and_leaves_it_as_it_is() -> None:
+    """The template owns the setting: the export checks it, and never switches it on."""
+
     class Dynamo:
-        def __init__(self, status: str) -> None:
-            self.status, self.updates = status, 0
+        def __init__(self, description: dict[str, Any]) -> None:
+            self.description, self.updates = description, 0
 
         def describe_continuous_backups(self, TableName: str) -> dict[str, Any]:  # noqa: N803
-            description = {"PointInTimeRecoveryStatus": self.status}
-            return {"ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": description}}
+            return {"ContinuousBackupsDescription": self.description}
 
         def update_continuous_backups(self, **kwargs: Any) -> None:
             self.updates += 1
 
-    off, on = Dynamo("DISABLED"), Dynamo("ENABLED")
-    assert ensure_point_in_time_recovery(off, "t") is True and off.updates == 1
-    assert ensure_point_in_time_recovery(on, "t") is False and on.updates == 0
+    on = Dynamo({"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": "ENABLED"}})
+    require_point_in_time_recovery(on, "facts")
+    for off in (
+        Dynamo({"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": "DISABLED"}}),
+        Dynamo({"ContinuousBackupsStatus": "ENABLED"}),  # no description at all
+    ):
+        with pytest.raises(PointInTimeRecoveryOffError) as raised:
+            require_point_in_time_recovery(off, "facts")
+        assert "point-in-time recovery of facts is DISABLED" in str(raised.value)
+        assert "redeploy the stack" in str(raised.value) and "strategy scan" in str(raised.value)
+        assert off.updates == 0
+    assert on.updates == 0
 
 
 def test_names_are_safe_and_unique_per_try() -> None:
@@ -464,3 +476,31 @@ def test_glue_database_table_and_partition_are_created_then_left_alone() -> None
     assert {k: v for k, v in updated.items() if k != "Parameters"} == {
         k: v for k, v in wanted.items() if k != "Parameters"
     }
+
+
+def test_the_export_task_fails_without_retry_when_pitr_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DAG's export task: a table without PITR fails the task at once (a retry would find
+    it off again), and nothing asks the table to change."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dags = DagBag(dag_folder=str(REPO_ROOT / "dags" / "nightly_export.py"))
+    callable_ = dags.dags["nightly_export"].get_task("export_facts").python_callable
+    calls: list[str] = []
+
+    class Dynamo:
+        def describe_continuous_backups(self, TableName: str) -> dict[str, Any]:  # noqa: N803
+            calls.append(f"describe {TableName}")
+            status = {"PointInTimeRecoveryStatus": "DISABLED"}
+            return {"ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": status}}
+
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the task must not call {name}")
+
+    monkeypatch.setitem(callable_.__globals__, "aws_client", lambda service: Dynamo())
+    resolved = {"strategy": "pitr", "tables": {"facts": "dev-facts"}, "run_id": "r", "bucket": "b"}
+    with pytest.raises(AirflowFailException, match="point-in-time recovery of dev-facts"):
+        callable_(resolved, "facts")
+    assert calls == ["describe dev-facts"]

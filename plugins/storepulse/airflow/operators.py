@@ -12,11 +12,6 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-# The embedded AWS applies a change set within the call: a stack still in progress after this
-# long has failed (it never rolls back), so waiting out the AWS-sized timeout would only delay
-# the error.
-EMBEDDED_AWS_TIMEOUT_SECONDS = 60
-
 
 class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
     """Create or update a CloudFormation stack through a change set, and wait for it.
@@ -37,9 +32,9 @@ class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
     :param parameters: ``[{"ParameterKey": ..., "ParameterValue": ...}]`` or ``{key: value}``
         (templated)
     :param capabilities: acknowledged capabilities, e.g. ``CAPABILITY_IAM``
-    :param wait_timeout_seconds: how long the change set may take (capped at
-        :data:`EMBEDDED_AWS_TIMEOUT_SECONDS` on the embedded AWS)
-    :param poll_interval_seconds: seconds between status checks
+    :param wait_timeout_seconds: how long the change set may take
+    :param poll_interval_seconds: longest wait between status checks (the first come sooner and
+        back off up to it: see ``storepulse.deploy.stack.poll_delays``)
     """
 
     aws_hook_class = CloudFormationHook
@@ -72,20 +67,16 @@ class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
         self.poll_interval_seconds = poll_interval_seconds
 
     def execute(self, context: Context) -> dict[str, str]:
-        from storepulse.deploy.stack import deploy_stack, is_embedded_endpoint
+        from storepulse.deploy.stack import deploy_stack
 
-        client = self.hook.get_conn()
-        timeout, poll = float(self.wait_timeout_seconds), float(self.poll_interval_seconds)
-        if is_embedded_endpoint(self.hook.conn_config.endpoint_url or client.meta.endpoint_url):
-            timeout, poll = min(timeout, EMBEDDED_AWS_TIMEOUT_SECONDS), min(poll, 1.0)
         result = deploy_stack(
-            client,
+            self.hook.get_conn(),
             stack_name=self.stack_name,
             template_body=self.template_body,
             parameters=_parameter_list(self.parameters),
             capabilities=self.capabilities,
-            timeout=timeout,
-            poll_interval=poll,
+            timeout=float(self.wait_timeout_seconds),
+            poll_interval=float(self.poll_interval_seconds),
         )
         context["ti"].xcom_push(key="deploy", value=result.summary())
         self.log.info(

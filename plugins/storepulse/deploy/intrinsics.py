@@ -1,7 +1,7 @@
 """Evaluating a CloudFormation template's intrinsic functions and conditions (``Ref``,
 ``Fn::Sub``, ``Fn::GetAtt ...Arn``, ``Fn::If``, ``Fn::Join``) from parameters, pseudo parameters
-and physical ids: to resolve outputs, name failing resources and compare resources with the
-template."""
+and physical ids: to name failing resources, compare resources with the template and resolve
+the template's IAM policies."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ for. A failure names the failing resources with CloudFormation's reasons (the st
 ``*_FAILED`` events). On AWS a failed update rolls back (``UPDATE_ROLLBACK_COMPLETE``): the
 previous version of every resource keeps serving, and the task fails. The embedded AWS never rolls
 back and records no resource events: there the failing resource is named by matching the error
-against the template, and a stack left in progress fails the task after the timeout.
+against the template, and a stack left in progress fails the task after the timeout. The outputs
+are CloudFormation's own (DescribeStacks), on AWS and on the embedded AWS alike.
 """
 
 from __future__ import annotations
@@ -22,17 +23,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
 
 from storepulse.config import REPO_ROOT
-from storepulse.deploy.intrinsics import (
-    Intrinsics,
-    UnresolvedError,
-    pseudo_parameters,
-    scalar_text,
-)
+from storepulse.deploy.intrinsics import Intrinsics, pseudo_parameters, scalar_text
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +48,9 @@ SETTLED: Final = SUCCESS | {
 }
 NO_CHANGES: Final = ("didn't contain changes", "No updates are to be performed")
 STACK_TYPE: Final = "AWS::CloudFormation::Stack"
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+# Status polls start short (a change set may be done within the call) and double up to the
+# caller's poll interval (AWS takes minutes): one schedule, wherever the stack is deployed.
+FIRST_POLL_SECONDS: Final = 0.5
 
 Clients = Callable[[str], Any]  # service name -> boto3 client
 
@@ -146,19 +143,30 @@ def stack_outputs(stack: Mapping[str, Any]) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
 
 
-def physical_ids(cfn: Any, stack_name: str) -> dict[str, str]:
-    """{logical id: physical id}; the embedded AWS lists skipped types with empty ids."""
+def listed_resources(cfn: Any, stack_name: str) -> dict[str, str]:
+    """{logical id: physical id} of every resource the stack lists, "" where it lists none (AWS
+    gives every resource of a complete stack an id; the embedded AWS lists the types it skipped
+    without one)."""
     found: dict[str, str] = {}
     for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack_name):
         for summary in page["StackResourceSummaries"]:
-            if summary.get("LogicalResourceId") and summary.get("PhysicalResourceId"):
-                found[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+            if summary.get("LogicalResourceId"):
+                found[summary["LogicalResourceId"]] = summary.get("PhysicalResourceId") or ""
     return found
 
 
-def is_embedded_endpoint(url: str | None) -> bool:
-    """True for an endpoint on loopback: the embedded AWS (a real account has none)."""
-    return bool(url) and urlparse(str(url)).hostname in LOOPBACK_HOSTS
+def physical_ids(cfn: Any, stack_name: str) -> dict[str, str]:
+    """{logical id: physical id} of the stack's resources that have one."""
+    return {lid: pid for lid, pid in listed_resources(cfn, stack_name).items() if pid}
+
+
+def poll_delays(poll_interval: float) -> Iterator[float]:
+    """Seconds to sleep between status checks: from :data:`FIRST_POLL_SECONDS` (or
+    ``poll_interval`` if shorter), doubling, at most ``poll_interval``."""
+    delay = min(FIRST_POLL_SECONDS, poll_interval)
+    while True:
+        yield delay
+        delay = min(delay * 2, poll_interval)
 
 
 # ------------------------------------------------------------------------------ deploy
@@ -209,7 +217,7 @@ def deploy_stack(
     if stack is not None and _is_deployed(cfn, stack, template_body, parameters):
         status = stack["StackStatus"]
         log.info("stack %s is %s with this template and parameters: no changes", stack_name, status)
-        return _unchanged(cfn, stack, template_body)
+        return _unchanged(stack)
     kind = "UPDATE" if stack and stack["StackStatus"] != "REVIEW_IN_PROGRESS" else "CREATE"
     change_set = _change_set_name(template_body, parameters)
     cfn.create_change_set(
@@ -225,92 +233,39 @@ def deploy_stack(
     if not _wait_for_change_set(cfn, stack_name, change_set, deadline, poll_interval):
         cfn.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
         log.info("change set %s contains no changes: nothing to execute", change_set)
-        return _unchanged(cfn, describe_stack(cfn, stack_name) or {}, template_body)
+        return _unchanged(describe_stack(cfn, stack_name) or {})
     changes = _changes(cfn, stack_name, change_set)
     _log_changes(change_set, kind, changes)
     final = _execute(
         cfn, stack_name, change_set, template_body, parameters, deadline, poll_interval
     )
     log.info("stack %s: %s (%d resource changes)", stack_name, final["StackStatus"], len(changes))
-    outputs = _complete_outputs(cfn, final, template_body)
     return DeployResult(
         stack_name=stack_name,
         action=kind.lower(),
         status=final["StackStatus"],
         change_set=change_set,
         changes=tuple(changes),
-        outputs=outputs,
+        outputs=stack_outputs(final),
     )
 
 
 def deployed_outputs(cfn: Any, name: str) -> dict[str, str]:
-    """The outputs of the deployed stack ``name``, on AWS and on the embedded AWS alike."""
+    """The outputs of the deployed stack ``name``, as CloudFormation computed them."""
     stack = describe_stack(cfn, name)
     if stack is None:
         raise DeployError(f"stack {name} is not deployed (run the DAG deploy_realtime_stack)")
-    body = cfn.get_template(StackName=name)["TemplateBody"]
-    return _complete_outputs(cfn, stack, body if isinstance(body, str) else json.dumps(body))
+    return stack_outputs(stack)
 
 
-# ARNs by type, from the physical id: for outputs the embedded AWS does not compute.
-ARN_FORMATS: Final = {
-    "AWS::SQS::Queue": "arn:{partition}:sqs:{region}:{account}:{name}",
-    "AWS::Kinesis::Stream": "arn:{partition}:kinesis:{region}:{account}:stream/{id}",
-    "AWS::Lambda::Function": "arn:{partition}:lambda:{region}:{account}:function:{id}",
-    "AWS::DynamoDB::Table": "arn:{partition}:dynamodb:{region}:{account}:table/{id}",
-    "AWS::IAM::Role": "arn:{partition}:iam::{account}:role/{id}",
-    "AWS::S3::Bucket": "arn:{partition}:s3:::{id}",
-    "AWS::SNS::Topic": "{id}",
-    "AWS::KMS::Key": "arn:{partition}:kms:{region}:{account}:key/{id}",
-}
-
-
-def _complete_outputs(cfn: Any, stack: Mapping[str, Any], template_body: str) -> dict[str, str]:
-    """The stack's outputs. AWS computes them for every change set; the embedded AWS does not
-    (nor its exports): declared outputs that the stack lacks are resolved here from its resources,
-    so the deploy's result is the same on both."""
-    outputs = stack_outputs(stack)
-    template = parse_template(template_body)
-    parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters") or []}
-    pseudo = pseudo_parameters(stack)
-    physical = physical_ids(cfn, stack["StackName"])
-    types = {lid: r["Type"] for lid, r in template.get("Resources", {}).items()}
-
-    def arn_of(logical_id: str) -> str:
-        if logical_id not in physical or types.get(logical_id) not in ARN_FORMATS:
-            raise UnresolvedError(f"GetAtt {logical_id}.Arn")
-        name = physical[logical_id].rsplit("/", 1)[-1]  # a queue's physical id is its URL
-        return ARN_FORMATS[types[logical_id]].format(
-            id=physical[logical_id],
-            name=name,
-            partition=pseudo.get("AWS::Partition", "aws"),
-            region=pseudo.get("AWS::Region", ""),
-            account=pseudo.get("AWS::AccountId", ""),
-        )
-
-    intrinsics = Intrinsics(template, parameters, pseudo, physical, arn_of)
-    declared = template.get("Outputs") or {}
-    missing = [k for k, o in declared.items() if k not in outputs and intrinsics.is_deployed(o)]
-    for key in missing:
-        try:
-            outputs[key] = str(intrinsics.resolve(declared[key]["Value"]))
-        except UnresolvedError as exc:
-            log.warning("output %s cannot be resolved: %s", key, exc)
-    if missing:
-        log.info(
-            "%d outputs resolved from the stack's resources (the stack lacks them)", len(missing)
-        )
-    return outputs
-
-
-def _unchanged(cfn: Any, stack: Mapping[str, Any], template_body: str) -> DeployResult:
+def _unchanged(stack: Mapping[str, Any]) -> DeployResult:
     return DeployResult(
         stack_name=stack["StackName"],
         action="none",
         status=stack["StackStatus"],
         change_set=None,
         changes=(),
-        outputs=_complete_outputs(cfn, stack, template_body),
+        outputs=stack_outputs(stack),
     )
 
 
@@ -363,6 +318,7 @@ def _wait_for_change_set(
     cfn: Any, stack_name: str, change_set: str, deadline: float, poll_interval: float
 ) -> bool:
     """Wait until the change set is ready; False if it holds no changes."""
+    delays = poll_delays(poll_interval)
     while True:
         described = cfn.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
         status, reason = described["Status"], described.get("StatusReason") or ""
@@ -374,7 +330,7 @@ def _wait_for_change_set(
             raise StackDeployError(f"change set {change_set} failed: {reason}")
         if time.monotonic() >= deadline:
             raise DeployError(f"change set {change_set} still {status} at the timeout")
-        time.sleep(poll_interval)
+        time.sleep(next(delays))
 
 
 def _changes(cfn: Any, stack_name: str, change_set: str) -> list[ResourceChange]:
@@ -460,6 +416,7 @@ def _wait_for_stack(
 ) -> dict[str, Any]:
     """The stack once the execution reached a final state (a stack event newer than ``marker``
     says so: right after execute_change_set the stack may still show its previous state)."""
+    delays = poll_delays(poll_interval)
     while True:
         stack = describe_stack(cfn, stack_name)
         if stack is None:
@@ -477,7 +434,7 @@ def _wait_for_stack(
                 + ("" if failures else " (the embedded AWS never rolls a failed resource back)"),
                 failures,
             )
-        time.sleep(poll_interval)
+        time.sleep(next(delays))
 
 
 def _event_failures(events: list[dict[str, Any]]) -> list[ResourceFailure]:

@@ -3,8 +3,10 @@ stream is ACTIVE, the tables have the key layout of ``storepulse.layout``, the f
 template's handler, runtime and environment, ...).
 
 CloudFormation saying ``CREATE_COMPLETE`` is not enough: the embedded AWS says it after skipping
-types it does not support (``infra/local/embedded_aws_gaps.json``, reported as known gaps there,
-failures elsewhere).
+types it does not support, and lists those resources without a physical id. The same rule holds
+wherever the stack runs: a resource listed without a physical id (which AWS never does for a
+complete stack) is a known gap if its type is in ``infra/local/embedded_aws_gaps.json``, a
+failure otherwise; a resource with an id that its service does not know is always a failure.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from storepulse.deploy.stack import (
     DeployError,
     describe_stack,
     error_message,
+    listed_resources,
     parse_template,
-    physical_ids,
 )
 from storepulse.layout import TABLE_SPECS
 
@@ -162,9 +164,11 @@ def verify_stack(
     code_sha256: str | None = None,
 ) -> VerifyReport:
     """Check every resource of the deployed template through its service; raise
-    :class:`VerificationError` if any is missing or differs. ``known_gaps``: {type: why} to
-    report instead of failing (pass :func:`embedded_aws_gaps` only for the embedded AWS).
+    :class:`VerificationError` if any is missing or differs. ``known_gaps``: {type: why}; a
+    resource of such a type that the stack lists without a physical id is reported as a known
+    gap, not a failure (default: :func:`embedded_aws_gaps`; ``{}`` excuses nothing).
     ``code_sha256``: hex digest of the zip the function must run."""
+    gaps = embedded_aws_gaps() if known_gaps is None else known_gaps
     cfn = clients("cloudformation")
     stack = describe_stack(cfn, stack_name)
     if stack is None:
@@ -172,10 +176,11 @@ def verify_stack(
     template = parse_template(
         cfn.get_template(StackName=stack_name, TemplateStage="Original")["TemplateBody"]
     )
-    physical = physical_ids(cfn, stack_name)
+    listed = listed_resources(cfn, stack_name)
+    physical = {lid: pid for lid, pid in listed.items() if pid}
     context = _Context(clients, _intrinsics_of(template, stack, physical, clients), code_sha256)
     checks = tuple(
-        _check(context, lid, resource, physical.get(lid, ""), known_gaps or {})
+        _check(context, lid, resource, listed.get(lid), gaps)
         for lid, resource in template.get("Resources", {}).items()
     )
     report = VerifyReport(stack_name, checks)
@@ -186,7 +191,8 @@ def verify_stack(
 
 
 def embedded_aws_gaps(path: Path = GAPS_FILE) -> dict[str, str]:
-    """{resource type: why} of the types the embedded AWS accepts but never creates."""
+    """{resource type: why} of the types the embedded AWS accepts but never creates (its
+    CloudFormation lists them without a physical id)."""
     return dict(json.loads(path.read_text())["types"])
 
 
@@ -237,20 +243,26 @@ def _check(
     context: _Context,
     logical_id: str,
     resource: Mapping[str, Any],
-    physical_id: str,
+    listed_id: str | None,
     known_gaps: Mapping[str, str],
 ) -> ResourceCheck:
+    """``listed_id``: the physical id the stack lists, "" if it lists none, None if unlisted."""
     kind = resource["Type"]
+    physical_id = listed_id or ""
 
     def result(status: str, detail: str) -> ResourceCheck:
         return ResourceCheck(logical_id, kind, physical_id, status, detail)
 
     if not context.intrinsics.is_deployed(resource):
         return result(NOT_DEPLOYED, f"condition {resource['Condition']} is false")
+    if listed_id == "" and kind in known_gaps:
+        return result(GAP, f"listed without a physical id (known gap): {known_gaps[kind]}")
     declared = _Declared(logical_id, kind, resource.get("Properties") or {}, physical_id)
     try:
-        if not physical_id:
+        if listed_id is None:
             raise _MissingError("not among the stack's resources")
+        if not physical_id:
+            raise _MissingError("listed by the stack without a physical id")
         return result(OK, _CHECKERS.get(kind, _by_stack_only)(context, declared))
     except _MissingError as exc:
         missing = str(exc)
@@ -261,8 +273,6 @@ def _check(
         if code not in MISSING_CODES:
             return result(FAILED, f"{code}: {error_message(exc)}")
         missing = f"{code}: {error_message(exc)}"
-    if kind in known_gaps:
-        return result(GAP, f"not created by the embedded AWS (known gap): {known_gaps[kind]}")
     return result(FAILED, f"missing: {missing}")
 
 

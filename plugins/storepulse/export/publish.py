@@ -70,13 +70,13 @@ __all__ = [
     "MANIFEST_NAME",
     "STAGING",
     "Manifest",
+    "PointInTimeRecoveryOffError",
     "PublishError",
     "PublishReport",
     "StagedDataset",
     "content_token",
     "current_files",
     "current_uris",
-    "ensure_point_in_time_recovery",
     "export_prefix",
     "glue_database_name",
     "glue_table_input",
@@ -85,6 +85,7 @@ __all__ = [
     "publish_partition",
     "read_manifest",
     "register_partition",
+    "require_point_in_time_recovery",
     "run_folder",
     "stage_table",
     "staging_root",
@@ -141,18 +142,25 @@ def partition_prefix(root: str, dataset: str, day: date) -> str:
 # --- reading a point-in-time export ------------------------------------------------------------
 
 
-def ensure_point_in_time_recovery(dynamodb: Any, table_name: str) -> bool:
-    """Enable point-in-time recovery on a table where it is off (True: it was off). The
-    template declares it, but the embedded AWS ignores that, and an export needs it."""
+class PointInTimeRecoveryOffError(RuntimeError):
+    """A table to export has point-in-time recovery off; the message says what to do."""
+
+
+def require_point_in_time_recovery(dynamodb: Any, table_name: str) -> None:
+    """Raise :class:`PointInTimeRecoveryOffError` unless point-in-time recovery is on: an export
+    needs it. The stack's template switches it on (``PointInTimeRecoverySpecification``) and owns
+    the setting, so the export does not switch it on itself: off means the table drifted from the
+    template (or was made elsewhere), which an operator must see."""
     backups = dynamodb.describe_continuous_backups(TableName=table_name)
     description = backups["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
-    if description.get("PointInTimeRecoveryStatus") == "ENABLED":
-        return False
-    dynamodb.update_continuous_backups(
-        TableName=table_name,
-        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
-    )
-    return True
+    status = description.get("PointInTimeRecoveryStatus", "DISABLED")
+    if status != "ENABLED":
+        raise PointInTimeRecoveryOffError(
+            f"point-in-time recovery of {table_name} is {status}: the export needs it on. The "
+            "stack's template declares it (PointInTimeRecoverySpecification): redeploy the stack "
+            "(DAG deploy_realtime_stack) or look for what switched it off; or run the export "
+            "with strategy scan"
+        )
 
 
 # --- staging -----------------------------------------------------------------------------------

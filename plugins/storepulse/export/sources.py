@@ -192,9 +192,11 @@ class QuerySource:
 @dataclass(frozen=True)
 class Backoff:
     """Polling of a running export: ``first`` seconds, times ``factor``, at most ``maximum``;
-    give up after ``timeout`` (AWS exports take minutes, the embedded AWS about a second)."""
+    give up after ``timeout``. One schedule for every export: it starts short enough for one that
+    takes a second (as on the embedded AWS) and backs off to a minute for those of many minutes
+    (AWS); the first few polls cost a handful of DescribeExport calls."""
 
-    first: float = 1.0
+    first: float = 0.25
     factor: float = 2.0
     maximum: float = 60.0
     timeout: float = 3 * 3600.0

@@ -1,0 +1,129 @@
+"""What moto's CloudFormation does not do and AWS does, filled inside the embedded AWS so that the
+production code never has to ask where it runs (``infra/local/embedded_aws_gaps.json``).
+
+- Outputs and exports after a change set: moto computes a stack's outputs when the stack object
+  is made, which for a CREATE change set is before it has a template, and never again; so a stack
+  deployed through change sets lists no outputs and exports nothing. AWS computes them after every
+  create and update: so does the patched ``execute_change_set``.
+- Resources of the types moto skips (``embedded_aws_gaps.json``, ``types``): moto lists each as
+  an entry without logical id, type or physical id, and lists resources whose condition is false
+  the same way. The patched listing names the skipped ones (logical id, type, no physical id) and
+  leaves out the ones not created by their condition, as AWS does; the deploy's verification
+  reports a resource listed without a physical id as a known gap when its type is in the file.
+- A table's ``PointInTimeRecoverySpecification``: moto's ``AWS::DynamoDB::Table`` ignores it (and
+  has no update at all: an update of a table's properties left ``None`` in the stack's resource
+  map). The patched table applies the specification on create and on update, as AWS does.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+_PATCHED = "_storepulse_patched"
+
+
+def patch_cloudformation() -> None:
+    """Apply the patches (once per process, however many servers start)."""
+    _compute_outputs_after_change_sets()
+    _list_skipped_resources_by_name()
+    _honour_point_in_time_recovery()
+
+
+def _compute_outputs_after_change_sets() -> None:
+    from moto.cloudformation.models import CloudFormationBackend
+
+    execute = CloudFormationBackend.execute_change_set
+    if getattr(execute, _PATCHED, False):
+        return
+
+    def execute_and_compute_outputs(
+        self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
+    ) -> None:
+        execute(self, change_set_name, stack_name)
+        change_set = self.describe_change_set(change_set_name)
+        stack = self.stacks[change_set.stack_id]
+        stack._parse_template()  # moto set the new template's text only
+        stack.description = stack.template_dict.get("Description")
+        for name in [n for n, e in self.exports.items() if e.exporting_stack_id == stack.stack_id]:
+            del self.exports[name]  # the previous version's, replaced below
+        stack.output_map = stack._create_output_map()
+        self._validate_export_uniqueness(stack)
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    setattr(execute_and_compute_outputs, _PATCHED, True)
+    CloudFormationBackend.execute_change_set = execute_and_compute_outputs  # type: ignore[method-assign]
+
+
+def _list_skipped_resources_by_name() -> None:
+    from moto.cloudformation.models import CloudFormationBackend
+
+    list_resources = CloudFormationBackend.list_stack_resources
+    if getattr(list_resources, _PATCHED, False):
+        return
+
+    def list_with_names(self: CloudFormationBackend, stack_name_or_id: str) -> Any:
+        stack, _ = list_resources(self, stack_name_or_id)
+        resource_map = stack.resource_map
+        created = resource_map._parsed_resources
+        listed: list[Any] = []
+        for logical_id, declared in (resource_map._resource_json_map or {}).items():
+            if created.get(logical_id) is not None:  # moto stores None for some updates
+                listed.append(created[logical_id])
+                continue
+            condition = declared.get("Condition")
+            if condition and not resource_map.lazy_condition_map[condition]:
+                continue  # not created by its condition: AWS does not list it
+            skipped = SimpleNamespace(
+                logical_resource_id=logical_id,
+                physical_resource_id="",
+                cf_resource_type=declared.get("Type", ""),
+            )
+            listed.append(skipped)
+        return stack, listed
+
+    setattr(list_with_names, _PATCHED, True)
+    CloudFormationBackend.list_stack_resources = list_with_names  # type: ignore[method-assign]
+
+
+def _honour_point_in_time_recovery() -> None:
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.table import Table
+
+    create = Table.create_from_cloudformation_json
+    if getattr(create, _PATCHED, False):
+        return
+
+    def apply(table_name: str, properties: dict[str, Any], account_id: str, region: str) -> None:
+        spec = properties.get("PointInTimeRecoverySpecification")
+        if spec is not None:  # absent: AWS leaves recovery as it is (off for a new table)
+            enabled = str(spec.get("PointInTimeRecoveryEnabled", False)).lower() == "true"
+            backend = dynamodb_backends[account_id][region]
+            backend.update_continuous_backups(
+                table_name, {**spec, "PointInTimeRecoveryEnabled": enabled}
+            )
+
+    def create_with_recovery(
+        resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
+    ) -> Any:
+        table = create(resource_name, cloudformation_json, account_id, region_name, **kw)
+        properties = cloudformation_json.get("Properties") or {}
+        apply(table.name, properties, account_id, region_name)
+        return table
+
+    def update_recovery(
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # Only recovery is updated; other property changes stay unapplied, as in moto before.
+        properties = cloudformation_json.get("Properties") or {}
+        apply(original_resource.name, properties, account_id, region_name)
+        return original_resource
+
+    setattr(create_with_recovery, _PATCHED, True)
+    Table.create_from_cloudformation_json = staticmethod(create_with_recovery)  # type: ignore[method-assign,assignment]
+    Table.update_from_cloudformation_json = staticmethod(update_recovery)  # type: ignore[method-assign,assignment]
