@@ -36,8 +36,9 @@ def _free_port() -> int:
 class Platform:
     """``storepulse_local.platform up`` in a subprocess, with its own state folder and ports."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.aws_port, self.airflow_port = _free_port(), _free_port()
+    def __init__(self, state_dir: Path, ports: tuple[int, int] | None = None) -> None:
+        """``ports``: (embedded AWS, Airflow), to start again on an earlier run's state."""
+        self.aws_port, self.airflow_port = ports or (_free_port(), _free_port())
         self.state_dir = state_dir
         env = {
             **os.environ,
