@@ -9,7 +9,7 @@ UV := $(TOOLS)/bin/uv
 # checkov has a venv of its own: it pins a boto3 far older than the project's.
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 
-.PHONY: install up down test test-clock lint format bench clean
+.PHONY: install up down reset test test-clock lint format bench clean
 
 install: $(VENV)/.synced
 
@@ -36,6 +36,10 @@ down:
 	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -m storepulse_local.platform down; \
 	else echo "the platform is not installed, so not running"; fi
 
+# Deletes the local state (STOREPULSE_STATE_DIR, .run by default) after a prompt; FORCE=1 skips it.
+reset: install
+	$(VENV)/bin/python -m storepulse_local.platform.reset $(if $(filter 1,$(FORCE)),--force)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -61,3 +65,4 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.end_to_end_latency
 	$(VENV)/bin/python -m benchmarks.dashboard_latency
 	$(VENV)/bin/python -m benchmarks.export
+	$(VENV)/bin/python -m benchmarks.persistence

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -41,12 +42,14 @@ def parse_args(
 
 
 @contextmanager
-def embedded_aws() -> Iterator[Any]:
-    """A fresh moto server on a free loopback port; boto3 clients in this process use it."""
+def embedded_aws(state_dir: Path | None = None) -> Iterator[Any]:
+    """A fresh moto server on a free loopback port; boto3 clients in this process use it.
+    With ``state_dir``, it keeps its state there (snapshots)."""
     from storepulse.config import settings
     from storepulse_local.embedded_aws import EmbeddedAws
+    from storepulse_local.iam import ADMIN
 
-    server = EmbeddedAws(port=0).start()
+    server = EmbeddedAws(port=0, state_dir=state_dir).start()
     server.reset()  # moto's state is per process, not per server
     saved = {
         k: os.environ.get(k)
@@ -59,8 +62,7 @@ def embedded_aws() -> Iterator[Any]:
     }
     os.environ.update(
         AWS_ENDPOINT_URL=server.url,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
+        **ADMIN.environment(),
         AWS_DEFAULT_REGION=saved["AWS_DEFAULT_REGION"] or "us-east-1",
     )
     settings.cache_clear()

@@ -39,9 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials so that no test can ever reach a real account by accident."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    """The embedded AWS's administrator keys (storepulse_local.iam), which no real account knows:
+    no test can reach one by accident, and the embedded AWS, which enforces IAM, accepts them."""
+    from storepulse_local.iam import ADMIN
+
+    for name, value in ADMIN.environment().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

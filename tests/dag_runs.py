@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from storepulse.config import REPO_ROOT
+from storepulse_local.iam import DEPLOYER
 
 # Runs each {"dag_id", "logical_date", "conf"} of argv[2] in turn and prints one RESULT line:
 # per run its state, task states (mapped ones as task[index]), XComs and emitted asset events.
@@ -59,8 +60,8 @@ def airflow_home(home: Path, aws_endpoint: str) -> dict[str, str]:
     its database is migrated here (about 6 s)."""
     connection = {
         "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
+        "login": DEPLOYER.access_key_id,  # the deployment principal, as on the platform
+        "password": DEPLOYER.secret_access_key,
         "extra": {"endpoint_url": aws_endpoint, "region_name": "us-east-1"},
     }
     env = {

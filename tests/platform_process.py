@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from storepulse.config import REPO_ROOT
+from storepulse_local.iam import ADMIN
 from storepulse_local.platform.processes import file_tail
 
 READY = re.compile(r"login admin / (\S+)")
@@ -35,8 +36,9 @@ def _free_port() -> int:
 class Platform:
     """``storepulse_local.platform up`` in a subprocess, with its own state folder and ports."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.aws_port, self.airflow_port = _free_port(), _free_port()
+    def __init__(self, state_dir: Path, ports: tuple[int, int] | None = None) -> None:
+        """``ports``: (embedded AWS, Airflow), to start again on an earlier run's state."""
+        self.aws_port, self.airflow_port = ports or (_free_port(), _free_port())
         self.state_dir = state_dir
         env = {
             **os.environ,
@@ -111,8 +113,8 @@ class Platform:
             service,
             endpoint_url=self.aws_url,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=ADMIN.access_key_id,
+            aws_secret_access_key=ADMIN.secret_access_key,
         )
 
     def table(self, name: str) -> Any:
@@ -120,8 +122,8 @@ class Platform:
             "dynamodb",
             endpoint_url=self.aws_url,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=ADMIN.access_key_id,
+            aws_secret_access_key=ADMIN.secret_access_key,
         ).Table(name)
 
     def started_pids(self) -> list[int]:

@@ -2,7 +2,9 @@
 
 Run it as a process (``python -m storepulse_local.embedded_aws --port 5055``) or in-process
 (``EmbeddedAws(port=0).start()``, as the tests do). moto's Lambda Docker mode is switched off:
-no Docker engine runs here, and the project's own runtime invokes the handlers.
+no Docker engine runs here, and the project's own runtime invokes the handlers. IAM is enforced:
+requests must be signed with the keys of a principal of storepulse_local.iam and be allowed by
+its policies.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from storepulse.config import LOOPBACK
+from storepulse_local import iam
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +36,13 @@ class EmbeddedAwsError(RuntimeError):
 class EmbeddedAws:
     """A moto server bound to loopback, served from a background thread."""
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
+    def __init__(self, port: int = 0, host: str = LOOPBACK, state_dir: Path | None = None) -> None:
         # Imported here: moto is a local/test dependency, not needed on real AWS.
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
         from storepulse_local.cloudformation import patch_cloudformation
+        from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
@@ -47,6 +52,11 @@ class EmbeddedAws:
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
         app = self.quicksight.in_front_of(DomainDispatcherApplication(create_backend_app))
+        # With a state dir, the state is restored before any request and kept by snapshots.
+        self.persistence = Persistence(state_dir, self.quicksight) if state_dir else None
+        if self.persistence:
+            self.persistence.restore()
+            app = self.persistence.wrap(app)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.
@@ -69,19 +79,26 @@ class EmbeddedAws:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> EmbeddedAws:
+        iam.create_principals()
+        iam.enforce()
         self._thread.start()
         configure(self.url)
+        if self.persistence:
+            self.persistence.start()
         return self
 
     def reset(self) -> None:
         """Forget every resource (between tests) and re-apply the configuration."""
         _post(f"{self.url}/moto-api/reset", {})
+        iam.create_principals()  # the reset forgot them
         configure(self.url)
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        if self.persistence:
+            self.persistence.stop()  # the final snapshot
 
 
 def _leave_kinesis_mappings_to_the_local_runtime() -> None:
@@ -160,12 +177,15 @@ def wait_healthy(url: str, timeout: float = 30.0) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", type=Path, help="keep the state there (else in memory)")
     parser.add_argument("--host", default=LOOPBACK, help="0.0.0.0 only inside a container")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from storepulse_local.persistence import SnapshotError
+
     try:
-        server = EmbeddedAws(port=args.port, host=args.host).start()
-    except EmbeddedAwsError as exc:
+        server = EmbeddedAws(port=args.port, host=args.host, state_dir=args.state_dir).start()
+    except (EmbeddedAwsError, SnapshotError) as exc:
         raise SystemExit(f"embedded AWS: {exc}") from None
     stopped = threading.Event()
 
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("embedded AWS listening on %s (moto, Lambda Docker mode off)", server.url)
+    log.info("embedded AWS listening on %s (moto, IAM enforced, no Lambda Docker)", server.url)
     stopped.wait()
     server.stop()
 

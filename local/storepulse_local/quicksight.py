@@ -249,6 +249,26 @@ class LocalQuickSight:
         with self._lock:
             self._accounts = {}
 
+    def state_lock(self) -> threading.RLock:
+        """Held while a snapshot pickles ``state()``: ingestion workers change it too."""
+        return self._lock
+
+    def state(self) -> dict[str, Account]:
+        return self._accounts
+
+    def restore_state(self, accounts: dict[str, Account] | None) -> None:
+        """After a restart: an ingestion that was running has no worker any more, so it failed."""
+        with self._lock:
+            self._accounts = accounts or {}
+            for account in self._accounts.values():
+                for ingestion in (i for d in account.ingestions.values() for i in d.values()):
+                    if ingestion.status in _ACTIVE:
+                        ingestion.status = "FAILED"
+                        ingestion.error = {
+                            "Type": "INTERNAL_SERVICE_ERROR",
+                            "Message": "Interrupted by a restart of the embedded AWS",
+                        }
+
     def account(self, account_id: str) -> Account:
         with self._lock:
             return self._accounts.setdefault(account_id, Account())
@@ -812,12 +832,17 @@ def _client(caller: Caller, service: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    from storepulse_local.iam import credentials_of
+
+    # The embedded AWS enforces IAM: the caller's own credentials, as moto holds them.
+    secret, token = credentials_of(caller.access_key)
     return boto3.client(
         service,
         endpoint_url=caller.endpoint,
         region_name=caller.region,
         aws_access_key_id=caller.access_key,
-        aws_secret_access_key="local",
+        aws_secret_access_key=secret,
+        aws_session_token=token,
         config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
     )
 

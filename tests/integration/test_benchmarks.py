@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import dashboard_latency, end_to_end_latency, export, stream_handler
+from benchmarks import dashboard_latency, end_to_end_latency, export, persistence, stream_handler
 
 
 def assert_positive(numbers: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
@@ -98,3 +98,13 @@ def test_export(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(result["missed"], list)
     out = capsys.readouterr().out
     assert "DynamoDBToS3Operator" in out and "targets:" in out and "model of real AWS" in out
+
+
+def test_persistence(capsys: pytest.CaptureFixture[str]) -> None:
+    result = persistence.main(["--small"])
+
+    (size,) = result["sizes"]
+    assert size["events"] == 2000
+    assert_positive(size, ["snapshot_mib", "held_s", "snapshot_s", "pickle_s", "restore_s"])
+    assert_positive(size, ["restart_s", "mutating_requests", "fill_s"])
+    assert "requests held" in capsys.readouterr().out

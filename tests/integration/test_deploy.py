@@ -4,7 +4,6 @@ end to end with ``dag.test()``."""
 
 from __future__ import annotations
 
-import ast
 import base64
 import importlib.util
 import shutil
@@ -469,16 +468,13 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str
 
 
 def _deployed_role_policy(aws_client: Client) -> Policy:
-    """The function's role as IAM holds it (the template's policies, resolved by the stack).
-    moto answers a stack-created role's inline policy as a Python repr, not JSON (recorded in
-    infra/local/embedded_aws_gaps.json)."""
+    """The function's role as IAM holds it (the template's policies, resolved by the stack; the
+    embedded AWS stores them as JSON, as IAM does: infra/local/embedded_aws_gaps.json)."""
     iam = aws_client("iam")
     role = physical_ids(aws_client("cloudformation"), STACK)["StreamProcessorRole"]
     names = iam.list_role_policies(RoleName=role)["PolicyNames"]
     documents = [iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"] for n in names]
-    return Policy.from_documents(
-        ast.literal_eval(d) if isinstance(d, str) and d.startswith("{'") else d for d in documents
-    )
+    return Policy.from_documents(documents)
 
 
 def test_smoke_event_travels_the_deployed_path(
@@ -489,7 +485,8 @@ def test_smoke_event_travels_the_deployed_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The smoke event makes every kind of call of the real-time path, each allowed by the
-    deployed role (moto does not enforce IAM: the handler's calls are recorded and checked)."""
+    deployed role (the handler's calls are recorded and checked against the role's statements;
+    tests/integration/test_iam_enforced.py runs it with the role's credentials)."""
     outputs = deploy(package).outputs
     environment = _function(aws_client)["Configuration"]["Environment"]["Variables"]
     kinesis, dynamodb, poller_kinesis = (aws_client(s) for s in ("kinesis", "dynamodb", "kinesis"))

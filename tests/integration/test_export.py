@@ -342,6 +342,10 @@ def test_an_incremental_request_falls_back_to_what_the_endpoint_wrote(
 
 
 def test_export_errors_say_what_to_do(realtime_stack) -> None:
+    clients()[0].update_continuous_backups(
+        TableName=table_name(Table.FACTS),
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False},
+    )
     with pytest.raises(ExportError, match="no point-in-time recovery: enable it"):
         pitr_source(Table.FACTS, realtime_stack.bucket).run()
     enable_pitr(clients()[0])

@@ -1,7 +1,8 @@
 """The stream processor's role grants exactly what the handler calls.
 
-moto does not enforce IAM unless asked (infra/local/embedded_aws_gaps.json), so every other test
-passes whatever the role allows. Here the real handler runs realistic batches on the embedded AWS
+The embedded AWS enforces IAM, but more coarsely than AWS (infra/local/embedded_aws_gaps.json),
+and the other tests run the handler as the administrator; test_iam_enforced.py runs it with the
+role's credentials. Here the real handler runs realistic batches on the embedded AWS
 with the environment the template gives the function; a botocore hook records every AWS call it
 makes, and each call's IAM action and resource must be allowed by the role's policy as the
 template declares it (resolved for the dev stack in moto's account). Conversely, every grant

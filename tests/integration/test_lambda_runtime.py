@@ -46,6 +46,20 @@ TRUST_POLICY = json.dumps(
         ],
     }
 )
+# What the stream processor calls, on any resource: the runtime runs it with this role's
+# credentials (the embedded AWS enforces IAM); least privilege is test_iam_enforced's subject.
+ROLE_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["dynamodb:*", "sns:Publish", "s3:PutObject", "sqs:SendMessage"],
+                "Resource": "*",
+            }
+        ],
+    }
+)
 CODE_BUCKET = artifacts_bucket("dev", "123456789012")
 NOTHING = b"def handler(event, context):\n    return None\n"
 SHARD_0, SHARD_1 = "shardId-000000000000", "shardId-000000000001"
@@ -213,9 +227,9 @@ def setup(aws_client) -> Setup:
     name = settings().resource_name("events")
     kinesis.create_stream(StreamName=name, ShardCount=2)
     arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
-    role_arn = aws_client("iam").create_role(RoleName=ROLE, AssumeRolePolicyDocument=TRUST_POLICY)[
-        "Role"
-    ]["Arn"]
+    iam = aws_client("iam")
+    role_arn = iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=TRUST_POLICY)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=ROLE, PolicyName="stream-processor", PolicyDocument=ROLE_POLICY)
     sqs = aws_client("sqs")
     queue_url = sqs.create_queue(QueueName="stream-failures")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[

@@ -23,6 +23,7 @@ from storepulse.lifecycle import (
     read_lifecycle,
     rules_by_id,
 )
+from storepulse_local.iam import DEPLOYER
 
 BUCKET = "storepulse-dev-lake-123456789012"
 STACK = "storepulse-dev-realtime"
@@ -209,8 +210,8 @@ def dag_tasks(
     covered by test_dag_integrity.)"""
     connection = {
         "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
+        "login": DEPLOYER.access_key_id,
+        "password": DEPLOYER.secret_access_key,
         "extra": {"endpoint_url": embedded_aws, "region_name": "us-east-1"},
     }
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))

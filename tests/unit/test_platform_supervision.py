@@ -117,6 +117,27 @@ def test_a_component_that_cannot_stay_up_stops_the_platform() -> None:
     assert flaky.starts == 4
 
 
+def test_a_restart_stops_its_dependants_first_and_starts_them_right_after() -> None:
+    aws, runtime = FakeProcess("embedded-aws"), FakeProcess("lambda-runtime")
+    stopped: list[str] = []
+
+    def stop(process: ManagedProcess) -> None:
+        stopped.append(process.name)
+        process.crash(code=0)  # type: ignore[attr-defined]
+
+    supervisor, clock, lines = _supervisor(
+        aws, runtime, dependants={"embedded-aws": ["lambda-runtime"]}, stop=stop
+    )
+    aws.crash()
+    supervisor.check()
+    clock.now += 1.0
+    supervisor.check()  # the embedded AWS restarts; the runtime is stopped and due now
+    assert (stopped, aws.starts) == (["lambda-runtime"], 1)
+    supervisor.check()
+    assert runtime.starts == 1
+    assert not any("lambda-runtime exited unexpectedly" in line for line in lines)
+
+
 def test_a_component_that_cannot_be_restarted_stops_the_platform_with_its_reason() -> None:
     aws = FakeProcess("embedded-aws")
     supervisor, _, _ = _supervisor(aws, fatal={"embedded-aws": "its state is lost"})

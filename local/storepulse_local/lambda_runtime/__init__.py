@@ -36,7 +36,8 @@ runtime-provided``, links into this virtualenv): a module missing from the zip f
 Lambda's ``Runtime.ImportModuleError``. A worker starts once (cold start) and serves invocations
 warm, one per concurrent invocation; its environment is the function's variables (as strings),
 Lambda's own (AWS_REGION, AWS_LAMBDA_FUNCTION_NAME, _HANDLER...), ``AWS_ENDPOINT_URL`` passed
-through, and the credentials of its execution role (``sts.assume_role`` with the runtime's own,
+through, and the credentials of its execution role (``sts.assume_role`` signed as the Lambda
+service, which the role trusts;
 renewed by replacing the worker 5 minutes before they expire). Handler errors, init errors,
 crashes and timeouts (the function's Timeout) are function errors, with AWS's error types.
 ``handlers={"function-name": callable}`` replaces a function by an in-process stand-in (tests of

@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from storepulse import aws
 from storepulse.config import settings
+from storepulse_local.iam import LAMBDA_SERVICE
 from storepulse_local.lambda_runtime.checkpoints import (
     CHECKPOINT_FILE,
     CheckpointStore,
@@ -273,7 +274,7 @@ class LocalLambdaRuntime:
 
     def _assume_role(self, spec: FunctionSpec) -> dict[str, str]:
         """The execution role's credentials, obtained with the runtime's own, as Lambda does."""
-        credentials = self._client("sts").assume_role(
+        credentials = self._lambda_service_sts().assume_role(
             RoleArn=spec.role_arn,
             RoleSessionName=spec.name,
             DurationSeconds=self._credentials_seconds,
@@ -283,6 +284,19 @@ class LocalLambdaRuntime:
             "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
             "AWS_SESSION_TOKEN": credentials["SessionToken"],
         }
+
+    def _lambda_service_sts(self) -> Any:
+        """STS as the Lambda service calls it: a function role trusts ``lambda.amazonaws.com``,
+        not whoever runs this runtime (the embedded AWS's stand-in for the service signs)."""
+        own = self._client("sts")
+        keys = LAMBDA_SERVICE.environment()
+        return aws.client(
+            "sts",
+            config=CLIENT_CONFIG,
+            endpoint_url=own.meta.endpoint_url,
+            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def _log_waiting(self) -> None:
         now = time.monotonic()

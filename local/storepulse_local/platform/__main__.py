@@ -129,13 +129,16 @@ def _supervisor(ctx: StackContext, stack: list[Component]) -> Supervisor:
     """Restarts what exits, except what each component says cannot be restarted."""
     fatal: dict[str, str] = {}
     prepare: dict[str, Callable[[], None]] = {}
+    dependants: dict[str, list[str]] = {}
     for component in stack:
         fatal |= getattr(component, "not_restartable", {})
         prepare |= getattr(component, "before_restart", lambda _ctx: {})(ctx)
+        dependants |= getattr(component, "restart_dependants", {})
     return Supervisor(
         list(ctx.processes),
         fatal=fatal,
         before_restart=prepare,
+        dependants=dependants,
         log=lambda line: print(line, flush=True),
         on_restart=lambda: _write_state(ctx.settings, ctx),
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from storepulse.config import LOOPBACK, REPO_ROOT, Settings
+from storepulse_local.iam import ADMIN, DEPLOYER
 from storepulse_local.platform.private import create_private
 
 ADMIN_USER = "admin"
@@ -31,12 +32,13 @@ API_ATTEMPTS = 5
 
 
 def aws_connection_uri(settings: Settings) -> str:
-    """The ``aws_default`` connection for the embedded AWS (JSON form, as Airflow reads it)."""
+    """The ``aws_default`` connection for the embedded AWS (JSON form, as Airflow reads it): the
+    deployment principal, whose policy is the one a real deployment role gets."""
     return json.dumps(
         {
             "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
+            "login": DEPLOYER.access_key_id,
+            "password": DEPLOYER.secret_access_key,
             "extra": {"endpoint_url": settings.embedded_aws_url, "region_name": settings.region},
         }
     )
@@ -89,8 +91,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         env |= {
             "AIRFLOW_CONN_AWS_DEFAULT": aws_connection_uri(settings),
             "AWS_ENDPOINT_URL": settings.embedded_aws_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            # Provisioning, demo seeding, the simulator and the Lambda runtime's poller set
+            # things up as the administrator; Airflow's tasks use aws_default (the deployer).
+            **ADMIN.environment(),
         }
     return env
 

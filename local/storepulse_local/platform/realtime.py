@@ -12,6 +12,7 @@ from storepulse_local.lambda_runtime.checkpoints import (
     remove_orphaned_temp_files,
 )
 from storepulse_local.platform import airflow_local
+from storepulse_local.platform.restored import history_sent
 from storepulse_local.platform.stack import PlatformError, StackContext, python_module
 
 DEPLOY_DAG = "deploy_realtime_stack"
@@ -149,8 +150,12 @@ class SimulatorComponent:
             *("--seed", str(DEMO_SEED), "--stores", str(DEMO_STORES)),
             *("--rate", str(SIMULATOR_RATE)),
         )
-        # The history is sent once: a restarted simulator only goes on live.
+        # The history is sent once: a restarted simulator only goes on live, and so does the
+        # first one when the embedded AWS restored the history of an earlier run.
         first = [*live, "--backfill", str(BACKFILL_EVENTS)]
+        if history_sent(ctx):
+            print("  the restored state holds the demo's history: not sent again", flush=True)
+            first = live
         ctx.spawn(self.name, first, restart_argv=live, stop_grace=10.0)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:

@@ -114,12 +114,10 @@ def port_in_use(port: int, host: str = LOOPBACK) -> bool:
 
 class EmbeddedAwsComponent:
     name = "embedded-aws"
-    # Its state lives in memory: a new one would be empty under a platform deployed into the old
-    # one (stream, tables, mappings, checkpoints). Until it persists its state, its exit stops all.
-    not_restartable: ClassVar[dict[str, str]] = {
-        name: "its state (stream, tables, the deployed stack) lived in its memory and is lost, so "
-        "the platform cannot continue; start it again with `make up`"
-    }
+    # It restores its last snapshot when restarted (storepulse_local.persistence); the runtime
+    # restarts after it, so it reads the checkpoints set back to that snapshot's moment.
+    restart_dependants: ClassVar[dict[str, list[str]]] = {name: ["lambda-runtime"]}
+    stop_grace = 40.0  # its final snapshot outwaits a long poll (persistence.FINAL_QUIET_TIMEOUT)
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [(settings.aws_port, "STOREPULSE_AWS_PORT")]
@@ -127,7 +125,12 @@ class EmbeddedAwsComponent:
     def start(self, ctx: StackContext) -> None:
         ctx.spawn(
             self.name,
-            python_module("storepulse_local.embedded_aws", "--port", str(ctx.settings.aws_port)),
+            python_module(
+                "storepulse_local.embedded_aws",
+                *("--port", str(ctx.settings.aws_port)),
+                *("--state-dir", str(ctx.settings.state_dir)),
+            ),
+            stop_grace=self.stop_grace,
         )
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:

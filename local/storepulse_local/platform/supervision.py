@@ -48,12 +48,16 @@ class Supervisor:
     """Watches the running processes; restarts those that exit, as the policy says.
 
     ``fatal`` names processes that are not restarted (their exit stops the platform), with why.
+    ``dependants``: processes stopped before a process restarts, and started again right after
+    it (the Lambda runtime reloads its checkpoints after the embedded AWS restored its state).
     """
 
     processes: list[ManagedProcess]
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     fatal: dict[str, str] = field(default_factory=dict)
     before_restart: dict[str, Callable[[], None]] = field(default_factory=dict)
+    dependants: dict[str, list[str]] = field(default_factory=dict)
+    stop: Callable[[ManagedProcess], object] = lambda process: stop_in_order([process])
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
@@ -92,12 +96,20 @@ class Supervisor:
 
     def _restart(self, process: ManagedProcess) -> None:
         del self._due[process.name]
+        for dependant in self._dependants(process.name):
+            self.log(f"stopping {dependant.name}: it restarts after {process.name}")
+            self.stop(dependant)
+            self._due[dependant.name] = self.clock()  # the next check starts it again
         if prepare := self.before_restart.get(process.name):
             prepare()
         process.restarts += 1
         process.start()
         self.log(f"{process.name} restarted (pid {process.pid}, restart {process.restarts})")
         self.on_restart()
+
+    def _dependants(self, name: str) -> list[ManagedProcess]:
+        names = self.dependants.get(name, [])
+        return [p for p in self.processes if p.name in names and p.name not in self._due]
 
 
 def stop_in_order(

@@ -1,6 +1,7 @@
 """Which IAM permissions a component's AWS calls need, and whether a role's policy grants them.
 
-Where the embedded AWS does not enforce IAM (moto does not unless asked:
+Where the embedded AWS's enforcement of IAM is coarser than AWS's (moto authorizes some services
+on the action alone and ignores conditions and resource policies:
 ``infra/local/embedded_aws_gaps.json``), a test records every call a component makes through a
 boto3 session (:class:`CallRecorder`, a botocore ``provide-client-params`` hook), turns each into
 the IAM action and resource ARN it needs (:func:`accesses`), and checks them against the policy
@@ -130,7 +131,37 @@ def _kinesis(_op: str, params: Mapping[str, Any], region: str, account: Account)
     return [f"arn:{account.partition}:kinesis:{region}:{account.account_id}:stream/{stream}"]
 
 
+def _glue(_op: str, params: Mapping[str, Any], region: str, account: Account) -> list[str]:
+    """Glue authorizes a table call on the catalog, the database and the table."""
+    prefix = f"arn:{account.partition}:glue:{region}:{account.account_id}"
+    database = params.get("DatabaseName") or params.get("Name")
+    if "DatabaseInput" in params:
+        database = params["DatabaseInput"]["Name"]
+    if not database:
+        return []
+    found = [f"{prefix}:catalog", f"{prefix}:database/{database}"]
+    table = params.get("TableName") or (params.get("TableInput") or {}).get("Name")
+    if "DatabaseName" in params and not table:
+        table = params.get("Name")
+    return found + ([f"{prefix}:table/{database}/{table}"] if table else [])
+
+
+def _quicksight(_op: str, params: Mapping[str, Any], region: str, account: Account) -> list[str]:
+    prefix = f"arn:{account.partition}:quicksight:{region}:{account.account_id}"
+    if "DataSetId" in params:
+        data_set = f"{prefix}:dataset/{params['DataSetId']}"
+        ingestion = params.get("IngestionId")
+        return [f"{data_set}/ingestion/{ingestion}" if ingestion else data_set]
+    if "DataSourceId" in params:
+        return [f"{prefix}:datasource/{params['DataSourceId']}"]
+    if "DashboardId" in params:
+        return [f"{prefix}:dashboard/{params['DashboardId']}"]
+    return []
+
+
 _RESOURCES = {
+    "glue": _glue,
+    "quicksight": _quicksight,
     "dynamodb": _dynamodb,
     "s3": _s3,
     "sns": _sns,

@@ -1,0 +1,39 @@
+"""What ``make up`` finds when the embedded AWS restored its state from an earlier run."""
+
+from __future__ import annotations
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storepulse.layout import Table, table_name
+from storepulse.stream.smoke import SMOKE_STORE
+from storepulse_local.platform.stack import StackContext
+
+MAX_PAGES = 5  # a table with history shows it on its first page
+
+
+def history_sent(ctx: StackContext) -> bool:
+    """True when the metrics table holds business numbers (not only the deploy's smoke test):
+    an earlier run sent the demo's history, which must not be sent again (its event ids differ
+    from run to run, so it would be counted twice)."""
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=ctx.settings.embedded_aws_url,
+        region_name=ctx.settings.region,
+        aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY"),
+    )
+    pages = client.get_paginator("scan").paginate(
+        TableName=table_name(Table.METRICS),
+        FilterExpression="NOT begins_with(pk, :smoke)",
+        ExpressionAttributeValues={":smoke": {"S": f"SMOKE#{SMOKE_STORE}"}},
+        Select="COUNT",
+        PaginationConfig={"PageSize": 1000},
+    )
+    try:
+        for number, page in enumerate(pages):
+            if page["Count"] or number + 1 >= MAX_PAGES:
+                return bool(page["Count"])
+    except (BotoCoreError, ClientError):
+        return False  # no table yet: nothing was sent
+    return False

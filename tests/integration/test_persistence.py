@@ -1,0 +1,181 @@
+"""The embedded AWS keeps its state across a clean stop and a kill -9: the process is started,
+filled, stopped, and started again on the same state directory."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from storepulse.config import LOOPBACK
+from storepulse_local.embedded_aws import EmbeddedAwsError, is_healthy
+from storepulse_local.persistence import SNAPSHOT_FILE, SNAPSHOT_INTERVAL
+from tests.integration.test_cloudformation_stack import CODE_BUCKET, DEV_PARAMETERS, TEMPLATE
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Tried to parse AWS.+:UserWarning"),
+]
+STACK = "storepulse-dev-realtime"
+Client = Callable[[str], Any]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``python -m storepulse_local.embedded_aws`` on a state dir, as the platform runs it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir, self.port = state_dir, _free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "storepulse_local.embedded_aws", "--port", str(self.port)]
+        log = (self.state_dir / "aws.log").open("ab")
+        argv += ["--state-dir", str(self.state_dir)]
+        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not is_healthy(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise EmbeddedAwsError(f"did not start: {self.process.poll()}")
+            time.sleep(0.2)
+
+    def stop(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        self.process.wait(timeout=60)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    running.start()
+    yield running
+    if running.process and running.process.poll() is None:
+        running.stop(signal.SIGKILL)
+
+
+def _fill(server: Server) -> dict[str, Any]:
+    """The real-time stack from its template, then one of each kind of data."""
+    code = b"PK\x05\x06" + b"\x00" * 18  # an empty zip: the function is never invoked here
+    s3, cfn = server.client("s3"), server.client("cloudformation")
+    s3.create_bucket(Bucket=CODE_BUCKET)
+    s3.put_object(Bucket=CODE_BUCKET, Key="code.zip", Body=code)
+    parameters = [
+        *json.loads(DEV_PARAMETERS.read_text()),
+        {"ParameterKey": "LambdaCodeBucket", "ParameterValue": CODE_BUCKET},
+        {"ParameterKey": "LambdaCodeKey", "ParameterValue": "code.zip"},
+    ]
+    cfn.create_stack(
+        StackName=STACK,
+        TemplateBody=TEMPLATE.read_text(),
+        Parameters=parameters,
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    cfn.get_waiter("stack_create_complete").wait(
+        StackName=STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 20}
+    )
+    (stack,) = cfn.describe_stacks(StackName=STACK)["Stacks"]
+    out = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    server.client("dynamodb").put_item(
+        TableName=out["MetricsTable"], Item={"pk": {"S": "p"}, "sk": {"S": "s"}}
+    )
+    s3.put_object(Bucket=out["LakeBucket"], Key="raw/x.json", Body=b"{}")
+    server.client("kinesis").put_record(
+        StreamName=out["StreamName"], Data=b"unread", PartitionKey="k"
+    )
+    server.client("sqs").send_message(QueueUrl=out["DeadLetterQueueUrl"], MessageBody="dlq")
+    server.client("sns").subscribe(
+        TopicArn=out["AlertTopicArn"], Protocol="sqs", Endpoint=out["DeadLetterQueueArn"]
+    )
+    return out
+
+
+def _check(server: Server, out: dict[str, Any]) -> None:
+    (stack,) = server.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    item = server.client("dynamodb").get_item(
+        TableName=out["MetricsTable"], Key={"pk": {"S": "p"}, "sk": {"S": "s"}}
+    )
+    assert "Item" in item
+    body = server.client("s3").get_object(Bucket=out["LakeBucket"], Key="raw/x.json")["Body"]
+    assert body.read() == b"{}"
+    kinesis = server.client("kinesis")
+    shard = kinesis.list_shards(StreamName=out["StreamName"])["Shards"][0]["ShardId"]
+    iterator = kinesis.get_shard_iterator(
+        StreamName=out["StreamName"], ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = kinesis.get_records(ShardIterator=iterator)["Records"]
+    assert [r["Data"] for r in records] == [b"unread"]
+    messages = server.client("sqs").receive_message(QueueUrl=out["DeadLetterQueueUrl"])
+    assert [m["Body"] for m in messages["Messages"]] == ["dlq"]
+    subscriptions = server.client("sns").list_subscriptions_by_topic(TopicArn=out["AlertTopicArn"])[
+        "Subscriptions"
+    ]
+    assert out["DeadLetterQueueArn"] in [s["Endpoint"] for s in subscriptions]
+    assert server.client("lambda").get_function(FunctionName=out["FunctionName"])
+
+
+def test_everything_survives_a_clean_stop(server: Server) -> None:
+    out = _fill(server)
+
+    server.stop(signal.SIGTERM)  # the final snapshot is written on SIGTERM
+    server.start()
+
+    _check(server, out)
+
+
+def test_a_kill_loses_only_what_came_after_the_last_snapshot(server: Server) -> None:
+    out = _fill(server)
+    time.sleep(2 * SNAPSHOT_INTERVAL + 1)  # a periodic snapshot has taken all of it
+
+    server.stop(signal.SIGKILL)  # no final snapshot
+    server.start()
+
+    _check(server, out)
+
+
+def test_a_snapshot_of_another_version_is_refused(server: Server) -> None:
+    snapshot = server.state_dir / "aws" / SNAPSHOT_FILE
+    server.client("sqs").create_queue(QueueName="q")
+    server.stop(signal.SIGTERM)
+    header, _, body = snapshot.read_bytes().partition(b"\n")
+    snapshot.write_bytes(header.replace(b'"moto": "', b'"moto": "0.') + b"\n" + body)
+
+    with pytest.raises(EmbeddedAwsError):
+        server.start()
+
+    assert "make reset" in (server.state_dir / "aws.log").read_text()
+
+
+def test_the_deploy_after_a_restart_finds_its_stack_and_changes_nothing(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from storepulse.deploy.package import build_lambda_zip
+    from tests.integration.test_deploy import FUNCTION_DIR, Deployer
+
+    package = build_lambda_zip(FUNCTION_DIR, tmp_path_factory.mktemp("build"))
+    deploy = Deployer(server.client)
+    assert deploy(package).action == "create"
+
+    server.stop(signal.SIGTERM)
+    server.start()
+
+    again = deploy(package)
+    assert (again.action, again.change_set, again.changes) == ("none", None, ())

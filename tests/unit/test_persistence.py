@@ -1,0 +1,270 @@
+"""Snapshots of the embedded AWS: atomic writes, the version tag, what counts as a change."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storepulse_local import persistence
+from storepulse_local.persistence import (
+    RequestGate,
+    Snapshot,
+    SnapshotError,
+    describe_rewind,
+    dump,
+    is_mutation,
+    load,
+    reconcile_checkpoints,
+    remove_temp_files,
+    write_atomic,
+)
+
+
+def test_write_atomic_replaces_the_file_and_syncs_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "snapshot.pickle"
+    target.write_bytes(b"old")
+    synced: list[str] = []
+    monkeypatch.setattr(persistence, "fsync_dir", lambda d: synced.append(str(d)))
+
+    write_atomic(target, [b"new ", b"state"])
+
+    assert target.read_bytes() == b"new state"
+    assert synced == [str(tmp_path)]  # the rename itself is made durable
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_crash_while_writing_leaves_the_previous_snapshot(tmp_path: Path) -> None:
+    target = tmp_path / "snapshot.pickle"
+    target.write_bytes(b"previous")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"half a"
+        raise KeyboardInterrupt  # stands for the process dying mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, chunks())
+
+    assert target.read_bytes() == b"previous"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_failed_rename_leaves_the_previous_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "snapshot.pickle"
+    target.write_bytes(b"previous")
+
+    def no_rename(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, [b"new"])
+
+    assert target.read_bytes() == b"previous"
+
+
+def test_temp_files_of_a_killed_writer_are_removed(tmp_path: Path) -> None:
+    target = tmp_path / "snapshot.pickle"
+    (tmp_path / ".snapshot.pickle.abc.tmp").write_bytes(b"torn")
+    (tmp_path / "other.tmp").write_bytes(b"not ours")
+
+    assert remove_temp_files(target) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.tmp"]
+
+
+def _snapshot() -> Snapshot:
+    return Snapshot(moto={}, quicksight={"a": 1}, checkpoints=None, taken_at=1.0)
+
+
+def test_a_snapshot_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "s.pickle"
+    path.write_bytes(dump(_snapshot()))
+
+    assert load(path, tmp_path) == _snapshot()
+    assert load(tmp_path / "none.pickle", tmp_path) is None
+
+
+@pytest.mark.parametrize("key", ["moto", "format", "python"])
+def test_a_snapshot_of_another_version_is_refused_with_the_way_out(
+    tmp_path: Path, key: str
+) -> None:
+    path = tmp_path / "s.pickle"
+    header, _, body = dump(_snapshot()).partition(b"\n")
+    tag = json.loads(header) | {key: "0.0"}
+    path.write_bytes(json.dumps(tag).encode() + b"\n" + body)
+
+    with pytest.raises(SnapshotError, match="cannot read it") as refused:
+        load(path, tmp_path)
+
+    assert "make reset" in str(refused.value)
+    assert str(tmp_path) in str(refused.value)
+
+
+def test_a_damaged_snapshot_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.pickle"
+    path.write_bytes(dump(_snapshot())[:-10])
+
+    with pytest.raises(SnapshotError, match="damaged"):
+        load(path, tmp_path)
+
+
+def test_locks_events_and_lambda_defaultdicts_pickle_as_new_ones() -> None:
+    held = threading.RLock()
+    held.acquire()
+    state = {"lock": held, "event": threading.Event(), "aliases": defaultdict(lambda: {})}
+    state["aliases"]["fn"]["a"] = 1
+    state["event"].set()
+    buffer = io.BytesIO()
+    persistence._Pickler(buffer).dump(state)
+
+    back = pickle.loads(buffer.getvalue())
+
+    assert back["lock"].acquire(blocking=False)  # a new, released lock
+    assert back["event"].is_set()
+    assert back["aliases"]["other"] == {} and back["aliases"]["fn"] == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("environ", "mutating"),
+    [
+        ({"REQUEST_METHOD": "GET"}, False),
+        ({"REQUEST_METHOD": "PUT"}, True),
+        ({"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "Kinesis_20131202.GetRecords"}, False),
+        ({"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.Query"}, False),
+        ({"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}, True),
+        ({"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage"}, True),
+        ({"REQUEST_METHOD": "POST"}, True),  # unknown: counted, one snapshot too many at worst
+    ],
+)
+def test_what_counts_as_a_change(environ: dict, mutating: bool) -> None:
+    assert is_mutation(environ) is mutating
+
+
+def test_a_query_protocol_action_is_read_and_the_body_put_back() -> None:
+    body = b"Action=DescribeStacks&Version=2010-05-15"
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded; charset=utf-8",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+
+    assert is_mutation(environ) is False
+    assert environ["wsgi.input"].read() == body
+
+
+def _checkpoints(sequence: str) -> dict:
+    shards = {"shardId-0": {"sequence_number": sequence, "finished": False}}
+    return {"version": 1, "mappings": {"m-1": {"shards": shards}}}
+
+
+def test_a_checkpoint_ahead_of_the_snapshot_is_set_back_to_the_snapshots(tmp_path: Path) -> None:
+    path = tmp_path / "lambda-runtime" / "checkpoints.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_checkpoints("900")))
+
+    reconcile_checkpoints(tmp_path, _checkpoints("100"))
+
+    assert json.loads(path.read_text()) == _checkpoints("100")
+    (line,) = describe_rewind(_checkpoints("900"), _checkpoints("100"))
+    assert "(900) is ahead of the snapshot (100)" in line
+    (line,) = describe_rewind(_checkpoints("50"), _checkpoints("100"))
+    assert "behind" in line
+
+
+def test_no_checkpoint_in_the_snapshot_removes_the_newer_file(tmp_path: Path) -> None:
+    path = tmp_path / "lambda-runtime" / "checkpoints.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_checkpoints("900")))
+
+    reconcile_checkpoints(tmp_path, None)
+
+    assert not path.exists()
+
+
+def test_quicksight_state_round_trips_and_a_running_ingestion_is_failed() -> None:
+    from storepulse_local.quicksight import Account, Ingestion, LocalQuickSight
+
+    before = LocalQuickSight()
+    account = before.account("123456789012")
+    account.data_sets["ds"] = {"Name": "orders"}
+    account.running["ds"] = threading.Lock()
+    done = Ingestion("ds", "i-1", "arn:i-1", "FULL_REFRESH", "MANUAL", status="COMPLETED")
+    running = Ingestion("ds", "i-2", "arn:i-2", "FULL_REFRESH", "MANUAL", status="RUNNING")
+    account.ingestions["ds"] = {"i-1": done, "i-2": running}
+    snapshot = Snapshot(moto={}, quicksight=before.state(), checkpoints=None, taken_at=1.0)
+
+    after = LocalQuickSight()
+    after.restore_state(pickle.loads(dump(snapshot).partition(b"\n")[2]).quicksight)
+
+    restored: Account = after.account("123456789012")
+    assert restored.data_sets == {"ds": {"Name": "orders"}}
+    statuses = {i.ingestion_id: i.status for i in restored.ingestions["ds"].values()}
+    assert statuses == {"i-1": "COMPLETED", "i-2": "FAILED"}  # its worker did not survive
+
+
+def test_threads_and_standard_streams_pickle_as_references_or_idle_threads() -> None:
+    worker = threading.Thread(target=print, name="worker")
+    buffer = io.BytesIO()
+    persistence._Pickler(buffer).dump({"thread": worker, "err": sys.stderr})
+
+    back = pickle.loads(buffer.getvalue())
+
+    assert back["err"] is sys.stderr
+    assert back["thread"].name == "worker" and not back["thread"].is_alive()
+
+
+def test_a_snapshot_that_cannot_be_pickled_says_where() -> None:
+    class Holder:
+        def __init__(self) -> None:
+            self.handle = Path(os.devnull).open("rb")  # noqa: SIM115
+
+    holder = Holder()
+    try:
+        with pytest.raises(SnapshotError, match=r"snapshot.moto\['svc'\].handle"):
+            dump(Snapshot(moto={"svc": holder}, quicksight={}, checkpoints=None, taken_at=0))
+    finally:
+        holder.handle.close()
+
+
+def _gate_with_a_request_in_flight(environ: dict) -> tuple[RequestGate, threading.Event]:
+    release, started = threading.Event(), threading.Event()
+
+    def app(environ: dict, start_response: object) -> list[bytes]:
+        started.set()
+        release.wait(5)
+        return [b"done"]
+
+    gate = RequestGate(app)
+    threading.Thread(target=gate, args=(environ, None), daemon=True).start()
+    assert started.wait(5)
+    return gate, release
+
+
+def test_a_snapshot_waits_for_a_running_request_but_not_for_a_long_poll() -> None:
+    write = {"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.PutItem"}
+    gate, release = _gate_with_a_request_in_flight(write)
+    with gate.quiet(timeout=0.2) as idle:
+        assert not idle
+    release.set()
+    with gate.quiet(timeout=5) as idle:
+        assert idle
+
+    poll = {"REQUEST_METHOD": "POST", "HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage"}
+    gate, release = _gate_with_a_request_in_flight(poll)
+    with gate.quiet(timeout=0.2) as idle:
+        assert idle
+    release.set()
+    assert gate.mutations == 1  # a receive changes the queue: counted
