@@ -6,11 +6,14 @@ INITIAL_NO_AUTH_ACTION_COUNT, infinite by default). The embedded AWS sets it to 
 its principals directly in moto's IAM backend, so an unknown key is refused and a policy that
 lacks an action answers AccessDenied, as AWS does.
 
-Three users, with fixed local keys (loopback only, like moto's own "testing"):
+Four users, with fixed local keys (loopback only, like moto's own "testing"):
 
 * ``ADMIN`` sets things up: test fixtures, the platform's provisioning and demo seeding.
 * ``DEPLOYER`` is Airflow's ``aws_default``: infra/iam/deployment-policy.json, the policy to
   give a deployment role on a real account.
+* ``DASHBOARD`` is the Airflow API server, which serves the dashboard:
+  infra/iam/dashboard-policy.json, read-mostly (the live tables, the lake's curated zone; it
+  writes only the settings the dashboard edits).
 * ``LAMBDA_SERVICE`` stands for the Lambda service: it may only assume roles, and a role's trust
   policy naming ``lambda.amazonaws.com`` trusts it (moto cannot evaluate service principals).
 
@@ -33,6 +36,7 @@ from storepulse.config import REPO_ROOT
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 DEPLOYMENT_POLICY_FILE = REPO_ROOT / "infra" / "iam" / "deployment-policy.json"
+DASHBOARD_POLICY_FILE = REPO_ROOT / "infra" / "iam" / "dashboard-policy.json"
 LAMBDA_SERVICE_PRINCIPAL = "lambda.amazonaws.com"
 _ADMIN_POLICY = {
     "Version": "2012-10-17",
@@ -69,6 +73,10 @@ def deployment_policy() -> dict[str, Any]:
     return json.loads(DEPLOYMENT_POLICY_FILE.read_text())
 
 
+def dashboard_policy() -> dict[str, Any]:
+    return json.loads(DASHBOARD_POLICY_FILE.read_text())
+
+
 ADMIN = Principal(
     "storepulse-local-admin",
     "AKIASTOREPULSEADMIN0",
@@ -87,7 +95,13 @@ LAMBDA_SERVICE = Principal(
     "local-lambda-secret-not-a-real-key-00000",
     lambda: _ASSUME_ROLES_POLICY,
 )
-PRINCIPALS = (ADMIN, DEPLOYER, LAMBDA_SERVICE)
+DASHBOARD = Principal(
+    "storepulse-local-dashboard",
+    "AKIASTOREPULSEDASHBD",
+    "local-dashboard-secret-not-a-real-key-00",
+    dashboard_policy,
+)
+PRINCIPALS = (ADMIN, DEPLOYER, LAMBDA_SERVICE, DASHBOARD)
 # The stand-ins for AWS services in trust policies (Principal: {"Service": ...}).
 SERVICE_STAND_INS = {LAMBDA_SERVICE.arn: LAMBDA_SERVICE_PRINCIPAL}
 

@@ -23,7 +23,7 @@ import pytest
 from storepulse.config import Settings
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.layout import Table
-from storepulse_local.platform.airflow_local import airflow_env, passwords_file
+from storepulse_local.platform.airflow_local import airflow_env, component_env, passwords_file
 from storepulse_local.platform.processes import ManagedProcess, stop_trees
 from tests.integration.conftest import STORES, RealtimeStack
 
@@ -84,7 +84,8 @@ def airflow_api(_embedded_aws_server: Any, tmp_path_factory: pytest.TempPathFact
         aws_endpoint_url=None,
     )
     users = ",".join(f"{name}:{role}" for name, role in USERS.items())
-    env = airflow_env(config) | {
+    # As the platform starts it: signing as the dashboard principal (its policy only).
+    env = component_env(config, "api-server", airflow_env(config)) | {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users,
         "STOREPULSE_LAKE_BUCKET": config.resource_name("lake"),
     }

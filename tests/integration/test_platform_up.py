@@ -150,6 +150,33 @@ def test_the_demo_admin_sees_every_store_and_secrets_are_private(
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
 
 
+def test_the_api_server_serves_the_dashboard_as_the_dashboard_principal(
+    platform: Platform, password: str
+) -> None:
+    """The api-server signs with the dashboard principal's keys (infra/iam/dashboard-policy.json;
+    which keys each part gets: tests/unit/test_airflow_env.py, as Airflow's processes overwrite
+    /proc/PID/environ with their titles): the live view and history work with that policy, the
+    lake found through the deployed stack's outputs."""
+    login = urllib.request.Request(
+        f"{platform.url}/auth/token",
+        data=json.dumps({"username": "admin", "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(login) as response:
+        token = json.loads(response.read())["access_token"]
+
+    def get(path: str) -> dict:
+        request = urllib.request.Request(
+            f"{platform.url}/dashboard{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    assert get("/api/live")["kpis"]["tiles"]
+    lake = get("/api/history/trend?days=7")["lake"]
+    assert lake and lake.startswith("s3://storepulse-dev-lake"), lake
+
+
 def test_a_second_up_is_refused(platform: Platform, password: str) -> None:
     env = {**os.environ, "STOREPULSE_STATE_DIR": str(platform.state_dir)}
     second = subprocess.run(

@@ -65,6 +65,15 @@ def test_an_index_query_needs_the_index_arn() -> None:
             Access("kinesis:PutRecords", "arn:aws:kinesis:eu-west-1:111122223333:stream/s"),
         ),
         ("sns", "Publish", {"TopicArn": "arn:t"}, Access("sns:Publish", "arn:t")),
+        (
+            "cloudformation",
+            "DescribeStacks",
+            {"StackName": "storepulse-dev-realtime"},
+            Access(
+                "cloudformation:DescribeStacks",
+                "arn:aws:cloudformation:eu-west-1:111122223333:stack/storepulse-dev-realtime/*",
+            ),
+        ),
         ("sts", "GetCallerIdentity", {}, Access("sts:GetCallerIdentity", "*")),
     ],
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from storepulse.config import LOOPBACK, REPO_ROOT, Settings
-from storepulse_local.iam import ADMIN, DEPLOYER
+from storepulse_local.iam import ADMIN, DASHBOARD, DEPLOYER
 from storepulse_local.platform.private import create_private
 
 ADMIN_USER = "admin"
@@ -95,6 +95,15 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             # things up as the administrator; Airflow's tasks use aws_default (the deployer).
             **ADMIN.environment(),
         }
+    return env
+
+
+def component_env(settings: Settings, part: str, env: dict[str, str]) -> dict[str, str]:
+    """The environment of one Airflow component: the api-server, which serves the dashboard and
+    makes no other AWS call (tasks and the triggerer use aws_default), signs as the dashboard
+    principal (infra/iam/dashboard-policy.json) instead of the administrator."""
+    if settings.embedded_aws and part == "api-server":
+        return {**env, **DASHBOARD.environment()}
     return env
 
 

@@ -35,8 +35,10 @@ class StackContext:
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], **options: Any) -> ManagedProcess:
-        """Start a long-running process (options: ``restart_argv``, ``stop_grace``)."""
-        process = ManagedProcess(name, argv, self.env, self.log_dir / f"{name}.log", **options)
+        """Start a long-running process (options: ``restart_argv``, ``stop_grace``, ``env``
+        instead of the platform's)."""
+        env = options.pop("env", self.env)
+        process = ManagedProcess(name, argv, env, self.log_dir / f"{name}.log", **options)
         process.start()
         self.processes.append(process)
         return process
@@ -161,7 +163,8 @@ class AirflowComponent:
         print(f"  {file_tail(ctx.log_dir / 'airflow-fail-interrupted.log', 1)}", flush=True)
         for part in airflow_local.COMPONENTS:
             grace = airflow_local.STOP_GRACE.get(part, STOP_GRACE_SECONDS)
-            ctx.spawn(f"airflow-{part}", ["airflow", part], stop_grace=grace)
+            env = airflow_local.component_env(ctx.settings, part, ctx.env)
+            ctx.spawn(f"airflow-{part}", ["airflow", part], stop_grace=grace, env=env)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         url = ctx.settings.airflow_url

@@ -159,7 +159,20 @@ def _quicksight(_op: str, params: Mapping[str, Any], region: str, account: Accou
     return []
 
 
+def _cloudformation(
+    _op: str, params: Mapping[str, Any], region: str, account: Account
+) -> list[str]:
+    """A stack by name: its ARN ends with an id the caller does not know (``/*``)."""
+    name = params.get("StackName")
+    if not name:
+        return []
+    if name.startswith("arn:"):
+        return [name]
+    return [f"arn:{account.partition}:cloudformation:{region}:{account.account_id}:stack/{name}/*"]
+
+
 _RESOURCES = {
+    "cloudformation": _cloudformation,
     "glue": _glue,
     "quicksight": _quicksight,
     "dynamodb": _dynamodb,
