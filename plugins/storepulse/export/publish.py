@@ -257,13 +257,6 @@ class _TableStaging:
         return sum_rows(parts, dataset.key, dataset.summed)
 
 
-def _relaxed(schema: pa.Schema) -> pa.Schema:
-    """The schema with every field nullable: what a lenient staging writes."""
-    import pyarrow as pa
-
-    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
-
-
 def _stage_pass(
     items: Iterable[Item],
     datasets: Sequence[Dataset],
@@ -274,24 +267,14 @@ def _stage_pass(
     strict: bool,
     options: WriterOptions | None,
 ) -> dict[str, StagedDataset]:
-    from storepulse.export.datasets import dataset_path
-    from storepulse.export.writer import DatasetWriter
+    from storepulse.export.writer import open_writers
 
     state = _TableStaging(datasets, day, strict)
     read = 0
     with ExitStack() as stack:
-        writers = {
-            d.name: stack.enter_context(
-                DatasetWriter(
-                    dataset_path(root, d, day),
-                    d.schema if strict else _relaxed(d.schema),
-                    sort_by=d.key if strict else (),
-                    options=options,
-                    filesystem=fs,
-                )
-            )
-            for d in datasets
-        }
+        writers = open_writers(
+            stack, root, datasets, day, options=options, filesystem=fs, strict=strict
+        )
         for item in items:
             read += 1
             for d in datasets:
@@ -356,24 +339,12 @@ def _stage_columnar(
 ) -> dict[str, StagedDataset]:
     """The strict pass of ``_stage_pass``, batch by batch in Arrow (``export.columnar``)."""
     from storepulse.export import columnar
-    from storepulse.export.datasets import dataset_path
-    from storepulse.export.writer import DatasetWriter
+    from storepulse.export.writer import open_writers
 
     source_rows = dict.fromkeys((d.name for d in datasets), 0)
     read = 0
     with ExitStack() as stack:
-        writers = {
-            d.name: stack.enter_context(
-                DatasetWriter(
-                    dataset_path(root, d, day),
-                    d.schema,
-                    sort_by=d.key,
-                    options=options,
-                    filesystem=fs,
-                )
-            )
-            for d in datasets
-        }
+        writers = open_writers(stack, root, datasets, day, options=options, filesystem=fs)
         for items in columnar.export_batches(s3, export, columnar.parse_schema()):
             read += len(items)
             for d in datasets:

@@ -448,6 +448,36 @@ def write_rows(
         return writer.close()
 
 
+def open_writers(
+    stack: ExitStack,
+    root_path: str,
+    datasets: Sequence[Dataset],
+    day: date,
+    *,
+    options: WriterOptions | None,
+    filesystem: Any,
+    strict: bool = True,
+) -> dict[str, DatasetWriter]:
+    """A writer per data set for its partition of ``day`` under ``root_path``, closed with
+    ``stack``. Not strict: every field nullable and no sort key, to stage rows as they are."""
+    return {
+        d.name: stack.enter_context(
+            DatasetWriter(
+                dataset_path(root_path, d, day),
+                d.schema if strict else _nullable(d.schema),
+                sort_by=d.key if strict else (),
+                options=options,
+                filesystem=filesystem,
+            )
+        )
+        for d in datasets
+    }
+
+
+def _nullable(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+
+
 def write_datasets(
     items: Iterable[Mapping[str, Any]],
     datasets: Sequence[Dataset],
@@ -461,18 +491,7 @@ def write_datasets(
     fs, root_path = open_filesystem(root)
     summed: dict[str, list[Row]] = {d.name: [] for d in datasets if d.summed}
     with ExitStack() as stack:
-        writers = {
-            d.name: stack.enter_context(
-                DatasetWriter(
-                    dataset_path(root_path, d, day),
-                    d.schema,
-                    sort_by=d.key,
-                    options=options,
-                    filesystem=fs,
-                )
-            )
-            for d in datasets
-        }
+        writers = open_writers(stack, root_path, datasets, day, options=options, filesystem=fs)
         for item in items:
             for d in datasets:
                 if not d.selects(item, day):
