@@ -1,12 +1,12 @@
 """The stream processor's role grants exactly what the handler calls.
 
-The embedded AWS enforces IAM, but more coarsely than AWS (infra/local/embedded_aws_gaps.json),
-and the other tests run the handler as the administrator; test_iam_enforced.py runs it with the
-role's credentials. Here the real handler runs realistic batches on the embedded AWS
-with the environment the template gives the function; a botocore hook records every AWS call it
-makes, and each call's IAM action and resource must be allowed by the role's policy as the
-template declares it (resolved for the dev stack in moto's account). Conversely, every grant
-must be used by some call, so the role does not keep permissions the code gave up.
+The real handler runs realistic batches on the embedded AWS with the environment the template
+gives the function and the credentials of the template's role, assumed as Lambda assumes them:
+the embedded AWS enforces IAM, so a call the role lacks fails the batch here as on AWS. moto
+enforces more coarsely than AWS (infra/local/embedded_aws_gaps.json), so a botocore hook also
+records every AWS call, and each call's IAM action and resource must be allowed by the role's
+policy as the template declares it (resolved for the dev stack in moto's account). Conversely,
+every grant must be used by some call, so the role does not keep permissions the code gave up.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from storepulse.deploy.permissions import (
 from storepulse.deploy.stack import TEMPLATE, load_parameters, parse_template
 from storepulse.deploy.verify import GAPS_FILE
 from storepulse.stream import smoke
+from storepulse_local.iam import LAMBDA_SERVICE
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
 from tests.integration.test_stream_processor import (
     Stream,
@@ -98,10 +99,41 @@ def recorder(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     realtime_stack.s3.create_bucket(Bucket=environment["STOREPULSE_LAKE_BUCKET"])
-    session = boto3.Session(region_name=REGION)
+    session = _function_role_session(stack_template)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
     yield CallRecorder(ACCOUNT).attach(session)
     handler.processor.cache_clear()  # its clients belong to this test's session
+
+
+def _function_role_session(stack_template: Intrinsics) -> boto3.Session:
+    """A session with the credentials Lambda gives the function: the template's role (its trust
+    and inline policies, resolved) created in the embedded AWS, which enforces IAM, and assumed
+    as the Lambda service. A call the role lacks is refused here as on AWS, besides being
+    checked against the template's statements by the recorder."""
+    role = stack_template.template["Resources"][ROLE]["Properties"]
+    iam = boto3.client("iam")
+    name = f"storepulse-dev-{ROLE}"
+    arn = iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(
+            stack_template.resolve(role["AssumeRolePolicyDocument"])
+        ),
+    )["Role"]["Arn"]
+    for policy in role["Policies"]:
+        document = json.dumps(stack_template.resolve(policy["PolicyDocument"]))
+        iam.put_role_policy(RoleName=name, PolicyName=policy["PolicyName"], PolicyDocument=document)
+    lambda_service = boto3.Session(
+        region_name=REGION,
+        aws_access_key_id=LAMBDA_SERVICE.access_key_id,
+        aws_secret_access_key=LAMBDA_SERVICE.secret_access_key,
+    )
+    credentials = lambda_service.client("sts").assume_role(RoleArn=arn, RoleSessionName=FUNCTION)
+    return boto3.Session(
+        region_name=REGION,
+        aws_access_key_id=credentials["Credentials"]["AccessKeyId"],
+        aws_secret_access_key=credentials["Credentials"]["SecretAccessKey"],
+        aws_session_token=credentials["Credentials"]["SessionToken"],
+    )
 
 
 def _web_session(store: str, session: str) -> list[ev.Event]:
