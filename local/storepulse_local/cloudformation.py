@@ -13,14 +13,32 @@ production code never has to ask where it runs (``infra/local/embedded_aws_gaps.
 - A table's ``PointInTimeRecoverySpecification``: moto's ``AWS::DynamoDB::Table`` ignores it (and
   has no update at all: an update of a table's properties left ``None`` in the stack's resource
   map). The patched table applies the specification on create and on update, as AWS does.
+- A key's ``KeyPolicy``: moto hands it to KMS as the template's mapping where KMS keeps JSON text,
+  so every later call on the key (DescribeKey, GetKeyPolicy, ...) answered 500. AWS stores the
+  policy as JSON, and so does the patched key.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 _PATCHED = "_storepulse_patched"
+
+
+def patch_once(
+    owner: type, name: str, wrap: Callable[[Any], Callable[..., Any]], *, static: bool = False
+) -> None:
+    """``owner.name = wrap(original)``, once per process: the embedded AWS is built again for
+    every test module, and a second patch would wrap the first."""
+    original = getattr(owner, name)
+    if getattr(original, _PATCHED, False):
+        return
+    patched = wrap(original)
+    setattr(patched, _PATCHED, True)
+    setattr(owner, name, staticmethod(patched) if static else patched)
 
 
 def patch_cloudformation() -> None:
@@ -28,14 +46,17 @@ def patch_cloudformation() -> None:
     _compute_outputs_after_change_sets()
     _list_skipped_resources_by_name()
     _honour_point_in_time_recovery()
+    _store_key_policies_as_json()
 
 
 def _compute_outputs_after_change_sets() -> None:
     from moto.cloudformation.models import CloudFormationBackend
 
-    execute = CloudFormationBackend.execute_change_set
-    if getattr(execute, _PATCHED, False):
-        return
+    patch_once(CloudFormationBackend, "execute_change_set", _computing_outputs)
+
+
+def _computing_outputs(execute: Callable[..., None]) -> Callable[..., None]:
+    from moto.cloudformation.models import CloudFormationBackend
 
     def execute_and_compute_outputs(
         self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None
@@ -52,16 +73,17 @@ def _compute_outputs_after_change_sets() -> None:
         for export in stack.exports:
             self.exports[export.name] = export
 
-    setattr(execute_and_compute_outputs, _PATCHED, True)
-    CloudFormationBackend.execute_change_set = execute_and_compute_outputs  # type: ignore[method-assign]
+    return execute_and_compute_outputs
 
 
 def _list_skipped_resources_by_name() -> None:
     from moto.cloudformation.models import CloudFormationBackend
 
-    list_resources = CloudFormationBackend.list_stack_resources
-    if getattr(list_resources, _PATCHED, False):
-        return
+    patch_once(CloudFormationBackend, "list_stack_resources", _listing_skipped_by_name)
+
+
+def _listing_skipped_by_name(list_resources: Callable[..., Any]) -> Callable[..., Any]:
+    from moto.cloudformation.models import CloudFormationBackend
 
     def list_with_names(self: CloudFormationBackend, stack_name_or_id: str) -> Any:
         stack, _ = list_resources(self, stack_name_or_id)
@@ -83,47 +105,72 @@ def _list_skipped_resources_by_name() -> None:
             listed.append(skipped)
         return stack, listed
 
-    setattr(list_with_names, _PATCHED, True)
-    CloudFormationBackend.list_stack_resources = list_with_names  # type: ignore[method-assign]
+    return list_with_names
 
 
 def _honour_point_in_time_recovery() -> None:
-    from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.table import Table
 
-    create = Table.create_from_cloudformation_json
-    if getattr(create, _PATCHED, False):
-        return
+    patch_once(Table, "create_from_cloudformation_json", _creating_with_recovery, static=True)
+    # Only recovery is updated; other property changes stay unapplied, as in moto before.
+    Table.update_from_cloudformation_json = staticmethod(_update_recovery)  # type: ignore[method-assign,assignment]
 
-    def apply(table_name: str, properties: dict[str, Any], account_id: str, region: str) -> None:
-        spec = properties.get("PointInTimeRecoverySpecification")
-        if spec is not None:  # absent: AWS leaves recovery as it is (off for a new table)
-            enabled = str(spec.get("PointInTimeRecoveryEnabled", False)).lower() == "true"
-            backend = dynamodb_backends[account_id][region]
-            backend.update_continuous_backups(
-                table_name, {**spec, "PointInTimeRecoveryEnabled": enabled}
-            )
 
+def _apply_recovery(
+    table_name: str, properties: dict[str, Any], account_id: str, region: str
+) -> None:
+    from moto.dynamodb.models import dynamodb_backends
+
+    spec = properties.get("PointInTimeRecoverySpecification")
+    if spec is not None:  # absent: AWS leaves recovery as it is (off for a new table)
+        enabled = str(spec.get("PointInTimeRecoveryEnabled", False)).lower() == "true"
+        backend = dynamodb_backends[account_id][region]
+        backend.update_continuous_backups(
+            table_name, {**spec, "PointInTimeRecoveryEnabled": enabled}
+        )
+
+
+def _creating_with_recovery(create: Callable[..., Any]) -> Callable[..., Any]:
     def create_with_recovery(
         resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
     ) -> Any:
         table = create(resource_name, cloudformation_json, account_id, region_name, **kw)
         properties = cloudformation_json.get("Properties") or {}
-        apply(table.name, properties, account_id, region_name)
+        _apply_recovery(table.name, properties, account_id, region_name)
         return table
 
-    def update_recovery(
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        # Only recovery is updated; other property changes stay unapplied, as in moto before.
-        properties = cloudformation_json.get("Properties") or {}
-        apply(original_resource.name, properties, account_id, region_name)
-        return original_resource
+    return create_with_recovery
 
-    setattr(create_with_recovery, _PATCHED, True)
-    Table.create_from_cloudformation_json = staticmethod(create_with_recovery)  # type: ignore[method-assign,assignment]
-    Table.update_from_cloudformation_json = staticmethod(update_recovery)  # type: ignore[method-assign,assignment]
+
+def _update_recovery(
+    original_resource: Any,
+    new_resource_name: str,
+    cloudformation_json: Any,
+    account_id: str,
+    region_name: str,
+) -> Any:
+    properties = cloudformation_json.get("Properties") or {}
+    _apply_recovery(original_resource.name, properties, account_id, region_name)
+    return original_resource
+
+
+def _store_key_policies_as_json() -> None:
+    from moto.kms.models import Key
+
+    patch_once(Key, "create_from_cloudformation_json", _creating_with_json_policy, static=True)
+
+
+def _creating_with_json_policy(create: Callable[..., Any]) -> Callable[..., Any]:
+    def create_with_json_policy(
+        resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
+    ) -> Any:
+        properties = cloudformation_json.get("Properties") or {}
+        if isinstance(properties.get("KeyPolicy"), dict):
+            policy = json.dumps(properties["KeyPolicy"])
+            cloudformation_json = {
+                **cloudformation_json,
+                "Properties": {**properties, "KeyPolicy": policy},
+            }
+        return create(resource_name, cloudformation_json, account_id, region_name, **kw)
+
+    return create_with_json_policy

@@ -19,7 +19,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from storepulse.config import LOOPBACK
 from storepulse_local import iam
@@ -46,8 +45,7 @@ class EmbeddedAws:
         from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
-        _store_stack_key_policies_as_json()
-        patch_cloudformation()  # outputs after change sets, tables' point-in-time recovery
+        patch_cloudformation()  # outputs after change sets, PITR, key policies
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
@@ -112,32 +110,6 @@ def _leave_kinesis_mappings_to_the_local_runtime() -> None:
         return None
 
     LambdaBackend.send_kinesis_message = _delivered_by_the_local_runtime  # type: ignore[method-assign]
-
-
-def _store_stack_key_policies_as_json() -> None:
-    """moto's CloudFormation hands an AWS::KMS::Key's KeyPolicy to KMS as the template's mapping
-    where KMS keeps JSON text, so every later call on the key (DescribeKey, GetKeyPolicy, ...)
-    answers 500. AWS stores the policy as JSON, and so does this patch (embedded_aws_gaps.json)."""
-    from moto.kms.models import Key
-
-    create = Key.create_from_cloudformation_json
-    if getattr(create, "_storepulse_json_policy", False):
-        return  # one patch per process, however many servers start
-
-    def create_with_json_policy(
-        resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
-    ) -> Any:
-        properties = cloudformation_json.get("Properties") or {}
-        if isinstance(properties.get("KeyPolicy"), dict):
-            policy = json.dumps(properties["KeyPolicy"])
-            cloudformation_json = {
-                **cloudformation_json,
-                "Properties": {**properties, "KeyPolicy": policy},
-            }
-        return create(resource_name, cloudformation_json, account_id, region_name, **kw)
-
-    create_with_json_policy._storepulse_json_policy = True  # type: ignore[attr-defined]
-    Key.create_from_cloudformation_json = staticmethod(create_with_json_policy)  # type: ignore[method-assign,assignment]
 
 
 def _post(url: str, body: dict) -> bytes:
