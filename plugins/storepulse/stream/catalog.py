@@ -104,16 +104,21 @@ class CachedCatalog:
         self._loader, self._ttl, self._clock = loader, ttl, clock
         self._cached: Catalog | None = None
         self._loaded_at = 0.0
+        self._reloaded_at: float | None = None
 
     def load(self) -> Catalog:
         if self._cached is None or self._clock() - self._loaded_at > self._ttl:
             self._cached, self._loaded_at = self._loader(), self._clock()
         return self._cached
 
-    def reload(self, min_age: float = 5.0) -> bool:
-        """Re-read now, unless the copy is younger than ``min_age`` seconds (so a stream of
-        unknown stores cannot turn every batch into a table read). True if it re-read."""
-        if self._cached is not None and self._clock() - self._loaded_at < min_age:
+    def reload(self, min_interval: float = 5.0) -> bool:
+        """Re-read now (a record names a store the copy lacks), unless a re-read was forced
+        less than ``min_interval`` seconds ago: a stream of unknown stores cannot turn every
+        batch into a table read. Throttled on forced re-reads, not on the copy's age, so a store
+        added just after a load is found by its first events. True if it re-read."""
+        now = self._clock()
+        if self._reloaded_at is not None and now - self._reloaded_at < min_interval:
             return False
-        self._cached, self._loaded_at = self._loader(), self._clock()
+        self._cached, self._loaded_at = self._loader(), now
+        self._reloaded_at = now
         return True
