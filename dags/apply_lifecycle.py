@@ -10,7 +10,9 @@ reported within a week; trigger it after changing the file.
 
 1. **validate_rules**: the declared rules checked as S3 would check them (the embedded AWS
    accepts anything); an invalid rule stops the run before the bucket is touched.
-2. **lake_bucket**: the param `bucket`, else the `LakeBucket` output of the stack
+2. **wait_for_stack**, then **lake_bucket**: waits (rescheduled) until the real-time stack
+   exists and serves, so a first run before the first deploy waits instead of failing; then
+   the param `bucket`, else the `LakeBucket` output of the stack
    `storepulse-<env>-realtime`.
 3. **apply_rules**: reads the bucket's rules, logs the diff per rule ID (`+` added, `~` changed
    field by field, `!` on the bucket but not declared: *drift*), puts the configuration only
@@ -32,7 +34,9 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
+from storepulse.airflow.sensors import wait_for_stack
 from storepulse.config import settings
+from storepulse.deploy.stack import stack_name
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,9 @@ def apply_lifecycle() -> None:
         result = apply_lifecycle(s3, bucket, parse_config(config), dry_run=dry_run)
         return result.summary()
 
-    apply_rules(validate_rules(), lake_bucket())
+    bucket = lake_bucket()
+    wait_for_stack(stack_name(settings().env)) >> bucket
+    apply_rules(validate_rules(), bucket)
 
 
 apply_lifecycle()

@@ -16,7 +16,8 @@ Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
    rolls back and the previous version keeps serving; the task fails naming the resources.
 6. **verify_stack**: every resource looked up through its own service. A resource the stack
    lists without a physical id (never on AWS; the embedded AWS's skipped types) is a known gap
-   if its type is in `infra/local/embedded_aws_gaps.json`, a failure otherwise.
+   if its type is in `infra/local/embedded_aws_gaps.json`, a failure otherwise. Its success
+   emits the Asset `cloudformation://storepulse/realtime`, which starts `deploy_quicksight`.
 7. **smoke_test**: a marked event goes through the stream; the run waits for the processor's
    answer in the facts table, given only after it archived, claimed, counted, stocked, queried
    and alerted on smoke-only keys (so on AWS a permission the role lacks fails here), and logs
@@ -38,6 +39,7 @@ from airflow.sdk import Param, dag, task
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import aws_client
 from storepulse.airflow.operators import CloudFormationChangeSetOperator
+from storepulse.assets import realtime_stack_asset
 from storepulse.config import REPO_ROOT, settings
 from storepulse.deploy.stack import stack_name
 
@@ -117,7 +119,7 @@ def deploy_realtime_stack() -> None:
         log.info("%d parameters: %s", len(parameters), shown)
         return parameters
 
-    @task
+    @task(outlets=[realtime_stack_asset()])
     def verify_stack(outputs: dict[str, str], artifact: dict[str, Any]) -> dict[str, int]:
         """Every resource through its own service; the function must run the uploaded zip."""
         from storepulse.deploy.verify import verify_stack

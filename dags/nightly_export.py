@@ -3,10 +3,16 @@
 
 Every night the day's data becomes `s3://<lake>/curated/<dataset>/dt=YYYY-MM-DD/` (Parquet, one
 versioned Arrow schema per data set, `storepulse.export.datasets`), audited by Great
-Expectations before anything is published. One run per data interval, with catch-up; backfill a
-range with `airflow backfill create --dag-id nightly_export --from-date ... --to-date ...`
+Expectations before anything is published. One run per data interval, **without catch-up**:
+a first start (or a scheduler down for days) runs only the latest day, never a burst of runs
+for days before the stack existed. Export past days on purpose: one day with
+`airflow dags trigger nightly_export --logical-date 2026-12-01T00:00:00+00:00`, a range with
+`airflow backfill create --dag-id nightly_export --from-date 2026-11-23 --to-date 2026-12-01`
 (`--reprocess-behavior completed` to redo days already exported); rerunning (clearing) a day
 is an ordinary operation: an unchanged day publishes nothing new.
+
+0. **wait_for_stack**: waits (rescheduled, freeing its worker slot) until the real-time stack
+   exists and serves: a run scheduled before the first deploy waits for it instead of failing.
 
 **The business day** of a run is its data interval's start, in the business's time zone (the
 settings table's business profile; UTC without one). The schedule is daily at 00:00 UTC, so the
@@ -64,6 +70,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import aws_client
+from storepulse.airflow.sensors import wait_for_stack
 from storepulse.assets import curated_asset
 from storepulse.config import settings
 from storepulse.deploy.stack import stack_name
@@ -129,7 +136,7 @@ def _day(resolved: dict[str, Any]) -> date:
 @dag(
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 23, tz="UTC"),
-    catchup=True,
+    catchup=False,  # past days are exported on purpose: a backfill (see above)
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["lake", "export", "quality"],
@@ -364,6 +371,7 @@ def nightly_export() -> None:
         return report.to_dict() | {"glue": glue}
 
     resolved = resolve()
+    wait_for_stack(STACK_NAME) >> resolved
     staged = [
         stage_table.override(task_id=f"stage_{table.value}")(
             resolved,

@@ -1,11 +1,10 @@
 """
-### QuickSight: refresh SPICE after each publish, and deploy the declarations
+### QuickSight: refresh SPICE after each publish
 
-Two DAGs over `infra/quicksight/datasets.json` (see `storepulse.quicksight`).
-
-**refresh_quicksight**, scheduled on the curated data sets' Assets
-(`s3://storepulse/curated/<dataset>`, any of them): the nightly export emits one event per data set
-it published, and this DAG refreshes exactly those data sets' SPICE copies.
+Over `infra/quicksight/datasets.json` (see `storepulse.quicksight`). Scheduled on the curated
+data sets' Assets (`s3://storepulse/curated/<dataset>`, any of them): the nightly export emits
+one event per data set it published, and this DAG refreshes exactly those data sets' SPICE
+copies.
 
 1. **affected_data_sets**: the data sets the triggering asset events concern. A manual run has
    none: it refreshes the param `data_sets`, or every data set when that is empty.
@@ -20,11 +19,8 @@ it published, and this DAG refreshes exactly those data sets' SPICE copies.
    ingested and the reason of a failure, skip or refusal, in its XCom (`ingestions`, and the
    return value when all went well); fails when a data set was not refreshed.
 
-**deploy_quicksight** (manual): the Glue tables Athena reads (missing ones only: the export owns
-the curated tables and registers their partitions), the ATHENA data source, the SPICE data sets
-(row-level security included) with their refresh properties, and the dashboard, each created,
-updated or left alone when it already matches. Params: `lake_bucket` (default: the real-time
-stack's `LakeBucket` output), `manage_catalog` (false: Glue is not touched).
+`deploy_quicksight` (its own DAG, after every deploy of the real-time stack) creates what
+this DAG refreshes.
 
 Locally the embedded AWS runs a local QuickSight whose ingestions really read the lake's Parquet.
 """
@@ -42,29 +38,14 @@ from airflow.providers.amazon.aws.sensors.quicksight import QuickSightSensor
 from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
+from storepulse.airflow.hooks import quicksight_client, quicksight_declarations
 from storepulse.assets import curated_asset
-from storepulse.config import settings
 from storepulse.export import DATASET_NAMES
 
 log = logging.getLogger(__name__)
 
 POKE_SECONDS = 15
 WAIT_TIMEOUT_SECONDS = 2 * 3600  # a SPICE ingestion of these data sets takes minutes
-
-
-def _quicksight() -> tuple[Any, str]:
-    """The QuickSight client of the ``aws_default`` connection and its account ID."""
-    from airflow.providers.amazon.aws.hooks.quicksight import QuickSightHook
-
-    hook = QuickSightHook(aws_conn_id=AWS_CONN_ID)
-    return hook.conn, hook.account_id
-
-
-def _declarations(account_id: str, region: str, lake_bucket: str | None = None) -> Any:
-    from storepulse.quicksight import load_declarations
-
-    env = settings().env
-    return load_declarations(env=env, region=region, account_id=account_id, lake_bucket=lake_bucket)
 
 
 def _sensor_kwargs(start: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +97,8 @@ def refresh_quicksight() -> None:
         start (the mapped tasks' kwargs); every plan goes to the XCom key ``plans``."""
         from storepulse.quicksight import plan_refresh
 
-        client, account_id = _quicksight()
-        decl = _declarations(account_id, client.meta.region_name)
+        client, account_id = quicksight_client()
+        decl = quicksight_declarations(account_id, client.meta.region_name)
         quota = (params or {}).get("quota")
         plans = plan_refresh(client, decl, data_sets, account_id=account_id, quota=quota)
         for plan in plans:
@@ -138,7 +119,7 @@ def refresh_quicksight() -> None:
         """Every data set's outcome in XCom, then fail if one was not refreshed."""
         from storepulse.quicksight import check_results, collect_results
 
-        client, account_id = _quicksight()
+        client, account_id = quicksight_client()
         results = collect_results(client, plans, account_id=account_id)
         records = [r.to_dict() for r in results]
         get_current_context()["ti"].xcom_push(key="ingestions", value=records)
@@ -163,71 +144,4 @@ def refresh_quicksight() -> None:
     create >> wait >> record_ingestions(plan["plans"])
 
 
-@dag(
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["quicksight", "deploy"],
-    doc_md=__doc__,
-    params={
-        "lake_bucket": Param(
-            None,
-            type=["null", "string"],
-            description="Lake bucket instead of the real-time stack's LakeBucket output",
-        ),
-        "manage_catalog": Param(
-            True,
-            type="boolean",
-            description="Create missing Glue tables (the export owns the curated ones) and "
-            "keep the row-level-security table up to date",
-        ),
-    },
-)
-def deploy_quicksight() -> None:
-    @task
-    def validate_declarations() -> dict[str, int]:
-        """Stop before touching anything when the file is invalid."""
-        from storepulse.quicksight import DECLARATIONS_FILE, load_declarations
-
-        decl = load_declarations(env=settings().env)
-        counts = {"data_sets": len(decl.every_data_set()), "views": len(decl.dashboard.views)}
-        log.info("%s is valid: %s", DECLARATIONS_FILE.name, counts)
-        return counts
-
-    @task
-    def lake_bucket(params: dict[str, Any] | None = None) -> str:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        from storepulse.deploy.stack import deployed_outputs, stack_name
-
-        override = (params or {}).get("lake_bucket")
-        if override:
-            return override
-        cfn = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="cloudformation").get_conn()
-        bucket = deployed_outputs(cfn, stack_name(settings().env))["LakeBucket"]
-        log.info("lake bucket %s (the real-time stack's LakeBucket output)", bucket)
-        return bucket
-
-    @task
-    def deploy(bucket: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-        from storepulse.quicksight import deploy as deploy_declarations
-
-        client, account_id = _quicksight()
-        decl = _declarations(account_id, client.meta.region_name, bucket)
-        manage_catalog = (params or {}).get("manage_catalog", True)
-        glue = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="glue").get_conn()
-        report = deploy_declarations(
-            client, decl, account_id=account_id, glue=glue if manage_catalog else None
-        )
-        log.info("deploy: %s", report.summary())
-        return report.to_dict()
-
-    validate_declarations() >> deploy(lake_bucket())
-
-
 refresh_quicksight()
-deploy_quicksight()

@@ -18,6 +18,9 @@ from airflow.sdk import Asset
 from storepulse.export import DATASET_NAMES
 
 CURATED_URI_PREFIX = "s3://storepulse/curated/"
+# Emitted by deploy_realtime_stack once the stack is deployed and verified: what schedules
+# deploy_quicksight, so QuickSight follows every deploy without a manual trigger.
+REALTIME_STACK_URI = "cloudformation://storepulse/realtime"
 
 
 def curated_uri(dataset: str) -> str:
@@ -30,6 +33,11 @@ def curated_uri(dataset: str) -> str:
 def curated_asset(dataset: str) -> Asset:
     """The Asset the export emits when it has published ``dataset``."""
     return Asset(curated_uri(dataset))
+
+
+def realtime_stack_asset() -> Asset:
+    """The Asset of the deployed real-time stack (whatever the environment, like the others)."""
+    return Asset(REALTIME_STACK_URI)
 
 
 def dataset_of_uri(uri: str) -> str | None:
@@ -65,9 +73,11 @@ def requested_datasets(events: Mapping[Any, Iterable[Any]], requested: Iterable[
 
 __all__ = [
     "CURATED_URI_PREFIX",
+    "REALTIME_STACK_URI",
     "curated_asset",
     "curated_uri",
     "dataset_of_uri",
     "datasets_of_events",
+    "realtime_stack_asset",
     "requested_datasets",
 ]

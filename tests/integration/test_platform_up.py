@@ -33,7 +33,7 @@ from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.platform import realtime
 from storepulse_local.platform.airflow_local import AirflowClient
 from storepulse_local.platform.demo import INBOX
-from storepulse_local.platform.realtime import DEPLOY_DAG
+from storepulse_local.platform.realtime import DEPLOY_DAG, QUICKSIGHT_DAG
 from tests.platform_process import Platform
 
 
@@ -69,6 +69,28 @@ def aws(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> boto3.Session:
 def test_the_deploy_dag_ran_successfully(airflow: AirflowClient) -> None:
     runs = airflow.dag_runs(DEPLOY_DAG)
     assert [run["state"] for run in runs] == ["success"]
+
+
+def test_the_first_start_is_green_and_quicksight_refreshes_by_itself(
+    airflow: AirflowClient,
+) -> None:
+    """No red run out of the box: the deploy brought QuickSight along (its Asset), the nightly
+    export's one scheduled run (the latest day, no catch-up) waited for the stack and published,
+    and its Assets ran refresh_quicksight: nobody triggered either."""
+    assert [run["state"] for run in airflow.dag_runs(QUICKSIGHT_DAG)] == ["success"]
+    deadline, runs = time.monotonic() + 900, []
+    while time.monotonic() < deadline:
+        runs = airflow.every_dag_run()
+        if any(r["dag_id"] == "refresh_quicksight" and r["state"] == "success" for r in runs):
+            break
+        if any(r["state"] == "failed" for r in runs):
+            break
+        time.sleep(5)
+    assert [(r["dag_id"], r["dag_run_id"]) for r in runs if r["state"] == "failed"] == []
+    exports = [r["run_type"] for r in runs if r["dag_id"] == "nightly_export"]
+    refreshes = [(r["run_type"], r["state"]) for r in runs if r["dag_id"] == "refresh_quicksight"]
+    assert exports == ["scheduled"]
+    assert ("asset_triggered", "success") in refreshes, runs
 
 
 def _business_totals(aws: boto3.Session) -> dict[str, Decimal]:

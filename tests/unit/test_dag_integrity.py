@@ -93,3 +93,28 @@ def test_parsing_the_dags_loads_no_heavy_module_indirectly() -> None:
     )
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert loaded & HEAVY_MODULES == set()
+
+
+def test_time_scheduled_dags_wait_for_the_stack_and_do_not_catch_up(dagbag) -> None:
+    """A first start is green: no burst of catch-up runs, and a run scheduled before the first
+    deploy waits for the stack (every other task comes after the sensor) instead of failing."""
+    from storepulse.airflow.sensors import StackReadySensor
+
+    unscheduled = {"NullTimetable", "AssetTriggeredTimetable"}
+    timed = [d for d in dagbag.dags.values() if type(d.timetable).__name__ not in unscheduled]
+    assert {dag.dag_id for dag in timed} >= {"nightly_export", "apply_lifecycle"}
+    for dag in timed:
+        assert not dag.catchup, dag.dag_id
+        sensor = dag.task_dict["wait_for_stack"]
+        assert isinstance(sensor, StackReadySensor) and sensor.mode == "reschedule"
+        assert sensor.downstream_list, f"{dag.dag_id}: nothing waits for the stack"
+
+
+def test_a_deploy_of_the_stack_starts_the_quicksight_deploy(dagbag) -> None:
+    """deploy_quicksight is scheduled on the Asset deploy_realtime_stack's verification emits:
+    QuickSight follows every deploy, `make up`'s first one included, without a manual run."""
+    verify = dagbag.dags["deploy_realtime_stack"].task_dict["verify_stack"]
+    quicksight = dagbag.dags["deploy_quicksight"]
+    emitted = [asset.uri for asset in verify.outlets]
+    assert [quicksight.timetable.asset_condition.uri] == emitted
+    assert Path(quicksight.fileloc).name == "deploy_quicksight.py"

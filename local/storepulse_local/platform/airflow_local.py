@@ -236,5 +236,18 @@ class AirflowClient:
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"])
 
+    def every_dag_run(self) -> list[dict[str, Any]]:
+        """The latest runs of every DAG (``~`` stands for all DAGs)."""
+        return list(self._request("GET", "/api/v2/dags/~/dagRuns?limit=100")["dag_runs"])
+
+    def wait_for_new_run(self, dag_id: str, earlier: set[str], timeout: float = 120.0) -> str:
+        """The id of a run of ``dag_id`` not in ``earlier`` (one an Asset event started)."""
+        deadline = time.monotonic() + timeout
+        while not (new := [r for r in self.dag_runs(dag_id) if r["dag_run_id"] not in earlier]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new {dag_id} run after {timeout:.0f} s")
+            time.sleep(1.0)
+        return str(new[0]["dag_run_id"])
+
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/api/v2/monitor/health"))

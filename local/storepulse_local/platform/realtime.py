@@ -16,6 +16,9 @@ from storepulse_local.platform.restored import history_sent
 from storepulse_local.platform.stack import PlatformError, StackContext, python_module
 
 DEPLOY_DAG = "deploy_realtime_stack"
+# Scheduled on the Asset the deploy emits: make up waits for the run that asset starts, so
+# QuickSight exists before any export publishes what refresh_quicksight refreshes.
+QUICKSIGHT_DAG = "deploy_quicksight"
 DEMO_SEED, DEMO_STORES = 7, 2
 # The demo is alive at any hour: the simulator first sends about BACKFILL_EVENTS events of
 # history (today so far, yesterday and last week up to the same time: 20-30 s for the local stream
@@ -65,7 +68,7 @@ class DeployComponent:
     name = "deploy"
 
     def __init__(self) -> None:
-        self.run_id = ""
+        self.run_id = self.quicksight_run_id = ""
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
@@ -79,27 +82,42 @@ class DeployComponent:
         )
         try:
             client.login()
-            client.wait_for_dag(DEPLOY_DAG)
-            client.unpause(DEPLOY_DAG)
+            for dag_id in (DEPLOY_DAG, QUICKSIGHT_DAG):
+                client.wait_for_dag(dag_id)
+                client.unpause(dag_id)
+            earlier = {run["dag_run_id"] for run in client.dag_runs(QUICKSIGHT_DAG)}
             self.run_id = client.trigger(DEPLOY_DAG)
-        except airflow_local.AirflowApiError as exc:
+            print(f"  triggered {DEPLOY_DAG} ({self.run_id}); waiting ...", flush=True)
+            _succeeded(ctx, client, DEPLOY_DAG, self.run_id)
+            self.quicksight_run_id = client.wait_for_new_run(QUICKSIGHT_DAG, earlier)
+            followed = f"{QUICKSIGHT_DAG} ({self.quicksight_run_id})"
+            print(f"  {followed} followed the deploy; waiting ...", flush=True)
+            _succeeded(ctx, client, QUICKSIGHT_DAG, self.quicksight_run_id)
+        except (airflow_local.AirflowApiError, TimeoutError) as exc:
             raise PlatformError(
-                f"Airflow refused to start {DEPLOY_DAG}: {exc}; see "
+                f"the deploy through Airflow did not finish: {exc}; see "
                 f"{ctx.log_dir / 'airflow-api-server.log'}"
             ) from None
-        print(f"  triggered {DEPLOY_DAG} ({self.run_id}); waiting ...", flush=True)
-        state = client.wait_for_run(DEPLOY_DAG, self.run_id, timeout=900)
-        if state != "success":
-            raise PlatformError(
-                f"{DEPLOY_DAG} run {self.run_id} ended {state}: open it in the "
-                f"Airflow UI ({ctx.settings.airflow_url}) for the task logs"
-            )
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         """The run already succeeded in start()."""
 
     def banner(self, ctx: StackContext) -> list[str]:
-        return [f"Real-time stack deployed by {DEPLOY_DAG} (run {self.run_id})"]
+        return [
+            f"Real-time stack deployed by {DEPLOY_DAG} (run {self.run_id}), QuickSight by "
+            f"{QUICKSIGHT_DAG} (run {self.quicksight_run_id})"
+        ]
+
+
+def _succeeded(
+    ctx: StackContext, client: airflow_local.AirflowClient, dag_id: str, run_id: str
+) -> None:
+    state = client.wait_for_run(dag_id, run_id, timeout=900)
+    if state != "success":
+        raise PlatformError(
+            f"{dag_id} run {run_id} ended {state}: open it in the Airflow UI "
+            f"({ctx.settings.airflow_url}) for the task logs"
+        )
 
 
 class DemoBusinessComponent:

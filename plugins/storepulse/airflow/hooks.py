@@ -13,3 +13,20 @@ def aws_client(service: str) -> Any:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     return AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type=service).get_conn()
+
+
+def quicksight_client() -> tuple[Any, str]:
+    """The QuickSight client of the ``aws_default`` connection and its account ID."""
+    from airflow.providers.amazon.aws.hooks.quicksight import QuickSightHook
+
+    hook = QuickSightHook(aws_conn_id=AWS_CONN_ID)
+    return hook.conn, hook.account_id
+
+
+def quicksight_declarations(account_id: str, region: str, lake_bucket: str | None = None) -> Any:
+    """``infra/quicksight/datasets.json`` for this environment, account and region."""
+    from storepulse.config import settings
+    from storepulse.quicksight import load_declarations
+
+    env = settings().env
+    return load_declarations(env=env, region=region, account_id=account_id, lake_bucket=lake_bucket)
