@@ -9,7 +9,7 @@ UV := $(TOOLS)/bin/uv
 # checkov has a venv of its own: it pins a boto3 far older than the project's.
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 
-.PHONY: install up down reset test test-clock lint format bench clean
+.PHONY: install up down reset env dist test test-clock lint format bench clean
 
 install: $(VENV)/.synced
 
@@ -35,6 +35,10 @@ up: install
 down:
 	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -m storepulse_local.platform down; \
 	else echo "the platform is not installed, so not running"; fi
+
+# The variables that point any AWS client at the embedded AWS: eval "$$(make -s env)".
+env: install
+	@$(VENV)/bin/python -m storepulse_local.platform.client_env
 
 # Deletes the local state (STOREPULSE_STATE_DIR, .run by default) after a prompt; FORCE=1 skips it.
 reset: install
