@@ -15,7 +15,9 @@ Variables (defaults in brackets):
   embedded AWS for the processes it starts.
 - ``STOREPULSE_AIRFLOW_PORT`` [8080]: port of Airflow's api-server (UI and REST API).
 - ``STOREPULSE_STATE_DIR`` [.run]: local state of ``make up`` (Airflow home with its SQLite
-  database, pid file, logs), relative to the repository.
+  database, pid file, logs), relative to the project root.
+- ``STOREPULSE_PROJECT_ROOT`` [see ``project_root``]: the folder holding ``infra/``,
+  ``lambdas/`` and ``uv.lock`` (the deploy's templates, Lambda source and pins).
 """
 
 from __future__ import annotations
@@ -27,7 +29,22 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# `make dist` copies infra/, lambdas/ and uv.lock here, inside the package, for managed Airflow
+# (MWAA's plugins.zip, an Astronomer image): no repository checkout exists there.
+BUNDLED_PROJECT = "_project"
+
+
+def project_root(environ: Mapping[str, str], package_dir: Path) -> Path:
+    """The folder of ``infra/``, ``lambdas/`` and ``uv.lock``: ``STOREPULSE_PROJECT_ROOT`` when
+    set, else the copy bundled in the package (``storepulse/_project``), else the checkout the
+    package lives in (``plugins/storepulse`` -> the repository)."""
+    if configured := environ.get("STOREPULSE_PROJECT_ROOT"):
+        return Path(configured).resolve()
+    bundled = package_dir / BUNDLED_PROJECT
+    return bundled if bundled.is_dir() else package_dir.parents[1]
+
+
+REPO_ROOT = project_root(os.environ, Path(__file__).resolve().parent)
 PROJECT = "storepulse"
 LOOPBACK = "127.0.0.1"
 

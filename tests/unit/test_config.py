@@ -38,3 +38,18 @@ def test_real_aws_is_a_matter_of_configuration() -> None:
 def test_invalid_values_name_their_variable(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(environ)
+
+
+def test_the_project_root_is_configured_or_bundled_or_the_checkout(tmp_path) -> None:
+    """On managed Airflow no checkout exists: the templates, Lambda source and lock are found in
+    the package (what `make dist` bundles) or where STOREPULSE_PROJECT_ROOT says."""
+    from storepulse.config import BUNDLED_PROJECT, project_root
+
+    package = tmp_path / "plugins" / "storepulse"
+    package.mkdir(parents=True)
+    assert project_root({}, package) == tmp_path  # a checkout: plugins/storepulse
+    (package / BUNDLED_PROJECT).mkdir()
+    assert project_root({}, package) == package / BUNDLED_PROJECT
+    elsewhere = tmp_path / "opt" / "project"
+    assert project_root({"STOREPULSE_PROJECT_ROOT": str(elsewhere)}, package) == elsewhere
+    assert (REPO_ROOT / "uv.lock").is_file() and (REPO_ROOT / "infra").is_dir()
