@@ -12,13 +12,11 @@ from storepulse_local.lambda_runtime.checkpoints import (
     remove_orphaned_temp_files,
 )
 from storepulse_local.platform import airflow_local
+from storepulse_local.platform.deploy import DEPLOY_DAG, QUICKSIGHT_DAG, RUN_TIMEOUT
+from storepulse_local.platform.processes import file_tail
 from storepulse_local.platform.restored import history_sent
-from storepulse_local.platform.stack import PlatformError, StackContext, python_module
+from storepulse_local.platform.stack import Launch, StackContext, python_module
 
-DEPLOY_DAG = "deploy_realtime_stack"
-# Scheduled on the Asset the deploy emits: make up waits for the run that asset starts, so
-# QuickSight exists before any export publishes what refresh_quicksight refreshes.
-QUICKSIGHT_DAG = "deploy_quicksight"
 DEMO_SEED, DEMO_STORES = 7, 2
 # The demo is alive at any hour: the simulator first sends about BACKFILL_EVENTS events of
 # history (today so far, yesterday and last week up to the same time: 20-30 s for the local stream
@@ -39,11 +37,13 @@ class LambdaRuntimeComponent:
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
 
+    def launches(self, settings: Settings) -> list[Launch]:
+        return [Launch(self.name, python_module("storepulse_local.lambda_runtime"))]
+
     def start(self, ctx: StackContext) -> None:
         _remove_checkpoint_temp_files(ctx)
-        ctx.spawn(
-            self.name, python_module("storepulse_local.lambda_runtime"), stop_grace=self.stop_grace
-        )
+        (launch,) = self.launches(ctx.settings)
+        ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
 
     def before_restart(self, ctx: StackContext) -> dict[str, Callable[[], None]]:
         """A runtime killed mid-write leaves its temp file: removed before the next one runs."""
@@ -63,61 +63,36 @@ def _remove_checkpoint_temp_files(ctx: StackContext) -> None:
 
 
 class DeployComponent:
-    """Deploys the real-time stack by triggering its DAG, as an operator would, and waits."""
+    """Deploys the real-time stack and QuickSight through their DAGs, and waits
+    (``storepulse_local.platform.deploy``)."""
 
     name = "deploy"
 
     def __init__(self) -> None:
-        self.run_id = self.quicksight_run_id = ""
+        self.runs: dict[str, str] = {}
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
 
-    def start(self, ctx: StackContext) -> None:
-        password = airflow_local.admin_password(ctx.settings)
-        if not password:
-            raise PlatformError("Airflow generated no admin password; see its api-server log")
-        client = airflow_local.AirflowClient(
-            ctx.settings.airflow_url, airflow_local.ADMIN_USER, password
+    def launches(self, settings: Settings) -> list[Launch]:
+        argv = python_module(
+            "storepulse_local.platform.deploy",
+            *("--airflow-url", settings.airflow_url),
+            *("--passwords-file", str(airflow_local.passwords_file(settings))),
         )
-        try:
-            client.login()
-            for dag_id in (DEPLOY_DAG, QUICKSIGHT_DAG):
-                client.wait_for_dag(dag_id)
-                client.unpause(dag_id)
-            earlier = {run["dag_run_id"] for run in client.dag_runs(QUICKSIGHT_DAG)}
-            self.run_id = client.trigger(DEPLOY_DAG)
-            print(f"  triggered {DEPLOY_DAG} ({self.run_id}); waiting ...", flush=True)
-            _succeeded(ctx, client, DEPLOY_DAG, self.run_id)
-            self.quicksight_run_id = client.wait_for_new_run(QUICKSIGHT_DAG, earlier)
-            followed = f"{QUICKSIGHT_DAG} ({self.quicksight_run_id})"
-            print(f"  {followed} followed the deploy; waiting ...", flush=True)
-            _succeeded(ctx, client, QUICKSIGHT_DAG, self.quicksight_run_id)
-        except (airflow_local.AirflowApiError, TimeoutError) as exc:
-            raise PlatformError(
-                f"the deploy through Airflow did not finish: {exc}; see "
-                f"{ctx.log_dir / 'airflow-api-server.log'}"
-            ) from None
+        return [Launch(self.name, argv, one_shot=True)]
+
+    def start(self, ctx: StackContext) -> None:
+        (launch,) = self.launches(ctx.settings)
+        print(f"  deploying through {DEPLOY_DAG} and {QUICKSIGHT_DAG} ...", flush=True)
+        ctx.run_step(launch.name, launch.argv, timeout=2 * RUN_TIMEOUT + 300)
+        self.runs = json.loads(file_tail(ctx.log_dir / f"{self.name}.log", 1))
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
-        """The run already succeeded in start()."""
+        """The runs already succeeded in start()."""
 
     def banner(self, ctx: StackContext) -> list[str]:
-        return [
-            f"Real-time stack deployed by {DEPLOY_DAG} (run {self.run_id}), QuickSight by "
-            f"{QUICKSIGHT_DAG} (run {self.quicksight_run_id})"
-        ]
-
-
-def _succeeded(
-    ctx: StackContext, client: airflow_local.AirflowClient, dag_id: str, run_id: str
-) -> None:
-    state = client.wait_for_run(dag_id, run_id, timeout=900)
-    if state != "success":
-        raise PlatformError(
-            f"{dag_id} run {run_id} ended {state}: open it in the Airflow UI "
-            f"({ctx.settings.airflow_url}) for the task logs"
-        )
+        return [f"Deployed       {', '.join(f'{dag} ({run})' for dag, run in self.runs.items())}"]
 
 
 class DemoBusinessComponent:
@@ -131,18 +106,15 @@ class DemoBusinessComponent:
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
 
-    def start(self, ctx: StackContext) -> None:
-        ctx.run_step(
-            self.name,
-            python_module(
-                "storepulse_local.platform.demo",
-                "--seed",
-                str(DEMO_SEED),
-                "--stores",
-                str(DEMO_STORES),
-            ),
-            timeout=120,
+    def launches(self, settings: Settings) -> list[Launch]:
+        argv = python_module(
+            "storepulse_local.platform.demo", "--seed", str(DEMO_SEED), "--stores", str(DEMO_STORES)
         )
+        return [Launch(self.name, argv, one_shot=True)]
+
+    def start(self, ctx: StackContext) -> None:
+        (launch,) = self.launches(ctx.settings)
+        ctx.run_step(launch.name, launch.argv, timeout=120)
         log = (ctx.log_dir / f"{self.name}.log").read_text().strip().splitlines()
         self.summary = json.loads(log[-1])
 
@@ -161,16 +133,23 @@ class SimulatorComponent:
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
 
-    def start(self, ctx: StackContext) -> None:
-        live = python_module(
+    def launches(self, settings: Settings) -> list[Launch]:
+        return [Launch(self.name, [*self._live(), "--backfill", str(BACKFILL_EVENTS)])]
+
+    @staticmethod
+    def _live() -> list[str]:
+        return python_module(
             "storepulse.simulator",
             "run",
             *("--seed", str(DEMO_SEED), "--stores", str(DEMO_STORES)),
             *("--rate", str(SIMULATOR_RATE)),
         )
+
+    def start(self, ctx: StackContext) -> None:
         # The history is sent once: a restarted simulator only goes on live, and so does the
         # first one when the embedded AWS restored the history of an earlier run.
-        first = [*live, "--backfill", str(BACKFILL_EVENTS)]
+        (launch,) = self.launches(ctx.settings)
+        first, live = launch.argv, self._live()
         if history_sent(ctx):
             print("  the restored state holds the demo's history: not sent again", flush=True)
             first = live

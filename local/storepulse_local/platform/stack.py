@@ -1,8 +1,9 @@
 """The local stack that ``make up`` runs, as an ordered list of components.
 
-Each component declares the ports it needs, starts its processes and waits until it answers. Later
-parts of the platform (the real-time stack deployment, the local Lambda runtime, the traffic
-simulator) plug in by adding a component to :func:`components`.
+Each component declares the ports it needs and the processes it runs (:class:`Launch`, which
+``docker-compose.yaml`` must run too: ``tests/unit/test_docker_compose.py``), starts them and
+waits until it answers. Later parts of the platform plug in by adding a component to
+:func:`components`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -61,8 +63,22 @@ class StackContext:
         self.processes.remove(process)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One process ``make up`` runs: a service, or a one-shot step it waits for."""
+
+    name: str  # its log file (and docker-compose.yaml's service)
+    argv: list[str]
+    one_shot: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)  # over the platform's environment
+
+
 class Component(Protocol):
     name: str
+
+    def launches(self, settings: Settings) -> list[Launch]:
+        """The processes it runs, in order."""
+        ...
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         """(port, variable that sets it) pairs this component will listen on."""
@@ -124,16 +140,17 @@ class EmbeddedAwsComponent:
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [(settings.aws_port, "STOREPULSE_AWS_PORT")]
 
-    def start(self, ctx: StackContext) -> None:
-        ctx.spawn(
-            self.name,
-            python_module(
-                "storepulse_local.embedded_aws",
-                *("--port", str(ctx.settings.aws_port)),
-                *("--state-dir", str(ctx.settings.state_dir)),
-            ),
-            stop_grace=self.stop_grace,
+    def launches(self, settings: Settings) -> list[Launch]:
+        argv = python_module(
+            "storepulse_local.embedded_aws",
+            *("--port", str(settings.aws_port)),
+            *("--state-dir", str(settings.state_dir)),
         )
+        return [Launch(self.name, argv)]
+
+    def start(self, ctx: StackContext) -> None:
+        (launch,) = self.launches(ctx.settings)
+        ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         from storepulse_local.embedded_aws import is_healthy
@@ -152,19 +169,34 @@ class AirflowComponent:
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [(settings.airflow_port, "STOREPULSE_AIRFLOW_PORT")]
 
+    def launches(self, settings: Settings) -> list[Launch]:
+        return [
+            Launch("airflow-db-migrate", ["airflow", "db", "migrate"], one_shot=True),
+            # Before the scheduler: runs a stop or crash interrupted are failed, not resumed.
+            Launch(
+                "airflow-fail-interrupted",
+                python_module("storepulse_local.platform.airflow_history"),
+                one_shot=True,
+            ),
+            *(
+                Launch(
+                    f"airflow-{part}",
+                    ["airflow", part],
+                    env=airflow_local.component_env(settings, part, {}),
+                )
+                for part in airflow_local.COMPONENTS
+            ),
+        ]
+
     def start(self, ctx: StackContext) -> None:
-        ctx.run_step("airflow-db-migrate", ["airflow", "db", "migrate"], timeout=300)
-        # Before the scheduler: runs a stop or crash interrupted are failed, not resumed.
-        ctx.run_step(
-            "airflow-fail-interrupted",
-            python_module("storepulse_local.platform.airflow_history"),
-            timeout=120,
-        )
-        print(f"  {file_tail(ctx.log_dir / 'airflow-fail-interrupted.log', 1)}", flush=True)
-        for part in airflow_local.COMPONENTS:
+        for launch in self.launches(ctx.settings):
+            if launch.one_shot:
+                ctx.run_step(launch.name, launch.argv, timeout=300)
+                continue
+            part = launch.name.removeprefix("airflow-")
             grace = airflow_local.STOP_GRACE.get(part, STOP_GRACE_SECONDS)
-            env = airflow_local.component_env(ctx.settings, part, ctx.env)
-            ctx.spawn(f"airflow-{part}", ["airflow", part], stop_grace=grace, env=env)
+            ctx.spawn(launch.name, launch.argv, stop_grace=grace, env={**ctx.env, **launch.env})
+        print(f"  {file_tail(ctx.log_dir / 'airflow-fail-interrupted.log', 1)}", flush=True)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         url = ctx.settings.airflow_url
@@ -207,3 +239,8 @@ def components(settings: Settings) -> list[Component]:
         realtime.DemoBusinessComponent(),
         realtime.SimulatorComponent(),
     ]
+
+
+def launches(settings: Settings) -> list[Launch]:
+    """Every process ``make up`` runs, in start order."""
+    return [launch for component in components(settings) for launch in component.launches(settings)]

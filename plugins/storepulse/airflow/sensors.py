@@ -52,7 +52,7 @@ class StackReadySensor(AwsBaseSensor[CloudFormationHook]):
 
 
 # Rescheduled pokes: a waiting run holds no worker slot; a day is long enough for any deploy.
-STACK_POKE_SECONDS = 30
+STACK_POKE_SECONDS = 60
 STACK_WAIT_SECONDS = 24 * 3600
 
 
