@@ -40,6 +40,10 @@ down:
 env: install
 	@$(VENV)/bin/python -m storepulse_local.platform.client_env
 
+# MWAA's and Astronomer's artefacts under dist/ (scripts/dist.py): no repository needed there.
+dist: install
+	$(VENV)/bin/python scripts/dist.py dist
+
 # Deletes the local state (STOREPULSE_STATE_DIR, .run by default) after a prompt; FORCE=1 skips it.
 reset: install
 	$(VENV)/bin/python -m storepulse_local.platform.reset $(if $(filter 1,$(FORCE)),--force)

@@ -55,7 +55,7 @@ print("RESULT " + json.dumps(runs, default=str))
 """
 
 
-def airflow_home(home: Path, aws_endpoint: str) -> dict[str, str]:
+def airflow_home(home: Path, aws_endpoint: str, cwd: Path = REPO_ROOT) -> dict[str, str]:
     """The environment of a throwaway Airflow whose ``aws_default`` leads to ``aws_endpoint``;
     its database is migrated here (about 6 s)."""
     connection = {
@@ -80,7 +80,7 @@ def airflow_home(home: Path, aws_endpoint: str) -> dict[str, str]:
         env=env,
         check=True,
         capture_output=True,
-        cwd=REPO_ROOT,
+        cwd=cwd,
     )
     return env
 
@@ -90,6 +90,7 @@ def run_dags(
     plan: list[dict[str, Any]],
     dag_folder: Path = REPO_ROOT / "dags",
     timeout: float = 600,
+    cwd: Path = REPO_ROOT,
 ) -> list[dict[str, Any]]:
     """Run the plan's DAG runs in order; one outcome per run (see RUNNER)."""
     result = subprocess.run(
@@ -97,7 +98,7 @@ def run_dags(
         env=env,
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         timeout=timeout,
         check=False,
     )
