@@ -1,4 +1,4 @@
-"""``make env``: the variables that point any AWS client at the embedded AWS of ``make up``.
+"""``make env``: the variables that point any AWS client (and the ``airflow`` CLI) at ``make up``.
 
     eval "$(make -s env)"     # then: aws s3 ls, python -m storepulse.settings_cli list store, ...
 
@@ -13,11 +13,17 @@ import shlex
 
 from storepulse.config import Settings, load_settings
 from storepulse_local.iam import ADMIN
+from storepulse_local.platform.airflow_local import airflow_home
 
 
 def client_variables(settings: Settings) -> dict[str, str]:
-    """What an AWS CLI, boto3 or the project's CLIs need to reach the platform's AWS."""
-    variables = {"STOREPULSE_ENV": settings.env, "AWS_DEFAULT_REGION": settings.region}
+    """What an AWS CLI, boto3 or the project's CLIs need to reach the platform's AWS, and the
+    ``airflow`` CLI its Airflow (``airflow backfill create ...``)."""
+    variables = {
+        "STOREPULSE_ENV": settings.env,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AIRFLOW_HOME": str(airflow_home(settings)),
+    }
     if settings.embedded_aws:
         variables |= {"AWS_ENDPOINT_URL": settings.embedded_aws_url, **ADMIN.environment()}
     return variables
