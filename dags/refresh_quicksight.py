@@ -8,14 +8,17 @@ copies.
 
 1. **affected_data_sets**: the data sets the triggering asset events concern. A manual run has
    none: it refreshes the param `data_sets`, or every data set when that is empty.
-2. **plan_ingestions**: per data set, *start* an ingestion (INCREMENTAL or FULL, as declared),
+2. **wait_for_data_sets** (rescheduled every 60 s, up to an hour): until those data sets exist
+   in QuickSight: on a first start the export can publish while `deploy_quicksight`, which
+   follows every deploy of the stack, is still creating them.
+3. **plan_ingestions**: per data set, *start* an ingestion (INCREMENTAL or FULL, as declared),
    *skip* it (one is already INITIALIZED/QUEUED/RUNNING: it will read the new files), or
    *refuse* it (not deployed, or its daily quota of manual ingestions is used up: QuickSight
    Enterprise allows 32 per data set per 24 h; param `quota` lowers it).
-3. **create_ingestion** (mapped, the provider's `QuickSightCreateIngestionOperator`) and
+4. **create_ingestion** (mapped, the provider's `QuickSightCreateIngestionOperator`) and
    **wait_for_ingestion** (mapped, `QuickSightSensor`): a FAILED ingestion fails its sensor with
    QuickSight's ErrorInfo, which names the column when the Parquet does not match the data set.
-4. **record_ingestions** (runs whatever happened): per data set the ingestion id, status, rows
+5. **record_ingestions** (runs whatever happened): per data set the ingestion id, status, rows
    ingested and the reason of a failure, skip or refusal, in its XCom (`ingestions`, and the
    return value when all went well); fails when a data set was not refreshed.
 
@@ -35,7 +38,7 @@ from typing import Any
 import pendulum
 from airflow.providers.amazon.aws.operators.quicksight import QuickSightCreateIngestionOperator
 from airflow.providers.amazon.aws.sensors.quicksight import QuickSightSensor
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import quicksight_client, quicksight_declarations
@@ -89,6 +92,17 @@ def refresh_quicksight() -> None:
         log.info("%d data sets to refresh (from %s): %s", len(names), source, ", ".join(names))
         return names
 
+    @task.sensor(poke_interval=POKE_SECONDS * 4, timeout=3600, mode="reschedule")
+    def wait_for_data_sets(data_sets: list[str]) -> PokeReturnValue:
+        from storepulse.airflow.sensors import undeployed_data_sets
+
+        client, account_id = quicksight_client()
+        decl = quicksight_declarations(account_id, client.meta.region_name)
+        missing = undeployed_data_sets(client, decl, data_sets, account_id)
+        if missing:
+            log.info("not in QuickSight yet (deploy_quicksight creates them): %s", missing)
+        return PokeReturnValue(is_done=not missing, xcom_value=data_sets)
+
     @task
     def plan_ingestions(
         data_sets: list[str], params: dict[str, Any] | None = None
@@ -126,7 +140,7 @@ def refresh_quicksight() -> None:
         check_results(results)
         return records
 
-    plan = plan_ingestions(affected_data_sets())
+    plan = plan_ingestions(wait_for_data_sets(affected_data_sets()))
     create = QuickSightCreateIngestionOperator.partial(
         task_id="create_ingestion",
         aws_conn_id=AWS_CONN_ID,

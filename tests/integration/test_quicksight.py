@@ -469,6 +469,7 @@ def test_the_refresh_dag_runs_on_the_embedded_aws(lake: Lake, tmp_path) -> None:
     assert run["state"] == "success", run
     assert set(run["tasks"]) == {
         "affected_data_sets",
+        "wait_for_data_sets",
         "plan_ingestions",
         "create_ingestion[0]",
         "wait_for_ingestion[0]",

@@ -392,6 +392,9 @@ def test_the_refresh_dag_is_scheduled_on_every_curated_asset() -> None:
     assert refresh.task_dict["create_ingestion"].operator_class is QuickSightCreateIngestionOperator
     assert refresh.task_dict["wait_for_ingestion"].operator_class is QuickSightSensor
     assert refresh.task_dict["record_ingestions"].trigger_rule == "all_done"
+    # A refresh that comes before deploy_quicksight has created its data sets waits for them.
+    wait = refresh.task_dict["wait_for_data_sets"]
+    assert wait.mode == "reschedule" and "plan_ingestions" in wait.downstream_task_ids
     deploy = DagBag(dag_folder=str(REPO_ROOT / "dags" / "deploy_quicksight.py"))
     assert set(deploy.dags["deploy_quicksight"].task_dict) == {
         "validate_declarations",

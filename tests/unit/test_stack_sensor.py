@@ -26,3 +26,29 @@ def test_a_missing_or_changing_stack_is_waited_for(status: str | None) -> None:
 def test_a_stack_only_an_operator_can_repair_fails_with_what_to_do(status: str) -> None:
     with pytest.raises(AirflowFailException, match=f"{status}.*deploy_realtime_stack"):
         stack_serving("storepulse-dev-realtime", status)
+
+
+def test_data_sets_not_yet_in_quicksight_are_named_and_other_errors_raise() -> None:
+    from unittest import mock
+
+    from botocore.exceptions import ClientError
+
+    from storepulse.airflow.sensors import undeployed_data_sets
+
+    def error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": code}}, "ListIngestions")
+
+    decl = mock.Mock()
+    decl.data_set.side_effect = lambda name: mock.Mock(id=f"ds-{name}")
+    found = {"ds-orders": [], "ds-refunds": error("ResourceNotFoundException")}
+
+    def listing(_client, _account, data_set_id):
+        if isinstance(found[data_set_id], Exception):
+            raise found[data_set_id]
+        return found[data_set_id]
+
+    with mock.patch("storepulse.quicksight.list_ingestions", side_effect=listing):
+        assert undeployed_data_sets(None, decl, ["orders", "refunds"], "1") == ["refunds"]
+        found["ds-refunds"] = error("AccessDeniedException")
+        with pytest.raises(ClientError):
+            undeployed_data_sets(None, decl, ["refunds"], "1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.cloud_formation import CloudFormationHook
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
@@ -66,3 +66,21 @@ def wait_for_stack(stack_name: str) -> StackReadySensor:
         poke_interval=STACK_POKE_SECONDS,
         timeout=STACK_WAIT_SECONDS,
     )
+
+
+def undeployed_data_sets(client: Any, decl: Any, names: list[str], account_id: str) -> list[str]:
+    """The QuickSight data sets among ``names`` that do not exist yet (deploy_quicksight, which
+    follows every deploy of the stack, may still be running: a first export can publish first)."""
+    from botocore.exceptions import ClientError
+
+    from storepulse.quicksight import list_ingestions
+
+    missing = []
+    for name in names:
+        try:
+            list_ingestions(client, account_id, decl.data_set(name).id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            missing.append(name)
+    return missing
