@@ -646,18 +646,6 @@ def _compact(value: Any) -> str:
     return "absent" if value is None else json.dumps(value, separators=(", ", ": "), default=str)
 
 
-# ------------------------------------------------------------------------------ the bucket
-
-
-def lake_bucket(cfn: Any, env: str, override: str | None = None) -> str:
-    """The lake bucket: ``override`` if given, else the deployed stack's ``LakeBucket`` output."""
-    if override:
-        return override
-    from storepulse.deploy.stack import deployed_outputs, stack_name
-
-    return deployed_outputs(cfn, stack_name(env))["LakeBucket"]
-
-
 @dataclass(frozen=True)
 class BucketLifecycle:
     rules: list[Rule]

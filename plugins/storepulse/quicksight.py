@@ -5,12 +5,10 @@ validates it, deploys it and refreshes SPICE after each publish of the lake.
 
 Deploy (``deploy``), every step *describe, then create or update, or leave alone*:
 
-1. the Glue catalog Athena (hence the data source) reads, database ``storepulse_<env>_curated``.
-   The curated data sets' tables belong to the nightly export, which updates them and registers
-   each day's partition when it publishes (``storepulse.export.publish``): deploy only creates
-   one that does not exist yet (partition projection on ``dt``, so that it reads before the
-   first publish) and never changes it. The row-level-security rules' table is deploy's own:
-   created or updated;
+1. the Glue catalog Athena (hence the data source) reads, database ``storepulse_<env>_curated``:
+   one table per data set, as ``storepulse.lake.tables`` defines it (partition projection on
+   ``dt``: readable before the first publish, nothing to register per day). The nightly export
+   ensures the same definition when it publishes, so whichever runs first creates it;
 2. the ATHENA data source;
 3. the row-level-security data set (if declared), then one SPICE data set per curated data set,
    with its refresh properties (incremental: the lookback window);
@@ -81,16 +79,6 @@ _NUMERIC_AGGREGATIONS = frozenset({"SUM", "AVERAGE", "MIN", "MAX", "COUNT", "DIS
 _CATEGORICAL_AGGREGATIONS = frozenset({"COUNT", "DISTINCT_COUNT"})
 _GRANULARITIES = frozenset({"YEAR", "QUARTER", "MONTH", "WEEK", "DAY", "HOUR"})
 _LOOKBACK_UNITS = frozenset({"HOUR", "DAY", "WEEK"})
-
-# Glue table shape for Parquet read by Athena.
-_PARQUET_STORAGE = {
-    "InputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-    "OutputFormat": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
-    "SerdeInfo": {
-        "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
-    },
-}
-_PROJECTION_START = "2024-01-01"
 
 _OWNER_ACTIONS = {
     "data_source": [
@@ -425,9 +413,40 @@ def _placeholder_problems(raw: Any) -> list[str]:
     return [f"unknown placeholder {{{name}}}" for name in sorted(unknown)]
 
 
+_DERIVED = ("table", "s3_prefix", "partition_key", "columns")
+
+
+def with_lake_columns(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The document with each curated data set's table, folder, partition key and columns filled
+    in from the lake (``storepulse.lake.tables``: the export's schemas are their one
+    declaration), and the problems of a curated data set that declares them itself."""
+    from storepulse.lake.tables import quicksight_declaration
+
+    doc, problems = dict(raw), []
+    raw_sets = raw.get("data_sets")
+    if not isinstance(raw_sets, list):
+        return doc, problems
+    doc["data_sets"] = []
+    for data_set in raw_sets:
+        derived = (
+            quicksight_declaration(data_set.get("name")) if isinstance(data_set, dict) else None
+        )
+        if derived is None:
+            doc["data_sets"].append(data_set)
+            continue
+        if declared := [k for k in _DERIVED if k in data_set]:
+            problems.append(
+                f"data set {data_set['name']!r}: {', '.join(declared)} derive from the lake's "
+                "schema (storepulse.lake.tables): remove them from the file"
+            )
+        doc["data_sets"].append(derived | data_set)
+    return doc, problems
+
+
 def validate(raw: Mapping[str, Any]) -> list[str]:
     """Every problem of a declarations document (empty: valid)."""
-    problems = _placeholder_problems(raw)
+    raw, problems = with_lake_columns(raw)
+    problems += _placeholder_problems(raw)
     if raw.get("version") != 1:
         problems.append("version must be 1")
     source = raw.get("data_source") or {}
@@ -522,7 +541,7 @@ def parse(raw: Mapping[str, Any], **values: str) -> Declarations:
     problems = validate(raw)
     if problems:
         raise DeclarationError("invalid QuickSight declarations:\n- " + "\n- ".join(problems))
-    doc = _resolve(dict(raw), values)
+    doc = _resolve(with_lake_columns(raw)[0], values)
     source, rls = doc["data_source"], doc.get("row_level_security")
     return Declarations(
         data_source=DataSource(
@@ -731,37 +750,22 @@ def definition_hash(definition: Mapping[str, Any], name: str) -> str:
 
 
 def glue_table_input(decl: Declarations, data_set: DataSet) -> dict[str, Any]:
-    """The Glue ``TableInput`` Athena reads a data set's Parquet through.
+    """The Glue ``TableInput`` Athena reads a data set's Parquet through: a curated data set's
+    is the lake's (``storepulse.lake.tables``, partitions projected), the row-level-security
+    rules' is built the same way from their declared columns."""
+    from storepulse.export.datasets import DATASETS
+    from storepulse.lake import tables
 
-    Partitions are *projected* from the ``dt=YYYY-MM-DD`` folders: a new day is readable as soon
-    as its files exist, with no partition to register."""
-    location = f"s3://{decl.data_source.lake_bucket}/{data_set.s3_prefix}"
-    parameters = {"classification": "parquet", "EXTERNAL": "TRUE"}
-    partition_keys = []
-    if data_set.partition_key:
-        key = data_set.partition_key
-        partition_keys = [{"Name": key, "Type": "string"}]
-        parameters |= {
-            "projection.enabled": "true",
-            f"projection.{key}.type": "date",
-            f"projection.{key}.format": "yyyy-MM-dd",
-            f"projection.{key}.range": f"{_PROJECTION_START},NOW",
-            f"projection.{key}.interval": "1",
-            f"projection.{key}.interval.unit": "DAYS",
-            "storage.location.template": f"{location}{key}=${{{key}}}/",
-        }
-    return {
-        "Name": data_set.table,
-        "Description": data_set.description,
-        "TableType": "EXTERNAL_TABLE",
-        "Parameters": parameters,
-        "PartitionKeys": partition_keys,
-        "StorageDescriptor": {
-            "Columns": [{"Name": c.name, "Type": c.type} for c in data_set.columns],
-            "Location": location,
-            **_PARQUET_STORAGE,
-        },
-    }
+    bucket = decl.data_source.lake_bucket
+    if data_set.name in DATASETS:
+        return tables.glue_table_input(DATASETS[data_set.name], bucket)
+    return tables.table_input(
+        data_set.table,
+        data_set.description,
+        [{"Name": c.name, "Type": c.type} for c in data_set.columns],
+        f"s3://{bucket}/{data_set.s3_prefix}",
+        partition_key=data_set.partition_key,
+    )
 
 
 # --- deploy ------------------------------------------------------------------------------------
@@ -820,27 +824,15 @@ def _contains(actual: Any, desired: Any) -> bool:
 
 
 def ensure_catalog(glue: Any, decl: Declarations, report: DeployReport) -> None:
-    """The Glue database and one table per data set: a missing one is created; only the RLS
-    rules' table is updated (the export owns the curated tables: see the module docstring)."""
+    """The Glue database and one table per data set, created or brought back to their one
+    definition (``glue_table_input``): the export ensures the same tables when it publishes."""
+    from storepulse.lake.tables import ensure_database, ensure_table
+
     database = decl.data_source.database
-    if _describe(glue.get_database, "Database", Name=database) is None:
-        description = "StorePulse curated lake: Parquet data sets published by the nightly export"
-        glue.create_database(DatabaseInput={"Name": database, "Description": description})
-        report.record("glue database", database, "created")
-    else:
-        report.record("glue database", database, "unchanged")
-    rules = decl.row_level_security.data_set if decl.row_level_security else None
+    report.record("glue database", database, ensure_database(glue, database))
     for data_set in decl.every_data_set():
-        wanted = glue_table_input(decl, data_set)
-        table = _describe(glue.get_table, "Table", DatabaseName=database, Name=data_set.table)
-        if table is None:
-            glue.create_table(DatabaseName=database, TableInput=wanted)
-            report.record("glue table", f"{database}.{data_set.table}", "created")
-        elif data_set is rules and not _contains(table, wanted):
-            glue.update_table(DatabaseName=database, TableInput=wanted)
-            report.record("glue table", f"{database}.{data_set.table}", "updated")
-        else:
-            report.record("glue table", f"{database}.{data_set.table}", "unchanged")
+        action = ensure_table(glue, database, glue_table_input(decl, data_set))
+        report.record("glue table", f"{database}.{data_set.table}", action)
 
 
 def _deploy_data_source(

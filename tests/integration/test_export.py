@@ -39,12 +39,8 @@ from storepulse.export.sources import (
     QuerySource,
     ScanSource,
 )
-from storepulse.export.writer import (
-    WriteReport,
-    open_filesystem,
-    write_datasets,
-    write_rows,
-)
+from storepulse.export.writer import WriteReport
+from storepulse.lake.filesystem import open_filesystem
 from storepulse.layout import Table, table_name
 from tests.integration.conftest import invoke
 from tests.integration.test_stream_processor import (
@@ -54,7 +50,7 @@ from tests.integration.test_stream_processor import (
     sale,
     stock_take,
 )
-from tests.lake import duckdb_connection
+from tests.lake import duckdb_connection, write_datasets, write_rows
 
 DAY = NOON_PARIS.date()  # 2026-11-26
 EXPORTED_TABLES = (Table.FACTS, Table.METRICS, Table.INVENTORY)

@@ -252,8 +252,9 @@ def test_hidden_files_and_files_outside_partitions_are_not_read(lake: Lake) -> N
 
 
 def test_a_table_without_projection_reads_its_registered_partitions_only(lake: Lake) -> None:
-    """The export's tables register each published day; Athena reads nothing else, and a
-    deploy does not take the table back."""
+    """A table without projection (made by hand, or by an older export that registered each
+    day): Athena reads its registered partitions only; a deploy brings it back to the lake's
+    one definition, whose projection reads every published day."""
     database, name = "storepulse_dev_curated", "inventory_snapshot"
     table = lake.glue.get_table(DatabaseName=database, Name=name)["Table"]
     as_the_export = {k: table[k] for k in ("Name", "StorageDescriptor", "PartitionKeys")}
@@ -275,11 +276,13 @@ def test_a_table_without_projection_reads_its_registered_partitions_only(lake: L
 
     [result] = lake.refresh(name)
     report = qs.deploy(lake.quicksight, lake.decl, account_id=ACCOUNT, glue=lake.glue)
+    [after] = lake.refresh(name)
 
     assert (result.status, result.rows_ingested) == ("COMPLETED", 4)
-    assert report.actions[f"glue table {database}.{name}"] == "unchanged"
+    assert report.actions[f"glue table {database}.{name}"] == "updated"
     parameters = lake.glue.get_table(DatabaseName=database, Name=name)["Table"]["Parameters"]
-    assert parameters == {"classification": "parquet"}
+    assert parameters["projection.enabled"] == "true"
+    assert (after.status, after.rows_ingested) == ("COMPLETED", 13)
 
 
 def test_a_running_ingestion_is_not_duplicated(lake: Lake) -> None:

@@ -28,10 +28,10 @@ from storepulse.deploy.stack import (
     load_parameters,
     poll_delays,
 )
+from storepulse.lake.paths import QUARANTINE_EVENTS, RAW_EVENTS
 from storepulse.layout import TABLE_SPECS, Table
 from storepulse.simulator.backfill import shown_days
 from storepulse.stream import window
-from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
 from storepulse.stream.smoke import SUBSCRIBER_FILTER
 from storepulse.stream.window import PlausibilityWindow
@@ -231,7 +231,7 @@ def test_lambda_role_is_least_privilege(template: Node) -> None:
         if "s3:PutObject" in as_list(s["Action"])
         for r in as_list(s["Resource"])
     ]
-    for prefix in (RAW_PREFIX, QUARANTINE_PREFIX):
+    for prefix in (RAW_EVENTS, QUARANTINE_EVENTS):
         key = f"${{LakeBucket.Arn}}/{prefix}/dt=2026-11-26/hour=10/x.jsonl.gz"
         assert any(fnmatch(key, pattern) for pattern in s3_resources), prefix
 

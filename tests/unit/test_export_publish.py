@@ -25,29 +25,32 @@ from storepulse.config import REPO_ROOT
 from storepulse.export.datasets import DATASETS, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import serialize_item
 from storepulse.export.publish import (
-    CURATED,
-    Manifest,
     PointInTimeRecoveryOffError,
     PublishError,
     StagedDataset,
     content_token,
+    publish_partition,
+    require_point_in_time_recovery,
+    stage_table,
+)
+from storepulse.export.sources import CompletedExport, ExportError, exported_items
+from storepulse.lake.manifest import (
+    Manifest,
+    ManifestError,
     current_files,
     current_uris,
-    export_prefix,
+    read_manifest,
+)
+from storepulse.lake.paths import CURATED, export_prefix, run_folder, staging_root
+from storepulse.lake.tables import (
+    TableError,
+    ensure_curated_table,
     glue_database_name,
     glue_table_input,
     hive_type,
-    publish_partition,
-    read_manifest,
-    register_partition,
-    require_point_in_time_recovery,
-    run_folder,
-    stage_table,
-    staging_root,
 )
-from storepulse.export.sources import CompletedExport, ExportError, exported_items
-from storepulse.export.writer import write_datasets
 from storepulse.layout import Table
+from tests.lake import write_datasets
 from tests.unit.test_export_datasets import order_item
 
 DAY = date(2026, 11, 26)
@@ -278,7 +281,7 @@ def test_readers_follow_the_manifest_and_fall_back_to_listing(tmp_path: Path) ->
     assert current_uris(fs, root, "orders", [DAY, date(2026, 11, 27)]) == [
         f"{folder}/part-bbbb-00000.parquet"
     ]
-    with pytest.raises(PublishError, match="not a partition manifest"):
+    with pytest.raises(ManifestError, match="not a partition manifest"):
         Manifest.from_json(json.dumps({"format": "other"}))
 
 
@@ -397,7 +400,7 @@ def test_hive_types_of_every_curated_column() -> None:
     assert types[("orders", "line_count")] == "int"
     assert types[("orders", "order_id")] == "string"
     assert types[("daily_store_metrics", "conversion_rate")] == "decimal(12,6)"
-    with pytest.raises(PublishError, match="no Hive type"):
+    with pytest.raises(TableError, match="no Hive type"):
         hive_type(pa.list_(pa.string()))
 
 
@@ -432,46 +435,38 @@ class FakeGlue:
         self.calls.append("update_table")
         self.tables[TableInput["Name"]] = TableInput
 
-    def get_partition(self, DatabaseName: str, TableName: str, PartitionValues: list[str]) -> Any:  # noqa: N803
-        key = (TableName, PartitionValues[0])
-        if key not in self.partitions:
-            raise _error("EntityNotFoundException")
-        return {"Partition": self.partitions[key]}
-
     def create_partition(self, DatabaseName: str, TableName: str, PartitionInput: Any) -> None:  # noqa: N803
         self.calls.append("create_partition")
         self.partitions[(TableName, PartitionInput["Values"][0])] = PartitionInput
 
-    def update_partition(self, **kwargs: Any) -> None:
-        self.calls.append("update_partition")
-        self.partitions[(kwargs["TableName"], kwargs["PartitionValueList"][0])] = kwargs[
-            "PartitionInput"
-        ]
 
-
-def test_glue_database_table_and_partition_are_created_then_left_alone() -> None:
+def test_glue_database_and_projected_table_are_created_then_left_alone() -> None:
     glue = FakeGlue()
-    first = register_partition(glue, "storepulse_dev_curated", ORDERS, BUCKET, DAY)
-    assert first == {"database": "created", "table": "created", "partition": "created"}
-    again = register_partition(glue, "storepulse_dev_curated", ORDERS, BUCKET, DAY)
-    assert again == {"database": "unchanged", "table": "unchanged", "partition": "unchanged"}
+    first = ensure_curated_table(glue, "storepulse_dev_curated", ORDERS, BUCKET)
+    assert first == {"database": "created", "table": "created"}
+    again = ensure_curated_table(glue, "storepulse_dev_curated", ORDERS, BUCKET)
+    assert again == {"database": "unchanged", "table": "unchanged"}
     table = glue.tables["orders"]
     assert table["Parameters"]["storepulse.schema_version"] == "1"
     assert table["PartitionKeys"] == [{"Name": "dt", "Type": "string"}]
     assert table["StorageDescriptor"]["Location"] == "s3://lake/curated/orders/"
-    location = glue.partitions[("orders", "2026-11-26")]["StorageDescriptor"]["Location"]
-    assert location == "s3://lake/curated/orders/dt=2026-11-26/"
+    # Days are projected from their dt= folders: nothing is registered per day.
+    assert table["Parameters"]["projection.enabled"] == "true"
+    assert table["Parameters"]["storage.location.template"] == (
+        "s3://lake/curated/orders/dt=${dt}/"
+    )
+    assert glue.partitions == {} and "create_partition" not in glue.calls
 
     glue.tables["orders"]["Parameters"] |= {
         "storepulse.schema_version": "0",  # an older version
-        "projection.enabled": "true",  # set by someone else (the QuickSight deploy)
+        "numRows": "12",  # set by someone else (statistics)
     }
-    assert register_partition(glue, "storepulse_dev_curated", ORDERS, BUCKET, DAY)["table"] == (
+    assert ensure_curated_table(glue, "storepulse_dev_curated", ORDERS, BUCKET)["table"] == (
         "updated"
     )
     updated = glue.tables["orders"]
     assert updated["Parameters"]["storepulse.schema_version"] == "1"
-    assert updated["Parameters"]["projection.enabled"] == "true"
+    assert updated["Parameters"]["numRows"] == "12"
     wanted = glue_table_input(ORDERS, BUCKET)
     assert {k: v for k, v in updated.items() if k != "Parameters"} == {
         k: v for k, v in wanted.items() if k != "Parameters"
