@@ -26,7 +26,6 @@ from storepulse.deploy.stack import (
     PLACEHOLDER,
     ParametersError,
     load_parameters,
-    poll_delays,
 )
 from storepulse.lake.paths import QUARANTINE_EVENTS, RAW_EVENTS
 from storepulse.layout import TABLE_SPECS, Table
@@ -465,12 +464,3 @@ def test_optional_parts_follow_their_parameters(template: Node) -> None:
     when, shards, otherwise = stream["ShardCount"]["Fn::If"]
     assert conditions[when] == {"Fn::Equals": [{"Ref": "StreamMode"}, "PROVISIONED"]}
     assert (shards, otherwise) == ({"Ref": "ShardCount"}, {"Ref": "AWS::NoValue"})
-
-
-def test_deploy_polls_start_short_and_back_off_to_the_interval() -> None:
-    """One schedule wherever the stack is: a change set done within the call (the embedded AWS)
-    is seen at once, one of many minutes (AWS) is polled every ``poll_interval``."""
-    delays = poll_delays(10.0)
-    assert [next(delays) for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    short = poll_delays(0.1)
-    assert [next(short) for _ in range(3)] == [0.1, 0.1, 0.1]
