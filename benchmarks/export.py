@@ -198,8 +198,8 @@ def _prefix_bytes(prefix: str) -> tuple[int, int]:
 
 def _stage(strategy: str, prefix: str) -> dict[str, int]:
     from storepulse.export.datasets import datasets_of
-    from storepulse.export.publish import stage_export, stage_table
     from storepulse.export.sources import Backoff, PointInTimeExportSource, ScanSource
+    from storepulse.export.staging import stage_export, stage_table
     from storepulse.lake.filesystem import open_filesystem
 
     config = Config(read_timeout=READ_TIMEOUT)

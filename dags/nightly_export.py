@@ -105,11 +105,11 @@ def _lake_filesystem(uri: str) -> tuple[Any, str]:
 
 def _chosen_strategy(dynamodb: Any, name: str) -> str:
     """Strategy ``auto``: pitr or scan from the table's size and the fixed costs (logged)."""
-    from storepulse.export.publish import (
+    from storepulse.export.sources import (
         PointInTimeRecoveryOffError,
+        choose_strategy,
         require_point_in_time_recovery,
     )
-    from storepulse.export.sources import choose_strategy
 
     try:
         require_point_in_time_recovery(dynamodb, name)
@@ -188,11 +188,11 @@ def nightly_export() -> None:
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from storepulse.export.publish import (
+        from storepulse.export.sources import (
+            PointInTimeExportSource,
             PointInTimeRecoveryOffError,
             require_point_in_time_recovery,
         )
-        from storepulse.export.sources import PointInTimeExportSource
         from storepulse.lake.paths import export_prefix
 
         dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
@@ -234,8 +234,8 @@ def nightly_export() -> None:
     def stage_table(resolved: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
         """One pass over the table's items: every data set it feeds, staged for the audit."""
         from storepulse.export.datasets import datasets_of
-        from storepulse.export.publish import stage_export, stage_table
         from storepulse.export.sources import CompletedExport, ScanSource
+        from storepulse.export.staging import stage_export, stage_table
         from storepulse.lake.paths import staging_root
 
         table = exported["table"]
@@ -268,7 +268,6 @@ def nightly_export() -> None:
         from airflow.providers.amazon.aws.hooks.sns import SnsHook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from storepulse.export.publish import StagedDataset
         from storepulse.export.quality import (
             Reference,
             alert_message,
@@ -277,6 +276,7 @@ def nightly_export() -> None:
             summary_uri,
             write_results,
         )
+        from storepulse.export.staging import StagedDataset
 
         staged = {
             name: StagedDataset.from_dict(report)
@@ -324,7 +324,8 @@ def nightly_export() -> None:
     ) -> dict[str, Any]:
         """Atomic replacement of the day's partition, its Glue table, the Asset event."""
         from storepulse.export.datasets import DATASETS
-        from storepulse.export.publish import StagedDataset, publish_partition
+        from storepulse.export.publish import publish_partition
+        from storepulse.export.staging import StagedDataset
         from storepulse.lake.tables import ensure_curated_table, glue_database_name
 
         bucket, day = resolved["bucket"], _day(resolved)

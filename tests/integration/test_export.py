@@ -26,19 +26,17 @@ from storepulse import events as ev
 from storepulse.aws import FAIL_FAST_CONFIG, client
 from storepulse.export.datasets import DATASETS, build_rows, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import iter_export_items, serialize_item
-from storepulse.export.publish import (
-    PointInTimeRecoveryOffError,
-    require_point_in_time_recovery,
-    stage_export,
-)
 from storepulse.export.sources import (
     Backoff,
     ExportError,
     ExportWindow,
     PointInTimeExportSource,
+    PointInTimeRecoveryOffError,
     QuerySource,
     ScanSource,
+    require_point_in_time_recovery,
 )
+from storepulse.export.staging import stage_export
 from storepulse.export.writer import WriteReport
 from storepulse.lake.filesystem import open_filesystem
 from storepulse.layout import Table, table_name

@@ -23,13 +23,7 @@ import pytest
 
 from storepulse.config import settings
 from storepulse.export.datasets import DATASETS, datasets_of
-from storepulse.export.publish import (
-    PublishReport,
-    StagedDataset,
-    publish_partition,
-    require_point_in_time_recovery,
-    stage_table,
-)
+from storepulse.export.publish import PublishReport, publish_partition
 from storepulse.export.quality import (
     AuditResult,
     alert_message,
@@ -44,7 +38,9 @@ from storepulse.export.sources import (
     PointInTimeExportSource,
     ScanSource,
     exported_items,
+    require_point_in_time_recovery,
 )
+from storepulse.export.staging import StagedDataset, stage_table
 from storepulse.lake.filesystem import open_filesystem
 from storepulse.lake.manifest import current_files, current_uris, read_manifest
 from storepulse.lake.paths import CURATED, export_prefix, staging_root

@@ -24,16 +24,15 @@ from botocore.exceptions import ClientError
 from storepulse.config import REPO_ROOT
 from storepulse.export.datasets import DATASETS, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import serialize_item
-from storepulse.export.publish import (
+from storepulse.export.publish import PublishError, content_token, publish_partition
+from storepulse.export.sources import (
+    CompletedExport,
+    ExportError,
     PointInTimeRecoveryOffError,
-    PublishError,
-    StagedDataset,
-    content_token,
-    publish_partition,
+    exported_items,
     require_point_in_time_recovery,
-    stage_table,
 )
-from storepulse.export.sources import CompletedExport, ExportError, exported_items
+from storepulse.export.staging import StagedDataset, stage_table
 from storepulse.lake.manifest import (
     Manifest,
     ManifestError,

@@ -40,11 +40,13 @@ __all__ = [
     "ExportWindow",
     "ItemSource",
     "PointInTimeExportSource",
+    "PointInTimeRecoveryOffError",
     "QuerySource",
     "ScanSource",
     "StrategyChoice",
     "TransferModel",
     "choose_strategy",
+    "require_point_in_time_recovery",
 ]
 
 log = logging.getLogger(__name__)
@@ -505,3 +507,27 @@ def choose_strategy(
     if scan_s <= export_s:
         return StrategyChoice("scan", f"{facts}; the scan ends first")
     return StrategyChoice("pitr", f"{facts}; the export ends first and spares the table")
+
+
+# --- point-in-time recovery -------------------------------------------------------------------
+
+
+class PointInTimeRecoveryOffError(RuntimeError):
+    """A table to export has point-in-time recovery off; the message says what to do."""
+
+
+def require_point_in_time_recovery(dynamodb: Any, table_name: str) -> None:
+    """Raise :class:`PointInTimeRecoveryOffError` unless point-in-time recovery is on: an export
+    needs it. The stack's template switches it on (``PointInTimeRecoverySpecification``) and owns
+    the setting, so the export does not switch it on itself: off means the table drifted from the
+    template (or was made elsewhere), which an operator must see."""
+    backups = dynamodb.describe_continuous_backups(TableName=table_name)
+    description = backups["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
+    status = description.get("PointInTimeRecoveryStatus", "DISABLED")
+    if status != "ENABLED":
+        raise PointInTimeRecoveryOffError(
+            f"point-in-time recovery of {table_name} is {status}: the export needs it on. The "
+            "stack's template declares it (PointInTimeRecoverySpecification): redeploy the stack "
+            "(DAG deploy_realtime_stack) or look for what switched it off; or run the export "
+            "with strategy scan"
+        )

@@ -60,6 +60,32 @@ class Manifest:
         return cls(**data)
 
 
+def manifest_key(folder: str) -> str:
+    """The manifest's key in a partition folder (a key prefix such as ``curated/x/dt=...``)."""
+    return f"{folder}/{MANIFEST_NAME}"
+
+
+def get_manifest(s3: Any, bucket: str, folder: str) -> Manifest | None:
+    """A partition folder's manifest through a boto3 client, or None when it has none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3.get_object(Bucket=bucket, Key=manifest_key(folder))["Body"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in {"NoSuchKey", "404"}:
+            return None
+        raise
+    with body:
+        return Manifest.from_json(body.read())
+
+
+def put_manifest(s3: Any, bucket: str, folder: str, manifest: Manifest) -> str:
+    """Write a partition folder's manifest (the publish's commit point); returns its key."""
+    key = manifest_key(folder)
+    s3.put_object(Bucket=bucket, Key=key, Body=manifest.to_json(), ContentType="application/json")
+    return key
+
+
 def _name(dataset: Any) -> str:
     return dataset if isinstance(dataset, str) else str(dataset.name)
 
@@ -136,8 +162,8 @@ class ManifestReader:
             cached = self._cache.get(folder)
         if cached and cached[0] == etag:
             return cached[1]
-        body = self.s3.get_object(Bucket=self.bucket, Key=f"{folder}/{MANIFEST_NAME}")["Body"]
-        names = frozenset(Manifest.from_json(body.read()).files)
+        manifest = get_manifest(self.s3, self.bucket, folder)
+        names = frozenset(manifest.files if manifest else ())  # gone: the partition was removed
         with self._lock:
             self._cache[folder] = (etag, names)
         return names
