@@ -63,6 +63,17 @@ def _wait(data_set_id: str, ingestion_id: str) -> None:
         )
 
 
+def _start(plan: qs.Plan) -> None:
+    """The provider's create-ingestion, as the DAG's mapped operator runs it."""
+    _hook().create_ingestion(
+        data_set_id=plan.data_set_id,
+        ingestion_id=str(plan.ingestion_id),
+        ingestion_type=plan.ingestion_type,
+        wait_for_completion=False,
+        aws_account_id=ACCOUNT,
+    )
+
+
 def _refresh(
     quicksight: Any, decl: qs.Declarations, names: Any, quota: int | None = None
 ) -> list[qs.IngestionResult]:
@@ -70,13 +81,7 @@ def _refresh(
     plans = qs.plan_refresh(quicksight, decl, names, account_id=ACCOUNT, quota=quota)
     started = [p for p in plans if p.action == "start"]
     for plan in started:
-        _hook().create_ingestion(
-            data_set_id=plan.data_set_id,
-            ingestion_id=str(plan.ingestion_id),
-            ingestion_type=plan.ingestion_type,
-            wait_for_completion=False,
-            aws_account_id=ACCOUNT,
-        )
+        _start(plan)
     for plan in started:
         _wait(plan.data_set_id, str(plan.ingestion_id))
     return qs.check_results(qs.collect_results(quicksight, plans, account_id=ACCOUNT))
@@ -421,13 +426,7 @@ def test_a_publish_triggers_one_ingestion_per_affected_data_set(lake: Lake) -> N
     names = requested_datasets(events, [])
     plans = qs.plan_refresh(lake.quicksight, lake.decl, names, account_id=ACCOUNT)
     for plan in plans:
-        _hook().create_ingestion(
-            data_set_id=plan.data_set_id,
-            ingestion_id=str(plan.ingestion_id),
-            ingestion_type=plan.ingestion_type,
-            wait_for_completion=False,
-            aws_account_id=ACCOUNT,
-        )
+        _start(plan)
     lake.wait_idle()
 
     assert [(p.data_set, p.action) for p in plans] == [("orders", "start"), ("refunds", "start")]
