@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import time
@@ -43,9 +44,11 @@ def _check_shapes(model: Any, parsed: dict[str, Any], **_: Any) -> None:
     assert not report.has_errors(), f"{model.name}: {report.generate_report()}"
 
 
+@functools.cache
 def _hook() -> Any:
     """The provider's QuickSight hook, as the DAG's operator and sensor use it (no connection:
-    the environment's credentials and endpoint, the embedded AWS)."""
+    the environment's credentials and endpoint, the one embedded AWS of the session). One for
+    the module: a QuickSight client is slow to build."""
     from airflow.providers.amazon.aws.hooks.quicksight import QuickSightHook
 
     return QuickSightHook(aws_conn_id=None, region_name="us-east-1")

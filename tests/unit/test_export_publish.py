@@ -36,8 +36,11 @@ from storepulse.export.staging import StagedDataset, stage_table
 from storepulse.lake.manifest import (
     Manifest,
     ManifestError,
+    ManifestReader,
     current_files,
     current_uris,
+    manifest_key,
+    put_manifest,
     read_manifest,
 )
 from storepulse.lake.paths import CURATED, export_prefix, run_folder, staging_root
@@ -282,6 +285,28 @@ def test_readers_follow_the_manifest_and_fall_back_to_listing(tmp_path: Path) ->
     ]
     with pytest.raises(ManifestError, match="not a partition manifest"):
         Manifest.from_json(json.dumps({"format": "other"}))
+
+
+def test_the_listing_reader_follows_the_manifest_and_reads_it_once_per_etag() -> None:
+    """What the dashboard's history reads: a range's listing, the manifests' files only."""
+    s3 = FakeS3()
+    published, legacy = "curated/orders/dt=2026-11-26", "curated/orders/dt=2026-11-27"
+    manifest = Manifest("orders", "2026-11-26", 1, "r", "b", 3, 1, ("part-b-00000.parquet",), "t")
+    put_manifest(s3, BUCKET, published, manifest)
+    listed = [
+        f"{published}/part-a-00000.parquet",  # the previous publish, being deleted
+        f"{published}/part-b-00000.parquet",
+        f"{legacy}/part-00000.parquet",  # published before manifests: read whole
+    ]
+    gets: list[str] = []
+    get_object = s3.get_object
+    s3.get_object = lambda **kw: gets.append(kw["Key"]) or get_object(**kw)  # type: ignore[method-assign]
+    reader = ManifestReader(s3, BUCKET)
+
+    for _ in range(2):
+        current = reader.current(listed, {published: "etag-1"}, key=lambda k: k)
+        assert current == [f"{published}/part-b-00000.parquet", f"{legacy}/part-00000.parquet"]
+    assert gets == [manifest_key(published)]  # cached while its ETag is the same
 
 
 # --- staging -----------------------------------------------------------------------------------
