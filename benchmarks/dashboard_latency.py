@@ -112,7 +112,7 @@ def seed_lake(bucket: str, stores: list[str], end: date, days: int = 365) -> Non
     """One ``daily_store_metrics`` file per day, as the nightly export writes them, and the
     yearly rollups its rollup task keeps (written once per year here, same bytes)."""
     from storepulse.export.rollup import rollup_path, write_rollup
-    from storepulse.export.writer import open_filesystem
+    from storepulse.lake.filesystem import open_filesystem
 
     s3, rng = boto3.client("s3"), random.Random(11)
     s3.create_bucket(Bucket=bucket)

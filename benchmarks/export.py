@@ -198,9 +198,9 @@ def _prefix_bytes(prefix: str) -> tuple[int, int]:
 
 def _stage(strategy: str, prefix: str) -> dict[str, int]:
     from storepulse.export.datasets import datasets_of
-    from storepulse.export.publish import stage_export, stage_table
     from storepulse.export.sources import Backoff, PointInTimeExportSource, ScanSource
-    from storepulse.export.writer import open_filesystem
+    from storepulse.export.staging import stage_export, stage_table
+    from storepulse.lake.filesystem import open_filesystem
 
     config = Config(read_timeout=READ_TIMEOUT)
     dynamodb, s3 = boto3.client("dynamodb", config=config), boto3.client("s3", config=config)

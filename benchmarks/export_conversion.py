@@ -136,7 +136,7 @@ def _staging(paths: list[str], out: str, vectorized: bool) -> int:
     import pyarrow.fs as pafs
 
     from storepulse.export.datasets import datasets_of
-    from storepulse.export.publish import stage_export
+    from storepulse.export.staging import stage_export
     from storepulse.layout import Table
 
     staged = stage_export(

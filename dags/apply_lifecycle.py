@@ -72,7 +72,7 @@ def apply_lifecycle() -> None:
     @task
     def lake_bucket(params: dict[str, Any] | None = None) -> str:
         from storepulse.airflow.hooks import aws_client
-        from storepulse.lifecycle import lake_bucket as find_lake_bucket
+        from storepulse.lake.bucket import lake_bucket as find_lake_bucket
 
         override = (params or {}).get("bucket")
         bucket = find_lake_bucket(aws_client("cloudformation"), settings().env, override)

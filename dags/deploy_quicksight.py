@@ -70,13 +70,13 @@ def deploy_quicksight() -> None:
     def lake_bucket(params: dict[str, Any] | None = None) -> str:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        from storepulse.deploy.stack import deployed_outputs, stack_name
+        from storepulse.lake.bucket import lake_bucket as find_lake_bucket
 
         override = (params or {}).get("lake_bucket")
         if override:
             return override
         cfn = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="cloudformation").get_conn()
-        bucket = deployed_outputs(cfn, stack_name(settings().env))["LakeBucket"]
+        bucket = find_lake_bucket(cfn, settings().env)
         log.info("lake bucket %s (the real-time stack's LakeBucket output)", bucket)
         return bucket
 

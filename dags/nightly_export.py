@@ -47,7 +47,7 @@ real-time path files them: data that arrives later is exported by rerunning its 
 5. **publish_&lt;dataset&gt;** (one per data set): copies the staged files to the curated partition
    under new names, commits its `_manifest.json`, then deletes the previous files (readers that
    follow the manifest see the old files or the new, never a mix); creates or updates the Glue
-   database `storepulse_<env>_curated`, the table and the day's partition; emits the data
+   database `storepulse_<env>_curated` and the table (days are projected); emits the data
    set's Asset event (`curated_asset(name)`, extra `{day, rows, files}`) that schedules the
    QuickSight refresh.
 6. **rollup**: after `publish_daily_store_metrics`, the day's rows replace that day in
@@ -94,7 +94,7 @@ def _lake_filesystem(uri: str) -> tuple[Any, str]:
     credentials), like every boto3 client of the tasks: the connection alone decides."""
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    from storepulse.export.writer import open_filesystem
+    from storepulse.lake.filesystem import open_filesystem
 
     hook = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3")
     credentials = hook.get_credentials()
@@ -112,11 +112,11 @@ def _lake_filesystem(uri: str) -> tuple[Any, str]:
 
 def _chosen_strategy(dynamodb: Any, name: str) -> str:
     """Strategy ``auto``: pitr or scan from the table's size and the fixed costs (logged)."""
-    from storepulse.export.publish import (
+    from storepulse.export.sources import (
         PointInTimeRecoveryOffError,
+        choose_strategy,
         require_point_in_time_recovery,
     )
-    from storepulse.export.sources import choose_strategy
 
     try:
         require_point_in_time_recovery(dynamodb, name)
@@ -160,6 +160,7 @@ def nightly_export() -> None:
         """Where everything is, and which business day this run exports."""
         from storepulse.deploy.stack import deployed_outputs
         from storepulse.export.quality import load_reference
+        from storepulse.lake.bucket import OUTPUT as LAKE_BUCKET
         from storepulse.layout import local_date
 
         outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
@@ -173,7 +174,7 @@ def nightly_export() -> None:
             data_interval_start,
             reference.timezone,
             strategy,
-            outputs["LakeBucket"],
+            outputs[LAKE_BUCKET],
             len(reference.stores),
             ", ".join(sorted(reference.currencies)),
         )
@@ -181,7 +182,7 @@ def nightly_export() -> None:
             "day": day.isoformat(),
             "run_id": run_id,
             "strategy": strategy,
-            "bucket": outputs["LakeBucket"],
+            "bucket": outputs[LAKE_BUCKET],
             "topic_arn": outputs["AlertTopicArn"],
             "tables": {table.value: outputs[key] for table, key in SOURCE_TABLES.items()},
             "reference": reference.to_dict(),
@@ -194,12 +195,12 @@ def nightly_export() -> None:
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from storepulse.export.publish import (
+        from storepulse.export.sources import (
+            PointInTimeExportSource,
             PointInTimeRecoveryOffError,
-            export_prefix,
             require_point_in_time_recovery,
         )
-        from storepulse.export.sources import PointInTimeExportSource
+        from storepulse.lake.paths import export_prefix
 
         dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
         name = resolved["tables"][table]
@@ -240,8 +241,9 @@ def nightly_export() -> None:
     def stage_table(resolved: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
         """One pass over the table's items: every data set it feeds, staged for the audit."""
         from storepulse.export.datasets import datasets_of
-        from storepulse.export.publish import stage_export, stage_table, staging_root
         from storepulse.export.sources import CompletedExport, ScanSource
+        from storepulse.export.staging import stage_export, stage_table
+        from storepulse.lake.paths import staging_root
 
         table = exported["table"]
         fs, root = _lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))
@@ -273,7 +275,6 @@ def nightly_export() -> None:
         from airflow.providers.amazon.aws.hooks.sns import SnsHook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from storepulse.export.publish import StagedDataset
         from storepulse.export.quality import (
             Reference,
             alert_message,
@@ -282,6 +283,7 @@ def nightly_export() -> None:
             summary_uri,
             write_results,
         )
+        from storepulse.export.staging import StagedDataset
 
         staged = {
             name: StagedDataset.from_dict(report)
@@ -327,14 +329,11 @@ def nightly_export() -> None:
         dataset: str,
         outlet_events: Any = None,
     ) -> dict[str, Any]:
-        """Atomic replacement of the day's partition, its Glue partition, the Asset event."""
+        """Atomic replacement of the day's partition, its Glue table, the Asset event."""
         from storepulse.export.datasets import DATASETS
-        from storepulse.export.publish import (
-            StagedDataset,
-            glue_database_name,
-            publish_partition,
-            register_partition,
-        )
+        from storepulse.export.publish import publish_partition
+        from storepulse.export.staging import StagedDataset
+        from storepulse.lake.tables import ensure_curated_table, glue_database_name
 
         bucket, day = resolved["bucket"], _day(resolved)
         report = publish_partition(
@@ -346,7 +345,7 @@ def nightly_export() -> None:
             run_id=resolved["run_id"],
         )
         database = glue_database_name(settings().env)
-        glue = register_partition(aws_client("glue"), database, DATASETS[dataset], bucket, day)
+        glue = ensure_curated_table(aws_client("glue"), database, DATASETS[dataset], bucket)
         files = [f"s3://{bucket}/{key}" for key in report.files]
         if outlet_events is not None:
             outlet_events[curated_asset(dataset)].extra = {
@@ -384,8 +383,8 @@ def nightly_export() -> None:
     def rollup(resolved: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
         """The day's published daily_store_metrics into its year's rollup (cold history)."""
         from storepulse.export.datasets import DATASETS
-        from storepulse.export.publish import CURATED
         from storepulse.export.rollup import update_rollup
+        from storepulse.lake.paths import CURATED
 
         fs, root = _lake_filesystem(f"s3://{resolved['bucket']}/{CURATED}")
         report = update_rollup(fs, root, DATASETS[ROLLED_UP], _day(resolved))

@@ -18,6 +18,7 @@ import pytest
 from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.clock import FrozenClock
 from storepulse.config import REPO_ROOT, settings
+from storepulse.lake.paths import QUARANTINE_EVENTS
 from storepulse.layout import Table, table_name
 from storepulse.settings_store import (
     AlertRuleSettings,
@@ -26,7 +27,6 @@ from storepulse.settings_store import (
     SettingsStore,
     StoreSettings,
 )
-from storepulse.stream.archive import QUARANTINE_PREFIX
 from storepulse.stream.records import StreamRecord, lambda_event
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.provision import create_tables
@@ -59,7 +59,7 @@ class RealtimeStack:
 
     def quarantined(self) -> list[dict[str, Any]]:
         """Every line of the lake's quarantine zone (objects in key order)."""
-        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=QUARANTINE_PREFIX)
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=QUARANTINE_EVENTS)
         return [
             json.loads(line)
             for entry in listing.get("Contents", [])

@@ -28,7 +28,7 @@ from storepulse.dashboard import history
 from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
 from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard, ThreadLocalTable
-from storepulse.export.publish import Manifest
+from storepulse.lake.manifest import Manifest
 from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
 from storepulse.settings_store import KPI_CATALOGUE, AlertRuleSettings, SettingsStore
 from storepulse.stream.records import StreamRecord
@@ -517,7 +517,7 @@ def test_history_reads_the_rollups_and_the_partitions_of_days_they_miss(
     from their partitions; a day the export reran (rollup rewritten) is read again."""
     from storepulse.export.datasets import DATASETS
     from storepulse.export.rollup import update_rollup
-    from storepulse.export.writer import open_filesystem
+    from storepulse.lake.filesystem import open_filesystem
 
     end = date(2026, 1, 3)  # the window spans two years: two rollup objects
     rows = [(end - timedelta(days=d), "s-001", f"{d + 1}.00") for d in range(14)]

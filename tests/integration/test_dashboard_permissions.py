@@ -31,7 +31,7 @@ from storepulse.dashboard import history
 from storepulse.dashboard.app import Viewer
 from storepulse.deploy.permissions import Account, CallRecorder, Policy, Statement
 from storepulse.deploy.stack import stack_name
-from storepulse.export.publish import Manifest
+from storepulse.lake.manifest import Manifest
 from storepulse.layout import Table, table_name
 from storepulse.settings_store import KPI_CATALOGUE
 from storepulse_local.iam import DASHBOARD, DASHBOARD_POLICY_FILE, dashboard_policy

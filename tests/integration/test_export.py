@@ -26,25 +26,19 @@ from storepulse import events as ev
 from storepulse.aws import FAIL_FAST_CONFIG, client
 from storepulse.export.datasets import DATASETS, build_rows, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import iter_export_items, serialize_item
-from storepulse.export.publish import (
-    PointInTimeRecoveryOffError,
-    require_point_in_time_recovery,
-    stage_export,
-)
 from storepulse.export.sources import (
     Backoff,
     ExportError,
     ExportWindow,
     PointInTimeExportSource,
+    PointInTimeRecoveryOffError,
     QuerySource,
     ScanSource,
+    require_point_in_time_recovery,
 )
-from storepulse.export.writer import (
-    WriteReport,
-    open_filesystem,
-    write_datasets,
-    write_rows,
-)
+from storepulse.export.staging import stage_export
+from storepulse.export.writer import WriteReport
+from storepulse.lake.filesystem import open_filesystem
 from storepulse.layout import Table, table_name
 from tests.integration.conftest import invoke
 from tests.integration.test_stream_processor import (
@@ -54,7 +48,7 @@ from tests.integration.test_stream_processor import (
     sale,
     stock_take,
 )
-from tests.lake import duckdb_connection
+from tests.lake import duckdb_connection, write_datasets, write_rows
 
 DAY = NOON_PARIS.date()  # 2026-11-26
 EXPORTED_TABLES = (Table.FACTS, Table.METRICS, Table.INVENTORY)

@@ -28,7 +28,7 @@ from storepulse.deploy.package import BuiltPackage
 from storepulse.deploy.permissions import Access, Account, CallRecorder, Policy
 from storepulse.deploy.smoke import SmokeTestError, run_smoke_test
 from storepulse.export.datasets import DATASETS
-from storepulse.export.publish import glue_database_name, register_partition
+from storepulse.lake.tables import ensure_curated_table, glue_database_name
 from storepulse.layout import Grain, bucket_keys
 from storepulse_local.iam import ADMIN, DEPLOYER, LAMBDA_SERVICE, Principal, deployment_policy
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
@@ -41,7 +41,6 @@ from tests.integration.test_deploy import (  # noqa: F401 (module-scoped fixture
     build_dir,
     package,
 )
-from tests.integration.test_export import DAY
 from tests.integration.test_stream_processor import NOON_PARIS, Stream, sale
 
 FUNCTION = "storepulse-dev-stream-processor"
@@ -333,8 +332,8 @@ def test_the_deployers_glue_calls_are_allowed_on_their_resources(embedded_aws: s
     glue = session.client("glue", config=FAIL_FAST_CONFIG)
     for name in ("orders", "order_lines"):
         dataset = DATASETS[name]
-        register_partition(glue, glue_database_name("dev"), dataset, "storepulse-dev-lake-x", DAY)
-    assert {"CreateDatabase", "CreateTable", "CreatePartition"} <= recorder.operations()["glue"]
+        ensure_curated_table(glue, glue_database_name("dev"), dataset, "storepulse-dev-lake-x")
+    assert {"CreateDatabase", "CreateTable"} <= recorder.operations()["glue"]
     policy = _deployment_policy_without_conditions()
     denied = policy.denied(recorder.accesses())
     assert not denied, "the deployment policy does not allow:\n" + "\n".join(map(str, denied))

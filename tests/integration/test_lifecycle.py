@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from storepulse.config import REPO_ROOT
+from storepulse.lake.bucket import lake_bucket
 from storepulse.lifecycle import (
     LifecycleConfig,
     LifecycleRuleError,
     apply_lifecycle,
-    lake_bucket,
     load_config,
     read_lifecycle,
     rules_by_id,

@@ -23,21 +23,7 @@ import pytest
 
 from storepulse.config import settings
 from storepulse.export.datasets import DATASETS, datasets_of
-from storepulse.export.publish import (
-    CURATED,
-    PublishReport,
-    StagedDataset,
-    current_files,
-    current_uris,
-    export_prefix,
-    glue_database_name,
-    publish_partition,
-    read_manifest,
-    register_partition,
-    require_point_in_time_recovery,
-    stage_table,
-    staging_root,
-)
+from storepulse.export.publish import PublishReport, publish_partition
 from storepulse.export.quality import (
     AuditResult,
     alert_message,
@@ -52,8 +38,13 @@ from storepulse.export.sources import (
     PointInTimeExportSource,
     ScanSource,
     exported_items,
+    require_point_in_time_recovery,
 )
-from storepulse.export.writer import open_filesystem
+from storepulse.export.staging import StagedDataset, stage_table
+from storepulse.lake.filesystem import open_filesystem
+from storepulse.lake.manifest import current_files, current_uris, read_manifest
+from storepulse.lake.paths import CURATED, export_prefix, staging_root
+from storepulse.lake.tables import ensure_curated_table, glue_database_name
 from storepulse.layout import Table, order_key, table_name
 from tests.dag_runs import airflow_home, run_dags
 from tests.integration.conftest import invoke
@@ -133,7 +124,7 @@ def publish_day(stack: Any, day: date, staged: dict[str, StagedDataset], run_id:
         reports[name] = publish_partition(
             s3, stack.bucket, DATASETS[name], day, report, run_id=run_id
         )
-        register_partition(glue, glue_database_name("dev"), DATASETS[name], stack.bucket, day)
+        ensure_curated_table(glue, glue_database_name("dev"), DATASETS[name], stack.bucket)
     return reports
 
 
@@ -286,11 +277,10 @@ def test_glue_catalog_and_quality_results_are_in_place(a_day) -> None:
     assert table["PartitionKeys"] == [{"Name": "dt", "Type": "string"}]
     assert table["Parameters"]["storepulse.schema_version"] == "1"
     assert "ParquetHiveSerDe" in table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
-    partition = glue.get_partition(
-        DatabaseName=database, TableName="orders", PartitionValues=[DAY.isoformat()]
-    )["Partition"]
+    template = table["Parameters"]["storage.location.template"]  # days are projected
     location = f"s3://{stack.bucket}/{CURATED}/orders/dt={DAY.isoformat()}/"
-    assert partition["StorageDescriptor"]["Location"] == location
+    assert template.replace("${dt}", DAY.isoformat()) == location
+    assert table["Parameters"]["projection.dt.range"].endswith(",NOW")
     assert {t["Name"] for t in glue.get_tables(DatabaseName=database)["TableList"]} == set(DATASETS)
 
     quality = f"_quality/orders/dt={DAY.isoformat()}"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storepulse.stream.archive import QUARANTINE_PREFIX
+from storepulse.lake.paths import QUARANTINE_EVENTS
 from storepulse.stream.records import StreamRecord
 from tests.hostile import EVENT_IDS, NOON_PARIS, altered_sales, payloads, sale
 
@@ -19,7 +19,7 @@ SHARDS = (f"shardId-{n:012d}" for n in itertools.count())  # one per example: it
 
 
 def quarantine_lines(stack, shard: str) -> list[dict]:
-    prefix = f"{QUARANTINE_PREFIX}/dt={NOON_PARIS:%Y-%m-%d}/hour={NOON_PARIS:%H}/{shard}-"
+    prefix = f"{QUARANTINE_EVENTS}/dt={NOON_PARIS:%Y-%m-%d}/hour={NOON_PARIS:%H}/{shard}-"
     listing = stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=prefix).get("Contents", [])
     return [
         json.loads(line)

@@ -26,12 +26,11 @@ from storepulse.deploy.stack import (
     PLACEHOLDER,
     ParametersError,
     load_parameters,
-    poll_delays,
 )
+from storepulse.lake.paths import QUARANTINE_EVENTS, RAW_EVENTS
 from storepulse.layout import TABLE_SPECS, Table
 from storepulse.simulator.backfill import shown_days
 from storepulse.stream import window
-from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 from storepulse.stream.processor import StreamResources
 from storepulse.stream.smoke import SUBSCRIBER_FILTER
 from storepulse.stream.window import PlausibilityWindow
@@ -231,7 +230,7 @@ def test_lambda_role_is_least_privilege(template: Node) -> None:
         if "s3:PutObject" in as_list(s["Action"])
         for r in as_list(s["Resource"])
     ]
-    for prefix in (RAW_PREFIX, QUARANTINE_PREFIX):
+    for prefix in (RAW_EVENTS, QUARANTINE_EVENTS):
         key = f"${{LakeBucket.Arn}}/{prefix}/dt=2026-11-26/hour=10/x.jsonl.gz"
         assert any(fnmatch(key, pattern) for pattern in s3_resources), prefix
 
@@ -465,12 +464,3 @@ def test_optional_parts_follow_their_parameters(template: Node) -> None:
     when, shards, otherwise = stream["ShardCount"]["Fn::If"]
     assert conditions[when] == {"Fn::Equals": [{"Ref": "StreamMode"}, "PROVISIONED"]}
     assert (shards, otherwise) == ({"Ref": "ShardCount"}, {"Ref": "AWS::NoValue"})
-
-
-def test_deploy_polls_start_short_and_back_off_to_the_interval() -> None:
-    """One schedule wherever the stack is: a change set done within the call (the embedded AWS)
-    is seen at once, one of many minutes (AWS) is polled every ``poll_interval``."""
-    delays = poll_delays(10.0)
-    assert [next(delays) for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    short = poll_delays(0.1)
-    assert [next(short) for _ in range(3)] == [0.1, 0.1, 0.1]

@@ -17,13 +17,13 @@ import pytest
 from storepulse.export import columnar
 from storepulse.export.datasets import DATASETS, datasets_of
 from storepulse.export.dynamodb_json import iter_export_items, serialize_item
-from storepulse.export.publish import stage_export, stage_table
 from storepulse.export.sources import (
     CompletedExport,
     ExportError,
     TransferModel,
     choose_strategy,
 )
+from storepulse.export.staging import stage_export, stage_table
 from storepulse.layout import Table
 
 DAY = date(2026, 11, 27)

@@ -45,8 +45,10 @@ from storepulse.export.dynamodb_json import (
     serialize_item,
 )
 from storepulse.export.sources import Backoff, ExportError, ExportWindow, PointInTimeExportSource
-from storepulse.export.writer import WriteError, WriterOptions, open_filesystem, write_rows
+from storepulse.export.writer import WriteError, WriterOptions
+from storepulse.lake.filesystem import open_filesystem
 from storepulse.layout import Table
+from tests.lake import write_rows
 
 DAY = date(2026, 11, 26)
 

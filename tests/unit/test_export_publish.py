@@ -24,30 +24,35 @@ from botocore.exceptions import ClientError
 from storepulse.config import REPO_ROOT
 from storepulse.export.datasets import DATASETS, dataset_path, datasets_of
 from storepulse.export.dynamodb_json import serialize_item
-from storepulse.export.publish import (
-    CURATED,
-    Manifest,
+from storepulse.export.publish import PublishError, content_token, publish_partition
+from storepulse.export.sources import (
+    CompletedExport,
+    ExportError,
     PointInTimeRecoveryOffError,
-    PublishError,
-    StagedDataset,
-    content_token,
+    exported_items,
+    require_point_in_time_recovery,
+)
+from storepulse.export.staging import StagedDataset, stage_table
+from storepulse.lake.manifest import (
+    Manifest,
+    ManifestError,
+    ManifestReader,
     current_files,
     current_uris,
-    export_prefix,
+    manifest_key,
+    put_manifest,
+    read_manifest,
+)
+from storepulse.lake.paths import CURATED, export_prefix, run_folder, staging_root
+from storepulse.lake.tables import (
+    TableError,
+    ensure_curated_table,
     glue_database_name,
     glue_table_input,
     hive_type,
-    publish_partition,
-    read_manifest,
-    register_partition,
-    require_point_in_time_recovery,
-    run_folder,
-    stage_table,
-    staging_root,
 )
-from storepulse.export.sources import CompletedExport, ExportError, exported_items
-from storepulse.export.writer import write_datasets
 from storepulse.layout import Table
+from tests.lake import write_datasets
 from tests.unit.test_export_datasets import order_item
 
 DAY = date(2026, 11, 26)
@@ -278,8 +283,30 @@ def test_readers_follow_the_manifest_and_fall_back_to_listing(tmp_path: Path) ->
     assert current_uris(fs, root, "orders", [DAY, date(2026, 11, 27)]) == [
         f"{folder}/part-bbbb-00000.parquet"
     ]
-    with pytest.raises(PublishError, match="not a partition manifest"):
+    with pytest.raises(ManifestError, match="not a partition manifest"):
         Manifest.from_json(json.dumps({"format": "other"}))
+
+
+def test_the_listing_reader_follows_the_manifest_and_reads_it_once_per_etag() -> None:
+    """What the dashboard's history reads: a range's listing, the manifests' files only."""
+    s3 = FakeS3()
+    published, legacy = "curated/orders/dt=2026-11-26", "curated/orders/dt=2026-11-27"
+    manifest = Manifest("orders", "2026-11-26", 1, "r", "b", 3, 1, ("part-b-00000.parquet",), "t")
+    put_manifest(s3, BUCKET, published, manifest)
+    listed = [
+        f"{published}/part-a-00000.parquet",  # the previous publish, being deleted
+        f"{published}/part-b-00000.parquet",
+        f"{legacy}/part-00000.parquet",  # published before manifests: read whole
+    ]
+    gets: list[str] = []
+    get_object = s3.get_object
+    s3.get_object = lambda **kw: gets.append(kw["Key"]) or get_object(**kw)  # type: ignore[method-assign]
+    reader = ManifestReader(s3, BUCKET)
+
+    for _ in range(2):
+        current = reader.current(listed, {published: "etag-1"}, key=lambda k: k)
+        assert current == [f"{published}/part-b-00000.parquet", f"{legacy}/part-00000.parquet"]
+    assert gets == [manifest_key(published)]  # cached while its ETag is the same
 
 
 # --- staging -----------------------------------------------------------------------------------
@@ -397,7 +424,7 @@ def test_hive_types_of_every_curated_column() -> None:
     assert types[("orders", "line_count")] == "int"
     assert types[("orders", "order_id")] == "string"
     assert types[("daily_store_metrics", "conversion_rate")] == "decimal(12,6)"
-    with pytest.raises(PublishError, match="no Hive type"):
+    with pytest.raises(TableError, match="no Hive type"):
         hive_type(pa.list_(pa.string()))
 
 
@@ -432,46 +459,38 @@ class FakeGlue:
         self.calls.append("update_table")
         self.tables[TableInput["Name"]] = TableInput
 
-    def get_partition(self, DatabaseName: str, TableName: str, PartitionValues: list[str]) -> Any:  # noqa: N803
-        key = (TableName, PartitionValues[0])
-        if key not in self.partitions:
-            raise _error("EntityNotFoundException")
-        return {"Partition": self.partitions[key]}
-
     def create_partition(self, DatabaseName: str, TableName: str, PartitionInput: Any) -> None:  # noqa: N803
         self.calls.append("create_partition")
         self.partitions[(TableName, PartitionInput["Values"][0])] = PartitionInput
 
-    def update_partition(self, **kwargs: Any) -> None:
-        self.calls.append("update_partition")
-        self.partitions[(kwargs["TableName"], kwargs["PartitionValueList"][0])] = kwargs[
-            "PartitionInput"
-        ]
 
-
-def test_glue_database_table_and_partition_are_created_then_left_alone() -> None:
+def test_glue_database_and_projected_table_are_created_then_left_alone() -> None:
     glue = FakeGlue()
-    first = register_partition(glue, "storepulse_dev_curated", ORDERS, BUCKET, DAY)
-    assert first == {"database": "created", "table": "created", "partition": "created"}
-    again = register_partition(glue, "storepulse_dev_curated", ORDERS, BUCKET, DAY)
-    assert again == {"database": "unchanged", "table": "unchanged", "partition": "unchanged"}
+    first = ensure_curated_table(glue, "storepulse_dev_curated", ORDERS, BUCKET)
+    assert first == {"database": "created", "table": "created"}
+    again = ensure_curated_table(glue, "storepulse_dev_curated", ORDERS, BUCKET)
+    assert again == {"database": "unchanged", "table": "unchanged"}
     table = glue.tables["orders"]
     assert table["Parameters"]["storepulse.schema_version"] == "1"
     assert table["PartitionKeys"] == [{"Name": "dt", "Type": "string"}]
     assert table["StorageDescriptor"]["Location"] == "s3://lake/curated/orders/"
-    location = glue.partitions[("orders", "2026-11-26")]["StorageDescriptor"]["Location"]
-    assert location == "s3://lake/curated/orders/dt=2026-11-26/"
+    # Days are projected from their dt= folders: nothing is registered per day.
+    assert table["Parameters"]["projection.enabled"] == "true"
+    assert table["Parameters"]["storage.location.template"] == (
+        "s3://lake/curated/orders/dt=${dt}/"
+    )
+    assert glue.partitions == {} and "create_partition" not in glue.calls
 
     glue.tables["orders"]["Parameters"] |= {
         "storepulse.schema_version": "0",  # an older version
-        "projection.enabled": "true",  # set by someone else (the QuickSight deploy)
+        "numRows": "12",  # set by someone else (statistics)
     }
-    assert register_partition(glue, "storepulse_dev_curated", ORDERS, BUCKET, DAY)["table"] == (
+    assert ensure_curated_table(glue, "storepulse_dev_curated", ORDERS, BUCKET)["table"] == (
         "updated"
     )
     updated = glue.tables["orders"]
     assert updated["Parameters"]["storepulse.schema_version"] == "1"
-    assert updated["Parameters"]["projection.enabled"] == "true"
+    assert updated["Parameters"]["numRows"] == "12"
     wanted = glue_table_input(ORDERS, BUCKET)
     assert {k: v for k, v in updated.items() if k != "Parameters"} == {
         k: v for k, v in wanted.items() if k != "Parameters"

@@ -16,7 +16,6 @@ import pyarrow.fs as pafs
 import pytest
 
 from storepulse.export.datasets import DATASETS, build_rows
-from storepulse.export.publish import StagedDataset
 from storepulse.export.quality import (
     CHANNELS,
     LOWER_BOUNDS,
@@ -30,6 +29,7 @@ from storepulse.export.quality import (
     reconciliation_frame,
     write_results,
 )
+from storepulse.export.staging import StagedDataset
 from tests.unit.test_export_datasets import order_item
 
 DAY = date(2026, 11, 26)

@@ -11,10 +11,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storepulse.export.datasets import DATASETS
-from storepulse.export.publish import partition_prefix
 from storepulse.export.rollup import covered_days, rollup_path, update_rollup
-from storepulse.export.writer import write_rows
+from storepulse.lake.paths import partition_prefix
 from storepulse.layout import COUNT_COUNTERS
+from tests.lake import write_rows
 
 METRICS = DATASETS["daily_store_metrics"]
 DAY = date(2026, 11, 27)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from storepulse.lake.paths import QUARANTINE_EVENTS, RAW_EVENTS
 from storepulse.lifecycle import (
     LIFECYCLE_FILE,
     MAX_RULES,
@@ -25,7 +26,6 @@ from storepulse.lifecycle import (
     validate_rules,
     verify_lifecycle,
 )
-from storepulse.stream.archive import QUARANTINE_PREFIX, RAW_PREFIX
 
 Rule = dict[str, Any]
 
@@ -72,8 +72,8 @@ def test_the_declared_file_is_valid_and_covers_every_zone() -> None:
 def test_the_zone_prefixes_cover_what_the_stream_writes() -> None:
     """A prefix without its slash would also match ``raw-backup/``; one with a typo, nothing."""
     prefixes = {rule["ID"]: rule["Filter"]["Prefix"] for rule in load_config().rules}
-    assert f"{RAW_PREFIX}/".startswith(prefixes["storepulse-raw"])
-    assert f"{QUARANTINE_PREFIX}/".startswith(prefixes["storepulse-quarantine"])
+    assert f"{RAW_EVENTS}/".startswith(prefixes["storepulse-raw"])
+    assert f"{QUARANTINE_EVENTS}/".startswith(prefixes["storepulse-quarantine"])
     assert all(p.endswith("/") for p in prefixes.values() if p)
 
 

@@ -32,9 +32,14 @@ class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
     :param parameters: ``[{"ParameterKey": ..., "ParameterValue": ...}]`` or ``{key: value}``
         (templated)
     :param capabilities: acknowledged capabilities, e.g. ``CAPABILITY_IAM``
-    :param wait_timeout_seconds: how long the change set may take
-    :param poll_interval_seconds: longest wait between status checks (the first come sooner and
-        back off up to it: see ``storepulse.deploy.stack.poll_delays``)
+    :param waiter_delay: seconds between status checks, as in the provider's operators (the
+        first check is immediate)
+    :param waiter_max_attempts: status checks at most, per wait (the change set, then its
+        execution): with the defaults, 30 minutes each
+
+    Not deferrable: the execution's end is a stack event newer than the one before it (right
+    after ``ExecuteChangeSet`` the stack may still show its previous, complete state), which no
+    botocore waiter, hence no ``AwsBaseWaiterTrigger``, can express.
     """
 
     aws_hook_class = CloudFormationHook
@@ -54,8 +59,8 @@ class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
         template_body: str,
         parameters: Sequence[Mapping[str, str]] | Mapping[str, str],
         capabilities: Sequence[str] = ("CAPABILITY_IAM",),
-        wait_timeout_seconds: int = 1800,
-        poll_interval_seconds: int = 10,
+        waiter_delay: int = 10,
+        waiter_max_attempts: int = 180,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -63,8 +68,8 @@ class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
         self.template_body = template_body
         self.parameters = parameters
         self.capabilities = list(capabilities)
-        self.wait_timeout_seconds = wait_timeout_seconds
-        self.poll_interval_seconds = poll_interval_seconds
+        self.waiter_delay = waiter_delay
+        self.waiter_max_attempts = waiter_max_attempts
 
     def execute(self, context: Context) -> dict[str, str]:
         from storepulse.deploy.stack import deploy_stack
@@ -75,8 +80,8 @@ class CloudFormationChangeSetOperator(AwsBaseOperator[CloudFormationHook]):
             template_body=self.template_body,
             parameters=_parameter_list(self.parameters),
             capabilities=self.capabilities,
-            timeout=float(self.wait_timeout_seconds),
-            poll_interval=float(self.poll_interval_seconds),
+            waiter_delay=float(self.waiter_delay),
+            waiter_max_attempts=self.waiter_max_attempts,
         )
         context["ti"].xcom_push(key="deploy", value=result.summary())
         self.log.info(

@@ -35,16 +35,16 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from storepulse import aws
 from storepulse.config import settings
-from storepulse.export.publish import MANIFEST_NAME, Manifest
+from storepulse.lake.manifest import MANIFEST_NAME, ManifestReader
+from storepulse.lake.paths import CURATED, ROLLUPS
 from storepulse.layout import COUNTERS, MONEY_COUNTERS
 
-ROOT: Final = "curated"
+ROOT: Final = CURATED
 STORE_METRICS: Final = "daily_store_metrics"
 CATEGORY_SALES: Final = "daily_category_sales"
 PERIODS: Final = (7, 30, 90, 365)
@@ -55,7 +55,6 @@ _ZERO = Decimal(0)
 _VERSION = re.compile(r"^v(\d+)/$")
 _PARTITION = re.compile(r"^(dt|business_date)=(\d{4}-\d{2}-\d{2})/")
 _ROLLUP = re.compile(r"^v(\d+)/year=(\d{4})/part-00000\.parquet$")
-ROLLUPS: Final = "_rollups"  # storepulse.export.rollup.ROLLUPS (that module needs pyarrow)
 
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -79,35 +78,17 @@ def warm_up() -> None:
 
 def lake_bucket() -> str | None:
     """``STOREPULSE_LAKE_BUCKET``, else the deployed stack's ``LakeBucket`` output, else None."""
-    if bucket := os.environ.get("STOREPULSE_LAKE_BUCKET"):
-        return bucket
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
+    from storepulse.deploy.stack import DeployError
+    from storepulse.lake.bucket import lake_bucket as find_lake_bucket
 
+    override = os.environ.get("STOREPULSE_LAKE_BUCKET")
     try:
-        outputs = deployed_outputs(aws.client("cloudformation"), stack_name(settings().env))
-    except (DeployError, ClientError, BotoCoreError) as exc:  # not deployed (yet), no access
+        return find_lake_bucket(aws.client("cloudformation"), settings().env, override)
+    except (DeployError, ClientError, BotoCoreError, KeyError) as exc:  # not deployed, no access
         log.warning("no lake for the dashboard's history: %s", exc)
         return None
-    return outputs.get("LakeBucket")
-
-
-def s3_filesystem() -> Any:
-    """pyarrow's S3 filesystem, on ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set (the
-    embedded AWS), with path-style addressing as a local endpoint needs."""
-    import pyarrow.fs as pafs
-
-    options: dict[str, Any] = {"region": settings().region}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        parts = urlsplit(endpoint)
-        options |= {
-            "endpoint_override": parts.netloc or parts.path,
-            "scheme": parts.scheme or "https",
-            "force_virtual_addressing": False,
-        }
-    return pafs.S3FileSystem(**options)
 
 
 # --- reading partitions ------------------------------------------------------------------------
@@ -145,7 +126,7 @@ class Lake:
         self._max_cached = max_cached_files
         self._files: OrderedDict[tuple[str, str, datetime], list[Row]] = OrderedDict()
         self._layouts: dict[str, tuple[float, tuple[str, str] | None]] = {}
-        self._manifests: dict[str, tuple[str, frozenset[str]]] = {}
+        self._manifests = ManifestReader(self.s3, bucket)
         self._rollups: dict[str, tuple[str, list[Row], frozenset[date]]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-lake")
@@ -196,15 +177,14 @@ class Lake:
             return []
         base, column = layout
         prefix = f"{base}{column}="
-        kwargs: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Prefix": prefix,
-            "StartAfter": f"{prefix}{first.isoformat()}",  # sorts before that day's files
-        }
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket,
+            Prefix=prefix,
+            StartAfter=f"{prefix}{first.isoformat()}",  # sorts before that day's files
+        )
         found: list[LakeFile] = []
         manifests: dict[str, str] = {}  # partition folder -> its manifest's ETag
-        while True:
-            page = self.s3.list_objects_v2(**kwargs)
+        for page in pages:
             for entry in page.get("Contents", []):
                 key = entry["Key"]
                 match = _PARTITION.match(key[len(base) :])
@@ -215,31 +195,8 @@ class Lake:
                 elif key.endswith(".parquet"):
                     day = date.fromisoformat(match.group(2))
                     found.append(LakeFile(key, entry.get("ETag", ""), entry["LastModified"], day))
-            if not page.get("IsTruncated"):
-                return self._published(found, manifests)
-            kwargs["ContinuationToken"] = page["NextContinuationToken"]
-
-    def _published(self, files: list[LakeFile], manifests: dict[str, str]) -> list[LakeFile]:
-        """Keep, in a partition with a manifest, only the files it names: during a publish the
-        folder briefly holds the previous files beside the new ones."""
-        named = {folder: self._manifest_files(folder, etag) for folder, etag in manifests.items()}
-        return [
-            f
-            for f in files
-            if (folder := f.key.rsplit("/", 1)[0]) not in named
-            or f.key.rsplit("/", 1)[1] in named[folder]
-        ]
-
-    def _manifest_files(self, folder: str, etag: str) -> frozenset[str]:
-        with self._lock:
-            cached = self._manifests.get(folder)
-        if cached and cached[0] == etag:
-            return cached[1]
-        body = self.s3.get_object(Bucket=self.bucket, Key=f"{folder}/{MANIFEST_NAME}")["Body"]
-        names = frozenset(Manifest.from_json(body.read()).files)
-        with self._lock:
-            self._manifests[folder] = (etag, names)
-        return names
+        # During a publish a folder briefly holds the previous files beside the new ones.
+        return self._manifests.current(found, manifests, key=lambda f: f.key)
 
     def _rollup_rows(self, dataset: str, first: date, last: date) -> tuple[list[Row], set[date]]:
         """Rows of ``first``..``last`` from the rollups (newest version), and the days they
@@ -322,6 +279,8 @@ class Lake:
     @property
     def filesystem(self) -> Any:
         if self._filesystem is None:
+            from storepulse.lake.filesystem import s3_filesystem
+
             self._filesystem = s3_filesystem()
         return self._filesystem
 

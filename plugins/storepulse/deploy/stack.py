@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 from storepulse.config import REPO_ROOT
 from storepulse.deploy.intrinsics import Intrinsics, pseudo_parameters, scalar_text
@@ -48,9 +48,10 @@ SETTLED: Final = SUCCESS | {
 }
 NO_CHANGES: Final = ("didn't contain changes", "No updates are to be performed")
 STACK_TYPE: Final = "AWS::CloudFormation::Stack"
-# Status polls start short (a change set may be done within the call) and double up to the
-# caller's poll interval (AWS takes minutes): one schedule, wherever the stack is deployed.
-FIRST_POLL_SECONDS: Final = 0.5
+# The waits, as the provider's operators state them: seconds between checks, checks at most.
+# The first check is immediate (the embedded AWS is done within the call; AWS takes minutes).
+WAITER_DELAY: Final = 10.0
+WAITER_MAX_ATTEMPTS: Final = 180
 
 Clients = Callable[[str], Any]  # service name -> boto3 client
 
@@ -160,15 +161,6 @@ def physical_ids(cfn: Any, stack_name: str) -> dict[str, str]:
     return {lid: pid for lid, pid in listed_resources(cfn, stack_name).items() if pid}
 
 
-def poll_delays(poll_interval: float) -> Iterator[float]:
-    """Seconds to sleep between status checks: from :data:`FIRST_POLL_SECONDS` (or
-    ``poll_interval`` if shorter), doubling, at most ``poll_interval``."""
-    delay = min(FIRST_POLL_SECONDS, poll_interval)
-    while True:
-        yield delay
-        delay = min(delay * 2, poll_interval)
-
-
 # ------------------------------------------------------------------------------ deploy
 
 
@@ -207,10 +199,12 @@ def deploy_stack(
     template_body: str,
     parameters: Sequence[Mapping[str, str]],
     capabilities: Sequence[str] = CAPABILITIES,
-    timeout: float = 1800.0,
-    poll_interval: float = 10.0,
+    waiter_delay: float = WAITER_DELAY,
+    waiter_max_attempts: int = WAITER_MAX_ATTEMPTS,
 ) -> DeployResult:
-    """Create or update ``stack_name`` through one change set (see the module doc)."""
+    """Create or update ``stack_name`` through one change set (see the module doc); each wait
+    (the change set, then its execution) checks at most ``waiter_max_attempts`` times,
+    ``waiter_delay`` seconds apart."""
     parameters = [dict(p) for p in parameters]
     stack = describe_stack(cfn, stack_name)
     _check_deployable(stack_name, stack)
@@ -229,16 +223,14 @@ def deploy_stack(
         Capabilities=list(capabilities),
         Description="storepulse deploy_realtime_stack",
     )
-    deadline = time.monotonic() + timeout
-    if not _wait_for_change_set(cfn, stack_name, change_set, deadline, poll_interval):
+    wait = Wait(waiter_delay, waiter_max_attempts)
+    if not _wait_for_change_set(cfn, stack_name, change_set, wait):
         cfn.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
         log.info("change set %s contains no changes: nothing to execute", change_set)
         return _unchanged(describe_stack(cfn, stack_name) or {})
     changes = _changes(cfn, stack_name, change_set)
     _log_changes(change_set, kind, changes)
-    final = _execute(
-        cfn, stack_name, change_set, template_body, parameters, deadline, poll_interval
-    )
+    final = _execute(cfn, stack_name, change_set, template_body, parameters, wait)
     log.info("stack %s: %s (%d resource changes)", stack_name, final["StackStatus"], len(changes))
     return DeployResult(
         stack_name=stack_name,
@@ -314,43 +306,51 @@ def _change_set_name(template_body: str, parameters: list[dict[str, str]]) -> st
     return f"deploy-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{digest[:8]}"
 
 
-def _wait_for_change_set(
-    cfn: Any, stack_name: str, change_set: str, deadline: float, poll_interval: float
-) -> bool:
-    """Wait until the change set is ready; False if it holds no changes."""
-    delays = poll_delays(poll_interval)
-    while True:
-        described = cfn.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
-        status, reason = described["Status"], described.get("StatusReason") or ""
-        if status == "CREATE_COMPLETE":
-            return True
-        if status == "FAILED":
-            if any(marker in reason for marker in NO_CHANGES):
-                return False
-            raise StackDeployError(f"change set {change_set} failed: {reason}")
-        if time.monotonic() >= deadline:
-            raise DeployError(f"change set {change_set} still {status} at the timeout")
-        time.sleep(next(delays))
+@dataclass(frozen=True)
+class Wait:
+    delay: float
+    max_attempts: int
+
+    @property
+    def config(self) -> dict[str, float]:
+        """boto3's ``WaiterConfig``."""
+        return {"Delay": self.delay, "MaxAttempts": self.max_attempts}
+
+
+def _wait_for_change_set(cfn: Any, stack_name: str, change_set: str, wait: Wait) -> bool:
+    """Wait until the change set is ready (boto3's waiter); False if it holds no changes."""
+    try:
+        cfn.get_waiter("change_set_create_complete").wait(
+            StackName=stack_name, ChangeSetName=change_set, WaiterConfig=wait.config
+        )
+        return True
+    except WaiterError as exc:
+        described = exc.last_response or {}
+    status, reason = described.get("Status"), described.get("StatusReason") or ""
+    if status == "FAILED" and any(marker in reason for marker in NO_CHANGES):
+        return False
+    if status == "FAILED":
+        raise StackDeployError(f"change set {change_set} failed: {reason}")
+    if status is None:  # an error response (ValidationError): the change set is gone
+        error = described.get("Error", {})
+        raise StackDeployError(f"change set {change_set}: {error.get('Message', described)}")
+    raise DeployError(f"change set {change_set} still {status} at the timeout")
 
 
 def _changes(cfn: Any, stack_name: str, change_set: str) -> list[ResourceChange]:
-    changes: list[ResourceChange] = []
-    kwargs: dict[str, str] = {"StackName": stack_name, "ChangeSetName": change_set}
-    while True:
-        page = cfn.describe_change_set(**kwargs)
-        for change in page.get("Changes", []):
-            detail = change.get("ResourceChange", {})
-            changes.append(
-                ResourceChange(
-                    action=detail.get("Action", "?"),
-                    logical_id=detail.get("LogicalResourceId", "?"),
-                    resource_type=detail.get("ResourceType", "?"),
-                    replacement=detail.get("Replacement"),
-                )
-            )
-        if not page.get("NextToken"):
-            return changes
-        kwargs["NextToken"] = page["NextToken"]
+    pages = cfn.get_paginator("describe_change_set").paginate(
+        StackName=stack_name, ChangeSetName=change_set
+    )
+    return [
+        ResourceChange(
+            action=detail.get("Action", "?"),
+            logical_id=detail.get("LogicalResourceId", "?"),
+            resource_type=detail.get("ResourceType", "?"),
+            replacement=detail.get("Replacement"),
+        )
+        for page in pages
+        for detail in (change.get("ResourceChange", {}) for change in page.get("Changes", []))
+    ]
 
 
 def _log_changes(change_set: str, kind: str, changes: list[ResourceChange]) -> None:
@@ -376,8 +376,7 @@ def _execute(
     change_set: str,
     template_body: str,
     parameters: list[dict[str, str]],
-    deadline: float,
-    poll_interval: float,
+    wait: Wait,
 ) -> dict[str, Any]:
     """Execute the change set and wait for a final state; raise with the failing resources."""
     marker = _latest_event_id(cfn, stack_name)
@@ -385,7 +384,7 @@ def _execute(
         cfn.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
     except Exception as exc:  # the embedded AWS answers resource errors here, unparseable
         raise _execution_error(cfn, stack_name, template_body, parameters, exc, marker) from exc
-    stack = _wait_for_stack(cfn, stack_name, marker, deadline, poll_interval)
+    stack = _wait_for_stack(cfn, stack_name, marker, wait)
     if stack["StackStatus"] not in SUCCESS:
         raise _failed_stack_error(cfn, stack, marker)
     return stack
@@ -399,25 +398,19 @@ def _latest_event_id(cfn: Any, stack_name: str) -> str | None:
 def _events_since(cfn: Any, stack_name: str, marker: str | None) -> list[dict[str, Any]]:
     """Events newer than ``marker``, oldest first."""
     events: list[dict[str, Any]] = []
-    kwargs = {"StackName": stack_name}
-    while True:
-        page = cfn.describe_stack_events(**kwargs)
+    for page in cfn.get_paginator("describe_stack_events").paginate(StackName=stack_name):
         for event in page.get("StackEvents", []):  # newest first
             if event["EventId"] == marker:
                 return events[::-1]
             events.append(event)
-        if not page.get("NextToken"):
-            return events[::-1]
-        kwargs["NextToken"] = page["NextToken"]
+    return events[::-1]
 
 
-def _wait_for_stack(
-    cfn: Any, stack_name: str, marker: str | None, deadline: float, poll_interval: float
-) -> dict[str, Any]:
+def _wait_for_stack(cfn: Any, stack_name: str, marker: str | None, wait: Wait) -> dict[str, Any]:
     """The stack once the execution reached a final state (a stack event newer than ``marker``
-    says so: right after execute_change_set the stack may still show its previous state)."""
-    delays = poll_delays(poll_interval)
-    while True:
+    says so). Not boto3's ``stack_update_complete`` waiter: right after execute_change_set the
+    stack may still show its previous state, ``UPDATE_COMPLETE``, which that waiter accepts."""
+    for attempt in range(1, wait.max_attempts + 1):
         stack = describe_stack(cfn, stack_name)
         if stack is None:
             raise DeployError(f"stack {stack_name} disappeared during the deploy")
@@ -427,14 +420,14 @@ def _wait_for_stack(
             for e in _events_since(cfn, stack_name, marker)
         ):
             return stack
-        if time.monotonic() >= deadline:
-            failures = _event_failures(_events_since(cfn, stack_name, marker))
-            raise StackDeployError(
-                f"stack {stack_name} is still {status} at the timeout"
-                + ("" if failures else " (the embedded AWS never rolls a failed resource back)"),
-                failures,
-            )
-        time.sleep(next(delays))
+        if attempt < wait.max_attempts:
+            time.sleep(wait.delay)
+    failures = _event_failures(_events_since(cfn, stack_name, marker))
+    raise StackDeployError(
+        f"stack {stack_name} is still {status} at the timeout"
+        + ("" if failures else " (the embedded AWS never rolls a failed resource back)"),
+        failures,
+    )
 
 
 def _event_failures(events: list[dict[str, Any]]) -> list[ResourceFailure]:

@@ -1,13 +1,19 @@
 """The nightly export: DynamoDB items to audited, partitioned Parquet in the lake.
 
 - ``storepulse.export.sources``: where items come from (point-in-time export to S3, parallel
-  scan, or a ``gsi1`` query for one day's orders); no pyarrow.
+  scan, or a ``gsi1`` query for one day's orders) and the PITR check; no pyarrow.
 - ``storepulse.export.dynamodb_json``: DynamoDB JSON to Python values, streamed; no pyarrow.
 - ``storepulse.export.datasets``: the versioned Arrow schemas and row builders (``DATASETS``).
-- ``storepulse.export.writer``: rows to Parquet files, locally or on S3 (``open_filesystem``).
+- ``storepulse.export.writer``: rows to Parquet files, locally or on S3 (filesystems:
+  ``storepulse.lake.filesystem``).
 - ``storepulse.export.columnar``: a native export's files to rows in Arrow batches (vectorized;
-  ``publish.stage_export`` uses it and falls back to the per-item path).
+  ``staging.stage_export`` uses it and falls back to the per-item path).
+- ``storepulse.export.staging``: one table's items to the day's staged partitions (write).
+- ``storepulse.export.quality``: the audit of a staging (Great Expectations).
+- ``storepulse.export.publish``: an audited staging to the curated partition (publish).
 - ``storepulse.export.rollup``: the yearly rollup of ``daily_store_metrics`` for cold history.
+
+Where it all goes in the lake, the manifests and the Glue tables: ``storepulse.lake``.
 
 This package module imports nothing heavy, so a DAG file may import it (and ``DATASET_NAMES``)
 at parse time; import the submodules that need pyarrow inside tasks.

@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from storepulse.lake.paths import partition_prefix
 from storepulse.layout import (
     COUNT_COUNTERS,
     MONEY_COUNTERS,
@@ -376,13 +377,10 @@ class Dataset:
         return "snapshot_date" if self.snapshot else "business_date"
 
 
-PARTITION_KEY = "dt"
-
-
 def dataset_path(root: str, dataset: Dataset, day: date) -> str:
-    """Folder of one day's files: ``<root>/<name>/dt=<day>`` (hive style, what Athena, Glue and
-    DuckDB expect). The schema version travels in each file's metadata and the Glue table."""
-    return f"{root.rstrip('/')}/{dataset.name}/{PARTITION_KEY}={day.isoformat()}"
+    """Folder of one day's files: ``<root>/<name>/dt=<day>`` (``lake.paths.partition_prefix``).
+    The schema version travels in each file's metadata and the Glue table."""
+    return partition_prefix(root, dataset.name, day)
 
 
 def build_rows(dataset: Dataset, items: Iterable[Item], day: date) -> Iterator[Row]:

@@ -10,6 +10,12 @@ Numbers become ``Decimal`` (never ``float``: money must stay exact), sets become
 binary becomes ``bytes`` (base64 in JSON, already bytes from boto3). A file is never loaded whole:
 ``iter_export_items`` reads one line at a time from a binary stream such as an S3 ``StreamingBody``
 through ``gzip.GzipFile``, so memory is bounded by the longest line (an item is at most 400 KB).
+
+Not boto3's ``TypeDeserializer``: it is no faster (2,967 vs 2,850 items/s for an order item of
+two lines, measured side by side on this machine; the vectorized path, ``export.columnar``, is
+what is fast), and it takes what must fail closed here: a JSON float ``{"N": 1.5}`` or ``"NaN"``
+as a number, ``{"BOOL": "true"}`` as a string, a value with two type keys, and it cannot read an
+export file's base64 binaries (checked with boto3 1.44).
 """
 
 from __future__ import annotations

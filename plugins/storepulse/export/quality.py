@@ -49,7 +49,7 @@ from storepulse.export.datasets import DATASETS, Dataset
 from storepulse.layout import COUNT_COUNTERS, SettingsKind, settings_key
 
 if TYPE_CHECKING:
-    from storepulse.export.publish import StagedDataset
+    from storepulse.export.staging import StagedDataset
 
 __all__ = [
     "CHANNELS",

@@ -30,7 +30,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from storepulse.export.datasets import Dataset
-from storepulse.export.publish import current_files
+from storepulse.lake.manifest import current_files
+from storepulse.lake.paths import ROLLUPS
+from storepulse.lake.paths import rollup_path as _rollup_path
 
 __all__ = [
     "DAYS_KEY",
@@ -42,7 +44,6 @@ __all__ = [
     "write_rollup",
 ]
 
-ROLLUPS = "_rollups"
 DAYS_KEY = b"storepulse.rollup.days"
 
 
@@ -60,8 +61,7 @@ class RollupReport:
 
 def rollup_path(root: str, dataset: Dataset, year: int) -> str:
     """``<root>/_rollups/<dataset>/v<N>/year=<year>/part-00000.parquet`` (``root``: curated)."""
-    folder = f"{root.rstrip('/')}/{ROLLUPS}/{dataset.name}/v{dataset.schema_version}"
-    return f"{folder}/year={year}/part-00000.parquet"
+    return _rollup_path(root, dataset.name, dataset.schema_version, year)
 
 
 def covered_days(schema: pa.Schema) -> set[date]:

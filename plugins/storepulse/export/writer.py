@@ -13,13 +13,11 @@ arrived in or on the clock (Parquet's ``created_by`` names the library version, 
 so a scan and a point-in-time export of the same table state give identical files. A sort key
 must be unique: a duplicate is reported as an error (it would be a duplicated fact anyway).
 
-``open_filesystem(uri)`` gives a pyarrow filesystem and path for a local path or an ``s3://``
-URI; S3 follows ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set.
+Filesystems: ``storepulse.lake.filesystem.open_filesystem``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -30,25 +28,21 @@ from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from storepulse.config import settings
-from storepulse.export.datasets import Dataset, Row, dataset_path, sum_rows
+from storepulse.export.datasets import Dataset, dataset_path
+from storepulse.lake.filesystem import open_filesystem
 
 __all__ = [
     "DatasetWriter",
     "WriteError",
     "WriteReport",
     "WriterOptions",
-    "open_filesystem",
     "part_name",
-    "write_datasets",
-    "write_rows",
 ]
 
 _PART = re.compile(r"^part-\d{5}\.parquet$")
@@ -77,62 +71,6 @@ class WriteReport:
     rows: int
     bytes: int
     files: tuple[str, ...]  # paths of the files, in the filesystem's terms
-
-
-# --- filesystems -------------------------------------------------------------------------------
-
-
-def _s3_endpoint(endpoint_url: str | None) -> str | None:
-    return (
-        endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or None
-    )
-
-
-def _s3_filesystem(
-    endpoint_url: str | None, region: str | None, credentials: Mapping[str, str] | None
-) -> pafs.S3FileSystem:
-    options: dict[str, Any] = {"region": region or settings().region}
-    endpoint = _s3_endpoint(endpoint_url)
-    if endpoint:
-        parts = urlsplit(endpoint)
-        options |= {
-            "endpoint_override": parts.netloc or parts.path,
-            "scheme": parts.scheme or "https",
-            "force_virtual_addressing": False,  # path style: what a local endpoint serves
-        }
-    if credentials:  # e.g. from an Airflow connection; default: the AWS credential chain
-        options |= {
-            "access_key": credentials["access_key"],
-            "secret_key": credentials["secret_key"],
-            "session_token": credentials.get("session_token"),
-        }
-    return pafs.S3FileSystem(**options)
-
-
-def open_filesystem(
-    uri: str,
-    *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    credentials: Mapping[str, str] | None = None,
-) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for ``s3://bucket/key``, ``file:///abs/path`` or a local path.
-
-    S3 uses ``endpoint_url``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (unset on real
-    AWS); ``credentials`` (access_key, secret_key, session_token) else the default chain."""
-    scheme, separator, rest = uri.partition("://")
-    if not separator:
-        return pafs.LocalFileSystem(), str(Path(uri).resolve())
-    if scheme == "s3":
-        if not rest.strip("/"):
-            raise ValueError(f"no bucket in {uri!r}")
-        return _s3_filesystem(endpoint_url, region, credentials), rest.rstrip("/")
-    if scheme == "file":
-        return pafs.LocalFileSystem(), str(Path(urlsplit(uri).path).resolve())
-    raise ValueError(f"unsupported URI {uri!r}: use a local path, file:// or s3://")
 
 
 def part_name(number: int) -> str:
@@ -431,23 +369,6 @@ class DatasetWriter:
             self._spill_dir, self._spilled = None, []
 
 
-def write_rows(
-    rows: Iterable[Mapping[str, Any]],
-    uri: str,
-    schema: pa.Schema,
-    *,
-    sort_by: Sequence[str] = (),
-    options: WriterOptions | None = None,
-    filesystem: pafs.FileSystem | None = None,
-) -> WriteReport:
-    """Write ``rows`` as the Parquet files of folder ``uri`` (replacing earlier parts)."""
-    with DatasetWriter(
-        uri, schema, sort_by=sort_by, options=options, filesystem=filesystem
-    ) as writer:
-        writer.extend(rows)
-        return writer.close()
-
-
 def open_writers(
     stack: ExitStack,
     root_path: str,
@@ -476,31 +397,3 @@ def open_writers(
 
 def _nullable(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
-
-
-def write_datasets(
-    items: Iterable[Mapping[str, Any]],
-    datasets: Sequence[Dataset],
-    day: date,
-    root: str,
-    *,
-    options: WriterOptions | None = None,
-) -> dict[str, WriteReport]:
-    """One pass over a table's items writes the day's partition of every dataset it feeds, to
-    ``dataset_path(root, dataset, day)``. ``root`` is a URI (``s3://bucket/staging``)."""
-    fs, root_path = open_filesystem(root)
-    summed: dict[str, list[Row]] = {d.name: [] for d in datasets if d.summed}
-    with ExitStack() as stack:
-        writers = open_writers(stack, root_path, datasets, day, options=options, filesystem=fs)
-        for item in items:
-            for d in datasets:
-                if not d.selects(item, day):
-                    continue
-                if d.summed:
-                    summed[d.name].extend(d.rows(item, day))
-                else:
-                    writers[d.name].extend(d.rows(item, day))
-        for d in datasets:
-            if d.summed:
-                writers[d.name].extend(sum_rows(summed[d.name], d.key, d.summed))
-        return {name: writer.close() for name, writer in writers.items()}

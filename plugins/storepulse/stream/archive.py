@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from storepulse.lake.paths import QUARANTINE_EVENTS, RAW_EVENTS
 from storepulse.stream.records import StreamRecord
-
-RAW_PREFIX = "raw/events"
-QUARANTINE_PREFIX = "quarantine/events"
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class LakeArchive:
         """Store the valid records (original payloads) in the raw zone; return the object key."""
         if not records:
             return None
-        key = _object_key(RAW_PREFIX, records)
+        key = _object_key(RAW_EVENTS, records)
         self._put(key, _gzip_lines([{**_position(r), "data": r.data.decode()} for r in records]))
         return key
 
@@ -74,7 +72,7 @@ class LakeArchive:
         """Store rejected records with their reason; the payload is kept byte for byte."""
         if not rejected:
             return None
-        key = _object_key(QUARANTINE_PREFIX, [r.record for r in rejected])
+        key = _object_key(QUARANTINE_EVENTS, [r.record for r in rejected])
         lines = [
             {
                 **_position(r.record),
