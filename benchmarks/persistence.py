@@ -14,12 +14,12 @@ every start. ``--small``: 2,000 events, for ``make test``.
 
 How the state is built: the records are written into moto's Kinesis shard in-process (the same
 ``Record`` objects PutRecords makes, without its scan of the whole shard at every put: 1.3 s a
-put of 500 at 100,000 records, growing with the shard), and the real stream processor counts them, one simulated
-day after another (each day arriving at its end, inside the plausibility window), in the
-deployed batches of 100. The processor is the slow part and is not shortcut: about 50 events/s
-on this shared 2-core machine (client-side botocore validation and serialization, moto's request
-handling; batches of 10,000 were no faster), so a week takes hours. Snapshot, restore and restart
-are measured as they run.
+put of 500 at 100,000 records, growing with the shard), and the real stream processor counts
+them, one simulated day after another (each day arriving at its end, inside the plausibility
+window), in the deployed batches of 100. The processor is the slow part and is not shortcut:
+about 35-50 events/s on this shared 2-core machine (client-side botocore validation and
+serialization, moto's request handling; batches of 10,000 were no faster), so a week takes hours.
+Snapshot, restore and restart are measured as they run.
 """
 
 from __future__ import annotations
