@@ -9,7 +9,7 @@ UV := $(TOOLS)/bin/uv
 # checkov has a venv of its own: it pins a boto3 far older than the project's.
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 
-.PHONY: install up down reset env dist test test-clock lint format bench clean
+.PHONY: install up down reset env dist test test-clock lint format bench bench-persistence clean
 
 install: $(VENV)/.synced
 
@@ -73,5 +73,8 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.end_to_end_latency
 	$(VENV)/bin/python -m benchmarks.dashboard_latency
 	$(VENV)/bin/python -m benchmarks.export
-	# 20,000 events: a week (--events 414000) or a million take hours to build on 2 cores.
-	$(VENV)/bin/python -m benchmarks.persistence --events 20000
+	$(VENV)/bin/python -m benchmarks.persistence
+
+# The persistence benchmark at a simulated week of the demo and at a million events: hours.
+bench-persistence: install
+	$(VENV)/bin/python -m benchmarks.persistence --events 414000,1000000

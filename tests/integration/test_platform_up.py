@@ -5,6 +5,7 @@ event, `make down` stops everything gracefully, and `make up` again finds the sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -287,6 +289,67 @@ def _wait_for_foot_traffic(aws: boto3.Session, store_id: str, expected: int, tim
     return total
 
 
+SNAPSHOT = "aws/snapshot.pickle"  # under the state dir (storepulse_local.persistence)
+AWS_KILL_STORE, AWS_KILL_EVENTS = "s-aws-kill", 40
+
+
+def _durable(platform: Platform) -> None:
+    """Until a snapshot begun after this call is on disk: the one that ends first may have been
+    forked before; the next one is taken after it ended (snapshots are written one at a time)."""
+    path = platform.state_dir / SNAPSHOT
+    seen = {path.stat().st_ino}
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            seen.add(path.stat().st_ino)  # each snapshot is a new file renamed over the last
+        time.sleep(0.2)
+    assert len(seen) == 3, "no new snapshot within 120 s"
+
+
+def _wait_healthy_again(platform: Platform, killed: int, component: str) -> float:
+    started = time.monotonic()
+    deadline = started + 180
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            if platform.child_pid(component) != killed and is_healthy(platform.aws_url):
+                return time.monotonic() - started
+        time.sleep(0.2)
+    pytest.fail(f"{component} not back within 180 s:\n" + "".join(platform.output[-30:]))
+
+
+def test_a_killed_embedded_aws_restarts_from_its_snapshot_and_counts_every_event_once(
+    platform: Platform, aws: boto3.Session
+) -> None:
+    """kill -9 of the embedded AWS inside the running platform: the supervisor restarts it from
+    its last snapshot, and the Lambda runtime after it, on the snapshot's checkpoints. What was
+    counted before the last durable point is there; events put afterwards count once."""
+    _add_store(aws, AWS_KILL_STORE)
+    producer = KinesisProducer(
+        stream_name=settings().resource_name("events"), client=aws.client("kinesis")
+    )
+    half = AWS_KILL_EVENTS // 2
+    producer.send([_door_entry(AWS_KILL_STORE) for _ in range(half)])
+    assert _wait_for_foot_traffic(aws, AWS_KILL_STORE, half, timeout=240) == half
+    _durable(platform)
+
+    killed = platform.child_pid("embedded-aws")
+    os.killpg(killed, signal.SIGKILL)  # its own session: the process and a snapshot writer
+    print(f"embedded AWS back in {_wait_healthy_again(platform, killed, 'embedded-aws'):.1f} s")
+    assert platform.process.poll() is None
+    assert _foot_traffic(aws, AWS_KILL_STORE) == half  # the durable point was kept
+
+    producer = KinesisProducer(
+        stream_name=settings().resource_name("events"), client=aws.client("kinesis")
+    )
+    producer.send([_door_entry(AWS_KILL_STORE) for _ in range(half)])
+    total = _wait_for_foot_traffic(aws, AWS_KILL_STORE, AWS_KILL_EVENTS, timeout=240)
+    time.sleep(5)  # records re-delivered from the restored stream would show as a surplus
+    assert (total, _foot_traffic(aws, AWS_KILL_STORE)) == (AWS_KILL_EVENTS, AWS_KILL_EVENTS)
+    output = "".join(platform.output)
+    assert "embedded-aws exited unexpectedly (signal SIGKILL)" in output
+    assert "stopping lambda-runtime: it restarts after embedded-aws" in output
+
+
 def test_make_down_stops_every_process_and_forces_none(platform: Platform, password: str) -> None:
     started = platform.started_pids()
     tree = [
@@ -329,8 +392,17 @@ def test_make_down_stops_every_process_and_forces_none(platform: Platform, passw
 UNREAD_EVENTS = 30
 
 
+@pytest.fixture(scope="module")
+def started_again() -> Iterator[list[Platform]]:
+    """The platforms the tests below start on the same state (one hands over to the next)."""
+    started: list[Platform] = []
+    yield started
+    for running in started:
+        running.stop()
+
+
 def test_up_again_restores_the_state_and_processes_unread_records_once(
-    platform: Platform, aws: boto3.Session
+    platform: Platform, aws: boto3.Session, started_again: list[Platform]
 ) -> None:
     """After `make down` (the test above): records put while the platform is down (into the
     embedded AWS alone, on the same state) are counted once by the next `make up`, which finds
@@ -351,16 +423,69 @@ def test_up_again_restores_the_state_and_processes_unread_records_once(
         assert embedded.wait(timeout=60) == 0
 
     again = Platform(platform.state_dir, ports=(platform.aws_port, platform.airflow_port))
-    try:
-        again.wait_ready(timeout=420)
-        expected = RESTART_EVENTS + UNREAD_EVENTS
-        total = _wait_for_foot_traffic(aws, RESTART_STORE, expected, timeout=120)
-        time.sleep(5)  # a replay would show up as a surplus by now
-        assert (total, _foot_traffic(aws, RESTART_STORE)) == (expected, expected)
-        (stack,) = aws.client("cloudformation").describe_stacks(
-            StackName=stack_name(settings().env)
-        )["Stacks"]
-        assert stack["StackStatus"] == "CREATE_COMPLETE"  # the deploy found it: no update
-        assert any("holds the demo's history: not sent again" in line for line in again.output)
-    finally:
-        again.stop()
+    started_again.append(again)
+    again.wait_ready(timeout=420)
+    expected = RESTART_EVENTS + UNREAD_EVENTS
+    total = _wait_for_foot_traffic(aws, RESTART_STORE, expected, timeout=120)
+    time.sleep(5)  # a replay would show up as a surplus by now
+    assert (total, _foot_traffic(aws, RESTART_STORE)) == (expected, expected)
+    (stack,) = aws.client("cloudformation").describe_stacks(StackName=stack_name(settings().env))[
+        "Stacks"
+    ]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"  # the deploy found it: no update
+    assert any("holds the demo's history: not sent again" in line for line in again.output)
+
+
+KILL_ALL_STORE, KILL_ALL_EVENTS = "s-kill-all", 40
+
+
+def _kill_everything(running: Platform) -> None:
+    """kill -9 of the whole platform: the supervisor first (it would restart the rest), then
+    every component's process group (each runs in its own session)."""
+    state = json.loads((running.state_dir / "platform.json").read_text())
+    os.kill(state["supervisor"], signal.SIGKILL)
+    for pid in state["children"].values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    running.process.wait(timeout=30)
+
+
+def test_up_after_a_kill_9_of_the_whole_platform_keeps_what_was_durable(
+    aws: boto3.Session, started_again: list[Platform]
+) -> None:
+    """kill -9 of every process (a DAG run in flight), then `make up` on the same state: what
+    was counted before the last durable point is there, events put afterwards count once, and
+    the interrupted run is not left running."""
+    if not started_again or started_again[-1].process.poll() is not None:
+        pytest.skip("needs the platform the test above started again")
+    running = started_again[-1]
+    airflow = AirflowClient(running.url, "admin", running.wait_ready(timeout=1))
+    airflow.login()
+    _add_store(aws, KILL_ALL_STORE)
+    stream = settings().resource_name("events")
+    half = KILL_ALL_EVENTS // 2
+    KinesisProducer(stream_name=stream, client=aws.client("kinesis")).send(
+        [_door_entry(KILL_ALL_STORE) for _ in range(half)]
+    )
+    assert _wait_for_foot_traffic(aws, KILL_ALL_STORE, half, timeout=240) == half
+    _durable(running)
+    in_flight = airflow.trigger("platform_check")
+
+    _kill_everything(running)
+    began = time.monotonic()
+    third = Platform(running.state_dir, ports=(running.aws_port, running.airflow_port))
+    started_again.append(third)
+    password = third.wait_ready(timeout=420)
+    print(f"up again after kill -9 of everything: ready in {time.monotonic() - began:.0f} s")
+
+    assert _foot_traffic(aws, KILL_ALL_STORE) == half  # the durable point was kept
+    KinesisProducer(stream_name=stream, client=aws.client("kinesis")).send(
+        [_door_entry(KILL_ALL_STORE) for _ in range(half)]
+    )
+    total = _wait_for_foot_traffic(aws, KILL_ALL_STORE, KILL_ALL_EVENTS, timeout=240)
+    time.sleep(5)  # a replay would show up as a surplus by now
+    assert (total, _foot_traffic(aws, KILL_ALL_STORE)) == (KILL_ALL_EVENTS, KILL_ALL_EVENTS)
+    airflow = AirflowClient(third.url, "admin", password)
+    airflow.login()
+    (run,) = [r for r in airflow.dag_runs("platform_check") if r["dag_run_id"] == in_flight]
+    assert run["state"] in ("success", "failed")  # finished before the kill, or failed after

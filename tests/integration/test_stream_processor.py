@@ -401,6 +401,31 @@ def test_traffic_spike_alert(handler, realtime_stack) -> None:
     assert [json.loads(n["Message"])["type"] for n in notes] == ["traffic_spike"]
 
 
+def test_a_batch_delivered_again_after_its_cooldown_does_not_alert_again(
+    handler, realtime_stack, clock
+) -> None:
+    """What a restored snapshot does after a stop longer than the cooldown: the claim and the
+    message are back, and its checkpoints deliver the batch that alerted again, hours later by
+    the clock (its event ids are its own, so it is aggregated again). The inbox holds the alert
+    once; a new batch after the cooldown still alerts."""
+    stream = Stream()
+    start = NOON_PARIS - timedelta(minutes=65)
+    baseline = [page_view("s-001", f"b-{i}", start + timedelta(minutes=i)) for i in range(60)]
+    invoke(handler, stream.records(*baseline))
+    burst = [page_view("s-001", f"x-{i}", NOON_PARIS - timedelta(seconds=i)) for i in range(40)]
+    alerted = stream.records(*burst)
+    invoke(handler, alerted)
+
+    clock.advance(hours=2)  # the rule's cooldown is 30 minutes
+    invoke(handler, alerted)
+    invoke(handler, alerted[:20])  # a bisected half of it, as Lambda retries
+    assert [json.loads(n["Message"])["type"] for n in realtime_stack.alerts(1)] == ["traffic_spike"]
+
+    more = [page_view("s-001", f"y-{i}", NOON_PARIS + timedelta(seconds=i)) for i in range(40)]
+    invoke(handler, stream.records(*more))
+    assert len(realtime_stack.alerts(1)) == 1  # the next one, the first was received above
+
+
 def _subscribe_filtered(stack, name: str, policy: dict[str, list[str]]) -> str:
     queue_url = stack.sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = stack.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import sys
 import threading
 from collections import defaultdict
@@ -268,3 +269,89 @@ def test_a_snapshot_waits_for_a_running_request_but_not_for_a_long_poll() -> Non
         assert idle
     release.set()
     assert gate.mutations == 1  # a receive changes the queue: counted
+
+
+# --- a writer killed mid-snapshot ------------------------------------------------------------
+
+
+def _keeper(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> persistence.Persistence:
+    """A Persistence whose state is the QuickSight part alone (moto's backends are left out:
+    the crash, not the pickling of moto, is under test)."""
+    from storepulse_local.quicksight import LocalQuickSight
+
+    monkeypatch.setattr(persistence, "moto_state", dict)
+    keeper = persistence.Persistence(state_dir, LocalQuickSight())
+    keeper.wrap(lambda environ, start_response: [b""])
+    return keeper
+
+
+def _killed_before_the_rename(self: Path, target: Path) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 between the temp file and the rename
+
+
+def test_a_writer_killed_before_the_rename_leaves_the_previous_snapshot_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real periodic path: the forked child pickles and writes its temp file, then dies
+    (kill -9) before the rename. The previous snapshot stays whole, and the next start restores
+    it and deletes the orphan."""
+    keeper = _keeper(tmp_path, monkeypatch)
+    keeper.quicksight.account("123456789012").data_sets["ds"] = {"Name": "before"}
+    assert keeper.snapshot(quiet_timeout=1, force=True)
+    previous = keeper.path.read_bytes()
+
+    keeper.quicksight.account("123456789012").data_sets["ds"] = {"Name": "after"}
+    monkeypatch.setattr(Path, "replace", _killed_before_the_rename)  # in the child it forks
+    with pytest.raises(SnapshotError, match="failed with -9"):
+        keeper.snapshot(quiet_timeout=1, force=True)
+    monkeypatch.undo()
+
+    assert keeper.path.read_bytes() == previous
+    (orphan,) = [p for p in keeper.path.parent.iterdir() if p != keeper.path]
+    assert orphan.name.endswith(".tmp") and orphan.stat().st_size > 0  # the torn new one
+
+    restarted = _keeper(tmp_path, monkeypatch)
+    assert restarted.restore() is not None
+    data_sets = restarted.quicksight.account("123456789012").data_sets
+    assert data_sets == {"ds": {"Name": "before"}}
+    assert list(keeper.path.parent.iterdir()) == [keeper.path]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x80\x05garbage", b'{"format": 1}\n\x80'])
+def test_a_torn_temp_file_never_replaces_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, garbage: bytes
+) -> None:
+    """A temp file with any content (empty, garbage, a header and half a pickle) is never read:
+    the start restores the snapshot and deletes it."""
+    keeper = _keeper(tmp_path, monkeypatch)
+    keeper.quicksight.account("123456789012").data_sets["ds"] = {"Name": "kept"}
+    assert keeper.snapshot(quiet_timeout=1, force=True, fork=False)
+    orphan = keeper.path.parent / f".{keeper.path.name}.x1y2.tmp"
+    orphan.write_bytes(garbage)
+
+    restarted = _keeper(tmp_path, monkeypatch)
+    assert restarted.restore() is not None
+
+    assert restarted.quicksight.account("123456789012").data_sets == {"ds": {"Name": "kept"}}
+    assert not orphan.exists()
+
+
+def test_an_items_attributes_unpickle_without_their_per_key_size_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto re-sums an item's whole size on every key set: unpickled key by key, restoring a
+    table was quadratic in its items' sizes (70% of a restore). Rebuilt from a dict instead."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+
+    attributes = LimitedSizeDict({f"k{i}": DynamoType({"N": str(i)}) for i in range(50)})
+    buffer = io.BytesIO()
+    persistence._Pickler(buffer).dump({"attrs": attributes})
+
+    def per_key(self: LimitedSizeDict, key: str, value: object) -> None:
+        raise AssertionError("the size check ran")
+
+    monkeypatch.setattr(LimitedSizeDict, "__setitem__", per_key)
+    back = pickle.loads(buffer.getvalue())["attrs"]
+
+    assert type(back) is LimitedSizeDict
+    assert back == attributes

@@ -138,6 +138,32 @@ def test_a_restart_stops_its_dependants_first_and_starts_them_right_after() -> N
     assert not any("lambda-runtime exited unexpectedly" in line for line in lines)
 
 
+def test_dependants_wait_until_the_restarted_process_is_ready() -> None:
+    """The runtime must not take the checkpoints before the embedded AWS, restoring its
+    snapshot, has set them back (it cannot while a runtime holds them)."""
+    aws, runtime = FakeProcess("embedded-aws"), FakeProcess("lambda-runtime")
+    restored = False
+    supervisor, clock, _ = _supervisor(
+        aws,
+        runtime,
+        dependants={"embedded-aws": ["lambda-runtime"]},
+        stop=lambda process: process.crash(code=0),  # type: ignore[attr-defined]
+        ready={"embedded-aws": lambda: restored},
+    )
+    aws.crash()
+    supervisor.check()
+    clock.now += 1.0
+    supervisor.check()  # the embedded AWS restarts, restoring; the runtime is stopped
+    for _ in range(3):
+        clock.now += 5.0
+        supervisor.check()
+    assert (aws.starts, runtime.starts) == (1, 0)
+
+    restored = True
+    supervisor.check()
+    assert runtime.starts == 1
+
+
 def test_a_component_that_cannot_be_restarted_stops_the_platform_with_its_reason() -> None:
     aws = FakeProcess("embedded-aws")
     supervisor, _, _ = _supervisor(aws, fatal={"embedded-aws": "its state is lost"})

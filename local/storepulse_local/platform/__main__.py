@@ -130,15 +130,18 @@ def _supervisor(ctx: StackContext, stack: list[Component]) -> Supervisor:
     fatal: dict[str, str] = {}
     prepare: dict[str, Callable[[], None]] = {}
     dependants: dict[str, list[str]] = {}
+    ready: dict[str, Callable[[], bool]] = {}
     for component in stack:
         fatal |= getattr(component, "not_restartable", {})
         prepare |= getattr(component, "before_restart", lambda _ctx: {})(ctx)
         dependants |= getattr(component, "restart_dependants", {})
+        ready |= getattr(component, "ready_checks", lambda _ctx: {})(ctx)
     return Supervisor(
         list(ctx.processes),
         fatal=fatal,
         before_restart=prepare,
         dependants=dependants,
+        ready=ready,
         log=lambda line: print(line, flush=True),
         on_restart=lambda: _write_state(ctx.settings, ctx),
     )

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -153,11 +153,13 @@ class EmbeddedAwsComponent:
         ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
+        wait_until(self.ready_checks(ctx)[self.name], "the embedded AWS", timeout, ctx)
+
+    def ready_checks(self, ctx: StackContext) -> dict[str, Callable[[], bool]]:
+        """It answers once its snapshot is restored (and the checkpoints set back to it)."""
         from storepulse_local.embedded_aws import is_healthy
 
-        wait_until(
-            lambda: is_healthy(ctx.settings.embedded_aws_url), "the embedded AWS", timeout, ctx
-        )
+        return {self.name: lambda: is_healthy(ctx.settings.embedded_aws_url)}
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [f"Embedded AWS   {ctx.settings.embedded_aws_url}  (moto; aws_default points here)"]

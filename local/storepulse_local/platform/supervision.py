@@ -48,8 +48,10 @@ class Supervisor:
     """Watches the running processes; restarts those that exit, as the policy says.
 
     ``fatal`` names processes that are not restarted (their exit stops the platform), with why.
-    ``dependants``: processes stopped before a process restarts, and started again right after
-    it (the Lambda runtime reloads its checkpoints after the embedded AWS restored its state).
+    ``dependants``: processes stopped before a process restarts, and started again once it is
+    ready (``ready``, checked at every poll; ready at once without one): the Lambda runtime must
+    start after the embedded AWS restored its state and set the checkpoints back to it, which it
+    cannot do while a runtime holds them.
     """
 
     processes: list[ManagedProcess]
@@ -57,12 +59,14 @@ class Supervisor:
     fatal: dict[str, str] = field(default_factory=dict)
     before_restart: dict[str, Callable[[], None]] = field(default_factory=dict)
     dependants: dict[str, list[str]] = field(default_factory=dict)
+    ready: dict[str, Callable[[], bool]] = field(default_factory=dict)
     stop: Callable[[ManagedProcess], object] = lambda process: stop_in_order([process])
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] = print
     on_restart: Callable[[], None] = lambda: None
     _due: dict[str, float] = field(default_factory=dict)  # name -> when to restart it
+    _after: dict[str, str] = field(default_factory=dict)  # dependant -> what it waits for
 
     def run(self) -> None:
         """Until a stop is requested (a signal raises in here) or a component gives up."""
@@ -74,7 +78,7 @@ class Supervisor:
         now = self.clock()
         for process in self.processes:
             if process.name in self._due:
-                if now >= self._due[process.name]:
+                if now >= self._due[process.name] and self._awaited_ready(process.name):
                     self._restart(process)
             elif process.exit_code() is not None:
                 self._exited(process, now)
@@ -99,13 +103,21 @@ class Supervisor:
         for dependant in self._dependants(process.name):
             self.log(f"stopping {dependant.name}: it restarts after {process.name}")
             self.stop(dependant)
-            self._due[dependant.name] = self.clock()  # the next check starts it again
+            self._due[dependant.name] = self.clock()  # started again once ``process`` is ready
+            self._after[dependant.name] = process.name
         if prepare := self.before_restart.get(process.name):
             prepare()
         process.restarts += 1
         process.start()
         self.log(f"{process.name} restarted (pid {process.pid}, restart {process.restarts})")
         self.on_restart()
+
+    def _awaited_ready(self, name: str) -> bool:
+        awaited = self._after.get(name)
+        if awaited is None or self.ready.get(awaited, lambda: True)():
+            self._after.pop(name, None)
+            return True
+        return False
 
     def _dependants(self, name: str) -> list[ManagedProcess]:
         names = self.dependants.get(name, [])

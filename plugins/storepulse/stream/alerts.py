@@ -13,7 +13,9 @@ Rule types (``params`` in brackets, with defaults):
 Windows end at the newest event time seen for the store (event time, not arrival). A cooldown per
 rule and subject (a conditional write in the settings table) keeps one alert per
 ``cooldown_seconds``; messages carry ``type``, ``severity`` and ``store_id`` attributes so
-subscribers can filter.
+subscribers can filter. The cooldown item also remembers, per shard, the last record of the batch
+that alerted: a batch delivered again (a retry, a bisected half, or the re-delivery after a restore
+or a replay, however late by the clock) never alerts again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from storepulse.layout import (
     scope,
     settings_key,
     utc_minute,
+    watermark_attribute,
 )
 from storepulse.stream.catalog import AlertRule, Catalog
 
@@ -184,6 +187,15 @@ def sales_drop_alerts(
     return alerts
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The batch alerts come from: its shard and the positions of its first and last records."""
+
+    shard_id: str
+    first: str
+    last: str
+
+
 class AlertPublisher:
     """Claims the cooldown, publishes to SNS, and logs the alert for the dashboard."""
 
@@ -198,11 +210,11 @@ class AlertPublisher:
         self.sns, self.topic_arn = sns, topic_arn
         self.settings_table, self.facts_table, self.clock = settings_table, facts_table, clock
 
-    def publish(self, alerts: list[Alert]) -> int:
+    def publish(self, alerts: list[Alert], origin: Origin | None = None) -> int:
         sent = 0
         for alert in alerts:
             now = self.clock()
-            message = self.send(alert, now)
+            message = self.send(alert, now, origin)
             if message is None:
                 continue
             self.facts_table.put_item(
@@ -218,10 +230,13 @@ class AlertPublisher:
             sent += 1
         return sent
 
-    def send(self, alert: Alert, now: datetime) -> dict[str, Any] | None:
+    def send(
+        self, alert: Alert, now: datetime, origin: Origin | None = None
+    ) -> dict[str, Any] | None:
         """Claim the cooldown and publish, without logging the alert for the dashboard (the
-        deploy's smoke alert uses this alone); the message, or None while in cooldown."""
-        if not self._claim_cooldown(alert, now):
+        deploy's smoke alert uses this alone); the message, or None while in cooldown or when
+        ``origin`` was already alerted on."""
+        if not self._claim_cooldown(alert, now, origin):
             return None
         message = alert.message(now)
         try:
@@ -256,14 +271,24 @@ class AlertPublisher:
     def _release_cooldown(self, alert: Alert) -> None:
         self.settings_table.delete_item(Key=self._cooldown_key(alert).as_item())
 
-    def _claim_cooldown(self, alert: Alert, now: datetime) -> bool:
-        key = self._cooldown_key(alert)
+    def _claim_cooldown(self, alert: Alert, now: datetime, origin: Origin | None) -> bool:
         cutoff = now - timedelta(seconds=alert.rule.cooldown_seconds)
+        update, condition = "SET last_sent_at = :now", "last_sent_at < :cutoff"
+        values = {":now": now.isoformat(), ":cutoff": cutoff.isoformat()}
+        names = {}
+        if origin is not None:
+            # The clock alone would let a re-delivery that comes after the cooldown alert again.
+            update += ", #wm = :last"
+            condition += " AND (attribute_not_exists(#wm) OR #wm < :first)"
+            names["#wm"] = watermark_attribute(origin.shard_id)
+            values |= {":first": origin.first, ":last": origin.last}
         try:
-            self.settings_table.put_item(
-                Item={**key.as_item(), "last_sent_at": now.isoformat()},
-                ConditionExpression="attribute_not_exists(pk) OR last_sent_at < :cutoff",
-                ExpressionAttributeValues={":cutoff": cutoff.isoformat()},
+            self.settings_table.update_item(
+                Key=self._cooldown_key(alert).as_item(),
+                UpdateExpression=update,
+                ConditionExpression=f"attribute_not_exists(pk) OR ({condition})",
+                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeNames": names} if names else {}),
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":

@@ -188,7 +188,9 @@ class StreamProcessor:
         results, failed_positions = self._write(agg)
         report.items_written = sum(r.outcome != Outcome.REPLAYED for r in results)
         report.items_replayed = sum(r.outcome == Outcome.REPLAYED for r in results)
-        report.alerts_sent = self._alert(catalog, agg, results)
+        positions = [r.position for r in records]
+        origin = alert_rules.Origin(records[0].shard_id, min(positions), max(positions))
+        report.alerts_sent = self._alert(catalog, agg, results, origin)
         self.smoke.answer(smoke_tests)  # last: its answer says the whole path worked
         if failed_positions:
             # Lambda resumes from the earliest failure; later records that did land are
@@ -251,7 +253,9 @@ class StreamProcessor:
             for key, write in agg.stock.items()
         }
 
-    def _alert(self, catalog: Catalog, agg: Any, results: list[WriteResult]) -> int:
+    def _alert(
+        self, catalog: Catalog, agg: Any, results: list[WriteResult], origin: alert_rules.Origin
+    ) -> int:
         if self.publisher is None or not catalog.rules:
             return 0
         stock_items = [r.item for r in results if r.item is not None and r.key in agg.stock]
@@ -261,4 +265,4 @@ class StreamProcessor:
             + alert_rules.traffic_spike_alerts(catalog, series, agg.latest_traffic)
             + alert_rules.sales_drop_alerts(catalog, series, agg.latest_sales)
         )
-        return self.publisher.publish(alerts)
+        return self.publisher.publish(alerts, origin)
