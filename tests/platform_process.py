@@ -27,7 +27,7 @@ READY = re.compile(r"login admin / (\S+)")
 READY_SECONDS = 420
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -36,15 +36,22 @@ def _free_port() -> int:
 class Platform:
     """``storepulse_local.platform up`` in a subprocess, with its own state folder and ports."""
 
-    def __init__(self, state_dir: Path, ports: tuple[int, int] | None = None) -> None:
-        """``ports``: (embedded AWS, Airflow), to start again on an earlier run's state."""
-        self.aws_port, self.airflow_port = ports or (_free_port(), _free_port())
+    def __init__(
+        self,
+        state_dir: Path,
+        ports: tuple[int, int] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``ports``: (embedded AWS, Airflow), to start again on an earlier run's state;
+        ``env``: more variables (a profile, its ports)."""
+        self.aws_port, self.airflow_port = ports or (free_port(), free_port())
         self.state_dir = state_dir
         env = {
             **os.environ,
             "STOREPULSE_STATE_DIR": str(state_dir),
             "STOREPULSE_AWS_PORT": str(self.aws_port),
             "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
+            **(env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "storepulse_local.platform", "up"],
