@@ -20,6 +20,9 @@ from storepulse_local.platform.scale import ScaleSettings, database_url
 from tests.platform_process import READY_SECONDS, Platform, free_port
 
 EXPORT_DAG = "nightly_export"
+# Seven more processes than the default profile (PostgreSQL, Redis, two workers and their pools)
+# on a shared 2-core machine: up took 10 minutes at a load of 15-25.
+SCALE_READY_SECONDS = 2 * READY_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +46,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, 
 @pytest.fixture(scope="module")
 def airflow(scale: tuple[Platform, ScaleSettings]) -> AirflowClient:
     platform, _ = scale
-    client = AirflowClient(platform.url, "admin", platform.wait_ready(timeout=READY_SECONDS))
+    client = AirflowClient(platform.url, "admin", platform.wait_ready(timeout=SCALE_READY_SECONDS))
     client.login()
     return client
 
