@@ -21,7 +21,7 @@ import pytest
 
 from storepulse.config import REPO_ROOT
 from storepulse_local.iam import ADMIN
-from storepulse_local.platform.processes import file_tail
+from storepulse_local.platform.processes import file_tail, stop_trees
 
 READY = re.compile(r"login admin / (\S+)")
 READY_SECONDS = 420
@@ -104,16 +104,19 @@ class Platform:
     def resume_traffic(self) -> None:
         os.kill(self.child_pid("simulator"), signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 120) -> None:
         if self.process.poll() is not None:
             return
         with contextlib.suppress(OSError, KeyError, ValueError):
             self.resume_traffic()  # a stopped process would only take SIGKILL
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=120)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            # What the killed supervisor had not stopped yet, by PID, as `make down` does.
+            with contextlib.suppress(OSError, ValueError):
+                stop_trees(self.started_pids())
 
     def client(self, service: str) -> Any:
         return boto3.client(

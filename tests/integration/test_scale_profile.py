@@ -21,8 +21,9 @@ from tests.platform_process import READY_SECONDS, Platform, free_port
 
 EXPORT_DAG = "nightly_export"
 # Seven more processes than the default profile (PostgreSQL, Redis, two workers and their pools)
-# on a shared 2-core machine: up took 10 minutes at a load of 15-25.
-SCALE_READY_SECONDS = 2 * READY_SECONDS
+# on a shared 2-core machine: up took 10 minutes at a load of 15-25 (the default profile's 17 at
+# a load of 20-30). Its ordered stop waits for the workers' tasks too.
+SCALE_READY_SECONDS, SCALE_STOP_SECONDS = 3 * READY_SECONDS, 300
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, 
         },
     )
     yield running, profile
-    running.stop()
+    running.stop(timeout=SCALE_STOP_SECONDS)
 
 
 @pytest.fixture(scope="module")
