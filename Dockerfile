@@ -1,5 +1,5 @@
 # StorePulse's own image: Airflow, the project and its local platform (embedded AWS, Lambda
-# runtime), installed from uv.lock exactly as `make install` does, plus the `cluster` group
+# runtime), installed from uv.lock exactly as `make install` does, plus the `scale` group
 # (CeleryExecutor, Redis, PostgreSQL drivers). docker-compose.yaml runs every service from it.
 #
 #     docker build -t storepulse:local .
@@ -19,9 +19,9 @@ WORKDIR /opt/storepulse
 # Dependencies first (a layer reused until the lock changes), then the project itself.
 COPY pyproject.toml uv.lock ./
 COPY local/pyproject.toml local/pyproject.toml
-RUN uv sync --locked --no-dev --group cluster --no-install-workspace
+RUN uv sync --locked --no-dev --group scale --no-install-workspace
 COPY . .
-RUN uv sync --locked --no-dev --group cluster \
+RUN uv sync --locked --no-dev --group scale \
     && useradd --uid 50000 --home-dir /opt/airflow --create-home airflow \
     && mkdir -p /opt/airflow/state && chown -R airflow /opt/airflow
 

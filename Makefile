@@ -29,7 +29,9 @@ $(CHECKOV): scripts/checkov.requirements.txt | $(UV)
 	$(UV) pip sync --quiet --python $(TOOLS)/checkov/bin/python scripts/checkov.requirements.txt
 	@touch $@
 
+# STOREPULSE_PROFILE=scale: CeleryExecutor on Debian's PostgreSQL and Redis (installed if missing).
 up: install
+	@if [ "$(STOREPULSE_PROFILE)" = scale ]; then scripts/ensure_scale_engines.sh; fi
 	$(VENV)/bin/python -m storepulse_local.platform up
 
 down:
@@ -58,11 +60,13 @@ format: install
 
 test: lint $(CHECKOV)
 	@scripts/ensure_chromium.sh
+	@scripts/ensure_scale_engines.sh
 	$(VENV)/bin/pytest
 
 # The suite under shifted clocks (03:30 UTC, 23:50 Paris, both DST nights, a year ahead); slow.
 test-clock: lint $(CHECKOV)
 	@scripts/ensure_chromium.sh
+	@scripts/ensure_scale_engines.sh
 	scripts/test_clock.sh
 
 clean: down

@@ -21,7 +21,7 @@ import pytest
 
 from storepulse.config import REPO_ROOT
 from storepulse_local.iam import ADMIN
-from storepulse_local.platform.processes import file_tail
+from storepulse_local.platform.processes import file_tail, stop_trees
 
 READY = re.compile(r"login admin / (\S+)")
 # The deploy waits for deploy_realtime_stack and the deploy_quicksight run it starts; at a
@@ -29,7 +29,7 @@ READY = re.compile(r"login admin / (\S+)")
 READY_SECONDS = 900
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -38,15 +38,22 @@ def _free_port() -> int:
 class Platform:
     """``storepulse_local.platform up`` in a subprocess, with its own state folder and ports."""
 
-    def __init__(self, state_dir: Path, ports: tuple[int, int] | None = None) -> None:
-        """``ports``: (embedded AWS, Airflow), to start again on an earlier run's state."""
-        self.aws_port, self.airflow_port = ports or (_free_port(), _free_port())
+    def __init__(
+        self,
+        state_dir: Path,
+        ports: tuple[int, int] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``ports``: (embedded AWS, Airflow), to start again on an earlier run's state;
+        ``env``: more variables (a profile, its ports)."""
+        self.aws_port, self.airflow_port = ports or (free_port(), free_port())
         self.state_dir = state_dir
         env = {
             **os.environ,
             "STOREPULSE_STATE_DIR": str(state_dir),
             "STOREPULSE_AWS_PORT": str(self.aws_port),
             "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
+            **(env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "storepulse_local.platform", "up"],
@@ -99,16 +106,19 @@ class Platform:
     def resume_traffic(self) -> None:
         os.kill(self.child_pid("simulator"), signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 120) -> None:
         if self.process.poll() is not None:
             return
         with contextlib.suppress(OSError, KeyError, ValueError):
             self.resume_traffic()  # a stopped process would only take SIGKILL
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=120)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            # What the killed supervisor had not stopped yet, by PID, as `make down` does.
+            with contextlib.suppress(OSError, ValueError):
+                stop_trees(self.started_pids())
 
     def client(self, service: str) -> Any:
         return boto3.client(

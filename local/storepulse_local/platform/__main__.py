@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from storepulse.config import ConfigError, Settings, load_settings
-from storepulse_local.platform import airflow_local
+from storepulse_local.platform import airflow_local, scale
 from storepulse_local.platform.private import private_dir
 from storepulse_local.platform.processes import pid_alive, stop_trees
 from storepulse_local.platform.stack import (
@@ -90,9 +90,8 @@ def preflight(settings: Settings) -> None:
 def up(settings: Settings) -> int:
     preflight(settings)
     private_dir(settings.state_dir)  # logs, Airflow's secrets and database
-    ctx = StackContext(
-        settings, airflow_local.airflow_env(settings), log_dir=settings.state_dir / "logs"
-    )
+    env = scale.profile_env(settings, airflow_local.airflow_env(settings))
+    ctx = StackContext(settings, env, log_dir=settings.state_dir / "logs")
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         raise _StopRequested(signal.Signals(signum).name)

@@ -208,11 +208,15 @@ class AirflowClient:
     def unpause(self, dag_id: str) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None
+    ) -> str:
         """Start a run and return its id. The id is chosen here, so a retried POST whose first
-        attempt did land finds its own run (409) instead of starting a second one."""
+        attempt did land finds its own run (409) instead of starting a second one. Without a
+        ``logical_date`` the run has no data interval."""
         run_id = f"api__{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S')}__{uuid.uuid4().hex[:8]}"
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        day = logical_date.isoformat() if logical_date else None
+        body = {"dag_run_id": run_id, "logical_date": day, "conf": conf or {}}
         try:
             self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
         except AirflowApiError as exc:
@@ -248,6 +252,11 @@ class AirflowClient:
                 raise TimeoutError(f"no new {dag_id} run after {timeout:.0f} s")
             time.sleep(1.0)
         return str(new[0]["dag_run_id"])
+
+    def mark_run(self, dag_id: str, run_id: str, state: str) -> None:
+        """Set a run's state, as the UI's "Mark as ..." does."""
+        quoted = urllib.request.quote(run_id, safe="")
+        self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}", {"state": state})
 
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/api/v2/monitor/health"))

@@ -229,11 +229,11 @@ def _all_healthy(url: str) -> bool:
 def components(settings: Settings) -> list[Component]:
     """What ``make up`` starts, in order. On real AWS, Lambda runs the handler and no demo
     business or simulated traffic is sent."""
-    from storepulse_local.platform import realtime
+    from storepulse_local.platform import realtime, scale
 
     if not settings.embedded_aws:
-        return [AirflowComponent(), realtime.DeployComponent()]
-    return [
+        return scale.profile_components(settings, [AirflowComponent(), realtime.DeployComponent()])
+    stack: list[Component] = [
         EmbeddedAwsComponent(),
         AirflowComponent(),
         realtime.LambdaRuntimeComponent(),
@@ -241,6 +241,7 @@ def components(settings: Settings) -> list[Component]:
         realtime.DemoBusinessComponent(),
         realtime.SimulatorComponent(),
     ]
+    return scale.profile_components(settings, stack)
 
 
 def launches(settings: Settings) -> list[Launch]:
