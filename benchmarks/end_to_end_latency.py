@@ -48,7 +48,9 @@ from storepulse_local.lambda_runtime import LocalLambdaRuntime
 STORE = "s-001"
 
 
-def deploy(build_dir: Path) -> BusinessModel:
+def deploy(build_dir: Path, overrides: dict[str, str] | None = None) -> BusinessModel:
+    """Deploy the stack with the environment's parameters (``overrides`` replacing some) and
+    seed the demo business."""
     s3, cfn = boto3.client("s3"), boto3.client("cloudformation")
     package = build_lambda_zip(REPO_ROOT / "lambdas" / "stream_processor", build_dir)
     bucket = artifacts_bucket(settings().env, "123456789012")
@@ -59,7 +61,10 @@ def deploy(build_dir: Path) -> BusinessModel:
         stack_name=stack_name(settings().env),
         template_body=TEMPLATE.read_text(),
         poll_interval=0.5,
-        parameters=load_parameters(settings().env, code_bucket=bucket, code_key=key),
+        parameters=[
+            {**p, "ParameterValue": (overrides or {}).get(p["ParameterKey"], p["ParameterValue"])}
+            for p in load_parameters(settings().env, code_bucket=bucket, code_key=key)
+        ],
     )
     model = BusinessModel.generate(seed=7, stores=2)
     seed_settings(
