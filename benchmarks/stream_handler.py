@@ -43,11 +43,11 @@ from typing import Any
 import boto3
 
 from benchmarks.billing import WriteBilling
-from benchmarks.end_to_end_latency import deploy
+from benchmarks.end_to_end_latency import Deployed, deploy
 from benchmarks.harness import embedded_aws, latency_summary, parse_args, print_table
 from benchmarks.naive_stream_handler import NaiveHandler
 from storepulse.config import REPO_ROOT, settings
-from storepulse.deploy.stack import load_parameters, stack_name
+from storepulse.deploy.stack import stack_name
 from storepulse.events import CrmCustomerProfileV1
 from storepulse.layout import Table, table_name
 from storepulse.simulator.engine import Simulator
@@ -66,20 +66,6 @@ SIM_RATE, SIM_SKIP = 3.0, 1000  # the demo's peak rate; its first events are ope
 PARTITION_KEY = "bench"  # one shard: the targets are per shard
 BASELINE, OURS = "per-record baseline", "stream processor"
 TICK = 0.02  # the producer puts what is due every 20 ms at most
-
-
-@dataclass(frozen=True)
-class Deployed:
-    batch_size: int
-    window: float
-
-    @classmethod
-    def from_parameters(cls) -> Deployed:
-        values = {
-            p["ParameterKey"]: p["ParameterValue"]
-            for p in load_parameters(settings().env, code_bucket="-", code_key="-")
-        }
-        return cls(int(values["BatchSize"]), float(values["MaximumBatchingWindowInSeconds"]))
 
 
 class Traffic:
