@@ -82,7 +82,11 @@ class Traffic:
         first = datetime.combine(day, SIM_START.timetz())
         sim = Simulator(self.model, seed=1000 + self.runs, start=SIM_START, rate=SIM_RATE)
         events = sim.events_between(SIM_START, SIM_START + timedelta(days=7))
-        chosen = itertools.islice(events, SIM_SKIP, SIM_SKIP + count)
+        # Sessions begun in the skipped part are left out: each session here starts here, as in
+        # a live stream, instead of every one looking new to the handler.
+        begun = {getattr(e, "session_id", None) for e in itertools.islice(events, SIM_SKIP)}
+        whole = (e for e in events if getattr(e, "session_id", None) not in begun - {None})
+        chosen = itertools.islice(whole, count)
         return [
             e.model_copy(update={"occurred_at": first + timedelta(seconds=i / rate)}).to_json()
             for i, e in enumerate(chosen)
