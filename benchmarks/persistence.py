@@ -22,33 +22,56 @@ import sys
 import tempfile
 import time
 import urllib.error
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 
 from benchmarks.harness import embedded_aws, parse_args, print_table, timed
-from benchmarks.stream_handler import (
-    BATCH,
-    ROLE_ARN,
-    START,
-    STREAM_ARN,
-    provision,
-    stream_processor_handler,
-)
 from storepulse.config import LOOPBACK
+from storepulse.layout import Table, table_name
+from storepulse.settings_store import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
-from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse.simulator.seed import seed_settings
+from storepulse.stream.records import StreamRecord, lambda_event, records_from_event
 from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.persistence import QUIET_TIMEOUT, install_moto_state, load
+from storepulse_local.provision import create_tables
 
 SEED, STORES, RATE = 7, 2, 2.0  # the demo of `make up` (storepulse_local.platform.realtime)
 STREAM = "storepulse-bench-events"
+START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
+BATCH = 100
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-bench-events"
+ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-bench"
 PUT_BATCH = 500
 SMALL = {"events": "2000"}
+
+
+def provision(model: BusinessModel) -> None:
+    create_tables(boto3.client("dynamodb"))
+    boto3.client("s3").create_bucket(Bucket="storepulse-bench-lake")
+    seed_settings(
+        SettingsStore(boto3.resource("dynamodb").Table(table_name(Table.SETTINGS))), model
+    )
+
+
+def stream_processor_handler() -> Any:
+    from storepulse.stream.processor import StreamProcessor, StreamResources
+
+    resources = StreamResources.from_environment(
+        {"STOREPULSE_LAKE_BUCKET": "storepulse-bench-lake"}
+    )
+    processor = StreamProcessor(
+        dynamodb=boto3.resource("dynamodb"),
+        s3=boto3.client("s3"),
+        sns=boto3.client("sns"),
+        resources=resources,
+    )
+    return lambda event, context: processor.process(records_from_event(event))
 
 
 def demo_records(count: int) -> list[tuple[bytes, str]]:
