@@ -34,7 +34,7 @@ import time
 import urllib.error
 from base64 import b64encode
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -44,26 +44,49 @@ import psutil
 from moto.kinesis.models import Record
 
 from benchmarks.harness import embedded_aws, parse_args, print_table, timed
-from benchmarks.stream_handler import (
-    ROLE_ARN,
-    START,
-    STREAM_ARN,
-    provision,
-    stream_processor_handler,
-)
 from storepulse.config import LOOPBACK
+from storepulse.layout import Table, table_name
+from storepulse.settings_store import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
-from storepulse.stream.records import StreamRecord, lambda_event
+from storepulse.simulator.seed import seed_settings
+from storepulse.stream.records import StreamRecord, lambda_event, records_from_event
 from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.persistence import QUIET_TIMEOUT, install_moto_state, load
+from storepulse_local.provision import create_tables
 
 SEED, STORES, RATE = 7, 2, 2.0  # the demo of `make up` (storepulse_local.platform.realtime)
 STREAM, SHARD = "storepulse-bench-events", "shardId-000000000000"
 BUILD_BATCH = 100  # the stack's BatchSize (infra/cloudformation/parameters/dev.json)
 DAY = timedelta(days=1)
 SMALL = {"events": "2000"}
+START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-bench-events"
+ROLE_ARN = "arn:aws:iam::123456789012:role/storepulse-bench"
+
+
+def provision(model: BusinessModel) -> None:
+    create_tables(boto3.client("dynamodb"))
+    boto3.client("s3").create_bucket(Bucket="storepulse-bench-lake")
+    seed_settings(
+        SettingsStore(boto3.resource("dynamodb").Table(table_name(Table.SETTINGS))), model
+    )
+
+
+def stream_processor_handler() -> Any:
+    from storepulse.stream.processor import StreamProcessor, StreamResources
+
+    resources = StreamResources.from_environment(
+        {"STOREPULSE_LAKE_BUCKET": "storepulse-bench-lake"}
+    )
+    processor = StreamProcessor(
+        dynamodb=boto3.resource("dynamodb"),
+        s3=boto3.client("s3"),
+        sns=boto3.client("sns"),
+        resources=resources,
+    )
+    return lambda event, context: processor.process(records_from_event(event))
 
 
 def demo_days(count: int) -> Iterator[tuple[datetime, list[tuple[bytes, str]]]]:

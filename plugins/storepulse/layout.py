@@ -14,12 +14,13 @@ Tables (names ``storepulse-<env>-<table>``):
                where scope is ``S#<store_id>`` or ``ALL`` (the whole business).
 ``inventory``  pk ``S#<store_id>``, sk sku: ``on_hand``, ``counted_at``.
 ``facts``      orders (``ORDER#<id>``), refunds, customer profiles (``CUSTOMER#<id>``; repeat
-               purchases come from the orders' customer_id), session markers, the alert log; order
+               purchases come from the orders' customer_id), session markers (written once, by
+               the record that opens the session), the alert log; order
                and refund facts carry ``gsi1pk = ORDERS#<local date>`` for the nightly export and
-               ``expires_at`` (TTL). Events that are not facts themselves are remembered by
-               ``event_id`` (map ``event_srcs``) in their session's marker (web events) or in
-               ``SEEN#<store_id>#<UTC hour>`` (foot traffic, stock adjustments), so a resent
-               copy counts once; orders and refunds also claim their ``EVENT#<event_id>``.
+               ``expires_at`` (TTL). Events that are not facts themselves (web events, foot
+               traffic, stock adjustments) are remembered by ``event_id`` (map ``event_srcs``)
+               in ``SEEN#<store_id>#<UTC second>``, so a resent copy counts once; orders and
+               refunds also claim their ``EVENT#<event_id>``.
                Every claim keeps the content hash of the event that made it, so a resend
                with other content is told apart (a conflict) from a harmless duplicate.
 ``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
@@ -45,7 +46,7 @@ from storepulse.config import settings
 ALL_STORES = "ALL"
 ORDER_TTL = timedelta(days=400)  # order facts outlive a year of nightly re-exports
 SESSION_TTL = timedelta(days=2)
-SEEN_TTL = timedelta(days=7)  # how long a resent foot-traffic or stock-adjustment copy is caught
+SEEN_TTL = timedelta(days=7)  # how long a resent counter event (web, foot traffic, stock) is caught
 MINUTE_TTL = timedelta(days=35)  # minute buckets serve "today" and week-over-week comparisons
 
 
@@ -244,9 +245,10 @@ def session_key(session_id: str) -> Key:
 
 
 def seen_events_key(store_id: str, occurred_at: datetime) -> Key:
-    """Where one store's foot-traffic and stock-adjustment events of an hour are remembered
-    (an hour keeps the item, rewritten whole on every batch that adds to it, small)."""
-    return Key(f"SEEN#{store_id}#{occurred_at.astimezone(UTC):%Y-%m-%dT%HZ}", "SEEN")
+    """Where one store's counter events (web, foot traffic, stock adjustments) of one second of
+    event time are remembered: a second keeps the item small, and written by about one batch
+    (DynamoDB bills a write by the whole item's size, not by what it adds)."""
+    return Key(f"SEEN#{store_id}#{occurred_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}", "SEEN")
 
 
 def alert_log_key(sent_at: datetime, rule_id: str, subject: str) -> Key:

@@ -31,12 +31,26 @@ def assert_latencies(summary: Mapping[str, Any]) -> None:
 def test_stream_handler(capsys: pytest.CaptureFixture[str]) -> None:
     result = stream_handler.main(["--small"])
 
-    assert list(result["handlers"]) == ["naive (baseline)", "stream processor"]
-    for row in result["handlers"].values():
-        assert_positive(row)
-        assert row["events"] == 200
-    assert_positive(result, ["fewer_writes", "throughput", "peak_rss_mib"])
-    assert "writes/1k events" in capsys.readouterr().out
+    deployed = result["deployed"]["window"]
+    runs = {(r["handler"], r["window"]): r for r in result["runs"]}
+    assert set(runs) == {
+        (stream_handler.BASELINE, deployed),
+        (stream_handler.OURS, 0.0),
+        (stream_handler.OURS, deployed),
+    }
+    for run in runs.values():
+        assert run["events"] == 20 and run["rate"] == 10
+        assert_latencies(run)
+        assert_positive(run, ["billed_wcu_per_1k", "items_per_1k", "invocations_per_1k"])
+        assert_positive(run, ["events_per_s"])
+        # Billed by size: never fewer units than items written.
+        assert run["billed_wcu_per_1k"] >= run["items_per_1k"]
+    assert_positive(result["ratios"][10.0], ["fewer_wcu", "throughput"])
+    assert [t["target"] for t in result["targets"] if t["met"] is None] == [
+        ">= 10x fewer billed WCU at 100 events/s",
+        ">= 10x throughput at 100 events/s",
+    ]
+    assert "billed WCU/1k" in capsys.readouterr().out
 
 
 def test_end_to_end_latency(capsys: pytest.CaptureFixture[str]) -> None:

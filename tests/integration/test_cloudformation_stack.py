@@ -35,7 +35,7 @@ pytestmark = [
 SETTINGS_OF_MAPPING = {  # from the template and dev.json
     "StartingPosition": "TRIM_HORIZON",
     "BatchSize": 100,
-    "MaximumBatchingWindowInSeconds": 1,
+    "MaximumBatchingWindowInSeconds": 0,
     "FunctionResponseTypes": ["ReportBatchItemFailures"],
     "BisectBatchOnFunctionError": True,
     "MaximumRetryAttempts": 5,

@@ -53,6 +53,9 @@ FUNCTION = "StreamProcessorFunction"
 # Grants the handler's code never uses, each with the reason it is still needed.
 NOT_CALLED_BY_THE_CODE = {
     "ReadEventStream": "the event source mapping's poller reads the stream with the role",
+    "ReadThroughConsumer": (
+        "the poller reads through the enhanced fan-out consumer (EnhancedFanOut) with the role"
+    ),
     "OnFailureDestination": "Lambda sends the on-failure record with the role",
     "PublishEncryptedAlerts": (
         "SNS uses the topic's KMS key with the publisher's permissions on each sns:Publish"

@@ -55,3 +55,50 @@ def test_a_full_item_stops_remembering_but_never_drops_an_event(monkeypatch) -> 
     item = facts._claim_events(_log(_door(1), _door(2), _door(3)), None, result)
     assert result.duplicates == set() and not result.conflicts  # the third still counts
     assert item is not None and len(item["event_srcs"]) == 2
+
+
+def _view(position: int, session_id: str = "ws-1", second: int = 0) -> Located:
+    event = ev.WebPageViewV1(
+        event_id=str(uuid.uuid4()),
+        store_id="s-1",
+        occurred_at=AT.replace(second=second),
+        session_id=session_id,
+        device="mobile",
+        page="/",
+    )
+    return Located(event, "shard-0", f"{position:056d}")
+
+
+def test_web_events_of_every_session_share_their_store_seconds_item() -> None:
+    claims, logs = facts.plan_claims(
+        [_view(1, "ws-1"), _view(2, "ws-2"), _view(3, "ws-1", 1)], CATALOG
+    )
+    assert not claims
+    assert [(log.key.pk, len(log.members)) for log in logs] == [
+        ("SEEN#s-1#2026-11-26T10:00:00Z", 2),
+        ("SEEN#s-1#2026-11-26T10:00:01Z", 1),
+    ]
+
+
+def test_a_session_opens_once_with_its_first_counted_event_and_again_on_a_retry() -> None:
+    first, second = _view(1), _view(2)
+    result = facts.ClaimResult()
+    [marker] = facts._open_sessions([second, first], {}, result)
+    assert result.new_sessions == {first.position}
+    assert marker["src"] == f"shard-0:{first.position}"
+
+    found = {facts.session_key("ws-1"): marker}
+    retry = facts.ClaimResult()
+    assert facts._open_sessions([first, second], found, retry) == []  # written already
+    assert retry.new_sessions == {first.position}  # the same record opens it again
+
+    later = facts.ClaimResult()
+    assert facts._open_sessions([_view(3)], found, later) == []
+    assert later.new_sessions == set()
+
+
+def test_a_duplicate_never_opens_a_session() -> None:
+    copy = _view(1)
+    result = facts.ClaimResult(duplicates={copy.position})
+    assert facts._open_sessions([copy], {}, result) == []
+    assert result.new_sessions == set()

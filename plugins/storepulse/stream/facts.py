@@ -7,10 +7,13 @@ duplicate and contributes nothing, while a retry of the *same* record (same posi
 crash is recognised as our own earlier write and still counts.
 
 Events that only add to counters (page views and funnel steps, foot traffic, stock adjustments)
-are remembered the same way, by ``event_id``, in a map on one item per group: the session's
-marker for web events, the store's hour for the others. That is one write per group and batch,
-not one per event. Orders and refunds also claim their ``event_id`` (``EVENT#<id>``), so a
-resend of that id with another order id is caught too.
+are remembered the same way, by ``event_id``, in a map on one item per store and second of event
+time (a resent copy carries the same time): one small write per second a batch covers, shared by
+every session and sensor of the store, instead of one per session. DynamoDB bills a write by the
+whole item's size, so small items written about once beat a growing per-session map rewritten by
+every batch. A session's marker is written once, by the record that opens it. Orders and refunds
+also claim their ``event_id`` (``EVENT#<id>``), so a resend of that id with another order id is
+caught too.
 
 Every claim keeps the content hash of its event (``Event.content_hash``, which leaves the
 ``event_id`` out). A copy with the same hash is a harmless duplicate; the same ``event_id``, or
@@ -20,9 +23,10 @@ record is quarantined with both hashes and counts nowhere, whichever copy is rig
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -196,20 +200,12 @@ class _EventLog:
 
     key: Key
     attributes: dict[str, Any]  # the item's own attributes, rewritten with the map
-    opens_session: bool = False
     members: list[Located] = field(default_factory=list)
 
 
 def _event_log(item: Located) -> _EventLog | None:
     match item.event:
-        case ev.WebEvent() as web:
-            marker = {
-                "type": "session",
-                "store_id": web.store_id,
-                "expires_at": expires_at(web.occurred_at, SESSION_TTL),
-            }
-            return _EventLog(session_key(web.session_id), marker, opens_session=True)
-        case ev.StoreFootTrafficV1() | ev.InventoryAdjustmentV1() as event:
+        case ev.WebEvent() | ev.StoreFootTrafficV1() | ev.InventoryAdjustmentV1() as event:
             attributes = {
                 "type": "seen",
                 "store_id": event.store_id,
@@ -285,31 +281,58 @@ def _claim_facts(
 
 
 def _claim_events(
-    log: _EventLog, found: dict[str, Any] | None, result: ClaimResult
+    log: _EventLog,
+    found: dict[str, Any] | None,
+    result: ClaimResult,
+    earlier: Mapping[str, str] = MappingProxyType({}),
 ) -> dict[str, Any] | None:
     """Sort the log's records into ours, resent copies and conflicts; return the item to write
-    if it learnt an event id."""
+    if it learnt an event id. ``earlier``: holders remembered elsewhere (the session maps of
+    releases before the per-second items), so a copy of an event counted then is still found."""
     known: dict[str, str] = dict((found or {}).get("event_srcs") or {})
     learnt = False
     for item in log.members:
         event_id = item.event.event_id
-        seen = known.get(event_id)
+        seen = known.get(event_id) or earlier.get(event_id)
         verdict = _verdict(item, _Holder.parse(seen) if seen else None, f"event_id {event_id!r}")
         counts = _note(result, item.position, [verdict])
         if counts and verdict == NEW and len(known) < MAX_EVENTS_PER_ITEM:
             known[event_id] = str(_Holder(_src(item), item.event.content_hash))
             learnt = True
-    originals = [m for m in log.members if result.counted(m.position)]
-    if not originals:
-        return None
-    opener = found.get("src") if found else _src(originals[0])
-    if log.opens_session and opener == _src(originals[0]):
-        # The session's first record opens it (the same one again on a retry of the batch).
-        result.new_sessions.add(originals[0].position)
     if not learnt:
         return None
-    item = {**log.key.as_item(), **log.attributes, "event_srcs": known}
-    return item | {"src": opener} if log.opens_session else item
+    return {**log.key.as_item(), **log.attributes, "event_srcs": known}
+
+
+def _open_sessions(
+    items: Iterable[Located], markers: Mapping[Key, dict[str, Any]], result: ClaimResult
+) -> list[dict[str, Any]]:
+    """A session opens with its first counted web event, whose position its marker keeps
+    (``src``, written once): a retry of that record opens it again, nothing else does. Returns
+    the markers to write."""
+    firsts: dict[Key, Located] = {}
+    for item in sorted(items, key=lambda i: i.position):
+        if isinstance(item.event, ev.WebEvent) and result.counted(item.position):
+            firsts.setdefault(session_key(item.event.session_id), item)
+    to_write = []
+    for key, first in firsts.items():
+        found = markers.get(key)
+        if found is not None and found.get("src") != _src(first):
+            continue
+        result.new_sessions.add(first.position)
+        if found is None:
+            marker = {
+                "type": "session",
+                "store_id": first.event.store_id,
+                "expires_at": expires_at(first.event.occurred_at, SESSION_TTL),
+                "src": _src(first),
+            }
+            to_write.append({**key.as_item(), **marker})
+    return to_write
+
+
+def _session_keys(items: Iterable[Located]) -> list[Key]:
+    return [session_key(i.event.session_id) for i in items if isinstance(i.event, ev.WebEvent)]
 
 
 def claim_facts(
@@ -325,14 +348,18 @@ def claim_facts(
     at the same moment, to another shard, could slip through.)"""
     items = {item.position: item for item in items}
     claims, logs = plan_claims(items.values(), catalog)
-    keys = [c.key for own in claims.values() for c in own] + [log.key for log in logs]
+    sessions = _session_keys(items.values())
+    keys = [c.key for own in claims.values() for c in own] + [log.key for log in logs] + sessions
     existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
     result = ClaimResult()
     to_write = _claim_facts(items, claims, existing, result)
+    markers = {key: existing[key] for key in sessions if key in existing}
+    earlier = {i: h for m in markers.values() for i, h in (m.get("event_srcs") or {}).items()}
     for log in logs:
-        item = _claim_events(log, existing.get(log.key), result)
+        item = _claim_events(log, existing.get(log.key), result, earlier)
         if item is not None:
             to_write.append(item)
+    to_write += _open_sessions(items.values(), markers, result)
     batch_put(table, to_write)
     return result
 
