@@ -77,7 +77,7 @@ def deploy(build_dir: Path, overrides: dict[str, str] | None = None) -> Business
         cfn,
         stack_name=stack_name(settings().env),
         template_body=TEMPLATE.read_text(),
-        poll_interval=0.5,
+        waiter_delay=0.5,
         parameters=[
             {**p, "ParameterValue": (overrides or {}).get(p["ParameterKey"], p["ParameterValue"])}
             for p in load_parameters(settings().env, code_bucket=bucket, code_key=key)
