@@ -19,7 +19,7 @@ from storepulse.layout import (
     mix_key,
     order_key,
 )
-from storepulse.stream.catalog import Catalog
+from storepulse.settings import Catalog
 from storepulse.stream.records import records_from_event
 
 FUNNEL = {

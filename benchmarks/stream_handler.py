@@ -22,11 +22,10 @@ import boto3
 from benchmarks.harness import RequestCounter, embedded_aws, parse_args, print_table, timed
 from benchmarks.naive_stream_handler import NaiveHandler
 from storepulse.layout import Table, table_name
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import SettingsStore, load_catalog
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
-from storepulse.stream.catalog import load_catalog
 from storepulse.stream.records import StreamRecord, lambda_event, records_from_event
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.provision import create_tables

@@ -19,7 +19,7 @@ from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.clock import FrozenClock
 from storepulse.config import REPO_ROOT, settings
 from storepulse.layout import Table, table_name
-from storepulse.settings_store import (
+from storepulse.settings import (
     AlertRuleSettings,
     BusinessProfile,
     ProductSettings,

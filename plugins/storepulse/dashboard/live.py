@@ -59,13 +59,7 @@ from storepulse.layout import (
     utc_minute,
     zone,
 )
-from storepulse.settings_store import (
-    KPI_CATALOGUE,
-    BusinessProfile,
-    ProductSettings,
-    SettingsStore,
-    StoreSettings,
-)
+from storepulse.settings import KPI_CATALOGUE, Catalog
 from storepulse.stream.batch_io import batch_get
 
 Item = Mapping[str, Any]
@@ -263,41 +257,6 @@ class TtlCache:
                 del self._entries[key]
 
 
-# --- the business's settings -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """What the dashboard needs from the settings: names, time zones, currency, products."""
-
-    business_name: str = "StorePulse"
-    timezone: str = "UTC"
-    currency: str = "EUR"
-    stores: dict[str, StoreSettings] = field(default_factory=dict)
-    products: dict[str, ProductSettings] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, store: SettingsStore) -> Catalogue:
-        from storepulse.layout import SettingsKind
-
-        profile = store.get(SettingsKind.BUSINESS)
-        stores = [s for s in store.list(SettingsKind.STORE) if isinstance(s, StoreSettings)]
-        products = [p for p in store.list(SettingsKind.PRODUCT) if isinstance(p, ProductSettings)]
-        if isinstance(profile, BusinessProfile):
-            base = {"business_name": profile.name, "timezone": profile.timezone}
-            base["currency"] = profile.currency
-        else:  # no profile yet: the stores' currency, the clock's UTC
-            base = {"currency": stores[0].currency} if stores else {}
-        return cls(
-            **base,
-            stores={s.store_id: s for s in stores},
-            products={p.sku: p for p in products},
-        )
-
-    def timezone_of(self, store_id: str | None) -> str:
-        return self.stores[store_id].timezone if store_id else self.timezone
-
-
 @dataclass(frozen=True)
 class Scope:
     """One store, or the whole business (``store_id`` None) with all its stores."""
@@ -311,7 +270,7 @@ class Scope:
         return scope(self.store_id)
 
     @classmethod
-    def of(cls, catalogue: Catalogue, store_id: str | None) -> Scope:
+    def of(cls, catalogue: Catalog, store_id: str | None) -> Scope:
         stores = (store_id,) if store_id else tuple(sorted(catalogue.stores))
         return cls(store_id, catalogue.timezone_of(store_id), stores)
 
@@ -580,7 +539,7 @@ def _signature(item: Item) -> tuple[Decimal, ...]:
 
 
 def kpi_report(
-    catalogue: Catalogue,
+    catalogue: Catalog,
     where: Scope,
     today: Today,
     totals: tuple[Totals, Totals, Totals],
@@ -663,7 +622,7 @@ def _entries(sums: dict[str, dict[str, Decimal]], label: Callable[[str], str]) -
     return sorted(entries, key=lambda e: (-e.revenue, -e.units, e.name))
 
 
-def sales_mix(catalogue: Catalogue, items: Iterable[Item]) -> SalesMix:
+def sales_mix(catalogue: Catalog, items: Iterable[Item]) -> SalesMix:
     sums = mix_totals(items)
 
     def product_name(sku: str) -> str:
@@ -714,7 +673,7 @@ def foot_traffic_by_hour(hours: Iterable[Item], timezone: str) -> list[HourPoint
 
 
 def stock_rows(
-    catalogue: Catalogue, store_id: str, stock: Iterable[Item], sold: Iterable[Item]
+    catalogue: Catalog, store_id: str, stock: Iterable[Item], sold: Iterable[Item]
 ) -> list[StockRow]:
     units = {sku: v["units"] for sku, v in mix_totals(sold)["sku"].items()}
     rows = []
@@ -820,7 +779,7 @@ class LiveDashboard:
 
     # --- the endpoints ---
 
-    def kpis(self, catalogue: Catalogue, where: Scope, kpis: KpiChoice) -> KpiReport:
+    def kpis(self, catalogue: Catalog, where: Scope, kpis: KpiChoice) -> KpiReport:
         """``kpis``: the ids, or a function that reads them (run beside the other reads)."""
         today = self.today(where)
         tasks = self._comparison_tasks(where, today) | {"kpis": _choice(kpis)}
@@ -828,7 +787,7 @@ class LiveDashboard:
         totals = (Totals.of(today.hours), parts["yesterday"], parts["last_week"])
         return kpi_report(catalogue, where, today, totals, parts["kpis"])
 
-    def snapshot(self, catalogue: Catalogue, where: Scope, kpis: KpiChoice) -> LiveSnapshot:
+    def snapshot(self, catalogue: Catalog, where: Scope, kpis: KpiChoice) -> LiveSnapshot:
         today = self.today(where)
         tasks = self._comparison_tasks(where, today) | {
             "kpis": _choice(kpis),
@@ -1001,7 +960,7 @@ class LiveDashboard:
         return items
 
     def _stock_task(
-        self, catalogue: Catalogue, store_id: str, today: Today
+        self, catalogue: Catalog, store_id: str, today: Today
     ) -> Callable[[], list[StockRow]]:
         def read() -> list[StockRow]:
             # The store's own business day: it may differ from the scope's (other time zone).

@@ -43,9 +43,9 @@ from storepulse.layout import (
     seen_events_key,
     session_key,
 )
+from storepulse.settings import Catalog
 from storepulse.stream.aggregate import Located
 from storepulse.stream.batch_io import batch_get, batch_put
-from storepulse.stream.catalog import Catalog
 
 
 def _src(item: Located) -> str:
