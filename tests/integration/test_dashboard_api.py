@@ -26,7 +26,8 @@ from storepulse import events as ev
 from storepulse.clock import fixed_clock
 from storepulse.dashboard import history
 from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
-from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard, ThreadLocalTable
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
 from storepulse.export.publish import Manifest
 from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
 from storepulse.settings import (

@@ -13,15 +13,10 @@ from typing import Any
 
 import pytest
 
-from storepulse.dashboard.live import (
-    KPIS,
-    LOOKAHEAD_DAYS,
-    LiveDashboard,
-    Scope,
-    Totals,
-    change,
-    minute_series,
-)
+from storepulse.dashboard.kpis import KPIS, Totals, change
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.panels import minute_series
+from storepulse.dashboard.today import LOOKAHEAD_DAYS, Scope
 from storepulse.layout import Grain, Key, Table, bucket_keys, mix_attribute, mix_key, utc_minute
 from storepulse.settings import KPI_CATALOGUE, Catalog, ProductSettings, StoreSettings
 

@@ -53,15 +53,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storepulse import json_input
 from storepulse.clock import Clock, system_clock
 from storepulse.dashboard import history, settings
-from storepulse.dashboard.live import (
-    KPIS,
-    DynamoLiveReader,
-    KpiReport,
-    LiveDashboard,
-    LiveSnapshot,
-    Scope,
-    ThreadLocalTable,
-)
+from storepulse.dashboard.kpis import KPIS
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
+from storepulse.dashboard.responses import KpiReport, LiveSnapshot
+from storepulse.dashboard.today import Scope
 from storepulse.layout import Table, local_date, table_name
 from storepulse.settings import AccessStore, Catalog, SettingsStore, Visibility, load_catalog
 

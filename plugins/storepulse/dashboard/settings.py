@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from storepulse.dashboard.live import DEFAULT_KPIS, KPIS, Unit
+from storepulse.dashboard.kpis import DEFAULT_KPIS, KPIS, Unit
 from storepulse.layout import SettingsKind
 from storepulse.settings import (
     KPI_CATALOGUE,
