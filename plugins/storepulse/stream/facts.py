@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -361,9 +360,3 @@ def write_profiles(table: Any, profiles: Iterable[ev.CrmCustomerProfileV1]) -> i
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
     return written
-
-
-def log_alert(table: Any, key: Key, sent_at: datetime, attributes: dict[str, Any]) -> None:
-    table.put_item(
-        Item={**key.as_item(), "type": "alert", "sent_at": sent_at.isoformat(), **attributes}
-    )
