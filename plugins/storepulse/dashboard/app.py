@@ -51,6 +51,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storepulse import json_input
+from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
 from storepulse.dashboard import history, settings
 from storepulse.dashboard.kpis import KPIS
@@ -68,6 +69,7 @@ MAX_BODY_DEPTH: Final = 8
 HISTORY_YEARS: Final = 10  # how far back ``end`` may go
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CATALOGUE_SECONDS: Final = 30.0
+CATALOGUE: Final = "catalogue"  # its key in the cache
 LAKE_RETRY_SECONDS: Final = 60.0
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -112,7 +114,7 @@ class Services:
     lake_factory: Callable[[], history.Lake | None]
     clock: Clock = system_clock
     catalogue_seconds: float = CATALOGUE_SECONDS
-    _catalogue: tuple[float, Catalog] | None = field(default=None, init=False, repr=False)
+    _catalogues: TtlCache = field(init=False, repr=False)
     _lake: tuple[float, history.Lake | None] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -128,14 +130,16 @@ class Services:
             clock=clock,
         )
 
+    def __post_init__(self) -> None:
+        self._catalogues = TtlCache(self.catalogue_seconds)
+
     def catalogue(self, refresh: bool = False) -> Catalog:
         """Stores, products and the business profile change rarely: cached for a while."""
-        now = time.monotonic()
-        cached = self._catalogue
-        if refresh or cached is None or now - cached[0] >= self.catalogue_seconds:
-            cached = (now, load_catalog(self.settings_store.table, rules=False))
-            self._catalogue = cached
-        return cached[1]
+        if refresh:
+            self._catalogues.forget(CATALOGUE)
+        return self._catalogues.get(
+            CATALOGUE, lambda: load_catalog(self.settings_store.table, rules=False)
+        )
 
     def lake(self) -> history.Lake | None:
         """The lake, found once; while there is none, looked for again every minute."""

@@ -26,7 +26,7 @@ cost does not grow with the table; only a store's stock, the alert log and a day
 parts are queries. ``LiveDashboard`` caches what a refresh every 2 s would read again unchanged.
 
 Here: ``LiveDashboard``, which reads and assembles. Beside it: ``reader`` (the DynamoDB reads),
-``cache`` (the TTL cache), ``kpis`` (definitions and totals), ``today`` (the business day and
+``kpis`` (definitions and totals), ``today`` (the business day and
 its bucket keys), ``panels`` (the parts of the page) and ``responses`` (the response models).
 """
 
@@ -39,8 +39,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard.cache import TtlCache
 from storepulse.dashboard.kpis import Totals
 from storepulse.dashboard.panels import (
     ALERT_LIMIT,

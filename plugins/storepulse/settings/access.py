@@ -8,12 +8,12 @@ backups) rather than one Airflow install. The command line is ``storepulse.dashb
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from storepulse.cache import TtlCache
 from storepulse.layout import settings_key
 from storepulse.settings.models import SettingsError, StoreAccess
 from storepulse.settings.store import SettingsStore
@@ -67,25 +67,15 @@ class AccessStore:
         cache_seconds: float = CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = SettingsStore(table)
-        self.table, self.cache_seconds, self.clock = table, cache_seconds, clock
-        self._cache: dict[str, tuple[float, Visibility]] = {}
-        self._lock = threading.Lock()
+        self.settings, self.table = SettingsStore(table), table
+        self._cache = TtlCache(cache_seconds, clock=clock)
 
     @classmethod
     def connect(cls, name: str | None = None) -> AccessStore:
         return cls(SettingsStore.connect(name).table)
 
     def visibility(self, username: str) -> Visibility:
-        now = self.clock()
-        with self._lock:
-            cached = self._cache.get(username)
-        if cached and now - cached[0] < self.cache_seconds:
-            return cached[1]
-        result = Visibility.of(self.get(username))
-        with self._lock:
-            self._cache[username] = (now, result)
-        return result
+        return self._cache.get(username, lambda: Visibility.of(self.get(username)))
 
     def get(self, username: str) -> StoreAccess | None:
         return self.settings.get_of(StoreAccess, username)
@@ -98,15 +88,11 @@ class AccessStore:
         if missing := sorted(set(access.store_ids) - set(known_stores)):
             raise SettingsError(f"unknown store(s) {', '.join(missing)}; create the stores first")
         self.table.put_item(Item=access.to_item())
-        self._forget(access.username)
+        self._cache.forget(access.username)
 
     def delete(self, username: str) -> bool:
         """Remove a user's grant (they see nothing); False when there was none."""
         key = settings_key(StoreAccess.kind, username)
         response = self.table.delete_item(Key=key.as_item(), ReturnValues="ALL_OLD")
-        self._forget(username)
+        self._cache.forget(username)
         return "Attributes" in response
-
-    def _forget(self, username: str) -> None:
-        with self._lock:
-            self._cache.pop(username, None)

@@ -1,5 +1,6 @@
-"""A small TTL cache that can serve a stale value while a fresh one loads in the background
-(cachetools' caches expire an entry without that stale-while-revalidate step)."""
+"""The one TTL cache of the readers that a refresh asks again and again (the dashboard's buckets,
+its catalogue, the store grants). Hand-written because it can serve a stale value while a fresh
+one loads in the background, a step cachetools' caches do not have."""
 
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ class TtlCache:
             if len(self._entries) >= self.max_entries:
                 self._evict()
             self._entries[key] = (self.clock() if at is None else at, value)
+
+    def forget(self, key: Any) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def _reload(self, key: Any, load: Callable[[], Any]) -> None:
         try:
