@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class AuditFailedError(RuntimeError):
-    """The day failed its audit; the message is ``AuditResult.summary()``."""
+    """The day failed its audit (``result``); the message is its summary."""
+
+    def __init__(self, result: AuditResult) -> None:
+        super().__init__(result.summary())
+        self.result = result
 
 
 def audit_staged(
@@ -58,5 +62,5 @@ def audit_staged(
     if not result.success:
         report = summary_uri(bucket, day)
         send_alert(alert_message(result, run_id=context["run_id"], report=report, clock=clock))
-        raise AuditFailedError(result.summary())
+        raise AuditFailedError(result)
     return result
