@@ -54,12 +54,11 @@ from storepulse.config import REPO_ROOT, settings
 from storepulse.dashboard.history import PERIODS
 from storepulse.export.datasets import DATASETS
 from storepulse.layout import COUNTERS, MINUTE_TTL, Table, bucket_keys, expires_at, table_name
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import SettingsStore, load_catalog
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse.stream.aggregate import Located, aggregate
-from storepulse.stream.catalog import load_catalog
 from storepulse_local.provision import create_tables
 
 LIVE_TARGET_MS, HISTORY_TARGET_MS = 100, 150  # p95, warm
@@ -301,8 +300,8 @@ def serve(
     from fastapi.testclient import TestClient
 
     from storepulse.dashboard import history
-    from storepulse.dashboard.access import StoreAccess
     from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
+    from storepulse.settings import StoreAccess
 
     services = Services.connect(clock=clock)  # the live view and the history window alike
     # Grants fail closed: the benchmark's user sees every store only once granted.

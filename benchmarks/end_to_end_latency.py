@@ -41,7 +41,7 @@ from storepulse.deploy.package import artifacts_bucket, build_lambda_zip, upload
 from storepulse.deploy.stack import TEMPLATE, deploy_stack, load_parameters, stack_name
 from storepulse.events import StoreFootTrafficV1
 from storepulse.layout import Grain, Table, bucket_keys, day_start, local_date, table_name
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import SettingsStore
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse_local.lambda_runtime import LocalLambdaRuntime

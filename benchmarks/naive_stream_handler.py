@@ -29,9 +29,9 @@ from storepulse.layout import (
     refund_key,
     session_key,
 )
+from storepulse.settings import Catalog
 from storepulse.stream.aggregate import Number
 from storepulse.stream.archive import LakeArchive
-from storepulse.stream.catalog import Catalog
 from storepulse.stream.facts import order_fact, refund_fact, write_profiles
 from storepulse.stream.records import StreamRecord, records_from_event
 

@@ -46,7 +46,7 @@ from moto.kinesis.models import Record
 from benchmarks.harness import embedded_aws, parse_args, print_table, timed
 from storepulse.config import LOOPBACK
 from storepulse.layout import Table, table_name
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings

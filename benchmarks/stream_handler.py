@@ -50,10 +50,10 @@ from storepulse.config import REPO_ROOT, settings
 from storepulse.deploy.stack import stack_name
 from storepulse.events import CrmCustomerProfileV1
 from storepulse.layout import Table, table_name
+from storepulse.settings import load_catalog
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.stream.archive import LakeArchive
-from storepulse.stream.catalog import load_catalog
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 from storepulse_local.lambda_runtime.checkpoints import (
     CHECKPOINT_FILE,

@@ -158,13 +158,17 @@ def nightly_export() -> None:
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Where everything is, and which business day this run exports."""
+        from airflow.providers.amazon.aws.hooks.dynamodb import DynamoDBHook
+
         from storepulse.deploy.stack import deployed_outputs
-        from storepulse.export.quality import load_reference
+        from storepulse.export.quality import Reference
         from storepulse.lake.bucket import OUTPUT as LAKE_BUCKET
         from storepulse.layout import local_date
+        from storepulse.settings import load_catalog
 
         outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
-        reference = load_reference(aws_client("dynamodb"), outputs["SettingsTable"])
+        settings_table = DynamoDBHook(aws_conn_id=AWS_CONN_ID).conn.Table(outputs["SettingsTable"])
+        reference = Reference.of(load_catalog(settings_table, rules=False))
         day = local_date(data_interval_start, reference.timezone)
         strategy = (params or {}).get("strategy", "auto")
         log.info(
@@ -275,43 +279,10 @@ def nightly_export() -> None:
         from airflow.providers.amazon.aws.hooks.sns import SnsHook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from storepulse.export.quality import (
-            Reference,
-            alert_message,
-            audit_day,
-            read_staged,
-            summary_uri,
-            write_results,
-        )
+        from storepulse.export.quality import AuditFailedError, Reference, audit_staged
         from storepulse.export.staging import StagedDataset
 
-        staged = {
-            name: StagedDataset.from_dict(report)
-            for part in staged_tables
-            for name, report in part.items()
-        }
-        bucket, day = resolved["bucket"], _day(resolved)
-        fs, root = _lake_filesystem(f"s3://{bucket}")
-        tables = {name: read_staged(fs, report.files) for name, report in staged.items()}
-        reference = Reference.from_dict(resolved["reference"])
-        result = audit_day(tables, day, reference, staged)
-        context = {"run_id": resolved["run_id"], "strategy": resolved["strategy"]}
-        written = write_results(fs, root, result, context=context, staged=staged)
-        log.info(
-            "%d rows in %d data sets; %d suites, %d expectations evaluated, %d failed; "
-            "%d result files under s3://%s/_quality/",
-            sum(t.num_rows for t in tables.values()),
-            len(tables),
-            len(result.suites),
-            result.evaluated,
-            len(result.failures),
-            len(written),
-            bucket,
-        )
-        if not result.success:
-            alert = alert_message(
-                result, run_id=resolved["run_id"], report=summary_uri(bucket, day)
-            )
+        def send_alert(alert: dict[str, Any]) -> None:
             SnsHook(aws_conn_id=AWS_CONN_ID).publish_to_target(
                 target_arn=resolved["topic_arn"],
                 message=alert["message"],
@@ -319,7 +290,27 @@ def nightly_export() -> None:
                 message_attributes=alert["attributes"],
             )
             log.error("alert sent to %s", resolved["topic_arn"])
-            raise AirflowFailException(result.summary())
+
+        staged = {
+            name: StagedDataset.from_dict(report)
+            for part in staged_tables
+            for name, report in part.items()
+        }
+        bucket = resolved["bucket"]
+        fs, root = _lake_filesystem(f"s3://{bucket}")
+        try:
+            result = audit_staged(
+                fs,
+                root,
+                bucket,
+                _day(resolved),
+                Reference.from_dict(resolved["reference"]),
+                staged,
+                context={"run_id": resolved["run_id"], "strategy": resolved["strategy"]},
+                send_alert=send_alert,
+            )
+        except AuditFailedError as exc:
+            raise AirflowFailException(str(exc)) from exc
         return {"audit": result.to_dict(), "staged": {n: s.to_dict() for n, s in staged.items()}}
 
     @task

@@ -14,7 +14,6 @@ import json
 import logging
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -136,14 +135,6 @@ def is_healthy(url: str) -> bool:
     except (urllib.error.URLError, OSError, ValueError):
         return False
     return config.get("lambda", {}).get("use_docker") is False
-
-
-def wait_healthy(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not is_healthy(url):
-        if time.monotonic() > deadline:
-            raise EmbeddedAwsError(f"embedded AWS at {url} did not answer within {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from storepulse import json_input
 from storepulse.config import ConfigError, settings
 from storepulse.layout import SettingsKind, Table, table_name
-from storepulse.settings_store import (
+from storepulse.settings import (
     DEFAULT_ALERT_RULES,
     MODELS,
     SettingsError,

@@ -20,7 +20,7 @@ from storepulse.clock import FrozenClock
 from storepulse.config import REPO_ROOT, settings
 from storepulse.lake.paths import QUARANTINE_EVENTS
 from storepulse.layout import Table, table_name
-from storepulse.settings_store import (
+from storepulse.settings import (
     AlertRuleSettings,
     BusinessProfile,
     ProductSettings,

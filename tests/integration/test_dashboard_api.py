@@ -25,12 +25,18 @@ from fastapi.testclient import TestClient
 from storepulse import events as ev
 from storepulse.clock import fixed_clock
 from storepulse.dashboard import history
-from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
-from storepulse.dashboard.live import DynamoLiveReader, LiveDashboard, ThreadLocalTable
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
 from storepulse.lake.manifest import Manifest
 from storepulse.layout import COUNTERS, Grain, Table, bucket_keys, table_name
-from storepulse.settings_store import KPI_CATALOGUE, AlertRuleSettings, SettingsStore
+from storepulse.settings import (
+    KPI_CATALOGUE,
+    AccessStore,
+    AlertRuleSettings,
+    SettingsStore,
+    StoreAccess,
+)
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import FROZEN_NOW, SHARD, STORES, RealtimeStack, invoke
 

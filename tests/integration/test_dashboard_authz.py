@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from storepulse.config import Settings
-from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.layout import Table
+from storepulse.settings import AccessStore, StoreAccess
 from storepulse_local.platform.airflow_local import airflow_env, component_env, passwords_file
 from storepulse_local.platform.processes import ManagedProcess, stop_trees
 from tests.integration.conftest import STORES, RealtimeStack

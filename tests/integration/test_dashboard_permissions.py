@@ -33,7 +33,7 @@ from storepulse.deploy.permissions import Account, CallRecorder, Policy, Stateme
 from storepulse.deploy.stack import stack_name
 from storepulse.lake.manifest import Manifest
 from storepulse.layout import Table, table_name
-from storepulse.settings_store import KPI_CATALOGUE
+from storepulse.settings import KPI_CATALOGUE
 from storepulse_local.iam import DASHBOARD, DASHBOARD_POLICY_FILE, dashboard_policy
 from tests.integration.conftest import RealtimeStack
 from tests.integration.test_dashboard_api import (

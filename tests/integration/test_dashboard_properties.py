@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storepulse.dashboard.app import Viewer, create_app, current_viewer
-from storepulse.settings_store import KPI_CATALOGUE
+from storepulse.settings import KPI_CATALOGUE
 from tests.integration.conftest import RealtimeStack
 from tests.integration.test_dashboard_api import _services, grant
 

@@ -24,15 +24,7 @@ import pytest
 from storepulse.config import settings
 from storepulse.export.datasets import DATASETS, datasets_of
 from storepulse.export.publish import PublishReport, publish_partition
-from storepulse.export.quality import (
-    AuditResult,
-    alert_message,
-    audit_day,
-    load_reference,
-    read_staged,
-    summary_uri,
-    write_results,
-)
+from storepulse.export.quality import AuditFailedError, AuditResult, Reference, audit_staged
 from storepulse.export.sources import (
     Backoff,
     PointInTimeExportSource,
@@ -46,6 +38,7 @@ from storepulse.lake.manifest import current_files, current_uris, read_manifest
 from storepulse.lake.paths import CURATED, export_prefix, staging_root
 from storepulse.lake.tables import ensure_curated_table, glue_database_name
 from storepulse.layout import Table, order_key, table_name
+from storepulse.settings import SettingsStore, load_catalog
 from tests.dag_runs import airflow_home, run_dags
 from tests.integration.conftest import invoke
 from tests.integration.test_export import DAY, clients, put_a_day
@@ -95,17 +88,14 @@ def stage_day(
     return staged
 
 
-def audit_staged(
+def audit_day_as_the_dag_does(
     stack: Any, day: date, staged: dict[str, StagedDataset], run_id: str
 ) -> AuditResult:
-    """The audit task: suites, results in the lake, the alert when it fails."""
+    """The audit task's library call: suites, results in the lake, the alert when it fails."""
     fs, root = open_filesystem(f"s3://{stack.bucket}")
-    tables = {name: read_staged(fs, report.files) for name, report in staged.items()}
-    reference = load_reference(clients()[0], table_name(Table.SETTINGS))
-    result = audit_day(tables, day, reference, staged)
-    write_results(fs, root, result, context={"run_id": run_id}, staged=staged)
-    if not result.success:
-        alert = alert_message(result, run_id=run_id, report=summary_uri(stack.bucket, day))
+    reference = Reference.of(load_catalog(SettingsStore.connect().table, rules=False))
+
+    def send_alert(alert: dict[str, Any]) -> None:
         stack.sns.publish(
             TopicArn=stack.topic_arn,
             Subject=alert["subject"],
@@ -114,7 +104,14 @@ def audit_staged(
                 k: {"DataType": "String", "StringValue": v} for k, v in alert["attributes"].items()
             },
         )
-    return result
+
+    context = {"run_id": run_id}
+    try:
+        return audit_staged(
+            fs, root, stack.bucket, day, reference, staged, context=context, send_alert=send_alert
+        )
+    except AuditFailedError as exc:
+        return exc.result
 
 
 def publish_day(stack: Any, day: date, staged: dict[str, StagedDataset], run_id: str) -> dict:
@@ -138,7 +135,7 @@ def run_day(
     """One run of the DAG for ``day`` (a retry of a run: same run id, next try number)."""
     run_id = run_id or f"manual__{uuid.uuid4().hex[:8]}"
     staged = stage_day(stack.bucket, run_id, day, strategy, try_number)
-    result = audit_staged(stack, day, staged, run_id)
+    result = audit_day_as_the_dag_does(stack, day, staged, run_id)
     published = publish_day(stack, day, staged, run_id) if result.success else {}
     return DayRun(run_id, staged, result, published)
 
@@ -315,7 +312,7 @@ def test_a_crash_between_staging_and_publish_keeps_the_previous_partition(a_day,
     late_sale(handler)
     run_id = "scheduled__2026-11-26T00_00_00"
     staged = stage_day(stack.bucket, run_id, DAY, "pitr")
-    assert audit_staged(stack, DAY, staged, run_id).success
+    assert audit_day_as_the_dag_does(stack, DAY, staged, run_id).success
     # the worker dies here: nothing published yet
     assert partition_objects(stack.s3, stack.bucket, "orders") == published
     fs, root = curated_fs(stack.bucket)

@@ -11,20 +11,22 @@ import pytest
 
 from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.config import settings
-from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.layout import SettingsKind, Table, table_name
-from storepulse.settings_cli import main
-from storepulse.settings_store import (
+from storepulse.settings import (
     DEFAULT_ALERT_RULES,
+    AccessStore,
     AlertRuleSettings,
     BusinessProfile,
     ProductSettings,
     SettingsError,
     SettingsStore,
+    StoreAccess,
     StoreSettings,
+    TrafficSpikeParams,
+    load_catalog,
     load_default_rules,
 )
-from storepulse.stream.catalog import load_catalog
+from storepulse.settings_cli import main
 from storepulse_local.provision import create_tables
 
 BUSINESS = {"name": "Corner Shop", "timezone": "Europe/Paris", "currency": "EUR"}
@@ -275,21 +277,15 @@ def test_the_lambda_reads_what_the_store_wrote(table: Any) -> None:
             "paris-footfall",
         }
     )
-    for rule in catalog.rules:
-        expected = written[rule.rule_id]
-        assert isinstance(expected, AlertRuleSettings)
-        assert (rule.type, rule.severity, rule.cooldown_seconds, rule.enabled) == (
-            expected.type,
-            expected.severity,
-            expected.cooldown_seconds,
-            expected.enabled,
-        )
-        assert rule.params == expected.params
-        assert rule.store_ids == frozenset(expected.store_ids)
+    for rule in catalog.rules:  # the same validated model, every field equal
+        assert rule == written[rule.rule_id]
     footfall = next(r for r in catalog.rules if r.rule_id == "paris-footfall")
     assert footfall.params == {"counter": "foot_traffic", "ratio": Decimal("2.5")}
     assert footfall.applies_to("s-001")
     assert not footfall.applies_to("s-002")
+    spike = footfall.parameters(TrafficSpikeParams)  # the defaults fill what was not given
+    assert (spike.window_minutes, spike.baseline_minutes, spike.min_count) == (5, 60, 30)
+    assert (spike.counter, spike.ratio) == ("foot_traffic", Decimal("2.5"))
 
 
 def _settings() -> list[Any]:

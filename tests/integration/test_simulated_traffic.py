@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from storepulse.layout import MONEY_COUNTERS, Grain, Table, bucket_keys, inventory_key
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from storepulse import events as ev
 from storepulse.clock import fixed_clock
 from storepulse.layout import Grain, Table, bucket_keys, inventory_key, mix_key, order_key
-from storepulse.settings_store import SettingsStore, StoreSettings
+from storepulse.settings import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow

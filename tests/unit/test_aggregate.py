@@ -8,10 +8,13 @@ from decimal import Decimal
 
 from storepulse import events as ev
 from storepulse.layout import mix_key
+from storepulse.settings import Catalog, StoreSettings
 from storepulse.stream.aggregate import Located, aggregate
-from storepulse.stream.catalog import Catalog, Store
 
-CATALOG = Catalog("Europe/Paris", {"s-1": Store("s-1", "Europe/Paris", "EUR")})
+CATALOG = Catalog(
+    "Europe/Paris",
+    {"s-1": StoreSettings(store_id="s-1", name="s-1", timezone="Europe/Paris", currency="EUR")},
+)
 AT = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 

@@ -3,7 +3,7 @@ lacks (found by its first events, even just after a load), at most every few sec
 
 from __future__ import annotations
 
-from storepulse.stream.catalog import CachedCatalog, Catalog
+from storepulse.settings import CachedCatalog, Catalog
 
 
 class Table:

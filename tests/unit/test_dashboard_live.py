@@ -13,18 +13,12 @@ from typing import Any
 
 import pytest
 
-from storepulse.dashboard.live import (
-    KPIS,
-    LOOKAHEAD_DAYS,
-    Catalogue,
-    LiveDashboard,
-    Scope,
-    Totals,
-    change,
-    minute_series,
-)
+from storepulse.dashboard.kpis import KPIS, Totals, change
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.panels import minute_series
+from storepulse.dashboard.today import LOOKAHEAD_DAYS, Scope
 from storepulse.layout import Grain, Key, Table, bucket_keys, mix_attribute, mix_key, utc_minute
-from storepulse.settings_store import KPI_CATALOGUE, ProductSettings, StoreSettings
+from storepulse.settings import KPI_CATALOGUE, Catalog, ProductSettings, StoreSettings
 
 PARIS = "Europe/Paris"
 NOW = datetime(2026, 11, 26, 9, 30, 20, tzinfo=UTC)  # 10:30 in Paris
@@ -94,11 +88,11 @@ class FakeReader:
         return [i for _, i in sorted(self.tables[Table.METRICS][pk].items())]
 
 
-def _catalogue(**stores: str) -> Catalogue:
+def _catalogue(**stores: str) -> Catalog:
     stores = stores or {"s-001": PARIS}
-    return Catalogue(
+    return Catalog(
         business_name="Shop",
-        timezone=PARIS,
+        business_timezone=PARIS,
         currency="EUR",
         stores={
             s: StoreSettings(store_id=s, name=f"Store {s}", timezone=tz, currency="EUR")

@@ -6,11 +6,14 @@ import uuid
 from datetime import UTC, datetime
 
 from storepulse import events as ev
+from storepulse.settings import Catalog, StoreSettings
 from storepulse.stream import facts
 from storepulse.stream.aggregate import Located
-from storepulse.stream.catalog import Catalog, Store
 
-CATALOG = Catalog("Europe/Paris", {"s-1": Store("s-1", "Europe/Paris", "EUR")})
+CATALOG = Catalog(
+    "Europe/Paris",
+    {"s-1": StoreSettings(store_id="s-1", name="s-1", timezone="Europe/Paris", currency="EUR")},
+)
 AT = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 

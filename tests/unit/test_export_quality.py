@@ -13,23 +13,26 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from storepulse.export.datasets import DATASETS, build_rows
 from storepulse.export.quality import (
     CHANNELS,
     LOWER_BOUNDS,
+    AuditFailedError,
     AuditResult,
     Reference,
     alert_message,
     audit_day,
+    audit_staged,
     data_expectations,
-    load_reference,
     partition_expectations,
     reconciliation_frame,
     write_results,
 )
 from storepulse.export.staging import StagedDataset
+from storepulse.settings import BusinessProfile, ProductSettings, StoreSettings, load_catalog
 from tests.unit.test_export_datasets import order_item
 
 DAY = date(2026, 11, 26)
@@ -253,6 +256,46 @@ def test_results_are_written_as_json_and_browsable_html(tmp_path: Path) -> None:
     assert overview["success"] is False and overview["evaluated"] == result.evaluated
 
 
+def _staged_files(folder: Path, tables: dict[str, pa.Table]) -> dict[str, StagedDataset]:
+    """The tables written as the stage task leaves them: one Parquet file per data set."""
+    staged = {}
+    for name, table in tables.items():
+        path = folder / f"{name}.parquet"
+        pq.write_table(table, path)
+        staged[name] = StagedDataset(name, table.num_rows, 0, (str(path),), table.num_rows)
+    return staged
+
+
+def test_the_audit_task_alerts_and_fails_on_a_bad_day_only(tmp_path: Path) -> None:
+    fs, sent = pafs.LocalFileSystem(), []
+    context = {"run_id": "r-1", "strategy": "scan"}
+    good = _staged_files(tmp_path, good_tables())
+
+    result = audit_staged(
+        fs, str(tmp_path), "lake", DAY, REFERENCE, good, context=context, send_alert=sent.append
+    )
+    assert result.success and sent == []
+    assert (tmp_path / "_quality/orders/dt=2026-11-26/result.json").exists()
+
+    tables = good_tables()
+    tables["orders"] = _with_column(tables["orders"], "store_id", ["s-001", "s-999"])
+    (tmp_path / "bad").mkdir()
+    bad = _staged_files(tmp_path / "bad", tables)
+    with pytest.raises(AuditFailedError, match="store_id is a store of the settings table"):
+        audit_staged(
+            fs, str(tmp_path), "lake", DAY, REFERENCE, bad, context=context, send_alert=sent.append
+        )
+    [alert] = sent
+    message = json.loads(alert["message"])
+    assert (message["run_id"], message["details"]["report"]) == (
+        "r-1",
+        "s3://lake/_quality/_summary/dt=2026-11-26/index.html",
+    )
+    assert any("s-999" in f for f in message["details"]["failed"])
+    overview = json.loads((tmp_path / "_quality/_summary/dt=2026-11-26/result.json").read_text())
+    assert (overview["success"], overview["strategy"]) == (False, "scan")
+
+
 def test_the_alert_names_the_failed_expectations() -> None:
     tables = good_tables()
     tables["orders"] = _with_column(tables["orders"], "order_id", ["o-1", "o-1"])
@@ -270,47 +313,33 @@ def test_the_alert_names_the_failed_expectations() -> None:
     assert any("order_id is unique" in f for f in message["details"]["failed"])
 
 
-class FakeDynamoDB:
-    """The two calls ``load_reference`` makes, on a dict of settings items."""
+class FakeTable:
+    """The reads ``load_catalog`` makes, on a list of settings items."""
+
+    name = "settings"
 
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
 
-    def get_paginator(self, name: str) -> Any:
-        assert name == "query"
-        items = self.items
-
-        class Pages:
-            def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
-                kind = kwargs["ExpressionAttributeValues"][":kind"]["S"]
-                return [{"Items": [i for i in items if i["pk"]["S"] == kind]}]
-
-        return Pages()
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        kind = kwargs["KeyConditionExpression"].get_expression()["values"][1]
+        return {"Items": [i for i in self.items if i["pk"] == kind]}
 
     def get_item(self, **kwargs: Any) -> dict[str, Any]:
-        key = kwargs["Key"]
-        found = [i for i in self.items if i["pk"] == key["pk"] and i["sk"] == key["sk"]]
+        found = [i for i in self.items if i.items() >= kwargs["Key"].items()]
         return {"Item": found[0]} if found else {}
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
 def test_reference_values_come_from_the_settings_table() -> None:
-    items = [
-        {"pk": _s("STORE"), "sk": _s("s-001"), "currency": _s("EUR")},
-        {"pk": _s("STORE"), "sk": _s("s-002"), "currency": _s("EUR")},
-        {
-            "pk": _s("BUSINESS"),
-            "sk": _s("profile"),
-            "currency": _s("EUR"),
-            "timezone": _s("Europe/Paris"),
-        },
-        {"pk": _s("PRODUCT"), "sk": _s("tea"), "category": _s("grocery")},
+    stores = [
+        StoreSettings(store_id=s, name=s, timezone="Europe/Berlin", currency="EUR")
+        for s in ("s-001", "s-002")
     ]
-    reference = load_reference(FakeDynamoDB(items), "settings")
+    profile = BusinessProfile(name="Shop", timezone="Europe/Paris", currency="EUR")
+    product = ProductSettings(sku="tea", name="Tea", category="grocery", unit_price="4.50")
+    items = [s.to_item() for s in (*stores, profile, product)]
+    reference = Reference.of(load_catalog(FakeTable(items), rules=False))
     assert reference == REFERENCE
     assert Reference.from_dict(json.loads(json.dumps(reference.to_dict()))) == reference
-    bare = load_reference(FakeDynamoDB(items[:1]), "settings")
+    bare = Reference.of(load_catalog(FakeTable(items[:1]), rules=False))
     assert (bare.timezone, bare.currencies) == ("UTC", frozenset({"EUR"}))

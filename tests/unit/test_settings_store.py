@@ -11,18 +11,21 @@ import pytest
 from pydantic import ValidationError
 
 from storepulse.layout import SettingsKind
-from storepulse.settings_store import (
+from storepulse.settings import (
     DEFAULT_ALERT_RULES,
     KPI_CATALOGUE,
     AlertRuleSettings,
     BusinessProfile,
     EmployeeSettings,
     KpiSelection,
+    LowStockParams,
     ProductSettings,
+    SalesDropParams,
     SettingsError,
     SettingsModel,
     SettingsStore,
     StoreSettings,
+    TrafficSpikeParams,
     describe_errors,
     load_default_rules,
     model_for,
@@ -167,6 +170,22 @@ def test_params_are_decimals() -> None:
         "ratio": "2.5",
         "counter": "sessions",
     }
+
+
+def test_a_rule_stores_its_given_params_and_reads_the_defaults_for_the_others() -> None:
+    rule = AlertRuleSettings.model_validate(_rule("sales_drop", ratio="0.25", window_minutes=None))
+    assert rule.to_item()["params"] == {"ratio": Decimal("0.25")}  # null: the default
+    params = rule.parameters(SalesDropParams)
+    assert (params.window_minutes, params.ratio, params.min_baseline) == (
+        60,
+        Decimal("0.25"),
+        Decimal(100),
+    )
+    spike = AlertRuleSettings.model_validate(_rule("traffic_spike")).parameters(TrafficSpikeParams)
+    assert (spike.window_minutes, spike.baseline_minutes, spike.ratio) == (5, 60, Decimal(3))
+    assert (spike.min_count, spike.counter) == (30, "page_views")
+    low = AlertRuleSettings.model_validate(_rule("low_stock")).parameters(LowStockParams)
+    assert low.reorder_point is None  # the product's own
 
 
 def test_duplicate_kpi_is_rejected() -> None:
@@ -356,6 +375,17 @@ def test_list_follows_every_page() -> None:
 
     assert SettingsStore(table).list(SettingsKind.STORE) == stores
     assert len(table.calls) == 3
+
+
+def test_list_valid_leaves_out_an_invalid_item_and_keeps_its_neighbours(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stores = [StoreSettings.model_validate({**STORE, "store_id": f"s-{n}"}) for n in range(2)]
+    bad = {**stores[0].to_item(), "sk": "s-bad", "timezone": "Mars/Base"}
+    table = PagedTable([stores[0].to_item(), bad, stores[1].to_item()])
+
+    assert SettingsStore(table).list_valid(StoreSettings) == stores
+    assert "invalid STORE item in the table: s-bad.timezone: unknown time zone" in caplog.text
 
 
 def test_list_names_an_invalid_item() -> None:

@@ -14,9 +14,8 @@ import json
 
 from storepulse import aws
 from storepulse.config import settings
-from storepulse.dashboard.access import AccessStore, StoreAccess
 from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import AccessStore, SettingsStore, StoreAccess
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse.stream.smoke import SUBSCRIBER_FILTER

@@ -51,21 +51,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from storepulse import json_input
+from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
 from storepulse.dashboard import history, settings
-from storepulse.dashboard.access import AccessStore, Visibility
-from storepulse.dashboard.live import (
-    KPIS,
-    Catalogue,
-    DynamoLiveReader,
-    KpiReport,
-    LiveDashboard,
-    LiveSnapshot,
-    Scope,
-    ThreadLocalTable,
-)
+from storepulse.dashboard.kpis import KPIS
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
+from storepulse.dashboard.responses import KpiReport, LiveSnapshot
+from storepulse.dashboard.today import Scope
 from storepulse.layout import Table, local_date, table_name
-from storepulse.settings_store import SettingsStore
+from storepulse.settings import AccessStore, Catalog, SettingsStore, Visibility, load_catalog
 
 STATIC: Final = Path(__file__).parent / "static"
 ASSETS: Final = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -74,6 +69,7 @@ MAX_BODY_DEPTH: Final = 8
 HISTORY_YEARS: Final = 10  # how far back ``end`` may go
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CATALOGUE_SECONDS: Final = 30.0
+CATALOGUE: Final = "catalogue"  # its key in the cache
 LAKE_RETRY_SECONDS: Final = 60.0
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -118,7 +114,7 @@ class Services:
     lake_factory: Callable[[], history.Lake | None]
     clock: Clock = system_clock
     catalogue_seconds: float = CATALOGUE_SECONDS
-    _catalogue: tuple[float, Catalogue] | None = field(default=None, init=False, repr=False)
+    _catalogues: TtlCache = field(init=False, repr=False)
     _lake: tuple[float, history.Lake | None] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -134,14 +130,16 @@ class Services:
             clock=clock,
         )
 
-    def catalogue(self, refresh: bool = False) -> Catalogue:
+    def __post_init__(self) -> None:
+        self._catalogues = TtlCache(self.catalogue_seconds)
+
+    def catalogue(self, refresh: bool = False) -> Catalog:
         """Stores, products and the business profile change rarely: cached for a while."""
-        now = time.monotonic()
-        cached = self._catalogue
-        if refresh or cached is None or now - cached[0] >= self.catalogue_seconds:
-            cached = (now, Catalogue.load(self.settings_store))
-            self._catalogue = cached
-        return cached[1]
+        if refresh:
+            self._catalogues.forget(CATALOGUE)
+        return self._catalogues.get(
+            CATALOGUE, lambda: load_catalog(self.settings_store.table, rules=False)
+        )
 
     def lake(self) -> history.Lake | None:
         """The lake, found once; while there is none, looked for again every minute."""
@@ -179,7 +177,7 @@ def _visibility(services: Services, viewer: Viewer) -> Visibility:
 
 def _resolve_store(
     services: Services, viewer: Viewer, store: str | None
-) -> tuple[Catalogue, str | None]:
+) -> tuple[Catalog, str | None]:
     """(catalogue, store id or None for the whole business), if the viewer may see it."""
     store = None if store in (None, "", "all") else store
     if not _visibility(services, viewer).allows(store):  # first: 404s would tell who exists
@@ -195,7 +193,7 @@ def _resolve_store(
 
 def _history_stores(
     services: Services, viewer: Viewer, store: str | None
-) -> tuple[Catalogue, frozenset[str] | None]:
+) -> tuple[Catalog, frozenset[str] | None]:
     """History of one store, or of every store the viewer may see (None: all of them)."""
     if store not in (None, "", "all"):
         catalogue, chosen = _resolve_store(services, viewer, store)
@@ -364,7 +362,7 @@ def _page_routes(app: FastAPI) -> None:
             can_edit=_is_editor(viewer, visible),
             business_name=catalogue.business_name,
             currency=catalogue.currency,
-            timezone=catalogue.timezone,
+            timezone=catalogue.business_timezone,
             all_stores=not visible.limited,
             stores=[
                 StoreView(store_id=s.store_id, name=s.name, timezone=s.timezone) for s in stores
@@ -434,15 +432,15 @@ def _history_routes(app: FastAPI) -> None:
         return history.breakdown(services.lake(), window, stores, chosen, by, labels)
 
 
-def _window(days: int, end: date | None, catalogue: Catalogue, now: datetime) -> history.Window:
+def _window(days: int, end: date | None, catalogue: Catalog, now: datetime) -> history.Window:
     if days not in history.PERIODS:
         periods = ", ".join(map(str, history.PERIODS))
         raise HTTPException(422, [f"days: must be one of {periods}"])
-    today = local_date(now, catalogue.timezone)
+    today = local_date(now, catalogue.business_timezone)
     earliest = today - timedelta(days=365 * HISTORY_YEARS)  # far from date.min: no overflow
     if end is not None and not earliest <= end <= today:
         raise HTTPException(422, [f"end: must be between {earliest} and {today}"])
-    return history.Window.ending(days, end, catalogue.timezone, now)
+    return history.Window.ending(days, end, catalogue.business_timezone, now)
 
 
 async def _json_body(request: Request) -> Any:

@@ -12,15 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from storepulse.dashboard.access import Visibility
-from storepulse.dashboard.live import DEFAULT_KPIS, KPIS, Unit
+from storepulse.dashboard.kpis import DEFAULT_KPIS, KPIS, Unit
 from storepulse.layout import SettingsKind
-from storepulse.settings_store import (
+from storepulse.settings import (
     KPI_CATALOGUE,
     AlertRuleSettings,
     KpiSelection,
     SettingsError,
     SettingsStore,
+    Visibility,
     describe_errors,
 )
 

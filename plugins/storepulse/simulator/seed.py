@@ -3,7 +3,7 @@ and products (``make up`` and the tests do this before sending simulated traffic
 
 from __future__ import annotations
 
-from storepulse.settings_store import (
+from storepulse.settings import (
     BusinessProfile,
     EmployeeSettings,
     ProductSettings,

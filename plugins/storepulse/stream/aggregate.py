@@ -27,7 +27,7 @@ from storepulse.layout import (
     mix_attribute,
     mix_key,
 )
-from storepulse.stream.catalog import Catalog
+from storepulse.settings import Catalog
 
 Number = int | Decimal
 

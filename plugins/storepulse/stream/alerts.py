@@ -1,6 +1,6 @@
 """Business alerts from the rules in the settings table, published to SNS.
 
-Rule types (``params`` in brackets, with defaults):
+Rule types (``params`` in brackets, with the defaults ``storepulse.settings`` declares):
 
 - ``low_stock``: an item's stock is at or below its reorder point (the product's, or
   ``reorder_point`` in params).
@@ -41,14 +41,20 @@ from storepulse.layout import (
     utc_minute,
     watermark_attribute,
 )
-from storepulse.stream.catalog import AlertRule, Catalog
+from storepulse.settings import (
+    AlertRuleSettings,
+    Catalog,
+    LowStockParams,
+    SalesDropParams,
+    TrafficSpikeParams,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Alert:
-    rule: AlertRule
+    rule: AlertRuleSettings
     store_id: str
     subject: str  # what the alert is about within the store (a sku, "traffic", "sales")
     title: str
@@ -67,17 +73,14 @@ class Alert:
         }
 
 
-def _param(rule: AlertRule, name: str, default: str) -> Decimal:
-    return Decimal(str(rule.params.get(name, default)))
-
-
 def low_stock_alerts(catalog: Catalog, stock_items: list[dict[str, Any]]) -> list[Alert]:
     alerts = []
     for rule in (r for r in catalog.rules if r.type == "low_stock"):
+        override = rule.parameters(LowStockParams).reorder_point
         for item in stock_items:
             store_id, sku = item["store_id"], item["sku"]
             product = catalog.products.get(sku)
-            point = int(rule.params.get("reorder_point", product.reorder_point if product else 0))
+            point = override if override is not None else product.reorder_point if product else 0
             on_hand = int(item.get("on_hand", 0))
             if rule.applies_to(store_id) and on_hand <= point:
                 alerts.append(
@@ -127,9 +130,10 @@ def traffic_spike_alerts(
 ) -> list[Alert]:
     alerts = []
     for rule in (r for r in catalog.rules if r.type == "traffic_spike"):
-        window = timedelta(minutes=int(_param(rule, "window_minutes", "5")))
-        baseline = timedelta(minutes=int(_param(rule, "baseline_minutes", "60")))
-        counter = str(rule.params.get("counter", "page_views"))
+        params = rule.parameters(TrafficSpikeParams)
+        window = timedelta(minutes=params.window_minutes)
+        baseline = timedelta(minutes=params.baseline_minutes)
+        counter = params.counter
         for store_id, latest in latest_by_store.items():
             if not rule.applies_to(store_id):
                 continue
@@ -137,9 +141,7 @@ def traffic_spike_alerts(
             current = series.total(store_id, counter, end - window, end)
             before = series.total(store_id, counter, end - window - baseline, end - window)
             average = before / (baseline // window)
-            if current >= _param(rule, "min_count", "30") and current >= _param(
-                rule, "ratio", "3"
-            ) * max(average, Decimal(1)):
+            if current >= params.min_count and current >= params.ratio * max(average, Decimal(1)):
                 alerts.append(
                     Alert(
                         rule,
@@ -162,7 +164,8 @@ def sales_drop_alerts(
 ) -> list[Alert]:
     alerts = []
     for rule in (r for r in catalog.rules if r.type == "sales_drop"):
-        window = timedelta(minutes=int(_param(rule, "window_minutes", "60")))
+        params = rule.parameters(SalesDropParams)
+        window = timedelta(minutes=params.window_minutes)
         for store_id, latest in latest_by_store.items():
             if not rule.applies_to(store_id):
                 continue
@@ -171,10 +174,7 @@ def sales_drop_alerts(
             week_ago = series.total(
                 store_id, "revenue", end - window - timedelta(days=7), end - timedelta(days=7)
             )
-            if (
-                week_ago >= _param(rule, "min_baseline", "100")
-                and current < _param(rule, "ratio", "0.5") * week_ago
-            ):
+            if week_ago >= params.min_baseline and current < params.ratio * week_ago:
                 alerts.append(
                     Alert(
                         rule,

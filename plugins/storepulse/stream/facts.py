@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -47,9 +46,9 @@ from storepulse.layout import (
     seen_events_key,
     session_key,
 )
+from storepulse.settings import Catalog
 from storepulse.stream.aggregate import Located
 from storepulse.stream.batch_io import batch_get, batch_put
-from storepulse.stream.catalog import Catalog
 
 
 def _src(item: Located) -> str:
@@ -388,9 +387,3 @@ def write_profiles(table: Any, profiles: Iterable[ev.CrmCustomerProfileV1]) -> i
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
     return written
-
-
-def log_alert(table: Any, key: Key, sent_at: datetime, attributes: dict[str, Any]) -> None:
-    table.put_item(
-        Item={**key.as_item(), "type": "alert", "sent_at": sent_at.isoformat(), **attributes}
-    )

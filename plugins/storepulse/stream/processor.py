@@ -22,12 +22,12 @@ from storepulse import events as ev
 from storepulse.clock import Clock, system_clock
 from storepulse.config import ConfigError
 from storepulse.layout import Key, Table, table_name
+from storepulse.settings import CachedCatalog, Catalog, load_catalog
 from storepulse.stream import alerts as alert_rules
 from storepulse.stream import smoke
 from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.batch_io import batch_get
-from storepulse.stream.catalog import CachedCatalog, Catalog, load_catalog
 from storepulse.stream.facts import ClaimResult, claim_facts, plan_claims, write_profiles
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow

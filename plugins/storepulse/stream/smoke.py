@@ -22,10 +22,10 @@ from boto3.dynamodb.conditions import Key as KeyCondition
 from storepulse import events as ev
 from storepulse.clock import Clock, system_clock
 from storepulse.layout import Key, expires_at
+from storepulse.settings import AlertRuleSettings
 from storepulse.stream.aggregate import Contribution, CounterWrite, Located, StockChange, StockWrite
 from storepulse.stream.alerts import Alert, AlertPublisher
 from storepulse.stream.batch_io import batch_get
-from storepulse.stream.catalog import AlertRule
 from storepulse.stream.writer import ItemWriter, StockState
 
 SMOKE_SOURCE: Final = "storepulse:smoke-test"
@@ -40,8 +40,9 @@ STEPS: Final = ("archived", "claimed", "counted", "stocked", "read", "alerted")
 COUNTER_KEY: Final = Key(f"SMOKE#{SMOKE_STORE}", "counters")
 STOCK_KEY: Final = Key(f"SMOKE#{SMOKE_STORE}", "stock")
 ANSWER_TTL: Final = timedelta(days=1)
-SMOKE_RULE: Final = AlertRule(
-    rule_id="smoke", type=SMOKE_ALERT_TYPE, severity="info", cooldown_seconds=0, params={}
+# Built unvalidated: an internal rule of a type (and cooldown) no user may declare.
+SMOKE_RULE: Final = AlertRuleSettings.model_construct(
+    rule_id="smoke", type=SMOKE_ALERT_TYPE, severity="info", cooldown_seconds=0
 )
 
 

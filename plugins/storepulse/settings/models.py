@@ -1,0 +1,435 @@
+"""The business's settings as validated models, with their defaults: the profile, stores,
+products, employees, alert rules (and their parameters), the KPI selection and the dashboard's
+store grants.
+
+Each model maps to one item of the settings table: pk = its ``SettingsKind``, sk = its id.
+Numbers are written as ``Decimal`` (never float), so an item written here equals the item
+DynamoDB gives back. Reading and writing is ``storepulse.settings.store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Final, Literal, Self, TypeVar
+from zoneinfo import available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from storepulse import json_input
+from storepulse.config import REPO_ROOT
+from storepulse.events import (
+    MAX_STOCK,
+    Currency,
+    Identifier,
+    Money,
+    PositiveMoney,
+    StoreId,
+    Text,
+)
+from storepulse.events import _message as _error_message  # same wording as event errors
+from storepulse.layout import Key, SettingsKind, settings_key
+
+__all__ = [
+    "DEFAULT_ALERT_RULES",
+    "KPI_CATALOGUE",
+    "MODELS",
+    "RULE_PARAMS",
+    "AlertRuleSettings",
+    "BusinessProfile",
+    "EmployeeSettings",
+    "KpiSelection",
+    "LowStockParams",
+    "ProductSettings",
+    "SalesDropParams",
+    "SettingsError",
+    "SettingsModel",
+    "StoreAccess",
+    "StoreSettings",
+    "TrafficSpikeParams",
+    "describe_errors",
+    "load_default_rules",
+    "model_for",
+]
+
+DEFAULT_ALERT_RULES: Final = REPO_ROOT / "infra" / "alert_rules.json"
+
+KPI_CATALOGUE: Final = (
+    "revenue",
+    "orders",
+    "average_order_value",
+    "units",
+    "visitors",  # sessions
+    "conversion_rate",
+    "cart_abandonment_rate",
+    "foot_traffic",
+    "refunds",
+    "refund_amount",
+    "page_views",
+)
+
+# The Lambda sums a window over the minute buckets of at most two local days (start and end), so
+# no window may be longer than a day.
+MAX_WINDOW_MINUTES: Final = 24 * 60
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be stored or read; the message says which and why."""
+
+
+# --- field types -------------------------------------------------------------------------------
+
+
+def _integral(value: object) -> object:
+    """DynamoDB returns every number as Decimal: accept whole Decimals where an int is due."""
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _exact_number(value: object) -> object:
+    if isinstance(value, float):
+        raise PydanticCustomError(
+            "number_float", 'must be an integer or a decimal string such as "0.5", not a float'
+        )
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "must be a number")
+    return value
+
+
+@cache
+def _zones() -> frozenset[str]:
+    # Membership, not ZoneInfo(name): on a case-insensitive disk "europe/paris" would load here
+    # and then fail in the Lambda.
+    return frozenset(available_timezones())
+
+
+def _iana_zone(name: str) -> str:
+    if name not in _zones():
+        raise PydanticCustomError(
+            "timezone",
+            "unknown time zone '{name}' (use an IANA name such as 'Europe/Paris')",
+            {"name": name},
+        )
+    return name
+
+
+def _known_kpi(name: str) -> str:
+    if name not in KPI_CATALOGUE:
+        raise PydanticCustomError(
+            "kpi",
+            "unknown KPI '{name}' (known: {known})",
+            {"name": name, "known": ", ".join(KPI_CATALOGUE)},
+        )
+    return name
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise PydanticCustomError("duplicate", "duplicate '{value}'", {"value": value})
+        seen.add(value)
+    return values
+
+
+Count = Annotated[int, BeforeValidator(_integral), Strict()]
+StockCount = Annotated[Count, Field(ge=0, le=MAX_STOCK)]
+Minutes = Annotated[Count, Field(gt=0, le=MAX_WINDOW_MINUTES)]
+Timezone = Annotated[str, Strict(), AfterValidator(_iana_zone)]
+Ratio = Annotated[
+    Decimal, BeforeValidator(_exact_number), Field(gt=0, max_digits=12, decimal_places=6)
+]
+KpiName = Annotated[str, Strict(), AfterValidator(_known_kpi)]
+P = TypeVar("P", bound=BaseModel)
+RuleId = StoreId  # same shape (no '#'): rule ids are joined with '#' in the cooldown keys
+
+# --- alert rule params: what each rule type reads, with its defaults ----------------------------
+# (see storepulse.stream.alerts for their meaning). A rule stores only the params it was given;
+# ``AlertRuleSettings.parameters`` fills in the defaults.
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LowStockParams(_Frozen):
+    reorder_point: StockCount | None = None  # overrides the products' own
+
+
+class TrafficSpikeParams(_Frozen):
+    window_minutes: Minutes = 5
+    baseline_minutes: Minutes = 60
+    ratio: Annotated[Ratio, Field(gt=1)] = Decimal(3)
+    min_count: Annotated[Count, Field(gt=0, le=10**9)] = 30
+    counter: Literal["page_views", "foot_traffic", "sessions"] = "page_views"  # minute counters
+
+
+class SalesDropParams(_Frozen):
+    window_minutes: Minutes = 60
+    ratio: Annotated[Ratio, Field(lt=1)] = Decimal("0.5")
+    min_baseline: PositiveMoney = Decimal(100)
+
+
+RuleParams = LowStockParams | TrafficSpikeParams | SalesDropParams
+RULE_PARAMS: Final[dict[str, type[RuleParams]]] = {
+    "low_stock": LowStockParams,
+    "traffic_spike": TrafficSpikeParams,
+    "sales_drop": SalesDropParams,
+}
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class SettingsModel(_Frozen):
+    """One settings item. ``id_field`` names the field that is the sort key; singletons (the
+    business profile, the KPI selection) have none and a fixed ``singleton_id`` instead."""
+
+    kind: ClassVar[SettingsKind]
+    id_field: ClassVar[str | None] = None
+    singleton_id: ClassVar[str] = ""
+
+    @property
+    def item_id(self) -> str:
+        return getattr(self, self.id_field) if self.id_field else self.singleton_id
+
+    @property
+    def key(self) -> Key:
+        return settings_key(self.kind, self.item_id)
+
+    def to_item(self) -> dict[str, Any]:
+        """The DynamoDB item (the id lives in ``sk`` only; numbers as Decimal)."""
+        attributes = self.model_dump(exclude={self.id_field} if self.id_field else None)
+        return {**self.key.as_item(), **_to_dynamo(attributes)}
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Self:
+        """Validate an item read from the table; attributes this model does not know (written by
+        a newer version) are ignored."""
+        if item.get("pk") != cls.kind.value:
+            raise SettingsError(f"item {item.get('pk')}/{item.get('sk')} is not a {cls.kind}")
+        data = {name: item[name] for name in cls.model_fields if name in item}
+        if cls.id_field:
+            data[cls.id_field] = item["sk"]
+        return cls.model_validate(_from_dynamo(data))
+
+
+class BusinessProfile(SettingsModel):
+    kind: ClassVar[SettingsKind] = SettingsKind.BUSINESS
+    singleton_id: ClassVar[str] = "profile"
+
+    name: Text
+    timezone: Timezone
+    currency: Currency
+
+
+class StoreSettings(SettingsModel):
+    kind: ClassVar[SettingsKind] = SettingsKind.STORE
+    id_field: ClassVar[str | None] = "store_id"
+
+    store_id: StoreId
+    name: Text
+    timezone: Timezone
+    currency: Currency
+
+
+class ProductSettings(SettingsModel):
+    kind: ClassVar[SettingsKind] = SettingsKind.PRODUCT
+    id_field: ClassVar[str | None] = "sku"
+
+    sku: Identifier
+    name: Text
+    category: Identifier
+    unit_price: Money
+    reorder_point: StockCount = 0
+
+
+class EmployeeSettings(SettingsModel):
+    kind: ClassVar[SettingsKind] = SettingsKind.EMPLOYEE
+    id_field: ClassVar[str | None] = "employee_id"
+
+    employee_id: Identifier
+    name: Text
+    store_id: StoreId
+    role: Text
+
+
+class AlertRuleSettings(SettingsModel):
+    """An item's missing attributes (and params) take these defaults, wherever it is read."""
+
+    kind: ClassVar[SettingsKind] = SettingsKind.ALERT_RULE
+    id_field: ClassVar[str | None] = "rule_id"
+
+    rule_id: RuleId
+    type: Literal["low_stock", "traffic_spike", "sales_drop"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    cooldown_seconds: Annotated[Count, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    params: dict[str, Decimal | str] = Field(default_factory=dict)
+    store_ids: Annotated[tuple[StoreId, ...], AfterValidator(_unique)] = ()  # empty: all stores
+    enabled: StrictBool = True
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_of_type(cls, value: Any, info: ValidationInfo) -> Any:
+        """Only the keys the rule's type reads; numbers become Decimal (as DynamoDB holds them)."""
+        params_model = RULE_PARAMS.get(info.data.get("type", ""))
+        if params_model is None:  # the type itself is invalid and reported
+            return {}
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError("dict_type", "must be an object")
+        given = {k: v for k, v in value.items() if v is not None}  # null: the default
+        validated = params_model.model_validate(given).model_dump(exclude_unset=True)
+        return {k: Decimal(v) if isinstance(v, int) else v for k, v in validated.items()}
+
+    def parameters(self, model: type[P]) -> P:
+        """The params as ``model`` (this rule type's), defaults filled in."""
+        return model.model_validate(self.params)
+
+    def applies_to(self, store_id: str) -> bool:
+        return self.enabled and (not self.store_ids or store_id in self.store_ids)
+
+    @field_serializer("params", when_used="json")
+    def _params_json(self, params: dict[str, Decimal | str]) -> dict[str, int | str]:
+        """Whole numbers as JSON integers, fractions as exact decimal strings."""
+        return {k: v if isinstance(v, str) else _json_number(v) for k, v in params.items()}
+
+
+class KpiSelection(SettingsModel):
+    """The KPIs the dashboard shows, in order."""
+
+    kind: ClassVar[SettingsKind] = SettingsKind.KPI
+    singleton_id: ClassVar[str] = "selection"
+
+    kpis: Annotated[tuple[KpiName, ...], Field(min_length=1), AfterValidator(_unique)]
+
+
+class StoreAccess(SettingsModel):
+    """The stores one dashboard user may see: ``all_stores`` (every store and the business
+    total), or exactly ``store_ids`` (never the business total, which includes the others).
+    Managed by ``storepulse.dashboard.access``, not the settings CLI."""
+
+    kind: ClassVar[SettingsKind] = SettingsKind.DASHBOARD_ACCESS
+    id_field: ClassVar[str | None] = "username"
+
+    username: Identifier
+    store_ids: Annotated[tuple[StoreId, ...], AfterValidator(_unique)] = ()
+    all_stores: StrictBool = False
+
+    @model_validator(mode="after")
+    def _one_kind_of_grant(self) -> Self:
+        if self.all_stores and self.store_ids:
+            raise ValueError("either all stores or a list of stores, not both")
+        return self
+
+    def to_item(self) -> dict[str, Any]:
+        if self.all_stores:
+            return {**self.key.as_item(), "all_stores": True}
+        return {**self.key.as_item(), "store_ids": list(self.store_ids)}
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Self:
+        stored = item.get("store_ids") or []
+        return cls(
+            username=item["sk"],
+            store_ids=tuple(sorted(stored)),
+            all_stores=item.get("all_stores") is True,  # only an explicit true grants all
+        )
+
+
+MODELS: Final[dict[SettingsKind, type[SettingsModel]]] = {
+    model.kind: model
+    for model in (
+        BusinessProfile,
+        StoreSettings,
+        ProductSettings,
+        EmployeeSettings,
+        AlertRuleSettings,
+        KpiSelection,
+    )
+}
+
+
+def model_for(kind: SettingsKind) -> type[SettingsModel]:
+    try:
+        return MODELS[kind]
+    except KeyError:
+        raise SettingsError(f"{kind} items are internal to the Lambda, not settings") from None
+
+
+# --- DynamoDB values ---------------------------------------------------------------------------
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, bool | str | Decimal) or value is None:
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Mapping):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_dynamo(v) for v in value]
+    raise TypeError(f"cannot store {type(value).__name__} in DynamoDB: {value!r}")
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, set | frozenset):  # a string set written by hand
+        return sorted(value)
+    if isinstance(value, Mapping):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _json_number(value: Decimal) -> int | str:
+    whole = _integral(value)
+    return whole if isinstance(whole, int) else str(value)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def describe_errors(exc: ValidationError, prefix: str) -> list[str]:
+    """One line per problem, e.g. ``product.unit_price: must have at most 2 decimal places``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        message = _error_message(error["type"], error.get("ctx") or {}, error["msg"])
+        lines.append(f"{prefix}{path}: {message}")
+    return lines
+
+
+# --- default alert rules -----------------------------------------------------------------------
+
+
+def load_default_rules(path: Path = DEFAULT_ALERT_RULES) -> list[AlertRuleSettings]:
+    """The rules declared in ``path`` (``{"rules": [...]}``); numbers are read as Decimal."""
+    try:
+        document = json_input.loads(path.read_text(encoding="utf-8"))
+        rules = document["rules"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"cannot read default alert rules from {path}: {exc}") from None
+    models = []
+    for index, rule in enumerate(rules):
+        try:
+            models.append(AlertRuleSettings.model_validate(rule))
+        except ValidationError as exc:
+            lines = "; ".join(describe_errors(exc, f"rules[{index}]"))
+            raise SettingsError(f"invalid default alert rule in {path}: {lines}") from None
+    return models
