@@ -450,6 +450,7 @@ def _kill_everything(running: Platform) -> None:
     running.process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_up_after_a_kill_9_of_the_whole_platform_keeps_what_was_durable(
     aws: boto3.Session, started_again: list[Platform]
 ) -> None:

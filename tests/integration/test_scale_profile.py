@@ -25,7 +25,7 @@ EXPORT_DAG = "nightly_export"
 # a load of 20-30). Its ordered stop waits for the workers' tasks too.
 SCALE_READY_SECONDS, SCALE_STOP_SECONDS = 3 * READY_SECONDS, 300
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
