@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 from botocore.stub import Stubber
 
+from storepulse.config import REPO_ROOT
 from storepulse.deploy.permissions import (
     Access,
     Account,
@@ -168,3 +171,17 @@ def test_the_recorder_sees_the_calls_of_clients_made_after_it_is_attached() -> N
         client.get_item(TableName="facts", Key={"pk": {"S": "p"}})
     assert recorder.accesses() == [Access("dynamodb:GetItem", TABLE + "facts")]
     assert recorder.operations() == {"dynamodb": {"GetItem"}}
+
+
+def test_the_deployer_may_create_the_enhanced_fan_out_consumer() -> None:
+    """The embedded AWS's CloudFormation creates resources without authorization (a recorded
+    gap), so the deployment policy's grants for the optional StreamConsumer are checked here."""
+    document = json.loads((REPO_ROOT / "infra" / "iam" / "deployment-policy.json").read_text())
+    kinesis = [s for s in document["Statement"] if s.get("Sid") == "EventStream"]
+    policy = Policy.from_documents([{"Statement": kinesis}])
+    stream = "arn:aws:kinesis:eu-west-1:123456789012:stream/storepulse-dev-events"
+    consumer = f"{stream}/consumer/storepulse-dev-stream-processor:1765000000"
+    for action in ("RegisterStreamConsumer", "DescribeStreamConsumer", "ListStreamConsumers"):
+        assert policy.allows(Access(f"kinesis:{action}", stream)), action
+    assert policy.allows(Access("kinesis:DeregisterStreamConsumer", consumer))
+    assert policy.allows(Access("kinesis:DescribeStreamConsumer", consumer))
