@@ -198,8 +198,13 @@ def bucket_keys(store_id: str | None, moment: datetime, timezone: str) -> dict[G
     return {
         Grain.MINUTE: Key(f"{prefix}#MIN#{day.isoformat()}", utc_minute(moment)),
         Grain.HOUR: Key(f"{prefix}#HOUR#{day.isoformat()}", utc_hour(moment)),
-        Grain.DAY: Key(f"{prefix}#DAY#{day.year}", day.isoformat()),
+        Grain.DAY: day_bucket_key(store_id, day),
     }
+
+
+def day_bucket_key(store_id: str | None, day: date) -> Key:
+    """The day bucket of one scope for a business day (already local)."""
+    return Key(f"{scope(store_id)}#DAY#{day.year}", day.isoformat())
 
 
 def mix_key(store_id: str | None, day: date, part: int = 1) -> Key:

@@ -31,6 +31,7 @@ from storepulse.export.quality import (
     reconciliation_frame,
     write_results,
 )
+from storepulse.export.quality.live import LiveRevenue
 from storepulse.export.staging import StagedDataset
 from storepulse.settings import BusinessProfile, ProductSettings, StoreSettings, load_catalog
 from tests.unit.test_export_datasets import order_item
@@ -61,9 +62,11 @@ def report(name: str, table: pa.Table, source_rows: int | None = None, **extra: 
     return StagedDataset(name, table.num_rows, 0, ("x/part-00000.parquet",), rows, **extra)
 
 
-def audit(tables: dict[str, pa.Table], **reports: StagedDataset) -> AuditResult:
+def audit(
+    tables: dict[str, pa.Table], live: LiveRevenue | None = None, **reports: StagedDataset
+) -> AuditResult:
     staged = {name: reports.get(name) or report(name, table) for name, table in tables.items()}
-    return audit_day(tables, DAY, REFERENCE, staged)
+    return audit_day(tables, DAY, REFERENCE, staged, live)
 
 
 def good_tables() -> dict[str, pa.Table]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from storepulse.clock import Clock, system_clock
 from storepulse.export.quality.alert import alert_message
+from storepulse.export.quality.live import LiveRevenue
 from storepulse.export.quality.reference import Reference
 from storepulse.export.quality.report import summary_uri, write_results
 from storepulse.export.quality.run import AuditResult, audit_day
@@ -39,14 +40,16 @@ def audit_staged(
     *,
     context: Mapping[str, Any],
     send_alert: Callable[[dict[str, Any]], None],
+    live: LiveRevenue | None = None,
     clock: Clock = system_clock,
 ) -> AuditResult:
     """Audit the staged data sets of ``day``; results go under ``root`` of the pyarrow
     filesystem ``fs`` (the lake ``bucket``, which the alert names). ``context`` (``run_id``,
     ``strategy``...) goes into every result document; ``send_alert`` gets ``alert_message``'s
-    dict when the audit fails."""
+    dict when the audit fails; ``live`` reads the tables now, for a day that moved during the
+    export (``storepulse.export.quality.live``)."""
     tables = {name: read_staged(fs, report.files) for name, report in staged.items()}
-    result = audit_day(tables, day, reference, staged)
+    result = audit_day(tables, day, reference, staged, live)
     written = write_results(fs, root, result, context=context, staged=staged)
     log.info(
         "%d rows in %d data sets; %d suites, %d expectations evaluated, %d failed; "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from storepulse.export.datasets import DATASETS
+from storepulse.export.quality.live import LiveRevenue, settle
 from storepulse.export.quality.reference import Reference
 from storepulse.export.quality.suites import (
     data_expectations,
@@ -236,10 +237,13 @@ def audit_day(
     day: date,
     reference: Reference,
     staged: Mapping[str, StagedDataset],
+    live: LiveRevenue | None = None,
 ) -> AuditResult:
     """Run every suite on the staged tables of ``day`` (``tables``: data set name -> rows as
     staged; ``staged``: the stage tasks' reports, for the source counts and rejected items).
-    The reconciliation runs when both ``orders`` and ``daily_store_metrics`` are present."""
+    The reconciliation runs when both ``orders`` and ``daily_store_metrics`` are present; with
+    ``live`` (the tables now), a store whose day moved during the export is reconciled on the
+    tables (``storepulse.export.quality.live``)."""
     runner = _Runner()
     suites = []
     for name, table in tables.items():
@@ -265,6 +269,8 @@ def audit_day(
         )
     if "orders" in tables and "daily_store_metrics" in tables:
         frame = reconciliation_frame(tables["orders"], tables["daily_store_metrics"])
+        if live is not None:
+            frame = settle(frame, live)
         suites.append(
             runner.run(
                 RECONCILIATION, RECONCILIATION, frame, reconciliation_expectations(), ["store_id"]
