@@ -73,7 +73,7 @@ def test_the_deploy_dag_ran_successfully(airflow: AirflowClient) -> None:
     assert [run["state"] for run in runs] == ["success"]
 
 
-# slow: failed in a fresh clone (a scheduled nightly_export run failed on the first start): #17.
+# slow: it waits for the first export and refresh (1.5-7 min): make test-slow.
 @pytest.mark.slow
 def test_the_first_start_is_green_and_quicksight_refreshes_by_itself(
     airflow: AirflowClient,

@@ -206,7 +206,10 @@ class AirflowClient:
             time.sleep(1.0)
 
     def unpause(self, dag_id: str) -> None:
-        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        self.set_paused(dag_id, False)
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
     def trigger(
         self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
+
+import boto3
 
 from storepulse.config import Settings
+from storepulse.simulator.backfill import HISTORY_SENT
 from storepulse_local.lambda_runtime.checkpoints import (
     CHECKPOINT_FILE,
     remove_orphaned_temp_files,
 )
-from storepulse_local.platform import airflow_local
+from storepulse_local.platform import airflow_local, first_start
 from storepulse_local.platform.deploy import DEPLOY_DAG, QUICKSIGHT_DAG, RUN_TIMEOUT
 from storepulse_local.platform.processes import file_tail
 from storepulse_local.platform.restored import history_sent
@@ -68,8 +72,10 @@ class DeployComponent:
 
     name = "deploy"
 
-    def __init__(self) -> None:
+    def __init__(self, hold_for_demo: bool = False) -> None:
         self.runs: dict[str, str] = {}
+        # With the demo: its first start holds the nightly export until the history is counted.
+        self.hold_for_demo = hold_for_demo
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
@@ -84,6 +90,9 @@ class DeployComponent:
 
     def start(self, ctx: StackContext) -> None:
         (launch,) = self.launches(ctx.settings)
+        if self.hold_for_demo and not history_sent(ctx):
+            held = first_start.hold(_airflow_client(ctx), ctx.settings.state_dir)
+            print(f"  first start: {', '.join(held)} paused until the history is counted")
         print(f"  deploying through {DEPLOY_DAG} and {QUICKSIGHT_DAG} ...", flush=True)
         ctx.run_step(launch.name, launch.argv, timeout=2 * RUN_TIMEOUT + 300)
         self.runs = json.loads(file_tail(ctx.log_dir / f"{self.name}.log", 1))
@@ -145,6 +154,9 @@ class SimulatorComponent:
             *("--rate", str(SIMULATOR_RATE)),
         )
 
+    def __init__(self) -> None:
+        self.sends_history = False
+
     def start(self, ctx: StackContext) -> None:
         # The history is sent once: a restarted simulator only goes on live, and so does the
         # first one when the embedded AWS restored the history of an earlier run.
@@ -153,13 +165,55 @@ class SimulatorComponent:
         if history_sent(ctx):
             print("  the restored state holds the demo's history: not sent again", flush=True)
             first = live
+        self.sends_history = first != live
         ctx.spawn(self.name, first, restart_argv=live, stop_grace=10.0)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
-        """It sends from its first second on."""
+        """It sends from its first second on. What a first start held waits for the history:
+        sent, then counted by the runtime (``first_start``)."""
+        state_dir = ctx.settings.state_dir
+        if not first_start.held(state_dir):
+            return
+        log_path = ctx.log_dir / f"{self.name}.log"
+        counted = self.sends_history is False or (
+            first_start.wait_until(
+                lambda: HISTORY_SENT in log_path.read_text(errors="replace"),
+                first_start.CATCH_UP_TIMEOUT,
+                settle=1,
+            )
+            and first_start.wait_until(
+                lambda: first_start.stream_caught_up(
+                    _kinesis(ctx),
+                    ctx.settings.resource_name("events"),
+                    state_dir / "lambda-runtime",
+                ),
+                first_start.CATCH_UP_TIMEOUT,
+            )
+        )
+        released = first_start.release(_airflow_client(ctx), state_dir)
+        how = "counted" if counted else "not counted in time (see the simulator log)"
+        print(f"  history {how}: {', '.join(released)} unpaused", flush=True)
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [
             f"Simulator      {DEMO_STORES} stores, live after ~{BACKFILL_EVENTS} events of "
             f"history (log {ctx.log_dir / 'simulator.log'})"
         ]
+
+
+def _airflow_client(ctx: StackContext) -> airflow_local.AirflowClient:
+    settings = ctx.settings
+    password = airflow_local.admin_password(settings) or ""
+    client = airflow_local.AirflowClient(settings.airflow_url, airflow_local.ADMIN_USER, password)
+    client.login()
+    return client
+
+
+def _kinesis(ctx: StackContext) -> Any:
+    return boto3.client(
+        "kinesis",
+        endpoint_url=ctx.settings.embedded_aws_url,
+        region_name=ctx.settings.region,
+        aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY"),
+    )

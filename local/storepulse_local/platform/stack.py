@@ -237,7 +237,7 @@ def components(settings: Settings) -> list[Component]:
         EmbeddedAwsComponent(),
         AirflowComponent(),
         realtime.LambdaRuntimeComponent(),
-        realtime.DeployComponent(),
+        realtime.DeployComponent(hold_for_demo=True),
         realtime.DemoBusinessComponent(),
         realtime.SimulatorComponent(),
     ]

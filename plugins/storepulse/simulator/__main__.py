@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 from storepulse.clock import Clock, system_clock
-from storepulse.simulator.backfill import Lane, SimulatorFactory, plan
+from storepulse.simulator.backfill import HISTORY_SENT, Lane, SimulatorFactory, plan
 from storepulse.simulator.engine import GroundTruth, Simulator
 from storepulse.simulator.model import BusinessModel
 
@@ -300,11 +300,14 @@ def _backfill(
 ) -> list[Lane]:
     """Send the history oldest first, as fast as the producer takes it; return the live lanes."""
     history, lanes = plan(model, now, args.backfill, args.rate, simulator)
+    total = 0
     for sim, cutoff in history:
         if stop.requested:
-            break
+            return lanes
         sent = _send(output, _records(sim, sim.start, cutoff), bool(sim.malformed_fraction))
         log.info("history from %s to %s: %d events at rate %.3g", sim.start, cutoff, sent, sim.rate)
+        total += sent
+    log.info("%s: %d events; going live", HISTORY_SENT, total)
     return lanes
 
 

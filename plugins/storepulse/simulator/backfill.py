@@ -27,9 +27,11 @@ from storepulse.layout import comparison_cutoffs, day_start, local_date
 from storepulse.simulator.engine import Simulator, expected_events
 from storepulse.simulator.model import BusinessModel
 
-__all__ = ["Day", "Lane", "SimulatorFactory", "history_rate", "plan", "shown_days"]
+__all__ = ["HISTORY_SENT", "Day", "Lane", "SimulatorFactory", "history_rate", "plan", "shown_days"]
 
 MIN_HISTORY_RATE: Final = 0.01
+# Logged once the history is sent (``make up`` waits for it on a first start).
+HISTORY_SENT: Final = "history sent"
 SimulatorFactory = Callable[[datetime, float], Simulator]
 """Builds a simulator from its start and rate (the caller adds the other options)."""
 
