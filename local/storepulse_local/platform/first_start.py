@@ -21,7 +21,7 @@ from storepulse_local.lambda_runtime.checkpoints import CHECKPOINT_FILE
 
 HELD_DAGS = ("nightly_export",)  # the DAGs that read a day the demo's history is still filling
 MARKER = "held_dags.json"
-CATCH_UP_TIMEOUT = 300.0
+CATCH_UP_TIMEOUT = 1800.0  # 20-30 s on a quiet machine; minutes on a loaded one
 
 
 class DagSwitch(Protocol):

@@ -4,6 +4,7 @@ demo business, and the traffic simulator (components for ``storepulse_local.plat
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -169,13 +170,26 @@ class SimulatorComponent:
         ctx.spawn(self.name, first, restart_argv=live, stop_grace=10.0)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
-        """It sends from its first second on. What a first start held waits for the history:
-        sent, then counted by the runtime (``first_start``)."""
-        state_dir = ctx.settings.state_dir
-        if not first_start.held(state_dir):
-            return
-        log_path = ctx.log_dir / f"{self.name}.log"
-        counted = self.sends_history is False or (
+        """It sends from its first second on. What a first start held is released in the
+        background once the history is sent and counted by the runtime (``first_start``):
+        ``make up`` is ready meanwhile."""
+        if first_start.held(ctx.settings.state_dir):
+            threading.Thread(
+                target=self._release_when_counted, args=(ctx,), name="first-start", daemon=True
+            ).start()
+
+    def _release_when_counted(self, ctx: StackContext) -> None:
+        try:
+            self._wait_and_release(ctx)
+        except Exception as exc:  # e.g. stopping meanwhile: the next start releases it
+            print(
+                f"  {', '.join(first_start.HELD_DAGS)} stays paused until the next start: {exc}",
+                flush=True,
+            )
+
+    def _wait_and_release(self, ctx: StackContext) -> None:
+        state_dir, log_path = ctx.settings.state_dir, ctx.log_dir / f"{self.name}.log"
+        counted = not self.sends_history or (
             first_start.wait_until(
                 lambda: HISTORY_SENT in log_path.read_text(errors="replace"),
                 first_start.CATCH_UP_TIMEOUT,
@@ -192,7 +206,7 @@ class SimulatorComponent:
         )
         released = first_start.release(_airflow_client(ctx), state_dir)
         how = "counted" if counted else "not counted in time (see the simulator log)"
-        print(f"  history {how}: {', '.join(released)} unpaused", flush=True)
+        print(f"  the demo's history {how}: {', '.join(released)} unpaused", flush=True)
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [
