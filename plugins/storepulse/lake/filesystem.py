@@ -15,6 +15,10 @@ from urllib.parse import urlsplit
 
 from storepulse.config import settings
 
+CONNECT_TIMEOUT_SECONDS = 10.0
+REQUEST_TIMEOUT_SECONDS = 60.0
+MAX_ATTEMPTS = 5
+
 
 def s3_endpoint(endpoint_url: str | None = None) -> str | None:
     return (
@@ -33,7 +37,14 @@ def s3_filesystem(
     """pyarrow's ``S3FileSystem`` (imported here: pyarrow is heavy)."""
     import pyarrow.fs as pafs
 
-    options: dict[str, Any] = {"region": region or settings().region}
+    options: dict[str, Any] = {
+        "region": region or settings().region,
+        # The SDK's 3 s default fails a read the moment a busy endpoint stalls (a loaded
+        # machine, a throttled prefix): wait longer, and retry as boto3's standard mode does.
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "request_timeout": REQUEST_TIMEOUT_SECONDS,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
+    }
     if endpoint := s3_endpoint(endpoint_url):
         parts = urlsplit(endpoint)
         options |= {
