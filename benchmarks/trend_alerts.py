@@ -6,7 +6,7 @@ Lambda little?
 
 1. **Precision and recall.** The simulator plays the demo business for ``--history-weeks``
    (the baseline) and then ``--days`` twice: a normal run, and one with ``--per-kind``
-   injected anomalies of each kind (spike x3, drop x0.2, web conversion x0.1, two hours each, in
+   injected anomalies of each kind (spike x3, drop x0.2, web conversion x0.1, three hours each, in
    opening hours). The default trend rules (``infra/alert_rules.json``) judge every completed
    hour of the evaluated days on the simulator's events aggregated into hourly series
    (``storepulse.stream.trends.judge``, with each rule's cooldown), as the Lambda does. Recall:
@@ -40,7 +40,15 @@ from storepulse.layout import Grain, Key, bucket_keys, local_date
 from storepulse.settings import AlertRuleSettings, TrendParams, load_default_rules
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.anomalies import Anomaly, plan
-from storepulse.stream.trends import HOUR, Finding, hour_start, judge, past_hours
+from storepulse.stream.trends import (
+    HOUR,
+    Finding,
+    hour_start,
+    judge,
+    summed,
+    window,
+    window_history,
+)
 
 SMALL = {"days": 2, "history_weeks": 1, "per_kind": 1, "batches": 20, "rate": 0.05}
 
@@ -85,13 +93,18 @@ class HourlySeries:
                 return {"foot_traffic": Decimal(event.entries)}
         return None  # stock and CRM events write no time bucket
 
-    def history(self, store_id: str, hour: datetime, weeks: int) -> list[Mapping[str, Decimal]]:
+    def window(self, store_id: str, end: datetime, params: TrendParams) -> tuple[Any, Any]:
+        """The counters of the window ending at ``end`` and of the same window in past weeks."""
         timezone = self.timezones[store_id]
-        return [
-            self.hours.get((store_id, past), {})
-            for past in past_hours(hour, timezone, weeks)
-            if (store_id, local_date(past, timezone)) in self.days
-        ]
+        current = summed(self.hours.get((store_id, h), {}) for h in window(end, params.hours))
+        history = window_history(
+            lambda hour: self.hours.get((store_id, hour), {}),
+            lambda hour: (store_id, local_date(hour, timezone)) in self.days,
+            end,
+            timezone,
+            params,
+        )
+        return current, history
 
 
 def simulate(
@@ -139,8 +152,7 @@ def replay(
                 if not rule.applies_to(store_id):
                     continue
                 params = rule.parameters(TrendParams)
-                current = series.hours.get((store_id, hour), {})
-                history = series.history(store_id, hour, params.weeks)
+                current, history = series.window(store_id, hour, params)
                 finding = judge(params, current, history, complete=True)
                 sent_at = hour + HOUR + timedelta(minutes=params.settle_minutes)
                 previous = last_sent.get((rule.rule_id, store_id))
@@ -154,9 +166,16 @@ def replay(
     return fired, judged
 
 
+def _overlaps(anomaly: Anomaly, alert: Fired) -> bool:
+    hours = window(alert.hour, alert.rule.parameters(TrendParams).hours)
+    return alert.store_id == anomaly.store_id and any(
+        anomaly.start <= hour < anomaly.end for hour in hours
+    )
+
+
 def matches(anomaly: Anomaly, alert: Fired) -> bool:
     """An alert of the kind the anomaly should raise, about one of its hours."""
-    inside = alert.store_id == anomaly.store_id and anomaly.start <= alert.hour < anomaly.end
+    inside = _overlaps(anomaly, alert)
     metric = alert.rule.parameters(TrendParams).metric
     direction = alert.finding.direction
     expected = {

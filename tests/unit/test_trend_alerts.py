@@ -1,7 +1,7 @@
 """Trend alerts judged on hourly series, anomaly injection in the simulator, and unknown SKUs.
 
-The simulated scenario (one store, three weeks at a low rate, one anomaly of each kind in the
-last week) is shared by the module; the full month with precision and recall is
+The simulated scenario (one store, three Thursdays, one anomaly of each kind on the last) is
+shared by the module; a simulated month with precision, recall and the false-positive rate is
 ``benchmarks/trend_alerts.py``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from benchmarks.trend_alerts import HourlySeries, replay, score, simulate, trend_rules
+from benchmarks.trend_alerts import HourlySeries, replay, score, trend_rules
 from storepulse.settings import (
     AlertRuleSettings,
     ProductSettings,
@@ -24,7 +24,7 @@ from storepulse.settings import (
     load_default_rules,
 )
 from storepulse.simulator import BusinessModel, Simulator
-from storepulse.simulator.anomalies import Anomaly, plan
+from storepulse.simulator.anomalies import Anomaly
 from storepulse.stream.aggregate import StockWrite
 from storepulse.stream.alerts import ONCE, low_stock_alerts, unknown_sku_alerts
 from storepulse.stream.trends import judge, past_hours
@@ -37,25 +37,43 @@ def params(**given: Any) -> TrendParams:
 
 
 def weeks(*values: int, name: str = "revenue") -> list[dict[str, Decimal]]:
-    return [{name: D(v)} for v in values]
+    """Past hours of ``name``; revenue comes with an order per 10.00."""
+    return [{name: D(v), **({"orders": D(v // 10)} if name == "revenue" else {})} for v in values]
 
 
 # --- the judgement -------------------------------------------------------------------------------
 
 
 def test_a_completed_hour_below_half_its_usual_value_is_a_drop() -> None:
-    found = judge(params(min_volume=100), {"revenue": D(90)}, weeks(200, 220, 180, 400), True)
+    history = weeks(2000, 2200, 1800, 4000)
+    found = judge(params(min_volume=100), {"revenue": D(900), "orders": D(90)}, history, True)
     assert found is not None
-    assert (found.direction, found.value, found.baseline, found.weeks) == ("drop", 90, 210, 4)
+    assert (found.direction, found.value, found.baseline, found.weeks) == ("drop", 900, 2100, 4)
 
 
 def test_a_drop_is_judged_only_once_the_hour_is_over() -> None:
-    assert judge(params(min_volume=100), {"revenue": D(90)}, weeks(200, 220), False) is None
+    assert judge(params(min_volume=100), {"revenue": D(900)}, weeks(2000, 2200), False) is None
 
 
 def test_a_quiet_hour_is_never_a_drop() -> None:
     """Below min_volume, halving is noise (3 sales instead of 6), not news."""
     assert judge(params(min_volume=100), {"revenue": D(20)}, weeks(60, 70, 80), True) is None
+
+
+def test_a_halving_within_chance_is_no_drop() -> None:
+    """21 orders an hour usually; 9 this hour is within 3 standard deviations of chance."""
+    hour = {"revenue": D(90), "orders": D(9)}
+    assert judge(params(min_volume=100), hour, weeks(210, 200, 220), True) is None
+    found = judge(params(min_volume=100, sigmas=1), hour, weeks(210, 200, 220), True)
+    assert found is not None and found.direction == "drop"
+
+
+def test_a_few_big_baskets_are_no_spike() -> None:
+    """Revenue doubled by the usual number of orders: chance is judged on the orders."""
+    history = weeks(500, 520, 480)
+    assert judge(params(), {"revenue": D(1100), "orders": D(52)}, history, True) is None
+    found = judge(params(), {"revenue": D(1100), "orders": D(110)}, history, False)
+    assert found is not None and found.direction == "spike"
 
 
 def test_a_spike_over_a_quiet_baseline_is_measured_against_min_volume() -> None:
@@ -68,8 +86,9 @@ def test_a_spike_over_a_quiet_baseline_is_measured_against_min_volume() -> None:
 
 def test_the_median_ignores_one_unusual_past_week() -> None:
     """Last month's injected spike in week 2 does not hide this week's drop."""
-    found = judge(params(min_volume=50), {"revenue": D(90)}, weeks(200, 2000, 210, 190), True)
-    assert found is not None and found.baseline == 205
+    history = weeks(2000, 20000, 2100, 1900)
+    found = judge(params(min_volume=50), {"revenue": D(900), "orders": D(90)}, history, True)
+    assert found is not None and found.baseline == 2050
 
 
 def test_too_little_history_gives_no_verdict() -> None:
@@ -83,14 +102,15 @@ def test_direction_limits_what_alerts() -> None:
 
 
 def test_conversion_is_purchases_per_session_pooled_over_the_weeks() -> None:
-    history = [{"sessions": D(50), "purchases": D(5)}, {"sessions": D(30), "purchases": D(3)}]
+    history = [{"sessions": D(500), "purchases": D(50)}, {"sessions": D(300), "purchases": D(30)}]
     rule = params(metric="conversion", direction="drop", drop_ratio="0.4", min_volume=20)
-    collapsed = judge(rule, {"sessions": D(40), "purchases": D(1)}, history, True)
+    collapsed = judge(rule, {"sessions": D(400), "purchases": D(10)}, history, True)
     assert collapsed is not None
     assert (collapsed.value, collapsed.baseline) == (D("0.025"), D("0.1"))
-    assert judge(rule, {"sessions": D(40), "purchases": D(3)}, history, True) is None
-    assert judge(rule, {"sessions": D(10), "purchases": D(0)}, history, True) is None  # volume
-    assert judge(rule, {"sessions": D(40), "purchases": D(0)}, history, False) is None  # running
+    assert judge(rule, {"sessions": D(400), "purchases": D(30)}, history, True) is None
+    # 100 sessions expect 10 purchases at 10%: below min_volume (20 expected purchases)
+    assert judge(rule, {"sessions": D(100), "purchases": D(0)}, history, True) is None
+    assert judge(rule, {"sessions": D(400), "purchases": D(0)}, history, False) is None
 
 
 def test_past_hours_keep_the_local_hour_across_a_daylight_saving_change() -> None:
@@ -163,21 +183,43 @@ def test_anomalies_are_checked() -> None:
         )
 
 
+# Three Thursdays a week apart, each simulated alone from 08:00 to 22:00 (a day costs seconds, a
+# month minutes): two are the baseline, the third has a drop, a conversion collapse and a spike.
+# At this rate a 3-hour window expects about 15 web purchases: enough to tell a collapse.
+THURSDAYS = [datetime(2026, 3, 5, tzinfo=UTC) + timedelta(weeks=n) for n in range(3)]
+RATE = 0.3
+
+
+def _local(day: datetime, hour: int) -> datetime:
+    return day.replace(hour=hour - 1)  # Paris is UTC+1 in March (before the 29th)
+
+
 @pytest.fixture(scope="module")
 def scenario() -> tuple[list[Anomaly], HourlySeries]:
-    evaluated = START + timedelta(weeks=2)
-    anomalies = plan(MODEL, evaluated, 7, 1)
-    return anomalies, simulate(MODEL, START, START + timedelta(weeks=3), 0.1, anomalies)
+    day = THURSDAYS[-1]
+    anomalies = [
+        # in this order: a spike empties shelves, and an empty shelf sells nothing online
+        Anomaly("drop", "s-001", _local(day, 10), _local(day, 12), 0.2),
+        Anomaly("conversion_collapse", "s-001", _local(day, 14), _local(day, 17), 0.1),
+        Anomaly("spike", "s-001", _local(day, 18), _local(day, 20), 3.0),
+    ]
+    series = HourlySeries({"s-001": "Europe/Paris"})
+    for start in THURSDAYS:
+        injected = anomalies if start == day else []
+        opens, closes = _local(start, 8), _local(start, 22)
+        sim = Simulator(MODEL, 7, opens, rate=RATE, anomalies=injected)
+        for event in sim.events_between(opens, closes):
+            series.add(event)
+    return anomalies, series
 
 
 def test_injected_anomalies_fire_and_other_hours_stay_quiet(scenario) -> None:
     anomalies, series = scenario
-    evaluated = START + timedelta(weeks=2)
-    fired, judged = replay(trend_rules(), series, evaluated, evaluated + timedelta(weeks=1))
+    day = THURSDAYS[-1]
+    fired, _ = replay(trend_rules(), series, day, day + timedelta(days=1))
     result = score(anomalies, fired)
     assert result.recall_by_kind == {"conversion_collapse": 1.0, "drop": 1.0, "spike": 1.0}
-    # Stated rate: at most 1 false alert per 100 store-hours judged (here 168).
-    assert result.alerts - result.true_alerts <= judged / 100
+    assert result.alerts == result.true_alerts, [(a.rule.rule_id, a.hour, a.finding) for a in fired]
 
 
 # --- unknown SKUs --------------------------------------------------------------------------------

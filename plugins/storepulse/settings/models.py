@@ -89,9 +89,10 @@ KPI_CATALOGUE: Final = (
 # The Lambda sums a window over the minute buckets of at most two local days (start and end), so
 # no window may be longer than a day.
 MAX_WINDOW_MINUTES: Final = 24 * 60
-# A trend rule reads an hour item and a day item per past week (hour items never expire); two
-# hours are judged per batch, so 12 weeks stay within one BatchGetItem of 100 keys.
+# A trend rule reads, per past week, an hour item per hour of its window and a day item (hour
+# items never expire): at most 12 x (3 + 1) keys per window judged.
 MAX_TREND_WEEKS: Final = 12
+MAX_TREND_HOURS: Final = 3
 
 
 class SettingsError(ValueError):
@@ -206,9 +207,12 @@ class TrendParams(_Frozen):
     direction: Literal["drop", "spike", "both"] = "both"
     weeks: Weeks = 4
     min_weeks: Weeks = 2  # past weeks with data (a day with events) needed to judge
+    hours: Annotated[Count, Field(ge=1, le=MAX_TREND_HOURS)] = 1  # judged together (a window)
     drop_ratio: Annotated[Ratio, Field(lt=1)] = Decimal("0.5")
     spike_ratio: Annotated[Ratio, Field(gt=1)] = Decimal(2)
     min_volume: Volume = Decimal(30)
+    # How many standard deviations of chance (Poisson counts) the change must also exceed.
+    sigmas: Annotated[Ratio, Field(le=10)] = Decimal(3)
     settle_minutes: Annotated[Count, Field(ge=0, le=120)] = 15
 
     @model_validator(mode="after")

@@ -79,7 +79,7 @@ def plan(
     per_kind: int,
     *,
     seed: int = 1,
-    hours: int = 2,
+    hours: int = 3,
 ) -> list[Anomaly]:
     """``per_kind`` anomalies of each kind over ``days`` from ``start``, ``hours`` long, each in
     a store's opening hours (whole local hours), on distinct days, none overlapping another."""

@@ -10,8 +10,12 @@ closed holiday, is no evidence of a quiet hour. Fewer than ``min_weeks`` such we
   ``min_volume`` (a quiet shop's quiet hour is never paged).
 - **spike**: the hour exceeds ``spike_ratio`` times ``max(baseline, min_volume)``; counters only
   grow, so the running hour is judged too and a spike alerts while it happens.
-- **conversion**: judged on completed hours whose sessions, and the baseline's sessions per
-  week, reach ``min_volume``.
+- **conversion** (purchases / sessions): judged on completed hours, against the baseline's
+  pooled rate, when the purchases that rate expects reach ``min_volume``.
+
+The change must also be more than ``sigmas`` standard deviations of chance (Poisson, or what the
+past weeks vary if more) in a count: the metric itself, orders for revenue (a few big baskets
+are not a trend), purchases for conversion. Halving 6 sales is noise, halving 60 is news.
 
 A completed hour is judged once the store's newest event is ``settle_minutes`` past its end
 (late POS syncs land meanwhile). Where it is computed, so the Lambda stays fast: from the hour
@@ -27,7 +31,7 @@ benchmark drive with the simulator's ground truth.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +46,7 @@ from storepulse.stream.batch_io import batch_get
 Counters = Mapping[str, Decimal]
 HOUR = timedelta(hours=1)
 _RATE_STEP = Decimal("0.000001")  # conversion rates to 6 places, as the lake holds them
+_MAD_TO_SD = Decimal("1.4826")  # a normal distribution's sd per median absolute deviation
 _CACHE_LIMIT = 4096  # entries per container: a few hundred bytes each
 
 
@@ -67,31 +72,62 @@ def judge(
     if params.metric == "conversion":
         return _judge_conversion(params, current, history) if complete else None
     value = _number(current, params.metric)
-    baseline = Decimal(statistics.median(_number(h, params.metric) for h in history))
+    baseline = _median(history, params.metric)
+    # Revenue is judged by its orders for chance: a few big baskets are not a trend.
+    counted = "orders" if params.metric == "revenue" else params.metric
+    count, usual = _number(current, counted), _median(history, counted)
+    chance = params.sigmas * _noise(usual, [_number(h, counted) for h in history])
     if (
         complete
         and params.direction != "spike"
         and baseline >= params.min_volume
         and value < params.drop_ratio * baseline
+        and usual - count > chance
     ):
         return Finding("drop", value, baseline, len(history))
-    if params.direction != "drop" and value > params.spike_ratio * max(baseline, params.min_volume):
+    if (
+        params.direction != "drop"
+        and value > params.spike_ratio * max(baseline, params.min_volume)
+        and count - usual > chance
+    ):
         return Finding("spike", value, baseline, len(history))
     return None
+
+
+def _median(history: Sequence[Counters], name: str) -> Decimal:
+    return Decimal(statistics.median(_number(h, name) for h in history))
+
+
+def _noise(expected: Decimal, past: Sequence[Decimal]) -> Decimal:
+    """The standard deviation of a count expected at ``expected`` by chance: Poisson, and at
+    least what the past weeks themselves vary (1.4826 x their median absolute deviation:
+    weeks with an empty shelf sell less). At least 1, so nothing is significant at zero."""
+    centre = statistics.median(past)
+    spread = _MAD_TO_SD * Decimal(statistics.median(abs(v - centre) for v in past))
+    return max(expected.sqrt(), spread, Decimal(1))
 
 
 def _judge_conversion(
     params: TrendParams, current: Counters, history: Sequence[Counters]
 ) -> Finding | None:
+    """Purchases against the sessions times the baseline's rate: ``min_volume`` is the
+    purchases expected (a conversion of 3% needs hundreds of sessions to tell a collapse)."""
     sessions = _number(current, "sessions")
     past_sessions = sum(_number(h, "sessions") for h in history)
-    if sessions < params.min_volume or past_sessions < params.min_volume * len(history):
+    if not sessions or not past_sessions:
         return None
     rate = (_number(current, "purchases") / sessions).quantize(_RATE_STEP)
     baseline = (sum(_number(h, "purchases") for h in history) / past_sessions).quantize(_RATE_STEP)
-    if params.direction != "spike" and rate < params.drop_ratio * baseline:
+    expected = sessions * baseline
+    if expected < params.min_volume:
+        return None
+    purchases = _number(current, "purchases")
+    chance = params.sigmas * expected.sqrt()
+    dropped = rate < params.drop_ratio * baseline and expected - purchases > chance
+    if params.direction != "spike" and dropped:
         return Finding("drop", rate, baseline, len(history))
-    if params.direction != "drop" and baseline > 0 and rate > params.spike_ratio * baseline:
+    spiked = rate > params.spike_ratio * baseline and purchases - expected > chance
+    if params.direction != "drop" and spiked:
         return Finding("spike", rate, baseline, len(history))
     return None
 
@@ -112,6 +148,37 @@ def hour_start(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def window(end: datetime, hours: int) -> list[datetime]:
+    """The UTC starts of the ``hours`` hours that end with the hour starting at ``end``."""
+    return [end - HOUR * back for back in range(hours - 1, -1, -1)]
+
+
+def summed(hours: Iterable[Counters]) -> dict[str, Decimal]:
+    total: dict[str, Decimal] = {}
+    for counters in hours:
+        for name, value in counters.items():
+            if isinstance(value, Decimal | int):
+                total[name] = total.get(name, Decimal(0)) + Decimal(value)
+    return total
+
+
+def window_history(
+    hour_counters: Callable[[datetime], Counters],
+    had_data: Callable[[datetime], bool],
+    end: datetime,
+    timezone: str,
+    params: TrendParams,
+) -> list[Counters]:
+    """The window ending at ``end`` in each past week whose day (of the window's last hour)
+    had data, summed over its hours."""
+    columns = [past_hours(hour, timezone, params.weeks) for hour in window(end, params.hours)]
+    return [
+        summed(hour_counters(column[week]) for column in columns)
+        for week in range(params.weeks)
+        if had_data(columns[-1][week])
+    ]
+
+
 def _hour_key(store_id: str, hour: datetime, timezone: str) -> Key:
     return bucket_keys(store_id, hour, timezone)[Grain.HOUR]
 
@@ -125,29 +192,61 @@ class _Check:
     rule: AlertRuleSettings
     params: TrendParams
     store_id: str
-    hour: datetime
+    timezone: str
+    hour: datetime  # the window's last hour
     complete: bool
 
+    @property
+    def baseline_key(self) -> tuple[str, datetime, int, int]:
+        return (self.store_id, self.hour, self.params.weeks, self.params.hours)
 
-def _checks(rule: AlertRuleSettings, store_id: str, latest: datetime) -> list[_Check]:
-    """What ``rule`` judges for a store whose newest event is at ``latest``: the running hour
-    (spikes of counters) and the last hour completed ``settle_minutes`` ago."""
+    def current_keys(self) -> list[Key]:
+        return [
+            _hour_key(self.store_id, h, self.timezone) for h in window(self.hour, self.params.hours)
+        ]
+
+    def history(self, items: Mapping[Key, Counters]) -> list[Counters]:
+        return window_history(
+            lambda hour: items.get(_hour_key(self.store_id, hour, self.timezone), {}),
+            lambda hour: _day_key(self.store_id, hour, self.timezone) in items,
+            self.hour,
+            self.timezone,
+            self.params,
+        )
+
+    def history_keys(self) -> set[Key]:
+        keys = set()
+        for hour in window(self.hour, self.params.hours):
+            for past in past_hours(hour, self.timezone, self.params.weeks):
+                keys |= {
+                    _hour_key(self.store_id, past, self.timezone),
+                    _day_key(self.store_id, past, self.timezone),
+                }
+        return keys
+
+
+def _checks(
+    rule: AlertRuleSettings, store_id: str, timezone: str, latest: datetime
+) -> list[_Check]:
+    """What ``rule`` judges for a store whose newest event is at ``latest``: the window ending
+    with the running hour (spikes of counters), and the one ending with the last hour
+    completed ``settle_minutes`` ago."""
     params = rule.parameters(TrendParams)
     checks = []
     if params.direction != "drop" and params.metric != "conversion":
-        checks.append(_Check(rule, params, store_id, hour_start(latest), complete=False))
+        checks.append(_Check(rule, params, store_id, timezone, hour_start(latest), complete=False))
     settled = hour_start(latest - timedelta(minutes=params.settle_minutes)) - HOUR
-    checks.append(_Check(rule, params, store_id, settled, complete=True))
+    checks.append(_Check(rule, params, store_id, timezone, settled, complete=True))
     return checks
 
 
 class TrendWatch:
     """Judges the trend rules for the stores of a batch; one per Lambda container (it caches
-    the baselines, which past weeks fix, and the completed hours it already judged)."""
+    the baselines, which past weeks fix, and the completed windows it already judged)."""
 
     def __init__(self, dynamodb: Any, metrics_table: str) -> None:
         self.dynamodb, self.metrics_table = dynamodb, metrics_table
-        self._history: dict[tuple[str, datetime, int], list[Counters]] = {}
+        self._history: dict[tuple[str, datetime, int, int], list[Counters]] = {}
         self._judged: set[tuple[str, str, datetime]] = set()
         self.reads = 0  # BatchGetItem calls, for the benchmark
 
@@ -164,62 +263,46 @@ class TrendWatch:
             if rule.type == "trend"
             for store_id, latest in sorted(latest_by_store.items())
             if rule.applies_to(store_id) and store_id in catalog.stores
-            for check in _checks(rule, store_id, latest)
-            if not (check.complete and self._key(check) in self._judged)
+            for check in _checks(rule, store_id, catalog.stores[store_id].timezone, latest)
+            if not (check.complete and self._judged_key(check) in self._judged)
         ]
         if not checks:
             return []
-        current = self._load(catalog, checks, written)
+        items = self._load(checks, written)
         alerts = []
         for check in checks:
-            timezone = catalog.stores[check.store_id].timezone
-            counters = current.get(_hour_key(check.store_id, check.hour, timezone), {})
-            history = self._history[(check.store_id, check.hour, check.params.weeks)]
-            finding = judge(check.params, counters, history, check.complete)
+            current = summed(items.get(key, {}) for key in check.current_keys())
+            finding = judge(
+                check.params, current, self._history[check.baseline_key], check.complete
+            )
             if check.complete:
-                self._remember(self._judged, self._key(check))
+                self._remember(self._judged, self._judged_key(check))
             if finding is not None:
-                alerts.append(_alert(check, finding, timezone))
+                alerts.append(_alert(check, finding))
         return alerts
 
     @staticmethod
-    def _key(check: _Check) -> tuple[str, str, datetime]:
+    def _judged_key(check: _Check) -> tuple[str, str, datetime]:
         return (check.rule.rule_id, check.store_id, check.hour)
 
     def _load(
-        self, catalog: Catalog, checks: Iterable[_Check], written: Mapping[Key, Mapping[str, Any]]
+        self, checks: list[_Check], written: Mapping[Key, Mapping[str, Any]]
     ) -> Mapping[Key, Mapping[str, Any]]:
-        """Reads, in one BatchGetItem, the hours judged that the batch did not write and the
-        past weeks not cached yet; fills the history cache; returns the judged hours."""
+        """Reads, in one BatchGetItem (100 keys a request), the judged hours the batch did not
+        write and the past weeks not cached yet; fills the baseline cache; returns the items."""
         wanted: set[Key] = set()
-        missing: list[tuple[str, datetime, int, str]] = []
         for check in checks:
-            timezone = catalog.stores[check.store_id].timezone
-            key = _hour_key(check.store_id, check.hour, timezone)
-            if key not in written:
-                wanted.add(key)
-            if (check.store_id, check.hour, check.params.weeks) not in self._history:
-                missing.append((check.store_id, check.hour, check.params.weeks, timezone))
-                for past in past_hours(check.hour, timezone, check.params.weeks):
-                    wanted |= {
-                        _hour_key(check.store_id, past, timezone),
-                        _day_key(check.store_id, past, timezone),
-                    }
+            wanted |= {key for key in check.current_keys() if key not in written}
+            if check.baseline_key not in self._history:
+                wanted |= check.history_keys()
         found: dict[Key, Mapping[str, Any]] = {}
         if wanted:
             self.reads += 1
             found = batch_get(self.dynamodb, self.metrics_table, sorted(wanted, key=str))
         found |= written  # what the batch wrote is newer than what the read returned
-        for store_id, hour, weeks, timezone in missing:
-            self._remember(
-                self._history,
-                (store_id, hour, weeks),
-                [
-                    found.get(_hour_key(store_id, past, timezone), {})
-                    for past in past_hours(hour, timezone, weeks)
-                    if _day_key(store_id, past, timezone) in found
-                ],
-            )
+        for check in checks:
+            if check.baseline_key not in self._history:
+                self._remember(self._history, check.baseline_key, check.history(found))
         return found
 
     @staticmethod
@@ -248,10 +331,11 @@ def _shown(value: Decimal, metric: str) -> str:
     return str(value.quantize(Decimal("0.01")) if metric == "revenue" else value.normalize())
 
 
-def _alert(check: _Check, finding: Finding, timezone: str) -> Alert:
+def _alert(check: _Check, finding: Finding) -> Alert:
     metric = check.params.metric
-    local = check.hour.astimezone(zone(timezone))
-    when = f"{local:%a %H}:00-{(local + HOUR):%H}:00"
+    first = window(check.hour, check.params.hours)[0].astimezone(zone(check.timezone))
+    local = check.hour.astimezone(zone(check.timezone))
+    when = f"{first:%a %H}:00-{(local + HOUR):%H}:00"
     return Alert(
         check.rule,
         check.store_id,
@@ -262,7 +346,8 @@ def _alert(check: _Check, finding: Finding, timezone: str) -> Alert:
             "metric": metric,
             "direction": finding.direction,
             "hour": utc_hour(check.hour),
-            "local_hour": local.isoformat(),
+            "hours": check.params.hours,
+            "local_start": first.isoformat(),
             "complete": check.complete,
             "value": str(finding.value),
             "baseline": str(finding.baseline),
