@@ -164,7 +164,7 @@ START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday; no daylight-saving change 
 
 def test_without_anomalies_in_its_window_a_simulation_is_unchanged() -> None:
     later = Anomaly("spike", "s-001", START + timedelta(days=3), START + timedelta(days=4), 3.0)
-    end = START + timedelta(hours=12)
+    end = START + timedelta(hours=6)
     plain = [e.to_json() for e in Simulator(MODEL, 7, START).events_between(START, end)]
     sim = Simulator(MODEL, 7, START, anomalies=[later])
     assert [e.to_json() for e in sim.events_between(START, end)] == plain

@@ -259,12 +259,20 @@ class AlertPublisher:
     ) -> None:
         self.sns, self.topic_arn = sns, topic_arn
         self.settings_table, self.facts_table, self.clock = settings_table, facts_table, clock
+        # Subjects alerted ONCE already (by this container or, as its claim said, another):
+        # a SKU that stays unknown costs no claim per batch.
+        self._done_once: set[Key] = set()
 
     def publish(self, alerts: list[Alert], origin: Origin | None = None) -> int:
         sent = 0
         for alert in alerts:
+            once = self._cooldown_key(alert) if alert.period == ONCE else None
+            if once in self._done_once:
+                continue
             now = self.clock()
             message = self.send(alert, now, origin)
+            if once is not None:
+                self._done_once.add(once)
             if message is None:
                 continue
             self.facts_table.put_item(

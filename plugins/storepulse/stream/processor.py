@@ -259,6 +259,8 @@ class StreamProcessor:
     ) -> int:
         if self.publisher is None:
             return 0
+        if any(w.sku not in catalog.products for w in agg.stock.values()) and self.catalog.reload():
+            catalog = self.catalog.load()  # a product added since the copy was read is known
         stock_items = [r.item for r in results if r.item is not None and r.key in agg.stock]
         written = {r.key: r.item for r in results if r.item is not None}
         series = alert_rules.MinuteSeries(self.metrics, catalog)
