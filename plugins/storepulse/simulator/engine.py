@@ -14,7 +14,8 @@ perturbing each other: turning on ``late_fraction`` changes when POS events are 
 what they contain, and ``malformed_fraction`` only adds records between the valid ones.
 
 ``GroundTruth`` is accumulated from the events actually handed out, so tests can compare what
-the pipeline stored with what was sent.
+the pipeline stored with what was sent. ``anomalies`` (``storepulse.simulator.anomalies``: a
+spike, a drop, a conversion collapse) disturb a store at known times and are listed in it.
 """
 
 from __future__ import annotations
