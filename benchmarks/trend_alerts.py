@@ -18,6 +18,14 @@ Lambda little?
    does in a container (baselines cached, a completed hour judged once), against the same
    without its cache (every batch reads the baseline again): milliseconds and reads per batch.
 
+Measured (2026-12-07, shared 2-core machine at load ~20, defaults): normal month 0 alerts in
+1,344 store-hours; injected month 19 alerts, precision 0.95 (18/19), recall 0.83 (spike 4/4,
+drop 4/4, conversion collapse 2/4: a 3-hour window of a morning expects ~15 web purchases, at
+the edge of telling a collapse from chance). At ``--rate 0.1`` (a third of the volume) the
+normal month had 2 false sales spikes (1.5 per 1,000 store-hours) and no collapse was found.
+Per batch: 11.5 ms mean (1.1 ms p50) and 0.02 BatchGetItem cached, against 481 ms and 1 read
+without the cache (42x).
+
 ``--small``: two weeks of history, two days, one anomaly of each kind, 20 batches, at a rate too
 low to detect much: the same code path in a few minutes, not numbers to quote.
 """
