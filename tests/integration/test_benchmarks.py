@@ -122,3 +122,15 @@ def test_persistence(capsys: pytest.CaptureFixture[str]) -> None:
     assert_positive(size, ["snapshot_mib", "held_s", "snapshot_s", "pickle_s", "restore_s"])
     assert_positive(size, ["restart_s", "mutating_requests", "fill_s"])
     assert "requests held" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # two simulations of two weeks and two days: minutes, not seconds
+def test_trend_alerts() -> None:
+    from benchmarks import trend_alerts
+
+    result = trend_alerts.main(["--small"])
+    assert result["anomalies"] == 3
+    assert 0 <= result["recall"] <= 1 and 0 <= result["precision"] <= 1
+    assert result["store_hours_judged"] > 0
+    assert_positive(result["cost"]["cached"], ["ms_per_batch", "p50_ms"])
+    assert_positive(result["cost"]["uncached"], ["ms_per_batch", "p50_ms", "reads_per_batch"])

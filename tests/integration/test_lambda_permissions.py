@@ -35,6 +35,8 @@ from storepulse.deploy.permissions import (
 )
 from storepulse.deploy.stack import TEMPLATE, load_parameters, parse_template
 from storepulse.deploy.verify import GAPS_FILE
+from storepulse.layout import Table
+from storepulse.settings import AlertRuleSettings, SettingsStore
 from storepulse.stream import smoke
 from storepulse_local.iam import LAMBDA_SERVICE
 from tests.integration.conftest import FROZEN_NOW, RealtimeStack, invoke
@@ -188,7 +190,11 @@ def _fail_every_publish(stack: RealtimeStack) -> None:
 
 def drive(handler: ModuleType, stack: RealtimeStack) -> None:
     """A business hour in a few batches: every kind of event, a bad record, the deploy's smoke
-    event, a low-stock alert, a retried batch, and an alert whose publish fails."""
+    event, a low-stock alert, a retried batch, and an alert whose publish fails; with a trend
+    rule, whose baselines are read."""
+    SettingsStore(stack.table(Table.SETTINGS)).upsert(
+        AlertRuleSettings(rule_id="sales-trend", type="trend")
+    )
     stream = Stream()
     stock = stream.records(
         stock_take("s-001", "coffee-1kg", 7, AT),

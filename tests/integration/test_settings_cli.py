@@ -237,6 +237,10 @@ def test_seed_defaults_is_idempotent_and_keeps_changed_rules(cli: Any) -> None:
         "created alert-rule low-stock",
         "created alert-rule traffic-spike",
         "created alert-rule sales-drop",
+        "created alert-rule sales-trend",
+        "created alert-rule traffic-trend",
+        "created alert-rule conversion-trend",
+        "created alert-rule unknown-sku",
     ]
     changed = {"type": "sales_drop", "severity": "critical", "params": {"ratio": "0.25"}}
     assert _upsert(cli, "alert-rule", "sales-drop", changed).code == 0
@@ -274,6 +278,10 @@ def test_the_lambda_reads_what_the_store_wrote(table: Any) -> None:
             "low-stock",
             "traffic-spike",
             "sales-drop",
+            "sales-trend",
+            "traffic-trend",
+            "conversion-trend",
+            "unknown-sku",
             "paris-footfall",
         }
     )

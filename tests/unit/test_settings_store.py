@@ -322,7 +322,7 @@ def test_describe_errors_prefixes_the_kind() -> None:
 def test_default_rules() -> None:
     rules = {r.type: r for r in load_default_rules()}
 
-    assert set(rules) == {"low_stock", "traffic_spike", "sales_drop"}
+    assert set(rules) == {"low_stock", "traffic_spike", "sales_drop", "trend", "unknown_sku"}
     low, spike, drop = rules["low_stock"], rules["traffic_spike"], rules["sales_drop"]
     assert (low.severity, low.cooldown_seconds, low.params) == ("warning", 6 * 3600, {})
     assert (spike.severity, spike.cooldown_seconds) == ("info", 30 * 60)

@@ -63,6 +63,8 @@ __all__ = [
     "StoreAccess",
     "StoreSettings",
     "TrafficSpikeParams",
+    "TrendParams",
+    "UnknownSkuParams",
     "describe_errors",
     "load_default_rules",
     "model_for",
@@ -87,6 +89,10 @@ KPI_CATALOGUE: Final = (
 # The Lambda sums a window over the minute buckets of at most two local days (start and end), so
 # no window may be longer than a day.
 MAX_WINDOW_MINUTES: Final = 24 * 60
+# A trend rule reads, per past week, an hour item per hour of its window and a day item (hour
+# items never expire): at most 12 x (3 + 1) keys per window judged.
+MAX_TREND_WEEKS: Final = 12
+MAX_TREND_HOURS: Final = 3
 
 
 class SettingsError(ValueError):
@@ -187,11 +193,50 @@ class SalesDropParams(_Frozen):
     min_baseline: PositiveMoney = Decimal(100)
 
 
-RuleParams = LowStockParams | TrafficSpikeParams | SalesDropParams
+Weeks = Annotated[Count, Field(ge=1, le=MAX_TREND_WEEKS)]
+# A revenue in the store's currency, a count, or (for conversion) a number of sessions.
+Volume = Annotated[
+    Decimal, BeforeValidator(_exact_number), Field(gt=0, max_digits=14, decimal_places=2)
+]
+
+
+class TrendParams(_Frozen):
+    metric: Literal["revenue", "orders", "sessions", "page_views", "foot_traffic", "conversion"] = (
+        "revenue"
+    )
+    direction: Literal["drop", "spike", "both"] = "both"
+    weeks: Weeks = 4
+    min_weeks: Weeks = 2  # past weeks with data (a day with events) needed to judge
+    hours: Annotated[Count, Field(ge=1, le=MAX_TREND_HOURS)] = 1  # judged together (a window)
+    drop_ratio: Annotated[Ratio, Field(lt=1)] = Decimal("0.5")
+    spike_ratio: Annotated[Ratio, Field(gt=1)] = Decimal(2)
+    min_volume: Volume = Decimal(30)
+    # How many standard deviations of chance (Poisson counts) the change must also exceed.
+    sigmas: Annotated[Ratio, Field(le=10)] = Decimal(3)
+    settle_minutes: Annotated[Count, Field(ge=0, le=120)] = 15
+
+    @model_validator(mode="after")
+    def _enough_weeks(self) -> Self:
+        if self.min_weeks > self.weeks:
+            raise PydanticCustomError(
+                "min_weeks",
+                "min_weeks ({min_weeks}) must be <= weeks ({weeks})",
+                {"min_weeks": self.min_weeks, "weeks": self.weeks},
+            )
+        return self
+
+
+class UnknownSkuParams(_Frozen):
+    """No parameters: each unknown SKU is reported once."""
+
+
+RuleParams = LowStockParams | TrafficSpikeParams | SalesDropParams | TrendParams | UnknownSkuParams
 RULE_PARAMS: Final[dict[str, type[RuleParams]]] = {
     "low_stock": LowStockParams,
     "traffic_spike": TrafficSpikeParams,
     "sales_drop": SalesDropParams,
+    "trend": TrendParams,
+    "unknown_sku": UnknownSkuParams,
 }
 
 # --- models ------------------------------------------------------------------------------------
@@ -277,7 +322,7 @@ class AlertRuleSettings(SettingsModel):
     id_field: ClassVar[str | None] = "rule_id"
 
     rule_id: RuleId
-    type: Literal["low_stock", "traffic_spike", "sales_drop"]
+    type: Literal["low_stock", "traffic_spike", "sales_drop", "trend", "unknown_sku"]
     severity: Literal["info", "warning", "critical"] = "warning"
     cooldown_seconds: Annotated[Count, Field(ge=60, le=7 * 24 * 3600)] = 3600
     params: dict[str, Decimal | str] = Field(default_factory=dict)

@@ -14,7 +14,8 @@ perturbing each other: turning on ``late_fraction`` changes when POS events are 
 what they contain, and ``malformed_fraction`` only adds records between the valid ones.
 
 ``GroundTruth`` is accumulated from the events actually handed out, so tests can compare what
-the pipeline stored with what was sent.
+the pipeline stored with what was sent. ``anomalies`` (``storepulse.simulator.anomalies``: a
+spike, a drop, a conversion collapse) disturb a store at known times and are listed in it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import random
 import uuid
 from collections import deque
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -51,6 +52,8 @@ from storepulse.events import (
     WebPurchaseV1,
     partition_key,
 )
+from storepulse.simulator import anomalies as anomaly_factors
+from storepulse.simulator.anomalies import Anomaly
 from storepulse.simulator.model import BusinessModel, Customer, Product, Seasonality, Store
 
 __all__ = ["DayTotals", "GroundTruth", "MalformedRecord", "Simulator", "expected_events"]
@@ -106,6 +109,7 @@ UNKNOWN_SCHEMAS: Final = ("pos.void", "web.scroll", "inventory.count")
 
 BurstKind = Literal["traffic", "web", "foot"]
 _ZERO: Final = Decimal("0.00")
+_COLLAPSE: Final = frozenset({"conversion_collapse"})
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class GroundTruth:
         self.days: dict[str, dict[date, DayTotals]] = {}
         self._sessions: set[str] = set()
         self._stock: dict[tuple[str, str], _StockLedger] = {}
+        self.anomalies: list[Anomaly] = []  # injected at known times (``Simulator(anomalies=)``)
 
     @classmethod
     def for_model(cls, model: BusinessModel) -> GroundTruth:
@@ -238,7 +243,7 @@ class GroundTruth:
         stock: dict[str, dict[str, int]] = {}
         for (store_id, sku), level in self.stock.items():
             stock.setdefault(store_id, {})[sku] = level
-        return {
+        truth: dict[str, Any] = {
             "timezones": {store: zone.key for store, zone in self._zones.items()},
             "days": {
                 store: {day.isoformat(): days[day].to_dict() for day in sorted(days)}
@@ -246,6 +251,9 @@ class GroundTruth:
             },
             "stock": stock,
         }
+        if self.anomalies:
+            truth["anomalies"] = [anomaly.to_dict() for anomaly in self.anomalies]
+        return truth
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON with money as decimal strings (exact), days as ISO dates."""
@@ -345,6 +353,7 @@ class Simulator:
         late_fraction: float = 0.0,
         malformed_fraction: float = 0.0,
         ground_truth: GroundTruth | None = None,
+        anomalies: Sequence[Anomaly] = (),
     ) -> None:
         if rate <= 0 or acceleration <= 0:
             raise ValueError("rate and acceleration must be > 0")
@@ -355,6 +364,10 @@ class Simulator:
         start_ms = _ms(start)  # rejects a naive start
         self.start = _dt(start_ms)
         self.ground_truth = GroundTruth.for_model(model) if ground_truth is None else ground_truth
+        for anomaly in anomalies:
+            model.store(anomaly.store_id)  # an unknown store raises, naming the known ones
+        self.anomalies = tuple(anomalies)
+        self.ground_truth.anomalies.extend(anomalies)
         # The start is part of the seed: two runs started at different times must not share
         # event ids, or consumers would drop the second run's events as duplicates.
         self._seed_text = f"storepulse-sim:{seed}:{start_ms}"
@@ -581,6 +594,12 @@ class Simulator:
             "source": source,
         }
 
+    def _anomaly_factor(self, store: Store, kinds: frozenset[str]) -> float:
+        """1.0 (exactly) unless an injected anomaly of ``kinds`` is active now."""
+        if not self.anomalies:
+            return 1.0
+        return anomaly_factors.factor(self.anomalies, kinds, store.store_id, _dt(self._now))
+
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}-{self._rng.getrandbits(48):012x}"
 
@@ -725,6 +744,7 @@ class Simulator:
                 local = self._local(store, self._now)
                 intensity = seasonality.store_intensity(local.weekday(), local.hour)
                 mean = per_minute_at_peak * intensity * (end - self._now) / TICK
+                mean *= self._anomaly_factor(store, anomaly_factors.TRAFFIC_KINDS)
                 for _ in range(_poisson(self._rng, mean)):
                     arrival = self._rng.randrange(self._now, end)
                     self._spawn(arrival, self._visitor(store, closes))
@@ -816,6 +836,7 @@ class Simulator:
         while True:
             local = self._local(store, self._now)
             intensity = seasonality.web_intensity(local.weekday(), local.hour)
+            intensity *= self._anomaly_factor(store, anomaly_factors.TRAFFIC_KINDS)
             for _ in range(_poisson(self._rng, per_minute_at_peak * intensity)):
                 arrival = self._rng.randrange(self._now, self._now + TICK)
                 self._spawn(arrival, self._session(store))
@@ -833,7 +854,8 @@ class Simulator:
             return  # no cart, or an abandoned one
         yield self._rng.randint(20, 180) * SECOND
         visit.check_out()
-        if self._rng.random() >= PURCHASE:
+        paid = PURCHASE * self._anomaly_factor(store, _COLLAPSE)
+        if self._rng.random() >= paid:
             return
         yield self._rng.randint(30, 300) * SECOND
         sale = visit.pay()

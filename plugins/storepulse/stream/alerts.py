@@ -9,10 +9,16 @@ Rule types (``params`` in brackets, with the defaults ``storepulse.settings`` de
   ``min_count`` [30].
 - ``sales_drop``: revenue of the last ``window_minutes`` [60] is below ``ratio`` [0.5] times the
   same window a week earlier, which had at least ``min_baseline`` [100] revenue.
+- ``trend``: an hour of a store against its moving baseline (the same local hour of the same
+  weekday over the last ``weeks``): see ``storepulse.stream.trends``.
+- ``unknown_sku``: a SKU the catalogue does not know was sold or counted: reported once per SKU
+  (a data problem, never a stock alert). Without such a rule a built-in one applies, so the
+  problem is never silent; a rule with ``enabled`` false turns it off.
 
 Windows end at the newest event time seen for the store (event time, not arrival). A cooldown per
 rule and subject (a conditional write in the settings table) keeps one alert per
-``cooldown_seconds``; messages carry ``type``, ``severity`` and ``store_id`` attributes so
+``cooldown_seconds``, and an alert about a ``period`` (a trend's hour) never goes out twice for
+the same or an earlier period; messages carry ``type``, ``severity`` and ``store_id`` attributes so
 subscribers can filter. The cooldown item also remembers, per shard, the last record of the batch
 that alerted: a batch delivered again (a retry, a bisected half, or the re-delivery after a restore
 or a replay, however late by the clock) never alerts again.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +39,7 @@ from botocore.exceptions import ClientError
 
 from storepulse.clock import Clock, system_clock
 from storepulse.layout import (
+    ALL_STORES,
     Key,
     SettingsKind,
     alert_log_key,
@@ -48,6 +56,7 @@ from storepulse.settings import (
     SalesDropParams,
     TrafficSpikeParams,
 )
+from storepulse.stream.aggregate import StockWrite
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,10 @@ class Alert:
     subject: str  # what the alert is about within the store (a sku, "traffic", "sales")
     title: str
     details: dict[str, Any]
+    # What the alert is about in time (a trend's UTC hour, ISO: sortable); the claim refuses the
+    # same or an earlier period, whatever the cooldown. ``ONCE``: never again for the subject.
+    period: str | None = None
+    per_store: bool = True  # False: one cooldown for the subject across all stores
 
     def message(self, sent_at: datetime) -> dict[str, Any]:
         return {
@@ -73,14 +86,26 @@ class Alert:
         }
 
 
+ONCE = "once"  # an alert period that no later claim passes
+
+# Reports unknown SKUs when the settings hold no ``unknown_sku`` rule.
+BUILT_IN_UNKNOWN_SKU = AlertRuleSettings(
+    rule_id="unknown-sku", type="unknown_sku", severity="warning", cooldown_seconds=3600
+)
+
+
 def low_stock_alerts(catalog: Catalog, stock_items: list[dict[str, Any]]) -> list[Alert]:
+    """Known products only: an unknown SKU's level (negative, as nothing was ever counted) is
+    a data problem, reported once by ``unknown_sku_alerts``."""
     alerts = []
     for rule in (r for r in catalog.rules if r.type == "low_stock"):
         override = rule.parameters(LowStockParams).reorder_point
         for item in stock_items:
             store_id, sku = item["store_id"], item["sku"]
             product = catalog.products.get(sku)
-            point = override if override is not None else product.reorder_point if product else 0
+            if product is None:
+                continue
+            point = override if override is not None else product.reorder_point
             on_hand = int(item.get("on_hand", 0))
             if rule.applies_to(store_id) and on_hand <= point:
                 alerts.append(
@@ -93,6 +118,31 @@ def low_stock_alerts(catalog: Catalog, stock_items: list[dict[str, Any]]) -> lis
                     )
                 )
     return alerts
+
+
+def unknown_sku_alerts(catalog: Catalog, stock: Iterable[StockWrite]) -> list[Alert]:
+    """One alert per SKU the batch sells, counts or adjusts that the catalogue lacks (the first
+    store seen names it; the claim is per SKU, for all stores, and never expires)."""
+    rules = [r for r in catalog.rules if r.type == "unknown_sku"] or [BUILT_IN_UNKNOWN_SKU]
+    unknown: dict[str, str] = {}
+    for write in sorted(stock, key=lambda w: (w.sku, w.store_id)):
+        if write.sku not in catalog.products:
+            unknown.setdefault(write.sku, write.store_id)
+    return [
+        Alert(
+            rule,
+            store_id,
+            f"unknown-sku:{sku}",
+            f"Unknown SKU {sku} at {store_id}: add it to the products (its stock is not tracked "
+            "for alerts)",
+            {"sku": sku, "first_seen_store_id": store_id},
+            period=ONCE,
+            per_store=False,
+        )
+        for sku, store_id in unknown.items()
+        for rule in rules
+        if rule.applies_to(store_id)
+    ]
 
 
 class MinuteSeries:
@@ -209,12 +259,20 @@ class AlertPublisher:
     ) -> None:
         self.sns, self.topic_arn = sns, topic_arn
         self.settings_table, self.facts_table, self.clock = settings_table, facts_table, clock
+        # Subjects alerted ONCE already (by this container or, as its claim said, another):
+        # a SKU that stays unknown costs no claim per batch.
+        self._done_once: set[Key] = set()
 
     def publish(self, alerts: list[Alert], origin: Origin | None = None) -> int:
         sent = 0
         for alert in alerts:
+            once = self._cooldown_key(alert) if alert.period == ONCE else None
+            if once in self._done_once:
+                continue
             now = self.clock()
             message = self.send(alert, now, origin)
+            if once is not None:
+                self._done_once.add(once)
             if message is None:
                 continue
             self.facts_table.put_item(
@@ -264,8 +322,9 @@ class AlertPublisher:
 
     @staticmethod
     def _cooldown_key(alert: Alert) -> Key:
+        store = alert.store_id if alert.per_store else ALL_STORES
         return settings_key(
-            SettingsKind.ALERT_STATE, f"{alert.rule.rule_id}#{alert.store_id}#{alert.subject}"
+            SettingsKind.ALERT_STATE, f"{alert.rule.rule_id}#{store}#{alert.subject}"
         )
 
     def _release_cooldown(self, alert: Alert) -> None:
@@ -282,6 +341,12 @@ class AlertPublisher:
             condition += " AND (attribute_not_exists(#wm) OR #wm < :first)"
             names["#wm"] = watermark_attribute(origin.shard_id)
             values |= {":first": origin.first, ":last": origin.last}
+        if alert.period is not None:
+            # A trend's hour is judged by many batches (and containers): it alerts once.
+            update += ", #period = :period"
+            condition += " AND (attribute_not_exists(#period) OR #period < :period)"
+            names["#period"] = "last_period"
+            values[":period"] = alert.period
         try:
             self.settings_table.update_item(
                 Key=self._cooldown_key(alert).as_item(),

@@ -24,7 +24,7 @@ from storepulse.config import ConfigError
 from storepulse.layout import Key, Table, table_name
 from storepulse.settings import CachedCatalog, Catalog, load_catalog
 from storepulse.stream import alerts as alert_rules
-from storepulse.stream import smoke
+from storepulse.stream import smoke, trends
 from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.batch_io import batch_get
@@ -155,6 +155,7 @@ class StreamProcessor:
             if resources.alert_topic_arn
             else None
         )
+        self.trends = trends.TrendWatch(dynamodb, resources.metrics_table)
         tables = {"metrics": self.metrics, "inventory": self.inventory, "facts": self.facts}
         self.smoke = smoke.SmokeResponder(
             dynamodb=dynamodb, tables=tables, publisher=self.publisher, clock=clock
@@ -256,13 +257,18 @@ class StreamProcessor:
     def _alert(
         self, catalog: Catalog, agg: Any, results: list[WriteResult], origin: alert_rules.Origin
     ) -> int:
-        if self.publisher is None or not catalog.rules:
+        if self.publisher is None:
             return 0
+        if any(w.sku not in catalog.products for w in agg.stock.values()) and self.catalog.reload():
+            catalog = self.catalog.load()  # a product added since the copy was read is known
         stock_items = [r.item for r in results if r.item is not None and r.key in agg.stock]
+        written = {r.key: r.item for r in results if r.item is not None}
         series = alert_rules.MinuteSeries(self.metrics, catalog)
         alerts = (
-            alert_rules.low_stock_alerts(catalog, stock_items)
+            alert_rules.unknown_sku_alerts(catalog, agg.stock.values())
+            + alert_rules.low_stock_alerts(catalog, stock_items)
             + alert_rules.traffic_spike_alerts(catalog, series, agg.latest_traffic)
             + alert_rules.sales_drop_alerts(catalog, series, agg.latest_sales)
+            + self.trends.alerts(catalog, trends.latest_events(agg), written)
         )
         return self.publisher.publish(alerts, origin)
