@@ -82,7 +82,9 @@ def sync_quicksight_access() -> None:
     def sync_access(bucket: str) -> dict[str, Any]:
         report = sync_quicksight_access(bucket)
         changed = {k: v for k, v in report["actions"].items() if v != "unchanged"}
-        log.info("%d rules (changed: %s); changes: %s", report["rules"], report["rules_changed"], changed)
+        log.info(
+            "%d rules (changed: %s); changes: %s", report["rules"], report["rules_changed"], changed
+        )
         return report
 
     @task.short_circuit
