@@ -32,9 +32,9 @@ from airflow.sdk import Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import (
+    apply_quicksight_access,
     quicksight_client,
     quicksight_declarations,
-    sync_quicksight_access,
 )
 from storepulse.assets import realtime_stack_asset
 from storepulse.config import settings
@@ -108,7 +108,7 @@ def deploy_quicksight() -> None:
     @task
     def sync_access(bucket: str) -> dict[str, Any]:
         """Principals, permissions and the rules; their ingestion runs on (as the deploy's)."""
-        report = sync_quicksight_access(bucket)
+        report = apply_quicksight_access(bucket)
         log.info("access: %d rules (changed: %s)", report["rules"], report["rules_changed"])
         return report
 

@@ -33,10 +33,10 @@ from airflow.sdk import dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import (
+    apply_quicksight_access,
     aws_client,
     quicksight_client,
     quicksight_declarations,
-    sync_quicksight_access,
 )
 from storepulse.airflow.sensors import wait_for_stack
 from storepulse.config import settings
@@ -80,7 +80,7 @@ def sync_quicksight_access() -> None:
 
     @task
     def sync_access(bucket: str) -> dict[str, Any]:
-        report = sync_quicksight_access(bucket)
+        report = apply_quicksight_access(bucket)
         changed = {k: v for k, v in report["actions"].items() if v != "unchanged"}
         log.info(
             "%d rules (changed: %s); changes: %s", report["rules"], report["rules_changed"], changed

@@ -32,7 +32,7 @@ def quicksight_declarations(account_id: str, region: str, lake_bucket: str | Non
     return load_declarations(env=env, region=region, account_id=account_id, lake_bucket=lake_bucket)
 
 
-def sync_quicksight_access(lake_bucket: str) -> dict[str, Any]:
+def apply_quicksight_access(lake_bucket: str) -> dict[str, Any]:
     """``storepulse.quicksight.access.sync_access`` with the ``aws_default`` clients and the
     grants of the environment's settings table (an invalid grant is left out: that user sees
     nothing). Returns the report; ``ingestion`` names the rules' ingestion to wait for."""

@@ -17,11 +17,12 @@ complete), since QuickSight enforces the rules of its SPICE copy, not the file's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,13 +148,24 @@ def write_rules(s3: Any, decl: Declarations, rows: list[dict[str, str | None]]) 
 # --- principals --------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _created_meanwhile() -> Iterator[None]:
+    """A creation that another sync (deploy_quicksight beside the scheduled one) just did."""
+    try:
+        yield
+    except ClientError as exc:
+        if _error_code(exc) != "ResourceExistsException":
+            raise
+
+
 def _ensure_groups(client: Any, control: AccessControl, account_id: str, report: AccessReport):
     for role, group in control.groups.items():
         where = {"AwsAccountId": account_id, "Namespace": control.namespace, "GroupName": group}
         if _describe(client.describe_group, "Group", **where) is not None:
             report.record("group", group, "unchanged")
             continue
-        client.create_group(**where, Description=f"StorePulse {role}s")
+        with _created_meanwhile():
+            client.create_group(**where, Description=f"StorePulse {role}s")
         report.record("group", group, "created")
 
 
@@ -169,13 +181,14 @@ def _ensure_users(
         wanted = {"Email": grant.email, "Role": USER_ROLES[str(grant.role)]}
         current = _describe(client.describe_user, "User", **where, UserName=grant.username)
         if current is None:
-            client.register_user(
-                **where,
-                UserName=grant.username,
-                IdentityType="QUICKSIGHT",
-                Email=wanted["Email"],
-                UserRole=wanted["Role"],
-            )
+            with _created_meanwhile():
+                client.register_user(
+                    **where,
+                    UserName=grant.username,
+                    IdentityType="QUICKSIGHT",
+                    Email=wanted["Email"],
+                    UserRole=wanted["Role"],
+                )
             report.record("user", grant.username, "registered")
         elif all(current.get(k) == v for k, v in wanted.items()):
             report.record("user", grant.username, "unchanged")
