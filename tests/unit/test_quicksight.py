@@ -415,6 +415,10 @@ def test_the_refresh_dag_is_scheduled_on_every_curated_asset() -> None:
     tasks = sync.dags["sync_quicksight_access"].task_dict
     assert tasks["wait_for_rules"].operator_class is QuickSightSensor
     assert "wait_for_rules" in tasks["rules_changed"].downstream_task_ids
+    from storepulse.airflow import hooks
+
+    called = tasks["sync_access"].python_callable.__globals__["apply_quicksight_access"]
+    assert called is hooks.apply_quicksight_access  # not shadowed by the DAG's own name
 
 
 # --- the local QuickSight's rules --------------------------------------------------------------
