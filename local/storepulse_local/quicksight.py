@@ -758,8 +758,8 @@ class LocalQuickSight:
         return 200, {"User": self._user(caller, path["Namespace"], path["UserName"])}
 
     def _list_users(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
-        users = [u for (ns, _), u in self.account(caller.account_id).users.items()]
-        users = [u for u in users if u["Arn"].split(":")[-1].split("/")[1] == path["Namespace"]]
+        known = self.account(caller.account_id).users.items()
+        users = [u for (ns, _), u in known if ns == path["Namespace"]]
         page, token = _page(users, query)
         return 200, {"UserList": page} | ({"NextToken": token} if token else {})
 
@@ -811,17 +811,13 @@ class LocalQuickSight:
         page, token = _page(groups, query)
         return 200, {"GroupList": page} | ({"NextToken": token} if token else {})
 
-    def _member(self, caller: Caller, group: Mapping[str, Any], name: str) -> dict[str, Any]:
-        arn = f"{group['Arn']}/{name}"
-        return {"Arn": arn, "MemberName": name}
-
     def _create_group_membership(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         namespace, name = path["Namespace"], path["MemberName"]
         group = self._group(caller, namespace, path["GroupName"])
         self._user(caller, namespace, name)  # AWS: only a registered user can join
         if name not in group["members"]:
             group["members"].append(name)
-        return 200, {"GroupMember": self._member(caller, group, name), "Status": 200}
+        return 200, {"GroupMember": _member(group, name), "Status": 200}
 
     def _delete_group_membership(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         group = self._group(caller, path["Namespace"], path["GroupName"])
@@ -833,7 +829,7 @@ class LocalQuickSight:
 
     def _list_group_memberships(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         group = self._group(caller, path["Namespace"], path["GroupName"])
-        members = [self._member(caller, group, name) for name in group["members"]]
+        members = [_member(group, name) for name in group["members"]]
         page, token = _page(members, query)
         return 200, {"GroupMemberList": page} | ({"NextToken": token} if token else {})
 
@@ -1328,6 +1324,10 @@ def quicksight_accepts(quicksight_type: str, arrow_type: Any) -> bool:
 
 def _group_api(group: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in group.items() if k != "members"}
+
+
+def _member(group: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return {"Arn": f"{group['Arn']}/{name}", "MemberName": name}
 
 
 def _actions_of(account: Account, data_set: Mapping[str, Any], principals: set[str]) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import pickle
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -119,3 +120,22 @@ def test_the_declarations_are_checked_for_access_control() -> None:
     shared = copy.deepcopy(raw)
     shared["permissions"]["groups"]["viewer"] = shared["permissions"]["groups"]["manager"]
     assert any("share the group" in p for p in qs.validate(shared))
+
+
+def test_a_snapshot_from_before_access_control_restores_empty_principals() -> None:
+    """The embedded AWS's snapshots pickle the local QuickSight's accounts: one taken before
+    users, groups, permissions and SPICE rows were kept restores them empty."""
+    from storepulse_local.quicksight import Account
+
+    old = Account()
+    for name in ("users", "groups", "permissions", "spice"):
+        del old.__dict__[name]
+    old.data_sets["ds"] = {"Name": "orders"}
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.data_sets == {"ds": {"Name": "orders"}}
+    assert (restored.users, restored.groups, restored.permissions, restored.spice) == (
+        {},
+        {},
+        {},
+        {},
+    )
