@@ -481,8 +481,8 @@ def test_the_providers_sensor_sees_completion_and_failure(lake: Lake) -> None:
 
 
 def test_unknown_quicksight_calls_still_reach_moto(lake: Lake) -> None:
-    users = lake.quicksight.list_users(AwsAccountId=ACCOUNT, Namespace="default")
-    assert users["UserList"] == []
+    settings = lake.quicksight.describe_account_settings(AwsAccountId=ACCOUNT)
+    assert settings["AccountSettings"]["AccountName"]
     with pytest.raises(botocore.exceptions.ClientError):
         lake.quicksight.describe_ingestion(
             AwsAccountId=ACCOUNT, DataSetId="no-such-set", IngestionId="x"
