@@ -869,7 +869,7 @@ class LocalQuickSight:
         data_set = self._data_set(caller, path["DataSetId"])
         permissions = self.account(caller.account_id).permissions.get(data_set["Arn"], [])
         answer = {"DataSetArn": data_set["Arn"], "DataSetId": data_set["DataSetId"]}
-        return 200, answer | {"Permissions": permissions, "Status": 200}
+        return 200, answer | _listed(permissions) | {"Status": 200}
 
     def _update_data_set_permissions(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         data_set = self._data_set(caller, path["DataSetId"])
@@ -884,7 +884,7 @@ class LocalQuickSight:
         dashboard = self._dashboard(caller, path["DashboardId"])
         permissions = self.account(caller.account_id).permissions.get(dashboard["Arn"], [])
         answer = {"DashboardArn": dashboard["Arn"], "DashboardId": dashboard["DashboardId"]}
-        return 200, answer | {"Permissions": permissions, "Status": 200}
+        return 200, answer | _listed(permissions) | {"Status": 200}
 
     def _update_dashboard_permissions(
         self, caller: Caller, path: Any, query: Any, body: Any
@@ -893,7 +893,7 @@ class LocalQuickSight:
         grant, revoke = body.get("GrantPermissions", []), body.get("RevokePermissions", [])
         permissions = self._set_permissions(caller, dashboard["Arn"], grant, revoke)
         answer = {"DashboardArn": dashboard["Arn"], "DashboardId": dashboard["DashboardId"]}
-        return 200, answer | {"Permissions": permissions, "Status": 200}
+        return 200, answer | _listed(permissions) | {"Status": 200}
 
     # --- what a user sees --------------------------------------------------------------------
 
@@ -1324,6 +1324,11 @@ def quicksight_accepts(quicksight_type: str, arrow_type: Any) -> bool:
 
 def _group_api(group: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in group.items() if k != "members"}
+
+
+def _listed(permissions: list[dict[str, Any]]) -> dict[str, Any]:
+    """``Permissions`` of a describe: AWS leaves it out rather than send an empty list."""
+    return {"Permissions": permissions} if permissions else {}
 
 
 def _member(group: Mapping[str, Any], name: str) -> dict[str, Any]:
