@@ -13,6 +13,11 @@ A manual run is safe too: everything already matching is left alone.
    (row-level security included) with their refresh properties, and the dashboard, each
    created, updated or left alone when it already matches. Param `manage_catalog` (false: Glue
    is not touched).
+4. **sync_access**: QuickSight's groups (owner, manager, viewer), the users of the dashboard
+   grants that have a role, their memberships, the groups' permissions on the data sets and
+   dashboard, and the row-level-security rules generated from the same grants' store limits
+   (written to the lake and ingested when they changed): see `storepulse.quicksight.access`.
+   The `sync_quicksight_access` DAG applies later changes of the grants.
 
 Locally the embedded AWS answers the QuickSight API itself (`storepulse_local.quicksight`).
 """
@@ -26,7 +31,11 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
-from storepulse.airflow.hooks import quicksight_client, quicksight_declarations
+from storepulse.airflow.hooks import (
+    apply_quicksight_access,
+    quicksight_client,
+    quicksight_declarations,
+)
 from storepulse.assets import realtime_stack_asset
 from storepulse.config import settings
 
@@ -96,7 +105,15 @@ def deploy_quicksight() -> None:
         log.info("deploy: %s", report.summary())
         return report.to_dict()
 
-    validate_declarations() >> deploy(lake_bucket())
+    @task
+    def sync_access(bucket: str) -> dict[str, Any]:
+        """Principals, permissions and the rules; their ingestion runs on (as the deploy's)."""
+        report = apply_quicksight_access(bucket)
+        log.info("access: %d rules (changed: %s)", report["rules"], report["rules_changed"])
+        return report
+
+    bucket = lake_bucket()
+    validate_declarations() >> deploy(bucket) >> sync_access(bucket)
 
 
 deploy_quicksight()

@@ -9,10 +9,24 @@ shapes and error codes, all taken from botocore's service model (what boto3 send
 - data sources: Create, Describe, Update, List;
 - data sets: Create, Describe, Update, List, and their refresh properties (Put, Describe, Delete);
 - ingestions: Create, Describe, List, Cancel;
-- dashboards: Create, Describe, Update, UpdateDashboardPublishedVersion.
+- dashboards: Create, Describe, Update, UpdateDashboardPublishedVersion;
+- users, groups and memberships (RegisterUser, Describe/List/UpdateUser, ListUserGroups,
+  Create/Describe/ListGroups, Create/Delete/ListGroupMemberships), with AWS's errors (moto
+  overwrites an existing user or group and adds members that do not exist);
+- permissions of data sets and dashboards (Describe/Update*Permissions, and ``Permissions`` at
+  creation); a principal naming a QuickSight user or group of the account must exist.
 
-Any other QuickSight call (users, groups, ...) goes on to moto. State lives in memory, per
-account, and is forgotten with moto's (``/moto-api/reset``).
+Any other QuickSight call goes on to moto. State lives in memory, per account, and is forgotten
+with moto's (``/moto-api/reset``).
+
+**What a user sees** (``visible_rows``, and ``GET /storepulse-local/quicksight/accounts/<account>
+/namespaces/<ns>/users/<user>/data-sets/<id>/rows``; AWS has no such API, its dashboards and
+analyses apply the same rules): the rows of the data set's SPICE copy (what its last completed
+ingestion read) that row-level security lets the user see. It fails closed: a user who is not
+registered, has no permission on the data set (directly, through a group, or through a dashboard
+that uses it), or has no rule in the rules data set's SPICE copy (GRANT_ACCESS) is refused with
+AccessDeniedException; a rule's empty field means every value. As on AWS, a data set's owners
+(those who may UpdateDataSetPermissions) see every row.
 
 An ingestion does the work Athena and SPICE would do, on the embedded AWS itself: it looks the
 data set's table up in the Glue catalog (``SQL_TABLE_NOT_FOUND`` if missing), reads the Parquet
@@ -55,6 +69,7 @@ DEFAULT_MANUAL_QUOTA = 32  # QuickSight Enterprise: manual refreshes per data se
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _ACTIVE = frozenset({"INITIALIZED", "QUEUED", "RUNNING"})
 _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 400: "Bad Request", 404: "Not Found"}
+_REASONS |= {403: "Forbidden"}
 _REASONS |= {409: "Conflict", 500: "Internal Server Error"}
 _ERROR_STATUS = {
     "ResourceNotFoundException": 404,
@@ -62,6 +77,7 @@ _ERROR_STATUS = {
     "ConflictException": 409,
     "LimitExceededException": 409,
     "InvalidParameterValueException": 400,
+    "AccessDeniedException": 403,
     "InternalFailureException": 500,
 }
 _WINDOW_UNITS = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
@@ -86,7 +102,30 @@ OPERATIONS = (
     "DescribeDashboard",
     "UpdateDashboard",
     "UpdateDashboardPublishedVersion",
+    "DescribeDataSetPermissions",
+    "UpdateDataSetPermissions",
+    "DescribeDashboardPermissions",
+    "UpdateDashboardPermissions",
+    "RegisterUser",
+    "DescribeUser",
+    "ListUsers",
+    "UpdateUser",
+    "ListUserGroups",
+    "CreateGroup",
+    "DescribeGroup",
+    "ListGroups",
+    "CreateGroupMembership",
+    "DeleteGroupMembership",
+    "ListGroupMemberships",
 )
+ROWS_PATH = re.compile(
+    r"^/storepulse-local/quicksight/accounts/(?P<account>[^/]+)/namespaces/(?P<namespace>[^/]+)"
+    r"/users/(?P<user>[^/]+)/data-sets/(?P<data_set>[^/]+)/rows/?$"
+)
+_PRINCIPAL = re.compile(
+    r"^arn:aws:quicksight:[^:]+:(?P<account>\d+):(?P<kind>user|group)/(?P<ns>[^/]+)/(?P<name>.+)$"
+)
+_OWNER_ACTION = "quicksight:UpdateDataSetPermissions"  # who may share a data set owns it
 
 
 class ApiError(Exception):
@@ -202,6 +241,15 @@ class Account:
     ingestions: dict[str, dict[str, Ingestion]] = field(default_factory=dict)  # by data set
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)
     running: dict[str, threading.Lock] = field(default_factory=dict)  # one at a time per data set
+    users: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (namespace, name)
+    groups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # + "members"
+    permissions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by resource ARN
+    spice: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # rows, by data set id
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A snapshot taken before a field existed restores it empty."""
+        fresh = Account().__dict__
+        self.__dict__.update({k: v for k, v in fresh.items() if k not in state} | state)
 
 
 @dataclass(frozen=True)
@@ -279,6 +327,9 @@ class LocalQuickSight:
         def dispatch(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             if environ.get("PATH_INFO") == "/moto-api/reset":
                 self.reset()
+            rows = ROWS_PATH.match(environ.get("PATH_INFO", ""))
+            if rows and environ.get("REQUEST_METHOD") == "GET":
+                return self._serve_rows(start_response, **rows.groupdict())
             if is_quicksight_request(environ):
                 matched = _match(environ.get("REQUEST_METHOD", "GET"), environ["PATH_INFO"])
                 if matched:
@@ -288,6 +339,22 @@ class LocalQuickSight:
         return dispatch
 
     # --- HTTP --------------------------------------------------------------------------------
+
+    def _serve_rows(
+        self, start_response: StartResponse, account: str, namespace: str, user: str, data_set: str
+    ) -> Iterable[bytes]:
+        try:
+            found = self.visible_rows(account, unquote(data_set), unquote(user), namespace)
+            status, payload, headers = 200, {"Rows": _jsonable(found), "RowCount": len(found)}, []
+        except ApiError as exc:
+            status, payload = exc.status, {"Message": str(exc)}
+            headers = [("x-amzn-ErrorType", exc.code)]
+        data = json.dumps(payload).encode()
+        start_response(
+            f"{status} {_REASONS.get(status, 'OK')}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
+        )
+        return [data]
 
     def _serve(
         self,
@@ -423,7 +490,9 @@ class LocalQuickSight:
             if data_set_id in self.account(caller.account_id).data_sets:
                 raise ApiError("ResourceExistsException", f"Data set {data_set_id} exists")
             self._check_data_set_body(caller, body)
+            self._check_principals(caller, body.get("Permissions", []))
             data_set = self._store_data_set(caller, body, _now())
+            self._set_permissions(caller, data_set["Arn"], body.get("Permissions", []), [])
         return 201, self._data_set_answer(caller, data_set, "INITIAL_INGESTION")
 
     def _update_data_set(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
@@ -607,6 +676,8 @@ class LocalQuickSight:
                 raise ApiError("ResourceExistsException", f"Dashboard {dashboard_id} exists")
             version = _version(caller, dashboard_id, 1, body, account)
             now = version["CreatedTime"]
+            arn = caller.arn("dashboard", dashboard_id)
+            self._set_permissions(caller, arn, body.get("Permissions", []), [])
             account.dashboards[dashboard_id] = {
                 "DashboardId": dashboard_id,
                 "Arn": caller.arn("dashboard", dashboard_id),
@@ -656,6 +727,204 @@ class LocalQuickSight:
             dashboard |= {"published": number, "LastPublishedTime": _now()}
         return 200, {"DashboardId": dashboard["DashboardId"], "DashboardArn": dashboard["Arn"]}
 
+    # --- users, groups, memberships ----------------------------------------------------------
+
+    def _user(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
+        user = self.account(caller.account_id).users.get((namespace, name))
+        if user is None:
+            raise ApiError("ResourceNotFoundException", f"User {name} not found in {namespace}")
+        return user
+
+    def _register_user(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        namespace, name = path["Namespace"], body.get("UserName")
+        if body["IdentityType"] != "QUICKSIGHT" or not name:
+            message = "the local QuickSight registers QUICKSIGHT users with a UserName only"
+            raise ApiError("InvalidParameterValueException", message)
+        account = self.account(caller.account_id)
+        if (namespace, name) in account.users:
+            raise ApiError("ResourceExistsException", f"User {name} already exists")
+        account.users[(namespace, name)] = {
+            "Arn": caller.arn("user", f"{namespace}/{name}"),
+            "UserName": name,
+            "Email": body["Email"],
+            "Role": body["UserRole"],
+            "IdentityType": "QUICKSIGHT",
+            "Active": False,  # until the invited user signs in
+            "PrincipalId": f"user/{namespace}/{uuid.uuid4().hex}",
+        }
+        return 201, {"User": account.users[(namespace, name)], "Status": 201}
+
+    def _describe_user(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        return 200, {"User": self._user(caller, path["Namespace"], path["UserName"])}
+
+    def _list_users(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        known = self.account(caller.account_id).users.items()
+        users = [u for (ns, _), u in known if ns == path["Namespace"]]
+        page, token = _page(users, query)
+        return 200, {"UserList": page} | ({"NextToken": token} if token else {})
+
+    def _update_user(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        user = self._user(caller, path["Namespace"], path["UserName"])
+        user |= {"Email": body["Email"], "Role": body["Role"]}
+        return 200, {"User": user, "Status": 200}
+
+    def _list_user_groups(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        self._user(caller, path["Namespace"], path["UserName"])
+        groups = [
+            _group_api(g)
+            for (ns, _), g in self.account(caller.account_id).groups.items()
+            if ns == path["Namespace"] and path["UserName"] in g["members"]
+        ]
+        page, token = _page(groups, query)
+        return 200, {"GroupList": page} | ({"NextToken": token} if token else {})
+
+    def _group(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
+        group = self.account(caller.account_id).groups.get((namespace, name))
+        if group is None:
+            raise ApiError("ResourceNotFoundException", f"Group {name} not found in {namespace}")
+        return group
+
+    def _create_group(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        namespace, name = path["Namespace"], body["GroupName"]
+        account = self.account(caller.account_id)
+        if (namespace, name) in account.groups:
+            raise ApiError("ResourceExistsException", f"Group {name} already exists")
+        account.groups[(namespace, name)] = {
+            "Arn": caller.arn("group", f"{namespace}/{name}"),
+            "GroupName": name,
+            "Description": body.get("Description", ""),
+            "PrincipalId": f"group/{namespace}/{uuid.uuid4().hex}",
+            "members": [],
+        }
+        return 200, {"Group": _group_api(account.groups[(namespace, name)]), "Status": 200}
+
+    def _describe_group(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        group = self._group(caller, path["Namespace"], path["GroupName"])
+        return 200, {"Group": _group_api(group), "Status": 200}
+
+    def _list_groups(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        groups = [
+            _group_api(g)
+            for (ns, _), g in self.account(caller.account_id).groups.items()
+            if ns == path["Namespace"]
+        ]
+        page, token = _page(groups, query)
+        return 200, {"GroupList": page} | ({"NextToken": token} if token else {})
+
+    def _create_group_membership(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        namespace, name = path["Namespace"], path["MemberName"]
+        group = self._group(caller, namespace, path["GroupName"])
+        self._user(caller, namespace, name)  # AWS: only a registered user can join
+        if name not in group["members"]:
+            group["members"].append(name)
+        return 200, {"GroupMember": _member(group, name), "Status": 200}
+
+    def _delete_group_membership(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        group = self._group(caller, path["Namespace"], path["GroupName"])
+        if path["MemberName"] not in group["members"]:
+            message = f"{path['MemberName']} is not a member of {path['GroupName']}"
+            raise ApiError("ResourceNotFoundException", message)
+        group["members"].remove(path["MemberName"])
+        return 200, {"Status": 200}
+
+    def _list_group_memberships(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        group = self._group(caller, path["Namespace"], path["GroupName"])
+        members = [_member(group, name) for name in group["members"]]
+        page, token = _page(members, query)
+        return 200, {"GroupMemberList": page} | ({"NextToken": token} if token else {})
+
+    # --- permissions -------------------------------------------------------------------------
+
+    def _check_principals(self, caller: Caller, permissions: Iterable[Mapping[str, Any]]) -> None:
+        """A user or group of this account must exist (AWS refuses an unknown principal)."""
+        account = self.account(caller.account_id)
+        for permission in permissions:
+            found = _PRINCIPAL.match(permission["Principal"])
+            if not found or found["account"] != caller.account_id:
+                continue
+            known = account.users if found["kind"] == "user" else account.groups
+            if (found["ns"], found["name"]) not in known:
+                message = f"Principal {permission['Principal']} does not exist"
+                raise ApiError("InvalidParameterValueException", message)
+
+    def _set_permissions(
+        self, caller: Caller, arn: str, grant: list[Any], revoke: list[Any]
+    ) -> list[dict[str, Any]]:
+        self._check_principals(caller, grant)
+        held = {
+            p["Principal"]: set(p["Actions"])
+            for p in self.account(caller.account_id).permissions.get(arn, [])
+        }
+        for permission in grant:
+            held.setdefault(permission["Principal"], set()).update(permission["Actions"])
+        for permission in revoke:
+            held.get(permission["Principal"], set()).difference_update(permission["Actions"])
+        result = [{"Principal": p, "Actions": sorted(a)} for p, a in held.items() if a]
+        self.account(caller.account_id).permissions[arn] = result
+        return result
+
+    def _describe_data_set_permissions(
+        self, caller: Caller, path: Any, query: Any, body: Any
+    ) -> Any:
+        data_set = self._data_set(caller, path["DataSetId"])
+        permissions = self.account(caller.account_id).permissions.get(data_set["Arn"], [])
+        answer = {"DataSetArn": data_set["Arn"], "DataSetId": data_set["DataSetId"]}
+        return 200, answer | _listed(permissions) | {"Status": 200}
+
+    def _update_data_set_permissions(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
+        data_set = self._data_set(caller, path["DataSetId"])
+        grant, revoke = body.get("GrantPermissions", []), body.get("RevokePermissions", [])
+        self._set_permissions(caller, data_set["Arn"], grant, revoke)
+        answer = {"DataSetArn": data_set["Arn"], "DataSetId": data_set["DataSetId"]}
+        return 200, answer | {"Status": 200}
+
+    def _describe_dashboard_permissions(
+        self, caller: Caller, path: Any, query: Any, body: Any
+    ) -> Any:
+        dashboard = self._dashboard(caller, path["DashboardId"])
+        permissions = self.account(caller.account_id).permissions.get(dashboard["Arn"], [])
+        answer = {"DashboardArn": dashboard["Arn"], "DashboardId": dashboard["DashboardId"]}
+        return 200, answer | _listed(permissions) | {"Status": 200}
+
+    def _update_dashboard_permissions(
+        self, caller: Caller, path: Any, query: Any, body: Any
+    ) -> Any:
+        dashboard = self._dashboard(caller, path["DashboardId"])
+        grant, revoke = body.get("GrantPermissions", []), body.get("RevokePermissions", [])
+        permissions = self._set_permissions(caller, dashboard["Arn"], grant, revoke)
+        answer = {"DashboardArn": dashboard["Arn"], "DashboardId": dashboard["DashboardId"]}
+        return 200, answer | _listed(permissions) | {"Status": 200}
+
+    # --- what a user sees --------------------------------------------------------------------
+
+    def visible_rows(
+        self, account_id: str, data_set_id: str, user_name: str, namespace: str = "default"
+    ) -> list[dict[str, Any]]:
+        """The SPICE rows of ``data_set_id`` that ``user_name`` may see (see the module's doc);
+        raises ``ApiError`` (AccessDeniedException) when they may see none."""
+        with self._lock:
+            account = self._accounts.get(account_id) or Account()
+            user = account.users.get((namespace, user_name))
+            if user is None:
+                raise ApiError("AccessDeniedException", f"{user_name} is not a QuickSight user")
+            data_set = account.data_sets.get(data_set_id)
+            if data_set is None:
+                raise ApiError("ResourceNotFoundException", f"Data set {data_set_id} not found")
+            principals = {user["Arn"]} | {
+                g["Arn"]
+                for (ns, _), g in account.groups.items()
+                if ns == namespace and user_name in g["members"]
+            }
+            actions = _actions_of(account, data_set, principals)
+            if not actions:
+                message = f"{user_name} has no permission on data set {data_set_id}"
+                raise ApiError("AccessDeniedException", message)
+            rows = list(account.spice.get(data_set_id, []))
+            rls = data_set.get("RowLevelPermissionDataSet") or {}
+            if rls.get("Status", "ENABLED") == "DISABLED" or not rls or _OWNER_ACTION in actions:
+                return rows
+            return _apply_rules(account, rls, rows, user, principals - {user["Arn"]})
+
     # --- the ingestion worker ----------------------------------------------------------------
 
     def _set(self, ingestion: Ingestion, **changes: Any) -> bool:
@@ -681,10 +950,14 @@ class LocalQuickSight:
             if not self._set(ingestion, status="RUNNING"):
                 return
             outcome = self._ingest(caller, account, ingestion)
+            spice = outcome.pop("spice", None)
             remaining = self.ingestion_seconds - (time.monotonic() - started)
             if remaining > 0 and ingestion.cancelled.wait(remaining):
                 return
-            self._set(ingestion, seconds=max(1, round(time.monotonic() - started)), **outcome)
+            with self._lock:  # the rows and the status change together
+                seconds = max(1, round(time.monotonic() - started))
+                if self._set(ingestion, seconds=seconds, **outcome) and spice is not None:
+                    account.spice[ingestion.data_set_id] = spice
         finally:
             lock.release()
 
@@ -908,6 +1181,7 @@ def _read_table(
     bucket = table.location[0]
     _check_columns_exist(table)
     total = ingested = size = 0
+    spice: list[dict[str, Any]] = []
     for key, length in sorted(_data_files(s3, table)):
         uri = f"s3://{bucket}/{key}"
         raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -917,12 +1191,29 @@ def _read_table(
             message = f"HIVE_BAD_DATA: {uri} is not a valid Parquet file ({exc})"
             raise IngestionFailedError("CUSTOMER_ERROR", message) from None
         _check_file(table, parquet.schema_arrow, uri)
+        spice += _spice_rows(parquet, table, key)
         rows = parquet.metadata.num_rows
         total += rows
         ingested += rows if window is None else _rows_in_window(parquet, window)
         size += length
     rows_info = {"RowsIngested": ingested, "RowsDropped": 0, "TotalRowsInDataset": total}
-    return {"status": "COMPLETED", "rows": rows_info, "size_bytes": size}
+    return {"status": "COMPLETED", "rows": rows_info, "size_bytes": size, "spice": spice}
+
+
+def _spice_rows(parquet: Any, table: AthenaTable, key: str) -> list[dict[str, Any]]:
+    """A file's rows as SPICE keeps them: by field name, partition keys from the folders. (An
+    incremental refresh keeps every row read, not only the window's: the lake is append-only
+    per partition, so the copy is the same.)"""
+    names = {f.name.lower(): f.name for f in parquet.schema_arrow}
+    read = [c for c in table.input_columns if c["Name"].lower() in names]
+    data = parquet.read(columns=[names[c["Name"].lower()] for c in read]).to_pylist()
+    folders = dict(part.split("=", 1) for part in key.split("/")[:-1] if "=" in part)
+    filled = {
+        c["Field"]: folders.get(c["Name"])
+        for c in table.input_columns
+        if c["Name"].lower() not in names
+    }
+    return [{c["Field"]: row[names[c["Name"].lower()]] for c in read} | filled for row in data]
 
 
 def _check_columns_exist(table: AthenaTable) -> None:
@@ -1028,6 +1319,98 @@ def quicksight_accepts(quicksight_type: str, arrow_type: Any) -> bool:
     return checks.get(quicksight_type, lambda _type: True)(arrow_type)
 
 
+# --- permissions and row-level security --------------------------------------------------------
+
+
+def _group_api(group: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in group.items() if k != "members"}
+
+
+def _listed(permissions: list[dict[str, Any]]) -> dict[str, Any]:
+    """``Permissions`` of a describe: AWS leaves it out rather than send an empty list."""
+    return {"Permissions": permissions} if permissions else {}
+
+
+def _member(group: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return {"Arn": f"{group['Arn']}/{name}", "MemberName": name}
+
+
+def _actions_of(account: Account, data_set: Mapping[str, Any], principals: set[str]) -> set[str]:
+    """What ``principals`` may do with the data set: its own permissions, and reading it through
+    a dashboard they may view whose published version uses it."""
+    held = {
+        action
+        for p in account.permissions.get(data_set["Arn"], [])
+        if p["Principal"] in principals
+        for action in p["Actions"]
+    }
+    for dashboard in account.dashboards.values():
+        version = dashboard["versions"][dashboard["published"] - 1]
+        viewers = {p["Principal"] for p in account.permissions.get(dashboard["Arn"], [])}
+        if data_set["Arn"] in version["DataSetArns"] and viewers & principals:
+            held.add("quicksight:QueryDashboard")
+    return held
+
+
+def _apply_rules(
+    account: Account,
+    rls: Mapping[str, Any],
+    rows: list[dict[str, Any]],
+    user: Mapping[str, Any],
+    group_arns: set[str],
+) -> list[dict[str, Any]]:
+    """The rows the rules data set's SPICE copy lets ``user`` see; no rule: refused."""
+    by_arn = rls.get("FormatVersion", "VERSION_1") == "VERSION_2"
+    user_column, group_column = ("UserARN", "GroupARN") if by_arn else ("UserName", "GroupName")
+    user_key = user["Arn"] if by_arn else user["UserName"]
+    groups = group_arns if by_arn else {arn.rsplit("/", 1)[1] for arn in group_arns}
+    source = next((d for d in account.data_sets.values() if d["Arn"] == rls["Arn"]), None)
+    rules = account.spice.get(source["DataSetId"], []) if source else []
+    mine = [
+        rule
+        for rule in rules
+        if rule.get(user_column) == user_key or (rule.get(group_column) or "") in groups
+    ]
+    if not mine:
+        message = f"no row-level security rule lets {user['UserName']} see data set rows"
+        raise ApiError("AccessDeniedException", message)
+    fields = [k for k in mine[0] if k not in (user_column, group_column)]
+    deny = rls.get("PermissionPolicy") == "DENY_ACCESS"
+    return [row for row in rows if any(_matches(row, r, fields) for r in mine) != deny]
+
+
+def _matches(row: Mapping[str, Any], rule: Mapping[str, Any], fields: list[str]) -> bool:
+    """Every field of the rule is empty (all values) or lists the row's value (comma-separated)."""
+    return all(
+        not rule.get(name) or str(row.get(name)) in {v.strip() for v in str(rule[name]).split(",")}
+        for name in fields
+    )
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Decimals as exact strings, dates and times in ISO 8601."""
+    return json.loads(
+        json.dumps(rows, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v))
+    )
+
+
+def query_rows(
+    endpoint: str, account_id: str, data_set_id: str, user_name: str, namespace: str = "default"
+) -> list[dict[str, Any]]:
+    """``visible_rows`` over HTTP (the embedded AWS at ``endpoint``); raises ``ApiError``."""
+    import httpx
+
+    path = (
+        f"/storepulse-local/quicksight/accounts/{account_id}/namespaces/{namespace}"
+        f"/users/{user_name}/data-sets/{data_set_id}/rows"
+    )
+    response = httpx.get(endpoint.rstrip("/") + path, timeout=30)
+    if response.status_code != 200:
+        code = response.headers.get("x-amzn-ErrorType", "InternalFailureException")
+        raise ApiError(code, response.json().get("Message", response.text))
+    return list(response.json()["Rows"])
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -1104,6 +1487,7 @@ __all__ = [
     "LocalQuickSight",
     "athena_accepts",
     "is_quicksight_request",
+    "query_rows",
     "quicksight_accepts",
     "routes",
 ]

@@ -481,8 +481,8 @@ def test_the_providers_sensor_sees_completion_and_failure(lake: Lake) -> None:
 
 
 def test_unknown_quicksight_calls_still_reach_moto(lake: Lake) -> None:
-    users = lake.quicksight.list_users(AwsAccountId=ACCOUNT, Namespace="default")
-    assert users["UserList"] == []
+    settings = lake.quicksight.describe_account_settings(AwsAccountId=ACCOUNT)
+    assert settings["AccountSettings"]["AccountName"]
     with pytest.raises(botocore.exceptions.ClientError):
         lake.quicksight.describe_ingestion(
             AwsAccountId=ACCOUNT, DataSetId="no-such-set", IngestionId="x"
@@ -519,3 +519,177 @@ def test_the_refresh_dag_runs_on_the_embedded_aws(lake: Lake, tmp_path) -> None:
         6,
     )
     assert record["ingestion_id"] == lake.ingestions("inventory_snapshot")[0]["IngestionId"]
+
+
+# --- access control: one grant limits QuickSight and the dashboard ------------------------------
+
+
+def _as_deployer(recorder: Any) -> Any:
+    """Clients signed as Airflow's deployment principal, their calls recorded."""
+    import boto3
+
+    from storepulse.aws import FAIL_FAST_CONFIG
+    from storepulse_local.iam import DEPLOYER
+
+    session = boto3.Session(
+        aws_access_key_id=DEPLOYER.access_key_id,
+        aws_secret_access_key=DEPLOYER.secret_access_key,
+        region_name="us-east-1",
+    )
+    recorder.attach(session)
+    return lambda service: session.client(service, config=FAIL_FAST_CONFIG)
+
+
+def _dashboard(username: str) -> Any:
+    """The dashboard's JSON API as ``username`` (Airflow's login overridden, as in
+    test_dashboard_api), reading the grants without a cache."""
+    from fastapi.testclient import TestClient
+
+    from storepulse.clock import fixed_clock
+    from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
+    from storepulse.dashboard.live import LiveDashboard
+    from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
+    from storepulse.layout import Table, table_name
+    from storepulse.settings import AccessStore, SettingsStore
+
+    table, clock = ThreadLocalTable(table_name(Table.SETTINGS)), fixed_clock(datetime.now(UTC))
+    services = Services(
+        settings_store=SettingsStore(table),
+        access=AccessStore(table, cache_seconds=0),
+        live=LiveDashboard(DynamoLiveReader.connect(), clock=clock),
+        lake_factory=lambda: None,
+        clock=clock,
+    )
+    app = create_app(services)
+    app.dependency_overrides[current_viewer] = lambda: Viewer(username)
+    return TestClient(app)
+
+
+def _sync(lake: Lake, stack: Any, clients: tuple[Any, Any]) -> Any:
+    """What sync_quicksight_access runs (with the deployer's QuickSight and S3 clients), then
+    waits for the rules' ingestion."""
+    from storepulse.layout import Table
+    from storepulse.quicksight.access import sync_access
+    from storepulse.settings import SettingsStore, StoreAccess
+
+    grants = SettingsStore(stack.table(Table.SETTINGS)).list_valid(StoreAccess)
+    report = sync_access(
+        *clients,
+        lake.decl,
+        grants,
+        account_id=ACCOUNT,
+        region="us-east-1",
+    )
+    if report.ingestion:
+        _wait(report.ingestion["data_set_id"], report.ingestion["ingestion_id"])
+    return report
+
+
+def _stores_seen(lake: Lake, user: str) -> set[str]:
+    from storepulse_local.quicksight import query_rows
+
+    data_set = lake.decl.data_set("daily_category_sales").id
+    return {row["store_id"] for row in query_rows(lake.server.url, ACCOUNT, data_set, user)}
+
+
+def test_one_grant_limits_quicksight_and_the_dashboard(lake: Lake, realtime_stack: Any) -> None:
+    from storepulse.deploy.permissions import Account, CallRecorder, Policy
+    from storepulse.layout import Table
+    from storepulse.settings import AccessStore, StoreAccess
+    from storepulse_local.iam import deployment_policy
+    from storepulse_local.quicksight import ApiError
+    from tests.integration.conftest import STORES
+
+    sales = _category_sales(TODAY, TODAY)  # rows of s-0 and s-1: give them the test's ids
+    sales = sales.set_column(0, "store_id", pa.array(["s-001", "s-002"]))
+    lake.publish("daily_category_sales", sales)
+    lake.refresh("daily_category_sales")
+    grants = AccessStore(realtime_stack.table(Table.SETTINGS))
+    maria = StoreAccess(
+        username="maria", store_ids=("s-001",), role="manager", email="maria@example.com"
+    )
+    grants.put(maria, STORES)
+    owner = StoreAccess(username="olga", all_stores=True, role="owner", email="olga@example.com")
+    grants.put(owner, STORES)
+    recorder = CallRecorder(Account(ACCOUNT))
+    deployer = _as_deployer(recorder)
+    clients = (deployer("quicksight"), deployer("s3"))
+    clients[0].meta.events.register("after-call.quicksight", _check_shapes)
+    dashboard = _dashboard("maria")
+
+    first = _sync(lake, realtime_stack, clients)
+
+    assert (first.rules, first.rules_changed) == (2, True)
+    assert _stores_seen(lake, "maria") == {"s-001"}
+    assert _stores_seen(lake, "olga") == {"s-001", "s-002"}
+    me = dashboard.get("/api/me").json()
+    assert [s["store_id"] for s in me["stores"]] == ["s-001"]
+    assert dashboard.get("/api/live", params={"store": "s-002"}).status_code == 403
+    assert set(_sync(lake, realtime_stack, clients).actions.values()) == {"unchanged"}
+
+    # The one declaration changes: s-002 instead of s-001. The dashboard follows at once,
+    # QuickSight after the sync and the rules' refresh.
+    grants.put(maria.model_copy(update={"store_ids": ("s-002",)}), STORES)
+    assert dashboard.get("/api/live", params={"store": "s-001"}).status_code == 403
+    assert _stores_seen(lake, "maria") == {"s-001"}  # SPICE still holds the old rules
+    changed = _sync(lake, realtime_stack, clients)
+    assert changed.rules_changed and changed.ingestion
+    assert _stores_seen(lake, "maria") == {"s-002"}
+
+    # Revoked: the dashboard and QuickSight both fail closed.
+    assert grants.delete("maria")
+    revoked = _sync(lake, realtime_stack, clients)
+    assert revoked.actions["membership storepulse-dev-managers/maria"] == "removed"
+    with pytest.raises(ApiError, match="maria has no permission"):
+        _stores_seen(lake, "maria")
+    assert dashboard.get("/api/me").json()["stores"] == []
+
+    # Every call the sync made is one the deployment policy grants (the local QuickSight does
+    # not authorize: infra/local/embedded_aws_gaps.json).
+    assert {"RegisterUser", "CreateGroup", "UpdateDataSetPermissions", "CreateIngestion"} <= (
+        recorder.operations()["quicksight"]
+    )
+    statements = [
+        s for s in deployment_policy()["Statement"] if s.get("Sid", "").startswith("Dash")
+    ]
+    policy = Policy.from_documents([{"Statement": statements}])
+    denied = [a for a in policy.denied(recorder.accesses()) if a.action.startswith("quicksight")]
+    assert not denied, denied
+
+
+def test_a_user_without_a_rule_sees_no_rows(lake: Lake) -> None:
+    """Registered and permitted, but absent from the rules: refused, not shown everything."""
+    from storepulse_local.quicksight import ApiError
+
+    lake.quicksight.register_user(
+        AwsAccountId=ACCOUNT,
+        Namespace="default",
+        UserName="ivan",
+        IdentityType="QUICKSIGHT",
+        Email="ivan@example.com",
+        UserRole="READER",
+    )
+    data_set = lake.decl.data_set("daily_category_sales").id
+    user_arn = f"arn:aws:quicksight:us-east-1:{ACCOUNT}:user/default/ivan"
+    grant = [{"Principal": user_arn, "Actions": ["quicksight:DescribeDataSet"]}]
+    lake.quicksight.update_data_set_permissions(
+        AwsAccountId=ACCOUNT, DataSetId=data_set, GrantPermissions=grant
+    )
+    with pytest.raises(ApiError, match="no row-level security rule lets ivan"):
+        _stores_seen(lake, "ivan")
+    with pytest.raises(ApiError, match="not a QuickSight user"):
+        _stores_seen(lake, "nobody")
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceExists"):
+        lake.quicksight.register_user(
+            AwsAccountId=ACCOUNT,
+            Namespace="default",
+            UserName="ivan",
+            IdentityType="QUICKSIGHT",
+            Email="ivan@example.com",
+            UserRole="READER",
+        )
+    stranger = [{"Principal": user_arn + "x", "Actions": grant[0]["Actions"]}]
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidParameterValue"):
+        lake.quicksight.update_data_set_permissions(
+            AwsAccountId=ACCOUNT, DataSetId=data_set, GrantPermissions=stranger
+        )

@@ -345,7 +345,7 @@ def test_the_alert_topic_is_encrypted_with_its_own_rotated_key(template: Node) -
     assert set(grant["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
 
 
-def test_quicksight_reads_only_the_curated_zone(template: Node) -> None:
+def test_quicksight_reads_only_the_curated_zone_and_the_rls_rules(template: Node) -> None:
     policy = the_resource(template, "AWS::S3::BucketPolicy")["Properties"]["PolicyDocument"]
     grants = [s for s in policy["Statement"] if s.get("Effect") == "Allow"]
     assert {s["Sid"] for s in grants} == {"QuickSightReadsCurated", "QuickSightListsCurated"}
@@ -355,13 +355,17 @@ def test_quicksight_reads_only_the_curated_zone(template: Node) -> None:
     read, listing = sorted(grants, key=lambda s: s["Sid"] != "QuickSightReadsCurated")
     assert (read["Action"], read["Resource"]) == (
         "s3:GetObject",
-        {"Fn::Sub": "${LakeBucket.Arn}/curated/*"},
+        [
+            {"Fn::Sub": "${LakeBucket.Arn}/curated/*"},
+            {"Fn::Sub": "${LakeBucket.Arn}/reference/store_access/*"},
+        ],
     )
     assert (listing["Action"], listing["Resource"]) == (
         "s3:ListBucket",
         {"Fn::GetAtt": ["LakeBucket", "Arn"]},
     )
-    assert listing["Condition"]["StringLike"] == {"s3:prefix": ["curated", "curated/*"]}
+    prefixes = ["curated", "curated/*", "reference/store_access/*"]
+    assert listing["Condition"]["StringLike"] == {"s3:prefix": prefixes}
 
 
 def test_outputs_are_exported_for_the_dags(template: Node) -> None:

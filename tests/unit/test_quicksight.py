@@ -213,14 +213,14 @@ def test_row_level_security_points_every_store_data_set_at_the_rules(decl: qs.De
     assert request["RowLevelPermissionDataSet"] == {
         "Arn": "arn:rules",
         "PermissionPolicy": "GRANT_ACCESS",
-        "FormatVersion": "VERSION_1",
-        "Status": "ENABLED" if rls.enabled else "DISABLED",
+        "FormatVersion": "VERSION_2",
+        "Status": "ENABLED",
     }
     rules = qs.data_set_request(decl, rls.data_set, "arn:src")
     renames = rules["LogicalTableMap"]["store-access"]["DataTransforms"]
     assert [r["RenameColumnOperation"]["NewColumnName"] for r in renames] == [
-        "UserName",
-        "GroupName",
+        "UserARN",
+        "GroupARN",
     ]
 
 
@@ -408,7 +408,17 @@ def test_the_refresh_dag_is_scheduled_on_every_curated_asset() -> None:
         "validate_declarations",
         "lake_bucket",
         "deploy",
+        "sync_access",
     }
+    sync = DagBag(dag_folder=str(REPO_ROOT / "dags" / "sync_quicksight_access.py"))
+    assert sync.import_errors == {}
+    tasks = sync.dags["sync_quicksight_access"].task_dict
+    assert tasks["wait_for_rules"].operator_class is QuickSightSensor
+    assert "wait_for_rules" in tasks["rules_changed"].downstream_task_ids
+    from storepulse.airflow import hooks
+
+    called = tasks["sync_access"].python_callable.__globals__["apply_quicksight_access"]
+    assert called is hooks.apply_quicksight_access  # not shadowed by the DAG's own name
 
 
 # --- the local QuickSight's rules --------------------------------------------------------------

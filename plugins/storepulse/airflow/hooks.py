@@ -30,3 +30,29 @@ def quicksight_declarations(account_id: str, region: str, lake_bucket: str | Non
 
     env = settings().env
     return load_declarations(env=env, region=region, account_id=account_id, lake_bucket=lake_bucket)
+
+
+def apply_quicksight_access(lake_bucket: str) -> dict[str, Any]:
+    """``storepulse.quicksight.access.sync_access`` with the ``aws_default`` clients and the
+    grants of the environment's settings table (an invalid grant is left out: that user sees
+    nothing). Returns the report; ``ingestion`` names the rules' ingestion to wait for."""
+    from storepulse.layout import Table, table_name
+    from storepulse.quicksight.access import sync_access
+    from storepulse.settings import SettingsStore, StoreAccess
+
+    client, account_id = quicksight_client()
+    region = client.meta.region_name
+    decl = quicksight_declarations(account_id, region, lake_bucket)
+    settings_table = aws_resource("dynamodb").Table(table_name(Table.SETTINGS))
+    grants = SettingsStore(settings_table).list_valid(StoreAccess)
+    report = sync_access(
+        client, aws_client("s3"), decl, grants, account_id=account_id, region=region
+    )
+    return report.to_dict()
+
+
+def aws_resource(service: str) -> Any:
+    """A boto3 resource for ``service`` through the provider's ``AwsBaseHook``."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=AWS_CONN_ID, resource_type=service).get_conn()

@@ -4,6 +4,10 @@
     python -m storepulse.dashboard.access set alice s-001 s-002
     python -m storepulse.dashboard.access set admin --all
     python -m storepulse.dashboard.access clear alice      # alice sees nothing again
+    python -m storepulse.dashboard.access set bob s-001 --role manager --email bob@example.com
+
+``--role`` (owner, manager, viewer) also makes USER a QuickSight user in that role's group, seeing
+the same stores there (row-level security; the ``sync_quicksight_access`` DAG applies a change).
 
 There is deliberately no HTTP endpoint that changes limits: whoever can run this command can
 write the settings table anyway.
@@ -17,6 +21,7 @@ import json
 from pydantic import ValidationError
 
 from storepulse.settings import (
+    ACCESS_ROLES,
     AccessStore,
     SettingsError,
     SettingsStore,
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     which = grant.add_mutually_exclusive_group(required=True)
     which.add_argument("store_ids", nargs="*", default=[])
     which.add_argument("--all", action="store_true", help="every store and the business total")
+    grant.add_argument("--role", choices=ACCESS_ROLES, help="QuickSight user in this group")
+    grant.add_argument("--email", help="the QuickSight user's email (with --role)")
     revoke = commands.add_parser("clear", help="remove USER's grant: they see nothing")
     revoke.add_argument("username")
     args = parser.parse_args(argv)
@@ -50,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "set":
         try:
             access = StoreAccess(
-                username=args.username, store_ids=tuple(args.store_ids), all_stores=args.all
+                username=args.username,
+                store_ids=tuple(args.store_ids),
+                all_stores=args.all,
+                role=args.role,
+                email=args.email,
             )
             store.put(access, _known_stores())
         except ValidationError as exc:

@@ -156,6 +156,11 @@ def _quicksight(_op: str, params: Mapping[str, Any], region: str, account: Accou
         return [f"{prefix}:datasource/{params['DataSourceId']}"]
     if "DashboardId" in params:
         return [f"{prefix}:dashboard/{params['DashboardId']}"]
+    namespace = params.get("Namespace", "default")
+    if "GroupName" in params:  # a membership is authorized on its group
+        return [f"{prefix}:group/{namespace}/{params['GroupName']}"]
+    if "UserName" in params:
+        return [f"{prefix}:user/{namespace}/{params['UserName']}"]
     return []
 
 

@@ -7,6 +7,8 @@
 - ``deployment``: ``deploy``, describe then create, update or leave alone;
 - ``refresh``: the plan of each SPICE refresh and the record of its outcome (the DAG starts and
   waits for ingestions with the Amazon provider's operator and sensor).
+- ``access`` (imported by its own name): groups per role, users, permissions and the
+  row-level-security rules, all from the dashboard grants (``storepulse.settings.StoreAccess``).
 
 Only boto3 clients are passed in, so the same code runs in Airflow tasks (provider hooks' clients),
 CLIs and tests. Nothing heavy is imported: DAG files may import this module.

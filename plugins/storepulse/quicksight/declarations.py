@@ -44,6 +44,11 @@ _NUMERIC_AGGREGATIONS = frozenset({"SUM", "AVERAGE", "MIN", "MAX", "COUNT", "DIS
 _CATEGORICAL_AGGREGATIONS = frozenset({"COUNT", "DISTINCT_COUNT"})
 _GRANULARITIES = frozenset({"YEAR", "QUARTER", "MONTH", "WEEK", "DAY", "HOUR"})
 _LOOKBACK_UNITS = frozenset({"HOUR", "DAY", "WEEK"})
+ROLES = ("owner", "manager", "viewer")  # storepulse.settings.ACCESS_ROLES
+_GROUP = re.compile(r"^[\w+=,.@-]{1,128}$")  # QuickSight GroupName
+_NAMESPACE = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
+# The rules' principal columns, by FormatVersion: VERSION_2 names users and groups by ARN.
+_PRINCIPAL_COLUMNS = {"VERSION_1": {"UserName", "GroupName"}, "VERSION_2": {"UserARN", "GroupARN"}}
 
 
 class DeclarationError(ValueError):
@@ -135,6 +140,37 @@ class RowLevelSecurity:
     applies_to: tuple[str, ...]
     data_set: DataSet
 
+    @property
+    def format_version(self) -> str:
+        """VERSION_2 when the rules name principals by ARN (UserARN, GroupARN)."""
+        fields = {c.field_name for c in self.data_set.columns}
+        return "VERSION_2" if fields & _PRINCIPAL_COLUMNS["VERSION_2"] else "VERSION_1"
+
+    @property
+    def field_columns(self) -> tuple[Column, ...]:
+        """The columns a rule restricts (store_id), beside the principal ones."""
+        principals = set().union(*_PRINCIPAL_COLUMNS.values())
+        return tuple(c for c in self.data_set.columns if c.field_name not in principals)
+
+
+@dataclass(frozen=True)
+class AccessControl:
+    """QuickSight's principals: one group per role (``groups``: role -> group name)."""
+
+    namespace: str
+    groups: dict[str, str]
+
+    def group_arn(self, role: str, *, region: str, account_id: str) -> str:
+        return quicksight_arn("group", self.namespace, self.groups[role], region, account_id)
+
+    def user_arn(self, user_name: str, *, region: str, account_id: str) -> str:
+        return quicksight_arn("user", self.namespace, user_name, region, account_id)
+
+
+def quicksight_arn(kind: str, namespace: str, name: str, region: str, account_id: str) -> str:
+    """A user's or group's ARN (``arn:aws:quicksight:<region>:<account>:user/default/bob``)."""
+    return f"arn:aws:quicksight:{region}:{account_id}:{kind}/{namespace}/{name}"
+
 
 @dataclass(frozen=True)
 class Measure:
@@ -176,6 +212,7 @@ class Declarations:
     quota: int = DEFAULT_QUOTA
     principals: tuple[str, ...] = ()
     row_level_security: RowLevelSecurity | None = None
+    access: AccessControl | None = None
 
     def data_set(self, name: str) -> DataSet:
         """A curated data set by name (``orders``) or QuickSight ID (``storepulse-dev-orders``)."""
@@ -322,9 +359,13 @@ def _rls_problems(rls: Any, data_sets: Mapping[str, Any]) -> list[str]:
     if not isinstance(rls.get("enabled"), bool):
         problems.append("row_level_security: enabled must be true or false")
     rule_columns = {_field_name(c) for c in (rls.get("data_set") or {}).get("columns") or []}
-    if not rule_columns & {"UserName", "GroupName"}:
-        problems.append("row_level_security: the rules need a UserName or GroupName column")
-    fields = rule_columns - {"UserName", "GroupName"}
+    versions = [v for v, names in _PRINCIPAL_COLUMNS.items() if rule_columns & names]
+    if len(versions) != 1:
+        problems.append(
+            "row_level_security: the rules need UserName/GroupName columns (VERSION_1) or "
+            "UserARN/GroupARN columns (VERSION_2), not both"
+        )
+    fields = rule_columns - set().union(*_PRINCIPAL_COLUMNS.values())
     for name in rls.get("applies_to") or []:
         target = data_sets.get(name)
         if target is None:
@@ -334,6 +375,21 @@ def _rls_problems(rls: Any, data_sets: Mapping[str, Any]) -> list[str]:
         if missing:
             problems.append(f"row_level_security: {name} lacks the rule columns {sorted(missing)}")
     return problems
+
+
+def _access_problems(permissions: Any) -> list[str]:
+    if not isinstance(permissions, dict) or "groups" not in permissions:
+        return []
+    problems = []
+    if not _NAMESPACE.match(str(permissions.get("namespace", "default"))):
+        problems.append("permissions.namespace may hold letters, digits, '.', '_' and '-'")
+    groups = permissions["groups"]
+    if not isinstance(groups, dict) or set(groups) != set(ROLES):
+        return [*problems, f"permissions.groups must name one group per role {list(ROLES)}"]
+    for role, name in groups.items():
+        if not _GROUP.match(str(name).replace("{env}", "env")):
+            problems.append(f"permissions.groups.{role}: {name!r} is not a QuickSight group name")
+    return problems + [f"two roles share the group {g!r}" for g in _duplicates(groups.values())]
 
 
 def _placeholder_problems(raw: Any) -> list[str]:
@@ -395,6 +451,7 @@ def validate(raw: Mapping[str, Any]) -> list[str]:
         values = [d.get(key) for d in every if isinstance(d, dict)]
         problems += [f"two data sets share the {key} {v!r}" for v in _duplicates(values)]
     problems += _rls_problems(rls, data_sets)
+    problems += _access_problems(raw.get("permissions"))
     views = (raw.get("dashboard") or {}).get("views") or []
     if not views:
         problems.append("dashboard.views must be a non-empty list")
@@ -471,6 +528,7 @@ def parse(raw: Mapping[str, Any], **values: str) -> Declarations:
         raise DeclarationError("invalid QuickSight declarations:\n- " + "\n- ".join(problems))
     doc = _resolve(with_lake_columns(raw)[0], values)
     source, rls = doc["data_source"], doc.get("row_level_security")
+    permissions = doc.get("permissions") or {}
     return Declarations(
         data_source=DataSource(
             id=source["id"],
@@ -489,7 +547,10 @@ def parse(raw: Mapping[str, Any], **values: str) -> Declarations:
         quota=(doc.get("refresh_quota") or {}).get(
             "manual_ingestions_per_data_set_per_24h", DEFAULT_QUOTA
         ),
-        principals=tuple((doc.get("permissions") or {}).get("principals") or ()),
+        principals=tuple(permissions.get("principals") or ()),
+        access=AccessControl(permissions.get("namespace", "default"), dict(permissions["groups"]))
+        if "groups" in permissions
+        else None,
         row_level_security=None
         if rls is None
         else RowLevelSecurity(

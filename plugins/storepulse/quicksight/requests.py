@@ -54,6 +54,35 @@ _OWNER_ACTIONS = {
 }
 
 
+# What each role's group may do (the owner group gets _OWNER_ACTIONS): a manager reads the data
+# sets (to build analyses) and the dashboard, a viewer the dashboard only; the rules limit both.
+_READER_ACTIONS = {
+    "data_set": [
+        "quicksight:DescribeDataSet",
+        "quicksight:DescribeDataSetPermissions",
+        "quicksight:PassDataSet",
+        "quicksight:DescribeIngestion",
+        "quicksight:ListIngestions",
+    ],
+    "dashboard": [
+        "quicksight:DescribeDashboard",
+        "quicksight:ListDashboardVersions",
+        "quicksight:QueryDashboard",
+    ],
+}
+_ROLE_ACTIONS = {
+    "owner": _OWNER_ACTIONS,
+    "manager": _READER_ACTIONS,
+    "viewer": {"dashboard": _READER_ACTIONS["dashboard"]},
+}
+
+
+def role_actions(role: str, kind: str) -> list[str]:
+    """The actions a role's group is granted on a ``data_set`` or the ``dashboard`` (may be
+    none: a viewer reaches the data through the dashboard only)."""
+    return list(_ROLE_ACTIONS[role].get(kind, []))
+
+
 # --- API requests built from the declarations --------------------------------------------------
 
 
@@ -109,7 +138,7 @@ def data_set_request(
         request["RowLevelPermissionDataSet"] = {
             "Arn": rls_arn,
             "PermissionPolicy": rls.permission_policy,
-            "FormatVersion": "VERSION_1",
+            "FormatVersion": rls.format_version,
             "Status": "ENABLED" if rls.enabled else "DISABLED",
         }
     return request

@@ -6,6 +6,7 @@ export audit and the dashboard read (``catalog``), and the dashboard's store gra
 from storepulse.settings.access import EVERYTHING, NOTHING, AccessStore, Visibility
 from storepulse.settings.catalog import CachedCatalog, Catalog, catalog_of, load_catalog
 from storepulse.settings.models import (
+    ACCESS_ROLES,
     DEFAULT_ALERT_RULES,
     KPI_CATALOGUE,
     MODELS,
@@ -31,6 +32,7 @@ from storepulse.settings.models import (
 from storepulse.settings.store import SettingsStore
 
 __all__ = [
+    "ACCESS_ROLES",
     "DEFAULT_ALERT_RULES",
     "EVERYTHING",
     "KPI_CATALOGUE",

@@ -47,6 +47,7 @@ from storepulse.events import _message as _error_message  # same wording as even
 from storepulse.layout import Key, SettingsKind, settings_key
 
 __all__ = [
+    "ACCESS_ROLES",
     "DEFAULT_ALERT_RULES",
     "KPI_CATALOGUE",
     "MODELS",
@@ -364,6 +365,11 @@ class KpiSelection(SettingsModel):
     kpis: Annotated[tuple[KpiName, ...], Field(min_length=1), AfterValidator(_unique)]
 
 
+AccessRole = Literal["owner", "manager", "viewer"]
+ACCESS_ROLES: Final[tuple[str, ...]] = ("owner", "manager", "viewer")
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
 class StoreAccess(SettingsModel):
     """The stores one dashboard user may see: ``all_stores`` (every store and the business
     total), or exactly ``store_ids`` (never the business total, which includes the others).
@@ -375,17 +381,27 @@ class StoreAccess(SettingsModel):
     username: Identifier
     store_ids: Annotated[tuple[StoreId, ...], AfterValidator(_unique)] = ()
     all_stores: StrictBool = False
+    # QuickSight: the user of the same name, in the group of this role (None: dashboard only).
+    # The same store limit becomes their row-level-security rules (storepulse.quicksight.access).
+    role: AccessRole | None = None
+    email: Annotated[str, Field(pattern=_EMAIL, max_length=254)] | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_grant(self) -> Self:
         if self.all_stores and self.store_ids:
             raise ValueError("either all stores or a list of stores, not both")
+        if self.role is not None and self.email is None:
+            raise ValueError("a QuickSight role needs the user's email (QuickSight invites it)")
+        if self.role == "owner" and not self.all_stores:
+            # QuickSight lets data-set owners see every row whatever the rules say.
+            raise ValueError("an owner sees every store: grant all stores, or another role")
         return self
 
     def to_item(self) -> dict[str, Any]:
+        quicksight = {"role": self.role, "email": self.email} if self.role else {}
         if self.all_stores:
-            return {**self.key.as_item(), "all_stores": True}
-        return {**self.key.as_item(), "store_ids": list(self.store_ids)}
+            return {**self.key.as_item(), "all_stores": True, **quicksight}
+        return {**self.key.as_item(), "store_ids": list(self.store_ids), **quicksight}
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> Self:
@@ -394,6 +410,8 @@ class StoreAccess(SettingsModel):
             username=item["sk"],
             store_ids=tuple(sorted(stored)),
             all_stores=item.get("all_stores") is True,  # only an explicit true grants all
+            role=item.get("role"),
+            email=item.get("email"),
         )
 
 
