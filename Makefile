@@ -83,6 +83,6 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.export
 	$(VENV)/bin/python -m benchmarks.persistence
 
-# The persistence benchmark at a simulated week of the demo and at a million events: hours.
+# The persistence benchmark at a simulated week of the demo and at a million events (~1 h here).
 bench-persistence: install
 	$(VENV)/bin/python -m benchmarks.persistence --events 414000,1000000

@@ -1,25 +1,26 @@
 """Benchmark: what the embedded AWS's persistence costs (``storepulse_local.persistence``).
 
-    .venv/bin/python -m benchmarks.persistence [--events 5000] [--small]
-    make bench-persistence    # a simulated week (414,000 events) and a million: hours
+    .venv/bin/python -m benchmarks.persistence [--events 5000] [--sample 2000] [--small]
+    make bench-persistence    # a simulated week (414,000 events) and a million
 
-For each size: that many events of the demo business (seed 7, 2 stores, the simulator's peak
+The state of that many events of the demo business (seed 7, 2 stores, the simulator's peak
 rate of ``make up``: one simulated week is about 414,000 events) on an embedded AWS that keeps
-its state in a temporary directory. Printed: the snapshot's size, the time requests are held (the
-fork), the time until the forked child has it on disk (pickle, write, fsync), the pickle's time
-in-process (what requests would wait without the fork), the time to read it back (unpickle and
-install), the restart of a new embedded AWS process on it (until it answers) and its memory.
-Beside them, the mutating requests that built the state: what a log of requests would replay at
-every start. ``--small``: 2,000 events, for ``make test``.
+its state in a temporary directory. Printed per size: the snapshot's size, the time requests are
+held (the fork), the time until the forked child has it on disk (pickle, write, fsync: what the
+final snapshot at a stop takes in-process), a new embedded AWS process's restore (unpickle and
+install, from its log) and start until it answers, its resident and peak memory; and the cost
+of one Kinesis poll and put on the shard as it is, moto's walk against the embedded AWS's
+look-up (``storepulse_local.kinesis``). ``--small``: 300 and 600 events, for ``make test``.
 
-How the state is built: the records are written into moto's Kinesis shard in-process (the same
-``Record`` objects PutRecords makes, without its scan of the whole shard at every put: 1.3 s a
-put of 500 at 100,000 records, growing with the shard), and the real stream processor counts
-them, one simulated day after another (each day arriving at its end, inside the plausibility
-window), in the deployed batches of 100. The processor is the slow part and is not shortcut:
-about 35-50 events/s on this shared 2-core machine (client-side botocore validation and
-serialization, moto's request handling; batches of 10,000 were no faster), so a week takes hours.
-Snapshot, restore and restart are measured as they run.
+How the state is built: ``--sample`` events (2,000) are written into moto's Kinesis shard
+in-process (the same ``Record`` objects PutRecords makes) and counted by the real stream
+processor, one simulated day after another, in the deployed batches of 100: about 13 events/s
+on this shared 2-core machine at a load of 20 (client-side botocore, moto's request handling),
+so a week that way would take 9 hours and a million 21. The rest is built from that processed
+sample, in moto's backends: copies of its stream records, of the items of every table but the
+settings and of the lake's objects, under new keys, each copy made of new objects (a pickle
+writes a shared object once). The sizes are multiples of the sample. The stream keeps all the
+records here; with the retention period enforced (24 h), a real week's stream holds one day.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import tempfile
 import time
 import urllib.error
 from base64 import b64decode, b64encode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -132,9 +133,13 @@ class Replicator:
     records, the items of every table but the settings, and the lake's objects, under new keys
     (``#r<n>`` after the partition key, ``r<n>/`` before the object key). Every copy is made
     of new objects (a pickle writes a shared object once, which would understate the size).
-    The sample's hour and day buckets are copied with the rest: a slight overstatement."""
+    The sample's hour and day buckets are copied with the rest: a slight overstatement.
+    ``record_copies``: at most that many copies of the stream's records (a stream keeps only
+    its retention period's)."""
 
-    shard: Any
+    shards: list[Any]
+    bucket: str = LAKE
+    record_copies: int | None = None
     copies: int = 0
 
     def __post_init__(self) -> None:
@@ -145,9 +150,17 @@ class Replicator:
         tables = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables
         self.tables = [t for name, t in tables.items() if name != table_name(Table.SETTINGS)]
         self.s3 = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
-        self.objects = [(key.name, key.value) for key in self.s3.get_bucket(LAKE).keys.values()]
-        self.records = [(r.partition_key, b64decode(r.data)) for r in self.shard.records.values()]
+        bucket = self.s3.get_bucket(self.bucket)
+        self.objects = [(key.name, key.value) for key in bucket.keys.values()]
+        self.records = [
+            [(r.partition_key, b64decode(r.data)) for r in shard.records.values()]
+            for shard in self.shards
+        ]
         self.items = {table.name: _pickled_items(table) for table in self.tables}
+
+    @property
+    def sample_records(self) -> int:
+        return sum(len(records) for records in self.records)
 
     def grow_to(self, samples: int) -> None:
         """Until the state holds ``samples`` times the sample."""
@@ -156,10 +169,16 @@ class Replicator:
             for table in self.tables:
                 _copy_items(table, self.items[table.name], self.copies)
             for name, value in self.objects:
-                self.s3.put_object(LAKE, f"r{self.copies}/{name}", bytes(value))
-            number = next(reversed(self.shard.records))
-            for n, (key, data) in enumerate(self.records, start=number + 1):
-                self.shard.records[n] = Record(key, b64encode(data).decode(), n, "")
+                self.s3.put_object(self.bucket, f"r{self.copies}/{name}", bytes(value))
+            if self.record_copies is None or self.copies <= self.record_copies:
+                for shard, records in zip(self.shards, self.records, strict=True):
+                    _copy_records(shard, records)
+
+
+def _copy_records(shard: Any, records: list[tuple[str, bytes]]) -> None:
+    number = next(reversed(shard.records), 0)
+    for n, (key, data) in enumerate(records, start=number + 1):
+        shard.records[n] = Record(key, b64encode(data).decode(), n, "")
 
 
 def _pickled_items(table: Any) -> bytes:
@@ -209,6 +228,7 @@ def measure(server: Any, replicator: Replicator, samples: int, sample: int) -> d
         runs.append(dataclasses.replace(persistence.stats))
     stats = sorted(runs, key=lambda run: run.last_seconds)[len(runs) // 2]
     restarted = restart(persistence.state_dir)
+    poll, put = shard_costs(replicator.shards[0])
     return {
         "events": samples * sample,
         "snapshot_mib": stats.last_bytes / 2**20,
@@ -217,7 +237,32 @@ def measure(server: Any, replicator: Replicator, samples: int, sample: int) -> d
         "grow_s": grow_seconds,
         "builder_mib": psutil.Process().memory_info().rss / 2**20,
         **restarted,
+        "poll_ms": poll,
+        "put_ms": put,
     }
+
+
+def shard_costs(shard: Any) -> tuple[dict[str, float], dict[str, float]]:
+    """On the shard as it is, in ms: a poll of the local runtime that finds the last batch
+    (GetRecords after its checkpoint) and a put's finding of the last sequence number, as
+    moto does them (walking the shard) and as the embedded AWS does (storepulse_local.kinesis).
+    """
+    from storepulse_local.kinesis import MOTO
+
+    after = str(next(reversed(shard.records)) - BUILD_BATCH)
+    poll = {
+        "moto": _median_ms(lambda: MOTO["get_records"](shard, after, BUILD_BATCH)),
+        "local": _median_ms(lambda: shard.get_records(after, BUILD_BATCH)),
+    }
+    put = {
+        "moto": _median_ms(lambda: MOTO["last"](shard)),
+        "local": _median_ms(shard.get_max_sequence_number),
+    }
+    return poll, put
+
+
+def _median_ms(work: Callable[[], Any], runs: int = 5) -> float:
+    return sorted(timed(work)[1] * 1000 for _ in range(runs))[runs // 2]
 
 
 RESTORED = re.compile(rb"restored the state of .* in ([0-9.]+) s")
@@ -289,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         embedded_aws(Path(state_dir)) as server,
     ):
         shard, sample_seconds = timed(lambda: build_sample(sample))
-        replicator = Replicator(shard)
+        replicator = Replicator([shard])
         for events in sizes:
             results.append(measure(server, replicator, max(1, round(events / sample)), sample))
             print(results[-1], file=sys.stderr, flush=True)  # progress: a large size takes long
@@ -319,6 +364,8 @@ def print_report(
             f"{r['restart_mib']:.0f}",
             f"{r['restart_peak_mib']:.0f}",
             f"{r['builder_mib']:.0f}",
+            f"{r['poll_ms']['moto']:.1f} / {r['poll_ms']['local']:.2f}",
+            f"{r['put_ms']['moto']:.1f} / {r['put_ms']['local']:.3f}",
             f"{r['grow_s']:.0f}",
         ]
         for r in results
@@ -333,6 +380,8 @@ def print_report(
         "restarted MiB (RSS)",
         "restart peak MiB (VmHWM)",
         "builder MiB (RSS)",
+        "poll ms moto / local",
+        "put's last number ms moto / local",
         "s to copy",
     ]
     print_table(headers, rows)

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 HOUR = 3600.0
+MOTO: dict[str, Any] = {}  # moto's own methods (benchmarks/persistence.py's baseline)
 
 
 def patch_kinesis() -> None:
@@ -24,6 +25,7 @@ def patch_kinesis() -> None:
     if getattr(Shard, "_storepulse_patched", False):
         return
     Shard._storepulse_patched = True  # type: ignore[attr-defined]
+    MOTO.update(get_records=Shard.get_records, last=Shard.get_max_sequence_number)
     Shard.get_min_sequence_number = _first  # type: ignore[method-assign]
     Shard.get_max_sequence_number = _last  # type: ignore[method-assign]
     walk = Shard.get_records
