@@ -56,7 +56,7 @@ from storepulse.simulator.seed import seed_settings
 from storepulse.stream.records import StreamRecord, lambda_event, records_from_event
 from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.lambda_context import LambdaContext
-from storepulse_local.persistence import QUIET_TIMEOUT, _Pickler
+from storepulse_local.persistence import QUIET_TIMEOUT, _Pickler, gc_paused
 from storepulse_local.provision import create_tables
 
 SEED, STORES, RATE = 7, 2, 2.0  # the demo of `make up` (storepulse_local.platform.realtime)
@@ -193,7 +193,9 @@ def _pickled_items(table: Any) -> bytes:
 def _copy_items(table: Any, pickled: bytes, copy: int) -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    for item in pickle.loads(pickled):
+    with gc_paused():
+        items = pickle.loads(pickled)
+    for item in items:
         item.hash_key = DynamoType({"S": f"{item.hash_key.value}#r{copy}"})
         dict.__setitem__(item.attrs, table.hash_key_attr, item.hash_key)
         table.items[item.hash_key][item.range_key] = item
