@@ -236,6 +236,7 @@ def measure(server: Any, replicator: Replicator, samples: int, sample: int) -> d
         "snapshot_mib": stats.last_bytes / 2**20,
         "held_s": stats.held_seconds,
         "snapshot_s": stats.last_seconds,
+        "snapshot_cpu_s": stats.last_cpu_seconds,
         "grow_s": grow_seconds,
         "builder_mib": psutil.Process().memory_info().rss / 2**20,
         **restarted,
@@ -286,6 +287,7 @@ def restart(state_dir: Path) -> dict[str, float]:
                     raise RuntimeError(f"the embedded AWS exited ({process.returncode})")
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
+            cpu = psutil.Process(process.pid).cpu_times()
             memory = psutil.Process(process.pid).memory_full_info()
             peak = _peak_rss_kib(process.pid) / 1024
         except urllib.error.URLError as exc:
@@ -300,6 +302,7 @@ def restart(state_dir: Path) -> dict[str, float]:
     return {
         "restore_s": float(restored.group(1)),
         "restart_s": seconds,
+        "restart_cpu_s": cpu.user + cpu.system,
         "restart_mib": memory.rss / 2**20,
         "restart_peak_mib": peak,
     }
@@ -360,9 +363,9 @@ def print_report(
             f"{r['events']:,}",
             f"{r['snapshot_mib']:.1f}",
             f"{r['held_s']:.3f}",
-            f"{r['snapshot_s']:.1f}",
+            f"{r['snapshot_s']:.1f} ({r['snapshot_cpu_s']:.1f})",
             f"{r['restore_s']:.1f}",
-            f"{r['restart_s']:.1f}",
+            f"{r['restart_s']:.1f} ({r['restart_cpu_s']:.1f})",
             f"{r['restart_mib']:.0f}",
             f"{r['restart_peak_mib']:.0f}",
             f"{r['builder_mib']:.0f}",
@@ -376,9 +379,9 @@ def print_report(
         "events",
         "snapshot MiB",
         "requests held s (fork)",
-        "snapshot s (child, to disk)",
+        "snapshot s (child, to disk; its CPU s)",
         "restore s (unpickle, install)",
-        "restart s (to answering)",
+        "restart s (to answering; its CPU s)",
         "restarted MiB (RSS)",
         "restart peak MiB (VmHWM)",
         "builder MiB (RSS)",

@@ -447,6 +447,7 @@ class SnapshotStats:
     count: int = 0
     held_seconds: float = 0.0  # requests held: the fork (or the pickle, without one)
     last_seconds: float = 0.0  # until it is on disk
+    last_cpu_seconds: float = 0.0  # the forked writer's CPU time (what a loaded machine hides)
     last_bytes: int = 0
 
 
@@ -462,10 +463,12 @@ def _write_and_exit(persistence: Persistence) -> None:
         os._exit(code)
 
 
-def _wait_for_writer(pid: int) -> None:
-    _, status = os.waitpid(pid, 0)
+def _wait_for_writer(pid: int) -> float:
+    """Until the forked writer exits; its CPU seconds."""
+    _, status, usage = os.wait4(pid, 0)
     if (code := os.waitstatus_to_exitcode(status)) != 0:
         raise SnapshotError(f"the snapshot writer (pid {pid}) failed with {code}: see above")
+    return usage.ru_utime + usage.ru_stime
 
 
 class Persistence:
@@ -555,7 +558,7 @@ class Persistence:
                 data = None if child else self._take_retrying()
             self.stats.held_seconds = time.perf_counter() - started
             if child:
-                _wait_for_writer(child)
+                self.stats.last_cpu_seconds = _wait_for_writer(child)
             else:
                 write_atomic(self.path, [data or b""])
             self._saved_mutations = mutations
