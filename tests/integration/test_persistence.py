@@ -283,7 +283,10 @@ def _business(stack: Any) -> dict[str, Any]:
     return {"tables": tables, "lake": lake}
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["clean", "kill-9"])
+KILL_9 = pytest.param(signal.SIGKILL, id="kill-9", marks=pytest.mark.slow)  # waits for snapshots
+
+
+@pytest.mark.parametrize("stop", [pytest.param(signal.SIGTERM, id="clean"), KILL_9])
 def test_an_exported_day_is_the_same_after_a_restart_and_later_events_count_once(
     server: Server, monkeypatch: pytest.MonkeyPatch, stop: signal.Signals
 ) -> None:
