@@ -40,11 +40,13 @@ class EmbeddedAws:
         from werkzeug.serving import make_server
 
         from storepulse_local.cloudformation import patch_cloudformation
+        from storepulse_local.kinesis import patch_kinesis
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
         patch_cloudformation()  # outputs after change sets, PITR, key policies
+        patch_kinesis()  # the retention period; reads and puts that do not walk the shard
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()

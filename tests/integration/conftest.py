@@ -113,6 +113,11 @@ def _put_settings(table: Any) -> None:
 @pytest.fixture
 def realtime_stack(embedded_aws: str, monkeypatch: pytest.MonkeyPatch) -> RealtimeStack:
     """Tables, lake bucket, alert topic with a subscribed SQS queue, and a seeded catalogue."""
+    return provision_realtime_stack(monkeypatch)
+
+
+def provision_realtime_stack(monkeypatch: pytest.MonkeyPatch) -> RealtimeStack:
+    """The ``realtime_stack`` fixture's resources on the embedded AWS boto3 is pointed at."""
     session = boto3.Session(region_name=settings().region)
     dynamodb_client = session.client("dynamodb", config=FAIL_FAST_CONFIG)
     create_tables(dynamodb_client)
@@ -151,11 +156,17 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def handler(realtime_stack: RealtimeStack, clock: FrozenClock) -> Iterator[ModuleType]:
+    module = load_handler(clock)
+    yield module
+    module.processor.cache_clear()
+
+
+def load_handler(clock: FrozenClock) -> ModuleType:
+    """The Lambda handler on ``clock``, its resources read from the environment on first use."""
     module = _load_handler()
     module.CLOCK = clock
     module.processor.cache_clear()  # resources come from this test's environment
-    yield module
-    module.processor.cache_clear()
+    return module
 
 
 def invoke(handler: ModuleType, records: list[StreamRecord]) -> dict[str, Any]:

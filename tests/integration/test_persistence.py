@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from storepulse.config import LOOPBACK
 from storepulse_local.embedded_aws import EmbeddedAwsError, is_healthy
 from storepulse_local.persistence import SNAPSHOT_FILE, SNAPSHOT_INTERVAL
+from tests.integration.conftest import provision_realtime_stack
 from tests.integration.test_cloudformation_stack import CODE_BUCKET, DEV_PARAMETERS, TEMPLATE
 
 pytestmark = [
@@ -106,6 +108,22 @@ def _fill(server: Server) -> dict[str, Any]:
         TopicArn=out["AlertTopicArn"], Protocol="sqs", Endpoint=out["DeadLetterQueueArn"]
     )
     return out
+
+
+def _durable(server: Server) -> None:
+    """Until a snapshot begun after this call is on disk (the first one to end may have been
+    forked before): a tick queue is written to meanwhile, so snapshots keep being due."""
+    sqs = server.client("sqs")
+    tick = sqs.create_queue(QueueName="tick")["QueueUrl"]
+    path = server.state_dir / "aws" / SNAPSHOT_FILE
+    seen = {path.stat().st_ino if path.exists() else 0}
+    deadline = time.monotonic() + 120
+    while len(seen) < 3 and time.monotonic() < deadline:
+        sqs.send_message(QueueUrl=tick, MessageBody="tick")
+        if path.exists():
+            seen.add(path.stat().st_ino)  # each snapshot is a new file renamed over the last
+        time.sleep(0.2)
+    assert len(seen) == 3, "no new snapshot within 120 s"
 
 
 def _check(server: Server, out: dict[str, Any]) -> None:
@@ -242,3 +260,70 @@ def test_an_alert_reaches_the_inbox_once_across_a_kill_and_a_late_redelivery(
     messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     bodies = [json.loads(json.loads(m["Body"])["Message"]) for m in messages["Messages"]]
     assert [b["type"] for b in bodies] == ["traffic_spike"]
+
+
+def _business(stack: Any) -> dict[str, Any]:
+    """What a user checks: every item of every table (totals, facts, stock, settings) and every
+    object of the lake (raw, curated partitions, their manifests, quality results)."""
+    from storepulse.layout import Table, table_name
+
+    tables = {
+        kind.value: sorted(
+            stack.table(kind).scan()["Items"], key=lambda item: (item["pk"], item["sk"])
+        )
+        for kind in Table
+        if stack.dynamodb.meta.client.list_tables()["TableNames"].count(table_name(kind))
+    }
+    keys = [
+        entry["Key"]
+        for page in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket)
+        for entry in page.get("Contents", [])
+    ]
+    lake = {key: stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read() for key in keys}
+    return {"tables": tables, "lake": lake}
+
+
+KILL_9 = pytest.param(signal.SIGKILL, id="kill-9", marks=pytest.mark.slow)  # waits for snapshots
+
+
+@pytest.mark.parametrize("stop", [pytest.param(signal.SIGTERM, id="clean"), KILL_9])
+def test_an_exported_day_is_the_same_after_a_restart_and_later_events_count_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch, stop: signal.Signals
+) -> None:
+    """A day through the handler and the nightly export's stage, audit and publish; stop (clean,
+    or kill -9 after a snapshot): the next start has the same totals, curated partitions,
+    manifests and settings; the day's batch delivered again and a new sale count once."""
+    from storepulse.clock import FrozenClock
+    from storepulse.config import settings
+    from storepulse_local.lambda_context import LambdaContext
+    from tests.integration.conftest import FROZEN_NOW, invoke, load_handler
+    from tests.integration.test_export import DAY, put_a_day
+    from tests.integration.test_nightly_export import dynamodb_orders, run_day
+    from tests.integration.test_stream_processor import NOON_PARIS, Stream, sale
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
+    settings.cache_clear()
+    stack = provision_realtime_stack(monkeypatch)
+    handler = load_handler(FrozenClock(FROZEN_NOW))
+    delivered, deliver = [], handler.handler
+    handler.handler = lambda event, context: delivered.append(event) or deliver(event, context)
+    put_a_day(handler)
+    assert run_day(stack).audit.success
+    before, orders = _business(stack), dynamodb_orders(stack, DAY)
+    if stop == signal.SIGKILL:
+        _durable(server)
+
+    server.stop(stop)
+    server.start()
+
+    assert _business(stack) == before
+    handler.processor.cache_clear()  # its clients were the stopped server's
+    for event in delivered:  # the day's batch again, as a rewound checkpoint delivers it
+        deliver(event, LambdaContext("storepulse-dev-stream-processor"))
+    assert _business(stack)["tables"] == before["tables"]
+    stream = Stream()
+    stream.next_sequence += 1_000  # after the day's records, on the same shard
+    at = NOON_PARIS + timedelta(hours=1)
+    later = sale("s-002", "o-after", at, ("tea-100g", 1, "0.20"))
+    invoke(handler, stream.records(later, later, arrived_at=at))  # a producer's resend
+    assert dynamodb_orders(stack, DAY) == orders | {"o-after": ("s-002", Decimal("0.20"), 1)}

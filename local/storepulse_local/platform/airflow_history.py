@@ -10,13 +10,13 @@ so they are marked failed here, at once: the history says what really happened.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState, TaskInstanceState
 from sqlalchemy import update
+
+from storepulse.clock import Clock, system_clock
 
 UNFINISHED_RUNS = (DagRunState.RUNNING, DagRunState.QUEUED)
 UNFINISHED_TASKS = (
@@ -30,9 +30,10 @@ UNFINISHED_TASKS = (
 )
 
 
-def fail_interrupted() -> tuple[int, int]:
-    """Mark unfinished DAG runs and task instances failed; return how many of each."""
-    now = datetime.now(UTC)
+def fail_interrupted(clock: Clock = system_clock) -> tuple[int, int]:
+    """Mark unfinished DAG runs and task instances failed (ended at the clock's now); return
+    how many of each."""
+    now = clock()
     with create_session() as session:
         tasks = session.execute(
             update(TaskInstance)

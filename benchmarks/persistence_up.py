@@ -1,0 +1,207 @@
+"""Benchmark: ``make up`` until ready on a restored week of the demo (issue #14: under 60 s).
+
+    .venv/bin/python -m benchmarks.persistence_up [--events 414000]
+    make bench-persistence    # runs it after benchmarks.persistence
+
+The platform (``python -m storepulse_local.platform up``, as ``make up``) on a state dir of its
+own, three times, each run until it reports ready and then stopped with Ctrl-C: a first start
+(it deploys the stack and sends the demo's history), a restart on that state (the baseline),
+and a restart on the same state grown to ``--events`` events of the demo. The state is grown
+with the platform stopped, in its snapshot, as ``benchmarks.persistence`` grows its own: copies
+of the demo's processed events (every table but the settings, the lake's objects) under new
+keys, and of its stream records up to one day's worth (the stream's retention period, which
+the embedded AWS enforces); the runtime's checkpoints are moved to the end of the streams (the
+copies count as processed). Printed: each start's time to ready and where it went (the time
+from one component's start to the next's), the snapshot's size, and the week's restart against
+the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import parse_args, print_table, timed
+from benchmarks.persistence import WEEK, Replicator
+from storepulse.config import LOOPBACK, REPO_ROOT
+from storepulse_local.persistence import (
+    SNAPSHOT_FILE,
+    Snapshot,
+    dump,
+    install_moto_state,
+    load,
+    moto_state,
+    write_atomic,
+)
+
+DAY_EVENTS = WEEK // 7  # what a stream with a 24 h retention period holds at most
+READY = re.compile(r"StorePulse is up in")
+STARTING = re.compile(r"starting (\S+) \.\.\.")
+READY_TIMEOUT = 1800  # a loaded 2-core machine: a first start took 10-17 minutes
+SMALL = {"events": "20000"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class Up:
+    """One ``platform up`` until ready, its output timed line by line; then Ctrl-C."""
+
+    def __init__(self, state_dir: Path, ports: tuple[int, int]) -> None:
+        env = {
+            **os.environ,
+            "STOREPULSE_STATE_DIR": str(state_dir),
+            "STOREPULSE_AWS_PORT": str(ports[0]),
+            "STOREPULSE_AIRFLOW_PORT": str(ports[1]),
+        }
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "storepulse_local.platform", "up"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append((time.monotonic() - self.started, line))
+            if READY.search(line):
+                self.ready.set()
+
+    def wait_ready(self) -> float:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.ready.wait(1.0):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                output = "".join(line for _, line in self.lines[-40:])
+                raise RuntimeError(f"the platform did not get ready:\n{output}")
+        return next(at for at, line in self.lines if READY.search(line))
+
+    def steps(self) -> dict[str, float]:
+        """Seconds from each component's start to the next's (the last: to ready)."""
+        marks = [(m.group(1), at) for at, line in self.lines if (m := STARTING.search(line))]
+        ends = [at for _, at in marks[1:]] + [self.wait_ready()]
+        return {name: end - at for (name, at), end in zip(marks, ends, strict=True)}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=600)
+
+
+def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
+    up = Up(state_dir, ports)
+    try:
+        ready = up.wait_ready()
+        return {"ready_s": ready, "steps": up.steps(), "mib": _snapshot_mib(state_dir)}
+    finally:
+        up.stop()
+
+
+def _snapshot_mib(state_dir: Path) -> float:
+    path = state_dir / "aws" / SNAPSHOT_FILE
+    return path.stat().st_size / 2**20 if path.exists() else 0.0
+
+
+def grow(state_dir: Path, events: int) -> dict[str, Any]:
+    """The stopped platform's snapshot, grown to ``events`` events of the demo (module doc)."""
+    path = state_dir / "aws" / SNAPSHOT_FILE
+    snapshot = load(path, state_dir)
+    assert snapshot is not None, "the platform left no snapshot"
+    install_moto_state(snapshot.moto)
+    shards = _stream_shards()
+    bucket = _lake_bucket()
+    replicator = Replicator(shards, bucket=bucket)
+    sample = replicator.sample_records  # every event the demo sent is still in its stream
+    replicator.record_copies = max(0, round(DAY_EVENTS / sample) - 1)
+    replicator.grow_to(max(1, round(events / sample)))
+    checkpoints = _checkpoints_at_the_end(snapshot.checkpoints, shards)
+    grown = Snapshot(moto_state(), snapshot.quicksight, checkpoints, time.time())
+    write_atomic(path, [dump(grown)])
+    return {"sample": sample, "events": sample * (replicator.copies + 1)}
+
+
+def _stream_shards() -> list[Any]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.kinesis.models import kinesis_backends
+
+    streams = kinesis_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].streams.values()
+    (stream,) = [s for s in streams if s.stream_name.endswith("-events")]
+    return list(stream.shards.values())
+
+
+def _lake_bucket() -> str:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    buckets = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets
+    (name,) = [name for name in buckets if "-lake-" in name]
+    return name
+
+
+def _checkpoints_at_the_end(checkpoints: Any, shards: list[Any]) -> Any:
+    """The runtime's checkpoints moved to each shard's last record: the copies count as
+    processed (their effects are in the tables already)."""
+    last = {shard.shard_id: str(next(reversed(shard.records), 0)) for shard in shards}
+    for mapping in (checkpoints or {}).get("mappings", {}).values():
+        for shard_id, checkpoint in mapping.get("shards", {}).items():
+            if shard_id in last:
+                checkpoint["sequence_number"] = last[shard_id]
+    return checkpoints
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=WEEK, help="events in the grown state")
+    args = parse_args(parser, argv, SMALL)
+    ports = (_free_port(), _free_port())
+    with tempfile.TemporaryDirectory(prefix="storepulse-bench-up-") as state:
+        state_dir = Path(state)
+        first = start(state_dir, ports)
+        again = start(state_dir, ports)
+        grown, grow_seconds = timed(lambda: grow(state_dir, args.events))
+        week = start(state_dir, ports)
+    runs = {"first start": first, "restart": again, f"restart, {grown['events']:,} events": week}
+    print_report(runs, grown, grow_seconds)
+    return {"runs": runs, "grown": grown}
+
+
+def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds: float) -> None:
+    print(
+        f"make up until ready (60 s wanted with a week): the demo's own state "
+        f"({grown['sample']:,} events), then grown to {grown['events']:,} in {seconds:.0f} s"
+    )
+    components = list(next(iter(runs.values()))["steps"])
+    rows = [
+        [name, f"{run['mib']:.1f}", f"{run['ready_s']:.0f}"]
+        + [f"{run['steps'].get(c, 0):.0f}" for c in components]
+        for name, run in runs.items()
+    ]
+    print_table(["start", "snapshot MiB", "ready s", *(f"{c} s" for c in components)], rows)
+    baseline, week = list(runs.values())[1:]
+    ratio = week["ready_s"] / baseline["ready_s"]
+    print(f"the grown state's restart / the demo's restart: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
