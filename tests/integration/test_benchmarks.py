@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from benchmarks import dashboard_latency, end_to_end_latency, export, persistence, stream_handler
+from benchmarks import (
+    dashboard_latency,
+    end_to_end_latency,
+    export,
+    persistence,
+    stream_handler,
+    write_cost,
+)
 
 
 def assert_positive(numbers: Mapping[str, Any], keys: Iterable[str] | None = None) -> None:
@@ -51,6 +58,17 @@ def test_stream_handler(capsys: pytest.CaptureFixture[str]) -> None:
         ">= 10x throughput at 100 events/s",
     ]
     assert "billed WCU/1k" in capsys.readouterr().out
+
+
+def test_write_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    (row,) = write_cost.main(["--small"])
+
+    assert (row["rate"], row["batch"]) == (10.0, 2)
+    for handler in ("baseline", "ours"):
+        assert_positive(row[handler], ["wcu_per_1k", "items_per_1k"])
+        assert row[handler]["wcu_per_1k"] >= row[handler]["items_per_1k"]
+        assert sum(row[handler]["by_kind"].values()) == pytest.approx(row[handler]["wcu_per_1k"])
+    assert "ours WCU/1k" in capsys.readouterr().out
 
 
 def test_end_to_end_latency(capsys: pytest.CaptureFixture[str]) -> None:

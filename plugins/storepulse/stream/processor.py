@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -176,17 +177,26 @@ class StreamProcessor:
         valid = [(r, e) for r, e in valid if r.position not in claims.conflicts]
         report.valid, report.quarantined = len(valid), len(rejected)
         report.duplicates, report.conflicts = len(claims.duplicates), len(claims.conflicts)
-        self.archive.quarantine(sorted(rejected, key=lambda r: r.record.position))
-        self.archive.archive_valid([r for r, _ in valid])
-
         counted = [i for i in located if claims.counted(i.position)]
         # Smoke events were archived and claimed like any other; they are counted nowhere.
         smoke_tests = [i for i in counted if smoke.is_smoke(i.event)]
         counted = [i for i in counted if not smoke.is_smoke(i.event)]
         agg = aggregate(counted, catalog, claims.new_sessions)
-        write_profiles(self.facts, agg.profiles.values())
 
-        results, failed_positions = self._write(agg)
+        # The lake objects and the profiles depend on nothing the counters write: they go out
+        # beside the counter writes instead of as round trips before them (latency). Each is
+        # idempotent, so a failure (raised below) fails the batch and its retry redoes it.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            side_writes = [
+                pool.submit(
+                    self.archive.quarantine, sorted(rejected, key=lambda r: r.record.position)
+                ),
+                pool.submit(self.archive.archive_valid, [r for r, _ in valid]),
+                pool.submit(write_profiles, self.facts, list(agg.profiles.values())),
+            ]
+            results, failed_positions = self._write(agg)
+            for future in side_writes:
+                future.result()
         report.items_written = sum(r.outcome != Outcome.REPLAYED for r in results)
         report.items_replayed = sum(r.outcome == Outcome.REPLAYED for r in results)
         positions = [r.position for r in records]
