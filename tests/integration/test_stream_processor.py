@@ -401,6 +401,37 @@ def test_traffic_spike_alert(handler, realtime_stack) -> None:
     assert [json.loads(n["Message"])["type"] for n in notes] == ["traffic_spike"]
 
 
+def test_sales_drop_alert(handler, realtime_stack) -> None:
+    """An hour selling under half of the same hour a week earlier alerts, once; the hour a
+    week earlier itself (above the minimum baseline) did not."""
+    from storepulse.settings import AlertRuleSettings
+
+    SettingsStore(realtime_stack.table(Table.SETTINGS)).upsert(
+        AlertRuleSettings(
+            rule_id="sales-drop",
+            type="sales_drop",
+            cooldown_seconds=3600,
+            params={"window_minutes": 60, "ratio": Decimal("0.5"), "min_baseline": 100},
+            store_ids=["s-001"],
+        )
+    )
+    stream = Stream()
+    week_ago = NOON_PARIS - timedelta(days=7)
+    busy = [  # 5 x 25.00 in the hour before noon, a week ago
+        sale("s-001", f"w-{i}", week_ago - timedelta(minutes=50 - 10 * i), ("tea-100g", 5, "5.00"))
+        for i in range(5)
+    ]
+    invoke(handler, stream.records(*busy, arrived_at=week_ago))
+    quiet = [sale("s-001", "q-1", NOON_PARIS - timedelta(minutes=1), ("tea-100g", 1, "5.00"))]
+    invoke(handler, stream.records(*quiet))
+
+    notes = [json.loads(n["Message"]) for n in realtime_stack.alerts(wait_seconds=1)]
+    drops = [n for n in notes if n["type"] == "sales_drop"]
+    assert [(n["store_id"], n["details"]) for n in drops] == [
+        ("s-001", {"current": "5.00", "week_ago": "125.00"})
+    ]
+
+
 def test_a_batch_delivered_again_after_its_cooldown_does_not_alert_again(
     handler, realtime_stack, clock
 ) -> None:
