@@ -18,13 +18,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from storepulse import events as ev
 from storepulse.capture.reader import change_keys, latest_rows, read_changes
 from storepulse.config import REPO_ROOT, settings
+from storepulse.deploy.intrinsics import Intrinsics
+from storepulse.deploy.stack import TEMPLATE, parse_template
 from storepulse.export.datasets import DATASETS
 from storepulse.layout import Grain, Table, bucket_keys, table_name
+from storepulse_local.iam import LAMBDA_SERVICE
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -223,3 +228,69 @@ def test_a_replayed_and_a_bisected_batch_leave_no_duplicate_and_no_missing_chang
     for row in metrics:
         item = day_metrics_item(pipeline.stack, row["store_id"])
         assert (row["revenue"], row["orders"]) == (item["revenue"], item["orders"])
+
+
+def _capture_role_policy(pipeline: Pipeline, queue_arn: str) -> dict[str, Any]:
+    """The template's ChangeCaptureRole policy, resolved with this test's resources."""
+    template = parse_template(TEMPLATE.read_text())
+    arns = {"LakeBucket": f"arn:aws:s3:::{pipeline.stack.bucket}", "DeadLetterQueue": queue_arn}
+    tables = {f"{t.value.capitalize()}Table": table_name(t) for t in Table}
+
+    def stream_arn(logical_id: str, attribute: str) -> str:
+        assert attribute == "StreamArn"
+        described = pipeline.aws("dynamodb").describe_table(TableName=tables[logical_id])
+        return described["Table"]["LatestStreamArn"]
+
+    intrinsics = Intrinsics(
+        template, {"EnvName": "dev"}, {"AWS::Partition": "aws"}, {}, arns.__getitem__, stream_arn
+    )
+    (policy,) = template["Resources"]["ChangeCaptureRole"]["Properties"]["Policies"]
+    return intrinsics.resolve(policy["PolicyDocument"])
+
+
+def test_the_capture_role_writes_changes_and_nothing_else(pipeline, monkeypatch) -> None:
+    """The handler runs with the template's role, assumed as Lambda assumes it: the embedded AWS
+    enforces IAM, so a grant missing from the role would fail the batch; and the role can
+    neither read the lake nor write another zone."""
+    processor = _load("stream_processor", "capture_iam_processor")
+    sqs = pipeline.aws("sqs")
+    queue_url = sqs.create_queue(QueueName="capture-failures")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    iam = pipeline.aws("iam")
+    role = iam.create_role(RoleName="change-capture", AssumeRolePolicyDocument=TRUST)["Role"]
+    policy = _capture_role_policy(pipeline, queue_arn["Attributes"]["QueueArn"])
+    iam.put_role_policy(
+        RoleName="change-capture", PolicyName="change-capture", PolicyDocument=json.dumps(policy)
+    )
+    keys = LAMBDA_SERVICE.environment()
+    credentials = (
+        boto3.Session(
+            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+        .client("sts")
+        .assume_role(RoleArn=role["Arn"], RoleSessionName=CAPTURE)["Credentials"]
+    )
+    as_role = boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name="us-east-1",
+    )
+    capture = _load("change_capture", "capture_iam_capture")
+    monkeypatch.setattr(capture, "boto3", as_role)  # its clients: the role's (not the runtime's)
+
+    pipeline.put(sale("s-001", "o-1", "2.00"), sale("s-002", "o-2", "3.00"))
+    pipeline.run({PROCESSOR: processor.handler, CAPTURE: capture.handler})
+    assert sorted(pipeline.changes("orders").column("order_id").to_pylist()) == ["o-1", "o-2"]
+
+    s3 = as_role.client("s3")
+    (written, *_) = pipeline.keys("changes/")
+    for call in (
+        lambda: s3.put_object(Bucket=pipeline.stack.bucket, Key="curated/orders/x", Body=b""),
+        lambda: s3.get_object(Bucket=pipeline.stack.bucket, Key=written),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] in {"AccessDenied", "403"}
