@@ -294,3 +294,82 @@ def test_the_capture_role_writes_changes_and_nothing_else(pipeline, monkeypatch)
         with pytest.raises(ClientError) as refused:
             call()
         assert refused.value.response["Error"]["Code"] in {"AccessDenied", "403"}
+
+
+@pytest.mark.slow  # builds the capture's 56 MB zip (pyarrow) and runs both deployed packages
+def test_the_deployed_stack_captures_changes_with_its_own_packages(
+    embedded_aws, tmp_path, monkeypatch
+) -> None:
+    """Deployed as the DAG deploys it (both zips, the capture's for python3.12), verified, and
+    run by the local runtime from the deployed packages, with their roles: sales put on Kinesis
+    become rows in changes/."""
+    from storepulse.deploy.package import artifacts_bucket, build_lambda_zip, upload_package
+    from storepulse.deploy.stack import deploy_stack, function_runtime, load_parameters
+    from storepulse.deploy.verify import verify_stack
+    from tests.integration.conftest import _put_settings
+
+    s3, cfn = boto3.client("s3"), boto3.client("cloudformation")
+    bucket = artifacts_bucket("dev", "123456789012")
+    s3.create_bucket(Bucket=bucket)
+    template = parse_template(TEMPLATE.read_text())
+    built = {
+        name: build_lambda_zip(
+            REPO_ROOT / "lambdas" / name,
+            tmp_path / "build",
+            runtime=function_runtime(template, key),
+        )
+        for name, key in (
+            ("stream_processor", "LambdaCodeKey"),
+            ("change_capture", "ChangeCaptureCodeKey"),
+        )
+    }
+    keys = {
+        name: upload_package(s3, package, bucket, function=name.replace("_", "-"))[0]
+        for name, package in built.items()
+    }
+    parameters = load_parameters(
+        "dev",
+        code_bucket=bucket,
+        code_key=keys["stream_processor"],
+        capture_code_key=keys["change_capture"],
+    )
+    wider = {"PlausiblePastDays": "3650"}  # the sales are dated NOON_PARIS, as a backfill
+    parameters = [
+        {**p, "ParameterValue": wider.get(p["ParameterKey"], p["ParameterValue"])}
+        for p in parameters
+    ]
+    result = deploy_stack(
+        cfn,
+        stack_name="storepulse-dev-realtime",
+        template_body=TEMPLATE.read_text(),
+        parameters=parameters,
+        waiter_delay=0.5,
+    )
+    verify_stack(
+        lambda service: boto3.client(service),
+        "storepulse-dev-realtime",
+        code_sha256=built["stream_processor"].sha256,
+        code_sha256_of={"ChangeCaptureFunction": built["change_capture"].sha256},
+    )
+    _put_settings(boto3.resource("dynamodb").Table(result.outputs["SettingsTable"]))
+
+    lake = result.outputs["LakeBucket"]
+    boto3.client("kinesis").put_records(
+        StreamName=result.outputs["StreamName"],
+        Records=[
+            {"Data": e.to_json(), "PartitionKey": ev.partition_key(e)}
+            for e in (sale("s-001", "o-1", "2.00"), sale("s-002", "o-2", "3.50"))
+        ],
+    )
+    runtime = LocalLambdaRuntime(
+        state_dir=tmp_path / "runtime", poll_interval=0.05, retry_backoff=0
+    )
+    with runtime:
+        runtime.run_until_idle(timeout=180)
+        runtime.run_until_idle(timeout=180)
+    assert all(s.errors == 0 for s in runtime.stats()), runtime.stats()
+    orders = DATASETS["orders"]
+    listing = s3.list_objects_v2(Bucket=lake, Prefix="changes/facts/")
+    keys_ = [o["Key"] for o in listing.get("Contents", []) if "/orders/" in o["Key"]]
+    rows = read_changes(s3, lake, orders, keys_)
+    assert sorted(rows.column("order_id").to_pylist()) == ["o-1", "o-2"]
