@@ -111,6 +111,8 @@ class ChangeSink:
                 report.failed_sequence_numbers = [run[0].sequence_number]
                 break
         report.quarantined = len(refused)
+        place = {id(entry): i for i, entry in enumerate(records)}
+        refused.sort(key=lambda r: place[id(r.entry)])  # stream order
         self._quarantine(refused)  # an S3 error here fails the whole batch: it is retried
         return report
 
