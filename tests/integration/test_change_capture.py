@@ -6,28 +6,33 @@ in-process (the mapping semantics are the runtime's; the deployed zips are the d
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
+from storepulse.capture.compaction import Compactor, hours_of_interval
 from storepulse.capture.reader import change_keys, latest_rows, read_changes
 from storepulse.config import REPO_ROOT, settings
 from storepulse.deploy.intrinsics import Intrinsics
 from storepulse.deploy.stack import TEMPLATE, parse_template
 from storepulse.export.datasets import DATASETS
+from storepulse.lake.filesystem import s3_filesystem
+from storepulse.lake.manifest import current_files
 from storepulse.layout import Grain, Table, bucket_keys, table_name
 from storepulse_local.iam import LAMBDA_SERVICE
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
@@ -64,11 +69,11 @@ def _empty_zip() -> bytes:
     return buffer.getvalue()
 
 
-def sale(store: str, order: str, price: str) -> ev.PosSaleV1:
+def sale(store: str, order: str, price: str, at: datetime = NOON_PARIS) -> ev.PosSaleV1:
     return ev.PosSaleV1(
         event_id=str(uuid.uuid4()),
         store_id=store,
-        occurred_at=NOON_PARIS,
+        occurred_at=at,
         order_id=order,
         channel="in_store",
         currency="EUR",
@@ -373,3 +378,48 @@ def test_the_deployed_stack_captures_changes_with_its_own_packages(
     keys_ = [o["Key"] for o in listing.get("Contents", []) if "/orders/" in o["Key"]]
     rows = read_changes(s3, lake, orders, keys_)
     assert sorted(rows.column("order_id").to_pylist()) == ["o-1", "o-2"]
+
+
+def _curated(pipeline: Pipeline, fs: Any, dataset: str, day: date) -> list[dict[str, Any]]:
+    files = current_files(fs, f"{pipeline.stack.bucket}/curated", DATASETS[dataset], day)
+    return pq.read_table(files, filesystem=fs).to_pylist() if files else []
+
+
+def test_compaction_publishes_today_so_far_and_a_late_sale_republishes_only_its_day(
+    pipeline, handlers
+) -> None:
+    """The changes become the curated partitions through the export's publish (manifest); a
+    sale for the day before, captured later, republishes that day's partitions alone."""
+    fs = s3_filesystem()
+    compactor = Compactor(pipeline.stack.s3, fs, pipeline.stack.bucket, run_id="compaction-1")
+    now = datetime.now(UTC)
+    hours = hours_of_interval(now - timedelta(hours=1), now + timedelta(hours=1))
+    day = NOON_PARIS.date()
+    pipeline.put(sale("s-001", "o-1", "2.00"), sale("s-001", "o-2", "3.00"))
+    pipeline.run(handlers)
+
+    first = compactor.compact(hours)
+    assert {c.day for c in first} == {day.isoformat()} and all(c.published for c in first)
+    assert sorted(r["order_id"] for r in _curated(pipeline, fs, "orders", day)) == ["o-1", "o-2"]
+    (metrics,) = _curated(pipeline, fs, "daily_store_metrics", day)
+    assert metrics["revenue"] == day_metrics_item(pipeline.stack, "s-001")["revenue"]
+    assert compactor.compact(hours) == [  # re-reading the same hours changes nothing
+        dataclasses.replace(c, published=False) for c in first
+    ]
+
+    pipeline.put(sale("s-001", "o-0", "5.00", at=NOON_PARIS - timedelta(days=1)))
+    pipeline.run(handlers, state="late")
+    before = pipeline.stack.s3.get_object(
+        Bucket=pipeline.stack.bucket, Key=f"curated/orders/dt={day}/_manifest.json"
+    )["Body"].read()
+    second = {(c.dataset, c.day): c.published for c in compactor.compact(hours)}
+    yesterday = (day - timedelta(days=1)).isoformat()
+    assert second[("orders", yesterday)] and not second[("orders", day.isoformat())]
+    assert not any(published for (_, d), published in second.items() if d == day.isoformat())
+    assert [r["order_id"] for r in _curated(pipeline, fs, "orders", day - timedelta(days=1))] == [
+        "o-0"
+    ]
+    after = pipeline.stack.s3.get_object(
+        Bucket=pipeline.stack.bucket, Key=f"curated/orders/dt={day}/_manifest.json"
+    )["Body"].read()
+    assert after == before
