@@ -184,3 +184,18 @@ def test_the_runtime_hands_a_dynamodb_streams_record_over_in_lambdas_shape() -> 
 
 def _label() -> str:
     return "2026-12-07T000000000"
+
+
+def test_the_compaction_dag_emits_the_asset_of_every_compacted_data_set() -> None:
+    import importlib.util
+
+    from storepulse.capture.compaction import COMPACTED
+    from storepulse.config import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "compact_dag", REPO_ROOT / "dags/compact_changes.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.COMPACTED == COMPACTED
