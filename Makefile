@@ -82,6 +82,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.dashboard_latency
 	$(VENV)/bin/python -m benchmarks.export
 	$(VENV)/bin/python -m benchmarks.persistence
+	$(VENV)/bin/python -m benchmarks.change_capture
 
 # The persistence benchmark at a simulated week of the demo and at a million events: hours.
 bench-persistence: install
