@@ -87,6 +87,7 @@ def _setup() -> tuple[str, dict[str, str]]:
         Role=role,
         Handler="handler.handler",
         Code={"ZipFile": buffer.getvalue()},
+        Timeout=120,
     )
     for table in ("facts", "metrics", "inventory"):
         arn = dynamodb.describe_table(TableName=names[table])["Table"]["LatestStreamArn"]
