@@ -593,8 +593,10 @@ def test_deploy_and_teardown_dags_run_on_the_embedded_aws(
     assert second["tasks"] == ran, second
     assert second["xcoms"]["deploy_stack.deploy"]["action"] == "none"  # same zip, same key
     assert second["xcoms"]["upload_package.return_value"]["uploaded"] is False
+    assert second["xcoms"]["upload_change_capture.return_value"]["uploaded"] is False
     assert set(teardown["tasks"].values()) == {"success"}, teardown
     left = teardown["xcoms"]["report_leftovers.return_value"]
     assert len(left["retained"]) == len(RETAINED)
-    assert (left["artifacts_bucket"], left["artifact_objects"]) == (BUCKET, 1)
+    # The two functions' zips (stream processor, change capture), uploaded once each.
+    assert (left["artifacts_bucket"], left["artifact_objects"]) == (BUCKET, 2)
     assert describe_stack(aws_client("cloudformation"), STACK) is None

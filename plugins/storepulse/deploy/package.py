@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -555,7 +556,34 @@ def _merge(*parts: Mapping[str, Path]) -> dict[str, Path]:
     return entries
 
 
+def _inputs_digest(entries: Mapping[str, Path]) -> str:
+    """Names and contents of everything the zip will hold: same digest, same zip bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(entries):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(entries[name].read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def _write_package(
+    entries: Mapping[str, Path], prefix: Path, modules: Mapping[str, Path], pins: Mapping[str, str]
+) -> BuiltPackage:
+    """The zip of ``entries``; one already built from the same inputs is reused (zipping a
+    vendored pyarrow takes a minute, hashing its files a second)."""
+    record = prefix.with_name(f".{prefix.name}inputs-{_inputs_digest(entries)[:32]}.json")
+    if record.is_file():
+        built = BuiltPackage.from_dict(json.loads(record.read_text()))
+        if built.path.is_file() and _file_sha256(built.path) == built.sha256:
+            return built
+    package = _zip_package(entries, prefix, modules, pins)
+    record.write_text(json.dumps(package.to_dict()))
+    return package
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _zip_package(
     entries: Mapping[str, Path], prefix: Path, modules: Mapping[str, Path], pins: Mapping[str, str]
 ) -> BuiltPackage:
     staging = prefix.with_name(f".{prefix.name}{os.getpid()}.zip.tmp")
