@@ -253,6 +253,7 @@ def _capture_role_policy(pipeline: Pipeline, queue_arn: str) -> dict[str, Any]:
     return intrinsics.resolve(policy["PolicyDocument"])
 
 
+@pytest.mark.slow  # the role's calls are checked in the default suite (test_lambda_permissions)
 def test_the_capture_role_writes_changes_and_nothing_else(pipeline, monkeypatch) -> None:
     """The handler runs with the template's role, assumed as Lambda assumes it: the embedded AWS
     enforces IAM, so a grant missing from the role would fail the batch; and the role can
