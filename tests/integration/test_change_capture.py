@@ -424,3 +424,35 @@ def test_compaction_publishes_today_so_far_and_a_late_sale_republishes_only_its_
         Bucket=pipeline.stack.bucket, Key=f"curated/orders/dt={day}/_manifest.json"
     )["Body"].read()
     assert after == before
+
+
+@pytest.mark.slow  # a throwaway Airflow
+def test_the_compaction_dag_publishes_the_hour_and_emits_the_assets(
+    pipeline, handlers, tmp_path, embedded_aws
+) -> None:
+    from tests.dag_runs import airflow_home, run_dags
+
+    pipeline.put(sale("s-001", "o-1", "2.00"))
+    pipeline.run(handlers)
+    outputs = {"LakeBucket": pipeline.stack.bucket}
+    template = {
+        "Resources": {"Marker": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "m"}}},
+        "Outputs": {k: {"Value": v} for k, v in outputs.items()},
+    }
+    pipeline.aws("cloudformation").create_stack(
+        StackName="storepulse-dev-realtime", TemplateBody=json.dumps(template)
+    )
+    # A run whose interval ends after now: its hours include the one the sale was captured in.
+    end = datetime.now(UTC).replace(minute=5, second=0, microsecond=0) + timedelta(hours=1)
+    env = airflow_home(tmp_path / "airflow", embedded_aws)
+    (run,) = run_dags(
+        env,
+        [{"dag_id": "compact_changes", "logical_date": (end - timedelta(hours=1)).isoformat()}],
+        timeout=300,
+    )
+    assert run["state"] == "success", run
+    assert run["events"]["s3://storepulse/curated/orders"]["days"] == [
+        NOON_PARIS.date().isoformat()
+    ]
+    fs = s3_filesystem()
+    assert [r["order_id"] for r in _curated(pipeline, fs, "orders", NOON_PARIS.date())] == ["o-1"]
