@@ -27,10 +27,10 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storepulse.capture.changes import CHANGE_COLUMNS, REMOVE, change_schema
-from storepulse.capture.reader import IDENTITY, change_keys, read_changes
+from storepulse.capture.changes import change_schema
+from storepulse.capture.reader import change_keys, curated_rows, merge, read_changes
 from storepulse.clock import Clock, system_clock
-from storepulse.export.datasets import DATASETS, Dataset, Row, sum_rows
+from storepulse.export.datasets import DATASETS, Dataset, Row
 from storepulse.lake.manifest import current_files
 from storepulse.lake.paths import CHANGES, CURATED, partition_prefix, staging_root
 
@@ -105,36 +105,6 @@ def _seed(fs: Any, bucket: str, dataset: Dataset, day: date) -> list[Row]:
         meta = {"_op": "SEED", "_pk": pk, "_sk": sk, "_stream": "", "_event_id": ""}
         seeded.append({**row, **meta, "_sequence_number": SEED_POSITION, "_changed_at": None})
     return seeded
-
-
-def merge(dataset: Dataset, state: Iterable[Row], changes: Iterable[Row]) -> list[Row]:
-    """Each item's rows at its highest position (a change's rows share its position), once."""
-    rows = [*state, *changes]
-    best: dict[tuple[str, str], tuple[str, str]] = {}
-    for row in rows:
-        item, position = (row["_pk"], row["_sk"]), (row["_stream"], row["_sequence_number"])
-        best[item] = max(best.get(item, position), position)
-    seen: set[tuple[Any, ...]] = set()
-    merged = []
-    for row in rows:
-        if (row["_stream"], row["_sequence_number"]) != best[(row["_pk"], row["_sk"])]:
-            continue
-        identity = (*(row[c] for c in IDENTITY), *(row[c] for c in dataset.key))
-        if identity not in seen:
-            seen.add(identity)
-            merged.append(row)
-    return merged
-
-
-def curated_rows(dataset: Dataset, state: Sequence[Row]) -> list[Row]:
-    rows = [
-        {k: v for k, v in row.items() if k not in CHANGE_COLUMNS}
-        for row in state
-        if row["_op"] != REMOVE
-    ]
-    if dataset.summed:
-        return sum_rows(rows, dataset.key, dataset.summed)
-    return sorted(rows, key=lambda r: tuple(r[c] for c in dataset.key))
 
 
 def _state_schema(dataset: Dataset) -> pa.Schema:

@@ -58,20 +58,37 @@ def _identity(row: Row) -> tuple[Any, ...]:
     return tuple(row[c] for c in IDENTITY)
 
 
-def latest_rows(dataset: Dataset, changes: pa.Table) -> list[Row]:
-    """The data set's rows as the items are now: each item's latest change, removes applied,
-    change columns dropped, rows in key order (summed data sets added up)."""
-    latest: dict[tuple[str, str], str] = {}
-    for row in changes.select(list(IDENTITY)).to_pylist():
-        item = (row["_pk"], row["_sk"])
-        position = f"{row['_stream']}/{row['_sequence_number']}"
-        latest[item] = max(latest.get(item, position), position)
+def merge(dataset: Dataset, state: Iterable[Row], changes: Iterable[Row]) -> list[Row]:
+    """Each item's rows at its highest position (a change's rows share its position), once."""
+    rows = [*state, *changes]
+    best: dict[tuple[str, str], tuple[str, str]] = {}
+    for row in rows:
+        item, position = (row["_pk"], row["_sk"]), (row["_stream"], row["_sequence_number"])
+        best[item] = max(best.get(item, position), position)
+    seen: set[tuple[Any, ...]] = set()
+    merged = []
+    for row in rows:
+        if (row["_stream"], row["_sequence_number"]) != best[(row["_pk"], row["_sk"])]:
+            continue
+        identity = (*(row[c] for c in IDENTITY), *(row[c] for c in dataset.key))
+        if identity not in seen:
+            seen.add(identity)
+            merged.append(row)
+    return merged
+
+
+def curated_rows(dataset: Dataset, state: Sequence[Row]) -> list[Row]:
     rows = [
         {k: v for k, v in row.items() if k not in CHANGE_COLUMNS}
-        for row in changes.to_pylist()
+        for row in state
         if row["_op"] != REMOVE
-        and latest[(row["_pk"], row["_sk"])] == f"{row['_stream']}/{row['_sequence_number']}"
     ]
     if dataset.summed:
         return sum_rows(rows, dataset.key, dataset.summed)
     return sorted(rows, key=lambda r: tuple(r[c] for c in dataset.key))
+
+
+def latest_rows(dataset: Dataset, changes: pa.Table) -> list[Row]:
+    """The data set's rows as the items are now: each item's latest change, removes applied,
+    change columns dropped, rows in key order (summed data sets added up)."""
+    return curated_rows(dataset, merge(dataset, [], changes.to_pylist()))
