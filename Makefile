@@ -84,6 +84,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.export
 	$(VENV)/bin/python -m benchmarks.persistence
 	$(VENV)/bin/python -m benchmarks.trend_alerts
+	$(VENV)/bin/python -m benchmarks.change_capture
 
 # The persistence benchmark at a simulated week of the demo and at a million events, then make up
 # on a restored week (hours on a loaded 2-core machine).

@@ -6,10 +6,13 @@ Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
 
 1. **lint_template**: cfn-lint; any error stops the run before anything is created.
 2. **package_function**: a deterministic zip of `lambdas/stream_processor`, exactly the
-   `storepulse` modules it imports and the pinned dependencies the Lambda runtime lacks.
-3. **upload_package**: to `s3://storepulse-<env>-artifacts-<account>/lambda/stream-processor/<sha256>.zip`
-   (bucket created if missing). The key is the zip's hash: unchanged code, unchanged key.
-4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code location. An
+   `storepulse` modules it imports and the pinned dependencies the Lambda runtime lacks;
+   **package_change_capture** the same for `lambdas/change_capture` (with pyarrow, built for
+   its own runtime, python3.12).
+3. **upload_package** / **upload_change_capture**: to
+   `s3://storepulse-<env>-artifacts-<account>/lambda/<function>/<sha256>.zip` (bucket created if
+   missing). The key is the zip's hash: unchanged code, unchanged key.
+4. **stack_parameters**: `infra/cloudformation/parameters/<env>.json` plus the code locations. An
    environment without its own file, or with a `REPLACE-ME` value left in it, fails here.
 5. **deploy_stack**: one change set, created, logged and executed (create or update); nothing at
    all when the stack already has this template and these parameters. On AWS a failed update
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
 FUNCTION_DIR = REPO_ROOT / "lambdas" / "stream_processor"
+CAPTURE_DIR = REPO_ROOT / "lambdas" / "change_capture"
+# Each function's zip is built for the Runtime the template gives it, found by its code key.
+CODE_KEY_PARAMETERS = {FUNCTION_DIR.name: "LambdaCodeKey", CAPTURE_DIR.name: "ChangeCaptureCodeKey"}
 STACK_NAME = stack_name(settings().env)
 
 
@@ -82,49 +88,80 @@ def deploy_realtime_stack() -> None:
         return TEMPLATE.read_text()
 
     @task
-    def package_function() -> dict[str, Any]:
+    def package_function(function_dir: str = FUNCTION_DIR.name) -> dict[str, Any]:
         from storepulse.deploy.package import build_lambda_zip
+        from storepulse.deploy.stack import function_runtime, parse_template
 
-        package = build_lambda_zip(FUNCTION_DIR, _build_dir())
+        runtime = function_runtime(
+            parse_template(TEMPLATE.read_text()), CODE_KEY_PARAMETERS[function_dir]
+        )
+        package = build_lambda_zip(
+            REPO_ROOT / "lambdas" / function_dir, _build_dir(), runtime=runtime
+        )
+        log.info("%s for %s", function_dir, runtime)
         log.info("zip: %d bytes, sha256 %s, %d files", package.size, package.sha256, package.files)
         log.info("%d storepulse modules: %s", len(package.modules), ", ".join(package.modules))
         log.info("%d vendored: %s", len(package.dependencies), ", ".join(package.dependencies))
         return package.to_dict()
 
     @task
-    def upload_package(built: dict[str, Any]) -> dict[str, Any]:
+    def upload_package(
+        built: dict[str, Any], function_dir: str = FUNCTION_DIR.name
+    ) -> dict[str, Any]:
         """Upload the zip unless its key exists (same key, same bytes)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from storepulse.deploy.package import artifacts_bucket, local_package, upload_package
+        from storepulse.deploy.package import (
+            artifacts_bucket,
+            function_name,
+            local_package,
+            upload_package,
+        )
 
         hook = S3Hook(aws_conn_id=AWS_CONN_ID)
         bucket = artifacts_bucket(settings().env, hook.account_id)
         if not hook.check_for_bucket(bucket):
             hook.create_bucket(bucket_name=bucket)
             log.info("created the artifacts bucket %s", bucket)
-        package = local_package(built, FUNCTION_DIR, _build_dir())
-        key, uploaded = upload_package(hook.get_conn(), package, bucket)
+        source = REPO_ROOT / "lambdas" / function_dir
+        package = local_package(built, source, _build_dir())
+        key, uploaded = upload_package(
+            hook.get_conn(), package, bucket, function=function_name(source)
+        )
         done = "uploaded" if uploaded else "already there, not uploaded again"
         log.info("s3://%s/%s: %s (%d bytes)", bucket, key, done, package.size)
         return {"bucket": bucket, "key": key, "uploaded": uploaded, "sha256": package.sha256}
 
     @task
-    def stack_parameters(artifact: dict[str, Any]) -> list[dict[str, str]]:
+    def stack_parameters(
+        artifact: dict[str, Any], capture: dict[str, Any] | None = None
+    ) -> list[dict[str, str]]:
         from storepulse.deploy.stack import load_parameters
 
         env = settings().env
-        parameters = load_parameters(env, code_bucket=artifact["bucket"], code_key=artifact["key"])
+        parameters = load_parameters(
+            env,
+            code_bucket=artifact["bucket"],
+            code_key=artifact["key"],
+            capture_code_key=capture and capture["key"],
+        )
         shown = ", ".join(f"{p['ParameterKey']}={p['ParameterValue']}" for p in parameters)
         log.info("%d parameters: %s", len(parameters), shown)
         return parameters
 
     @task(outlets=[realtime_stack_asset()])
-    def verify_stack(outputs: dict[str, str], artifact: dict[str, Any]) -> dict[str, int]:
-        """Every resource through its own service; the function must run the uploaded zip."""
+    def verify_stack(
+        outputs: dict[str, str], artifact: dict[str, Any], capture: dict[str, Any] | None = None
+    ) -> dict[str, int]:
+        """Every resource through its own service; each function must run its uploaded zip."""
         from storepulse.deploy.verify import verify_stack
 
-        report = verify_stack(aws_client, STACK_NAME, code_sha256=artifact["sha256"])
+        report = verify_stack(
+            aws_client,
+            STACK_NAME,
+            code_sha256=artifact["sha256"],
+            code_sha256_of={"ChangeCaptureFunction": capture["sha256"]} if capture else None,
+        )
         log.info("%d stack outputs; verification %s", len(outputs), report.summary())
         return report.summary()
 
@@ -149,17 +186,21 @@ def deploy_realtime_stack() -> None:
 
     template = lint_template()
     built = package_function()
-    template >> built
+    built_capture = package_function.override(task_id="package_change_capture")(CAPTURE_DIR.name)
+    template >> [built, built_capture]
     artifact = upload_package(built)
+    capture = upload_package.override(task_id="upload_change_capture")(
+        built_capture, CAPTURE_DIR.name
+    )
     deploy_stack = CloudFormationChangeSetOperator(
         task_id="deploy_stack",
         aws_conn_id=AWS_CONN_ID,
         stack_name=STACK_NAME,
         template_body=template,
-        parameters=stack_parameters(artifact),
+        parameters=stack_parameters(artifact, capture),
         capabilities=["CAPABILITY_IAM"],
     )
-    verify_stack(deploy_stack.output, artifact) >> smoke_test(deploy_stack.output)
+    verify_stack(deploy_stack.output, artifact, capture) >> smoke_test(deploy_stack.output)
 
 
 deploy_realtime_stack()

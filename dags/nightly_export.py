@@ -71,7 +71,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
-from storepulse.airflow.hooks import aws_client
+from storepulse.airflow.hooks import aws_client, lake_filesystem
 from storepulse.airflow.sensors import wait_for_stack
 from storepulse.assets import curated_asset
 from storepulse.config import settings
@@ -89,27 +89,6 @@ SOURCE_TABLES = {  # table -> the stack output naming it
 }
 STRATEGIES = ("auto", "pitr", "scan")
 ROLLED_UP = "daily_store_metrics"  # rolled up per year for the dashboard's history
-
-
-def _lake_filesystem(uri: str) -> tuple[Any, str]:
-    """A pyarrow filesystem for the lake from the ``aws_default`` connection (endpoint and
-    credentials), like every boto3 client of the tasks: the connection alone decides."""
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
-    from storepulse.lake.filesystem import open_filesystem
-
-    hook = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3")
-    credentials = hook.get_credentials()
-    return open_filesystem(
-        uri,
-        endpoint_url=hook.conn_config.get_service_endpoint_url("s3"),
-        region=hook.conn_region_name,
-        credentials={
-            "access_key": credentials.access_key,
-            "secret_key": credentials.secret_key,
-            "session_token": credentials.token,
-        },
-    )
 
 
 def _chosen_strategy(dynamodb: Any, name: str) -> str:
@@ -252,7 +231,7 @@ def nightly_export() -> None:
         from storepulse.lake.paths import staging_root
 
         table = exported["table"]
-        fs, root = _lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))
+        fs, root = lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))
         datasets, day = datasets_of(Table(table)), _day(resolved)
         if exported["strategy"] == "pitr":  # vectorized where it applies
             export = CompletedExport(
@@ -301,7 +280,7 @@ def nightly_export() -> None:
             for name, report in part.items()
         }
         bucket, tables = resolved["bucket"], resolved["tables"]
-        fs, root = _lake_filesystem(f"s3://{bucket}")
+        fs, root = lake_filesystem(f"s3://{bucket}")
         dynamodb = DynamoDBHook(aws_conn_id=AWS_CONN_ID).conn
         live = table_revenue(
             dynamodb.Table(tables[Table.FACTS.value]),
@@ -388,7 +367,7 @@ def nightly_export() -> None:
         from storepulse.export.rollup import update_rollup
         from storepulse.lake.paths import CURATED
 
-        fs, root = _lake_filesystem(f"s3://{resolved['bucket']}/{CURATED}")
+        fs, root = lake_filesystem(f"s3://{resolved['bucket']}/{CURATED}")
         report = update_rollup(fs, root, DATASETS[ROLLED_UP], _day(resolved))
         log.info(
             "rollup %s: %d days, %d rows, %s",

@@ -45,6 +45,7 @@ class EmbeddedAws:
         from storepulse_local.quicksight import LocalQuickSight
 
         _leave_kinesis_mappings_to_the_local_runtime()
+        _leave_dynamodb_stream_mappings_to_the_local_runtime()
         patch_cloudformation()  # outputs after change sets, PITR, key policies
         patch_kinesis()  # the retention period; reads and puts that do not walk the shard
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
@@ -111,6 +112,36 @@ def _leave_kinesis_mappings_to_the_local_runtime() -> None:
         return None
 
     LambdaBackend.send_kinesis_message = _delivered_by_the_local_runtime  # type: ignore[method-assign]
+
+
+# AWS expires a shard iterator after 15 minutes; moto keeps every one it hands out (a poller
+# makes five a second per table), so only the newest are kept.
+DYNAMODB_STREAM_ITERATORS_KEPT = 2000
+
+
+def _leave_dynamodb_stream_mappings_to_the_local_runtime() -> None:
+    """moto delivers a table's stream records to a mapped function inside every write, and
+    when that "succeeds" (without Docker it answers an error text) it empties the shard, whose
+    sequence numbers then start again (a reader would see the same number twice). The local
+    Lambda runtime reads the stream as Lambda does, so moto's delivery is switched off; and the
+    shard iterators moto keeps are bounded."""
+    from moto.awslambda.models import LambdaBackend
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    def _delivered_by_the_local_runtime(self: object, *args: object, **kwargs: object) -> None:
+        return None
+
+    LambdaBackend.send_dynamodb_items = _delivered_by_the_local_runtime  # type: ignore[method-assign,assignment]
+    get_records = DynamoDBStreamsBackend.get_records
+
+    def _get_records(self: DynamoDBStreamsBackend, iterator_arn: str, limit: int) -> dict:
+        answer = get_records(self, iterator_arn, limit)
+        iterators = self.shard_iterators
+        for old in list(iterators)[: max(0, len(iterators) - DYNAMODB_STREAM_ITERATORS_KEPT)]:
+            del iterators[old]
+        return answer
+
+    DynamoDBStreamsBackend.get_records = _get_records  # type: ignore[method-assign]
 
 
 def _post(url: str, body: dict) -> bytes:

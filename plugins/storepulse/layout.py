@@ -68,6 +68,7 @@ class TableSpec:
     table: Table
     gsi1: bool = False  # index "gsi1" on (gsi1pk, gsi1sk), projecting all attributes
     ttl_attribute: str | None = None
+    stream: bool = False  # NEW_AND_OLD_IMAGES stream, read by the change capture (the lake)
 
     def create_table_kwargs(self, name: str) -> dict[str, Any]:
         """Arguments of ``CreateTable`` (on-demand billing), for local provisioning and tests;
@@ -82,6 +83,11 @@ class TableSpec:
                 {"AttributeName": "sk", "KeyType": "RANGE"},
             ],
         }
+        if self.stream:
+            kwargs["StreamSpecification"] = {
+                "StreamEnabled": True,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            }
         if self.gsi1:
             kwargs["GlobalSecondaryIndexes"] = [
                 {
@@ -97,9 +103,9 @@ class TableSpec:
 
 
 TABLE_SPECS = {
-    Table.METRICS: TableSpec(Table.METRICS, ttl_attribute="expires_at"),
-    Table.INVENTORY: TableSpec(Table.INVENTORY),
-    Table.FACTS: TableSpec(Table.FACTS, gsi1=True, ttl_attribute="expires_at"),
+    Table.METRICS: TableSpec(Table.METRICS, ttl_attribute="expires_at", stream=True),
+    Table.INVENTORY: TableSpec(Table.INVENTORY, stream=True),
+    Table.FACTS: TableSpec(Table.FACTS, gsi1=True, ttl_attribute="expires_at", stream=True),
     Table.SETTINGS: TableSpec(Table.SETTINGS),
 }
 

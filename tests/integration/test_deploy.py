@@ -354,16 +354,23 @@ def test_verify_checks_every_resource_and_reports_the_embedded_gaps(
     conditional = {
         "AlertEmailSubscription",  # no AlertEmail in dev.json
         "StreamConsumer",  # EnhancedFanOut is off in dev.json
+        # no ChangeCaptureCodeKey: this deploy has no change capture (the DAG's deploys do)
+        "ChangeCaptureRole",
+        "ChangeCaptureLogGroup",
+        "ChangeCaptureFunction",
+        "FactsChangesMapping",
+        "MetricsChangesMapping",
+        "InventoryChangesMapping",
     }
     assert {lid for lid, s in status.items() if s == NOT_DEPLOYED} == conditional
     assert {lid for lid, s in status.items() if s == OK} == set(status) - SKIPPED - conditional
     assert report.summary() == {
-        "resources_declared": 20,
+        "resources_declared": 26,
         "resources_checked": 18,
         "ok": 13,
         "known_gaps": 5,
         "failed": 0,
-        "not_deployed": 2,
+        "not_deployed": 8,
     }
     assert "listed without a physical id (known gap)" in caplog.text
     assert "18 resources checked: 13 ok, 5 known gaps, 0 failed" in caplog.text
@@ -593,8 +600,10 @@ def test_deploy_and_teardown_dags_run_on_the_embedded_aws(
     assert second["tasks"] == ran, second
     assert second["xcoms"]["deploy_stack.deploy"]["action"] == "none"  # same zip, same key
     assert second["xcoms"]["upload_package.return_value"]["uploaded"] is False
+    assert second["xcoms"]["upload_change_capture.return_value"]["uploaded"] is False
     assert set(teardown["tasks"].values()) == {"success"}, teardown
     left = teardown["xcoms"]["report_leftovers.return_value"]
     assert len(left["retained"]) == len(RETAINED)
-    assert (left["artifacts_bucket"], left["artifact_objects"]) == (BUCKET, 1)
+    # The two functions' zips (stream processor, change capture), uploaded once each.
+    assert (left["artifacts_bucket"], left["artifact_objects"]) == (BUCKET, 2)
     assert describe_stack(aws_client("cloudformation"), STACK) is None

@@ -70,6 +70,11 @@ NOT_EXERCISED = {
     ),
 }
 AT = FROZEN_NOW - timedelta(seconds=30)
+CAPTURE_ROLE = "ChangeCaptureRole"
+CAPTURE_NOT_CALLED_BY_THE_CODE = {
+    "ReadTableStreams": "the DynamoDB Streams mappings' pollers read the streams with the role",
+    "OnFailureDestination": "Lambda sends the on-failure record with the role",
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +115,16 @@ def recorder(
     handler.processor.cache_clear()  # its clients belong to this test's session
 
 
-def _function_role_session(stack_template: Intrinsics) -> boto3.Session:
+def _function_role_session(
+    stack_template: Intrinsics, role_id: str = ROLE, function: str = FUNCTION
+) -> boto3.Session:
     """A session with the credentials Lambda gives the function: the template's role (its trust
     and inline policies, resolved) created in the embedded AWS, which enforces IAM, and assumed
     as the Lambda service. A call the role lacks is refused here as on AWS, besides being
     checked against the template's statements by the recorder."""
-    role = stack_template.template["Resources"][ROLE]["Properties"]
+    role = stack_template.template["Resources"][role_id]["Properties"]
     iam = boto3.client("iam")
-    name = f"storepulse-dev-{ROLE}"
+    name = f"storepulse-dev-{role_id}"
     arn = iam.create_role(
         RoleName=name,
         AssumeRolePolicyDocument=json.dumps(
@@ -132,7 +139,7 @@ def _function_role_session(stack_template: Intrinsics) -> boto3.Session:
         aws_access_key_id=LAMBDA_SERVICE.access_key_id,
         aws_secret_access_key=LAMBDA_SERVICE.secret_access_key,
     )
-    credentials = lambda_service.client("sts").assume_role(RoleArn=arn, RoleSessionName=FUNCTION)
+    credentials = lambda_service.client("sts").assume_role(RoleArn=arn, RoleSessionName=function)
     return boto3.Session(
         region_name=REGION,
         aws_access_key_id=credentials["Credentials"]["AccessKeyId"],
@@ -225,9 +232,46 @@ def drive(handler: ModuleType, stack: RealtimeStack) -> None:
         invoke(handler, stream.records(sale("s-001", "o-3", AT, ("mug-blue", 1, "0.10"))))
 
 
-def test_the_template_has_one_role_and_this_test_checks_it(stack_template: Intrinsics) -> None:
+def test_the_template_has_two_roles_and_this_test_checks_both(stack_template: Intrinsics) -> None:
     """A new role in the template needs its own recorded component here."""
-    assert roles(stack_template.template) == [ROLE]
+    assert roles(stack_template.template) == [ROLE, CAPTURE_ROLE]
+
+
+def test_the_change_capture_calls_exactly_what_its_role_grants(
+    realtime_stack: RealtimeStack, stack_template: Intrinsics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The capture handler, with its role's credentials (IAM enforced), writes a batch of
+    changes and a quarantined record: every call allowed, every grant used but the poller's."""
+    from storepulse.capture.changes import decode_record
+    from storepulse.capture.sink import ChangeSink
+
+    parameters = {"LambdaCodeBucket": "code", "ChangeCaptureCodeKey": "capture.zip"}
+    capture = template_intrinsics(
+        stack_template.template,
+        {**stack_template.parameters, **parameters},
+        dict(stack_template.pseudo),
+    )
+    bucket = capture.resolve({"Ref": "LakeBucket"})
+    realtime_stack.s3.create_bucket(Bucket=bucket)
+    session = _function_role_session(capture, CAPTURE_ROLE, "ChangeCaptureFunction")
+    recorder = CallRecorder(ACCOUNT).attach(session)
+    policy = template_policy(capture.template, CAPTURE_ROLE, capture)
+    from tests.unit.test_change_capture import order, record
+
+    good = record(1, "INSERT", order("o-1", "2.50"))
+    good["eventSourceARN"] = good["eventSourceARN"].replace("123456789012", ACCOUNT.account_id)
+    records = [good, {"eventName": "INSERT", "eventSourceARN": good["eventSourceARN"]}]
+    sink = ChangeSink(session.client("s3"), bucket)
+    report = sink.write(records, decode_record)
+    assert report.quarantined == 1 and report.rows == 2  # the order and its line; one refused
+    denied = policy.denied(recorder.accesses())
+    assert not denied, "the role does not allow:\n" + "\n".join(map(str, denied))
+    unused = [
+        f"{sid}: {grant}"
+        for sid, grant in policy.unused(recorder.accesses())
+        if sid not in CAPTURE_NOT_CALLED_BY_THE_CODE
+    ]
+    assert not unused, "granted but never called:\n" + "\n".join(unused)
 
 
 def test_every_call_of_the_handler_is_allowed_by_the_role(

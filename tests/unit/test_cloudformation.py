@@ -92,9 +92,26 @@ def resources_of_type(template: Node, kind: str) -> dict[str, Node]:
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
+CAPTURE_CONDITION = "CapturesChanges"
+
+
 def the_resource(template: Node, kind: str) -> Node:
-    (resource,) = resources_of_type(template, kind).values()
+    """The one resource of ``kind`` of the real-time path (the change capture's, created under
+    its own condition, are tested on their own)."""
+    (resource,) = [
+        r
+        for r in resources_of_type(template, kind).values()
+        if r.get("Condition") != CAPTURE_CONDITION
+    ]
     return resource
+
+
+def capture_resources(template: Node, kind: str) -> list[Node]:
+    return [
+        r
+        for r in resources_of_type(template, kind).values()
+        if r.get("Condition") == CAPTURE_CONDITION
+    ]
 
 
 def as_list(value: Any) -> list[Any]:
@@ -155,6 +172,10 @@ def test_tables_match_the_key_layout(template: Node, table: Table) -> None:
     props = resource["Properties"]
     for key in ("BillingMode", "KeySchema", "GlobalSecondaryIndexes"):
         assert props.get(key) == expected.get(key), key
+    stream = expected.get("StreamSpecification")
+    assert props.get("StreamSpecification") == (
+        stream and {"StreamViewType": stream["StreamViewType"]}
+    )
     assert sorted(props["AttributeDefinitions"], key=str) == sorted(
         expected["AttributeDefinitions"], key=str
     )
@@ -244,6 +265,45 @@ def test_event_source_mapping_supports_exactly_once(template: Node) -> None:
     assert mapping["DestinationConfig"] == {
         "OnFailure": {"Destination": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
     }
+
+
+def test_every_table_of_the_lake_has_a_change_capture_mapping(template: Node) -> None:
+    """Exactly-once like the stream processor's, from the oldest change; one per captured table."""
+    mappings = capture_resources(template, "AWS::Lambda::EventSourceMapping")
+    tables = {m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings}
+    captured = {f"{t.value.capitalize()}Table" for t, spec in TABLE_SPECS.items() if spec.stream}
+    assert tables == captured == {"FactsTable", "MetricsTable", "InventoryTable"}
+    for mapping in (m["Properties"] for m in mappings):
+        assert mapping["FunctionName"] == {"Ref": "ChangeCaptureFunction"}
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["BisectBatchOnFunctionError"] is True
+        assert mapping["ParallelizationFactor"] == 1
+        assert mapping["StartingPosition"] == "TRIM_HORIZON"
+        assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {
+            "Fn::GetAtt": ["DeadLetterQueue", "Arn"]
+        }
+
+
+def test_the_change_capture_role_reads_the_streams_and_writes_only_changes(
+    template: Node,
+) -> None:
+    (role,) = capture_resources(template, "AWS::IAM::Role")
+    statements = {
+        s["Sid"]: s
+        for p in role["Properties"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+    }
+    assert set(statements) == {"ReadTableStreams", "WriteChanges", "OnFailureDestination"}
+    streams = statements["ReadTableStreams"]
+    assert all(r["Fn::GetAtt"][1] == "StreamArn" for r in streams["Resource"])
+    assert not any(
+        a.startswith("s3:Get") for s in statements.values() for a in as_list(s["Action"])
+    )
+    writes = [r["Fn::Sub"] for r in statements["WriteChanges"]["Resource"]]
+    assert writes == ["${LakeBucket.Arn}/changes/*", "${LakeBucket.Arn}/quarantine/changes/*"]
+    (function,) = capture_resources(template, "AWS::Lambda::Function")
+    assert function["Properties"]["Role"] == {"Fn::GetAtt": ["ChangeCaptureRole", "Arn"]}
+    assert function["Properties"]["Runtime"] == "python3.12"  # pyarrow: manylinux_2_28
 
 
 def _metrics_of(alarm: Node) -> set[tuple[str, str]]:

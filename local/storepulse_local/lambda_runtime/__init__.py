@@ -1,9 +1,13 @@
-"""Local Lambda runtime: the job of Lambda's Kinesis event source mapping, for the embedded AWS.
+"""Local Lambda runtime: the job of Lambda's stream event source mappings (Kinesis and DynamoDB
+Streams), for the embedded AWS.
 
 moto stores functions and event source mappings but never runs handler code without Docker, so
-this runtime does what the mapping does on AWS: it lists the enabled Kinesis mappings, polls every
-shard and invokes each function's handler with the exact Lambda event
-(``storepulse.stream.records.lambda_event``) and context, running what was deployed (below).
+this runtime does what the mapping does on AWS: it lists the enabled Kinesis and DynamoDB Streams
+mappings, polls every shard and invokes each function's handler with the exact Lambda event
+(``storepulse.stream.records.lambda_event``; a DynamoDB Streams record as Lambda sends it,
+``sources``) and context, running what was deployed (below). Both sources share everything
+below; only listing shards, opening iterators, the records' shape and the on-failure record's
+batch info (``KinesisBatchInfo``, ``DDBStreamBatchInfo``) differ (``sources``).
 
 Semantics follow AWS's documentation for Kinesis event source mappings:
 
@@ -53,6 +57,7 @@ until SIGTERM/SIGINT, waits for mappings while none exists, and logs per-shard s
 Modules, each importing only those above it:
 
 - ``common``: the runtime's logger, its error and the client factory type.
+- ``sources``: Kinesis and DynamoDB Streams: shards, iterators, records, events.
 - ``mappings``: a mapping and its function as the runtime uses them (``MappingConfig``,
   ``RetryPolicy``), and which mappings are polled.
 - ``package_cache``: fetching a function's deployed code and unpacking it per CodeSha256.

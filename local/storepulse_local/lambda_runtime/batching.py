@@ -6,16 +6,17 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
-from storepulse.stream.records import StreamRecord, lambda_event
 from storepulse_local.lambda_runtime.mappings import MappingConfig
+from storepulse_local.lambda_runtime.sources import PolledRecord
 
 MAX_PAYLOAD_BYTES: Final = 6 * 1024 * 1024  # synchronous invocation payload limit
 EVENT_OVERHEAD_BYTES: Final = len('{"Records": []}')
 
 
-def record_payload_bytes(record: StreamRecord, config: MappingConfig) -> int:
+def record_payload_bytes(record: PolledRecord, config: MappingConfig) -> int:
     """Bytes ``record`` adds to the invocation payload: its JSON entry plus a separator."""
-    entry = lambda_event([record], config.stream_arn, config.region, config.role_arn)["Records"]
+    event = config.source.event([record], config.stream_arn, config.region, config.role_arn)
+    entry = event["Records"]
     return len(json.dumps(entry[0])) + 2
 
 

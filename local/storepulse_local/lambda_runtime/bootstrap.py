@@ -26,6 +26,9 @@ from typing import IO, Any
 # Test-only (``make test-clock``): the runtime passes its PYTHONPATH and site-packages here when
 # STOREPULSE_CLOCK_SHIFT_SECONDS is set, so this worker's clock is shifted like every other.
 CLOCK_SHIFT_PATH = "_STOREPULSE_CLOCK_SHIFT_PATH"
+# Local only (``worker.abi_shim``): this interpreter's builds of packages the zip holds compiled
+# for another Python, put before the package.
+ABI_SHIM_PATH = "_STOREPULSE_ABI_SHIM"
 
 
 def _shift_clock() -> None:
@@ -128,7 +131,9 @@ def invoke(handler: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     _shift_clock()
-    sys.path[:0] = [os.environ["LAMBDA_TASK_ROOT"], os.environ["LAMBDA_RUNTIME_DIR"]]
+    shim = os.environ.pop(ABI_SHIM_PATH, "")
+    task_root, runtime_dir = os.environ["LAMBDA_TASK_ROOT"], os.environ["LAMBDA_RUNTIME_DIR"]
+    sys.path[:0] = [*([shim] if shim else []), task_root, runtime_dir]
     requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
     replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -13,10 +12,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from storepulse.stream.records import StreamRecord
 from storepulse_local.lambda_runtime.common import ClientFactory, LambdaRuntimeError
 from storepulse_local.lambda_runtime.invocation import Outcome, Result
 from storepulse_local.lambda_runtime.mappings import RetryPolicy
+from storepulse_local.lambda_runtime.sources import KINESIS, PolledRecord, Source
 
 
 class Condition(StrEnum):
@@ -28,7 +27,7 @@ class Condition(StrEnum):
 class FailedBatch:
     """Records given up on, with what an on-failure record says about them."""
 
-    records: list[StreamRecord]
+    records: list[PolledRecord]
     condition: Condition
     invoke_count: int
     last_outcome: Outcome | None
@@ -36,7 +35,7 @@ class FailedBatch:
 
 @dataclass
 class _Attempt:
-    records: list[StreamRecord]
+    records: list[PolledRecord]
     retries: int = 0
     invokes: int = 0
     last: Outcome | None = None
@@ -51,10 +50,10 @@ class BatchDriver:
 
     def __init__(
         self,
-        invoke: Callable[[list[StreamRecord]], Outcome],
+        invoke: Callable[[list[PolledRecord]], Outcome],
         policy: RetryPolicy,
         *,
-        commit: Callable[[list[StreamRecord]], None],
+        commit: Callable[[list[PolledRecord]], None],
         discard: Callable[[FailedBatch], None],
         should_stop: Callable[[], bool] = lambda: False,
         sleep: Callable[[float], Any] = time.sleep,
@@ -64,7 +63,7 @@ class BatchDriver:
         self._commit, self._discard = commit, discard
         self._should_stop, self._sleep, self._clock = should_stop, sleep, clock
 
-    def process(self, records: list[StreamRecord]) -> bool:
+    def process(self, records: list[PolledRecord]) -> bool:
         """False when stopped before the batch was finished."""
         pending = deque([_Attempt(list(records))])
         first = True
@@ -142,24 +141,21 @@ def failure_reason(failed: FailedBatch) -> str:
     return (outcome.error or "the handler failed")[:MAX_REASON_CHARS]
 
 
-def _replay(failed: FailedBatch, with_data: bool) -> dict[str, Any]:
+def _replay(failed: FailedBatch, with_data: bool, source: Source) -> dict[str, Any]:
     return {
         "reason": failure_reason(failed),
-        "records": [
-            {
-                "sequenceNumber": r.sequence_number,
-                "partitionKey": r.partition_key,
-                "approximateArrivalTimestamp": _iso_millis(r.arrived_at),
-                **({"data": base64.b64encode(r.data).decode()} if with_data else {}),
-            }
-            for r in failed.records
-        ],
+        "records": [source.replay_entry(r, with_data) for r in failed.records],
         "dataIncluded": with_data,
     }
 
 
 def on_failure_record(
-    failed: FailedBatch, *, function_arn: str, stream_arn: str, now: datetime
+    failed: FailedBatch,
+    *,
+    function_arn: str,
+    stream_arn: str,
+    now: datetime,
+    source: Source = KINESIS,
 ) -> dict[str, Any]:
     """The document Lambda sends to a Kinesis mapping's OnFailure destination. Without any
     invocation (records too old on arrival) there is no response to describe.
@@ -180,7 +176,7 @@ def on_failure_record(
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
         "version": "1.0",
         "timestamp": _iso_millis(now),
-        "KinesisBatchInfo": {
+        source.batch_info_key: {
             "shardId": first.shard_id,
             "startSequenceNumber": first.sequence_number,
             "endSequenceNumber": last.sequence_number,
@@ -194,9 +190,9 @@ def on_failure_record(
         del record["responseContext"]
     elif outcome.function_error:
         record["responseContext"]["functionError"] = "Unhandled"
-    record["replay"] = _replay(failed, with_data=True)
+    record["replay"] = _replay(failed, True, source)
     if len(json.dumps(record)) > MAX_MESSAGE_BYTES:
-        record["replay"] = _replay(failed, with_data=False)
+        record["replay"] = _replay(failed, False, source)
     return record
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from storepulse.stream.records import StreamRecord
+from storepulse_local.lambda_runtime.sources import PolledRecord, Source, source_of
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -18,6 +18,11 @@ TRANSITIONAL_STATES: Final = frozenset({"Creating", "Updating"})  # keep whateve
 def is_kinesis_stream(arn: str) -> bool:
     parts = arn.split(":", 5)
     return len(parts) == 6 and parts[2] == "kinesis" and parts[5].startswith("stream/")
+
+
+def is_polled_source(arn: str) -> bool:
+    """A Kinesis stream or a DynamoDB table's stream: the sources this runtime polls."""
+    return source_of(arn) is not None
 
 
 def wants_polling(state: str | None, running: bool) -> bool:
@@ -47,7 +52,7 @@ class RetryPolicy:
     def exhausted(self, retries: int) -> bool:
         return 0 <= self.max_retry_attempts <= retries
 
-    def expired_prefix(self, records: Sequence[StreamRecord], now: float) -> int:
+    def expired_prefix(self, records: Sequence[PolledRecord], now: float) -> int:
         """How many leading records are older than the maximum age (arrival order = age order)."""
         if self.max_record_age_seconds < 0:
             return 0
@@ -62,7 +67,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class MappingConfig:
-    """One Kinesis event source mapping and its function, as the runtime uses them."""
+    """One stream event source mapping (Kinesis or DynamoDB Streams) and its function."""
 
     uuid: str
     stream_arn: str
@@ -91,7 +96,14 @@ class MappingConfig:
 
     @property
     def stream_name(self) -> str:
+        """The Kinesis stream's name, or the DynamoDB table's."""
         return self.stream_arn.split(":", 5)[5].split("/")[1]
+
+    @property
+    def source(self) -> Source:
+        source = source_of(self.stream_arn)
+        assert source is not None, self.stream_arn  # only polled mappings get here
+        return source
 
     @property
     def account_id(self) -> str:

@@ -1,4 +1,4 @@
-"""``LocalLambdaRuntime``: discovers the Kinesis event source mappings and runs them."""
+"""``LocalLambdaRuntime``: discovers the stream event source mappings and runs them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from storepulse_local.lambda_runtime.failures import OnFailureSender
 from storepulse_local.lambda_runtime.mappings import (
     Handler,
     MappingConfig,
-    is_kinesis_stream,
+    is_polled_source,
     wants_polling,
 )
 from storepulse_local.lambda_runtime.package_cache import PackageCache, deployed_code
@@ -168,7 +168,7 @@ class LocalLambdaRuntime:
             m["UUID"]: m
             for page in pages
             for m in page["EventSourceMappings"]
-            if is_kinesis_stream(m.get("EventSourceArn", ""))
+            if is_polled_source(m.get("EventSourceArn", ""))
             and wants_polling(m.get("State"), m["UUID"] in self._runners)
         }
 
@@ -304,7 +304,7 @@ class LocalLambdaRuntime:
             return
         self._last_waiting_log = now
         log.info(
-            "waiting for an enabled Kinesis event source mapping (checking every %.0f s)",
+            "waiting for an enabled stream event source mapping (checking every %.0f s)",
             self.discovery_interval,
         )
 

@@ -13,7 +13,6 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storepulse.stream.records import StreamRecord, lambda_event
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.lambda_runtime.batching import batch_ready, record_payload_bytes, take_batch
 from storepulse_local.lambda_runtime.checkpoints import (
@@ -31,6 +30,7 @@ from storepulse_local.lambda_runtime.failures import (
 )
 from storepulse_local.lambda_runtime.invocation import Outcome, Result, call_handler
 from storepulse_local.lambda_runtime.mappings import Handler, MappingConfig
+from storepulse_local.lambda_runtime.sources import PolledRecord
 
 MAX_GET_RECORDS: Final = 10_000
 ERROR_PAUSE_SECONDS: Final = 1.0
@@ -52,16 +52,6 @@ class ShardStats:
     last_error: str | None = None
 
 
-def _stream_record(shard_id: str, raw: Mapping[str, Any]) -> StreamRecord:
-    return StreamRecord(
-        shard_id=shard_id,
-        sequence_number=raw["SequenceNumber"],
-        partition_key=raw["PartitionKey"],
-        data=bytes(raw["Data"]),
-        arrived_at=raw["ApproximateArrivalTimestamp"].astimezone(UTC),
-    )
-
-
 class ShardWorker:
     """Polls one shard and takes its batches through the handler, strictly in order."""
 
@@ -75,7 +65,7 @@ class ShardWorker:
         self._closed = closed
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._buffer: list[StreamRecord] = []
+        self._buffer: list[PolledRecord] = []
         self._sizes: list[int] = []
         self._window_start = 0.0  # when the oldest buffered record was read
         self._iterator: str | None = None
@@ -153,9 +143,9 @@ class ShardWorker:
             runner.config.starting_timestamp,
             runner.latest_pin,
         )
-        self._iterator = runner.kinesis.get_shard_iterator(
-            StreamName=runner.config.stream_name, ShardId=self.shard_id, **position
-        )["ShardIterator"]
+        self._iterator = runner.config.source.iterator(
+            runner.client, runner.config.stream_arn, self.shard_id, position
+        )
 
     def _fill(self) -> None:
         """Read until a batch is ready (size, payload, window) or the shard has ended."""
@@ -185,14 +175,14 @@ class ShardWorker:
         poll = self.polls_started
         limit = max(1, min(MAX_GET_RECORDS, self.runner.config.batch_size - len(self._buffer)))
         try:
-            response = self.runner.kinesis.get_records(ShardIterator=self._iterator, Limit=limit)
+            response = self.runner.client.get_records(ShardIterator=self._iterator, Limit=limit)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ExpiredIteratorException":
                 raise
             self._buffer, self._sizes, self._iterator = [], [], None
             self._open()
             return 0
-        records = [_stream_record(self.shard_id, r) for r in response["Records"]]
+        records = self.runner.config.source.records(self.shard_id, response["Records"])
         if records and not self._buffer:
             self._window_start = time.monotonic()
         self._buffer += records
@@ -208,7 +198,7 @@ class ShardWorker:
             self.idle_poll = poll  # an ended shard is idle once finished: its children may start
         return len(records)
 
-    def _invoke(self, records: list[StreamRecord]) -> Outcome:
+    def _invoke(self, records: list[PolledRecord]) -> Outcome:
         config = self.runner.config
         context = LambdaContext(
             function_name=config.function_name,
@@ -217,7 +207,7 @@ class ShardWorker:
             region=config.region,
             account_id=config.account_id,
         )
-        event = lambda_event(records, config.stream_arn, config.region, config.role_arn)
+        event = config.source.event(records, config.stream_arn, config.region, config.role_arn)
         started = time.perf_counter()
         outcome = call_handler(
             self.runner.handler,
@@ -231,7 +221,7 @@ class ShardWorker:
         return outcome
 
     def _log_invocation(
-        self, records: list[StreamRecord], outcome: Outcome, duration_ms: float
+        self, records: list[PolledRecord], outcome: Outcome, duration_ms: float
     ) -> None:
         config = self.runner.config
         result = outcome.describe(records)
@@ -257,7 +247,7 @@ class ShardWorker:
             if failed:
                 self.stats.last_error = result
 
-    def _checkpoint(self, record: StreamRecord, **counts: int) -> None:
+    def _checkpoint(self, record: PolledRecord, **counts: int) -> None:
         runner = self.runner
         runner.store.set_shard(
             runner.config.uuid, self.shard_id, ShardCheckpoint(record.sequence_number)
@@ -267,7 +257,7 @@ class ShardWorker:
             for name, count in counts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + count)
 
-    def _commit(self, records: list[StreamRecord]) -> None:
+    def _commit(self, records: list[PolledRecord]) -> None:
         self._checkpoint(records[-1], records_processed=len(records))
 
     def _discard(self, failed: FailedBatch) -> None:
@@ -290,17 +280,6 @@ class ShardWorker:
         runner.on_shard_finished()
 
 
-def list_shards(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
-    shards: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StreamName": stream_name}
-    while True:
-        page = kinesis.list_shards(**kwargs)
-        shards += page["Shards"]
-        if not page.get("NextToken"):
-            return shards
-        kwargs = {"NextToken": page["NextToken"]}
-
-
 class MappingRunner:
     """One polled mapping: its handler and one worker per shard that is ready to be read."""
 
@@ -316,7 +295,7 @@ class MappingRunner:
         on_shard_finished: Callable[[], None],
     ) -> None:
         self.config, self.handler, self.store = config, handler, store
-        self.kinesis = client("kinesis")
+        self.client = client(config.source.service)  # kinesis or dynamodbstreams
         self.poll_interval = poll_interval
         self.on_shard_finished = on_shard_finished
         self._sender = sender
@@ -329,7 +308,7 @@ class MappingRunner:
 
     def refresh_shards(self) -> int:
         """Start workers for shards that became ready; return how many started."""
-        shards = list_shards(self.kinesis, self.config.stream_name)
+        shards = self.config.source.list_shards(self.client, self.config.stream_arn)
         closed = {
             s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]
         }
@@ -354,8 +333,9 @@ class MappingRunner:
             function_arn=config.function_arn,
             stream_arn=config.stream_arn,
             now=datetime.now(UTC),
+            source=config.source,
         )
-        info = record["KinesisBatchInfo"]
+        info = record[config.source.batch_info_key]
         log.error(
             "%s: discarding %d records of %s (%s: %s)",
             config.function_name,

@@ -13,6 +13,7 @@ whose credentials are about to expire, or whose deployment was replaced, is stop
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import logging
@@ -21,6 +22,7 @@ import queue
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,6 +66,36 @@ def link_runtime_provided(target: Path) -> Path:
     return target
 
 
+@functools.cache
+def abi_shim(package_dir: Path) -> Path | None:
+    """Links to this virtualenv's copies of the packages whose compiled extensions the zip holds
+    for another Python (a python3.12 function's pyarrow: this runtime has one interpreter, the
+    platform's). The worker puts them before the package; None when every extension fits.
+    A recorded gap (infra/local/embedded_aws_gaps.json): the zip's own binaries are not run."""
+    own = f".cpython-{sys.version_info[0]}{sys.version_info[1]}-"
+    foreign = {
+        extension.relative_to(package_dir).parts[0]
+        for extension in package_dir.rglob("*.cpython-*.so")
+        if own not in extension.name
+    }
+    if not foreign:
+        return None
+    shim = package_dir.with_name(package_dir.name + ".abi-shim")
+    if not shim.is_dir():
+        staging = shim.with_name(shim.name + f".{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        site = Path(sysconfig.get_paths()["platlib"])
+        for top in sorted(foreign):
+            if (site / top).exists():
+                (staging / top).symlink_to(site / top)
+        try:
+            staging.rename(shim)
+        except OSError:  # another worker made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return shim
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """One deployment of one function: what its workers are started from."""
@@ -105,6 +137,9 @@ def function_environment(
         "_HANDLER": spec.handler,
         **credentials,
     }
+    shim = abi_shim(spec.package_dir)
+    if shim is not None:
+        environment[bootstrap.ABI_SHIM_PATH] = str(shim)
     shift = os.environ.get("STOREPULSE_CLOCK_SHIFT_SECONDS")
     if shift:  # make test-clock: the isolated interpreter ignores PYTHONPATH, bootstrap does not
         paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)

@@ -56,3 +56,25 @@ def aws_resource(service: str) -> Any:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     return AwsBaseHook(aws_conn_id=AWS_CONN_ID, resource_type=service).get_conn()
+
+
+def lake_filesystem(uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem for the lake from the ``aws_default`` connection (endpoint and
+    credentials), like every boto3 client of the tasks: the connection alone decides.
+    (dags/nightly_export.py has the same as ``_lake_filesystem``, to be folded into this.)"""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from storepulse.lake.filesystem import open_filesystem
+
+    hook = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3")
+    credentials = hook.get_credentials()
+    return open_filesystem(
+        uri,
+        endpoint_url=hook.conn_config.get_service_endpoint_url("s3"),
+        region=hook.conn_region_name,
+        credentials={
+            "access_key": credentials.access_key,
+            "secret_key": credentials.secret_key,
+            "session_token": credentials.token,
+        },
+    )

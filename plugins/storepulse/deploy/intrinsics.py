@@ -29,6 +29,7 @@ class Intrinsics:
     pseudo: Mapping[str, str]
     physical_ids: Mapping[str, str]
     arn_of: Callable[[str], str] | None = None
+    attribute_of: Callable[[str, str], str] | None = None  # other GetAtt (a table's StreamArn)
     _conditions: dict[str, bool] = field(default_factory=dict)
 
     def resolve(self, value: Any) -> Any:
@@ -112,9 +113,11 @@ class Intrinsics:
         return re.sub(r"\$\{([^}]+)\}", replace, text)
 
     def _get_att(self, logical_id: str, attribute: str) -> str:
-        if attribute != "Arn" or self.arn_of is None:
-            raise UnresolvedError(f"GetAtt {logical_id}.{attribute}")
-        return self.arn_of(logical_id)
+        if attribute == "Arn" and self.arn_of is not None:
+            return self.arn_of(logical_id)
+        if attribute != "Arn" and self.attribute_of is not None:
+            return self.attribute_of(logical_id, attribute)
+        raise UnresolvedError(f"GetAtt {logical_id}.{attribute}")
 
     def _truth(self, definition: Any) -> bool:
         ((name, argument),) = definition.items()

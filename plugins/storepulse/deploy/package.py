@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -63,6 +64,31 @@ LAMBDA_MARKERS: Final = {
     "implementation_name": "cpython",
     "platform_python_implementation": "CPython",
 }
+
+
+@dataclass(frozen=True)
+class LambdaPlatform:
+    """What a function's ``Runtime`` means for its vendored wheels."""
+
+    python_version: str
+    platform: str
+
+    @property
+    def markers(self) -> dict[str, str]:
+        return LAMBDA_MARKERS | {
+            "python_version": self.python_version,
+            "python_full_version": f"{self.python_version}.0",
+        }
+
+
+# python3.11 runs on Amazon Linux 2 (glibc 2.26), python3.12 on Amazon Linux 2023 (glibc 2.34):
+# a wheel built for manylinux_2_28 (the pinned pyarrow's only Linux wheels) needs the latter.
+LAMBDA_PLATFORMS: Final = {
+    "python3.11": LambdaPlatform("3.11", "x86_64-manylinux2014"),
+    "python3.12": LambdaPlatform("3.12", "x86_64-manylinux_2_28"),
+}
+DEFAULT_RUNTIME: Final = "python3.11"
+
 # Shipped by the Lambda Python runtime. Their own dependencies (s3transfer, urllib3,
 # python-dateutil, jmespath, six) come with them and are not followed from here. A distribution
 # that *our* code needs through another path (jmespath, for Powertools) is still vendored at its
@@ -138,8 +164,13 @@ def build_lambda_zip(
     *,
     library_dir: Path = LIBRARY_DIR,
     lock_file: Path = LOCK_FILE,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> BuiltPackage:
-    """Build ``<out_dir>/<function>-<sha256>.zip`` from a handler folder (see the module doc)."""
+    """Build ``<out_dir>/<function>-<sha256>.zip`` from a handler folder (see the module doc),
+    with wheels for the function's ``runtime`` (the template's ``Runtime``)."""
+    if runtime not in LAMBDA_PLATFORMS:
+        raise PackagingError(f"no wheel platform known for runtime {runtime!r}")
+    target = LAMBDA_PLATFORMS[runtime]
     function_dir, out_dir = function_dir.resolve(), out_dir.resolve()
     if not function_dir.is_dir():
         raise PackagingError(f"{function_dir} is not a folder")
@@ -150,8 +181,8 @@ def build_lambda_zip(
         library_dir=library_dir,
         local_names=_local_module_names(function_dir),
     )
-    pins = lambda_dependencies(third_party, lock_file=lock_file)
-    vendor_dir = vendor_dependencies(pins, cache_dir=out_dir / "vendor")
+    pins = lambda_dependencies(third_party, lock_file=lock_file, target=target)
+    vendor_dir = vendor_dependencies(pins, cache_dir=out_dir / "vendor", target=target)
     entries = _merge(
         handler_files,
         {f"{name.replace('.', '/')}{_suffix(path)}": path for name, path in modules.items()},
@@ -320,9 +351,13 @@ def _local_module_names(function_dir: Path) -> frozenset[str]:
 
 
 def lambda_dependencies(
-    import_roots: Iterable[str], *, lock_file: Path = LOCK_FILE
+    import_roots: Iterable[str],
+    *,
+    lock_file: Path = LOCK_FILE,
+    target: LambdaPlatform | None = None,
 ) -> dict[str, str]:
     """{distribution: pinned version} to vendor for code importing ``import_roots``."""
+    markers = (target or LAMBDA_PLATFORMS[DEFAULT_RUNTIME]).markers
     locked = _locked_packages(lock_file)
     wanted = {d for root in import_roots for d in _distributions_of(root)} | {
         _normalise(d) for d in DATA_DEPENDENCIES
@@ -333,12 +368,12 @@ def lambda_dependencies(
         name = pending.pop()
         if name in pins or name in RUNTIME_PROVIDED:
             continue
-        package = _one_version(name, locked.get(name), lock_file)
+        package = _one_version(name, locked.get(name), lock_file, markers)
         pins[name] = package["version"]
         pending += [
             _normalise(dep["name"])
             for dep in package.get("dependencies", [])
-            if _applies(dep.get("marker"))
+            if _applies(dep.get("marker"), markers)
         ]
     return dict(sorted(pins.items()))
 
@@ -374,7 +409,10 @@ def _locked_packages(lock_file: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _one_version(
-    name: str, candidates: list[dict[str, Any]] | None, lock_file: Path
+    name: str,
+    candidates: list[dict[str, Any]] | None,
+    lock_file: Path,
+    markers: Mapping[str, str] = LAMBDA_MARKERS,
 ) -> dict[str, Any]:
     """The lock's entry for ``name`` on the Lambda platform (a lock may fork per platform)."""
     if not candidates:
@@ -382,7 +420,8 @@ def _one_version(
     applicable = [
         c
         for c in candidates
-        if not c.get("resolution-markers") or any(map(_applies, c["resolution-markers"]))
+        if not c.get("resolution-markers")
+        or any(_applies(m, markers) for m in c["resolution-markers"])
     ]
     if len(applicable) != 1:
         versions = ", ".join(c["version"] for c in candidates)
@@ -390,12 +429,12 @@ def _one_version(
     return applicable[0]
 
 
-def _applies(marker: str | None) -> bool:
+def _applies(marker: str | None, markers: Mapping[str, str] = LAMBDA_MARKERS) -> bool:
     if not marker:
         return True
     from packaging.markers import Marker
 
-    return Marker(marker).evaluate(dict(LAMBDA_MARKERS))
+    return Marker(marker).evaluate(dict(markers))
 
 
 # ------------------------------------------------------------------------------ vendoring with uv
@@ -421,34 +460,39 @@ def find_uv() -> str:
     raise PackagingError("uv not found: install the project's dependencies (make install)")
 
 
-def vendor_dependencies(pins: Mapping[str, str], *, cache_dir: Path) -> Path:
+def vendor_dependencies(
+    pins: Mapping[str, str], *, cache_dir: Path, target: LambdaPlatform | None = None
+) -> Path:
     """A folder with ``pins`` installed for the Lambda platform; reused while the key matches."""
+    platform = target or LAMBDA_PLATFORMS[DEFAULT_RUNTIME]
     uv = find_uv()
     requirements = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    key_text = "\n".join([LAMBDA_PLATFORM, LAMBDA_PYTHON_VERSION, _uv_version(uv), *requirements])
-    target = cache_dir / hashlib.sha256(key_text.encode()).hexdigest()[:24]
-    if target.is_dir():
-        log.info("vendored dependencies cached in %s", target)
-        return target
+    key_text = "\n".join(
+        [platform.platform, platform.python_version, _uv_version(uv), *requirements]
+    )
+    folder = cache_dir / hashlib.sha256(key_text.encode()).hexdigest()[:24]
+    if folder.is_dir():
+        log.info("vendored dependencies cached in %s", folder)
+        return folder
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache_dir))
     try:
-        _uv_install(uv, staging, requirements)
-        staging.rename(target)  # atomic: a concurrent build sees all of it or none
+        _uv_install(uv, staging, requirements, platform)
+        staging.rename(folder)  # atomic: a concurrent build sees all of it or none
     except OSError:
-        if not target.is_dir():
+        if not folder.is_dir():
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("vendored %d packages into %s", len(requirements), target)
-    return target
+    log.info("vendored %d packages into %s", len(requirements), folder)
+    return folder
 
 
 def _uv_version(uv: str) -> str:
     return subprocess.run([uv, "--version"], capture_output=True, text=True, check=True).stdout
 
 
-def _uv_install(uv: str, target: Path, requirements: list[str]) -> None:
+def _uv_install(uv: str, target: Path, requirements: list[str], platform: LambdaPlatform) -> None:
     command = [
         uv,
         "pip",
@@ -459,9 +503,9 @@ def _uv_install(uv: str, target: Path, requirements: list[str]) -> None:
         "--python",
         sys.executable,
         "--python-platform",
-        LAMBDA_PLATFORM,
+        platform.platform,
         "--python-version",
-        LAMBDA_PYTHON_VERSION,
+        platform.python_version,
         "--only-binary",
         ":all:",
         "--no-deps",
@@ -470,7 +514,7 @@ def _uv_install(uv: str, target: Path, requirements: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PackagingError(
-            f"uv could not install {', '.join(requirements)} for {LAMBDA_PLATFORM}:\n"
+            f"uv could not install {', '.join(requirements)} for {platform.platform}:\n"
             + result.stderr.strip()[-2000:]
         )
 
@@ -512,7 +556,34 @@ def _merge(*parts: Mapping[str, Path]) -> dict[str, Path]:
     return entries
 
 
+def _inputs_digest(entries: Mapping[str, Path]) -> str:
+    """Names and contents of everything the zip will hold: same digest, same zip bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(entries):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(entries[name].read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def _write_package(
+    entries: Mapping[str, Path], prefix: Path, modules: Mapping[str, Path], pins: Mapping[str, str]
+) -> BuiltPackage:
+    """The zip of ``entries``; one already built from the same inputs is reused (zipping a
+    vendored pyarrow takes a minute, hashing its files a second)."""
+    record = prefix.with_name(f".{prefix.name}inputs-{_inputs_digest(entries)[:32]}.json")
+    if record.is_file():
+        built = BuiltPackage.from_dict(json.loads(record.read_text()))
+        if built.path.is_file() and _file_sha256(built.path) == built.sha256:
+            return built
+    package = _zip_package(entries, prefix, modules, pins)
+    record.write_text(json.dumps(package.to_dict()))
+    return package
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _zip_package(
     entries: Mapping[str, Path], prefix: Path, modules: Mapping[str, Path], pins: Mapping[str, str]
 ) -> BuiltPackage:
     staging = prefix.with_name(f".{prefix.name}{os.getpid()}.zip.tmp")

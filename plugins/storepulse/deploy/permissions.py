@@ -371,7 +371,13 @@ def template_intrinsics(
         name = pid.rsplit("/", 1)[-1]
         return ARN_FORMATS[types[logical_id]].format(id=pid, name=name, **fields)
 
-    return Intrinsics(template, parameters, pseudo, physical, arn_of)
+    def attribute_of(logical_id: str, attribute: str) -> str:
+        """A table's StreamArn: its label is known once deployed, so any label matches."""
+        if attribute != "StreamArn" or types.get(logical_id) != "AWS::DynamoDB::Table":
+            raise UnresolvedError(f"GetAtt {logical_id}.{attribute}")
+        return f"{arn_of(logical_id)}/stream/*"
+
+    return Intrinsics(template, parameters, pseudo, physical, arn_of, attribute_of)
 
 
 def template_policy(template: Mapping[str, Any], role_id: str, intrinsics: Intrinsics) -> Policy:

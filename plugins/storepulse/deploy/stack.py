@@ -96,10 +96,12 @@ def load_parameters(
     *,
     code_bucket: str,
     code_key: str,
+    capture_code_key: str | None = None,
     parameters_dir: Path = PARAMETERS_DIR,
 ) -> list[dict[str, str]]:
     """The stack's parameters from ``parameters/<env>.json``, plus the code location, which every
-    build changes. Every environment has its own file: none silently inherits another's (dev's
+    build changes (``capture_code_key``: the change capture's zip; without it the stack has
+    no change capture). Every environment has its own file: none silently inherits another's (dev's
     ``EnforceTls=false`` exists for the embedded AWS, not for production)."""
     path = parameters_dir / f"{env}.json"
     if not path.is_file():
@@ -118,7 +120,21 @@ def load_parameters(
             f"set the real value before deploying {env!r}"
         )
     values |= {"LambdaCodeBucket": code_bucket, "LambdaCodeKey": code_key}
+    if capture_code_key:
+        values["ChangeCaptureCodeKey"] = capture_code_key
     return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
+
+
+def function_runtime(template: Mapping[str, Any], code_key_parameter: str) -> str:
+    """The ``Runtime`` of the template's function whose code is ``!Ref code_key_parameter``:
+    what its zip's wheels are built for."""
+    for resource in template.get("Resources", {}).values():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Lambda::Function" and props.get("Code", {}).get(
+            "S3Key"
+        ) == {"Ref": code_key_parameter}:
+            return str(props["Runtime"])
+    raise DeployError(f"no function of the template takes its code from {code_key_parameter}")
 
 
 def parse_template(body: str | Mapping[str, Any]) -> dict[str, Any]:

@@ -139,6 +139,7 @@ class _Context:
     clients: Clients
     intrinsics: Intrinsics
     code_sha256: str | None = None
+    code_sha256_of: Mapping[str, str] = field(default_factory=dict)  # by logical id
     _made: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
@@ -162,12 +163,14 @@ def verify_stack(
     *,
     known_gaps: Mapping[str, str] | None = None,
     code_sha256: str | None = None,
+    code_sha256_of: Mapping[str, str] | None = None,
 ) -> VerifyReport:
     """Check every resource of the deployed template through its service; raise
     :class:`VerificationError` if any is missing or differs. ``known_gaps``: {type: why}; a
     resource of such a type that the stack lists without a physical id is reported as a known
     gap, not a failure (default: :func:`embedded_aws_gaps`; ``{}`` excuses nothing).
-    ``code_sha256``: hex digest of the zip the function must run."""
+    ``code_sha256``: hex digest of the zip the function must run; ``code_sha256_of``: the
+    same for other functions, by logical id (the change capture's)."""
     gaps = embedded_aws_gaps() if known_gaps is None else known_gaps
     cfn = clients("cloudformation")
     stack = describe_stack(cfn, stack_name)
@@ -178,7 +181,12 @@ def verify_stack(
     )
     listed = listed_resources(cfn, stack_name)
     physical = {lid: pid for lid, pid in listed.items() if pid}
-    context = _Context(clients, _intrinsics_of(template, stack, physical, clients), code_sha256)
+    context = _Context(
+        clients,
+        _intrinsics_of(template, stack, physical, clients),
+        code_sha256,
+        dict(code_sha256_of or {}),
+    )
     checks = tuple(
         _check(context, lid, resource, listed.get(lid), gaps)
         for lid, resource in template.get("Resources", {}).items()
@@ -216,7 +224,17 @@ def _intrinsics_of(
         except ClientError as exc:
             raise UnresolvedError(f"GetAtt {logical_id}.Arn: {error_message(exc)}") from exc
 
-    return Intrinsics(template, parameters, pseudo, physical, arn_of)
+    @cache
+    def attribute_of(logical_id: str, attribute: str) -> str:
+        kind = resources.get(logical_id, {}).get("Type", "")
+        if logical_id not in physical or (kind, attribute) != ("AWS::DynamoDB::Table", "StreamArn"):
+            raise UnresolvedError(f"GetAtt {logical_id}.{attribute}")
+        table = clients("dynamodb").describe_table(TableName=physical[logical_id])["Table"]
+        if "LatestStreamArn" not in table:
+            raise UnresolvedError(f"GetAtt {logical_id}.StreamArn: the table has no stream")
+        return str(table["LatestStreamArn"])
+
+    return Intrinsics(template, parameters, pseudo, physical, arn_of, attribute_of)
 
 
 _ARNS: Final[dict[str, Callable[[Clients, str, Mapping[str, str]], str]]] = {
@@ -328,6 +346,8 @@ def _dynamodb_table(context: _Context, declared: _Declared) -> str:
         for i in table.get("GlobalSecondaryIndexes", [])
     ]
     _expect("GlobalSecondaryIndexes", expected.get("GlobalSecondaryIndexes", []), indexes)
+    stream = expected.get("StreamSpecification", {}).get("StreamViewType")
+    _expect("StreamViewType", stream, table.get("StreamSpecification", {}).get("StreamViewType"))
     _expect("TableStatus", "ACTIVE", table["TableStatus"])
     return f"ACTIVE, key layout of {spec.table.value}, {len(indexes)} GSI"
 
@@ -418,8 +438,9 @@ def _lambda_function(context: _Context, declared: _Declared) -> str:
         _expect(key, _value(context, declared, key), config.get(key))
     variables = _value(context, declared, "Environment", "Variables") or {}
     _expect("Environment.Variables", variables, config.get("Environment", {}).get("Variables", {}))
-    if context.code_sha256:
-        expected = _base64_digest(context.code_sha256)
+    sha256 = context.code_sha256_of.get(declared.logical_id, context.code_sha256)
+    if sha256:
+        expected = _base64_digest(sha256)
         _expect("CodeSha256 (of the uploaded zip)", expected, config.get("CodeSha256"))
     return f"{config['Runtime']} {config['Handler']}, {len(variables)} environment variables"
 

@@ -2,6 +2,9 @@
 
     raw/events/dt=<day>/hour=<HH>/<shard>-<first>-<last>.jsonl.gz     the stream's valid records
     quarantine/events/dt=<day>/hour=<HH>/...jsonl.gz                  refused records, with reasons
+    changes/<table>/dt=<day>/hour=<HH>/<dataset>/<shard>-<first>-<last>.parquet
+                                                                      captured table changes (UTC)
+    quarantine/changes/<table>/dt=<day>/hour=<HH>/...jsonl.gz         changes that made no row
     staging/<run>/<dataset>/dt=<day>/part-NNNNN.parquet               staged by the export, audited
     staging/<run>/_exports/<table>/try-<n>/AWSDynamoDB/...            point-in-time exports (raw)
     curated/<dataset>/dt=<day>/part-<token>-NNNNN.parquet             published files
@@ -27,8 +30,10 @@ REFERENCE: Final = "reference"
 ROLLUPS: Final = "_rollups"  # under curated/
 EXPORTS: Final = "_exports"  # under staging/<run>/
 PARTITION_KEY: Final = "dt"
+CHANGES: Final = "changes"
 RAW_EVENTS: Final = f"{RAW}/events"
 QUARANTINE_EVENTS: Final = f"{QUARANTINE}/events"
+QUARANTINE_CHANGES: Final = f"{QUARANTINE}/changes"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -65,3 +70,8 @@ def table_prefix(dataset: str) -> str:
 def rollup_path(root: str, dataset: str, version: int, year: int) -> str:
     """``<root>/_rollups/<dataset>/v<N>/year=<year>/part-00000.parquet`` (``root``: curated)."""
     return f"{root.rstrip('/')}/{ROLLUPS}/{dataset}/v{version}/year={year}/part-00000.parquet"
+
+
+def changes_hour_prefix(table: str, day: date, hour: int) -> str:
+    """``changes/<table>/dt=<day>/hour=<HH>``: one UTC hour of a table's captured changes."""
+    return f"{partition_prefix(CHANGES, table, day)}/hour={hour:02d}"
