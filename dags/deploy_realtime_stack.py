@@ -57,7 +57,7 @@ STACK_NAME = stack_name(settings().env)
 
 
 def _build_dir() -> Path:
-    return settings().state_dir / "build"
+    return settings().lambda_build_dir
 
 
 @dag(

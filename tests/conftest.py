@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from tests.platform_process import Platform
 
 TESTS_DIR = Path(__file__).parent
+# Every platform a test starts deploys the same Lambda zips: build them once per checkout (the
+# build is content-addressed and safe to share between processes).
+os.environ.setdefault("STOREPULSE_BUILD_DIR", str(TESTS_DIR.parent / ".run" / "test-build"))
 
 
 def pytest_report_header() -> str:

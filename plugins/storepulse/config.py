@@ -64,6 +64,12 @@ class Settings:
     airflow_port: int
     state_dir: Path
     aws_endpoint_url: str | None
+    build_dir: Path | None = None  # Lambda zips and their vendored wheels; None: <state dir>/build
+
+    @property
+    def lambda_build_dir(self) -> Path:
+        """Where the deploy builds Lambda zips (content-addressed: safe to share)."""
+        return self.build_dir or self.state_dir / "build"
 
     def resource_name(self, name: str) -> str:
         """Environment-scoped AWS resource name, e.g. ``storepulse-dev-events``."""
@@ -128,6 +134,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         airflow_port=_port(environ, "STOREPULSE_AIRFLOW_PORT", 8080),
         state_dir=state_dir if state_dir.is_absolute() else REPO_ROOT / state_dir,
         aws_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+        build_dir=Path(build).resolve() if (build := environ.get("STOREPULSE_BUILD_DIR")) else None,
     )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from storepulse.config import REPO_ROOT, ConfigError, load_settings
@@ -53,3 +55,12 @@ def test_the_project_root_is_configured_or_bundled_or_the_checkout(tmp_path) -> 
     elsewhere = tmp_path / "opt" / "project"
     assert project_root({"STOREPULSE_PROJECT_ROOT": str(elsewhere)}, package) == elsewhere
     assert (REPO_ROOT / "uv.lock").is_file() and (REPO_ROOT / "infra").is_dir()
+
+
+def test_the_lambda_build_dir_is_the_state_dirs_unless_set(tmp_path: Path) -> None:
+    default = load_settings({"STOREPULSE_STATE_DIR": str(tmp_path / "state")})
+    assert default.lambda_build_dir == tmp_path / "state" / "build"
+    shared = load_settings(
+        {"STOREPULSE_STATE_DIR": str(tmp_path / "state"), "STOREPULSE_BUILD_DIR": str(tmp_path)}
+    )
+    assert shared.lambda_build_dir == tmp_path
