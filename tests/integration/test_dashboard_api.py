@@ -553,6 +553,34 @@ def test_history_reads_the_rollups_and_the_partitions_of_days_they_miss(
     assert values[late.isoformat()] == "100.00" and read == []  # the last day: cached
 
 
+def test_an_exported_day_without_sales_counts_as_exported(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    """The export writes a file without rows for a day without sales: exported, not missing,
+    whether it is read from its partition or from the year's rollup."""
+    from storepulse.export.datasets import DATASETS
+    from storepulse.export.rollup import update_rollup
+    from storepulse.lake.filesystem import open_filesystem
+
+    end = date(2026, 11, 25)
+    days = [end - timedelta(days=d) for d in range(7)]
+    _write_metrics(realtime_stack, [(days[0], "s-001", "3.00"), (days[6], "s-001", "4.00")])
+    for day in days[1:6]:
+        empty = pa.Table.from_pylist([], schema=METRICS_SCHEMA)
+        _put_parquet(
+            realtime_stack, f"curated/daily_store_metrics/dt={day}/part-00000.parquet", empty
+        )
+    fs, root = open_filesystem(f"s3://{realtime_stack.bucket}/curated")
+    for day in days[3:]:  # the older days are rolled up, empty ones included
+        update_rollup(fs, root, DATASETS["daily_store_metrics"], day)
+
+    body = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+
+    assert body["current"]["days_exported"] == 7 and body["current"]["days_with_data"] == 2
+    assert body["current"]["totals"]["revenue"] == "7.00"
+    assert body["previous"]["days_exported"] == 0
+
+
 def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:
     end = date(2026, 11, 25)
     _write_metrics(

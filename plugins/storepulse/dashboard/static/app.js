@@ -516,7 +516,7 @@
     const previousFirst = dayNumber(trend.previous.first);
     note.textContent = trend.lake === null
       ? "No lake found yet: history appears once the stack is deployed and exported."
-      : `${trend.current.first} to ${trend.current.last}, ${trend.current.days_with_data} ` +
+      : `${trend.current.first} to ${trend.current.last}, ${trend.current.days_exported} ` +
         `of ${trend.days} days exported, against ${trend.previous.first} to ${trend.previous.last}.`;
     container.dataset.points = String(trend.series.length);
     if (!trend.series.length && !trend.previous_series.length) {
