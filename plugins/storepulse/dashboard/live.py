@@ -187,7 +187,7 @@ class LiveDashboard:
             candidates.append(parse_minute(str(minutes[-1]["sk"])) + timedelta(seconds=59))
         as_of = max(candidates)
         yesterday, last_week = comparison_cutoffs(day, as_of, where.timezone)
-        return Today(day, as_of, yesterday, last_week, start, hours, minutes)
+        return Today(day, as_of, now, yesterday, last_week, start, hours, minutes)
 
     def _hours_of(self, where: Scope, day: date) -> list[Item]:
         found = self.reader.get_many(METRICS, hour_keys(where.key, day, where.timezone), COUNTERS)

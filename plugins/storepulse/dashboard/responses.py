@@ -30,6 +30,7 @@ class KpiReport(BaseModel):
     timezone: str
     currency: str
     as_of: datetime = Field(description="newer of the clock and the newest minute with data")
+    now: datetime = Field(description="the API server's clock: the real time of the reading")
     yesterday_cutoff: datetime
     last_week_cutoff: datetime
     tiles: list[KpiTile]
