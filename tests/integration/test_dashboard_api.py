@@ -581,6 +581,63 @@ def test_an_exported_day_without_sales_counts_as_exported(
     assert body["previous"]["days_exported"] == 0
 
 
+def _order(day: date, store: str, customer: str | None, total: str) -> dict[str, Any]:
+    return {
+        "order_id": str(uuid.uuid4()),
+        "store_id": store,
+        "business_date": day,
+        "occurred_at": datetime(day.year, day.month, day.day, 10, tzinfo=NOW.tzinfo),
+        "channel": "in_store",
+        "currency": "EUR",
+        "customer_id": customer,
+        "employee_id": None,
+        "total": Decimal(total),
+        "units": 1,
+        "line_count": 1,
+    }
+
+
+def test_customer_behaviour_from_the_lakes_orders_and_profiles(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    from storepulse.export.datasets import DATASETS
+
+    end = date(2026, 11, 25)
+    before = end - timedelta(days=7)
+    orders = {
+        end: [
+            _order(end, "s-001", "c-1", "10.00"),
+            _order(end, "s-001", "c-1", "5.00"),
+            _order(end, "s-001", "c-2", "7.50"),
+            _order(end, "s-001", None, "3.00"),
+            _order(end, "s-002", "c-3", "99.00"),  # another store
+        ],
+        before: [_order(before, "s-001", "c-2", "1.00")],
+    }
+    for day, rows in orders.items():
+        table = pa.Table.from_pylist(rows, schema=DATASETS["orders"].schema)
+        _put_parquet(realtime_stack, f"curated/orders/dt={day}/part-00000.parquet", table)
+    profile = {"store_id": "s-001", "updated_at": NOW, "snapshot_date": end}
+    profiles = [
+        profile | {"customer_id": "c-1", "age_band": "25-34", "region": "north", "segment": "vip"},
+        profile | {"customer_id": "c-2", "age_band": "65+", "region": "south", "segment": "new"},
+    ]
+    table = pa.Table.from_pylist(profiles, schema=DATASETS["customers"].schema)
+    _put_parquet(realtime_stack, f"curated/customers/dt={end}/part-00000.parquet", table)
+
+    body = admin.get(
+        "/api/history/customers", params={"days": 7, "end": end.isoformat(), "store": "s-001"}
+    ).json()
+
+    now = body["current"]
+    assert (now["orders"], now["known_orders"], now["customers"]) == (4, 3, 2)
+    assert now["repeat_customer_rate"] == "0.500000" and now["purchase_frequency"] == "1.500000"
+    assert (now["new_customers"], now["returning_customers"]) == (1, 1)  # c-2 bought before
+    assert now["known_revenue"] == "22.50" and body["profiles_as_of"] == end.isoformat()
+    segments = {g["key"]: g["revenue"] for g in now["demographics"]["segment"]}
+    assert segments == {"vip": "15.00", "new": "7.50"}
+
+
 def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:
     end = date(2026, 11, 25)
     _write_metrics(

@@ -26,6 +26,8 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
 - ``GET /api/history/trend?days=&store=&end=``: daily totals from the lake, this period and the
   previous one (``storepulse.dashboard.history``).
 - ``GET /api/history/breakdown?by=store|category&days=&store=&end=``.
+- ``GET /api/history/customers?days=&store=&end=``: customer behaviour from the lake's orders
+  and CRM profiles (``storepulse.dashboard.customers``).
 - ``GET|PUT /api/settings/kpis``: the KPI selection.
 - ``GET /api/settings/alert-rules``, ``PUT /api/settings/alert-rules/{rule_id}``: thresholds.
 
@@ -53,7 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storepulse import json_input
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import history, settings
+from storepulse.dashboard import customers, history, settings
 from storepulse.dashboard.kpis import KPIS
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
@@ -430,6 +432,21 @@ def _history_routes(app: FastAPI) -> None:
         labels = {s.store_id: s.name for s in catalogue.stores.values()} if by == "store" else {}
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         return history.breakdown(services.lake(), window, stores, chosen, by, labels)
+
+    @app.get("/api/history/customers", response_model=customers.CustomerReport, tags=["history"])
+    def customer_behaviour(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+    ) -> customers.CustomerReport:
+        """Purchase frequency, repeat-customer rate, new vs returning customers and their
+        demographics (age band, region, segment of the CRM profiles) from the lake's orders."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue, services.clock())
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        return customers.report(services.lake(), window, stores, chosen)
 
 
 def _window(days: int, end: date | None, catalogue: Catalog, now: datetime) -> history.Window:

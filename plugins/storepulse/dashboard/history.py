@@ -164,6 +164,14 @@ class Lake:
         files = [f for f in self.files(dataset, start, last) if f.day not in covered]
         return Slice(rolled + self._file_rows(files), frozenset(covered | {f.day for f in files}))
 
+    def latest(self, dataset: str, first: date, last: date) -> Slice:
+        """The rows of the newest partition from ``first`` to ``last``: a snapshot data set
+        (inventory, customers) holds the whole state in each day, so only the newest is read."""
+        files = self.files(dataset, first, last)
+        newest = max((f.day for f in files), default=None)
+        files = [f for f in files if f.day == newest]
+        return Slice(self._file_rows(files), frozenset({newest} if newest else ()))
+
     def _first_partition_day(self, dataset: str, day: date) -> date:
         """The first day from ``day`` on with a partition (a one-key listing); far in the future
         when there is none."""

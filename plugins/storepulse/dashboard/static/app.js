@@ -167,6 +167,15 @@
     }
   }
 
+  // Axis labels never overlap: of ticks evenly spaced `gap` px apart, every k-th is labelled,
+  // k the fewest that leaves room for the widest label (11 px text: ~6.5 px a character).
+  const LABEL_CHAR_PX = 6.5;
+  const LABEL_PAD_PX = 10;
+  function labelStride(texts, gap) {
+    const widest = Math.max(0, ...texts.map((t) => String(t).length)) * LABEL_CHAR_PX;
+    return gap > 0 ? Math.max(1, Math.ceil((widest + LABEL_PAD_PX) / gap)) : 1;
+  }
+
   function emptyChart(container, message) {
     container.replaceChildren(el("p", { class: "empty" }, message));
   }
@@ -188,9 +197,12 @@
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
     root.append(svg("title", {}, label));
     yGrid(root, { top, step, sy, yFormat, left: m.left, right: W - m.right });
-    for (const [x, text] of xTicks) {
-      root.append(svg("text", { x: sx(x), y: H - 6, "text-anchor": "middle" }, text));
-    }
+    const gap = xTicks.length > 1 ? Math.abs(sx(xTicks[1][0]) - sx(xTicks[0][0])) : W;
+    const stride = labelStride(xTicks.map((t) => t[1]), gap);
+    xTicks.forEach(([x, text], i) => {
+      if (i % stride) return;
+      root.append(svg("text", { class: "x-label", x: sx(x), y: H - 6, "text-anchor": "middle" }, text));
+    });
     root.append(svg("line", { class: "axis", x1: m.left, x2: W - m.right, y1: sy(0), y2: sy(0) }));
     series.forEach((s, index) => {
       if (!s.points.length) return;
@@ -217,6 +229,7 @@
     const { top, step } = niceScale(Math.max(0, ...items.map((i) => i.value)));
     const band = (W - m.left - m.right) / Math.max(items.length, 1);
     const sy = (y) => H - m.bottom - (y / top) * (H - m.top - m.bottom);
+    const every = Math.max(labelEvery, labelStride(items.map((i) => i.label), band));
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
     root.append(svg("title", {}, label));
     yGrid(root, { top, step, sy, yFormat, left: m.left, right: W - m.right });
@@ -231,8 +244,9 @@
           svg("title", {}, item.title || `${item.label}: ${item.value}`),
         ),
       );
-      if (i % labelEvery === 0) {
-        root.append(svg("text", { x: x + band / 2, y: H - 6, "text-anchor": "middle" }, item.label));
+      if (i % every === 0) {
+        root.append(svg("text", { class: "x-label", x: x + band / 2, y: H - 6, "text-anchor": "middle" },
+          item.label));
       }
     });
     root.append(svg("line", { class: "axis", x1: m.left, x2: W - m.right, y1: sy(0), y2: sy(0) }));
@@ -278,6 +292,17 @@
     container.replaceChildren(root);
   }
 
+  // A table wider than its box (a phone) says it scrolls sideways, and takes the keyboard.
+  function markOverflow() {
+    for (const box of document.querySelectorAll(".table-scroll")) {
+      const wide = box.scrollWidth > box.clientWidth + 1;
+      box.toggleAttribute("data-overflow", wide);
+      box.tabIndex = wide ? 0 : -1;
+      const hint = box.previousElementSibling;
+      if (hint?.classList.contains("scroll-hint")) hint.hidden = !wide;
+    }
+  }
+
   // --- live ------------------------------------------------------------------------------------
 
   function changeLine(kpi, change, what) {
@@ -298,7 +323,7 @@
         "article",
         { class: "tile", "data-kpi": t.kpi, "data-value": t.value ?? "" },
         el("div", { class: "label", title: t.description }, t.label),
-        el("div", { class: "value" }, format(t.unit, t.value)),
+        el("div", { class: "value", title: format(t.unit, t.value) }, format(t.unit, t.value)),
         el(
           "div",
           { class: "changes" },
@@ -458,14 +483,19 @@
     renderFunnel(data.funnel);
     renderFoot(data.foot_traffic, k.timezone);
     renderStock(data.stock);
+    markOverflow();
     renderAlerts(data.alerts, k.timezone);
     $("#today-date").textContent = dateLabel(k.business_date);
     const status = $("#status");
     status.dataset.asOf = k.as_of;
+    status.dataset.now = k.now;
     status.dataset.businessDate = k.business_date;
+    // "As of" is the server's clock (the real time); data stamped ahead of it (a device clock
+    // running fast, the accelerated simulator) is said so apart.
+    const ahead = Date.parse(k.as_of) - Date.parse(k.now) > 60000;
     status.textContent =
-      `Live · as of ${timeIn(k.timezone, k.as_of)} (${k.timezone}) · ` +
-      `updated ${timeIn(undefined, new Date().toISOString(), true)}`;
+      `Live · as of ${timeIn(k.timezone, k.now, true)} (${k.timezone})` +
+      (ahead ? ` · data stamped up to ${timeIn(k.timezone, k.as_of)}, ahead of the clock` : "");
   }
 
   async function refreshLive() {
@@ -558,8 +588,56 @@
     });
   }
 
-  function renderHistory(trend, stores, categories) {
+  // Customer behaviour (api/history/customers): tiles against the previous period, and the
+  // known customers' revenue per segment, age band and region of their CRM profiles.
+  const CUSTOMER_TILES = [
+    ["customers", "Customers", "count"],
+    ["purchase_frequency", "Orders per customer", "decimal"],
+    ["repeat_customer_rate", "Repeat customers", "ratio"],
+    ["new_customers", "New customers", "count"],
+    ["returning_customers", "Returning customers", "count"],
+    ["known_revenue", "Revenue from known customers", "money"],
+  ];
+  const decimals = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 });
+
+  function customerTile([key, label, unit], report) {
+    const now = report.current[key];
+    const before = report.previous[key];
+    const text = unit === "decimal" ? (now === null ? "–" : decimals.format(Number(now))) : format(unit, now);
+    const change = now === null || before === null || !Number(before) ? null
+      : (Number(now) - Number(before)) / Number(before);
+    return el(
+      "article",
+      { class: "tile", "data-customers": key, "data-value": now ?? "" },
+      el("div", { class: "label" }, label),
+      el("div", { class: "value", title: text }, text),
+      el("div", { class: "changes" }, changeLine(key, change, "vs previous period")),
+    );
+  }
+
+  function renderCustomers(report) {
+    $("#customer-tiles").replaceChildren(...CUSTOMER_TILES.map((t) => customerTile(t, report)));
+    const charts = [["segment", "#chart-segments"], ["age_band", "#chart-age-bands"], ["region", "#chart-regions"]];
+    for (const [dimension, selector] of charts) {
+      const groups = report.current.demographics[dimension];
+      if (!groups.length) {
+        emptyChart($(selector), "No known customers in this period");
+        continue;
+      }
+      barList($(selector), {
+        label: `Known customers' revenue by ${dimension.replace("_", " ")}`,
+        items: groups.map((g) => ({
+          label: g.key,
+          value: Number(g.revenue),
+          text: `${money.format(Number(g.revenue))} · ${counts.format(g.customers)} cust.`,
+        })),
+      });
+    }
+  }
+
+  function renderHistory(trend, stores, categories, customerReport) {
     renderHistoryTotals(trend);
+    renderCustomers(customerReport);
     renderTrend(trend);
     renderBreakdown($("#chart-stores"), stores, "No exported days in this period yet");
     renderBreakdown($("#chart-history-categories"), categories, "No exported days in this period yet");
@@ -570,14 +648,15 @@
     const ticket = ++state.historyTicket;
     const query = `days=${state.days}&${storeQuery()}`;
     try {
-      const [trend, stores, categories] = await Promise.all([
+      const parts = await Promise.all([
         api(`api/history/trend?${query}`),
         api(`api/history/breakdown?by=store&${query}`),
         api(`api/history/breakdown?by=category&${query}`),
+        api(`api/history/customers?${query}`),
       ]);
       if (ticket !== state.historyTicket) return;
-      state.lastHistory = [trend, stores, categories];
-      renderHistory(trend, stores, categories);
+      state.lastHistory = parts;
+      renderHistory(...parts);
     } catch (error) {
       if (ticket === state.historyTicket) reportError(error);
     } finally {
