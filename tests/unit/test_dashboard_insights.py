@@ -4,17 +4,23 @@ ground truth: the business model (who each customer is) and the events it handed
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from storepulse.dashboard import customers
+from storepulse.dashboard import customers, staffing
 from storepulse.dashboard.history import Slice, Window
-from storepulse.events import CrmCustomerProfileV1, Event, PosSaleV1
+from storepulse.dashboard.live import LiveDashboard
+from storepulse.events import CrmCustomerProfileV1, Event, PosSaleV1, StoreFootTrafficV1
+from storepulse.settings import EmployeeSettings
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.engine import GroundTruth
+from storepulse.simulator.seed import roster
+from tests.unit.test_dashboard_live import PARIS, FakeReader, _catalogue
 
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
 MODEL = BusinessModel.generate(7)
@@ -123,3 +129,108 @@ def test_customers_without_a_profile_are_unknown_and_ratios_without_customers_nu
     assert seen.known_revenue == Decimal("3.75") and seen.purchase_frequency == Decimal(2)
     assert [(g.key, g.orders) for g in seen.demographics["region"]] == [("unknown", 2)]
     assert nobody.purchase_frequency is None and nobody.repeat_customer_rate is None
+
+
+# --- staffing ------------------------------------------------------------------------------------
+
+
+def _foot_traffic(day: datetime, seed: int) -> list[StoreFootTrafficV1]:
+    """One simulated day's door counts of s-001 (a simulator of its own per day: cheaper than
+    simulating the weeks between)."""
+    events = Simulator(MODEL, seed, day, rate=0.1).events_between(day, day + timedelta(days=1))
+    return [e for e in events if isinstance(e, StoreFootTrafficV1) and e.store_id == "s-001"]
+
+
+def _per_local_hour(events: list[StoreFootTrafficV1]) -> Counter[int]:
+    hours: Counter[int] = Counter()
+    for e in events:
+        hours[e.occurred_at.astimezone(ZoneInfo(PARIS)).hour] += e.entries
+    return hours
+
+
+def test_staffing_equals_the_simulated_foot_traffic_and_roster() -> None:
+    today, weeks = MONDAY + timedelta(weeks=3), [MONDAY + timedelta(weeks=n) for n in (1, 2)]
+    reader = FakeReader()
+    sent = {d: _foot_traffic(d, seed) for seed, d in enumerate([today, *weeks])}
+    for events in sent.values():
+        for e in events:
+            reader.record("s-001", e.occurred_at, foot_traffic=e.entries)
+    store = MODEL.store("s-001")
+    employees = [
+        EmployeeSettings(
+            employee_id=e.employee_id,
+            name=e.name,
+            store_id=e.store_id,
+            role=e.role,
+            shifts=roster(store, i),
+        )
+        for i, e in enumerate(MODEL.employees_of("s-001"))
+    ]
+    catalogue = _catalogue()
+    target = Decimal(4)
+    stores = {"s-001": catalogue.stores["s-001"].model_copy(update={"visitors_per_staff": target})}
+    catalogue = replace(catalogue, stores=stores)
+    end_of_day = today + timedelta(hours=20)  # 21:00 in Paris, after closing
+
+    report = LiveDashboard(reader, clock=lambda: end_of_day, parallel=False).staffing(
+        catalogue, "s-001", employees
+    )
+
+    truth = _per_local_hour(sent[today])
+    typical = [_per_local_hour(sent[d]) for d in weeks]
+    rows = {r.hour: r for r in report.hours}
+    assert {h: r.visitors for h, r in rows.items() if r.visitors} == {
+        h: n for h, n in truth.items() if n
+    }
+    ground = GroundTruth.for_model(MODEL)
+    for e in sent[today]:
+        ground.record(e)
+    assert sum(truth.values()) == ground.day("s-001", today.date()).foot_traffic_entries
+    assert report.weeks == 2  # the other two weeks have no data: not averaged as zeros
+    for hour, row in rows.items():
+        mean = (Decimal(typical[0][hour]) + typical[1][hour]) / 2
+        assert row.typical_visitors == mean.quantize(Decimal("0.01"))
+        opens, closes = store.hours[0].opens.hour, store.hours[0].closes.hour
+        assert (row.staff > 0) == (opens <= hour < closes)  # the roster covers opening hours
+        if row.staff:
+            assert row.ratio == (Decimal(row.visitors) / row.staff).quantize(Decimal("0.01"))
+    under = [h for h, r in rows.items() if r.typical_status == "under"]
+    assert report.understaffed_hours == under and under  # a busy Monday hour, 4 per person
+    assert all(Decimal(rows[h].typical_visitors or 0) > 5 * rows[h].staff for h in under)
+
+
+def test_staffing_status_against_the_target() -> None:
+    target = Decimal(10)
+    assert staffing.judge(13, 1, target) == "under"  # above 12.5
+    assert staffing.judge(12, 1, target) == "ok"
+    assert staffing.judge(7, 1, target) == "over"  # below 7.5
+    assert staffing.judge(3, 0, target) == "under"  # visitors, nobody on duty
+    assert staffing.judge(0, 0, target) is None and staffing.judge(5, 1, None) is None
+
+
+def test_staffing_settings_fail_closed_with_a_message() -> None:
+    from pydantic import ValidationError
+
+    from storepulse.settings import Shift, StoreSettings, describe_errors
+
+    store = {"store_id": "s-1", "name": "A", "timezone": PARIS, "currency": "EUR"}
+    problems = []
+    for model, data in (
+        (StoreSettings, store | {"visitors_per_staff": 0}),
+        (StoreSettings, store | {"visitors_per_staff": 2.5}),  # a float: not exact
+        (Shift, {"start": 14, "end": 9}),
+        (Shift, {"start": 9, "end": 14, "weekdays": [7]}),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            model.model_validate(data)
+        problems += describe_errors(refused.value, model.__name__)
+    assert problems == [
+        "StoreSettings.visitors_per_staff: must be > 0",
+        'StoreSettings.visitors_per_staff: must be an integer or a decimal string such as "0.5", '
+        "not a float",
+        "Shift: Value error, a shift must start before it ends (14 >= 9)",
+        "Shift.weekdays[0]: must be <= 6",
+    ]
+    assert StoreSettings.model_validate(store | {"visitors_per_staff": "12.5"}).to_item()[
+        "visitors_per_staff"
+    ] == Decimal("12.5")

@@ -23,6 +23,8 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
   edit settings.
 - ``GET /api/live?store=``: everything the page shows live (``storepulse.dashboard.live``).
 - ``GET /api/live/kpis?store=&kpis=``: the KPI tiles alone.
+- ``GET /api/live/staffing?store=``: visitors per staff member per hour, today and the same
+  weekday's average, judged against the store's target (``storepulse.dashboard.staffing``).
 - ``GET /api/history/trend?days=&store=&end=``: daily totals from the lake, this period and the
   previous one (``storepulse.dashboard.history``).
 - ``GET /api/history/breakdown?by=store|category&days=&store=&end=``.
@@ -60,9 +62,17 @@ from storepulse.dashboard.kpis import KPIS
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
 from storepulse.dashboard.responses import KpiReport, LiveSnapshot
+from storepulse.dashboard.staffing import StaffingReport
 from storepulse.dashboard.today import Scope
 from storepulse.layout import Table, local_date, table_name
-from storepulse.settings import AccessStore, Catalog, SettingsStore, Visibility, load_catalog
+from storepulse.settings import (
+    AccessStore,
+    Catalog,
+    EmployeeSettings,
+    SettingsStore,
+    Visibility,
+    load_catalog,
+)
 
 STATIC: Final = Path(__file__).parent / "static"
 ASSETS: Final = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -72,6 +82,7 @@ HISTORY_YEARS: Final = 10  # how far back ``end`` may go
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CATALOGUE_SECONDS: Final = 30.0
 CATALOGUE: Final = "catalogue"  # its key in the cache
+EMPLOYEES: Final = "employees"
 LAKE_RETRY_SECONDS: Final = 60.0
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -141,6 +152,12 @@ class Services:
             self._catalogues.forget(CATALOGUE)
         return self._catalogues.get(
             CATALOGUE, lambda: load_catalog(self.settings_store.table, rules=False)
+        )
+
+    def employees(self) -> list[EmployeeSettings]:
+        """The employees (and their shifts), cached like the catalogue."""
+        return self._catalogues.get(
+            EMPLOYEES, lambda: self.settings_store.list_valid(EmployeeSettings)
         )
 
     def lake(self) -> history.Lake | None:
@@ -400,6 +417,18 @@ def _live_routes(app: FastAPI) -> None:
         where = Scope.of(catalogue, store_id)
         chosen = _kpi_list(services, kpis) if kpis else lambda: _kpi_list(services, None)
         return services.live.kpis(catalogue, where, chosen)
+
+    @app.get("/api/live/staffing", response_model=list[StaffingReport], tags=["live"])
+    def live_staffing(
+        viewer: ViewerDep, services: ServicesDep, store: StoreParam = None
+    ) -> list[StaffingReport]:
+        """Visitors per staff member per local hour, today and on the same weekday of the
+        previous weeks, with the hours under- or over-staffed against the store's
+        ``visitors_per_staff`` target: one report per store (omitted: each visible store)."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        chosen = sorted(s for s in catalogue.stores if stores is None or s in stores)
+        employees = services.employees()
+        return [services.live.staffing(catalogue, s, employees) for s in chosen]
 
 
 def _history_routes(app: FastAPI) -> None:

@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
+from storepulse.dashboard import staffing
 from storepulse.dashboard.kpis import Totals
 from storepulse.dashboard.panels import (
     ALERT_LIMIT,
@@ -57,6 +58,7 @@ from storepulse.dashboard.panels import (
 )
 from storepulse.dashboard.reader import FACTS, INVENTORY, METRICS, Item, LiveReader
 from storepulse.dashboard.responses import KpiReport, LiveSnapshot, StockRow
+from storepulse.dashboard.staffing import StaffingReport
 from storepulse.dashboard.today import (
     LOOKAHEAD_DAYS,
     Scope,
@@ -76,8 +78,9 @@ from storepulse.layout import (
     local_date,
     mix_key,
     utc_hour,
+    zone,
 )
-from storepulse.settings import Catalog
+from storepulse.settings import Catalog, EmployeeSettings
 
 _POOL = ThreadPoolExecutor(max_workers=6, thread_name_prefix="dashboard-live")
 MAX_CACHED_HOURS: Final = 10_000
@@ -163,6 +166,30 @@ class LiveDashboard:
             foot_traffic=foot_traffic_by_hour(today.hours, where.timezone),
             stock=rank_stock(stock),
             alerts=alert_rows(parts["alerts"]),
+        )
+
+    def staffing(
+        self, catalogue: Catalog, store_id: str, employees: Sequence[EmployeeSettings]
+    ) -> StaffingReport:
+        """One store's visitors per staff member per local hour, today and on the same weekday
+        of the previous weeks (``storepulse.dashboard.staffing``)."""
+        where = Scope.of(catalogue, store_id)
+        today = self.today(where)
+        weeks = [today.day - timedelta(weeks=n) for n in range(1, staffing.WEEKS + 1)]
+        by_day: dict[str, list[Item]] = {
+            hour_keys(where.key, d, where.timezone)[0].pk: [] for d in weeks
+        }
+        keys = [k for d in weeks for k in hour_keys(where.key, d, where.timezone)]
+        for item in self._past_items(keys):
+            by_day[str(item["pk"])].append(item)
+        return staffing.report(
+            store_id,
+            today.day,
+            staffing.visitors_by_hour(today.hours, where.timezone),
+            [staffing.visitors_by_hour(items, where.timezone) for items in by_day.values()],
+            [e for e in employees if e.store_id == store_id],
+            catalogue.stores[store_id].visitors_per_staff,
+            now_hour=today.as_of.astimezone(zone(where.timezone)).hour,
         )
 
     # --- today ---
