@@ -4,6 +4,7 @@
 
 (() => {
   const POLL_MS = 2000;
+  const STAFFING_MS = 30000;
   const HISTORY_MS = 60000;
   const BASE = new URL(".", document.baseURI); // .../dashboard/
   const BAD_WHEN_UP = new Set(["refunds", "refund_amount", "cart_abandonment_rate"]);
@@ -17,6 +18,9 @@
     days: 30,
     liveTimer: null,
     historyTimer: null,
+    staffingTimer: null,
+    staffingTicket: 0,
+    lastStaffing: null,
     liveTicket: 0,
     historyTicket: 0,
     draft: [],
@@ -514,6 +518,62 @@
     }
   }
 
+  // --- staffing (api/live/staffing) ------------------------------------------------------------
+
+  const STAFFING_WORDS = { under: "understaffed", over: "overstaffed", ok: "as planned" };
+
+  function hourLabel(hour) {
+    return `${String(hour).padStart(2, "0")}:00`;
+  }
+
+  function staffingBadge(status) {
+    return status ? el("span", { class: `badge ${status}` }, STAFFING_WORDS[status]) : "–";
+  }
+
+  function renderStaffing(reports) {
+    const rows = reports.flatMap((r) => r.hours.map((h) => [r, h]));
+    const number = (v) => (v === null ? "–" : Number(v).toLocaleString(LOCALE));
+    $("#staffing-table tbody").replaceChildren(
+      ...(rows.length ? rows.map(([r, h]) =>
+        el(
+          "tr",
+          { "data-store": r.store_id, "data-hour": h.hour, "data-status": h.typical_status ?? h.status ?? "" },
+          el("td", {}, storeName(r.store_id)),
+          el("td", {}, hourLabel(h.hour)),
+          el("td", { class: "num" }, counts.format(h.staff)),
+          el("td", { class: "num" }, counts.format(h.visitors)),
+          el("td", { class: "num" }, number(h.ratio)),
+          el("td", { class: "num" }, number(h.typical_visitors)),
+          el("td", { class: "num" }, number(h.typical_ratio)),
+          el("td", {}, staffingBadge(h.typical_status ?? h.status)),
+        )) : [el("tr", {}, el("td", { colspan: 8 }, "No foot traffic or shifts yet"))]),
+    );
+    $("#staffing-summary").replaceChildren(...reports.map((r) => {
+      const hours = (list) => (list.length ? list.map(hourLabel).join(", ") : "none");
+      const text = r.target === null
+        ? `${storeName(r.store_id)}: no target set (visitors_per_staff in the store's settings).`
+        : `${storeName(r.store_id)}: target ${number(r.target)} visitors per staff member; ` +
+          `understaffed ${hours(r.understaffed_hours)}; overstaffed ${hours(r.overstaffed_hours)}.`;
+      return el("span", { class: "staffing-line", "data-store": r.store_id }, text, el("br", {}));
+    }));
+    markOverflow();
+  }
+
+  async function refreshStaffing() {
+    clearTimeout(state.staffingTimer);
+    const ticket = ++state.staffingTicket;
+    try {
+      const reports = await api(`api/live/staffing?${storeQuery()}`);
+      if (ticket !== state.staffingTicket) return;
+      state.lastStaffing = reports;
+      renderStaffing(reports);
+    } catch (error) {
+      if (ticket === state.staffingTicket) reportError(error);
+    } finally {
+      if (ticket === state.staffingTicket) state.staffingTimer = setTimeout(refreshStaffing, STAFFING_MS);
+    }
+  }
+
   // --- history ---------------------------------------------------------------------------------
 
   const HISTORY_TILES = [
@@ -845,6 +905,7 @@
       state.store = event.target.value;
       localStorage.setItem("storepulse.store", state.store);
       refreshLive();
+      refreshStaffing();
       refreshHistory();
     });
     for (const button of document.querySelectorAll("[data-days]")) {
@@ -868,6 +929,7 @@
       resizing = setTimeout(() => {
         if (state.lastLive) renderLive(state.lastLive);
         if (state.lastHistory) renderHistory(...state.lastHistory);
+        markOverflow();
       }, 150);
     });
   }
@@ -892,6 +954,7 @@
       return;
     }
     refreshLive();
+    refreshStaffing();
     refreshHistory();
   }
 
