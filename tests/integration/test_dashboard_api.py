@@ -638,6 +638,73 @@ def test_customer_behaviour_from_the_lakes_orders_and_profiles(
     assert segments == {"vip": "15.00", "new": "7.50"}
 
 
+def test_stock_turns_from_the_lakes_product_sales_and_snapshots(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    from storepulse.export.datasets import DATASETS
+
+    end = date(2026, 11, 25)
+    first = end - timedelta(days=6)
+    sales = [  # 14 coffees and 1 mug over the 7 days
+        {
+            "store_id": "s-001",
+            "business_date": first,
+            "sku": "coffee-1kg",
+            "revenue": Decimal("99.00"),
+            "units": 10,
+        },
+        {
+            "store_id": "s-001",
+            "business_date": end,
+            "sku": "coffee-1kg",
+            "revenue": Decimal("39.60"),
+            "units": 4,
+        },
+        {
+            "store_id": "s-001",
+            "business_date": end,
+            "sku": "mug-blue",
+            "revenue": Decimal("4.00"),
+            "units": 1,
+        },
+    ]
+    for day in (first, end):
+        rows = [r for r in sales if r["business_date"] == day]
+        table = pa.Table.from_pylist(rows, schema=DATASETS["daily_product_sales"].schema)
+        _put_parquet(
+            realtime_stack, f"curated/daily_product_sales/dt={day}/part-00000.parquet", table
+        )
+    for day, coffee, mugs in ((first, 20, 40), (end, 6, 39)):
+        rows = [
+            {
+                "store_id": "s-001",
+                "sku": sku,
+                "on_hand": n,
+                "counted_at": None,
+                "snapshot_date": day,
+            }
+            for sku, n in (("coffee-1kg", coffee), ("mug-blue", mugs))
+        ]
+        table = pa.Table.from_pylist(rows, schema=DATASETS["inventory_snapshot"].schema)
+        _put_parquet(
+            realtime_stack, f"curated/inventory_snapshot/dt={day}/part-00000.parquet", table
+        )
+
+    body = admin.get(
+        "/api/history/inventory", params={"days": 7, "end": end.isoformat(), "ceiling": 30}
+    ).json()
+
+    products = {p["key"]: p for p in body["products"]}
+    coffee, mug = products["coffee-1kg"], products["mug-blue"]
+    assert (coffee["sold"], coffee["on_hand"], coffee["average_on_hand"]) == (14, 6, "13.0000")
+    assert coffee["turnover"] == "1.0769" and coffee["sell_through"] == "0.7000"
+    assert coffee["days_of_cover"] == "3.0" and not coffee["overstock"]
+    assert mug["days_of_cover"] == "273.0" and mug["overstock"]  # 39 left, 1 sold a week
+    assert body["products"][0]["key"] == "mug-blue" and body["snapshots"] == 2
+    assert {c["key"]: c["sold"] for c in body["categories"]} == {"grocery": 14, "kitchen": 1}
+    assert admin.get("/api/history/inventory", params={"ceiling": 0}).status_code == 422
+
+
 def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:
     end = date(2026, 11, 25)
     _write_metrics(

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from storepulse.dashboard import customers, staffing
+from storepulse.dashboard import customers, inventory, staffing
 from storepulse.dashboard.history import Slice, Window
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.events import CrmCustomerProfileV1, Event, PosSaleV1, StoreFootTrafficV1
@@ -234,3 +234,68 @@ def test_staffing_settings_fail_closed_with_a_message() -> None:
     assert StoreSettings.model_validate(store | {"visitors_per_staff": "12.5"}).to_item()[
         "visitors_per_staff"
     ] == Decimal("12.5")
+
+
+# --- inventory -----------------------------------------------------------------------------------
+
+
+def _stock_at(events: list[Event], moment: datetime) -> dict[tuple[str, str], int]:
+    truth = GroundTruth.for_model(MODEL)
+    for e in events:
+        if e.occurred_at < moment:
+            truth.record(e)
+    return truth.stock
+
+
+def test_stock_turns_equal_the_simulated_sales_and_stock(two_days: list[Event]) -> None:
+    monday, tuesday = date(2026, 3, 2), date(2026, 3, 3)
+    truth = GroundTruth.for_model(MODEL)
+    sold: Counter[tuple[str, str]] = Counter()
+    sales = []
+    for e in two_days:
+        if isinstance(e, PosSaleV1):
+            day = truth.local_day(e.store_id, e.occurred_at)
+            for line in e.lines:
+                sales.append(
+                    {
+                        "store_id": e.store_id,
+                        "business_date": day,
+                        "sku": line.sku,
+                        "units": line.quantity,
+                    }
+                )
+                if day in (monday, tuesday):
+                    sold[(e.store_id, line.sku)] += line.quantity
+    midnight = {
+        d: datetime.combine(d + timedelta(days=1), datetime.min.time(), ZoneInfo(PARIS))
+        for d in (monday, tuesday)
+    }
+    levels = {d: _stock_at(two_days, midnight[d]) for d in (monday, tuesday)}
+    snapshots = [
+        {"store_id": s, "sku": sku, "on_hand": n, "snapshot_date": d}
+        for d, stock in levels.items()
+        for (s, sku), n in stock.items()
+    ]
+    products = {p.sku: (p.name, p.category) for p in MODEL.catalogue}
+
+    rows, categories, days = inventory.turns(sales, snapshots, Window(2, tuesday), products, 3)
+
+    assert days == 2
+    seen = {(r.store_id, r.key): r for r in rows}
+    assert set(seen) == set(levels[tuesday]) | set(sold)
+    for key, row in seen.items():
+        units, left = sold[key], levels[tuesday].get(key)
+        assert row.sold == units and row.on_hand == left
+        average = (Decimal(levels[monday].get(key, 0)) + left) / 2
+        assert row.average_on_hand == average.quantize(Decimal("0.0001"))
+        if units:
+            assert row.sell_through == (Decimal(units) / (units + left)).quantize(Decimal("0.0001"))
+            assert row.days_of_cover == (Decimal(left * 2) / units).quantize(Decimal("0.1"))
+        assert row.overstock == (left > 0 and (not units or Decimal(left * 2) / units > 3))
+    assert any(r.overstock for r in rows) and not all(r.overstock for r in rows)
+    assert [r.overstock for r in rows] == sorted((r.overstock for r in rows), reverse=True)
+    by_category = {c.key: c for c in categories}
+    for category in {c for _, c in products.values()}:
+        skus = [k for k in seen if products[k[1]][1] == category]
+        assert by_category[category].sold == sum(sold[k] for k in skus)
+        assert by_category[category].on_hand == sum(levels[tuesday][k] for k in skus)

@@ -28,6 +28,8 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
 - ``GET /api/history/trend?days=&store=&end=``: daily totals from the lake, this period and the
   previous one (``storepulse.dashboard.history``).
 - ``GET /api/history/breakdown?by=store|category&days=&store=&end=``.
+- ``GET /api/history/inventory?days=&store=&end=&ceiling=``: turnover, sell-through, days of
+  cover and overstock per product and category (``storepulse.dashboard.inventory``).
 - ``GET /api/history/customers?days=&store=&end=``: customer behaviour from the lake's orders
   and CRM profiles (``storepulse.dashboard.customers``).
 - ``GET|PUT /api/settings/kpis``: the KPI selection.
@@ -57,7 +59,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storepulse import json_input
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import customers, history, settings
+from storepulse.dashboard import customers, history, inventory, settings
 from storepulse.dashboard.kpis import KPIS
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
@@ -461,6 +463,25 @@ def _history_routes(app: FastAPI) -> None:
         labels = {s.store_id: s.name for s in catalogue.stores.values()} if by == "store" else {}
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         return history.breakdown(services.lake(), window, stores, chosen, by, labels)
+
+    @app.get("/api/history/inventory", response_model=inventory.InventoryReport, tags=["history"])
+    def stock_turns(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+        ceiling: Annotated[
+            int, Query(ge=1, le=365, description="overstock: days of cover above this")
+        ] = inventory.OVERSTOCK_DAYS,
+    ) -> inventory.InventoryReport:
+        """Turnover, sell-through, days of cover and overstock per product (in each store) and
+        per category, from the lake's product sales and nightly inventory snapshots."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue, services.clock())
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        products = {p.sku: (p.name, p.category) for p in catalogue.products.values()}
+        return inventory.report(services.lake(), window, stores, chosen, products, ceiling)
 
     @app.get("/api/history/customers", response_model=customers.CustomerReport, tags=["history"])
     def customer_behaviour(

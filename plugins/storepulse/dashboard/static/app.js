@@ -695,9 +695,47 @@
     }
   }
 
-  function renderHistory(trend, stores, categories, customerReport) {
+  // Stock turns (api/history/inventory): categories first, then the products, overstock first.
+  const INVENTORY_ROWS = 15;
+
+  function turnRow(r, isCategory) {
+    const number = (v) => (v === null ? "–" : Number(v).toLocaleString(LOCALE));
+    return el(
+      "tr",
+      { class: isCategory ? "category" : null, "data-sku": isCategory ? null : r.key,
+        "data-category": isCategory ? r.key : null, "data-overstock": String(r.overstock) },
+      el("td", {}, r.label, r.overstock ? " " : "",
+        r.overstock ? el("span", { class: "badge overstock" }, "overstock") : null),
+      el("td", {}, isCategory ? "all" : storeName(r.store_id)),
+      el("td", { class: "num" }, counts.format(r.sold)),
+      el("td", { class: "num" }, r.on_hand === null ? "–" : counts.format(r.on_hand)),
+      el("td", { class: "num" }, number(r.turnover)),
+      el("td", { class: "num" }, format("ratio", r.sell_through)),
+      el("td", { class: "num" }, number(r.days_of_cover)),
+    );
+  }
+
+  function renderInventory(report) {
+    $("#ceiling-days").textContent = String(report.ceiling_days);
+    const overstocked = report.products.filter((r) => r.overstock).length;
+    $("#inventory-note").textContent = report.snapshots
+      ? `${report.current_first} to ${report.current_last}: ${report.snapshots} stock snapshots; ` +
+        `${overstocked} of ${report.products.length} products overstocked.`
+      : "No stock snapshot exported in this period yet.";
+    const rows = [
+      ...report.categories.map((r) => turnRow(r, true)),
+      ...report.products.slice(0, INVENTORY_ROWS).map((r) => turnRow(r, false)),
+    ];
+    $("#inventory-table tbody").replaceChildren(
+      ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7 }, "No exported days in this period yet"))]),
+    );
+    markOverflow();
+  }
+
+  function renderHistory(trend, stores, categories, customerReport, inventoryReport) {
     renderHistoryTotals(trend);
     renderCustomers(customerReport);
+    renderInventory(inventoryReport);
     renderTrend(trend);
     renderBreakdown($("#chart-stores"), stores, "No exported days in this period yet");
     renderBreakdown($("#chart-history-categories"), categories, "No exported days in this period yet");
@@ -713,6 +751,7 @@
         api(`api/history/breakdown?by=store&${query}`),
         api(`api/history/breakdown?by=category&${query}`),
         api(`api/history/customers?${query}`),
+        api(`api/history/inventory?${query}`),
       ]);
       if (ticket !== state.historyTicket) return;
       state.lastHistory = parts;
