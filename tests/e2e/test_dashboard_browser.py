@@ -294,6 +294,8 @@ def _phone_app() -> Any:
 
     reader = FakeReader()
     reader.record("s-001", PHONE_NOW + timedelta(hours=2), revenue="12345678.90", orders=1)
+    social = {"social#instagram#engagements": 40, "social#instagram#mentions": 3}
+    reader.record("s-001", PHONE_NOW - timedelta(minutes=10), **social)
     for weeks in range(3):
         day = PHONE_NOW - timedelta(weeks=weeks)
         reader.record("s-001", day.replace(hour=8), foot_traffic=12)  # 09:00 in Paris
@@ -362,6 +364,11 @@ def test_on_a_phone_nothing_is_cut_or_overlaps_and_staffing_is_judged(browser: A
     status = page.inner_text("#status")
     assert "as of 10:30:20" in status and "ahead of the clock" in status
     assert datetime.fromisoformat(page.get_attribute("#status", "data-now")) == PHONE_NOW
+
+    # social media beside the web
+    page.wait_for_selector("#chart-social svg")
+    assert page.get_attribute("#chart-social", "data-engagements") == "40"
+    assert "3 mentions" in page.inner_text("#social-note")
 
     # a table wider than the phone says it scrolls
     assert page.is_visible("#staffing .scroll-hint")

@@ -34,8 +34,11 @@ from storepulse.settings import (
     KPI_CATALOGUE,
     AccessStore,
     AlertRuleSettings,
+    EmployeeSettings,
     SettingsStore,
+    Shift,
     StoreAccess,
+    StoreSettings,
 )
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import FROZEN_NOW, SHARD, STORES, RealtimeStack, invoke
@@ -251,6 +254,56 @@ def test_series_mix_stock_and_alerts_from_the_handler(
     assert body["stock"][0]["sku"] == "coffee-1kg"
     assert (coffee["on_hand"], coffee["low"], coffee["days_of_cover"]) == (2, True, "2.0")
     assert [(a["type"], a["store_id"]) for a in body["alerts"]] == [("low_stock", "s-001")]
+
+
+def test_social_media_and_staffing_from_the_handler(
+    admin: TestClient, events: Events, realtime_stack: RealtimeStack
+) -> None:
+    """A social report (sent twice: a producer's retry counts once) beside the web, and the
+    foot traffic of the hour against the staff on duty and the store's target."""
+    settings_store = SettingsStore(realtime_stack.table(Table.SETTINGS))
+    settings_store.upsert(
+        StoreSettings(
+            store_id="s-001",
+            name="s-001",
+            timezone="Europe/Paris",
+            currency="EUR",
+            visitors_per_staff=Decimal(10),
+        )
+    )
+    shift = Shift(start=9, end=18, weekdays=(TODAY.weekday(),))
+    settings_store.upsert(
+        EmployeeSettings(employee_id="e-1", name="Ada", store_id="s-001", role="x", shifts=(shift,))
+    )
+    report = ev.SocialMetricsV1(
+        **_envelope("s-001", NOW - timedelta(minutes=5)),
+        channel="instagram",
+        mentions=2,
+        followers_gained=3,
+        followers_lost=1,
+        engagements=40,
+        interval_seconds=900,
+    )
+    events.send(report, foot("s-001", NOW - timedelta(minutes=20), 30))  # 11:40 in Paris
+    events.send(report)
+
+    live = admin.get("/api/live", params={"store": "s-001"}).json()
+    staffing = admin.get("/api/live/staffing", params={"store": "s-001"}).json()
+
+    assert live["social"] == [
+        {
+            "channel": "instagram",
+            "mentions": 2,
+            "followers_gained": 3,
+            "followers_lost": 1,
+            "net_followers": 2,
+            "engagements": 40,
+        }
+    ]
+    hours = {h["hour"]: h for h in staffing[0]["hours"]}
+    assert (hours[11]["visitors"], hours[11]["staff"], hours[11]["ratio"]) == (30, 1, "30.00")
+    assert hours[11]["status"] == "under" and hours[10]["status"] == "over"  # nobody came at 10
+    assert staffing[0]["target"] == "10" and staffing[0]["weeks"] == 0
 
 
 def test_an_unknown_store_is_404(admin: TestClient) -> None:

@@ -12,13 +12,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from storepulse.dashboard import customers, inventory, staffing
+from storepulse.dashboard import customers, inventory, social, staffing
 from storepulse.dashboard.history import Slice, Window
 from storepulse.dashboard.live import LiveDashboard
-from storepulse.events import CrmCustomerProfileV1, Event, PosSaleV1, StoreFootTrafficV1
+from storepulse.events import (
+    CrmCustomerProfileV1,
+    Event,
+    PosSaleV1,
+    SocialMetricsV1,
+    StoreFootTrafficV1,
+)
 from storepulse.settings import EmployeeSettings
 from storepulse.simulator import BusinessModel, Simulator
-from storepulse.simulator.engine import GroundTruth
+from storepulse.simulator.engine import SOCIAL_CHANNELS, GroundTruth
 from storepulse.simulator.seed import roster
 from tests.unit.test_dashboard_live import PARIS, FakeReader, _catalogue
 
@@ -299,3 +305,50 @@ def test_stock_turns_equal_the_simulated_sales_and_stock(two_days: list[Event]) 
         skus = [k for k in seen if products[k[1]][1] == category]
         assert by_category[category].sold == sum(sold[k] for k in skus)
         assert by_category[category].on_hand == sum(levels[tuesday][k] for k in skus)
+
+
+# --- social media --------------------------------------------------------------------------------
+
+
+def test_social_metrics_from_the_stream_to_the_lake_equal_the_simulated_accounts(
+    two_days: list[Event],
+) -> None:
+    """The simulator's social reports through the stream's aggregation (the DAY buckets), the
+    export's rows and the dashboard, against the simulator's ground truth."""
+    from storepulse.export.datasets import DATASETS, build_rows
+    from storepulse.layout import Grain, bucket_keys
+    from storepulse.settings import StoreSettings
+    from storepulse.stream.aggregate import Located, aggregate
+
+    stores = {
+        s.store_id: StoreSettings(
+            store_id=s.store_id, name=s.name, timezone=s.timezone, currency=s.currency
+        )
+        for s in MODEL.stores
+    }
+    catalog = replace(_catalogue(), stores=stores)
+    reports = [e for e in two_days if isinstance(e, SocialMetricsV1)]
+    located = [Located(e, "shard-0", f"{n:064d}") for n, e in enumerate(reports)]
+    monday = date(2026, 3, 2)
+    day_key = bucket_keys("s-001", datetime(2026, 3, 2, 12, tzinfo=UTC), PARIS)[Grain.DAY]
+
+    item = {**day_key.as_item(), **aggregate(located, catalog, set()).counters[day_key].total()}
+    live = social.from_bucket(item)
+    lake_rows = list(build_rows(DATASETS["daily_social_metrics"], [item], monday))
+    history = social.from_rows(lake_rows)
+
+    truth = GroundTruth.for_model(MODEL)
+    for e in reports:
+        truth.record(e)
+    expected = {
+        channel: totals
+        for (s, d, channel), totals in truth.social.items()
+        if (s, d) == ("s-001", monday)
+    }
+    assert set(expected) == set(SOCIAL_CHANNELS) and len(reports) > 100
+    for totals in (live, history):
+        assert {
+            c.channel: c.model_dump(exclude={"channel", "net_followers"}) for c in totals
+        } == expected
+        assert all(c.net_followers == c.followers_gained - c.followers_lost for c in totals)
+    assert [c.engagements for c in live] == sorted((c.engagements for c in live), reverse=True)

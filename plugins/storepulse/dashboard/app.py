@@ -30,6 +30,8 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
 - ``GET /api/history/breakdown?by=store|category&days=&store=&end=``.
 - ``GET /api/history/inventory?days=&store=&end=&ceiling=``: turnover, sell-through, days of
   cover and overstock per product and category (``storepulse.dashboard.inventory``).
+- ``GET /api/history/social?days=&store=&end=``: mentions, followers and engagements per
+  social channel, with the web's sessions (``storepulse.dashboard.social``).
 - ``GET /api/history/customers?days=&store=&end=``: customer behaviour from the lake's orders
   and CRM profiles (``storepulse.dashboard.customers``).
 - ``GET|PUT /api/settings/kpis``: the KPI selection.
@@ -59,7 +61,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storepulse import json_input
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import customers, history, inventory, settings
+from storepulse.dashboard import customers, history, inventory, settings, social
 from storepulse.dashboard.kpis import KPIS
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
@@ -482,6 +484,21 @@ def _history_routes(app: FastAPI) -> None:
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         products = {p.sku: (p.name, p.category) for p in catalogue.products.values()}
         return inventory.report(services.lake(), window, stores, chosen, products, ceiling)
+
+    @app.get("/api/history/social", response_model=social.SocialReport, tags=["history"])
+    def social_media(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+    ) -> social.SocialReport:
+        """Mentions, followers and engagements per social channel from the lake, against the
+        previous period, with the web's sessions of the same days."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue, services.clock())
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        return social.report(services.lake(), window, stores, chosen)
 
     @app.get("/api/history/customers", response_model=customers.CustomerReport, tags=["history"])
     def customer_behaviour(

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import staffing
+from storepulse.dashboard import social, staffing
 from storepulse.dashboard.kpis import Totals
 from storepulse.dashboard.panels import (
     ALERT_LIMIT,
@@ -147,6 +147,7 @@ class LiveDashboard:
             "kpis": _choice(kpis),
             "mix": lambda: self._mix(where.store_id, [today.day]),
             "alerts": lambda: self._alerts(where, today),
+            "social": lambda: self._social(where, today.day),
             **{f"stock:{s}": self._stock_task(catalogue, s, today) for s in where.store_ids},
         }
         parts = _gather(tasks, self.parallel)
@@ -166,6 +167,7 @@ class LiveDashboard:
             foot_traffic=foot_traffic_by_hour(today.hours, where.timezone),
             stock=rank_stock(stock),
             alerts=alert_rows(parts["alerts"]),
+            social=social.from_bucket(parts["social"]),
         )
 
     def staffing(
@@ -322,6 +324,11 @@ class LiveDashboard:
             if key in found:
                 items.append(found[key])
         return items
+
+    def _social(self, where: Scope, day: date) -> Item | None:
+        """The day's social counters: its DAY bucket's ``social#<channel>#*`` attributes."""
+        key = Key(f"{where.key}#DAY#{day.year}", day.isoformat())
+        return self.reader.get_many(METRICS, [key], social.ATTRIBUTES).get(key)
 
     # --- sales mix, stock, alerts ---
 

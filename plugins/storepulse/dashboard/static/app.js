@@ -432,6 +432,26 @@
     });
   }
 
+  function socialText(c) {
+    const net = c.net_followers > 0 ? `+${counts.format(c.net_followers)}` : counts.format(c.net_followers);
+    return `${counts.format(c.engagements)} eng. · ${counts.format(c.mentions)} ment. · ${net} fol.`;
+  }
+
+  // Social channels today (api/live's social), beside the web's visitors of the funnel.
+  function renderSocial(channels, funnel) {
+    const container = $("#chart-social");
+    container.dataset.engagements = String(channels.reduce((n, c) => n + c.engagements, 0));
+    if (!channels.length) emptyChart(container, "No social media activity yet today");
+    else barList(container, {
+      label: "Engagements per social channel today",
+      items: channels.map((c) => ({ label: c.channel, value: c.engagements, text: socialText(c) })),
+    });
+    const visitors = funnel.steps.length ? funnel.steps[0].count : 0;
+    const mentions = channels.reduce((n, c) => n + c.mentions, 0);
+    $("#social-note").textContent =
+      `${counts.format(mentions)} mentions · web: ${counts.format(visitors)} page views today`;
+  }
+
   function storeName(storeId) {
     const store = state.me?.stores.find((s) => s.store_id === storeId);
     return store ? store.name : storeId;
@@ -485,6 +505,7 @@
     renderMinutes(data.minutes, k.timezone);
     renderMix(data.mix);
     renderFunnel(data.funnel);
+    renderSocial(data.social || [], data.funnel);
     renderFoot(data.foot_traffic, k.timezone);
     renderStock(data.stock);
     markOverflow();
@@ -732,8 +753,44 @@
     markOverflow();
   }
 
-  function renderHistory(trend, stores, categories, customerReport, inventoryReport) {
+  function renderSocialHistory(report) {
+    const trendBox = $("#chart-social-trend");
+    const channelsBox = $("#chart-social-channels");
+    trendBox.dataset.points = String(report.series.length);
+    if (!report.series.length) {
+      emptyChart(trendBox, "No exported days in this period yet");
+      channelsBox.replaceChildren();
+      return;
+    }
+    const first = dayNumber(report.current_first);
+    const ticks = [];
+    for (let d = 0; d < report.days; d += Math.max(1, Math.round(report.days / 6))) {
+      ticks.push([d, dateLabel(new Date((first + d) * 86400000).toISOString().slice(0, 10))]);
+    }
+    const points = (key) => report.series.map((p) => [dayNumber(p.date) - first, p[key]]);
+    lineChart(trendBox, {
+      series: [
+        { points: points("engagements"), cls: "s1", name: "Social engagements" },
+        { points: points("sessions"), cls: "s2", name: "Web visitors" },
+      ],
+      xMin: 0,
+      xMax: report.days - 1,
+      xTicks: ticks,
+      yFormat: shortFormat("count"),
+      label: `Daily social engagements and web visitors over ${report.days} days`,
+    });
+    const before = new Map(report.previous.map((c) => [c.channel, c.engagements]));
+    if (!report.channels.length) return channelsBox.replaceChildren();
+    barList(channelsBox, {
+      label: "Engagements per channel, this period (thick) and the previous one (thin)",
+      items: report.channels.map((c) => ({ label: c.channel, value: c.engagements,
+        previous: before.get(c.channel) ?? 0, text: socialText(c) })),
+    });
+  }
+
+  function renderHistory(trend, stores, categories, customerReport, inventoryReport, socialReport) {
     renderHistoryTotals(trend);
+    renderSocialHistory(socialReport);
     renderCustomers(customerReport);
     renderInventory(inventoryReport);
     renderTrend(trend);
@@ -752,6 +809,7 @@
         api(`api/history/breakdown?by=category&${query}`),
         api(`api/history/customers?${query}`),
         api(`api/history/inventory?${query}`),
+        api(`api/history/social?${query}`),
       ]);
       if (ticket !== state.historyTicket) return;
       state.lastHistory = parts;
