@@ -402,7 +402,8 @@ def _live_routes(app: FastAPI) -> None:
     def live(viewer: ViewerDep, services: ServicesDep, store: StoreParam = None) -> LiveSnapshot:
         """Today so far: the selected KPI tiles with their changes against the same local time
         yesterday and a week ago, revenue and orders per minute, the sales mix, the web funnel,
-        foot traffic by hour, stock cover (low items first) and the latest alerts."""
+        foot traffic by hour, stock cover (low items first), the latest alerts and today's social
+        media per channel."""
         catalogue, store_id = _resolve_store(services, viewer, store)
         where = Scope.of(catalogue, store_id)
         return services.live.snapshot(catalogue, where, lambda: _kpi_list(services, None))
