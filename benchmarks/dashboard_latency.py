@@ -13,7 +13,8 @@ user) while a writer thread keeps adding events to the current minute (``--write
 second), as the Lambda would: every refresh then has a changed hour to read again.
 
 Printed: p50 and p95 of ``GET /api/live/kpis`` (target p95 < 100 ms), ``GET /api/live`` (the
-whole page), and ``GET /api/history/trend?days=365`` warm (target p95 < 150 ms) and cold: each
+whole page), ``GET /api/live/staffing`` (one store's hours against 4 weeks), and
+``GET /api/history/trend?days=365`` warm (target p95 < 150 ms) and cold: each
 cold sample gets a new ``Lake`` (empty caches), reading the yearly rollups the export keeps
 (target < 500 ms) and, as the baseline of the same run, the day files only (what history did
 before the rollups); also the first history request of a freshly started process (imports,
@@ -370,6 +371,9 @@ def run_all(
             _get(client, "/api/live/kpis?store=s-001"), requests
         ),
         "GET /api/live (whole page)": measure(_get(client, "/api/live"), requests),
+        "GET /api/live/staffing?store=s-001": measure(
+            _get(client, "/api/live/staffing?store=s-001"), requests
+        ),
         f"baseline: S3 ListObjectsV2 ({days} partitions)": measure(
             lambda: s3.list_objects_v2(Bucket=bucket, Prefix="curated/daily_store_metrics/"),
             max(20, requests // 4),

@@ -54,6 +54,9 @@ Types, all version 1 (type fields after the envelope):
   region, segment (new|regular|vip|lapsed)
 - ``store.foot_traffic``: sensor_id, entries >= 0, exits >= 0, interval_seconds (1-3600): counts
   over the interval that ends at ``occurred_at``
+- ``social.metrics``: channel (instagram|facebook|tiktok|x|youtube|pinterest), mentions,
+  followers_gained, followers_lost, engagements (all >= 0), interval_seconds (1-86400): the
+  shop's account on one social network over the interval that ends at ``occurred_at``
 
 Partition key (``partition_key``): ``session_id`` for ``web.*`` events, ``store_id`` otherwise, so
 a session's or a store's events stay in order within a shard.
@@ -101,6 +104,7 @@ __all__ = [
     "PosSaleV1",
     "RefundLine",
     "SaleLine",
+    "SocialMetricsV1",
     "StoreFootTrafficV1",
     "WebAddToCartV1",
     "WebCheckoutStartedV1",
@@ -116,6 +120,7 @@ MAX_LINES: Final = 1000
 MAX_QUANTITY: Final = 1_000_000  # per line; keeps sums of quantity * price exact in 28 digits
 MAX_STOCK: Final = 1_000_000_000
 MAX_PEOPLE: Final = 1_000_000  # foot traffic per interval
+MAX_SOCIAL: Final = 1_000_000_000  # mentions, followers or engagements per interval
 CONTENT_HASH_LENGTH: Final = 16  # 64 bits: stored beside every claim, so kept short
 
 # --- field types -------------------------------------------------------------------------------
@@ -229,6 +234,8 @@ Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)]
 StockCount = Annotated[int, Strict(), Field(ge=0, le=MAX_STOCK)]
 StockDelta = Annotated[int, Strict(), Field(ge=-MAX_STOCK, le=MAX_STOCK), AfterValidator(_non_zero)]
 PeopleCount = Annotated[int, Strict(), Field(ge=0, le=MAX_PEOPLE)]
+SocialCount = Annotated[int, Strict(), Field(ge=0, le=MAX_SOCIAL)]
+SocialChannel = Literal["instagram", "facebook", "tiktok", "x", "youtube", "pinterest"]
 Device = Literal["desktop", "mobile", "tablet", "app"]
 
 # --- models ------------------------------------------------------------------------------------
@@ -397,6 +404,21 @@ class StoreFootTrafficV1(Event):
     interval_seconds: Annotated[int, Strict(), Field(ge=1, le=3600)]
 
 
+class SocialMetricsV1(Event):
+    """The shop's account on one social network over the ``interval_seconds`` ending at
+    ``occurred_at``: mentions of the shop, followers gained and lost, and engagements (likes,
+    comments, shares) on its posts. Counts per interval, so they add up like foot traffic."""
+
+    schema_name: Literal["social.metrics"] = Field("social.metrics", alias="schema")
+    version: Literal[1] = 1
+    channel: SocialChannel
+    mentions: SocialCount
+    followers_gained: SocialCount
+    followers_lost: SocialCount
+    engagements: SocialCount
+    interval_seconds: Annotated[int, Strict(), Field(ge=1, le=86_400)]
+
+
 # --- union, registry, parsing ------------------------------------------------------------------
 
 
@@ -432,7 +454,8 @@ AnyEvent = Annotated[
     | Annotated[InventoryStockLevelV1, Tag(_tag(InventoryStockLevelV1))]
     | Annotated[InventoryAdjustmentV1, Tag(_tag(InventoryAdjustmentV1))]
     | Annotated[CrmCustomerProfileV1, Tag(_tag(CrmCustomerProfileV1))]
-    | Annotated[StoreFootTrafficV1, Tag(_tag(StoreFootTrafficV1))],
+    | Annotated[StoreFootTrafficV1, Tag(_tag(StoreFootTrafficV1))]
+    | Annotated[SocialMetricsV1, Tag(_tag(SocialMetricsV1))],
     Discriminator(_discriminate),
 ]
 """Every accepted event model, discriminated by (schema, version); usable as a pydantic type."""

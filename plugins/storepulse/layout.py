@@ -224,6 +224,14 @@ def mix_attribute(dimension: str, name: str, counter: str) -> str:
     return f"{dimension}#{name}#{counter}"
 
 
+SOCIAL_COUNTERS = ("mentions", "followers_gained", "followers_lost", "engagements")
+
+
+def social_attribute(channel: str, counter: str) -> str:
+    """Counter of one social channel in a store's minute, hour and day buckets."""
+    return mix_attribute("social", channel, counter)
+
+
 def inventory_key(store_id: str, sku: str) -> Key:
     return Key(f"S#{store_id}", sku)
 

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -270,3 +271,117 @@ def test_a_kpi_selection_is_kept_across_a_reload(page: Any, quiet: Platform, pas
     assert stored["kpis"] == shown
     response = page.request.get(f"{quiet.url}/dashboard/api/settings/kpis")
     assert json.loads(response.text())["kpis"] == shown
+
+
+# --- the page on a phone, against the app in-process (no platform) ------------------------------
+
+PHONE = {"width": 390, "height": 844}
+PHONE_NOW = datetime(2026, 11, 26, 9, 30, 20, tzinfo=UTC)  # 10:30:20 in Paris
+
+
+def _phone_app() -> Any:
+    """The dashboard app over an in-memory reader: a huge revenue, data stamped two hours ahead
+    of the server's clock (as the accelerated simulator does), and a busy 10:00 with two staff
+    members against a target of 10 visitors each."""
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from storepulse.dashboard.app import Services, Viewer, create_app, current_viewer
+    from storepulse.dashboard.live import LiveDashboard
+    from storepulse.settings import EVERYTHING, EmployeeSettings, Shift
+    from tests.unit.test_dashboard_live import FakeReader, _catalogue
+
+    reader = FakeReader()
+    reader.record("s-001", PHONE_NOW + timedelta(hours=2), revenue="12345678.90", orders=1)
+    social = {"social#instagram#engagements": 40, "social#instagram#mentions": 3}
+    reader.record("s-001", PHONE_NOW - timedelta(minutes=10), **social)
+    for weeks in range(3):
+        day = PHONE_NOW - timedelta(weeks=weeks)
+        reader.record("s-001", day.replace(hour=8), foot_traffic=12)  # 09:00 in Paris
+        reader.record("s-001", day.replace(hour=9, minute=5), foot_traffic=50)  # 10:00
+    catalogue = _catalogue()
+    store = catalogue.stores["s-001"].model_copy(update={"visitors_per_staff": Decimal(10)})
+    catalogue = replace(catalogue, stores={"s-001": store})
+    shift = (Shift(start=9, end=12),)
+    employees = [
+        EmployeeSettings(employee_id=f"e-{n}", name="A", store_id="s-001", role="x", shifts=shift)
+        for n in (1, 2)
+    ]
+    clock = lambda: PHONE_NOW  # noqa: E731
+    services = Services(
+        settings_store=SimpleNamespace(get=lambda kind: None, list=lambda kind: []),
+        access=SimpleNamespace(visibility=lambda username: EVERYTHING),
+        live=LiveDashboard(reader, clock=clock, parallel=False),
+        lake_factory=lambda: None,
+        clock=clock,
+    )
+    services.catalogue = lambda refresh=False: catalogue  # type: ignore[method-assign]
+    services.employees = lambda: employees  # type: ignore[method-assign]
+    app = create_app(services)
+    app.dependency_overrides[current_viewer] = lambda: Viewer("owner", can_edit=True)
+    return TestClient(app)
+
+
+def _serve(page: Any, client: Any, origin: str) -> None:
+    def handle(route: Any) -> None:
+        url = route.request.url.removeprefix(f"{origin}/dashboard")
+        answer = client.request(route.request.method, url or "/")
+        route.fulfill(status=answer.status_code, headers=dict(answer.headers), body=answer.content)
+
+    page.route(f"{origin}/**", handle)
+
+
+def test_on_a_phone_nothing_is_cut_or_overlaps_and_staffing_is_judged(browser: Any) -> None:
+    origin = "http://dashboard.test"
+    context = browser.new_context(viewport=PHONE, locale="en-US", timezone_id="Europe/Paris")
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    _serve(page, _phone_app(), origin)
+    page.goto(f"{origin}/dashboard/")
+    page.wait_for_selector("#tiles .tile")
+    page.wait_for_selector('#staffing-table tr[data-hour="10"]')
+
+    # the tiles show whole values: nothing cut off
+    revenue = page.locator('#tiles .tile[data-kpi="revenue"] .value')
+    assert "12,345,678.90" in revenue.inner_text()
+    cut = page.eval_on_selector_all(
+        ".tile .value", "vs => vs.filter(v => v.scrollWidth > v.clientWidth + 1).length"
+    )
+    assert cut == 0
+
+    # axis labels of every chart keep apart
+    overlaps = page.eval_on_selector_all(
+        ".chart svg",
+        """svgs => svgs.flatMap(s => {
+            const boxes = [...s.querySelectorAll('text.x-label')].map(t => t.getBBox());
+            return boxes.slice(1).filter((b, i) => b.x < boxes[i].x + boxes[i].width);
+        }).length""",
+    )
+    assert overlaps == 0
+
+    # "as of" is the server's clock, and the data ahead of it is said so
+    status = page.inner_text("#status")
+    assert "as of 10:30:20" in status and "ahead of the clock" in status
+    assert datetime.fromisoformat(page.get_attribute("#status", "data-now")) == PHONE_NOW
+
+    # social media beside the web
+    page.wait_for_selector("#chart-social svg")
+    assert page.get_attribute("#chart-social", "data-engagements") == "40"
+    assert "3 mentions" in page.inner_text("#social-note")
+
+    # a table wider than the phone says it scrolls
+    assert page.is_visible("#staffing .scroll-hint")
+    assert page.get_attribute("#staffing .table-scroll", "data-overflow") is not None
+
+    # 50 visitors usually at 10:00 for two on duty: 25 each, above 10 * 1.25
+    row = page.locator('#staffing-table tr[data-hour="10"]')
+    assert row.get_attribute("data-status") == "under"
+    assert "understaffed 10:00" in page.inner_text("#staffing-summary")
+    page.locator("#staffing").screenshot(path=str(_screenshots() / "staffing-phone.png"))
+    context.close()
+
+
+def _screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS

@@ -92,6 +92,7 @@ def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:
         "GET /api/live/kpis (all stores)",
         "GET /api/live/kpis?store=s-001",
         "GET /api/live (whole page)",
+        "GET /api/live/staffing?store=s-001",
         "baseline: S3 ListObjectsV2 (30 partitions)",
         "GET /api/history/trend?days=30",
     ]

@@ -34,8 +34,11 @@ from storepulse.settings import (
     KPI_CATALOGUE,
     AccessStore,
     AlertRuleSettings,
+    EmployeeSettings,
     SettingsStore,
+    Shift,
     StoreAccess,
+    StoreSettings,
 )
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import FROZEN_NOW, SHARD, STORES, RealtimeStack, invoke
@@ -251,6 +254,56 @@ def test_series_mix_stock_and_alerts_from_the_handler(
     assert body["stock"][0]["sku"] == "coffee-1kg"
     assert (coffee["on_hand"], coffee["low"], coffee["days_of_cover"]) == (2, True, "2.0")
     assert [(a["type"], a["store_id"]) for a in body["alerts"]] == [("low_stock", "s-001")]
+
+
+def test_social_media_and_staffing_from_the_handler(
+    admin: TestClient, events: Events, realtime_stack: RealtimeStack
+) -> None:
+    """A social report (sent twice: a producer's retry counts once) beside the web, and the
+    foot traffic of the hour against the staff on duty and the store's target."""
+    settings_store = SettingsStore(realtime_stack.table(Table.SETTINGS))
+    settings_store.upsert(
+        StoreSettings(
+            store_id="s-001",
+            name="s-001",
+            timezone="Europe/Paris",
+            currency="EUR",
+            visitors_per_staff=Decimal(10),
+        )
+    )
+    shift = Shift(start=9, end=18, weekdays=(TODAY.weekday(),))
+    settings_store.upsert(
+        EmployeeSettings(employee_id="e-1", name="Ada", store_id="s-001", role="x", shifts=(shift,))
+    )
+    report = ev.SocialMetricsV1(
+        **_envelope("s-001", NOW - timedelta(minutes=5)),
+        channel="instagram",
+        mentions=2,
+        followers_gained=3,
+        followers_lost=1,
+        engagements=40,
+        interval_seconds=900,
+    )
+    events.send(report, foot("s-001", NOW - timedelta(minutes=20), 30))  # 11:40 in Paris
+    events.send(report)
+
+    live = admin.get("/api/live", params={"store": "s-001"}).json()
+    staffing = admin.get("/api/live/staffing", params={"store": "s-001"}).json()
+
+    assert live["social"] == [
+        {
+            "channel": "instagram",
+            "mentions": 2,
+            "followers_gained": 3,
+            "followers_lost": 1,
+            "net_followers": 2,
+            "engagements": 40,
+        }
+    ]
+    hours = {h["hour"]: h for h in staffing[0]["hours"]}
+    assert (hours[11]["visitors"], hours[11]["staff"], hours[11]["ratio"]) == (30, 1, "30.00")
+    assert hours[11]["status"] == "under" and hours[10]["status"] == "over"  # nobody came at 10
+    assert staffing[0]["target"] == "10" and staffing[0]["weeks"] == 0
 
 
 def test_an_unknown_store_is_404(admin: TestClient) -> None:
@@ -553,6 +606,158 @@ def test_history_reads_the_rollups_and_the_partitions_of_days_they_miss(
     assert values[late.isoformat()] == "100.00" and read == []  # the last day: cached
 
 
+def test_an_exported_day_without_sales_counts_as_exported(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    """The export writes a file without rows for a day without sales: exported, not missing,
+    whether it is read from its partition or from the year's rollup."""
+    from storepulse.export.datasets import DATASETS
+    from storepulse.export.rollup import update_rollup
+    from storepulse.lake.filesystem import open_filesystem
+
+    end = date(2026, 11, 25)
+    days = [end - timedelta(days=d) for d in range(7)]
+    _write_metrics(realtime_stack, [(days[0], "s-001", "3.00"), (days[6], "s-001", "4.00")])
+    for day in days[1:6]:
+        empty = pa.Table.from_pylist([], schema=METRICS_SCHEMA)
+        _put_parquet(
+            realtime_stack, f"curated/daily_store_metrics/dt={day}/part-00000.parquet", empty
+        )
+    fs, root = open_filesystem(f"s3://{realtime_stack.bucket}/curated")
+    for day in days[3:]:  # the older days are rolled up, empty ones included
+        update_rollup(fs, root, DATASETS["daily_store_metrics"], day)
+
+    body = admin.get("/api/history/trend", params={"days": 7, "end": end.isoformat()}).json()
+
+    assert body["current"]["days_exported"] == 7 and body["current"]["days_with_data"] == 2
+    assert body["current"]["totals"]["revenue"] == "7.00"
+    assert body["previous"]["days_exported"] == 0
+
+
+def _order(day: date, store: str, customer: str | None, total: str) -> dict[str, Any]:
+    return {
+        "order_id": str(uuid.uuid4()),
+        "store_id": store,
+        "business_date": day,
+        "occurred_at": datetime(day.year, day.month, day.day, 10, tzinfo=NOW.tzinfo),
+        "channel": "in_store",
+        "currency": "EUR",
+        "customer_id": customer,
+        "employee_id": None,
+        "total": Decimal(total),
+        "units": 1,
+        "line_count": 1,
+    }
+
+
+def test_customer_behaviour_from_the_lakes_orders_and_profiles(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    from storepulse.export.datasets import DATASETS
+
+    end = date(2026, 11, 25)
+    before = end - timedelta(days=7)
+    orders = {
+        end: [
+            _order(end, "s-001", "c-1", "10.00"),
+            _order(end, "s-001", "c-1", "5.00"),
+            _order(end, "s-001", "c-2", "7.50"),
+            _order(end, "s-001", None, "3.00"),
+            _order(end, "s-002", "c-3", "99.00"),  # another store
+        ],
+        before: [_order(before, "s-001", "c-2", "1.00")],
+    }
+    for day, rows in orders.items():
+        table = pa.Table.from_pylist(rows, schema=DATASETS["orders"].schema)
+        _put_parquet(realtime_stack, f"curated/orders/dt={day}/part-00000.parquet", table)
+    profile = {"store_id": "s-001", "updated_at": NOW, "snapshot_date": end}
+    profiles = [
+        profile | {"customer_id": "c-1", "age_band": "25-34", "region": "north", "segment": "vip"},
+        profile | {"customer_id": "c-2", "age_band": "65+", "region": "south", "segment": "new"},
+    ]
+    table = pa.Table.from_pylist(profiles, schema=DATASETS["customers"].schema)
+    _put_parquet(realtime_stack, f"curated/customers/dt={end}/part-00000.parquet", table)
+
+    body = admin.get(
+        "/api/history/customers", params={"days": 7, "end": end.isoformat(), "store": "s-001"}
+    ).json()
+
+    now = body["current"]
+    assert (now["orders"], now["known_orders"], now["customers"]) == (4, 3, 2)
+    assert now["repeat_customer_rate"] == "0.500000" and now["purchase_frequency"] == "1.500000"
+    assert (now["new_customers"], now["returning_customers"]) == (1, 1)  # c-2 bought before
+    assert now["known_revenue"] == "22.50" and body["profiles_as_of"] == end.isoformat()
+    segments = {g["key"]: g["revenue"] for g in now["demographics"]["segment"]}
+    assert segments == {"vip": "15.00", "new": "7.50"}
+
+
+def test_stock_turns_from_the_lakes_product_sales_and_snapshots(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    from storepulse.export.datasets import DATASETS
+
+    end = date(2026, 11, 25)
+    first = end - timedelta(days=6)
+    sales = [  # 14 coffees and 1 mug over the 7 days
+        {
+            "store_id": "s-001",
+            "business_date": first,
+            "sku": "coffee-1kg",
+            "revenue": Decimal("99.00"),
+            "units": 10,
+        },
+        {
+            "store_id": "s-001",
+            "business_date": end,
+            "sku": "coffee-1kg",
+            "revenue": Decimal("39.60"),
+            "units": 4,
+        },
+        {
+            "store_id": "s-001",
+            "business_date": end,
+            "sku": "mug-blue",
+            "revenue": Decimal("4.00"),
+            "units": 1,
+        },
+    ]
+    for day in (first, end):
+        rows = [r for r in sales if r["business_date"] == day]
+        table = pa.Table.from_pylist(rows, schema=DATASETS["daily_product_sales"].schema)
+        _put_parquet(
+            realtime_stack, f"curated/daily_product_sales/dt={day}/part-00000.parquet", table
+        )
+    for day, coffee, mugs in ((first, 20, 40), (end, 6, 39)):
+        rows = [
+            {
+                "store_id": "s-001",
+                "sku": sku,
+                "on_hand": n,
+                "counted_at": None,
+                "snapshot_date": day,
+            }
+            for sku, n in (("coffee-1kg", coffee), ("mug-blue", mugs))
+        ]
+        table = pa.Table.from_pylist(rows, schema=DATASETS["inventory_snapshot"].schema)
+        _put_parquet(
+            realtime_stack, f"curated/inventory_snapshot/dt={day}/part-00000.parquet", table
+        )
+
+    body = admin.get(
+        "/api/history/inventory", params={"days": 7, "end": end.isoformat(), "ceiling": 30}
+    ).json()
+
+    products = {p["key"]: p for p in body["products"]}
+    coffee, mug = products["coffee-1kg"], products["mug-blue"]
+    assert (coffee["sold"], coffee["on_hand"], coffee["average_on_hand"]) == (14, 6, "13.0000")
+    assert coffee["turnover"] == "1.0769" and coffee["sell_through"] == "0.7000"
+    assert coffee["days_of_cover"] == "3.0" and not coffee["overstock"]
+    assert mug["days_of_cover"] == "273.0" and mug["overstock"]  # 39 left, 1 sold a week
+    assert body["products"][0]["key"] == "mug-blue" and body["snapshots"] == 2
+    assert {c["key"]: c["sold"] for c in body["categories"]} == {"grocery": 14, "kitchen": 1}
+    assert admin.get("/api/history/inventory", params={"ceiling": 0}).status_code == 422
+
+
 def test_history_by_store_and_category(admin: TestClient, realtime_stack: RealtimeStack) -> None:
     end = date(2026, 11, 25)
     _write_metrics(
@@ -631,6 +836,10 @@ DATA_PATHS = [
     "/api/live/kpis?store=s-001",
     "/api/history/trend?days=7",
     "/api/history/breakdown?by=category&store=s-001",
+    "/api/history/customers?days=7",
+    "/api/history/inventory?store=s-001",
+    "/api/history/social",
+    "/api/live/staffing",
     "/api/settings/kpis",
     "/api/settings/alert-rules",
 ]
@@ -686,8 +895,12 @@ def test_the_page_assets_and_openapi_for_a_logged_in_user(admin: TestClient) -> 
         "/api/me",
         "/api/live",
         "/api/live/kpis",
+        "/api/live/staffing",
         "/api/history/trend",
         "/api/history/breakdown",
+        "/api/history/customers",
+        "/api/history/inventory",
+        "/api/history/social",
         "/api/settings/kpis",
         "/api/settings/alert-rules",
         "/api/settings/alert-rules/{rule_id}",

@@ -114,6 +114,7 @@ def serve_everything(client: TestClient) -> None:
         live = client.get("/api/live", params={"store": store})
         assert live.status_code == 200, live.text
         assert client.get("/api/live/kpis", params={"store": store}).status_code == 200
+        assert client.get("/api/live/staffing", params={"store": store}).status_code == 200
     params = {"days": 7, "end": END.isoformat()}
     trend = client.get("/api/history/trend", params=params)
     assert trend.status_code == 200, trend.text
@@ -121,6 +122,9 @@ def serve_everything(client: TestClient) -> None:
     for by in ("store", "category"):
         breakdown = client.get("/api/history/breakdown", params={**params, "by": by})
         assert breakdown.status_code == 200 and breakdown.json()["rows"], breakdown.text
+    for insight in ("customers", "inventory", "social"):  # the lake's other data sets
+        answer = client.get(f"/api/history/{insight}", params=params)
+        assert answer.status_code == 200, answer.text
     assert client.get("/api/settings/kpis").json()["saved"] is True
     rules = client.get("/api/settings/alert-rules").json()
     assert rules

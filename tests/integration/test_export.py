@@ -188,6 +188,7 @@ def test_both_strategies_write_identical_parquet(exported, realtime_stack) -> No
         "daily_store_metrics": 2,
         "daily_category_sales": 3,  # s-001 grocery and kitchen, s-002 grocery
         "daily_product_sales": 4,
+        "daily_social_metrics": 0,  # no social events that day
         "inventory_snapshot": 4,  # s-001: 3 skus, s-002: 1
         "customers": 1,
     }

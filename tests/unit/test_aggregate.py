@@ -62,3 +62,38 @@ def test_a_wide_mix_is_spread_over_parts_and_loses_nothing() -> None:
         "2026-11-26#2",
         "2026-11-26#3",
     }
+
+
+def _social(position: int, channel: str, mentions: int, engagements: int) -> Located:
+    event = ev.SocialMetricsV1(
+        event_id=str(uuid.uuid4()),
+        store_id="s-1",
+        occurred_at=AT,
+        channel=channel,
+        mentions=mentions,
+        followers_gained=2,
+        followers_lost=1,
+        engagements=engagements,
+        interval_seconds=900,
+    )
+    return Located(event, "shard-0", f"{position:064d}")
+
+
+def test_social_metrics_add_up_per_channel_in_every_bucket() -> None:
+    from storepulse.layout import Grain, bucket_keys
+
+    batch = [_social(1, "instagram", 3, 40), _social(2, "instagram", 1, 10), _social(3, "x", 2, 5)]
+    agg = aggregate(batch, CATALOG, set())
+    for store_id in ("s-1", None):
+        for key in bucket_keys(store_id, AT, "Europe/Paris").values():
+            assert agg.counters[key].total() == {
+                "social#instagram#mentions": 4,
+                "social#instagram#followers_gained": 4,
+                "social#instagram#followers_lost": 2,
+                "social#instagram#engagements": 50,
+                "social#x#mentions": 2,
+                "social#x#followers_gained": 2,
+                "social#x#followers_lost": 1,
+                "social#x#engagements": 5,
+            }
+    assert Grain.DAY in bucket_keys("s-1", AT, "Europe/Paris")

@@ -184,6 +184,7 @@ def test_as_of_follows_data_that_is_ahead_of_the_clock(reader: FakeReader) -> No
     report = _dashboard(reader).kpis(_catalogue(), Scope.of(_catalogue(), None), ["revenue"])
 
     assert report.as_of == ahead.replace(second=59)
+    assert report.now == NOW  # the real time: the page's "as of" is not the data's clock
     assert report.yesterday_cutoff == report.as_of - timedelta(days=1)
     assert _tiles(report)["revenue"].yesterday == Decimal("2.00")
 

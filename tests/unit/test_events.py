@@ -75,6 +75,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "exits": 9,
         "interval_seconds": 300,
     },
+    "social.metrics": {
+        "channel": "instagram",
+        "mentions": 3,
+        "followers_gained": 5,
+        "followers_lost": 1,
+        "engagements": 140,
+        "interval_seconds": 900,
+    },
 }
 
 

@@ -576,3 +576,38 @@ def test_a_dag_can_import_the_package_sources_and_decoder_without_pyarrow() -> N
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_daily_social_metrics_one_row_per_channel_of_a_stores_day() -> None:
+    day_item = {
+        "pk": "S#s-001#DAY#2026",
+        "sk": "2026-11-26",
+        "revenue": Decimal("100"),
+        "social#instagram#mentions": Decimal(4),
+        "social#instagram#engagements": Decimal(120),
+        "social#x#followers_gained": Decimal(2),
+    }
+    business = {**day_item, "pk": "ALL#DAY#2026"}  # the business scope: not a store's row
+
+    rows = list(build_rows(DATASETS["daily_social_metrics"], [day_item, business], DAY))
+
+    assert rows == [
+        {
+            "store_id": "s-001",
+            "business_date": DAY,
+            "channel": "instagram",
+            "mentions": 4,
+            "followers_gained": 0,
+            "followers_lost": 0,
+            "engagements": 120,
+        },
+        {
+            "store_id": "s-001",
+            "business_date": DAY,
+            "channel": "x",
+            "mentions": 0,
+            "followers_gained": 2,
+            "followers_lost": 0,
+            "engagements": 0,
+        },
+    ]

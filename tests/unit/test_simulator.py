@@ -175,6 +175,7 @@ def test_every_event_validates_and_has_a_unique_id(week: tuple[Simulator, list[E
         "inventory.adjustment",
         "crm.customer_profile",
         "store.foot_traffic",
+        "social.metrics",
     }
 
 

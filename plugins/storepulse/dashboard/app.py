@@ -23,9 +23,17 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
   edit settings.
 - ``GET /api/live?store=``: everything the page shows live (``storepulse.dashboard.live``).
 - ``GET /api/live/kpis?store=&kpis=``: the KPI tiles alone.
+- ``GET /api/live/staffing?store=``: visitors per staff member per hour, today and the same
+  weekday's average, judged against the store's target (``storepulse.dashboard.staffing``).
 - ``GET /api/history/trend?days=&store=&end=``: daily totals from the lake, this period and the
   previous one (``storepulse.dashboard.history``).
 - ``GET /api/history/breakdown?by=store|category&days=&store=&end=``.
+- ``GET /api/history/inventory?days=&store=&end=&ceiling=``: turnover, sell-through, days of
+  cover and overstock per product and category (``storepulse.dashboard.inventory``).
+- ``GET /api/history/social?days=&store=&end=``: mentions, followers and engagements per
+  social channel, with the web's sessions (``storepulse.dashboard.social``).
+- ``GET /api/history/customers?days=&store=&end=``: customer behaviour from the lake's orders
+  and CRM profiles (``storepulse.dashboard.customers``).
 - ``GET|PUT /api/settings/kpis``: the KPI selection.
 - ``GET /api/settings/alert-rules``, ``PUT /api/settings/alert-rules/{rule_id}``: thresholds.
 
@@ -53,14 +61,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storepulse import json_input
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import history, settings
+from storepulse.dashboard import customers, history, inventory, settings, social
 from storepulse.dashboard.kpis import KPIS
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
 from storepulse.dashboard.responses import KpiReport, LiveSnapshot
+from storepulse.dashboard.staffing import StaffingReport
 from storepulse.dashboard.today import Scope
 from storepulse.layout import Table, local_date, table_name
-from storepulse.settings import AccessStore, Catalog, SettingsStore, Visibility, load_catalog
+from storepulse.settings import (
+    AccessStore,
+    Catalog,
+    EmployeeSettings,
+    SettingsStore,
+    Visibility,
+    load_catalog,
+)
 
 STATIC: Final = Path(__file__).parent / "static"
 ASSETS: Final = {"app.js": "text/javascript", "app.css": "text/css"}
@@ -70,6 +86,7 @@ HISTORY_YEARS: Final = 10  # how far back ``end`` may go
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 CATALOGUE_SECONDS: Final = 30.0
 CATALOGUE: Final = "catalogue"  # its key in the cache
+EMPLOYEES: Final = "employees"
 LAKE_RETRY_SECONDS: Final = 60.0
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -139,6 +156,12 @@ class Services:
             self._catalogues.forget(CATALOGUE)
         return self._catalogues.get(
             CATALOGUE, lambda: load_catalog(self.settings_store.table, rules=False)
+        )
+
+    def employees(self) -> list[EmployeeSettings]:
+        """The employees (and their shifts), cached like the catalogue."""
+        return self._catalogues.get(
+            EMPLOYEES, lambda: self.settings_store.list_valid(EmployeeSettings)
         )
 
     def lake(self) -> history.Lake | None:
@@ -379,7 +402,8 @@ def _live_routes(app: FastAPI) -> None:
     def live(viewer: ViewerDep, services: ServicesDep, store: StoreParam = None) -> LiveSnapshot:
         """Today so far: the selected KPI tiles with their changes against the same local time
         yesterday and a week ago, revenue and orders per minute, the sales mix, the web funnel,
-        foot traffic by hour, stock cover (low items first) and the latest alerts."""
+        foot traffic by hour, stock cover (low items first), the latest alerts and today's social
+        media per channel."""
         catalogue, store_id = _resolve_store(services, viewer, store)
         where = Scope.of(catalogue, store_id)
         return services.live.snapshot(catalogue, where, lambda: _kpi_list(services, None))
@@ -398,6 +422,18 @@ def _live_routes(app: FastAPI) -> None:
         where = Scope.of(catalogue, store_id)
         chosen = _kpi_list(services, kpis) if kpis else lambda: _kpi_list(services, None)
         return services.live.kpis(catalogue, where, chosen)
+
+    @app.get("/api/live/staffing", response_model=list[StaffingReport], tags=["live"])
+    def live_staffing(
+        viewer: ViewerDep, services: ServicesDep, store: StoreParam = None
+    ) -> list[StaffingReport]:
+        """Visitors per staff member per local hour, today and on the same weekday of the
+        previous weeks, with the hours under- or over-staffed against the store's
+        ``visitors_per_staff`` target: one report per store (omitted: each visible store)."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        chosen = sorted(s for s in catalogue.stores if stores is None or s in stores)
+        employees = services.employees()
+        return [services.live.staffing(catalogue, s, employees) for s in chosen]
 
 
 def _history_routes(app: FastAPI) -> None:
@@ -430,6 +466,55 @@ def _history_routes(app: FastAPI) -> None:
         labels = {s.store_id: s.name for s in catalogue.stores.values()} if by == "store" else {}
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         return history.breakdown(services.lake(), window, stores, chosen, by, labels)
+
+    @app.get("/api/history/inventory", response_model=inventory.InventoryReport, tags=["history"])
+    def stock_turns(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+        ceiling: Annotated[
+            int, Query(ge=1, le=365, description="overstock: days of cover above this")
+        ] = inventory.OVERSTOCK_DAYS,
+    ) -> inventory.InventoryReport:
+        """Turnover, sell-through, days of cover and overstock per product (in each store) and
+        per category, from the lake's product sales and nightly inventory snapshots."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue, services.clock())
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        products = {p.sku: (p.name, p.category) for p in catalogue.products.values()}
+        return inventory.report(services.lake(), window, stores, chosen, products, ceiling)
+
+    @app.get("/api/history/social", response_model=social.SocialReport, tags=["history"])
+    def social_media(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+    ) -> social.SocialReport:
+        """Mentions, followers and engagements per social channel from the lake, against the
+        previous period, with the web's sessions of the same days."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue, services.clock())
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        return social.report(services.lake(), window, stores, chosen)
+
+    @app.get("/api/history/customers", response_model=customers.CustomerReport, tags=["history"])
+    def customer_behaviour(
+        viewer: ViewerDep,
+        services: ServicesDep,
+        days: DaysParam = 30,
+        store: StoreParam = None,
+        end: EndParam = None,
+    ) -> customers.CustomerReport:
+        """Purchase frequency, repeat-customer rate, new vs returning customers and their
+        demographics (age band, region, segment of the CRM profiles) from the lake's orders."""
+        catalogue, stores = _history_stores(services, viewer, store)
+        window = _window(days, end, catalogue, services.clock())
+        chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
+        return customers.report(services.lake(), window, stores, chosen)
 
 
 def _window(days: int, end: date | None, catalogue: Catalog, now: datetime) -> history.Window:

@@ -106,6 +106,15 @@ class LakeFile:
         return self.key, self.etag, self.last_modified
 
 
+@dataclass(frozen=True)
+class Slice:
+    """Rows of a day range, and the days exported in it: an exported day without sales is a
+    file without rows, so it has no row but counts as exported."""
+
+    rows: list[Row]
+    days: frozenset[date]
+
+
 class Lake:
     """The curated datasets of one bucket, read by day range with a per-file cache."""
 
@@ -136,19 +145,32 @@ class Lake:
         return f"s3://{self.bucket}/{self.root}"
 
     def rows(self, dataset: str, first: date, last: date) -> list[Row]:
-        """Every row of the partitions from ``first`` to ``last`` (inclusive): from the yearly
+        """Every row of the partitions from ``first`` to ``last`` (inclusive)."""
+        return self.read(dataset, first, last).rows
+
+    def read(self, dataset: str, first: date, last: date) -> Slice:
+        """The rows of ``first`` to ``last`` (inclusive) and the days exported: from the yearly
         rollups for the days they cover, from the day partitions for the others."""
         if not self.use_rollups:
-            return self._file_rows(self.files(dataset, first, last))
+            files = self.files(dataset, first, last)
+            return Slice(self._file_rows(files), frozenset(f.day for f in files))
         rolled, covered = self._rollup_rows(dataset, first, last)
         start = next((d for d in _days(first, last) if d not in covered), None)
         if start is not None and covered:  # skip a gap without partitions (before the lake)
             found = self._first_partition_day(dataset, start)
             start = next((d for d in _days(found, last) if d not in covered), None)
         if start is None:
-            return rolled
+            return Slice(rolled, frozenset(covered))
         files = [f for f in self.files(dataset, start, last) if f.day not in covered]
-        return rolled + self._file_rows(files)
+        return Slice(rolled + self._file_rows(files), frozenset(covered | {f.day for f in files}))
+
+    def latest(self, dataset: str, first: date, last: date) -> Slice:
+        """The rows of the newest partition from ``first`` to ``last``: a snapshot data set
+        (inventory, customers) holds the whole state in each day, so only the newest is read."""
+        files = self.files(dataset, first, last)
+        newest = max((f.day for f in files), default=None)
+        files = [f for f in files if f.day == newest]
+        return Slice(self._file_rows(files), frozenset({newest} if newest else ()))
 
     def _first_partition_day(self, dataset: str, day: date) -> date:
         """The first day from ``day`` on with a partition (a one-key listing); far in the future
@@ -306,7 +328,8 @@ Number = Decimal | int
 class Period(BaseModel):
     first: date
     last: date
-    days_with_data: int
+    days_with_data: int = Field(description="days with at least one row")
+    days_exported: int = Field(description="days the nightly export published, empty ones too")
     totals: dict[str, Number] = Field(description="summed measures; money as decimal strings")
     average_order_value: Decimal | None
     conversion_rate: Decimal | None
@@ -406,12 +429,13 @@ def _change(current: Mapping[str, Number], previous: Mapping[str, Number]) -> di
     return {m: _ratio(current[m] - previous[m], previous[m], _CHANGE) for m in current}
 
 
-def _period(rows: list[Row], first: date, last: date) -> Period:
+def _period(rows: list[Row], first: date, last: date, exported: frozenset[date]) -> Period:
     totals = _sum(rows, COUNTERS)
     return Period(
         first=first,
         last=last,
         days_with_data=len({_day(r) for r in rows}),
+        days_exported=sum(1 for d in exported if first <= d <= last),
         totals=totals,
         average_order_value=_ratio(totals["revenue"], totals["orders"], _CENT),
         conversion_rate=_ratio(totals["purchases"], totals["sessions"], _RATIO),
@@ -433,12 +457,14 @@ def trend(
     lake: Lake | None, window: Window, store_ids: frozenset[str] | None, store_id: str | None
 ) -> Trend:
     """Daily totals of ``store_ids`` (None: every store); ``store_id`` names the selection."""
-    rows = [] if lake is None else lake.rows(STORE_METRICS, window.previous_first, window.last)
-    rows = _visible(rows, store_ids)
+    found = Slice([], frozenset())
+    if lake is not None:
+        found = lake.read(STORE_METRICS, window.previous_first, window.last)
+    rows = _visible(found.rows, store_ids)
     current = [r for r in rows if window.is_current(_day(r))]
     previous = [r for r in rows if not window.is_current(_day(r))]
-    now = _period(current, window.first, window.last)
-    before = _period(previous, window.previous_first, window.previous_last)
+    now = _period(current, window.first, window.last, found.days)
+    before = _period(previous, window.previous_first, window.previous_last, found.days)
     return Trend(
         days=window.days,
         store_id=store_id,

@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
+from storepulse.dashboard import social, staffing
 from storepulse.dashboard.kpis import Totals
 from storepulse.dashboard.panels import (
     ALERT_LIMIT,
@@ -57,6 +58,7 @@ from storepulse.dashboard.panels import (
 )
 from storepulse.dashboard.reader import FACTS, INVENTORY, METRICS, Item, LiveReader
 from storepulse.dashboard.responses import KpiReport, LiveSnapshot, StockRow
+from storepulse.dashboard.staffing import StaffingReport
 from storepulse.dashboard.today import (
     LOOKAHEAD_DAYS,
     Scope,
@@ -76,8 +78,9 @@ from storepulse.layout import (
     local_date,
     mix_key,
     utc_hour,
+    zone,
 )
-from storepulse.settings import Catalog
+from storepulse.settings import Catalog, EmployeeSettings
 
 _POOL = ThreadPoolExecutor(max_workers=6, thread_name_prefix="dashboard-live")
 MAX_CACHED_HOURS: Final = 10_000
@@ -144,6 +147,7 @@ class LiveDashboard:
             "kpis": _choice(kpis),
             "mix": lambda: self._mix(where.store_id, [today.day]),
             "alerts": lambda: self._alerts(where, today),
+            "social": lambda: self._social(where, today.day),
             **{f"stock:{s}": self._stock_task(catalogue, s, today) for s in where.store_ids},
         }
         parts = _gather(tasks, self.parallel)
@@ -163,6 +167,31 @@ class LiveDashboard:
             foot_traffic=foot_traffic_by_hour(today.hours, where.timezone),
             stock=rank_stock(stock),
             alerts=alert_rows(parts["alerts"]),
+            social=social.from_bucket(parts["social"]),
+        )
+
+    def staffing(
+        self, catalogue: Catalog, store_id: str, employees: Sequence[EmployeeSettings]
+    ) -> StaffingReport:
+        """One store's visitors per staff member per local hour, today and on the same weekday
+        of the previous weeks (``storepulse.dashboard.staffing``)."""
+        where = Scope.of(catalogue, store_id)
+        today = self.today(where)
+        weeks = [today.day - timedelta(weeks=n) for n in range(1, staffing.WEEKS + 1)]
+        by_day: dict[str, list[Item]] = {
+            hour_keys(where.key, d, where.timezone)[0].pk: [] for d in weeks
+        }
+        keys = [k for d in weeks for k in hour_keys(where.key, d, where.timezone)]
+        for item in self._past_items(keys):
+            by_day[str(item["pk"])].append(item)
+        return staffing.report(
+            store_id,
+            today.day,
+            staffing.visitors_by_hour(today.hours, where.timezone),
+            [staffing.visitors_by_hour(items, where.timezone) for items in by_day.values()],
+            [e for e in employees if e.store_id == store_id],
+            catalogue.stores[store_id].visitors_per_staff,
+            now_hour=today.as_of.astimezone(zone(where.timezone)).hour,
         )
 
     # --- today ---
@@ -187,7 +216,7 @@ class LiveDashboard:
             candidates.append(parse_minute(str(minutes[-1]["sk"])) + timedelta(seconds=59))
         as_of = max(candidates)
         yesterday, last_week = comparison_cutoffs(day, as_of, where.timezone)
-        return Today(day, as_of, yesterday, last_week, start, hours, minutes)
+        return Today(day, as_of, now, yesterday, last_week, start, hours, minutes)
 
     def _hours_of(self, where: Scope, day: date) -> list[Item]:
         found = self.reader.get_many(METRICS, hour_keys(where.key, day, where.timezone), COUNTERS)
@@ -295,6 +324,11 @@ class LiveDashboard:
             if key in found:
                 items.append(found[key])
         return items
+
+    def _social(self, where: Scope, day: date) -> Item | None:
+        """The day's social counters: its DAY bucket's ``social#<channel>#*`` attributes."""
+        key = Key(f"{where.key}#DAY#{day.year}", day.isoformat())
+        return self.reader.get_many(METRICS, [key], social.ATTRIBUTES).get(key)
 
     # --- sales mix, stock, alerts ---
 

@@ -75,6 +75,7 @@ def kpi_report(
         timezone=where.timezone,
         currency=catalogue.currency,
         as_of=today.as_of,
+        now=today.now,
         yesterday_cutoff=today.yesterday_cutoff,
         last_week_cutoff=today.last_week_cutoff,
         tiles=tiles,

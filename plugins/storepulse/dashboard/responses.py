@@ -30,6 +30,7 @@ class KpiReport(BaseModel):
     timezone: str
     currency: str
     as_of: datetime = Field(description="newer of the clock and the newest minute with data")
+    now: datetime = Field(description="the API server's clock: the real time of the reading")
     yesterday_cutoff: datetime
     last_week_cutoff: datetime
     tiles: list[KpiTile]
@@ -97,6 +98,15 @@ class AlertRow(BaseModel):
     title: str
 
 
+class ChannelTotals(BaseModel):
+    channel: str
+    mentions: int
+    followers_gained: int
+    followers_lost: int
+    net_followers: int = Field(description="followers gained - followers lost")
+    engagements: int = Field(description="likes, comments and shares")
+
+
 class LiveSnapshot(BaseModel):
     kpis: KpiReport
     minutes: MinuteSeries
@@ -105,3 +115,6 @@ class LiveSnapshot(BaseModel):
     foot_traffic: list[HourPoint]
     stock: list[StockRow]
     alerts: list[AlertRow]
+    social: list[ChannelTotals] = Field(
+        default_factory=list, description="today per social channel, most engagements first"
+    )

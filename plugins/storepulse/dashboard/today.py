@@ -46,6 +46,7 @@ class Today:
 
     day: date
     as_of: datetime
+    now: datetime  # the server's clock: the real time, even when the data runs ahead of it
     yesterday_cutoff: datetime
     last_week_cutoff: datetime
     start: datetime  # local midnight, UTC

@@ -28,6 +28,7 @@ DATASET_NAMES: tuple[str, ...] = (
     "daily_store_metrics",
     "daily_category_sales",
     "daily_product_sales",
+    "daily_social_metrics",
     "inventory_snapshot",
     "customers",
 )

@@ -31,6 +31,7 @@ from storepulse.lake.paths import partition_prefix
 from storepulse.layout import (
     COUNT_COUNTERS,
     MONEY_COUNTERS,
+    SOCIAL_COUNTERS,
     Grain,
     Table,
     orders_of_day,
@@ -52,6 +53,7 @@ __all__ = [
     "order_line_rows",
     "order_row",
     "refund_row",
+    "social_rows",
     "sum_rows",
 ]
 
@@ -273,6 +275,27 @@ def mix_rows(item: Item, dimension: str, column: str) -> list[Row]:
         )
         row[counter] += _money(value) if counter == "revenue" else _count(value)
     return [rows[name] for name in sorted(rows)]
+
+
+@_guarded
+def social_rows(item: Item) -> list[Row]:
+    """One row per social channel a store's DAY bucket has counters of (``social#<channel>#*``);
+    a counter the day never touched is 0."""
+    counters: dict[str, Row] = {}
+    for attribute, value in item.items():
+        dimension, _, rest = str(attribute).partition("#")
+        channel, _, counter = rest.rpartition("#")
+        if dimension == "social" and channel and counter in SOCIAL_COUNTERS:
+            counters.setdefault(channel, dict.fromkeys(SOCIAL_COUNTERS, 0))[counter] = _count(value)
+    return [
+        {
+            "store_id": _store_bucket(item, Grain.DAY.value),
+            "business_date": date.fromisoformat(item["sk"]),
+            "channel": channel,
+            **counters[channel],
+        }
+        for channel in sorted(counters)
+    ]
 
 
 def sum_rows(rows: Iterable[Row], key: tuple[str, ...], measures: tuple[str, ...]) -> list[Row]:
@@ -510,6 +533,23 @@ _DATASET_LIST = (
     ),
     _mix_dataset("daily_category_sales", "cat", "category"),
     _mix_dataset("daily_product_sales", "sku", "sku"),
+    Dataset(
+        name="daily_social_metrics",
+        schema_version=1,
+        schema=_schema(
+            "daily_social_metrics",
+            1,
+            _req("store_id"),
+            _BUSINESS_DATE,
+            _req("channel"),
+            *(_req(name, pa.int64()) for name in SOCIAL_COUNTERS),
+        ),
+        table=Table.METRICS,
+        feeds_from="S#<store>#DAY#<year> items, attributes social#<channel>#<counter>",
+        key=("store_id", "business_date", "channel"),
+        selects=_day_bucket_of_day,
+        rows=lambda item, _day: social_rows(item),
+    ),
     Dataset(
         name="inventory_snapshot",
         schema_version=1,

@@ -61,6 +61,7 @@ __all__ = [
     "SalesDropParams",
     "SettingsError",
     "SettingsModel",
+    "Shift",
     "StoreAccess",
     "StoreSettings",
     "TrafficSpikeParams",
@@ -164,6 +165,9 @@ Ratio = Annotated[
     Decimal, BeforeValidator(_exact_number), Field(gt=0, max_digits=12, decimal_places=6)
 ]
 KpiName = Annotated[str, Strict(), AfterValidator(_known_kpi)]
+VisitorsPerStaff = Annotated[Ratio, Field(le=10_000)]
+Weekday = Annotated[Count, Field(ge=0, le=6)]  # 0 = Monday
+EVERY_DAY: Final = (0, 1, 2, 3, 4, 5, 6)
 P = TypeVar("P", bound=BaseModel)
 RuleId = StoreId  # same shape (no '#'): rule ids are joined with '#' in the cooldown keys
 
@@ -293,6 +297,35 @@ class StoreSettings(SettingsModel):
     name: Text
     timezone: Timezone
     currency: Currency
+    # The owner's staffing target: visitors (foot traffic) per staff member per hour; None: the
+    # dashboard shows the ratio without judging hours under- or over-staffed.
+    visitors_per_staff: VisitorsPerStaff | None = None
+
+    def to_item(self) -> dict[str, Any]:
+        item = super().to_item()
+        if item.get("visitors_per_staff") is None:  # unset: no attribute, as before it existed
+            item.pop("visitors_per_staff", None)
+        return item
+
+
+class Shift(_Frozen):
+    """Local hours ``start`` to ``end`` (exclusive) an employee works on ``weekdays``
+    (0 = Monday)."""
+
+    start: Annotated[Count, Field(ge=0, le=23)]
+    end: Annotated[Count, Field(ge=1, le=24)]
+    weekdays: Annotated[tuple[Weekday, ...], AfterValidator(_unique)] = EVERY_DAY
+
+    @model_validator(mode="after")
+    def _a_real_shift(self) -> Self:
+        if self.start >= self.end:
+            raise ValueError(f"a shift must start before it ends ({self.start} >= {self.end})")
+        if not self.weekdays:
+            raise ValueError("a shift needs at least one weekday")
+        return self
+
+    def covers(self, weekday: int, hour: int) -> bool:
+        return weekday in self.weekdays and self.start <= hour < self.end
 
 
 class ProductSettings(SettingsModel):
@@ -314,6 +347,10 @@ class EmployeeSettings(SettingsModel):
     name: Text
     store_id: StoreId
     role: Text
+    shifts: tuple[Shift, ...] = ()  # none: counted as on duty in every hour with visitors
+
+    def on_duty(self, weekday: int, hour: int) -> bool:
+        return not self.shifts or any(s.covers(weekday, hour) for s in self.shifts)
 
 
 class AlertRuleSettings(SettingsModel):

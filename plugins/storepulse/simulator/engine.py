@@ -45,6 +45,7 @@ from storepulse.events import (
     PosSaleV1,
     RefundLine,
     SaleLine,
+    SocialMetricsV1,
     StoreFootTrafficV1,
     WebAddToCartV1,
     WebCheckoutStartedV1,
@@ -106,6 +107,16 @@ RESTOCKABLE_REASONS: Final = frozenset({"changed_mind", "wrong_item", "late_deli
 LATE_DELAY_MS: Final = (2 * MINUTE, 8 * HOUR)  # how long an offline POS takes to sync
 MALFORMED_KINDS: Final = ("truncated", "unknown_schema", "negative_quantity")
 UNKNOWN_SCHEMAS: Final = ("pos.void", "web.scroll", "inventory.count")
+
+# Social media: each store's accounts report every 15 minutes, busier when people browse (the
+# web's intensity); engagements per web event at the same moment, and the rest per engagement.
+SOCIAL_INTERVAL: Final = 15 * MINUTE
+SOCIAL_CHANNELS: Final = ("instagram", "facebook", "tiktok")
+SOCIAL_CHANNEL_WEIGHTS: Final = (0.5, 0.3, 0.2)
+SOCIAL_PER_WEB_EVENT: Final = 0.5
+SOCIAL_MENTIONS: Final = 0.05
+SOCIAL_GAINED: Final = 0.03
+SOCIAL_LOST: Final = 0.01
 
 BurstKind = Literal["traffic", "web", "foot"]
 _ZERO: Final = Decimal("0.00")
@@ -182,6 +193,8 @@ class GroundTruth:
     def __init__(self, timezones: Mapping[str, str]) -> None:
         self._zones = {store: ZoneInfo(name) for store, name in timezones.items()}
         self.days: dict[str, dict[date, DayTotals]] = {}
+        # social.metrics counters per (store, local day, channel)
+        self.social: dict[tuple[str, date, str], dict[str, int]] = {}
         self._sessions: set[str] = set()
         self._stock: dict[tuple[str, str], _StockLedger] = {}
         self.anomalies: list[Anomaly] = []  # injected at known times (``Simulator(anomalies=)``)
@@ -228,6 +241,14 @@ class GroundTruth:
                 )
             case InventoryAdjustmentV1():
                 self._ledger(event.store_id, event.sku).change(event.occurred_at, event.delta)
+            case SocialMetricsV1():
+                self._record_social(event)
+
+    def _record_social(self, event: SocialMetricsV1) -> None:
+        day = self.local_day(event.store_id, event.occurred_at)
+        totals = self.social.setdefault((event.store_id, day, event.channel), {})
+        for name in ("mentions", "followers_gained", "followers_lost", "engagements"):
+            totals[name] = totals.get(name, 0) + getattr(event, name)
 
     def _record_sale(self, totals: DayTotals, sale: PosSaleV1) -> None:
         totals.revenue += sale.total
@@ -303,7 +324,13 @@ def expected_events(model: BusinessModel, start: datetime, end: datetime, rate: 
         share = store.traffic_weight / weights
         total += rate * share * _peak_seconds(model.seasonality, store, start, end)
         total += len(model.catalogue) * _openings(store, start, end)
+        total += len(SOCIAL_CHANNELS) * _quarter_hours(start, end)
     return total
+
+
+def _quarter_hours(start: datetime, end: datetime) -> int:
+    """Social reports in [start, end): one per quarter hour after the start."""
+    return max(0, (_ms(end) - 1) // SOCIAL_INTERVAL - _ms(start) // SOCIAL_INTERVAL)
 
 
 def _peak_seconds(seasonality: Seasonality, store: Store, start: datetime, end: datetime) -> float:
@@ -374,6 +401,9 @@ class Simulator:
         self._rng = random.Random(self._seed_text)
         self._late_rng = random.Random(f"{self._seed_text}:late")
         self._bad_rng = random.Random(f"{self._seed_text}:malformed")
+        self._social_rng = random.Random(
+            f"{self._seed_text}:social"
+        )  # the others stay as they were
         # A malformed record follows a valid one with probability p / (1 - p), so that p is
         # the share of malformed records among all records.
         self._bad_odds = malformed_fraction / (1 - malformed_fraction)
@@ -556,6 +586,7 @@ class Simulator:
             self._spawn(start_ms, self._store_days(store), priority=0)
             self._spawn(start_ms, self._visitor_arrivals(store, visitors))
             self._spawn(start_ms, self._session_arrivals(store, sessions))
+            self._spawn(start_ms, self._social_accounts(store, share * WEB_SHARE / TICK * SECOND))
 
     def _local(self, store: Store, at: int) -> datetime:
         return datetime.fromtimestamp(at / SECOND, self._zones[store.store_id])
@@ -730,6 +761,33 @@ class Simulator:
                 )
             )
             self._entries[sensor] = self._exits[sensor] = 0
+
+    def _social_accounts(self, store: Store, web_per_second_at_peak: float) -> Process:
+        """Every 15 minutes (on the quarter hour), each channel's activity since the last report,
+        drawn from its own random stream (the other events do not change)."""
+        rng, seasonality = self._social_rng, self.model.seasonality
+        yield SOCIAL_INTERVAL - self._now % SOCIAL_INTERVAL
+        while True:
+            local = self._local(store, self._now)
+            web = web_per_second_at_peak * seasonality.web_intensity(local.weekday(), local.hour)
+            engaged = web * SOCIAL_INTERVAL / SECOND * SOCIAL_PER_WEB_EVENT
+            for channel, weight in zip(SOCIAL_CHANNELS, SOCIAL_CHANNEL_WEIGHTS, strict=True):
+                engagements = _poisson(rng, engaged * weight)
+                self._emit(
+                    SocialMetricsV1(
+                        event_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                        store_id=store.store_id,
+                        occurred_at=_dt(self._now),
+                        source=f"{channel}-api",
+                        channel=channel,
+                        mentions=_poisson(rng, engagements * SOCIAL_MENTIONS),
+                        followers_gained=_poisson(rng, engagements * SOCIAL_GAINED),
+                        followers_lost=_poisson(rng, engagements * SOCIAL_LOST),
+                        engagements=engagements,
+                        interval_seconds=SOCIAL_INTERVAL // SECOND,
+                    )
+                )
+            yield SOCIAL_INTERVAL
 
     def _visitor_arrivals(self, store: Store, per_minute_at_peak: float) -> Process:
         """Walk-ins, minute by minute, only while the store is open."""

@@ -8,9 +8,25 @@ from storepulse.settings import (
     EmployeeSettings,
     ProductSettings,
     SettingsStore,
+    Shift,
     StoreSettings,
 )
-from storepulse.simulator.model import BusinessModel
+from storepulse.simulator.model import BusinessModel, Store
+
+
+def roster(store: Store, index: int) -> tuple[Shift, ...]:
+    """The simulated shifts of a store's ``index``-th employee: the manager (first) works the
+    opening hours, the others alternate early (opening to midday) and late (midday to closing)
+    shifts; one shift per distinct day's hours, on the weekdays with those hours."""
+    days: dict[tuple[int, int], list[int]] = {}
+    for weekday, hours in enumerate(store.hours):
+        if hours is None:
+            continue
+        opens, closes = hours.opens.hour, hours.closes.hour + (1 if hours.closes.minute else 0)
+        middle = (opens + closes) // 2
+        span = (opens, closes) if index == 0 else (opens, middle) if index % 2 else (middle, closes)
+        days.setdefault(span, []).append(weekday)
+    return tuple(Shift(start=a, end=b, weekdays=tuple(w)) for (a, b), w in days.items())
 
 
 def seed_settings(store: SettingsStore, model: BusinessModel, name: str = "Simulated shop") -> int:
@@ -35,9 +51,14 @@ def seed_settings(store: SettingsStore, model: BusinessModel, name: str = "Simul
         ),
         *(
             EmployeeSettings(
-                employee_id=e.employee_id, name=e.name, store_id=e.store_id, role=e.role
+                employee_id=e.employee_id,
+                name=e.name,
+                store_id=e.store_id,
+                role=e.role,
+                shifts=roster(model.store(e.store_id), index),
             )
-            for e in model.employees
+            for s in model.stores
+            for index, e in enumerate(model.employees_of(s.store_id))
         ),
     ]
     for setting in settings:  # in this order: the store checks its currency against the profile

@@ -18,6 +18,7 @@ from storepulse.layout import (
     ALL_STORES,
     MAX_COUNTERS_PER_WRITE,
     MINUTE_TTL,
+    SOCIAL_COUNTERS,
     Grain,
     Key,
     bucket_keys,
@@ -26,6 +27,7 @@ from storepulse.layout import (
     local_date,
     mix_attribute,
     mix_key,
+    social_attribute,
 )
 from storepulse.settings import Catalog
 
@@ -213,6 +215,11 @@ def aggregate(items: list[Located], catalog: Catalog, new_sessions: set[str]) ->
             case ev.StoreFootTrafficV1():
                 _add_to_buckets(agg, item, catalog, {"foot_traffic": event.entries})
                 _note_latest(agg.latest_traffic, event)
+            case ev.SocialMetricsV1():  # per channel, beside the store's counters
+                counters = {
+                    social_attribute(event.channel, c): getattr(event, c) for c in SOCIAL_COUNTERS
+                }
+                _add_to_buckets(agg, item, catalog, counters)
             case ev.InventoryStockLevelV1():
                 agg.change_stock(
                     store,

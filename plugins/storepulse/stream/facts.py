@@ -204,7 +204,12 @@ class _EventLog:
 
 def _event_log(item: Located) -> _EventLog | None:
     match item.event:
-        case ev.WebEvent() | ev.StoreFootTrafficV1() | ev.InventoryAdjustmentV1() as event:
+        case (
+            ev.WebEvent()
+            | ev.StoreFootTrafficV1()
+            | ev.SocialMetricsV1()
+            | ev.InventoryAdjustmentV1()
+        ) as event:
             attributes = {
                 "type": "seen",
                 "store_id": event.store_id,

@@ -4,6 +4,7 @@
 
 (() => {
   const POLL_MS = 2000;
+  const STAFFING_MS = 30000;
   const HISTORY_MS = 60000;
   const BASE = new URL(".", document.baseURI); // .../dashboard/
   const BAD_WHEN_UP = new Set(["refunds", "refund_amount", "cart_abandonment_rate"]);
@@ -17,6 +18,9 @@
     days: 30,
     liveTimer: null,
     historyTimer: null,
+    staffingTimer: null,
+    staffingTicket: 0,
+    lastStaffing: null,
     liveTicket: 0,
     historyTicket: 0,
     draft: [],
@@ -167,6 +171,15 @@
     }
   }
 
+  // Axis labels never overlap: of ticks evenly spaced `gap` px apart, every k-th is labelled,
+  // k the fewest that leaves room for the widest label (11 px text: ~6.5 px a character).
+  const LABEL_CHAR_PX = 6.5;
+  const LABEL_PAD_PX = 10;
+  function labelStride(texts, gap) {
+    const widest = Math.max(0, ...texts.map((t) => String(t).length)) * LABEL_CHAR_PX;
+    return gap > 0 ? Math.max(1, Math.ceil((widest + LABEL_PAD_PX) / gap)) : 1;
+  }
+
   function emptyChart(container, message) {
     container.replaceChildren(el("p", { class: "empty" }, message));
   }
@@ -188,9 +201,12 @@
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
     root.append(svg("title", {}, label));
     yGrid(root, { top, step, sy, yFormat, left: m.left, right: W - m.right });
-    for (const [x, text] of xTicks) {
-      root.append(svg("text", { x: sx(x), y: H - 6, "text-anchor": "middle" }, text));
-    }
+    const gap = xTicks.length > 1 ? Math.abs(sx(xTicks[1][0]) - sx(xTicks[0][0])) : W;
+    const stride = labelStride(xTicks.map((t) => t[1]), gap);
+    xTicks.forEach(([x, text], i) => {
+      if (i % stride) return;
+      root.append(svg("text", { class: "x-label", x: sx(x), y: H - 6, "text-anchor": "middle" }, text));
+    });
     root.append(svg("line", { class: "axis", x1: m.left, x2: W - m.right, y1: sy(0), y2: sy(0) }));
     series.forEach((s, index) => {
       if (!s.points.length) return;
@@ -217,6 +233,7 @@
     const { top, step } = niceScale(Math.max(0, ...items.map((i) => i.value)));
     const band = (W - m.left - m.right) / Math.max(items.length, 1);
     const sy = (y) => H - m.bottom - (y / top) * (H - m.top - m.bottom);
+    const every = Math.max(labelEvery, labelStride(items.map((i) => i.label), band));
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
     root.append(svg("title", {}, label));
     yGrid(root, { top, step, sy, yFormat, left: m.left, right: W - m.right });
@@ -231,8 +248,9 @@
           svg("title", {}, item.title || `${item.label}: ${item.value}`),
         ),
       );
-      if (i % labelEvery === 0) {
-        root.append(svg("text", { x: x + band / 2, y: H - 6, "text-anchor": "middle" }, item.label));
+      if (i % every === 0) {
+        root.append(svg("text", { class: "x-label", x: x + band / 2, y: H - 6, "text-anchor": "middle" },
+          item.label));
       }
     });
     root.append(svg("line", { class: "axis", x1: m.left, x2: W - m.right, y1: sy(0), y2: sy(0) }));
@@ -278,6 +296,17 @@
     container.replaceChildren(root);
   }
 
+  // A table wider than its box (a phone) says it scrolls sideways, and takes the keyboard.
+  function markOverflow() {
+    for (const box of document.querySelectorAll(".table-scroll")) {
+      const wide = box.scrollWidth > box.clientWidth + 1;
+      box.toggleAttribute("data-overflow", wide);
+      box.tabIndex = wide ? 0 : -1;
+      const hint = box.previousElementSibling;
+      if (hint?.classList.contains("scroll-hint")) hint.hidden = !wide;
+    }
+  }
+
   // --- live ------------------------------------------------------------------------------------
 
   function changeLine(kpi, change, what) {
@@ -298,7 +327,7 @@
         "article",
         { class: "tile", "data-kpi": t.kpi, "data-value": t.value ?? "" },
         el("div", { class: "label", title: t.description }, t.label),
-        el("div", { class: "value" }, format(t.unit, t.value)),
+        el("div", { class: "value", title: format(t.unit, t.value) }, format(t.unit, t.value)),
         el(
           "div",
           { class: "changes" },
@@ -403,6 +432,26 @@
     });
   }
 
+  function socialText(c) {
+    const net = c.net_followers > 0 ? `+${counts.format(c.net_followers)}` : counts.format(c.net_followers);
+    return `${counts.format(c.engagements)} eng. · ${counts.format(c.mentions)} ment. · ${net} fol.`;
+  }
+
+  // Social channels today (api/live's social), beside the web's visitors of the funnel.
+  function renderSocial(channels, funnel) {
+    const container = $("#chart-social");
+    container.dataset.engagements = String(channels.reduce((n, c) => n + c.engagements, 0));
+    if (!channels.length) emptyChart(container, "No social media activity yet today");
+    else barList(container, {
+      label: "Engagements per social channel today",
+      items: channels.map((c) => ({ label: c.channel, value: c.engagements, text: socialText(c) })),
+    });
+    const visitors = funnel.steps.length ? funnel.steps[0].count : 0;
+    const mentions = channels.reduce((n, c) => n + c.mentions, 0);
+    $("#social-note").textContent =
+      `${counts.format(mentions)} mentions · web: ${counts.format(visitors)} page views today`;
+  }
+
   function storeName(storeId) {
     const store = state.me?.stores.find((s) => s.store_id === storeId);
     return store ? store.name : storeId;
@@ -456,16 +505,22 @@
     renderMinutes(data.minutes, k.timezone);
     renderMix(data.mix);
     renderFunnel(data.funnel);
+    renderSocial(data.social || [], data.funnel);
     renderFoot(data.foot_traffic, k.timezone);
     renderStock(data.stock);
+    markOverflow();
     renderAlerts(data.alerts, k.timezone);
     $("#today-date").textContent = dateLabel(k.business_date);
     const status = $("#status");
     status.dataset.asOf = k.as_of;
+    status.dataset.now = k.now;
     status.dataset.businessDate = k.business_date;
+    // "As of" is the server's clock (the real time); data stamped ahead of it (a device clock
+    // running fast, the accelerated simulator) is said so apart.
+    const ahead = Date.parse(k.as_of) - Date.parse(k.now) > 60000;
     status.textContent =
-      `Live · as of ${timeIn(k.timezone, k.as_of)} (${k.timezone}) · ` +
-      `updated ${timeIn(undefined, new Date().toISOString(), true)}`;
+      `Live · as of ${timeIn(k.timezone, k.now, true)} (${k.timezone})` +
+      (ahead ? ` · data stamped up to ${timeIn(k.timezone, k.as_of)}, ahead of the clock` : "");
   }
 
   async function refreshLive() {
@@ -481,6 +536,62 @@
       if (ticket === state.liveTicket) reportError(error);
     } finally {
       if (ticket === state.liveTicket) state.liveTimer = setTimeout(refreshLive, POLL_MS);
+    }
+  }
+
+  // --- staffing (api/live/staffing) ------------------------------------------------------------
+
+  const STAFFING_WORDS = { under: "understaffed", over: "overstaffed", ok: "as planned" };
+
+  function hourLabel(hour) {
+    return `${String(hour).padStart(2, "0")}:00`;
+  }
+
+  function staffingBadge(status) {
+    return status ? el("span", { class: `badge ${status}` }, STAFFING_WORDS[status]) : "–";
+  }
+
+  function renderStaffing(reports) {
+    const rows = reports.flatMap((r) => r.hours.map((h) => [r, h]));
+    const number = (v) => (v === null ? "–" : Number(v).toLocaleString(LOCALE));
+    $("#staffing-table tbody").replaceChildren(
+      ...(rows.length ? rows.map(([r, h]) =>
+        el(
+          "tr",
+          { "data-store": r.store_id, "data-hour": h.hour, "data-status": h.typical_status ?? h.status ?? "" },
+          el("td", {}, storeName(r.store_id)),
+          el("td", {}, hourLabel(h.hour)),
+          el("td", { class: "num" }, counts.format(h.staff)),
+          el("td", { class: "num" }, counts.format(h.visitors)),
+          el("td", { class: "num" }, number(h.ratio)),
+          el("td", { class: "num" }, number(h.typical_visitors)),
+          el("td", { class: "num" }, number(h.typical_ratio)),
+          el("td", {}, staffingBadge(h.typical_status ?? h.status)),
+        )) : [el("tr", {}, el("td", { colspan: 8 }, "No foot traffic or shifts yet"))]),
+    );
+    $("#staffing-summary").replaceChildren(...reports.map((r) => {
+      const hours = (list) => (list.length ? list.map(hourLabel).join(", ") : "none");
+      const text = r.target === null
+        ? `${storeName(r.store_id)}: no target set (visitors_per_staff in the store's settings).`
+        : `${storeName(r.store_id)}: target ${number(r.target)} visitors per staff member; ` +
+          `understaffed ${hours(r.understaffed_hours)}; overstaffed ${hours(r.overstaffed_hours)}.`;
+      return el("span", { class: "staffing-line", "data-store": r.store_id }, text, el("br", {}));
+    }));
+    markOverflow();
+  }
+
+  async function refreshStaffing() {
+    clearTimeout(state.staffingTimer);
+    const ticket = ++state.staffingTicket;
+    try {
+      const reports = await api(`api/live/staffing?${storeQuery()}`);
+      if (ticket !== state.staffingTicket) return;
+      state.lastStaffing = reports;
+      renderStaffing(reports);
+    } catch (error) {
+      if (ticket === state.staffingTicket) reportError(error);
+    } finally {
+      if (ticket === state.staffingTicket) state.staffingTimer = setTimeout(refreshStaffing, STAFFING_MS);
     }
   }
 
@@ -516,7 +627,7 @@
     const previousFirst = dayNumber(trend.previous.first);
     note.textContent = trend.lake === null
       ? "No lake found yet: history appears once the stack is deployed and exported."
-      : `${trend.current.first} to ${trend.current.last}, ${trend.current.days_with_data} ` +
+      : `${trend.current.first} to ${trend.current.last}, ${trend.current.days_exported} ` +
         `of ${trend.days} days exported, against ${trend.previous.first} to ${trend.previous.last}.`;
     container.dataset.points = String(trend.series.length);
     if (!trend.series.length && !trend.previous_series.length) {
@@ -558,8 +669,130 @@
     });
   }
 
-  function renderHistory(trend, stores, categories) {
+  // Customer behaviour (api/history/customers): tiles against the previous period, and the
+  // known customers' revenue per segment, age band and region of their CRM profiles.
+  const CUSTOMER_TILES = [
+    ["customers", "Customers", "count"],
+    ["purchase_frequency", "Orders per customer", "decimal"],
+    ["repeat_customer_rate", "Repeat customers", "ratio"],
+    ["new_customers", "New customers", "count"],
+    ["returning_customers", "Returning customers", "count"],
+    ["known_revenue", "Revenue from known customers", "money"],
+  ];
+  const decimals = new Intl.NumberFormat(LOCALE, { maximumFractionDigits: 2 });
+
+  function customerTile([key, label, unit], report) {
+    const now = report.current[key];
+    const before = report.previous[key];
+    const text = unit === "decimal" ? (now === null ? "–" : decimals.format(Number(now))) : format(unit, now);
+    const change = now === null || before === null || !Number(before) ? null
+      : (Number(now) - Number(before)) / Number(before);
+    return el(
+      "article",
+      { class: "tile", "data-customers": key, "data-value": now ?? "" },
+      el("div", { class: "label" }, label),
+      el("div", { class: "value", title: text }, text),
+      el("div", { class: "changes" }, changeLine(key, change, "vs previous period")),
+    );
+  }
+
+  function renderCustomers(report) {
+    $("#customer-tiles").replaceChildren(...CUSTOMER_TILES.map((t) => customerTile(t, report)));
+    const charts = [["segment", "#chart-segments"], ["age_band", "#chart-age-bands"], ["region", "#chart-regions"]];
+    for (const [dimension, selector] of charts) {
+      const groups = report.current.demographics[dimension];
+      if (!groups.length) {
+        emptyChart($(selector), "No known customers in this period");
+        continue;
+      }
+      barList($(selector), {
+        label: `Known customers' revenue by ${dimension.replace("_", " ")}`,
+        items: groups.map((g) => ({
+          label: g.key,
+          value: Number(g.revenue),
+          text: `${money.format(Number(g.revenue))} · ${counts.format(g.customers)} cust.`,
+        })),
+      });
+    }
+  }
+
+  // Stock turns (api/history/inventory): categories first, then the products, overstock first.
+  const INVENTORY_ROWS = 15;
+
+  function turnRow(r, isCategory) {
+    const number = (v) => (v === null ? "–" : Number(v).toLocaleString(LOCALE));
+    return el(
+      "tr",
+      { class: isCategory ? "category" : null, "data-sku": isCategory ? null : r.key,
+        "data-category": isCategory ? r.key : null, "data-overstock": String(r.overstock) },
+      el("td", {}, r.label, r.overstock ? " " : "",
+        r.overstock ? el("span", { class: "badge overstock" }, "overstock") : null),
+      el("td", {}, isCategory ? "all" : storeName(r.store_id)),
+      el("td", { class: "num" }, counts.format(r.sold)),
+      el("td", { class: "num" }, r.on_hand === null ? "–" : counts.format(r.on_hand)),
+      el("td", { class: "num" }, number(r.turnover)),
+      el("td", { class: "num" }, format("ratio", r.sell_through)),
+      el("td", { class: "num" }, number(r.days_of_cover)),
+    );
+  }
+
+  function renderInventory(report) {
+    $("#ceiling-days").textContent = String(report.ceiling_days);
+    const overstocked = report.products.filter((r) => r.overstock).length;
+    $("#inventory-note").textContent = report.snapshots
+      ? `${report.current_first} to ${report.current_last}: ${report.snapshots} stock snapshots; ` +
+        `${overstocked} of ${report.products.length} products overstocked.`
+      : "No stock snapshot exported in this period yet.";
+    const rows = [
+      ...report.categories.map((r) => turnRow(r, true)),
+      ...report.products.slice(0, INVENTORY_ROWS).map((r) => turnRow(r, false)),
+    ];
+    $("#inventory-table tbody").replaceChildren(
+      ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7 }, "No exported days in this period yet"))]),
+    );
+    markOverflow();
+  }
+
+  function renderSocialHistory(report) {
+    const trendBox = $("#chart-social-trend");
+    const channelsBox = $("#chart-social-channels");
+    trendBox.dataset.points = String(report.series.length);
+    if (!report.series.length) {
+      emptyChart(trendBox, "No exported days in this period yet");
+      channelsBox.replaceChildren();
+      return;
+    }
+    const first = dayNumber(report.current_first);
+    const ticks = [];
+    for (let d = 0; d < report.days; d += Math.max(1, Math.round(report.days / 6))) {
+      ticks.push([d, dateLabel(new Date((first + d) * 86400000).toISOString().slice(0, 10))]);
+    }
+    const points = (key) => report.series.map((p) => [dayNumber(p.date) - first, p[key]]);
+    lineChart(trendBox, {
+      series: [
+        { points: points("engagements"), cls: "s1", name: "Social engagements" },
+        { points: points("sessions"), cls: "s2", name: "Web visitors" },
+      ],
+      xMin: 0,
+      xMax: report.days - 1,
+      xTicks: ticks,
+      yFormat: shortFormat("count"),
+      label: `Daily social engagements and web visitors over ${report.days} days`,
+    });
+    const before = new Map(report.previous.map((c) => [c.channel, c.engagements]));
+    if (!report.channels.length) return channelsBox.replaceChildren();
+    barList(channelsBox, {
+      label: "Engagements per channel, this period (thick) and the previous one (thin)",
+      items: report.channels.map((c) => ({ label: c.channel, value: c.engagements,
+        previous: before.get(c.channel) ?? 0, text: socialText(c) })),
+    });
+  }
+
+  function renderHistory(trend, stores, categories, customerReport, inventoryReport, socialReport) {
     renderHistoryTotals(trend);
+    renderSocialHistory(socialReport);
+    renderCustomers(customerReport);
+    renderInventory(inventoryReport);
     renderTrend(trend);
     renderBreakdown($("#chart-stores"), stores, "No exported days in this period yet");
     renderBreakdown($("#chart-history-categories"), categories, "No exported days in this period yet");
@@ -570,14 +803,17 @@
     const ticket = ++state.historyTicket;
     const query = `days=${state.days}&${storeQuery()}`;
     try {
-      const [trend, stores, categories] = await Promise.all([
+      const parts = await Promise.all([
         api(`api/history/trend?${query}`),
         api(`api/history/breakdown?by=store&${query}`),
         api(`api/history/breakdown?by=category&${query}`),
+        api(`api/history/customers?${query}`),
+        api(`api/history/inventory?${query}`),
+        api(`api/history/social?${query}`),
       ]);
       if (ticket !== state.historyTicket) return;
-      state.lastHistory = [trend, stores, categories];
-      renderHistory(trend, stores, categories);
+      state.lastHistory = parts;
+      renderHistory(...parts);
     } catch (error) {
       if (ticket === state.historyTicket) reportError(error);
     } finally {
@@ -766,6 +1002,7 @@
       state.store = event.target.value;
       localStorage.setItem("storepulse.store", state.store);
       refreshLive();
+      refreshStaffing();
       refreshHistory();
     });
     for (const button of document.querySelectorAll("[data-days]")) {
@@ -789,6 +1026,7 @@
       resizing = setTimeout(() => {
         if (state.lastLive) renderLive(state.lastLive);
         if (state.lastHistory) renderHistory(...state.lastHistory);
+        markOverflow();
       }, 150);
     });
   }
@@ -813,6 +1051,7 @@
       return;
     }
     refreshLive();
+    refreshStaffing();
     refreshHistory();
   }
 

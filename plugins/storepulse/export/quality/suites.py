@@ -40,6 +40,9 @@ LOWER_BOUNDS: dict[str, dict[str, tuple[int, bool]]] = {
     },
     "daily_category_sales": {"revenue": _ZERO, "units": _ZERO},
     "daily_product_sales": {"revenue": _ZERO, "units": _ZERO},
+    "daily_social_metrics": dict.fromkeys(
+        ("mentions", "followers_gained", "followers_lost", "engagements"), _ZERO
+    ),
     "inventory_snapshot": {},  # on_hand may be negative: see the module docstring
     "customers": {},
 }
