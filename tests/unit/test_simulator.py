@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 import types
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -147,12 +146,11 @@ def test_the_stream_does_not_depend_on_how_it_is_windowed() -> None:
         sim.events_between(MONDAY, MONDAY + timedelta(hours=13))
 
 
-def test_a_simulated_day_is_fast() -> None:
-    began = time.perf_counter()
-
+def test_a_simulated_day_is_a_days_traffic() -> None:
+    # How fast it is generated is benchmarked (benchmarks/), not timed here: timings on a
+    # shared CI machine are noise.
     _, events = simulate(24)
 
-    assert time.perf_counter() - began < 3.0
     assert len(events) > 5000
 
 
