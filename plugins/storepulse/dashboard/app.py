@@ -23,6 +23,8 @@ JSON API (every response ``Cache-Control: no-store``; money and ratios are decim
   edit settings.
 - ``GET /api/live?store=``: everything the page shows live (``storepulse.dashboard.live``).
 - ``GET /api/live/kpis?store=&kpis=``: the KPI tiles alone.
+- ``GET /api/live/customers?store=``: today's new vs returning customers, repeat rate and
+  revenue per segment, age band and region (``storepulse.dashboard.customers``).
 - ``GET /api/live/staffing?store=``: visitors per staff member per hour, today and the same
   weekday's average, judged against the store's target (``storepulse.dashboard.staffing``).
 - ``GET /api/history/trend?days=&store=&end=``: daily totals from the lake, this period and the
@@ -422,6 +424,15 @@ def _live_routes(app: FastAPI) -> None:
         where = Scope.of(catalogue, store_id)
         chosen = _kpi_list(services, kpis) if kpis else lambda: _kpi_list(services, None)
         return services.live.kpis(catalogue, where, chosen)
+
+    @app.get("/api/live/customers", response_model=customers.LiveCustomers, tags=["live"])
+    def live_customers(
+        viewer: ViewerDep, services: ServicesDep, store: StoreParam = None
+    ) -> customers.LiveCustomers:
+        """Today's customers so far: new vs returning (ordered in the days before), repeat
+        rate, and the known customers' revenue per segment, age band and region."""
+        catalogue, store_id = _resolve_store(services, viewer, store)
+        return services.live.customers(catalogue, Scope.of(catalogue, store_id))
 
     @app.get("/api/live/staffing", response_model=list[StaffingReport], tags=["live"])
     def live_staffing(

@@ -13,6 +13,11 @@ Definitions (the API documents them too):
 - **demographics**: the known customers' orders and revenue per age band, region and segment of
   their latest CRM profile (the newest ``customers`` snapshot up to the period's end); a customer
   without a profile is ``unknown``.
+
+**Live** (``LiveDashboard.customers``), the same computation on today's order facts (each store's
+business day, from the facts table's ``gsi1`` index) and the current profiles: **returning**
+customers also ordered in the ``LIVE_LOOKBACK_DAYS`` days before today (the previous period of the
+history view is as long as the period; one day before today would miss a weekly shopper).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
@@ -35,6 +40,9 @@ UNKNOWN: Final = "unknown"
 SNAPSHOT_LOOKBACK_DAYS: Final = (
     7  # how far before the period's end a profile snapshot is looked for
 )
+LIVE_LOOKBACK_DAYS: Final = 7  # live: a customer who ordered in these days before today returns
+ORDER_FIELDS: Final = ("store_id", "customer_id", "total")  # what behaviour() reads of an order
+PROFILE_FIELDS: Final = ("customer_id", *DIMENSIONS)
 _CENT, _RATIO = Decimal("0.01"), Decimal("0.000001")
 
 Row = Mapping[str, Any]
@@ -188,3 +196,24 @@ def report(
 def _order_day(row: Row) -> date:
     value = row["business_date"]
     return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+# --- live, from the facts table ----------------------------------------------------------------
+
+
+class LiveCustomers(BaseModel):
+    store_id: str | None = Field(description="null: every store of the business")
+    store_ids: list[str] = Field(description="the stores counted")
+    day: date = Field(description="today: the scope's business day")
+    as_of: datetime
+    returning_days: int = Field(description="returning: also ordered in these days before today")
+    today: CustomerBehaviour
+
+
+def customer_ids(orders: Iterable[Row]) -> list[str]:
+    """The distinct known customers of ``orders``, whose profiles are wanted."""
+    return sorted({str(o["customer_id"]) for o in orders if o.get("customer_id")})
+
+
+def profiles_by_id(items: Iterable[Row]) -> dict[str, Row]:
+    return {str(p["customer_id"]): p for p in items if p.get("customer_id")}

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import social, staffing
+from storepulse.dashboard import customers, social, staffing
 from storepulse.dashboard.kpis import Totals
 from storepulse.dashboard.panels import (
     ALERT_LIMIT,
@@ -74,9 +74,11 @@ from storepulse.layout import (
     MAX_COUNTERS_PER_WRITE,
     Key,
     comparison_cutoffs,
+    customer_profile_key,
     day_start,
     local_date,
     mix_key,
+    orders_of_day,
     utc_hour,
     zone,
 )
@@ -192,6 +194,48 @@ class LiveDashboard:
             [e for e in employees if e.store_id == store_id],
             catalogue.stores[store_id].visitors_per_staff,
             now_hour=today.as_of.astimezone(zone(where.timezone)).hour,
+        )
+
+    def customers(self, catalogue: Catalog, where: Scope) -> customers.LiveCustomers:
+        """Today's customer behaviour in the scope's stores, each on its own business day
+        (``storepulse.dashboard.customers``): today's orders for ``slow_seconds``, the days
+        before for ``past_seconds``."""
+        today = self.today(where)
+        days = {s: local_date(today.as_of, catalogue.timezone_of(s)) for s in where.store_ids}
+        current = [o for s, d in days.items() for o in self._slow_orders(s, d)]
+        before = [
+            o
+            for s, d in days.items()
+            for n in range(1, customers.LIVE_LOOKBACK_DAYS + 1)
+            for o in self._past_orders(s, d - timedelta(days=n))
+        ]
+        keys = [customer_profile_key(c) for c in customers.customer_ids(current)]
+        profiles = self.reader.get_many(FACTS, keys, customers.PROFILE_FIELDS) if keys else {}
+        return customers.LiveCustomers(
+            store_id=where.store_id,
+            store_ids=list(where.store_ids),
+            day=today.day,
+            as_of=today.as_of,
+            returning_days=customers.LIVE_LOOKBACK_DAYS,
+            today=customers.behaviour(current, before, customers.profiles_by_id(profiles.values())),
+        )
+
+    def _slow_orders(self, store_id: str, day: date) -> list[Item]:
+        return self._slow.get(("orders", store_id, day), lambda: self._orders(store_id, day))
+
+    def _past_orders(self, store_id: str, day: date) -> list[Item]:
+        return self._past.get(("orders", store_id, day), lambda: self._orders(store_id, day))
+
+    def _orders(self, store_id: str, day: date) -> list[Item]:
+        """One store's order facts of one business day (not its refunds), from ``gsi1``."""
+        prefix = f"{store_id}#ORDER#"
+        return self.reader.query(
+            FACTS,
+            orders_of_day(day),
+            low=prefix,
+            high=f"{prefix}\U0010ffff",
+            names=customers.ORDER_FIELDS,
+            index="gsi1",
         )
 
     # --- today ---

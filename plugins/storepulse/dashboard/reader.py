@@ -70,8 +70,10 @@ class LiveReader(Protocol):
         names: Sequence[str] = (),
         newest_first: bool = False,
         limit: int | None = None,
+        index: str | None = None,
     ) -> list[Item]:
-        """Items of partition ``pk`` with ``low <= sk <= high``, in sort key order."""
+        """Items of partition ``pk`` with ``low <= sk <= high``, in sort key order; with
+        ``index`` (``gsi1``), of that index: its keys are ``<index>pk`` and ``<index>sk``."""
         ...
 
 
@@ -101,16 +103,21 @@ class DynamoLiveReader:
         names: Sequence[str] = (),
         newest_first: bool = False,
         limit: int | None = None,
+        index: str | None = None,
     ) -> list[Item]:
-        condition = KeyCondition("pk").eq(pk)
+        hash_key, range_key = ("pk", "sk") if index is None else (f"{index}pk", f"{index}sk")
+        condition = KeyCondition(hash_key).eq(pk)
         if low is not None or high is not None:
-            condition &= KeyCondition("sk").between(low or "", high or "\U0010ffff")
+            condition &= KeyCondition(range_key).between(low or "", high or "\U0010ffff")
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": condition,
             "ScanIndexForward": not newest_first,
         }
+        if index is not None:
+            kwargs["IndexName"] = index
         if names:  # "#q": boto3 names the key condition's attributes "#n0", "#n1"
-            aliases = {f"#q{i}": n for i, n in enumerate(dict.fromkeys(("pk", "sk", *names)))}
+            wanted = ("pk", "sk", hash_key, range_key, *names)
+            aliases = {f"#q{i}": n for i, n in enumerate(dict.fromkeys(wanted))}
             kwargs |= {
                 "ProjectionExpression": ", ".join(aliases),
                 "ExpressionAttributeNames": aliases,
