@@ -306,6 +306,73 @@ def test_social_media_and_staffing_from_the_handler(
     assert staffing[0]["target"] == "10" and staffing[0]["weeks"] == 0
 
 
+def _profile(customer: str, age_band: str, region: str, segment: str) -> ev.Event:
+    return ev.CrmCustomerProfileV1(
+        **_envelope("s-001", NOW - timedelta(hours=1)),
+        customer_id=customer,
+        age_band=age_band,
+        region=region,
+        segment=segment,
+    )
+
+
+def test_todays_customers_live_and_limited_to_the_users_stores(
+    admin: TestClient, events: Events, realtime_stack: RealtimeStack
+) -> None:
+    """Today's order facts (each store's business day, from gsi1) and the CRM profiles: c-1
+    ordered yesterday too (returning) and twice today (repeat); c-3 has no profile."""
+
+    def bought(store: str, at: datetime, customer: str | None, *lines: tuple[str, int, str]):
+        return sale(store, at, *lines).model_copy(update={"customer_id": customer})
+
+    events.send(
+        _profile("c-1", "25-34", "north", "vip"), _profile("c-2", "35-44", "south", "regular")
+    )
+    events.send(
+        bought("s-001", NOW - timedelta(days=1), "c-1", ("mug-blue", 1, "4.50")),
+        bought("s-001", NOW - timedelta(minutes=40), "c-1", ("coffee-1kg", 1, "9.90")),
+        bought("s-001", NOW - timedelta(minutes=30), "c-1", ("mug-blue", 2, "4.50")),
+        bought("s-001", NOW - timedelta(minutes=20), "c-2", ("coffee-1kg", 1, "9.90")),
+        bought("s-001", NOW - timedelta(minutes=10), None, ("tea-100g", 1, "3.35")),
+        bought("s-002", NOW - timedelta(minutes=1), "c-3", ("tea-100g", 2, "3.35")),
+    )
+
+    body = admin.get("/api/live/customers").json()
+    today = body["today"]
+    assert (body["day"], body["store_ids"], body["returning_days"]) == (
+        "2026-11-26",
+        ["s-001", "s-002"],
+        7,
+    )
+    assert (today["orders"], today["known_orders"], today["known_revenue"]) == (5, 4, "35.50")
+    assert (today["customers"], today["repeat_customers"], today["repeat_customer_rate"]) == (
+        3,
+        1,
+        "0.333333",
+    )
+    assert (today["new_customers"], today["returning_customers"]) == (2, 1)
+    segments = [
+        (g["key"], g["customers"], g["orders"], g["revenue"])
+        for g in today["demographics"]["segment"]
+    ]
+    assert segments == [
+        ("vip", 1, 2, "18.90"),
+        ("regular", 1, 1, "9.90"),
+        ("unknown", 1, 1, "6.70"),
+    ]
+    regions = {g["key"]: g["revenue"] for g in today["demographics"]["region"]}
+    assert regions == {"north": "18.90", "south": "9.90", "unknown": "6.70"}
+
+    grant(realtime_stack, "lea", "s-002")
+    with _client(Viewer("lea")) as lea:
+        own = lea.get("/api/live/customers", params={"store": "s-002"}).json()
+        assert own["store_ids"] == ["s-002"] and own["today"]["customers"] == 1
+        assert own["today"]["known_revenue"] == "6.70" and own["today"]["new_customers"] == 1
+        for store in ("s-001", "all"):  # fails closed: another store, or the whole business
+            refused = lea.get("/api/live/customers", params={"store": store})
+            assert refused.status_code == 403, refused.text
+
+
 def test_an_unknown_store_is_404(admin: TestClient) -> None:
     assert admin.get("/api/live", params={"store": "s-999"}).status_code == 404
 
@@ -834,6 +901,7 @@ DATA_PATHS = [
     "/api/live",
     "/api/live?store=s-001",
     "/api/live/kpis?store=s-001",
+    "/api/live/customers?store=s-001",
     "/api/history/trend?days=7",
     "/api/history/breakdown?by=category&store=s-001",
     "/api/history/customers?days=7",

@@ -115,6 +115,8 @@ def serve_everything(client: TestClient) -> None:
         assert live.status_code == 200, live.text
         assert client.get("/api/live/kpis", params={"store": store}).status_code == 200
         assert client.get("/api/live/staffing", params={"store": store}).status_code == 200
+        customers = client.get("/api/live/customers", params={"store": store})
+        assert customers.status_code == 200, customers.text
     params = {"days": 7, "end": END.isoformat()}
     trend = client.get("/api/history/trend", params=params)
     assert trend.status_code == 200, trend.text

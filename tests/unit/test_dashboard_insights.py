@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +15,7 @@ import pytest
 from storepulse.dashboard import customers, inventory, social, staffing
 from storepulse.dashboard.history import Slice, Window
 from storepulse.dashboard.live import LiveDashboard
+from storepulse.dashboard.today import Scope
 from storepulse.events import (
     CrmCustomerProfileV1,
     Event,
@@ -22,6 +23,7 @@ from storepulse.events import (
     SocialMetricsV1,
     StoreFootTrafficV1,
 )
+from storepulse.layout import Table, orders_of_day
 from storepulse.settings import EmployeeSettings
 from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.engine import SOCIAL_CHANNELS, GroundTruth
@@ -135,6 +137,42 @@ def test_customers_without_a_profile_are_unknown_and_ratios_without_customers_nu
     assert seen.known_revenue == Decimal("3.75") and seen.purchase_frequency == Decimal(2)
     assert [(g.key, g.orders) for g in seen.demographics["region"]] == [("unknown", 2)]
     assert nobody.purchase_frequency is None and nobody.repeat_customer_rate is None
+
+
+class IndexedReader(FakeReader):
+    """``FakeReader`` with the facts table's ``gsi1`` index kept beside the table."""
+
+    def index(self, item: dict[str, Any]) -> None:
+        self.tables[(Table.FACTS, "gsi1")][item["gsi1pk"]][item["gsi1sk"]] = item  # type: ignore[index]
+
+    def query(self, table: Table, pk: str, *, index: str | None = None, **kwargs: Any) -> list:
+        return super().query((table, index) if index else table, pk, **kwargs)  # type: ignore[arg-type]
+
+
+def test_live_customers_share_the_historys_computation(two_days: list[Event]) -> None:
+    """Today live from the order facts (gsi1) and profiles equals the lake's report of the same
+    day: Monday, the only earlier day, is in both the live lookback and the previous period."""
+    tuesday = date(2026, 3, 3)
+    orders = [o for o in _order_rows(two_days) if o["store_id"] == "s-001"]
+    profiles = _profile_rows(two_days, tuesday)
+    reader = IndexedReader()
+    for o in orders:
+        day, sk = orders_of_day(o["business_date"]), f"s-001#ORDER#{o['order_id']}"
+        fact = o | {"gsi1pk": day, "gsi1sk": sk}
+        reader.index({k: v for k, v in fact.items() if v is not None})
+    for p in profiles:
+        reader.put(Table.FACTS, f"CUSTOMER#{p['customer_id']}", "PROFILE", **p)
+    timezone = next(s.timezone for s in MODEL.stores if s.store_id == "s-001")
+    now = datetime.combine(tuesday, time(23, 0), ZoneInfo(timezone)).astimezone(UTC)
+    catalogue = _catalogue(**{"s-001": timezone})
+    live = LiveDashboard(reader, clock=lambda: now, parallel=False)
+
+    report = live.customers(catalogue, Scope.of(catalogue, "s-001"))
+
+    lake = FakeLake({"orders": orders, "customers": profiles})
+    history = customers.report(lake, Window(1, tuesday), frozenset({"s-001"}), "s-001")  # type: ignore[arg-type]
+    assert report.day == tuesday and report.today == history.current
+    assert report.today.returning_customers > 0 and report.today.new_customers > 0
 
 
 # --- staffing ------------------------------------------------------------------------------------
