@@ -75,7 +75,9 @@ def _policy_without_conditions() -> tuple[Policy, list[dict[str, Any]]]:
 def _seed(events: Events, stack: RealtimeStack) -> None:
     """A morning of sales, visits, footfall and stock; a week of curated history."""
     events.send(
-        sale("s-001", NOW - timedelta(minutes=50), ("coffee-1kg", 2, "9.90")),
+        sale("s-001", NOW - timedelta(minutes=50), ("coffee-1kg", 2, "9.90")).model_copy(
+            update={"customer_id": "c-1"}  # live customers read its profile
+        ),
         sale("s-002", NOW - timedelta(minutes=1), ("mug-blue", 2, "4.50")),
         *visit("s-001", NOW - timedelta(minutes=20), purchase=True),
         foot("s-001", NOW - timedelta(minutes=40), 7),

@@ -5,6 +5,7 @@
 (() => {
   const POLL_MS = 2000;
   const STAFFING_MS = 30000;
+  const CUSTOMERS_MS = 10000; // the server keeps today's orders 10 s
   const HISTORY_MS = 60000;
   const BASE = new URL(".", document.baseURI); // .../dashboard/
   const BAD_WHEN_UP = new Set(["refunds", "refund_amount", "cart_abandonment_rate"]);
@@ -20,6 +21,8 @@
     historyTimer: null,
     staffingTimer: null,
     staffingTicket: 0,
+    customersTimer: null,
+    customersTicket: 0,
     lastStaffing: null,
     liveTicket: 0,
     historyTicket: 0,
@@ -716,6 +719,54 @@
     }
   }
 
+  // Today's customers (api/live/customers): the same numbers for today so far, where returning
+  // customers also ordered in the days before today.
+  const LIVE_CUSTOMER_TILES = [
+    ["customers", "Customers today", "count"],
+    ["new_customers", "New today", "count"],
+    ["returning_customers", "Returning today", "count"],
+    ["repeat_customer_rate", "Ordered again today", "ratio"],
+    ["known_revenue", "Known customers' revenue today", "money"],
+  ];
+
+  function renderLiveCustomers(report) {
+    const today = report.today;
+    $("#customer-today").replaceChildren(...LIVE_CUSTOMER_TILES.map(([key, label, unit]) => {
+      const text = format(unit, today[key]);
+      return el(
+        "article",
+        { class: "tile", "data-customers-today": key, "data-value": today[key] ?? "" },
+        el("div", { class: "label" }, label),
+        el("div", { class: "value", title: text }, text),
+      );
+    }));
+    const names = { segment: "segment", age_band: "age band", region: "region" };
+    const lines = Object.entries(names).map(([dimension, name]) => {
+      const groups = today.demographics[dimension];
+      const parts = groups.map((g) => `${g.key} ${money.format(Number(g.revenue))}`);
+      return el("span", { "data-dimension": dimension },
+        `By ${name}: ${parts.length ? parts.join(" · ") : "no known customers yet"}`, el("br", {}));
+    });
+    $("#customer-today-note").replaceChildren(
+      `Today so far (as of ${timeIn(state.me.timezone, report.as_of)}); returning: also ordered ` +
+        `in the ${report.returning_days} days before.`, el("br", {}), ...lines);
+  }
+
+  async function refreshLiveCustomers() {
+    clearTimeout(state.customersTimer);
+    const ticket = ++state.customersTicket;
+    try {
+      const report = await api(`api/live/customers?${storeQuery()}`);
+      if (ticket === state.customersTicket) renderLiveCustomers(report);
+    } catch (error) {
+      if (ticket === state.customersTicket) reportError(error);
+    } finally {
+      if (ticket === state.customersTicket) {
+        state.customersTimer = setTimeout(refreshLiveCustomers, CUSTOMERS_MS);
+      }
+    }
+  }
+
   // Stock turns (api/history/inventory): categories first, then the products, overstock first.
   const INVENTORY_ROWS = 15;
 
@@ -1003,6 +1054,7 @@
       localStorage.setItem("storepulse.store", state.store);
       refreshLive();
       refreshStaffing();
+      refreshLiveCustomers();
       refreshHistory();
     });
     for (const button of document.querySelectorAll("[data-days]")) {
@@ -1052,6 +1104,7 @@
     }
     refreshLive();
     refreshStaffing();
+    refreshLiveCustomers();
     refreshHistory();
   }
 
