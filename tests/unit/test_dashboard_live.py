@@ -75,11 +75,13 @@ class FakeReader:
         names: Sequence[str] = (),
         newest_first: bool = False,
         limit: int | None = None,
+        index: str | None = None,
     ) -> list[Any]:
         self.calls.append(("query", table, 0))
+        partitions = self.tables[(table, index) if index else table]  # type: ignore[index]
         items = [
             self._project(item, names)
-            for sk, item in sorted(self.tables[table].get(pk, {}).items(), reverse=newest_first)
+            for sk, item in sorted(partitions.get(pk, {}).items(), reverse=newest_first)
             if (low is None or sk >= low) and (high is None or sk <= high)
         ]
         return items[:limit]
