@@ -53,6 +53,9 @@ class Platform:
             "STOREPULSE_STATE_DIR": str(state_dir),
             "STOREPULSE_AWS_PORT": str(self.aws_port),
             "STOREPULSE_AIRFLOW_PORT": str(self.airflow_port),
+            # A fifth of the demo's history: counted in seconds, not minutes, on a busy CI
+            # machine (the tests look at today's numbers, not at how many there are).
+            "STOREPULSE_DEMO_HISTORY_EVENTS": "800",
             **(env or {}),
         }
         self.process = subprocess.Popen(

@@ -239,6 +239,8 @@ def _validate(kind: SettingsKind, kind_name: str, data: dict[str, Any]) -> Setti
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "-"
     if isinstance(value, dict):
@@ -249,8 +251,9 @@ def _cell(value: Any) -> str:
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:
-    """Aligned columns, one row per item, headed by the field names."""
-    columns = list(rows[0])
+    """Aligned columns, one row per item, headed by the field names; an optional field no
+    item sets is left out."""
+    columns = [c for c in rows[0] if any(row[c] is not None for row in rows)]
     cells = [columns] + [[_cell(row[c]) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "\n".join(

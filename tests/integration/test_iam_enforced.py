@@ -53,7 +53,9 @@ def _template_without_batch_grants() -> str:
     """The template as it was before the fix: the role's statements lack the batch actions."""
     lines = TEMPLATE.read_text().splitlines(keepends=True)
     kept = [line for line in lines if line.strip().removeprefix("- ") not in BATCH_ACTIONS]
-    assert len(lines) - len(kept) == 3  # InventoryLevels: 1, FactsClaims: 2
+    assert (
+        len(lines) - len(kept) == 4
+    )  # MetricsCounters: 1 (trend baselines), InventoryLevels: 1, FactsClaims: 2
     return "".join(kept)
 
 

@@ -403,6 +403,9 @@ def started_again() -> Iterator[list[Platform]]:
         running.stop()
 
 
+# slow: a second platform start (3-4 min of CI's 30); the embedded AWS's own restart and restore
+# run in make test (test_a_killed_embedded_aws..., tests/integration/test_persistence.py).
+@pytest.mark.slow
 def test_up_again_restores_the_state_and_processes_unread_records_once(
     platform: Platform, aws: boto3.Session, started_again: list[Platform]
 ) -> None:

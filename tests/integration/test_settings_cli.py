@@ -451,8 +451,14 @@ def test_the_access_cli_grants_every_store_only_explicitly(
     capsys.readouterr()
     assert access.main(["list"]) == 0
     assert json.loads(capsys.readouterr().out) == [
-        {"username": "admin", "store_ids": [], "all_stores": True},
-        {"username": "alice", "store_ids": ["s-001"], "all_stores": False},
+        {"username": "admin", "store_ids": [], "all_stores": True, "role": None, "email": None},
+        {
+            "username": "alice",
+            "store_ids": ["s-001"],
+            "all_stores": False,
+            "role": None,
+            "email": None,
+        },
     ]
     assert access.main(["clear", "alice"]) == 0
     assert not AccessStore(table).visibility("alice").granted  # cleared: sees nothing

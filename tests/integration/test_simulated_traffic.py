@@ -51,7 +51,7 @@ def test_a_simulated_day_matches_the_ground_truth(handler, realtime_stack) -> No
     )
     seed_settings(SettingsStore(realtime_stack.table(Table.SETTINGS)), model)
     simulator = Simulator(
-        model, seed=11, start=START, rate=0.2, late_fraction=0.05, malformed_fraction=0.01
+        model, seed=11, start=START, rate=0.1, late_fraction=0.05, malformed_fraction=0.01
     )
     raw = list(simulator.raw_records_between(START, START + timedelta(days=1)))
     arrived = START + timedelta(days=1)  # the day's events (late syncs too) are all in the past

@@ -16,7 +16,12 @@ STREAM = "events"
 
 
 @pytest.fixture
-def kinesis() -> Iterator[Any]:
+def kinesis(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from moto import settings
+
+    # An in-process moto, with no access control: an embedded AWS that an earlier test of this
+    # worker started switched it on for the whole process (storepulse_local.iam.enforce).
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
     patch_kinesis()
     with mock_aws():
         client = boto3.client("kinesis", region_name="us-east-1")

@@ -4,8 +4,9 @@ demo business, and the traffic simulator (components for ``storepulse_local.plat
 from __future__ import annotations
 
 import json
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
@@ -20,7 +21,7 @@ from storepulse_local.platform import airflow_local, first_start
 from storepulse_local.platform.deploy import DEPLOY_DAG, QUICKSIGHT_DAG, RUN_TIMEOUT
 from storepulse_local.platform.processes import file_tail
 from storepulse_local.platform.restored import history_sent
-from storepulse_local.platform.stack import Launch, StackContext, python_module
+from storepulse_local.platform.stack import Launch, PlatformError, StackContext, python_module
 
 DEMO_SEED, DEMO_STORES = 7, 2
 # The demo is alive at any hour: the simulator first sends about BACKFILL_EVENTS events of
@@ -28,6 +29,16 @@ DEMO_SEED, DEMO_STORES = 7, 2
 # processor), then runs live at the clock's pace (never ahead of it) at SIMULATOR_RATE events/s
 # at the weekly peak, so the dashboard's charts move every refresh. Both are simulator options.
 SIMULATOR_RATE, BACKFILL_EVENTS = 2.0, 4000
+# A smaller history for platforms that need one sooner (the tests' platforms: each one's runtime
+# would otherwise spend minutes of a shared CI machine on it).
+HISTORY_EVENTS_VARIABLE = "STOREPULSE_DEMO_HISTORY_EVENTS"
+
+
+def history_events(environ: Mapping[str, str] = os.environ) -> int:
+    text = environ.get(HISTORY_EVENTS_VARIABLE) or str(BACKFILL_EVENTS)
+    if not text.isdigit() or int(text) < 1:
+        raise PlatformError(f"{HISTORY_EVENTS_VARIABLE}={text!r}: give a number of events >= 1")
+    return int(text)
 
 
 class LambdaRuntimeComponent:
@@ -144,7 +155,7 @@ class SimulatorComponent:
         return []
 
     def launches(self, settings: Settings) -> list[Launch]:
-        return [Launch(self.name, [*self._live(), "--backfill", str(BACKFILL_EVENTS)])]
+        return [Launch(self.name, [*self._live(), "--backfill", str(history_events())])]
 
     @staticmethod
     def _live() -> list[str]:
@@ -210,7 +221,7 @@ class SimulatorComponent:
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [
-            f"Simulator      {DEMO_STORES} stores, live after ~{BACKFILL_EVENTS} events of "
+            f"Simulator      {DEMO_STORES} stores, live after ~{history_events()} events of "
             f"history (log {ctx.log_dir / 'simulator.log'})"
         ]
 

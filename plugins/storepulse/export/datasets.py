@@ -53,6 +53,7 @@ __all__ = [
     "order_line_rows",
     "order_row",
     "refund_row",
+    "social_counter",
     "social_rows",
     "sum_rows",
 ]
@@ -277,15 +278,25 @@ def mix_rows(item: Item, dimension: str, column: str) -> list[Row]:
     return [rows[name] for name in sorted(rows)]
 
 
+def social_counter(attribute: object) -> tuple[str, str] | None:
+    """(channel, counter) of a ``social#<channel>#<counter>`` attribute, else None."""
+    dimension, _, rest = str(attribute).partition("#")
+    channel, _, counter = rest.rpartition("#")
+    return (
+        (channel, counter)
+        if dimension == "social" and channel and counter in SOCIAL_COUNTERS
+        else None
+    )
+
+
 @_guarded
 def social_rows(item: Item) -> list[Row]:
     """One row per social channel a store's DAY bucket has counters of (``social#<channel>#*``);
     a counter the day never touched is 0."""
     counters: dict[str, Row] = {}
     for attribute, value in item.items():
-        dimension, _, rest = str(attribute).partition("#")
-        channel, _, counter = rest.rpartition("#")
-        if dimension == "social" and channel and counter in SOCIAL_COUNTERS:
+        if parsed := social_counter(attribute):
+            channel, counter = parsed
             counters.setdefault(channel, dict.fromkeys(SOCIAL_COUNTERS, 0))[counter] = _count(value)
     return [
         {

@@ -69,10 +69,16 @@ class _Lenient(dict):  # type: ignore[type-arg]
 
 def _rows_per_item(dataset: Dataset, item: Item) -> int:
     """Rows one selected item calls for, counted from the item itself, not from the builder:
-    one per order line for ``order_lines``, one otherwise (summed data sets: see below)."""
+    one per order line for ``order_lines``, one per social channel of a day bucket for
+    ``daily_social_metrics`` (``social#<channel>#<counter>`` attributes), one otherwise (summed
+    data sets: see below)."""
     if dataset.name == "order_lines":
         lines = item.get("lines")
         return len(lines) if isinstance(lines, list) else 0
+    if dataset.name == "daily_social_metrics":
+        from storepulse.export.datasets import social_counter
+
+        return len({parsed[0] for a in item if (parsed := social_counter(a))})
     return 1
 
 
