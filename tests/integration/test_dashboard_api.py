@@ -964,6 +964,7 @@ def test_the_page_assets_and_openapi_for_a_logged_in_user(admin: TestClient) -> 
         "/api/live",
         "/api/live/kpis",
         "/api/live/staffing",
+        "/api/live/customers",
         "/api/history/trend",
         "/api/history/breakdown",
         "/api/history/customers",

@@ -8,8 +8,8 @@ must not hide one either. So a store whose staged numbers disagree is read again
 tables: if they still hold the staged numbers, the mismatch is real and the audit fails; if the
 day moved, the store is reconciled on the tables themselves, re-read until orders and metric
 agree at one moment (a batch may be between its facts and its counters), and the result says
-so. The published snapshot then misses only what arrived during the export, which the day's
-rerun picks up."""
+so; tables that hold still on a mismatch fail it. The published snapshot then misses only
+what arrived during the export, which the day's rerun picks up."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def settle(
     staged = {r["store_id"]: Revenue(r["order_revenue"], r["metric_revenue"]) for r in rows}
     moving = [s for s, revenue in staged.items() if s is not None and not revenue.agrees]
     settled: dict[str, Revenue] = {}
+    last: Mapping[str, Revenue] = staged
     for attempt in range(attempts):
         if not moving:
             break
@@ -105,11 +106,12 @@ def settle(
             sleep(pause)
         now = live(moving)
         for store in list(moving):
-            if now[store] == staged[store]:
-                moving.remove(store)  # the tables hold what was staged: a real mismatch
-            elif now[store].agrees:
+            if now[store].agrees:
                 settled[store] = now[store]
                 moving.remove(store)
+            elif now[store] == last[store]:
+                moving.remove(store)  # the tables hold still on a mismatch: a real one
+        last = {**last, **now}
     for store, revenue in settled.items():
         log.warning(
             "%s: the day changed during the export (orders %s -> %s, metric %s -> %s); "
