@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
@@ -41,6 +42,7 @@ from storepulse.export.staging import StagedDataset, stage_export
 from storepulse.export.writer import WriteReport
 from storepulse.lake.filesystem import open_filesystem
 from storepulse.layout import Table, table_name
+from storepulse_local.iam import DEPLOYER
 from tests.integration.conftest import invoke
 from tests.integration.test_stream_processor import (
     NOON_PARIS,
@@ -430,8 +432,14 @@ def test_an_order_arriving_during_the_export_is_reconciled_on_the_tables(
     fs, _ = open_filesystem(root)
     staged = {"orders": orders, "daily_store_metrics": metrics}
     tables = {name: read_staged(fs, report.files) for name, report in staged.items()}
+    # Read as the nightly export's audit reads: the deployment principal, IAM enforced.
+    deployer = boto3.Session(
+        aws_access_key_id=DEPLOYER.access_key_id,
+        aws_secret_access_key=DEPLOYER.secret_access_key,
+        region_name="us-east-1",
+    ).resource("dynamodb")
     live = table_revenue(
-        realtime_stack.table(Table.FACTS), realtime_stack.table(Table.METRICS), DAY
+        deployer.Table(table_name(Table.FACTS)), deployer.Table(table_name(Table.METRICS)), DAY
     )
 
     frame = reconciliation_frame(tables["orders"], tables["daily_store_metrics"])
