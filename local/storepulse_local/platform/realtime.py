@@ -7,9 +7,6 @@ import json
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import boto3
 
 from storepulse.config import Settings
 from storepulse.simulator.backfill import HISTORY_SENT
@@ -20,7 +17,7 @@ from storepulse_local.lambda_runtime.checkpoints import (
 from storepulse_local.platform import airflow_local, first_start
 from storepulse_local.platform.deploy import DEPLOY_DAG, QUICKSIGHT_DAG, RUN_TIMEOUT
 from storepulse_local.platform.processes import file_tail
-from storepulse_local.platform.restored import history_sent
+from storepulse_local.platform.restored import embedded_client, history_sent
 from storepulse_local.platform.stack import Launch, PlatformError, StackContext, python_module
 
 DEMO_SEED, DEMO_STORES = 7, 2
@@ -208,7 +205,7 @@ class SimulatorComponent:
             )
             and first_start.wait_until(
                 lambda: first_start.stream_caught_up(
-                    _kinesis(ctx),
+                    embedded_client(ctx, "kinesis"),
                     ctx.settings.resource_name("events"),
                     state_dir / "lambda-runtime",
                 ),
@@ -232,13 +229,3 @@ def _airflow_client(ctx: StackContext) -> airflow_local.AirflowClient:
     client = airflow_local.AirflowClient(settings.airflow_url, airflow_local.ADMIN_USER, password)
     client.login()
     return client
-
-
-def _kinesis(ctx: StackContext) -> Any:
-    return boto3.client(
-        "kinesis",
-        endpoint_url=ctx.settings.embedded_aws_url,
-        region_name=ctx.settings.region,
-        aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY"),
-    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -12,17 +14,22 @@ from storepulse_local.platform.stack import StackContext
 MAX_PAGES = 5  # a table with history shows it on its first page
 
 
-def history_sent(ctx: StackContext) -> bool:
-    """True when the metrics table holds business numbers (not only the deploy's smoke test):
-    an earlier run sent the demo's history, which must not be sent again (its event ids differ
-    from run to run, so it would be counted twice)."""
-    client = boto3.client(
-        "dynamodb",
+def embedded_client(ctx: StackContext, service: str) -> Any:
+    """A boto3 client on the platform's embedded AWS, with the platform's credentials."""
+    return boto3.client(
+        service,
         endpoint_url=ctx.settings.embedded_aws_url,
         region_name=ctx.settings.region,
         aws_access_key_id=ctx.env.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=ctx.env.get("AWS_SECRET_ACCESS_KEY"),
     )
+
+
+def history_sent(ctx: StackContext) -> bool:
+    """True when the metrics table holds business numbers (not only the deploy's smoke test):
+    an earlier run sent the demo's history, which must not be sent again (its event ids differ
+    from run to run, so it would be counted twice)."""
+    client = embedded_client(ctx, "dynamodb")
     pages = client.get_paginator("scan").paginate(
         TableName=table_name(Table.METRICS),
         FilterExpression="NOT begins_with(pk, :smoke)",
