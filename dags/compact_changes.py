@@ -66,13 +66,14 @@ def compact_changes() -> None:
         data_interval_end: Any = None,
         run_id: str | None = None,
         outlet_events: Any = None,
+        dag_run: Any = None,
     ) -> dict[str, Any]:
         """The interval's hours merged and published; one Asset event per data set."""
         from storepulse.airflow.hooks import lake_filesystem
         from storepulse.capture.compaction import Compactor, freshness, hours_of_interval
         from storepulse.lake.bucket import lake_bucket
 
-        end = data_interval_end
+        end = data_interval_end or dag_run.run_after  # an asset-triggered run has no interval
         start = min(data_interval_start or end, end - timedelta(hours=1))  # asset runs: 0 long
         bucket = lake_bucket(aws_client("cloudformation"), settings().env)
         fs, _ = lake_filesystem(f"s3://{bucket}")

@@ -97,6 +97,9 @@ def _known_values(dataset: Dataset, reference: Reference) -> list[Any]:
         "currency": (sorted(reference.currencies), "a currency of the settings table"),
         "channel": (list(CHANNELS), f"a sales channel ({', '.join(CHANNELS)})"),
     }
+    if dataset.name == "daily_social_metrics":  # its channels are social networks
+        social = list(get_args(ev.SocialChannel))
+        checks["channel"] = (social, f"a social channel ({', '.join(social)})")
     return [
         gxe.ExpectColumnValuesToBeInSet(
             column=column, value_set=values, description=f"{column} is {what}"
