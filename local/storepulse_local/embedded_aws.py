@@ -40,6 +40,7 @@ class EmbeddedAws:
         from werkzeug.serving import make_server
 
         from storepulse_local.cloudformation import patch_cloudformation
+        from storepulse_local.dynamodb_export import patch_dynamodb_exports
         from storepulse_local.kinesis import patch_kinesis
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
@@ -48,6 +49,7 @@ class EmbeddedAws:
         _leave_dynamodb_stream_mappings_to_the_local_runtime()
         patch_cloudformation()  # outputs after change sets, PITR, key policies
         patch_kinesis()  # the retention period; reads and puts that do not walk the shard
+        patch_dynamodb_exports()  # incremental exports from a change log of each table
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()

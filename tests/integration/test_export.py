@@ -319,21 +319,23 @@ def test_both_sources_yield_the_same_items(handler, realtime_stack) -> None:
             assert order["lines"][0]["quantity"] == 2
 
 
-def test_an_incremental_request_falls_back_to_what_the_endpoint_wrote(
+def test_an_incremental_request_the_endpoint_refuses_falls_back_to_a_full_export(
     handler, realtime_stack
 ) -> None:
-    """The embedded AWS accepts ExportType=INCREMENTAL_EXPORT but writes a full snapshot: the
-    source reports a full export (and checks its count) instead of trusting the echo."""
+    """A window AWS refuses with a ValidationException (here: under 15 minutes, which the
+    embedded AWS refuses as AWS does) is exported whole, and the source says so."""
     put_a_day(handler)
     enable_pitr(clients()[0])
     now = datetime.now(UTC)
     source = pitr_source(
-        Table.FACTS, realtime_stack.bucket, incremental=ExportWindow(now - timedelta(hours=1), now)
+        Table.FACTS,
+        realtime_stack.bucket,
+        incremental=ExportWindow(now - timedelta(minutes=5), now),
     )
     export = source.run()
     assert (export.export_type, export.from_manifest, len(export.data_keys)) == (
         "FULL_EXPORT",
-        False,  # the embedded AWS writes no manifest files: the data files were listed
+        False,  # moto's full export writes no manifest files: the data files were listed
         1,
     )
     assert len(list(source.items())) == export.item_count

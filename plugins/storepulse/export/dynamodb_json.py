@@ -33,6 +33,7 @@ __all__ = [
     "deserialize",
     "deserialize_item",
     "export_kind",
+    "iter_export_changes",
     "iter_export_items",
     "serialize",
     "serialize_item",
@@ -204,5 +205,21 @@ def iter_export_items(stream: IO[bytes], *, compressed: bool = True) -> Iterator
             continue
         try:
             yield deserialize_item(image)
+        except DynamoJsonError as exc:
+            raise DynamoJsonError(f"line {number}: {exc}") from None
+
+
+def iter_export_changes(
+    stream: IO[bytes], *, compressed: bool = True
+) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(keys, item) of each line of an incremental export's data file; item None: deleted in
+    the window (a line without ``NewImage``). The caller owns and closes ``stream``."""
+    for number, document in _lines(stream, compressed):
+        if not isinstance(document, dict) or "Keys" not in document:
+            raise DynamoJsonError(f"line {number}: an incremental export line has Keys")
+        try:
+            keys = deserialize_item(document["Keys"])
+            image = document.get("NewImage")
+            yield keys, None if image is None else deserialize_item(image)
         except DynamoJsonError as exc:
             raise DynamoJsonError(f"line {number}: {exc}") from None

@@ -1,0 +1,262 @@
+"""The incremental nightly export on the embedded AWS: its incremental exports as AWS makes them
+(the window, the view types, the format, the refusals), and a day's partitions built from the
+changes equal to the full export's, byte for byte, late events included.
+
+The embedded AWS's recovery history runs on the test's clock (``dynamodb_export.set_clock``),
+so a day's window is real: tables made the evening before, writes during the day, the export
+after it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from storepulse.clock import FrozenClock
+from storepulse.export.datasets import datasets_of
+from storepulse.export.incremental import (
+    late_days,
+    plan_table,
+    read_changes,
+    recovery_window,
+)
+from storepulse.export.sources import CompletedExport, ExportWindow
+from storepulse.export.staging import stage_export, stage_table
+from storepulse.lake.filesystem import open_filesystem
+from storepulse.layout import Table, table_name
+from storepulse_local import dynamodb_export
+from tests.integration.conftest import STORES, invoke
+from tests.integration.test_export import FAST_POLL, clients, object_bytes, put_a_day
+from tests.integration.test_stream_processor import Stream, sale
+
+DAY = date(2026, 11, 26)  # put_a_day's business day
+TIMEZONES = tuple(STORES.values())  # Paris and New York: the 26th opens at 25th 23:00 UTC
+DAY_TABLES = (Table.FACTS, Table.METRICS)
+
+
+@pytest.fixture
+def history_clock() -> Iterator[FrozenClock]:
+    """The embedded AWS's clock: the tables are made at 20:00 UTC the evening before."""
+    clock = FrozenClock(datetime(2026, 11, 25, 20, 0, tzinfo=UTC))
+    dynamodb_export.set_clock(lambda: clock().timestamp())
+    yield clock
+    dynamodb_export.set_clock(None)
+
+
+def _at(clock: FrozenClock, moment: datetime) -> None:
+    clock.now = moment
+
+
+def _incremental(table: Table, bucket: str, window: ExportWindow, view: str) -> dict[str, Any]:
+    dynamodb = clients()[0]
+    arn = dynamodb.describe_table(TableName=table_name(table))["Table"]["TableArn"]
+    return dynamodb.export_table_to_point_in_time(
+        TableArn=arn,
+        S3Bucket=bucket,
+        S3Prefix=f"exports/{uuid.uuid4().hex}",
+        ExportFormat="DYNAMODB_JSON",
+        ExportType="INCREMENTAL_EXPORT",
+        IncrementalExportSpecification={
+            "ExportFromTime": window.start,
+            "ExportToTime": window.end,
+            "ExportViewType": view,
+        },
+    )["ExportDescription"]
+
+
+def _lines(s3: Any, bucket: str, description: dict[str, Any]) -> list[dict[str, Any]]:
+    summary_key = description["ExportManifest"]
+    summary = json.loads(s3.get_object(Bucket=bucket, Key=summary_key)["Body"].read())
+    files = s3.get_object(Bucket=bucket, Key=summary["manifestFilesS3Key"])["Body"].read()
+    lines = []
+    for entry in files.decode().splitlines():
+        key = json.loads(entry)["dataFileS3Key"]
+        assert "/AWSDynamoDB/data/" in key  # the shared data folder, as AWS writes it
+        body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        lines += [json.loads(line) for line in body.decode().splitlines()]
+    return lines
+
+
+def test_the_embedded_aws_exports_a_window_of_changes_as_aws_does(
+    history_clock, realtime_stack
+) -> None:
+    table = realtime_stack.table(Table.INVENTORY)
+    _at(history_clock, datetime(2026, 11, 26, 8, 0, tzinfo=UTC))
+    table.put_item(Item={"pk": "S#s-001", "sk": "kept", "on_hand": 1})
+    table.put_item(Item={"pk": "S#s-001", "sk": "gone", "on_hand": 1})
+    _at(history_clock, datetime(2026, 11, 26, 9, 0, tzinfo=UTC))
+    table.update_item(
+        Key={"pk": "S#s-001", "sk": "kept"},
+        UpdateExpression="SET on_hand = :n",
+        ExpressionAttributeValues={":n": 5},
+    )
+    table.delete_item(Key={"pk": "S#s-001", "sk": "gone"})
+    table.put_item(Item={"pk": "S#s-001", "sk": "new", "on_hand": 7})
+    _at(history_clock, datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
+    table.put_item(Item={"pk": "S#s-001", "sk": "after", "on_hand": 9})  # after the window
+    _at(history_clock, datetime(2026, 11, 26, 11, 0, tzinfo=UTC))
+    window = ExportWindow(
+        datetime(2026, 11, 26, 8, 30, tzinfo=UTC), datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+    )
+    described = _incremental(Table.INVENTORY, realtime_stack.bucket, window, "NEW_AND_OLD_IMAGES")
+    assert (described["ExportType"], described["ExportStatus"]) == (
+        "INCREMENTAL_EXPORT",
+        "COMPLETED",
+    )
+    lines = {
+        line["Keys"]["sk"]["S"]: line
+        for line in _lines(realtime_stack.s3, realtime_stack.bucket, described)
+    }
+    assert set(lines) == {"kept", "gone", "new"}
+    assert lines["kept"]["OldImage"]["on_hand"] == {"N": "1"}
+    assert lines["kept"]["NewImage"]["on_hand"] == {"N": "5"}
+    assert "NewImage" not in lines["gone"] and lines["gone"]["OldImage"]["sk"] == {"S": "gone"}
+    assert "OldImage" not in lines["new"] and lines["new"]["NewImage"]["on_hand"] == {"N": "7"}
+    assert all("WriteTimestampMicros" in line["Metadata"] for line in lines.values())
+    new_only = _incremental(Table.INVENTORY, realtime_stack.bucket, window, "NEW_IMAGE")
+    for line in _lines(realtime_stack.s3, realtime_stack.bucket, new_only):
+        assert "OldImage" not in line
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "code"),
+    [
+        ("2026-11-26T08:00", "2026-11-26T08:10", "ValidationException"),  # under 15 minutes
+        ("2026-11-25T20:30", "2026-11-26T20:31", "ValidationException"),  # over 24 hours
+        ("2026-11-26T09:00", "2026-11-26T08:00", "ValidationException"),  # backwards
+        ("2026-11-25T19:00", "2026-11-25T20:30", "InvalidExportTimeException"),  # before PITR
+        ("2026-11-26T20:00", "2026-11-26T23:00", "InvalidExportTimeException"),  # the future
+    ],
+)
+def test_the_embedded_aws_refuses_the_windows_aws_refuses(
+    history_clock, realtime_stack, start: str, end: str, code: str
+) -> None:
+    _at(history_clock, datetime(2026, 11, 26, 21, 0, tzinfo=UTC))
+    window = ExportWindow(
+        datetime.fromisoformat(start).replace(tzinfo=UTC),
+        datetime.fromisoformat(end).replace(tzinfo=UTC),
+    )
+    with pytest.raises(ClientError) as refused:
+        _incremental(Table.FACTS, realtime_stack.bucket, window, "NEW_IMAGE")
+    assert refused.value.response["Error"]["Code"] == code
+
+
+# --- the nightly export's incremental strategy -------------------------------------------------
+
+
+def _run_incremental(table: Table, bucket: str, plan_windows: tuple[ExportWindow, ...]) -> list:
+    from storepulse.export.sources import PointInTimeExportSource
+
+    dynamodb, s3 = clients()
+    exports = []
+    for number, window in enumerate(plan_windows):
+        source = PointInTimeExportSource(
+            dynamodb,
+            s3,
+            table_name(table),
+            bucket,
+            f"exports/{uuid.uuid4().hex}/w{number}",
+            incremental=window,
+            backoff=FAST_POLL,
+        )
+        exports.append(source.run())
+    return exports
+
+
+def _stage_both(bucket: str, day: date, label: str) -> dict[str, tuple[list[bytes], list[bytes]]]:
+    """Every day data set of ``day`` staged from a full export and from the planned incremental
+    exports: {data set: (full bytes, incremental bytes)}, and the late days seen."""
+    dynamodb, s3 = clients()
+    fs, root = open_filesystem(f"s3://{bucket}")
+    staged: dict[str, Any] = {}
+    for table in DAY_TABLES:
+        datasets = [d for d in datasets_of(table) if not d.snapshot]
+        recovery = recovery_window(dynamodb, table_name(table))
+        plan = plan_table(datasets, day, TIMEZONES, recovery)
+        assert plan.strategy == "incremental", plan.reason
+        changes = read_changes(s3, _run_incremental(table, bucket, plan.windows))
+        incremental = stage_table(
+            changes.items, datasets, day, f"{root}/staging/{label}-incremental", fs
+        )
+        full_export: CompletedExport = _full_export(table, bucket)
+        full = stage_export(s3, full_export, datasets, day, f"{root}/staging/{label}-full", fs)
+        for name in incremental:
+            staged[name] = (
+                object_bytes(s3, full[name].files),
+                object_bytes(s3, incremental[name].files),
+            )
+        staged[f"_late_{table.value}"] = late_days(changes, day)
+        staged[f"_windows_{table.value}"] = len(plan.windows)
+    return staged
+
+
+def _full_export(table: Table, bucket: str) -> CompletedExport:
+    from storepulse.export.sources import PointInTimeExportSource
+
+    dynamodb, s3 = clients()
+    prefix = f"exports/{uuid.uuid4().hex}"
+    return PointInTimeExportSource(
+        dynamodb, s3, table_name(table), bucket, prefix, backoff=FAST_POLL
+    ).run()
+
+
+def _assert_same_bytes(staged: dict[str, Any]) -> None:
+    for name, both in staged.items():
+        if not name.startswith("_"):
+            assert both[0] == both[1], name
+
+
+def test_the_incremental_day_equals_the_full_export_and_a_late_event_republishes_its_day(
+    history_clock, handler, realtime_stack
+) -> None:
+    bucket = realtime_stack.bucket
+    _at(history_clock, datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    put_a_day(handler)  # the 26th, with an order of the 25th arriving late
+    _at(history_clock, datetime(2026, 11, 27, 1, 0, tzinfo=UTC))  # the nightly run
+    first = _stage_both(bucket, DAY, "night-26")
+    _assert_same_bytes(first)
+    assert first["orders"][0] and first["_windows_facts"] == 2  # 27 h: two chained exports
+    assert first["_late_facts"] == [DAY - timedelta(days=1)]  # o-day-before: its day re-runs
+
+    # The next morning a POS syncs a sale of the 26th: the night of the 27th sees it late.
+    _at(history_clock, datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
+    late_at = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
+    late_sale = sale("s-001", "o-late", late_at, ("tea-100g", 2, "3.00"))
+    report = invoke(handler, Stream().records(late_sale, arrived_at=history_clock()))
+    assert report["batchItemFailures"] == []
+    _at(history_clock, datetime(2026, 11, 28, 1, 0, tzinfo=UTC))
+    dynamodb, s3 = clients()
+    datasets = [d for d in datasets_of(Table.FACTS) if not d.snapshot]
+    plan = plan_table(
+        datasets,
+        DAY + timedelta(days=1),
+        TIMEZONES,
+        recovery_window(dynamodb, table_name(Table.FACTS)),
+    )
+    changes = read_changes(s3, _run_incremental(Table.FACTS, bucket, plan.windows))
+    assert late_days(changes, DAY + timedelta(days=1)) == [DAY]
+    republished = _stage_both(bucket, DAY, "republish-26")
+    _assert_same_bytes(republished)
+    assert republished["orders"][1] != first["orders"][1]  # the late sale changed the 26th
+    assert republished["_windows_facts"] == 3  # [25th 22:00, 28th 01:00): 51 h
+
+
+def test_a_first_run_or_a_snapshot_table_is_exported_whole(history_clock, realtime_stack) -> None:
+    dynamodb = clients()[0]
+    _at(history_clock, datetime(2026, 11, 27, 1, 0, tzinfo=UTC))
+    recovery = recovery_window(dynamodb, table_name(Table.METRICS))
+    metrics = datasets_of(Table.METRICS)
+    assert plan_table(metrics, DAY, TIMEZONES, recovery).strategy == "incremental"
+    first_run = plan_table(metrics, DAY - timedelta(days=1), TIMEZONES, recovery)
+    assert (first_run.strategy, "a first run" in first_run.reason) == ("full", True)
+    snapshot = plan_table(datasets_of(Table.INVENTORY), DAY, TIMEZONES, recovery)
+    assert (snapshot.strategy, "snapshot" in snapshot.reason) == ("full", True)
+    backfill = plan_table(metrics, DAY - timedelta(days=9), TIMEZONES, recovery)
+    assert (backfill.strategy, "backfill" in backfill.reason) == ("full", True)
