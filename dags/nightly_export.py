@@ -24,16 +24,24 @@ real-time path files them: data that arrives later is exported by rerunning its 
 1. **resolve**: the stack's outputs (tables, lake bucket, alert topic), the business's stores,
    currencies and time zone, the business day.
 2. **export_facts / export_metrics / export_inventory** (param `strategy`): `auto` (default)
-   picks `pitr` or `scan` per table from DescribeTable's size, and logs why
+   exports the day's changes where they can rebuild it (`incremental`, below), else picks
+   `pitr` or `scan` per table from DescribeTable's size, and logs why
    (`sources.choose_strategy`: a native export's minutes of fixed cost against a scan's pace and
-   read units; scan when PITR is off); `pitr` or `scan` force one. `pitr`: the table must
-   have point-in-time recovery on, as the template declares it (the task fails and says so
-   otherwise: it does not reconfigure a table the stack owns), then DynamoDB's
-   native export to `staging/<run>/_exports/<table>/try-<n>/`,
-   a consistent snapshot read without table capacity. Always a full export: a day's partition
-   is rebuilt from all its items, including ones written long before the window. `scan`: no
+   read units; scan when PITR is off); `incremental`, `pitr` or `scan` force one (`incremental`
+   falls back to `pitr`, logged, where it cannot apply). `incremental`
+   (`storepulse.export.incremental`): DynamoDB's incremental exports of the span in which the
+   day's items can change (from its first local midnight among the stores, less an hour, to
+   the export; chained 24 h at a time), the snapshots from the day before's published ones with
+   the changes applied; its cost follows the day's changes, not the table. Not for a first run
+   (no recovery history, no snapshot of the day before), a day more than 4 days back (backfill,
+   repair: full) or a table without PITR: then the full export, and the log says why.
+   `pitr`: the table must have point-in-time recovery on, as the template declares it (the
+   task fails and says so otherwise: it does not reconfigure a table the stack owns), then
+   DynamoDB's native export to `staging/<run>/_exports/<table>/try-<n>/`, a consistent
+   snapshot read without table capacity: the whole table. `scan`: no
    export; the stage task scans the table (parallel, consistent), for tables without PITR.
 3. **stage_facts / stage_metrics / stage_inventory**: one streamed pass over a table's items
+   (for `incremental`: the changed items, plus the day before's snapshot rows as items)
    writes the day's partition of every data set it feeds to `staging/<run>/<dataset>/dt=<day>/`
    (zstd, sorted by key, byte-for-byte reproducible: both strategies give identical files).
    An export's files are converted in Arrow batches (`export.columnar`), a scan's item by item.
@@ -51,11 +59,17 @@ real-time path files them: data that arrives later is exported by rerunning its 
    follow the manifest see the old files or the new, never a mix); creates or updates the Glue
    database `storepulse_<env>_curated` and the table (days are projected); emits the data
    set's Asset event (`curated_asset(name)`, extra `{day, rows, files}`) that schedules the
-   QuickSight refresh.
+   QuickSight refresh. A snapshot's publish records when it was taken
+   (`state/export/snapshots/`): the next day's incremental export starts from it.
 6. **rollup**: after `publish_daily_store_metrics`, the day's rows replace that day in
    `curated/_rollups/daily_store_metrics/v<N>/year=YYYY/part-00000.parquet` (one object a
    year, `storepulse.export.rollup`), what the dashboard's history reads first; a rerun of the
    day rewrites it, an unchanged day leaves it as it is.
+
+7. **republish_late_days**: the incremental export also sees items of earlier days that changed
+   (late events: a POS syncing yesterday's sales); the current night's run clears each such
+   day's run (at most 4 days back), which re-exports and re-publishes that day alone (its own
+   window, audited as always). Reruns and backfills trigger none (no cascade).
 
 Heavy libraries (pyarrow, pandas, great_expectations) are imported inside tasks only.
 """
@@ -64,10 +78,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
@@ -87,7 +102,7 @@ SOURCE_TABLES = {  # table -> the stack output naming it
     Table.METRICS: "MetricsTable",
     Table.INVENTORY: "InventoryTable",
 }
-STRATEGIES = ("auto", "pitr", "scan")
+STRATEGIES = ("auto", "incremental", "pitr", "scan")
 ROLLED_UP = "daily_store_metrics"  # rolled up per year for the dashboard's history
 
 
@@ -114,6 +129,63 @@ def _day(resolved: dict[str, Any]) -> date:
     return date.fromisoformat(resolved["day"])
 
 
+def _completed(kind: Any, export: dict[str, Any]) -> Any:
+    return kind(**{**export, "data_keys": tuple(export["data_keys"])})
+
+
+def _incremental_plan(dynamodb: Any, resolved: dict[str, Any], table: str) -> Any:
+    """Whether the day's changes can rebuild this table's data sets (``incremental.Plan``)."""
+    from datetime import timedelta
+
+    from storepulse.export.datasets import datasets_of
+    from storepulse.export.incremental import plan_table, recovery_window, snapshot_as_of
+
+    day, datasets = _day(resolved), datasets_of(Table(table))
+    s3 = aws_client("s3")
+    before = day - timedelta(days=1)
+    as_of = {
+        d.name: snapshot_as_of(s3, resolved["bucket"], d.name, before)
+        for d in datasets
+        if d.snapshot
+    }
+    recovery = recovery_window(dynamodb, resolved["tables"][table])
+    return plan_table(datasets, day, resolved["timezones"], recovery, as_of)
+
+
+def _run_incremental(
+    dynamodb: Any, resolved: dict[str, Any], table: str, plan: Any, try_number: int
+) -> list[dict[str, Any]]:
+    """The plan's incremental exports, one prefix each."""
+    from dataclasses import asdict
+
+    from storepulse.export.sources import PointInTimeExportSource
+    from storepulse.lake.paths import export_prefix
+
+    exports = []
+    for number, window in enumerate(plan.windows):
+        prefix = f"{export_prefix(resolved['run_id'], table, try_number)}/window-{number}"
+        source = PointInTimeExportSource(
+            dynamodb,
+            aws_client("s3"),
+            resolved["tables"][table],
+            resolved["bucket"],
+            prefix,
+            incremental=window,
+            client_token=hashlib.sha256(prefix.encode()).hexdigest()[:32],
+        )
+        export = source.run()
+        log.info(
+            "%s: incremental export [%s, %s): %s items in %d file(s)",
+            table,
+            window.start.isoformat(),
+            window.end.isoformat(),
+            export.item_count,
+            len(export.data_keys),
+        )
+        exports.append(asdict(export))
+    return exports
+
+
 @dag(
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 23, tz="UTC"),
@@ -135,6 +207,7 @@ def nightly_export() -> None:
     @task
     def resolve(
         data_interval_start: Any = None,
+        data_interval_end: Any = None,
         run_id: str | None = None,
         params: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -149,7 +222,9 @@ def nightly_export() -> None:
 
         outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
         settings_table = DynamoDBHook(aws_conn_id=AWS_CONN_ID).conn.Table(outputs["SettingsTable"])
-        reference = Reference.of(load_catalog(settings_table, rules=False))
+        catalog = load_catalog(settings_table, rules=False)
+        reference = Reference.of(catalog)
+        timezones = sorted({reference.timezone, *(s.timezone for s in catalog.stores.values())})
         day = local_date(data_interval_start, reference.timezone)
         strategy = (params or {}).get("strategy", "auto")
         log.info(
@@ -171,6 +246,8 @@ def nightly_export() -> None:
             "topic_arn": outputs["AlertTopicArn"],
             "tables": {table.value: outputs[key] for table, key in SOURCE_TABLES.items()},
             "reference": reference.to_dict(),
+            "timezones": timezones,
+            "interval_end": data_interval_end.isoformat() if data_interval_end else None,
         }
 
     @task
@@ -190,16 +267,32 @@ def nightly_export() -> None:
         dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
         name = resolved["tables"][table]
         strategy = resolved["strategy"]
+        as_of = datetime.now(
+            UTC
+        ).isoformat()  # before the export: the snapshot is at least this new
+        try_number = int(getattr(ti, "try_number", 1) or 1)
+        if strategy in ("auto", "incremental"):
+            plan = _incremental_plan(dynamodb, resolved, table)
+            log.info("%s: %s (%s)", name, plan.strategy, plan.reason)
+            if plan.strategy == "incremental":
+                exports = _run_incremental(dynamodb, resolved, table, plan, try_number)
+                as_of = plan.windows[-1].end.isoformat()
+                return {
+                    "strategy": "incremental",
+                    "table": table,
+                    "exports": exports,
+                    "as_of": as_of,
+                }
+            strategy = "pitr" if strategy == "incremental" else strategy
         if strategy == "auto":
             strategy = _chosen_strategy(dynamodb, name)
         if strategy == "scan":
             log.info("strategy scan: %s is read by the stage task", name)
-            return {"strategy": "scan", "table": table}
+            return {"strategy": "scan", "table": table, "as_of": as_of}
         try:
             require_point_in_time_recovery(dynamodb, name)  # the template's to switch on, not ours
         except PointInTimeRecoveryOffError as exc:
             raise AirflowFailException(str(exc)) from exc  # a retry would find it off again
-        try_number = int(getattr(ti, "try_number", 1) or 1)
         prefix = export_prefix(resolved["run_id"], table, try_number)
         source = PointInTimeExportSource(
             dynamodb,
@@ -220,27 +313,45 @@ def nightly_export() -> None:
             export.prefix,
             export.from_manifest,
         )
-        return {"strategy": "pitr", "table": table, "export": asdict(export)}
+        return {"strategy": "pitr", "table": table, "export": asdict(export), "as_of": as_of}
 
     @task
-    def stage_table(resolved: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
+    def stage_table(
+        resolved: dict[str, Any], exported: dict[str, Any], ti: Any = None
+    ) -> dict[str, Any]:
         """One pass over the table's items: every data set it feeds, staged for the audit."""
+        from dataclasses import replace
+
         from storepulse.export.datasets import datasets_of
+        from storepulse.export.incremental import stage_changes
         from storepulse.export.sources import CompletedExport, ScanSource
         from storepulse.export.staging import stage_export, stage_table
-        from storepulse.lake.paths import staging_root
+        from storepulse.lake.paths import CURATED, staging_root
 
         table = exported["table"]
         fs, root = lake_filesystem(staging_root(resolved["bucket"], resolved["run_id"]))
         datasets, day = datasets_of(Table(table)), _day(resolved)
-        if exported["strategy"] == "pitr":  # vectorized where it applies
-            export = CompletedExport(
-                **{**exported["export"], "data_keys": tuple(exported["export"]["data_keys"])}
+        late: list[str] = []
+        if exported["strategy"] == "incremental":
+            exports = [_completed(CompletedExport, e) for e in exported["exports"]]
+            _, curated = lake_filesystem(f"s3://{resolved['bucket']}/{CURATED}")
+            result = stage_changes(aws_client("s3"), exports, datasets, day, root, fs, curated)
+            staged, late = result.staged, [d.isoformat() for d in result.late_days]
+            log.info(
+                "%s: %d change line(s), %d bytes read; late days: %s",
+                table,
+                result.lines_read,
+                result.bytes_read,
+                ", ".join(late) or "none",
             )
+        elif exported["strategy"] == "pitr":  # vectorized where it applies
+            export = _completed(CompletedExport, exported["export"])
             staged = stage_export(aws_client("s3"), export, datasets, day, root, fs)
         else:
             items = ScanSource(aws_client("dynamodb"), resolved["tables"][table]).items
             staged = stage_table(items, datasets, day, root, fs)
+        if ti is not None:
+            ti.xcom_push(key="late_days", value=late)
         for report in staged.values():
             log.info(
                 "%s: %d items read, %d rows (source calls for %d), %d bytes, %d file(s)%s",
@@ -252,7 +363,8 @@ def nightly_export() -> None:
                 len(report.files),
                 "" if report.strict else f"; STAGED AS-IS, {report.rejected_count} rejected",
             )
-        return {name: report.to_dict() for name, report in staged.items()}
+        as_of = exported.get("as_of")
+        return {name: replace(report, as_of=as_of).to_dict() for name, report in staged.items()}
 
     @task
     def audit(resolved: dict[str, Any], staged_tables: list[dict[str, Any]]) -> dict[str, Any]:
@@ -312,6 +424,7 @@ def nightly_export() -> None:
     ) -> dict[str, Any]:
         """Atomic replacement of the day's partition, its Glue table, the Asset event."""
         from storepulse.export.datasets import DATASETS
+        from storepulse.export.incremental import put_snapshot_as_of
         from storepulse.export.publish import publish_partition
         from storepulse.export.staging import StagedDataset
         from storepulse.lake.tables import ensure_curated_table, glue_database_name
@@ -325,6 +438,11 @@ def nightly_export() -> None:
             StagedDataset.from_dict(audited["staged"][dataset]),
             run_id=resolved["run_id"],
         )
+        staged = StagedDataset.from_dict(audited["staged"][dataset])
+        if DATASETS[dataset].snapshot and staged.as_of:  # where tomorrow's changes start from
+            put_snapshot_as_of(
+                aws_client("s3"), bucket, dataset, day, datetime.fromisoformat(staged.as_of)
+            )
         database = glue_database_name(settings().env)
         glue = ensure_curated_table(aws_client("glue"), database, DATASETS[dataset], bucket)
         files = [f"s3://{bucket}/{key}" for key in report.files]
@@ -378,13 +496,53 @@ def nightly_export() -> None:
         )
         return report.to_dict()
 
+    @task
+    def late_days(resolved: dict[str, Any], ti: Any = None) -> list[dict[str, str]]:
+        """The runs to clear: earlier days whose items changed in tonight's windows (tonight's
+        run only: a rerun or a backfill triggers none, so re-publishes never cascade)."""
+        from datetime import timedelta
+
+        from storepulse.export.incremental import MAX_LOOKBACK, logical_date_of
+
+        tasks = [f"stage_{table.value}" for table in SOURCE_TABLES]
+        pulled = ti.xcom_pull(task_ids=tasks, key="late_days") if ti is not None else []
+        days = sorted({date.fromisoformat(d) for part in pulled or [] for d in part or []})
+        end = resolved.get("interval_end")
+        current = end is not None and datetime.fromisoformat(end) >= datetime.now(UTC) - timedelta(
+            days=1
+        )
+        day = _day(resolved)
+        chosen = [d for d in days if day - MAX_LOOKBACK <= d < day] if current else []
+        log.info(
+            "late days seen: %s; re-published: %s%s",
+            ", ".join(map(str, days)) or "none",
+            ", ".join(map(str, chosen)) or "none",
+            "" if current else " (a rerun or backfill triggers none)",
+        )
+        runs = []
+        for late in chosen:
+            logical = logical_date_of(late, resolved["reference"]["timezone"]).isoformat()
+            runs.append({"logical_date": logical, "trigger_run_id": f"scheduled__{logical}"})
+        return runs
+
     audited = audit(resolved, staged)
+    published_tasks = []
     for name in DATASET_NAMES:
         published = publish.override(task_id=f"publish_{name}", outlets=[curated_asset(name)])(
             resolved, audited, name
         )
+        published_tasks.append(published)
         if name == ROLLED_UP:
             rollup(resolved, published)
+    late = late_days(resolved)
+    published_tasks >> late
+    # Clearing a day's run re-runs it whole: its own window, audit and publish.
+    TriggerDagRunOperator.partial(
+        task_id="republish_late_days",
+        trigger_dag_id="nightly_export",
+        reset_dag_run=True,
+        wait_for_completion=False,
+    ).expand_kwargs(late)
 
 
 nightly_export()

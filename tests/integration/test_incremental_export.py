@@ -16,20 +16,24 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
 from storepulse.clock import FrozenClock
-from storepulse.export.datasets import datasets_of
+from storepulse.export.datasets import DATASETS, datasets_of
 from storepulse.export.incremental import (
-    late_days,
     plan_table,
-    read_changes,
+    put_snapshot_as_of,
     recovery_window,
+    snapshot_as_of,
+    stage_changes,
 )
+from storepulse.export.publish import publish_partition
 from storepulse.export.sources import CompletedExport, ExportWindow
-from storepulse.export.staging import stage_export, stage_table
+from storepulse.export.staging import stage_export
 from storepulse.lake.filesystem import open_filesystem
+from storepulse.lake.manifest import current_files
 from storepulse.layout import Table, table_name
 from storepulse_local import dynamodb_export
 from tests.integration.conftest import STORES, invoke
@@ -125,27 +129,25 @@ def test_the_embedded_aws_exports_a_window_of_changes_as_aws_does(
         assert "OldImage" not in line
 
 
-@pytest.mark.parametrize(
-    ("start", "end", "code"),
-    [
-        ("2026-11-26T08:00", "2026-11-26T08:10", "ValidationException"),  # under 15 minutes
-        ("2026-11-25T20:30", "2026-11-26T20:31", "ValidationException"),  # over 24 hours
-        ("2026-11-26T09:00", "2026-11-26T08:00", "ValidationException"),  # backwards
-        ("2026-11-25T19:00", "2026-11-25T20:30", "InvalidExportTimeException"),  # before PITR
-        ("2026-11-26T20:00", "2026-11-26T23:00", "InvalidExportTimeException"),  # the future
-    ],
-)
-def test_the_embedded_aws_refuses_the_windows_aws_refuses(
-    history_clock, realtime_stack, start: str, end: str, code: str
-) -> None:
+REFUSED = [
+    ("2026-11-26T08:00", "2026-11-26T08:10", "ValidationException"),  # under 15 minutes
+    ("2026-11-25T20:30", "2026-11-26T20:31", "ValidationException"),  # over 24 hours
+    ("2026-11-26T09:00", "2026-11-26T08:00", "ValidationException"),  # backwards
+    ("2026-11-25T19:00", "2026-11-25T20:30", "InvalidExportTimeException"),  # before PITR
+    ("2026-11-26T20:00", "2026-11-26T23:00", "InvalidExportTimeException"),  # the future
+]
+
+
+def test_the_embedded_aws_refuses_the_windows_aws_refuses(history_clock, realtime_stack) -> None:
     _at(history_clock, datetime(2026, 11, 26, 21, 0, tzinfo=UTC))
-    window = ExportWindow(
-        datetime.fromisoformat(start).replace(tzinfo=UTC),
-        datetime.fromisoformat(end).replace(tzinfo=UTC),
-    )
-    with pytest.raises(ClientError) as refused:
-        _incremental(Table.FACTS, realtime_stack.bucket, window, "NEW_IMAGE")
-    assert refused.value.response["Error"]["Code"] == code
+    for start, end, code in REFUSED:
+        window = ExportWindow(
+            datetime.fromisoformat(start).replace(tzinfo=UTC),
+            datetime.fromisoformat(end).replace(tzinfo=UTC),
+        )
+        with pytest.raises(ClientError) as refused:
+            _incremental(Table.FACTS, realtime_stack.bucket, window, "NEW_IMAGE")
+        assert refused.value.response["Error"]["Code"] == code, (start, end)
 
 
 # --- the nightly export's incremental strategy -------------------------------------------------
@@ -170,33 +172,6 @@ def _run_incremental(table: Table, bucket: str, plan_windows: tuple[ExportWindow
     return exports
 
 
-def _stage_both(bucket: str, day: date, label: str) -> dict[str, tuple[list[bytes], list[bytes]]]:
-    """Every day data set of ``day`` staged from a full export and from the planned incremental
-    exports: {data set: (full bytes, incremental bytes)}, and the late days seen."""
-    dynamodb, s3 = clients()
-    fs, root = open_filesystem(f"s3://{bucket}")
-    staged: dict[str, Any] = {}
-    for table in DAY_TABLES:
-        datasets = [d for d in datasets_of(table) if not d.snapshot]
-        recovery = recovery_window(dynamodb, table_name(table))
-        plan = plan_table(datasets, day, TIMEZONES, recovery)
-        assert plan.strategy == "incremental", plan.reason
-        changes = read_changes(s3, _run_incremental(table, bucket, plan.windows))
-        incremental = stage_table(
-            changes.items, datasets, day, f"{root}/staging/{label}-incremental", fs
-        )
-        full_export: CompletedExport = _full_export(table, bucket)
-        full = stage_export(s3, full_export, datasets, day, f"{root}/staging/{label}-full", fs)
-        for name in incremental:
-            staged[name] = (
-                object_bytes(s3, full[name].files),
-                object_bytes(s3, incremental[name].files),
-            )
-        staged[f"_late_{table.value}"] = late_days(changes, day)
-        staged[f"_windows_{table.value}"] = len(plan.windows)
-    return staged
-
-
 def _full_export(table: Table, bucket: str) -> CompletedExport:
     from storepulse.export.sources import PointInTimeExportSource
 
@@ -207,45 +182,108 @@ def _full_export(table: Table, bucket: str) -> CompletedExport:
     ).run()
 
 
+def _night(
+    bucket: str,
+    day: date,
+    label: str,
+    clock: FrozenClock,
+    tables: tuple[Table, ...] = (Table.FACTS, Table.METRICS, Table.INVENTORY),
+) -> dict[str, Any]:
+    """What the nightly run does for ``day`` with strategy auto, and beside it a full export
+    of the same state: {data set: (full bytes, staged bytes)}, the plans, the late days. The
+    staged partitions are published, and the snapshots' ``as_of`` recorded, as the DAG does."""
+    dynamodb, s3 = clients()
+    fs, root = open_filesystem(f"s3://{bucket}")
+    result: dict[str, Any] = {"_plans": {}, "_late": set()}
+    for table in tables:
+        datasets = datasets_of(table)
+        as_of = {
+            d.name: snapshot_as_of(s3, bucket, d.name, day - timedelta(days=1))
+            for d in datasets
+            if d.snapshot
+        }
+        plan = plan_table(
+            datasets, day, TIMEZONES, recovery_window(dynamodb, table_name(table)), as_of
+        )
+        result["_plans"][table.value] = plan
+        staging = f"{root}/staging/{label}"
+        full = stage_export(s3, _full_export(table, bucket), datasets, day, f"{staging}-full", fs)
+        staged = full
+        if plan.strategy == "incremental":
+            exports = _run_incremental(table, bucket, plan.windows)
+            changes = stage_changes(
+                s3, exports, datasets, day, f"{staging}-incremental", fs, f"{root}/curated"
+            )
+            staged = changes.staged
+            result["_late"] |= set(changes.late_days)
+        for name, report in staged.items():
+            result[name] = (object_bytes(s3, full[name].files), object_bytes(s3, report.files))
+            publish_partition(s3, bucket, DATASETS[name], day, report, run_id=label)
+            if DATASETS[name].snapshot:
+                put_snapshot_as_of(s3, bucket, name, day, clock())
+    return result
+
+
 def _assert_same_bytes(staged: dict[str, Any]) -> None:
     for name, both in staged.items():
         if not name.startswith("_"):
             assert both[0] == both[1], name
 
 
+def _strategies(night: dict[str, Any]) -> dict[str, str]:
+    return {table: plan.strategy for table, plan in night["_plans"].items()}
+
+
+def test_a_days_metrics_from_its_changes_equal_the_full_export(
+    history_clock, handler, realtime_stack
+) -> None:
+    _at(history_clock, datetime(2026, 11, 26, 23, 45, tzinfo=UTC))
+    put_a_day(handler)
+    _at(history_clock, datetime(2026, 11, 27, 1, 0, tzinfo=UTC))
+    night = _night(realtime_stack.bucket, DAY, "night-26", history_clock, (Table.METRICS,))
+    assert _strategies(night) == {"metrics": "incremental"}
+    _assert_same_bytes(night)
+    assert night["daily_store_metrics"][1] and night["daily_category_sales"][1]
+
+
+@pytest.mark.slow  # about a minute: three nights of three tables, each exported both ways
 def test_the_incremental_day_equals_the_full_export_and_a_late_event_republishes_its_day(
     history_clock, handler, realtime_stack
 ) -> None:
     bucket = realtime_stack.bucket
-    _at(history_clock, datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
-    put_a_day(handler)  # the 26th, with an order of the 25th arriving late
-    _at(history_clock, datetime(2026, 11, 27, 1, 0, tzinfo=UTC))  # the nightly run
-    first = _stage_both(bucket, DAY, "night-26")
-    _assert_same_bytes(first)
-    assert first["orders"][0] and first["_windows_facts"] == 2  # 27 h: two chained exports
-    assert first["_late_facts"] == [DAY - timedelta(days=1)]  # o-day-before: its day re-runs
+    _at(history_clock, datetime(2026, 11, 26, 1, 0, tzinfo=UTC))  # the first night: whole tables
+    first = _night(bucket, DAY - timedelta(days=1), "night-25", history_clock)
+    assert set(_strategies(first).values()) == {"full"}
+
+    _at(history_clock, datetime(2026, 11, 26, 23, 45, tzinfo=UTC))  # as put_a_day's events arrive
+    put_a_day(handler)  # the 26th, an order of the 25th arriving late, one of the 27th in Paris
+    _at(history_clock, datetime(2026, 11, 27, 1, 0, tzinfo=UTC))
+    night = _night(bucket, DAY, "night-26", history_clock)
+    assert set(_strategies(night).values()) == {"incremental"}, night["_plans"]
+    _assert_same_bytes(night)  # every data set, snapshots included
+    assert night["orders"][1] and len(night["_plans"]["facts"].windows) == 2  # 27 h: chained
+    assert night["_late"] == {DAY - timedelta(days=1)}  # o-day-before: its day is re-run
 
     # The next morning a POS syncs a sale of the 26th: the night of the 27th sees it late.
     _at(history_clock, datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
-    late_at = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
-    late_sale = sale("s-001", "o-late", late_at, ("tea-100g", 2, "3.00"))
+    late_sale = sale(
+        "s-001", "o-late", datetime(2026, 11, 26, 17, 0, tzinfo=UTC), ("tea-100g", 2, "3.00")
+    )
     report = invoke(handler, Stream().records(late_sale, arrived_at=history_clock()))
     assert report["batchItemFailures"] == []
     _at(history_clock, datetime(2026, 11, 28, 1, 0, tzinfo=UTC))
-    dynamodb, s3 = clients()
-    datasets = [d for d in datasets_of(Table.FACTS) if not d.snapshot]
-    plan = plan_table(
-        datasets,
-        DAY + timedelta(days=1),
-        TIMEZONES,
-        recovery_window(dynamodb, table_name(Table.FACTS)),
-    )
-    changes = read_changes(s3, _run_incremental(Table.FACTS, bucket, plan.windows))
-    assert late_days(changes, DAY + timedelta(days=1)) == [DAY]
-    republished = _stage_both(bucket, DAY, "republish-26")
+    next_night = _night(bucket, DAY + timedelta(days=1), "night-27", history_clock)
+    _assert_same_bytes(next_night)
+    # the 26th; the 25th again (o-day-before arrived inside both nights' windows): a re-run
+    # of an unchanged day publishes nothing new
+    assert next_night["_late"] == {DAY, DAY - timedelta(days=1)}
+    republished = _night(bucket, DAY, "republish-26", history_clock)  # the cleared run of the 26th
     _assert_same_bytes(republished)
-    assert republished["orders"][1] != first["orders"][1]  # the late sale changed the 26th
-    assert republished["_windows_facts"] == 3  # [25th 22:00, 28th 01:00): 51 h
+    assert len(republished["_plans"]["facts"].windows) == 3  # [25th 22:00, 28th 01:00): 51 h
+    assert republished["orders"][1] != night["orders"][1]  # the late sale is in the 26th
+    fs, root = open_filesystem(f"s3://{bucket}/curated")
+    orders = pq.read_table(current_files(fs, root, DATASETS["orders"], DAY), filesystem=fs)
+    assert "o-late" in orders.column("order_id").to_pylist()
 
 
 def test_a_first_run_or_a_snapshot_table_is_exported_whole(history_clock, realtime_stack) -> None:
@@ -257,6 +295,9 @@ def test_a_first_run_or_a_snapshot_table_is_exported_whole(history_clock, realti
     first_run = plan_table(metrics, DAY - timedelta(days=1), TIMEZONES, recovery)
     assert (first_run.strategy, "a first run" in first_run.reason) == ("full", True)
     snapshot = plan_table(datasets_of(Table.INVENTORY), DAY, TIMEZONES, recovery)
-    assert (snapshot.strategy, "snapshot" in snapshot.reason) == ("full", True)
+    assert (snapshot.strategy, "no published inventory_snapshot" in snapshot.reason) == (
+        "full",
+        True,
+    )
     backfill = plan_table(metrics, DAY - timedelta(days=9), TIMEZONES, recovery)
     assert (backfill.strategy, "backfill" in backfill.reason) == ("full", True)

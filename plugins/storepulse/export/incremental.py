@@ -14,16 +14,19 @@ settings, so the same Parquet bytes (``tests/integration/test_incremental_export
 - Late events: items of an earlier day X changed in the span (a POS syncing yesterday's sales):
   X is re-published by its own run over ``[day_opens(X), T)`` (``late_days``); a day more than
   ``MAX_LOOKBACK`` back, or older than the table's recovery history, needs the full export.
-- Snapshots (inventory, customers) are a table's whole state, which a window of changes does not
-  hold: a table that feeds one is exported whole (``plan_table`` says so).
+- Snapshots (inventory, customers) are a table's whole state at ``T``: the previous day's
+  published snapshot, taken at ``as_of`` (``state/export/snapshots/``, written when it was
+  published), with the changes of ``[as_of, T)`` applied (``snapshot_seed``, ``day_items``). A
+  table whose previous snapshot or its ``as_of`` is missing is exported whole.
 
 Nothing here imports pyarrow.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -31,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from storepulse.export.dynamodb_json import iter_export_changes
 from storepulse.export.sources import CompletedExport, ExportError, ExportWindow
+from storepulse.lake.paths import SNAPSHOT_STATE, partition_prefix
 
 if TYPE_CHECKING:
     from storepulse.export.datasets import Dataset
@@ -100,15 +104,20 @@ def plan_table(
     day: date,
     timezones: Iterable[str],
     recovery: tuple[datetime, datetime] | None,
+    snapshots_as_of: Mapping[str, datetime | None] | None = None,
 ) -> Plan:
-    """``incremental`` where the table's changes can rebuild ``day``, else ``full`` (logged)."""
-    snapshots = [d.name for d in datasets if d.snapshot]
-    if snapshots:
-        return Plan("full", f"feeds the snapshot(s) {', '.join(snapshots)}: the whole table")
+    """``incremental`` where the table's changes can rebuild ``day``, else ``full`` (logged).
+    ``snapshots_as_of``: when the previous day's published snapshot of each snapshot data set
+    of the table was taken (None or absent: none to start from)."""
     if recovery is None:
         return Plan("full", "point-in-time recovery is off: no incremental export")
-    earliest, latest = recovery
     start = day_opens(day, timezones)
+    for name in (d.name for d in datasets if d.snapshot):
+        as_of = (snapshots_as_of or {}).get(name)
+        if as_of is None:
+            return Plan("full", f"no published {name} of the day before to apply changes to")
+        start = min(start, as_of)
+    earliest, latest = recovery
     if latest - start > MAX_LOOKBACK:
         return Plan(
             "full",
@@ -129,7 +138,10 @@ def plan_table(
 # --- reading the changes -----------------------------------------------------------------------
 
 
-def _key(keys: Item) -> tuple[tuple[str, Any], ...]:
+Key = tuple[tuple[str, str], ...]
+
+
+def _key(keys: Mapping[str, Any]) -> Key:
     return tuple(sorted((name, str(value)) for name, value in keys.items()))
 
 
@@ -137,7 +149,7 @@ def _key(keys: Item) -> tuple[tuple[str, Any], ...]:
 class ChangeSet:
     """The latest image of every item changed in the exports' windows (None: deleted)."""
 
-    images: dict[tuple[tuple[str, Any], ...], Item | None] = field(default_factory=dict)
+    images: dict[Key, Item | None] = field(default_factory=dict)
     lines_read: int = 0
     bytes_read: int = 0
 
@@ -195,3 +207,132 @@ def logical_date_of(day: date, timezone: str) -> datetime:
         if moment.astimezone(ZoneInfo(timezone)).date() == day:
             return moment
     return datetime.combine(day, time(0), UTC)
+
+
+# --- snapshots: the day before's, with the changes applied -------------------------------------
+
+
+def _instant_text(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+# The item each snapshot row stands for, holding what the data set's row builder reads: rebuilt
+# with the new snapshot date, it is the row a full export would write for the unchanged item.
+SNAPSHOT_ITEMS: Final[dict[str, Callable[[Mapping[str, Any]], Item]]] = {
+    "customers": lambda r: {
+        "pk": f"CUSTOMER#{r['customer_id']}",
+        "sk": "PROFILE",
+        "type": "customer",
+        "customer_id": r["customer_id"],
+        "store_id": r["store_id"],
+        "age_band": r["age_band"],
+        "region": r["region"],
+        "segment": r["segment"],
+        "updated_at": _instant_text(r["updated_at"]),
+    },
+    "inventory_snapshot": lambda r: {
+        "pk": f"S#{r['store_id']}",
+        "sk": r["sku"],
+        "on_hand": r["on_hand"],
+        "counted_at": _instant_text(r["counted_at"]),
+    },
+}
+
+
+def snapshot_state_key(dataset: str, day: date) -> str:
+    return f"{partition_prefix(SNAPSHOT_STATE, dataset, day)}.json"
+
+
+def put_snapshot_as_of(s3: Any, bucket: str, dataset: str, day: date, as_of: datetime) -> None:
+    """Record when the snapshot just published for ``day`` was taken (after its publish)."""
+    body = json.dumps({"dataset": dataset, "day": day.isoformat(), "as_of": as_of.isoformat()})
+    s3.put_object(Bucket=bucket, Key=snapshot_state_key(dataset, day), Body=body.encode())
+
+
+def snapshot_as_of(s3: Any, bucket: str, dataset: str, day: date) -> datetime | None:
+    """When the published snapshot of ``day`` was taken; None if not recorded."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3.get_object(Bucket=bucket, Key=snapshot_state_key(dataset, day))["Body"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in {"NoSuchKey", "404"}:
+            return None
+        raise
+    with body:
+        return datetime.fromisoformat(json.loads(body.read())["as_of"])
+
+
+@dataclass
+class SnapshotSeed:
+    """The items standing for a published snapshot's rows, by item key."""
+
+    items: dict[Key, Item] = field(default_factory=dict)
+    bytes_read: int = 0
+
+
+def snapshot_seed(
+    fs: Any, curated_root: str, datasets: Sequence[Dataset], day: date
+) -> SnapshotSeed:
+    """The published snapshots of ``day`` (the day before the one exported) as items."""
+    import pyarrow.parquet as pq
+
+    from storepulse.lake.manifest import current_files
+
+    seed = SnapshotSeed()
+    for dataset in (d for d in datasets if d.snapshot):
+        files = current_files(fs, curated_root, dataset, day)
+        seed.bytes_read += sum(fs.get_file_info(path).size or 0 for path in files)
+        rows = pq.read_table(files, filesystem=fs).to_pylist() if files else []
+        for row in rows:
+            item = SNAPSHOT_ITEMS[dataset.name](row)
+            seed.items[_key({"pk": item["pk"], "sk": item["sk"]})] = item
+    return seed
+
+
+def day_items(changes: ChangeSet, seed: SnapshotSeed | None = None) -> Callable[[], Iterator[Item]]:
+    """The items a day is staged from: the changed ones, and the seed's unchanged ones."""
+
+    def items() -> Iterator[Item]:
+        yield from changes.items()
+        if seed is not None:
+            yield from (i for k, i in seed.items.items() if k not in changes.images)
+
+    return items
+
+
+@dataclass(frozen=True)
+class StagedChanges:
+    """What staging a day from incremental exports read and wrote."""
+
+    staged: dict[str, Any]  # data set -> StagedDataset
+    late_days: list[date]
+    lines_read: int
+    bytes_read: int  # export data files and the seeding snapshots
+
+
+def stage_changes(
+    s3: Any,
+    exports: Sequence[CompletedExport],
+    datasets: Sequence[Dataset],
+    day: date,
+    root: str,
+    fs: Any,
+    curated_root: str,
+) -> StagedChanges:
+    """Stage ``day`` of every data set in ``datasets`` (one table's) from its incremental
+    exports, snapshots seeded from the day before's published ones (``curated_root``: the
+    curated folder in ``fs``'s terms)."""
+    from storepulse.export.staging import stage_table
+
+    changes = read_changes(s3, exports)
+    seed = None
+    if any(d.snapshot for d in datasets):
+        seed = snapshot_seed(fs, curated_root, datasets, day - timedelta(days=1))
+    staged = stage_table(day_items(changes, seed), datasets, day, root, fs)
+    return StagedChanges(
+        staged=staged,
+        late_days=late_days(changes, day),
+        lines_read=changes.lines_read,
+        bytes_read=changes.bytes_read + (seed.bytes_read if seed else 0),
+    )

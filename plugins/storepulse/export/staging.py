@@ -48,6 +48,7 @@ class StagedDataset:
     rejected_count: int = 0  # items that could not become rows (lenient staging only)
     rejected: tuple[str, ...] = ()  # the first reasons, naming the items
     items_read: int = 0  # items of the table read by the pass (all its data sets alike)
+    as_of: str | None = None  # ISO instant the source reflects (a snapshot's, for the next day)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,8 @@
     curated/<dataset>/dt=<day>/_manifest.json                         the partition's current files
     curated/_rollups/<dataset>/v<N>/year=<YYYY>/part-00000.parquet    yearly rollups (history)
     reference/<table>/                                                reference tables (e.g. RLS)
+    state/export/snapshots/<dataset>/dt=<day>.json                    when a published snapshot
+                                                                      was taken (incremental export)
 
 Names starting with ``_`` are hidden from Athena/Hive. Everything under ``staging/`` is temporary
 (the lifecycle rules expire it).
@@ -27,6 +29,7 @@ QUARANTINE: Final = "quarantine"
 STAGING: Final = "staging"
 CURATED: Final = "curated"
 REFERENCE: Final = "reference"
+SNAPSHOT_STATE: Final = "state/export/snapshots"
 ROLLUPS: Final = "_rollups"  # under curated/
 EXPORTS: Final = "_exports"  # under staging/<run>/
 PARTITION_KEY: Final = "dt"
