@@ -129,6 +129,20 @@ def _day(resolved: dict[str, Any]) -> date:
     return date.fromisoformat(resolved["day"])
 
 
+def _read_back(fs: Any, staged: dict[str, Any], resolved: dict[str, Any]) -> list[Any]:
+    """A sample of the staged rows against the table (``quality.sample``), whatever the
+    strategy: the full export and the day's changes must both agree with it."""
+    from storepulse.export.quality.sample import ITEM_OF_ROW, check_samples
+    from storepulse.export.quality.suites import read_staged
+
+    rows = {
+        name: read_staged(fs, report.files).to_pylist()
+        for name, report in staged.items()
+        if name in ITEM_OF_ROW and report.files
+    }
+    return check_samples(aws_client("dynamodb"), resolved["tables"], rows, _day(resolved))
+
+
 def _completed(kind: Any, export: dict[str, Any]) -> Any:
     return kind(**{**export, "data_keys": tuple(export["data_keys"])})
 
@@ -413,7 +427,23 @@ def nightly_export() -> None:
             )
         except AuditFailedError as exc:
             raise AirflowFailException(str(exc)) from exc
-        return {"audit": result.to_dict(), "staged": {n: s.to_dict() for n, s in staged.items()}}
+        checks = _read_back(fs, staged, resolved)
+        failed = [c for c in checks if c.failed]
+        if failed:
+            message = "; ".join(f"{c.dataset}: {len(c.disagreeing)}/{c.checked}" for c in failed)
+            send_alert(
+                {
+                    "subject": f"storepulse nightly export {resolved['day']}: rows disagree",
+                    "message": f"staged rows disagree with the table, read back: {message}",
+                    "attributes": {"type": "data_quality", "severity": "critical"},
+                }
+            )
+            raise AirflowFailException(f"staged rows disagree with the table: {message}")
+        return {
+            "audit": result.to_dict(),
+            "read_back": [c.to_dict() for c in checks],
+            "staged": {n: s.to_dict() for n, s in staged.items()},
+        }
 
     @task
     def publish(
