@@ -3,8 +3,9 @@
 ``PointInTimeExportSource``: DynamoDB's native export to S3 (``ExportTableToPointInTime``). It
 reads a consistent snapshot without consuming table capacity, which is what a large table wants;
 it needs point-in-time recovery on the table, and takes minutes on AWS. The data files are found
-through the export's ``manifest-files.json``; the embedded AWS (moto) writes no manifest, so the
-export's prefix is listed instead.
+through the export's ``manifest-files.json``; the embedded AWS's full export (moto's) writes no
+manifest, so the export's prefix is listed instead. With ``incremental`` it exports the changes
+of a window (``storepulse.export.incremental`` builds a day from them).
 
 ``ScanSource`` (parallel, consistent ``Scan``) and ``QuerySource`` (one ``gsi1`` partition, e.g.
 the order and refund facts of one business day): no PITR needed and immediate, but they read
@@ -359,7 +360,7 @@ class PointInTimeExportSource:
 
     def _export_type(self, described: str, keys: tuple[str, ...]) -> str:
         """What the files hold: an endpoint may accept an incremental request and write a full
-        snapshot anyway (the embedded AWS does); the first line tells."""
+        snapshot anyway (plain moto does); the first line tells."""
         if described != "INCREMENTAL_EXPORT" or not keys:
             return described
         body = self.s3.get_object(Bucket=self.bucket, Key=keys[0])["Body"]
