@@ -82,6 +82,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.end_to_end_latency
 	$(VENV)/bin/python -m benchmarks.dashboard_latency
 	$(VENV)/bin/python -m benchmarks.export
+	$(VENV)/bin/python -m benchmarks.incremental_export
 	$(VENV)/bin/python -m benchmarks.persistence
 	$(VENV)/bin/python -m benchmarks.trend_alerts
 	$(VENV)/bin/python -m benchmarks.change_capture

@@ -17,6 +17,7 @@ from benchmarks import (
     dashboard_latency,
     end_to_end_latency,
     export,
+    incremental_export,
     persistence,
     stream_handler,
     write_cost,
@@ -103,6 +104,16 @@ def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(result["missed"], list)
     out = capsys.readouterr().out
     assert "target p95" in out and "fresh process: first 30-day history request" in out
+
+
+def test_incremental_export(capsys: pytest.CaptureFixture[str]) -> None:
+    result = incremental_export.main(["--small"])
+
+    for strategy in ("full", "incremental"):
+        assert_positive(result[strategy], ["seconds", "bytes", "items"])
+    assert_positive(result["ratios"], ["faster", "fewer_bytes", "fewer_items"])
+    assert result["same_bytes"] is True  # the day's partitions, whichever strategy
+    assert "full (baseline)" in capsys.readouterr().out
 
 
 def test_export(capsys: pytest.CaptureFixture[str]) -> None:
