@@ -33,6 +33,7 @@ import gzip
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -45,7 +46,9 @@ VIEW_TYPES: Final = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
 _LOG: Final = "_storepulse_changes"
 _SINCE: Final = "_storepulse_pitr_since"
 
-Change = tuple[float, str, str | None, str | None]  # time, keys, old image, new image (JSON)
+# time, keys (JSON), old and new image (zlib'd JSON: a busy metrics item is kilobytes, written
+# with every sale, and the log is held in memory and in the snapshots)
+Change = tuple[float, str, bytes | None, bytes | None]
 
 _clock: Callable[[], float] = time.time
 
@@ -84,11 +87,17 @@ def _recovery_on(table: Any) -> bool:
     return description.get("PointInTimeRecoveryStatus") == "ENABLED"
 
 
-def _image(item: Any) -> str | None:
-    """An item as DynamoDB JSON text, taken now (moto updates items in place)."""
+def _image(item: Any) -> bytes | None:
+    """An item as compressed DynamoDB JSON, taken now (moto updates items in place)."""
     from moto.dynamodb.models.utilities import dynamo_json_dump
 
-    return None if item is None else dynamo_json_dump(item.to_json()["Attributes"])
+    if item is None:
+        return None
+    return zlib.compress(dynamo_json_dump(item.to_json()["Attributes"]).encode(), 1)
+
+
+def _load(image: bytes) -> Any:
+    return json.loads(zlib.decompress(image))
 
 
 def _keys(table: Any, item: Any) -> str:
@@ -100,7 +109,7 @@ def _keys(table: Any, item: Any) -> str:
     return str(dynamo_json_dump(keys))
 
 
-def _record(table: Any, old: str | None, new_item: Any, keyed: Any) -> None:
+def _record(table: Any, old: bytes | None, new_item: Any, keyed: Any) -> None:
     if not _recovery_on(table):
         return
     log: list[Change] = table.__dict__.setdefault(_LOG, [])
@@ -272,9 +281,9 @@ def incremental_lines(
         }
         old = first[key][2]
         if view == "NEW_AND_OLD_IMAGES" and old is not None:
-            line["OldImage"] = json.loads(old)
+            line["OldImage"] = _load(old)
         if latest[3] is not None:
-            line["NewImage"] = json.loads(latest[3])
+            line["NewImage"] = _load(latest[3])
         lines.append(line)
     return lines
 
