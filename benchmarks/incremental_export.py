@@ -16,6 +16,9 @@ Printed per strategy: wall time (the embedded AWS's export work included), bytes
 export files, items read; the ratios full / incremental; and whether every staged partition is
 byte for byte the same (it must be). The cost on AWS follows the bytes: a full export is billed
 per GB of table, an incremental one per GB of changed data. ``--small``: 2 days of 20 orders.
+
+Measured 2026-12-07 on this 2-core machine at load ~6 (defaults, ~3 minutes with the fill):
+full 69.2 s, 0.75 MB, 14,042 items read; incremental (4 exports) 7.0 s, 0.12 MB, 2,006 items.
 """
 
 from __future__ import annotations
