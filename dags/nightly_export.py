@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import pendulum
@@ -89,6 +89,7 @@ from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import aws_client, lake_filesystem
 from storepulse.airflow.sensors import wait_for_stack
 from storepulse.assets import curated_asset
+from storepulse.clock import system_clock
 from storepulse.config import settings
 from storepulse.deploy.stack import stack_name
 from storepulse.export import DATASET_NAMES
@@ -281,9 +282,7 @@ def nightly_export() -> None:
         dynamodb, s3 = aws_client("dynamodb"), aws_client("s3")
         name = resolved["tables"][table]
         strategy = resolved["strategy"]
-        as_of = datetime.now(
-            UTC
-        ).isoformat()  # before the export: the snapshot is at least this new
+        as_of = system_clock().isoformat()  # before the export: the snapshot is at least this new
         try_number = int(getattr(ti, "try_number", 1) or 1)
         if strategy in ("auto", "incremental"):
             plan = _incremental_plan(dynamodb, resolved, table)
@@ -538,7 +537,7 @@ def nightly_export() -> None:
         pulled = ti.xcom_pull(task_ids=tasks, key="late_days") if ti is not None else []
         days = sorted({date.fromisoformat(d) for part in pulled or [] for d in part or []})
         end = resolved.get("interval_end")
-        current = end is not None and datetime.fromisoformat(end) >= datetime.now(UTC) - timedelta(
+        current = end is not None and datetime.fromisoformat(end) >= system_clock() - timedelta(
             days=1
         )
         day = _day(resolved)
