@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import boto3
 import pyarrow.parquet as pq
 import pytest
 from botocore.exceptions import ClientError
 
+from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.clock import FrozenClock
 from storepulse.export.datasets import DATASETS, datasets_of
 from storepulse.export.incremental import (
@@ -38,13 +40,28 @@ from storepulse.lake.filesystem import open_filesystem
 from storepulse.lake.manifest import current_files
 from storepulse.layout import Table, table_name
 from storepulse_local import dynamodb_export
+from storepulse_local.iam import DEPLOYER
 from tests.integration.conftest import STORES, invoke
-from tests.integration.test_export import FAST_POLL, clients, object_bytes, put_a_day
+from tests.integration.test_export import FAST_POLL, object_bytes, put_a_day
 from tests.integration.test_stream_processor import Stream, sale
 
 DAY = date(2026, 11, 26)  # put_a_day's business day
 TIMEZONES = tuple(STORES.values())  # Paris and New York: the 26th opens at 25th 23:00 UTC
 DAY_TABLES = (Table.FACTS, Table.METRICS)
+
+
+def clients() -> tuple[Any, Any]:
+    """DynamoDB and S3 as the nightly export calls them: the deployment principal's keys, IAM
+    enforced (infra/iam/deployment-policy.json must grant every call)."""
+    session = boto3.Session(
+        aws_access_key_id=DEPLOYER.access_key_id,
+        aws_secret_access_key=DEPLOYER.secret_access_key,
+        region_name="us-east-1",
+    )
+    return (
+        session.client("dynamodb", config=FAIL_FAST_CONFIG),
+        session.client("s3", config=FAIL_FAST_CONFIG),
+    )
 
 
 @pytest.fixture
