@@ -20,6 +20,7 @@ from storepulse.export.incremental import (
     item_day,
     logical_date_of,
 )
+from storepulse.export.quality.sample import SampleCheck, sample
 from storepulse_local.dynamodb_export import incremental_lines
 
 DAY = date(2026, 11, 26)
@@ -104,3 +105,12 @@ def test_the_embedded_aws_lines_of_a_window() -> None:
     assert set(deleted) == {"Metadata", "Keys"}  # a deletion: no image in NEW_IMAGE view
     assert incremental_lines(log, t0 + 10000, t0 + 20000, "NEW_IMAGE") == []
     assert timedelta(seconds=end - start) >= MIN_WINDOW
+
+
+def test_the_read_back_samples_evenly_and_fails_on_a_closed_days_majority() -> None:
+    rows = [{"n": n} for n in range(100)]
+    assert [r["n"] for r in sample(rows, 4)] == [0, 25, 50, 75]
+    assert sample(rows[:3], 4) == rows[:3]
+    assert SampleCheck("orders", 4, ("a", "b", "c")).failed
+    assert not SampleCheck("orders", 4, ("a", "b")).failed  # late events during the run
+    assert not SampleCheck("inventory_snapshot", 4, ("a", "b", "c", "d")).failed  # moves: logged
