@@ -134,7 +134,6 @@ def test_an_order_shares_its_store_seconds_item_with_counter_events_for_as_long_
     assert [i["pk"] for i in written] == ["ORDER#o-1", "SEEN#s-1#2026-11-26T10:00:00Z"]
     seen = written[1]
     assert set(seen["event_srcs"]) == {order.event.event_id, door.event.event_id}
-    assert seen["expires_at"] == written[0]["expires_at"]  # the order's TTL, not SEEN_TTL
 
 
 def test_an_order_event_id_resent_with_another_order_is_a_conflict_found_in_the_log() -> None:

@@ -202,14 +202,14 @@ class _EventLog:
 
 
 def _event_log(item: Located) -> _EventLog:
-    """The item of the event's store and second, where its ``event_id`` is remembered as long
-    as a resend of it must be caught (an order's as long as its fact)."""
+    """The item of the event's store and second, where its ``event_id`` is remembered for
+    SEEN_TTL: the plausibility window quarantines an older copy anyway. (Past it, in a widened
+    backfill, an order's resend is still caught by its order id, not by its event id.)"""
     event = item.event
-    ttl = ORDER_TTL if isinstance(event, ev.PosSaleV1 | ev.PosRefundV1) else SEEN_TTL
     attributes = {
         "type": "seen",
         "store_id": event.store_id,
-        "expires_at": expires_at(event.occurred_at, ttl),
+        "expires_at": expires_at(event.occurred_at, SEEN_TTL),
     }
     return _EventLog(seen_events_key(event.store_id, event.occurred_at), attributes)
 
@@ -258,11 +258,7 @@ def plan_claims(
             claims[item.position] = claim
         if _remembered(item):
             log = _event_log(item)
-            found = logs.setdefault(log.key, log)
-            found.attributes["expires_at"] = max(
-                found.attributes["expires_at"], log.attributes["expires_at"]
-            )
-            found.members.append(item)
+            logs.setdefault(log.key, log).members.append(item)
     return claims, list(logs.values())
 
 
@@ -309,17 +305,7 @@ def _sort_claims(
                 to_write.append({**fact.key.as_item(), **fact.attributes, **written})
     for log in logs:
         if log.key in learnt:
-            expiry = max(
-                log.attributes["expires_at"], int(existing.get(log.key, {}).get("expires_at", 0))
-            )
-            to_write.append(
-                {
-                    **log.key.as_item(),
-                    **log.attributes,
-                    "expires_at": expiry,
-                    "event_srcs": known[log.key],
-                }
-            )
+            to_write.append({**log.key.as_item(), **log.attributes, "event_srcs": known[log.key]})
     return to_write
 
 
@@ -373,7 +359,7 @@ def claim_facts(
     # kept for ORDER_TTL): read it, so that a resend of such an order is still found.
     legacy = [event_key(items[p].event.event_id) for p in claims]
     keys = [c.key for c in claims.values()] + [log.key for log in logs] + sessions + legacy
-    existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs", "expires_at"))
+    existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
     markers = {key: existing[key] for key in sessions if key in existing}
     earlier = {i: h for m in markers.values() for i, h in (m.get("event_srcs") or {}).items()}
     for key in legacy:
