@@ -355,8 +355,9 @@ def claim_facts(
     items = {item.position: item for item in items}
     claims, logs = plan_claims(items.values(), catalog)
     sessions = _session_keys(items.values())
-    # Releases before 2026-12 claimed an order's event id in an item of its own (``EVENT#``,
-    # kept for ORDER_TTL): read it, so that a resend of such an order is still found.
+    # Releases before 2026-12 claimed an order's event id in an item of its own (``EVENT#``):
+    # read it (a read unit, not a write), so a resend of such an order is still found. Useless
+    # once the plausibility window has passed since the upgrade on every deployed table.
     legacy = [event_key(items[p].event.event_id) for p in claims]
     keys = [c.key for c in claims.values()] + [log.key for log in logs] + sessions + legacy
     existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
