@@ -18,9 +18,9 @@ Tables (names ``storepulse-<env>-<table>``):
                the record that opens the session), the alert log; order
                and refund facts carry ``gsi1pk = ORDERS#<local date>`` for the nightly export and
                ``expires_at`` (TTL). Events that are not facts themselves (web events, foot
-               traffic, stock adjustments) are remembered by ``event_id`` (map ``event_srcs``)
-               in ``SEEN#<store_id>#<UTC second>``, so a resent copy counts once; orders and
-               refunds also claim their ``EVENT#<event_id>``.
+               traffic, stock adjustments; orders and refunds too) are remembered by
+               ``event_id`` (map ``event_srcs``) in ``SEEN#<store_id>#<UTC second>``, so a
+               resent copy counts once (``EVENT#<event_id>``: an order's claim before 2026-12).
                Every claim keeps the content hash of the event that made it, so a resend
                with other content is told apart (a conflict) from a harmless duplicate.
 ``settings``   pk = kind (``BUSINESS``, ``STORE``, ``PRODUCT``, ``EMPLOYEE``, ``ALERT_RULE``,
@@ -254,8 +254,8 @@ def customer_profile_key(customer_id: str) -> Key:
 
 
 def event_key(event_id: str) -> Key:
-    """Where an order's or a refund's ``event_id`` is claimed, so that a resend of that id with
-    other content (another order id, another amount) is caught whatever it changed."""
+    """Where releases before 2026-12 claimed an order's or a refund's ``event_id`` (now in its
+    store-second's ``SEEN`` item); still read, so a resend of such an order is found."""
     return Key(f"EVENT#{event_id}", "EVENT")
 
 
@@ -264,7 +264,7 @@ def session_key(session_id: str) -> Key:
 
 
 def seen_events_key(store_id: str, occurred_at: datetime) -> Key:
-    """Where one store's counter events (web, foot traffic, stock adjustments) of one second of
+    """Where one store's events (orders, web, foot traffic, stock adjustments) of one second of
     event time are remembered: a second keeps the item small, and written by about one batch
     (DynamoDB bills a write by the whole item's size, not by what it adds)."""
     return Key(f"SEEN#{store_id}#{occurred_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}", "SEEN")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from storepulse import events as ev
 from storepulse.settings import Catalog, StoreSettings
@@ -30,16 +31,19 @@ def _door(position: int, event_id: str | None = None) -> Located:
     return Located(event, "shard-0", f"{position:056d}")
 
 
-def _log(*members: Located) -> facts._EventLog:
-    _claims, (log,) = facts.plan_claims(members, CATALOG)
-    return log
+def _sort(members: list[Located], found: dict | None, result: facts.ClaimResult) -> dict | None:
+    """The event log item the records write (None if they learnt nothing)."""
+    claims, (log,) = facts.plan_claims(members, CATALOG)
+    existing = {log.key: found} if found else {}
+    written = facts._sort_claims(claims, [log], existing, result)
+    return next((i for i in written if i["pk"].startswith("SEEN#")), None)
 
 
 def test_a_copy_at_another_position_is_a_duplicate_in_and_across_batches() -> None:
     first = _door(1)
     copy = _door(2, event_id=first.event.event_id)
     result = facts.ClaimResult()
-    item = facts._claim_events(_log(first, copy), None, result)
+    item = _sort([first, copy], None, result)
     assert result.duplicates == {copy.position} and not result.conflicts
     assert item is not None
     assert facts._Holder.parse(item["event_srcs"][first.event.event_id]) == facts._Holder(
@@ -48,14 +52,14 @@ def test_a_copy_at_another_position_is_a_duplicate_in_and_across_batches() -> No
 
     later = Located(copy.event, "shard-0", f"{3:056d}")
     result = facts.ClaimResult()
-    assert facts._claim_events(_log(later), item, result) is None  # nothing learnt
+    assert _sort([later], item, result) is None  # nothing learnt
     assert result.duplicates == {later.position}
 
 
 def test_a_full_item_stops_remembering_but_never_drops_an_event(monkeypatch) -> None:
     monkeypatch.setattr(facts, "MAX_EVENTS_PER_ITEM", 2)
     result = facts.ClaimResult()
-    item = facts._claim_events(_log(_door(1), _door(2), _door(3)), None, result)
+    item = _sort([_door(1), _door(2), _door(3)], None, result)
     assert result.duplicates == set() and not result.conflicts  # the third still counts
     assert item is not None and len(item["event_srcs"]) == 2
 
@@ -105,3 +109,51 @@ def test_a_duplicate_never_opens_a_session() -> None:
     result = facts.ClaimResult(duplicates={copy.position})
     assert facts._open_sessions([copy], {}, result) == []
     assert result.new_sessions == set()
+
+
+def _sale(position: int, order_id: str = "o-1", event_id: str | None = None) -> Located:
+    event = ev.PosSaleV1(
+        event_id=event_id or str(uuid.uuid4()),
+        store_id="s-1",
+        occurred_at=AT,
+        order_id=order_id,
+        channel="in_store",
+        currency="EUR",
+        lines=[ev.SaleLine(sku="tea", category="tea", quantity=1, unit_price=Decimal("5.00"))],
+    )
+    return Located(event, "shard-0", f"{position:056d}")
+
+
+def test_an_order_shares_its_store_seconds_item_with_counter_events_for_as_long_as_its_fact() -> (
+    None
+):
+    order, door = _sale(1), _door(2)
+    claims, logs = facts.plan_claims([order, door], CATALOG)
+    result = facts.ClaimResult()
+    written = facts._sort_claims(claims, logs, {}, result)
+    assert [i["pk"] for i in written] == ["ORDER#o-1", "SEEN#s-1#2026-11-26T10:00:00Z"]
+    seen = written[1]
+    assert set(seen["event_srcs"]) == {order.event.event_id, door.event.event_id}
+
+
+def test_an_order_event_id_resent_with_another_order_is_a_conflict_found_in_the_log() -> None:
+    first = _sale(1)
+    claims, logs = facts.plan_claims([first], CATALOG)
+    existing = {logs[0].key: facts._sort_claims(claims, logs, {}, facts.ClaimResult())[1]}
+    altered = _sale(2, order_id="o-2", event_id=first.event.event_id)
+    claims, logs = facts.plan_claims([altered], CATALOG)
+    result = facts.ClaimResult()
+    assert facts._sort_claims(claims, logs, existing, result) == []
+    assert result.conflicts[altered.position].details["identity"] == (
+        f"event_id {first.event.event_id!r}"
+    )
+
+
+def test_an_order_counted_by_an_earlier_release_is_found_by_its_event_claim() -> None:
+    first = _sale(1)
+    earlier = {first.event.event_id: f"shard-0:{first.position} {first.event.content_hash}"}
+    copy = _sale(2, order_id="o-1", event_id=first.event.event_id)
+    claims, logs = facts.plan_claims([copy], CATALOG)
+    result = facts.ClaimResult()
+    assert facts._sort_claims(claims, logs, {}, result, earlier) == []
+    assert result.duplicates == {copy.position}

@@ -6,14 +6,13 @@ and remember the stream position that created them (``src``): the copy is recogn
 duplicate and contributes nothing, while a retry of the *same* record (same position) after a
 crash is recognised as our own earlier write and still counts.
 
-Events that only add to counters (page views and funnel steps, foot traffic, stock adjustments)
-are remembered the same way, by ``event_id``, in a map on one item per store and second of event
-time (a resent copy carries the same time): one small write per second a batch covers, shared by
-every session and sensor of the store, instead of one per session. DynamoDB bills a write by the
-whole item's size, so small items written about once beat a growing per-session map rewritten by
-every batch. A session's marker is written once, by the record that opens it. Orders and refunds
-also claim their ``event_id`` (``EVENT#<id>``), so a resend of that id with another order id is
-caught too.
+Every event that adds to a number (orders and refunds too) is remembered by ``event_id`` in a
+map on one item per store and second of event time (a resent copy carries the same time): one
+small write per second a batch covers, shared by every session, sensor and till of the store,
+instead of one item per event or per session. DynamoDB bills a write by the whole item's size,
+so small items written about once beat a growing map rewritten by every batch. An order's
+``event_id`` is caught there (a resend of that id with another order id), its order id by its
+fact. A session's marker is written once, by the record that opens it.
 
 Every claim keeps the content hash of its event (``Event.content_hash``, which leaves the
 ``event_id`` out). A copy with the same hash is a harmless duplicate; the same ``event_id``, or
@@ -186,7 +185,7 @@ def _note(result: ClaimResult, position: str, verdicts: list[str | Conflict]) ->
 
 @dataclass(frozen=True)
 class _Claim:
-    """A fact keyed by a business identity (an order, a refund, an event id)."""
+    """A fact keyed by a business identity (an order, a refund)."""
 
     key: Key
     identity: str  # e.g. "order_id 'o-1'", for the conflict's reason
@@ -202,110 +201,112 @@ class _EventLog:
     members: list[Located] = field(default_factory=list)
 
 
-def _event_log(item: Located) -> _EventLog | None:
-    match item.event:
-        case (
-            ev.WebEvent()
-            | ev.StoreFootTrafficV1()
-            | ev.SocialMetricsV1()
-            | ev.InventoryAdjustmentV1()
-        ) as event:
-            attributes = {
-                "type": "seen",
-                "store_id": event.store_id,
-                "expires_at": expires_at(event.occurred_at, SEEN_TTL),
-            }
-            return _EventLog(seen_events_key(event.store_id, event.occurred_at), attributes)
-    return None
+def _event_log(item: Located) -> _EventLog:
+    """The item of the event's store and second, where its ``event_id`` is remembered for
+    SEEN_TTL: the plausibility window quarantines an older copy anyway. (Past it, in a widened
+    backfill, an order's resend is still caught by its order id, not by its event id.)"""
+    event = item.event
+    attributes = {
+        "type": "seen",
+        "store_id": event.store_id,
+        "expires_at": expires_at(event.occurred_at, SEEN_TTL),
+    }
+    return _EventLog(seen_events_key(event.store_id, event.occurred_at), attributes)
 
 
-def _fact_claims(item: Located, catalog: Catalog) -> list[_Claim]:
-    """An order's or a refund's claims: its ``event_id`` first, then its business identity."""
+def _remembered(item: Located) -> bool:
+    """Whether the event's ``event_id`` is remembered (everything that adds to a number)."""
+    return isinstance(
+        item.event,
+        ev.WebEvent
+        | ev.StoreFootTrafficV1
+        | ev.SocialMetricsV1
+        | ev.InventoryAdjustmentV1
+        | ev.PosSaleV1
+        | ev.PosRefundV1,
+    )
+
+
+def _fact_claim(item: Located, catalog: Catalog) -> _Claim | None:
+    """An order's or a refund's claim of its business identity."""
     match item.event:
         case ev.PosSaleV1() as sale:
-            fact = _Claim(
+            return _Claim(
                 order_key(sale.order_id),
                 f"order_id {sale.order_id!r}",
                 _without_nulls(order_fact(sale, catalog)),
             )
         case ev.PosRefundV1() as refund:
-            fact = _Claim(
+            return _Claim(
                 refund_key(refund.refund_id),
                 f"refund_id {refund.refund_id!r}",
                 _without_nulls(refund_fact(refund, catalog)),
             )
-        case _:
-            return []
-    event = item.event
-    claimed = {"type": "event", "expires_at": expires_at(event.occurred_at, ORDER_TTL)}
-    return [_Claim(event_key(event.event_id), f"event_id {event.event_id!r}", claimed), fact]
+    return None
 
 
 def plan_claims(
     items: Iterable[Located], catalog: Catalog
-) -> tuple[dict[str, list[_Claim]], list[_EventLog]]:
-    """The claims of each order and refund (by position) and the event logs of the others.
-    Pure: the processor also runs it on one record alone to find a record it cannot file."""
-    claims: dict[str, list[_Claim]] = {}
+) -> tuple[dict[str, _Claim], list[_EventLog]]:
+    """The fact claim of each order and refund (by position) and the event logs (a store's
+    second) that remember the ``event_id`` of every event that adds to a number. Pure: the
+    processor also runs it on one record alone to find a record it cannot file."""
+    claims: dict[str, _Claim] = {}
     logs: dict[Key, _EventLog] = {}
     for item in items:
-        if own := _fact_claims(item, catalog):
-            claims[item.position] = own
-        elif (log := _event_log(item)) is not None:
+        if (claim := _fact_claim(item, catalog)) is not None:
+            claims[item.position] = claim
+        if _remembered(item):
+            log = _event_log(item)
             logs.setdefault(log.key, log).members.append(item)
     return claims, list(logs.values())
 
 
-def _claim_facts(
-    items: dict[str, Located],
-    claims: dict[str, list[_Claim]],
-    existing: dict[Key, dict[str, Any]],
+def _sort_claims(
+    claims: Mapping[str, _Claim],
+    logs: Iterable[_EventLog],
+    existing: Mapping[Key, dict[str, Any]],
     result: ClaimResult,
+    earlier: Mapping[str, str] = MappingProxyType({}),
 ) -> list[dict[str, Any]]:
-    """Sort each order and refund (in stream order) into counted, duplicate or conflict; return
-    the items its counted records must write. A record counts only if every claim of it is new
-    or its own; a later record of the batch sees the claims of the earlier ones."""
+    """Sort the records (in stream order) into counted, duplicates and conflicts; return the
+    items to write: the facts of counted orders and refunds, and every event log that learnt
+    an ``event_id``. A record counts only if its event id and its fact are each new or its
+    own; a later record of the batch sees the claims of the earlier ones. ``earlier``: holders
+    remembered by earlier releases (``EVENT#`` claims, session maps) by event id, so a copy
+    of an event counted then is still found."""
+    logs = list(logs)
+    log_of = {item.position: log for log in logs for item in log.members}
+    known = {log.key: dict((existing.get(log.key) or {}).get("event_srcs") or {}) for log in logs}
     holders = {
         key: _Holder(str(found.get("src", "")), str(found.get("hash", "")))
         for key, found in existing.items()
+        if "src" in found
     }
+    members = {item.position: item for log in logs for item in log.members}
+    learnt: set[Key] = set()
     to_write = []
-    for position, own in claims.items():
-        item = items[position]
-        verdicts = [_verdict(item, holders.get(c.key), c.identity) for c in own]
-        if not _note(result, position, verdicts):
+    for position in sorted(members):
+        item, log, fact = members[position], log_of[position], claims.get(position)
+        event_id = item.event.event_id
+        seen = known[log.key].get(event_id) or earlier.get(event_id)
+        by_id = _verdict(item, _Holder.parse(seen) if seen else None, f"event_id {event_id!r}")
+        by_fact = _verdict(item, holders.get(fact.key), fact.identity) if fact else None
+        if not _note(result, position, [v for v in (by_id, by_fact) if v is not None]):
             continue
         holder = _Holder(_src(item), item.event.content_hash)
-        for claim, verdict in zip(own, verdicts, strict=True):
-            holders[claim.key] = holder
-            if verdict == NEW:  # OURS: an earlier attempt of this batch wrote it
+        if by_id == NEW and len(known[log.key]) < MAX_EVENTS_PER_ITEM:
+            known[log.key][event_id] = str(holder)
+            learnt.add(log.key)
+        if fact is not None:
+            holders[fact.key] = holder
+            if by_fact == NEW:  # OURS: an earlier attempt of this batch wrote it
                 written = {"src": holder.src, "hash": holder.hash}
-                to_write.append({**claim.key.as_item(), **claim.attributes, **written})
+                to_write.append({**fact.key.as_item(), **fact.attributes, **written})
+    for log in logs:
+        if log.key in learnt:
+            to_write.append({**log.key.as_item(), **log.attributes, "event_srcs": known[log.key]})
     return to_write
-
-
-def _claim_events(
-    log: _EventLog,
-    found: dict[str, Any] | None,
-    result: ClaimResult,
-    earlier: Mapping[str, str] = MappingProxyType({}),
-) -> dict[str, Any] | None:
-    """Sort the log's records into ours, resent copies and conflicts; return the item to write
-    if it learnt an event id. ``earlier``: holders remembered elsewhere (the session maps of
-    releases before the per-second items), so a copy of an event counted then is still found."""
-    known: dict[str, str] = dict((found or {}).get("event_srcs") or {})
-    learnt = False
-    for item in log.members:
-        event_id = item.event.event_id
-        seen = known.get(event_id) or earlier.get(event_id)
-        verdict = _verdict(item, _Holder.parse(seen) if seen else None, f"event_id {event_id!r}")
-        counts = _note(result, item.position, [verdict])
-        if counts and verdict == NEW and len(known) < MAX_EVENTS_PER_ITEM:
-            known[event_id] = str(_Holder(_src(item), item.event.content_hash))
-            learnt = True
-    if not learnt:
-        return None
-    return {**log.key.as_item(), **log.attributes, "event_srcs": known}
 
 
 def _open_sessions(
@@ -342,27 +343,33 @@ def _session_keys(items: Iterable[Located]) -> list[Key]:
 def claim_facts(
     dynamodb: Any, table: Any, items: Iterable[Located], catalog: Catalog
 ) -> ClaimResult:
-    """Write order, refund and event-id claims and the event logs; return which records are
-    resent copies, which are conflicts, and which open a new session.
+    """Write order and refund facts and the event logs; return which records are resent
+    copies, which are conflicts, and which open a new session.
 
     Read, then write: one BatchGetItem per 100 items and one BatchWriteItem per 25 changed ones.
-    No other writer can change these items meanwhile: an item's records share a partition key
-    (store or session), hence a shard, and a shard is processed by one invocation at a time.
-    (An ``EVENT#`` claim is the exception: a conflicting copy sent with another partition key
-    at the same moment, to another shard, could slip through.)"""
+    A fact, a session marker and an event log of orders or foot traffic have one writer at a
+    time: their records share a partition key (store or session), hence a shard, processed by
+    one invocation at a time. An event log holding web events is the exception (sessions go
+    to several shards): two shards writing the same store-second at the same moment can lose
+    each other's event ids (their resent copies would count again; nothing counts twice)."""
     items = {item.position: item for item in items}
     claims, logs = plan_claims(items.values(), catalog)
     sessions = _session_keys(items.values())
-    keys = [c.key for own in claims.values() for c in own] + [log.key for log in logs] + sessions
+    # Releases before 2026-12 claimed an order's event id in an item of its own (``EVENT#``):
+    # read it (a read unit, not a write), so a resend of such an order is still found. Useless
+    # once the plausibility window has passed since the upgrade on every deployed table.
+    legacy = [event_key(items[p].event.event_id) for p in claims]
+    keys = [c.key for c in claims.values()] + [log.key for log in logs] + sessions + legacy
     existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
-    result = ClaimResult()
-    to_write = _claim_facts(items, claims, existing, result)
     markers = {key: existing[key] for key in sessions if key in existing}
     earlier = {i: h for m in markers.values() for i, h in (m.get("event_srcs") or {}).items()}
-    for log in logs:
-        item = _claim_events(log, existing.get(log.key), result, earlier)
-        if item is not None:
-            to_write.append(item)
+    for key in legacy:
+        if (found := existing.pop(key, None)) is not None:
+            earlier[key.pk.removeprefix("EVENT#")] = str(
+                _Holder(str(found.get("src", "")), str(found.get("hash", "")))
+            )
+    result = ClaimResult()
+    to_write = _sort_claims(claims, logs, existing, result, earlier)
     to_write += _open_sessions(items.values(), markers, result)
     batch_put(table, to_write)
     return result
