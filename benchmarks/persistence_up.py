@@ -32,19 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import parse_args, print_table, timed
-from benchmarks.persistence import WEEK, Replicator
+from benchmarks.persistence import DAY_EVENTS, WEEK, Replicator
 from storepulse.config import LOOPBACK, REPO_ROOT
 from storepulse_local.persistence import (
     SNAPSHOT_FILE,
     Snapshot,
-    dump,
+    dump_to,
     install_moto_state,
     load,
     moto_state,
-    write_atomic,
+    write_atomic_with,
 )
 
-DAY_EVENTS = WEEK // 7  # what a stream with a 24 h retention period holds at most
 READY = re.compile(r"StorePulse is up in")
 STARTING = re.compile(r"starting (\S+) \.\.\.")
 SETTLED = re.compile(r"Airflow's scheduler, dag-processor and triggerer healthy")
@@ -169,7 +168,7 @@ def grow(state_dir: Path, events: int) -> dict[str, Any]:
     replicator.grow_to(max(1, round(events / sample)))
     checkpoints = _checkpoints_at_the_end(snapshot.checkpoints, shards)
     grown = Snapshot(moto_state(), snapshot.quicksight, checkpoints, time.time())
-    write_atomic(path, [dump(grown)])
+    write_atomic_with(path, lambda out: dump_to(out, grown))
     return {"sample": sample, "events": sample * (replicator.copies + 1)}
 
 
