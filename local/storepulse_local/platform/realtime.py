@@ -116,19 +116,22 @@ class DeployComponent:
         return [Launch(self.name, argv, one_shot=True)]
 
     def start(self, ctx: StackContext) -> None:
-        if self.skip_when_current and (reason := deploy_not_needed(ctx)):
+        reason = deploy_not_needed(ctx) if self.skip_when_current else None
+        if reason is None:
+            ctx.await_ready()
+            wait_airflow_settled(ctx, READY_TIMEOUT)
+        if self.hold_for_demo and not history_sent(ctx):
+            ctx.await_ready()  # paused through Airflow's API
+            held = first_start.hold(_airflow_client(ctx), ctx.settings.state_dir)
+            print(f"  {', '.join(held)} paused until the demo's history is counted", flush=True)
+        if reason:
             self.skipped = reason
             print(f"  not deployed: {reason}", flush=True)
             threading.Thread(
                 target=_quicksight_in_background, args=(ctx,), name="quicksight", daemon=True
             ).start()
             return
-        ctx.await_ready()
-        wait_airflow_settled(ctx, READY_TIMEOUT)
         (launch,) = self.launches(ctx.settings)
-        if self.hold_for_demo and not history_sent(ctx):
-            held = first_start.hold(_airflow_client(ctx), ctx.settings.state_dir)
-            print(f"  first start: {', '.join(held)} paused until the history is counted")
         print(f"  deploying through {DEPLOY_DAG} and {QUICKSIGHT_DAG} ...", flush=True)
         ctx.run_step(launch.name, launch.argv, timeout=2 * RUN_TIMEOUT + 300)
         self.runs = json.loads(file_tail(ctx.log_dir / f"{self.name}.log", 1))

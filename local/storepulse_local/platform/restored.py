@@ -47,12 +47,9 @@ def history_sent(ctx: StackContext) -> bool:
 
 
 def deploy_not_needed(ctx: StackContext) -> str | None:
-    """Why ``make up`` need not wait for a deploy (None: it must deploy): the restored state
-    holds the demo's history (a platform that started before) and its stack already has the
-    template, parameters and functions' code a deploy would give it
+    """Why ``make up`` need not wait for a deploy (None: it must deploy): the restored stack
+    already has the template, parameters and functions' code a deploy would give it
     (``storepulse.deploy.current``), so the deploy DAG's run would be a no-op."""
-    if not history_sent(ctx):
-        return None
     from storepulse.deploy.current import stack_is_current
     from storepulse.deploy.package import PackagingError
     from storepulse.deploy.stack import stack_name
