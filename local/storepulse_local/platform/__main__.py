@@ -20,6 +20,7 @@ from storepulse_local.platform import airflow_local, scale
 from storepulse_local.platform.private import private_dir
 from storepulse_local.platform.processes import pid_alive, stop_trees
 from storepulse_local.platform.stack import (
+    AIRFLOW_PARTS,
     READY_TIMEOUT,
     Component,
     PlatformError,
@@ -102,7 +103,12 @@ def up(settings: Settings) -> int:
     started = time.monotonic()
     stack = components(settings)
     try:
-        start_all(ctx, stack, on_start=lambda: _write_state(settings, ctx))
+        start_all(
+            ctx,
+            stack,
+            on_start=lambda: _write_state(settings, ctx),
+            on_serving=lambda: _print_serving(started),
+        )
         _print_ready(ctx, stack, time.monotonic() - started)
         _supervisor(ctx, stack).run()
     except _StopRequested as stop:
@@ -121,16 +127,34 @@ def up(settings: Settings) -> int:
     return _shutdown(ctx, 0)
 
 
-def start_all(ctx: StackContext, stack: list[Component], on_start: Callable[[], None]) -> None:
+def start_all(
+    ctx: StackContext,
+    stack: list[Component],
+    on_start: Callable[[], None],
+    on_serving: Callable[[], None] = lambda: None,
+) -> None:
     """Start each component once what it needs answers (every earlier one but its
-    ``independent_of``); return when all answer."""
+    ``independent_of``); return when all answer. ``on_serving``: called when everything but
+    Airflow answers, if Airflow does not yet (a restart: the real-time path serves first)."""
     for component in stack:
         ctx.await_ready(skip=getattr(component, "independent_of", ()))
         print(f"starting {component.name} ...", flush=True)
         component.start(ctx)
         on_start()
         ctx.pending[component.name] = functools.partial(component.wait_ready, ctx, READY_TIMEOUT)
+    ctx.await_ready(skip=AIRFLOW_PARTS)
+    if ctx.pending:
+        on_serving()
     ctx.await_ready()
+
+
+def _print_serving(started: float) -> None:
+    print(
+        f"StorePulse's real-time path is serving after {time.monotonic() - started:.0f} s: the "
+        "embedded AWS (its restored state), the Lambda runtime and the simulator; the Airflow "
+        "UI and the dashboard are still starting ('StorePulse is up' follows)",
+        flush=True,
+    )
 
 
 def _supervisor(ctx: StackContext, stack: list[Component]) -> Supervisor:
