@@ -37,8 +37,9 @@ from storepulse_local.platform.supervision import (
 
 MIN_PYTHON = (3, 11)
 REQUIRED_MODULES = {"airflow": "apache-airflow", "moto": "moto[server]", "boto3": "boto3"}
-# `make down` waits this long for the supervisor's ordered stop (the sum of the grace periods).
-DOWN_TIMEOUT = 240.0
+# `make down` waits this long for the supervisor's ordered stop (the sum of the grace periods,
+# 230 s, and a margin).
+DOWN_TIMEOUT = 300.0
 
 
 class _StopRequested(Exception):  # noqa: N818 (a signal, not an error)
