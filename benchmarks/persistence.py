@@ -19,8 +19,10 @@ on this shared 2-core machine at a load of 20 (client-side botocore, moto's requ
 so a week that way would take 9 hours and a million 21. The rest is built from that processed
 sample, in moto's backends: copies of its stream records, of the items of every table but the
 settings and of the lake's objects, under new keys, each copy made of new objects (a pickle
-writes a shared object once). The sizes are multiples of the sample. The stream keeps all the
-records here; with the retention period enforced (24 h), a real week's stream holds one day.
+writes a shared object once). The sizes are multiples of the sample. The stream keeps one day
+of records at most (``DAY_EVENTS``), as its retention period (24 h, enforced by the embedded
+AWS) does. Memory: the builder's (this process: the embedded AWS serving the state) resident
+and peak, the forked snapshot writer's peak, the restarted process's resident and peak.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import os
 import pickle
 import re
 import subprocess
@@ -66,6 +69,7 @@ BUILD_BATCH = 100  # the stack's BatchSize (infra/cloudformation/parameters/dev.
 DAY = timedelta(days=1)
 SAMPLE = 2000  # divides a week and a million
 WEEK = 414_000
+DAY_EVENTS = WEEK // 7  # what a stream with a 24 h retention period holds at most
 REPEAT_UNTIL = 50_000  # events: up to this size the median of three snapshots, then one
 SMALL = {"events": "300,600", "sample": "300"}
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
@@ -239,6 +243,8 @@ def measure(server: Any, replicator: Replicator, samples: int, sample: int) -> d
         "snapshot_cpu_s": stats.last_cpu_seconds,
         "grow_s": grow_seconds,
         "builder_mib": psutil.Process().memory_info().rss / 2**20,
+        "builder_peak_mib": _peak_rss_kib(os.getpid()) / 1024,
+        "writer_peak_mib": stats.last_writer_peak_bytes / 2**20,
         **restarted,
         "poll_ms": poll,
         "put_ms": put,
@@ -339,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         embedded_aws(Path(state_dir)) as server,
     ):
         shard, sample_seconds = timed(lambda: build_sample(sample))
-        replicator = Replicator([shard])
+        # The stream holds its retention period's records (24 h, as the embedded AWS enforces).
+        replicator = Replicator([shard], record_copies=max(0, round(DAY_EVENTS / sample) - 1))
         for events in sizes:
             results.append(measure(server, replicator, max(1, round(events / sample)), sample))
             print(results[-1], file=sys.stderr, flush=True)  # progress: a large size takes long
@@ -368,7 +375,8 @@ def print_report(
             f"{r['restart_s']:.1f} ({r['restart_cpu_s']:.1f})",
             f"{r['restart_mib']:.0f}",
             f"{r['restart_peak_mib']:.0f}",
-            f"{r['builder_mib']:.0f}",
+            f"{r['builder_mib']:.0f} ({r['builder_peak_mib']:.0f})",
+            f"{r['writer_peak_mib']:.0f}",
             f"{r['poll_ms']['moto']:.1f} / {r['poll_ms']['local']:.2f}",
             f"{r['put_ms']['moto']:.1f} / {r['put_ms']['local']:.3f}",
             f"{r['grow_s']:.0f}",
@@ -384,7 +392,8 @@ def print_report(
         "restart s (to answering; its CPU s)",
         "restarted MiB (RSS)",
         "restart peak MiB (VmHWM)",
-        "builder MiB (RSS)",
+        "builder MiB (RSS; peak)",
+        "snapshot writer peak MiB",
         "poll ms moto / local",
         "put's last number ms moto / local",
         "s to copy",

@@ -19,6 +19,7 @@ the baseline's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -31,21 +32,23 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import parse_args, print_table, timed
-from benchmarks.persistence import WEEK, Replicator
+from benchmarks.persistence import DAY_EVENTS, WEEK, Replicator
 from storepulse.config import LOOPBACK, REPO_ROOT
 from storepulse_local.persistence import (
     SNAPSHOT_FILE,
     Snapshot,
-    dump,
+    dump_to,
     install_moto_state,
     load,
     moto_state,
-    write_atomic,
+    write_atomic_with,
 )
 
-DAY_EVENTS = WEEK // 7  # what a stream with a 24 h retention period holds at most
 READY = re.compile(r"StorePulse is up in")
 STARTING = re.compile(r"starting (\S+) \.\.\.")
+SERVING = re.compile(r"real-time path is serving after")
+SETTLED = re.compile(r"Airflow's scheduler, dag-processor and triggerer healthy")
+NOT_DEPLOYED = re.compile(r"not deployed: ")
 READY_TIMEOUT = 1800  # a loaded 2-core machine: a first start took 10-17 minutes
 SMALL = {"events": "20000"}
 
@@ -103,6 +106,23 @@ class Up:
         ends = [at for _, at in marks[1:]] + [self.wait_ready()]
         return {name: end - at for (name, at), end in zip(marks, ends, strict=True)}
 
+    def settled(self, timeout: float = READY_TIMEOUT) -> float | None:
+        """Seconds until Airflow's scheduler, dag-processor and triggerer were healthy."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if found := [at for at, line in self.lines if SETTLED.search(line)]:
+                return found[0]
+            time.sleep(1.0)
+        return None
+
+    def serving(self) -> float:
+        """Seconds until the real-time path served (ready, when Airflow answered first)."""
+        found = [at for at, line in self.lines if SERVING.search(line)]
+        return found[0] if found else self.wait_ready()
+
+    def deployed(self) -> bool:
+        return not any(NOT_DEPLOYED.search(line) for _, line in self.lines)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -113,9 +133,27 @@ def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
     up = Up(state_dir, ports)
     try:
         ready = up.wait_ready()
-        return {"ready_s": ready, "steps": up.steps(), "mib": _snapshot_mib(state_dir)}
+        peak = _peak_rss_mib(state_dir, "embedded-aws")
+        return {
+            "ready_s": ready,
+            "serving_s": up.serving(),
+            "steps": up.steps(),
+            "mib": _snapshot_mib(state_dir),
+            "settled_s": up.settled(),
+            "deployed": up.deployed(),
+            "aws_peak_mib": peak,
+            "load": os.getloadavg()[0],
+        }
     finally:
         up.stop()
+
+
+def _peak_rss_mib(state_dir: Path, component: str) -> float:
+    """The component's peak resident memory so far (Linux: VmHWM), by its pid in platform.json."""
+    from benchmarks.persistence import _peak_rss_kib
+
+    pid = json.loads((state_dir / "platform.json").read_text())["children"][component]
+    return _peak_rss_kib(pid) / 1024
 
 
 def _snapshot_mib(state_dir: Path) -> float:
@@ -137,7 +175,7 @@ def grow(state_dir: Path, events: int) -> dict[str, Any]:
     replicator.grow_to(max(1, round(events / sample)))
     checkpoints = _checkpoints_at_the_end(snapshot.checkpoints, shards)
     grown = Snapshot(moto_state(), snapshot.quicksight, checkpoints, time.time())
-    write_atomic(path, [dump(grown)])
+    write_atomic_with(path, lambda out: dump_to(out, grown))
     return {"sample": sample, "events": sample * (replicator.copies + 1)}
 
 
@@ -193,11 +231,23 @@ def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds
     )
     components = list(next(iter(runs.values()))["steps"])
     rows = [
-        [name, f"{run['mib']:.1f}", f"{run['ready_s']:.0f}"]
+        [
+            name,
+            f"{run['mib']:.1f}",
+            f"{run['serving_s']:.0f}",
+            f"{run['ready_s']:.0f}",
+            "yes" if run["deployed"] else "no (current)",
+            f"{run['settled_s']:.0f}" if run["settled_s"] is not None else "-",
+            f"{run['aws_peak_mib']:.0f}",
+            f"{run['load']:.1f}",
+        ]
         + [f"{run['steps'].get(c, 0):.0f}" for c in components]
         for name, run in runs.items()
     ]
-    print_table(["start", "snapshot MiB", "ready s", *(f"{c} s" for c in components)], rows)
+    headers = ["start", "snapshot MiB", "real-time path serving s", "ready s (UI too)"]
+    headers += ["deploy DAG waited for"]
+    headers += ["Airflow healthy s", "embedded AWS peak MiB (VmHWM)", "load (1 min)"]
+    print_table([*headers, *(f"{c} s" for c in components)], rows)
     baseline, week = list(runs.values())[1:]
     ratio = week["ready_s"] / baseline["ready_s"]
     print(f"the grown state's restart / the demo's restart: {ratio:.2f}x")

@@ -44,15 +44,11 @@ from storepulse.airflow.hooks import aws_client
 from storepulse.airflow.operators import CloudFormationChangeSetOperator
 from storepulse.assets import realtime_stack_asset
 from storepulse.config import REPO_ROOT, settings
+from storepulse.deploy.current import CAPTURE_DIR, FUNCTION_DIR, TEMPLATE
 from storepulse.deploy.stack import stack_name
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = REPO_ROOT / "infra" / "cloudformation" / "realtime.yaml"
-FUNCTION_DIR = REPO_ROOT / "lambdas" / "stream_processor"
-CAPTURE_DIR = REPO_ROOT / "lambdas" / "change_capture"
-# Each function's zip is built for the Runtime the template gives it, found by its code key.
-CODE_KEY_PARAMETERS = {FUNCTION_DIR.name: "LambdaCodeKey", CAPTURE_DIR.name: "ChangeCaptureCodeKey"}
 STACK_NAME = stack_name(settings().env)
 
 
@@ -89,16 +85,9 @@ def deploy_realtime_stack() -> None:
 
     @task
     def package_function(function_dir: str = FUNCTION_DIR.name) -> dict[str, Any]:
-        from storepulse.deploy.package import build_lambda_zip
-        from storepulse.deploy.stack import function_runtime, parse_template
+        from storepulse.deploy.current import function_package
 
-        runtime = function_runtime(
-            parse_template(TEMPLATE.read_text()), CODE_KEY_PARAMETERS[function_dir]
-        )
-        package = build_lambda_zip(
-            REPO_ROOT / "lambdas" / function_dir, _build_dir(), runtime=runtime
-        )
-        log.info("%s for %s", function_dir, runtime)
+        package = function_package(function_dir, _build_dir(), TEMPLATE.read_text())
         log.info("zip: %d bytes, sha256 %s, %d files", package.size, package.sha256, package.files)
         log.info("%d storepulse modules: %s", len(package.modules), ", ".join(package.modules))
         log.info("%d vendored: %s", len(package.dependencies), ", ".join(package.dependencies))

@@ -358,14 +358,8 @@ def test_a_killed_embedded_aws_restarts_from_its_snapshot_and_counts_every_event
     assert "stopping lambda-runtime: it restarts after embedded-aws" in output
 
 
-def test_make_down_stops_every_process_and_forces_none(platform: Platform, password: str) -> None:
-    started = platform.started_pids()
-    tree = [
-        p.pid
-        for pid in started
-        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    ]
-
+def _make_down_forcing_nothing(platform: Platform) -> None:
+    """`make down` (from another process, as a user runs it): every component stops gracefully."""
     began = time.monotonic()
     down = subprocess.run(
         [sys.executable, "-m", "storepulse_local.platform", "down"],
@@ -383,6 +377,17 @@ def test_make_down_stops_every_process_and_forces_none(platform: Platform, passw
     assert summary and "0 forced; 0 process(es) force-killed" in summary[-1], "".join(
         platform.output[-20:]
     )
+
+
+def test_make_down_stops_every_process_and_forces_none(platform: Platform, password: str) -> None:
+    started = platform.started_pids()
+    tree = [
+        p.pid
+        for pid in started
+        for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    ]
+
+    _make_down_forcing_nothing(platform)
 
     deadline = time.monotonic() + 10
     while (
@@ -417,7 +422,7 @@ def test_up_again_restores_the_state_and_processes_unread_records_once(
 ) -> None:
     """After `make down` (the test above): records put while the platform is down (into the
     embedded AWS alone, on the same state) are counted once by the next `make up`, which finds
-    its stack deployed (no update) and the history already sent."""
+    its stack deployed (no update, no deploy run waited for) and the history already sent."""
     assert platform.process.poll() is not None, "runs after make down"
     module = "storepulse_local.embedded_aws"
     options = ["--port", str(platform.aws_port), "--state-dir", str(platform.state_dir)]
@@ -445,6 +450,8 @@ def test_up_again_restores_the_state_and_processes_unread_records_once(
     ]
     assert stack["StackStatus"] == "CREATE_COMPLETE"  # the deploy found it: no update
     assert any("holds the demo's history: not sent again" in line for line in again.output)
+    # Its template, parameters and code are unchanged: ready without waiting for a no-op run.
+    assert any("not deployed: stack" in line for line in again.output)
 
 
 KILL_ALL_STORE, KILL_ALL_EVENTS = "s-kill-all", 40
@@ -501,3 +508,31 @@ def test_up_after_a_kill_9_of_the_whole_platform_keeps_what_was_durable(
     airflow.login()
     (run,) = [r for r in airflow.dag_runs("platform_check") if r["dag_run_id"] == in_flight]
     assert run["state"] in ("success", "failed")  # finished before the kill, or failed after
+
+
+# slow: one more start on the same state (a restart: its stack is current, so no deploy waits).
+@pytest.mark.slow
+def test_make_down_with_a_dag_run_in_flight_forces_nothing_and_up_ends_the_run(
+    started_again: list[Platform],
+) -> None:
+    """After the demo's traffic of the platforms above, `make down` while a deploy run is in
+    flight forces nothing; the next `make up` skips the deploy (its restored stack is current)
+    and shows that run failed or finished, never running."""
+    if not started_again or started_again[-1].process.poll() is not None:
+        pytest.skip("needs the platform the test above started again")
+    running = started_again[-1]
+    airflow = AirflowClient(running.url, "admin", running.wait_ready(timeout=1))
+    airflow.login()
+    in_flight = airflow.trigger(DEPLOY_DAG)
+    deadline = time.monotonic() + 300
+    while airflow.run_state(DEPLOY_DAG, in_flight) != "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert airflow.run_state(DEPLOY_DAG, in_flight) == "running"
+
+    _make_down_forcing_nothing(running)
+    again = Platform(running.state_dir, ports=(running.aws_port, running.airflow_port))
+    started_again.append(again)
+    airflow = AirflowClient(again.url, "admin", again.wait_ready(timeout=420))
+    airflow.login()
+    assert airflow.run_state(DEPLOY_DAG, in_flight) in ("success", "failed")
+    assert any("not deployed: stack" in line for line in again.output), "".join(again.output)

@@ -197,3 +197,42 @@ def test_the_platform_stops_dependants_first_and_the_embedded_aws_last(settings:
         "airflow-api-server",
         "embedded-aws",
     ]
+
+
+class _Recorded:
+    """A component that only records when it starts and when it is waited for."""
+
+    def __init__(self, name: str, events: list[str], independent_of: tuple[str, ...] = ()):
+        self.name, self.events, self.independent_of = name, events, independent_of
+
+    def start(self, ctx: StackContext) -> None:
+        self.events.append(f"start {self.name}")
+
+    def wait_ready(self, ctx: StackContext, timeout: float) -> None:
+        self.events.append(f"ready {self.name}")
+
+
+def test_a_component_starts_without_waiting_for_what_it_does_not_need(settings: Settings) -> None:
+    """Airflow starts while the embedded AWS restores; the real-time path does not wait for
+    Airflow; everything answers before start_all returns (then `make up` says ready)."""
+    events: list[str] = []
+    stack = [
+        _Recorded("embedded-aws", events),
+        _Recorded("airflow", events, independent_of=("embedded-aws",)),
+        _Recorded("lambda-runtime", events, independent_of=("airflow",)),
+        _Recorded("simulator", events, independent_of=("airflow",)),
+    ]
+    ctx = StackContext(settings, {}, settings.state_dir / "logs")
+    serving = lambda: events.append("serving")  # noqa: E731
+    platform_cli.start_all(ctx, stack, on_start=lambda: None, on_serving=serving)  # type: ignore[arg-type]
+    assert events == [
+        "start embedded-aws",
+        "start airflow",
+        "ready embedded-aws",
+        "start lambda-runtime",
+        "ready lambda-runtime",
+        "start simulator",
+        "ready simulator",
+        "serving",  # the real-time path, before Airflow answers
+        "ready airflow",
+    ]

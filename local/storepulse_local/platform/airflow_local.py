@@ -22,8 +22,12 @@ ADMIN_USER = "admin"
 # The four parts `airflow standalone` would start, run separately so each has its PID and log.
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # Seconds each may take to stop (they are stopped in reverse order: the api-server last, as the
-# tasks still finishing report through it). The scheduler waits for its running tasks.
-STOP_GRACE = {"scheduler": 45.0, "api-server": 20.0}
+# tasks still finishing report through it). The scheduler waits for its running tasks. By
+# hand, `make down` after ten minutes of the demo with a deploy run in flight, at a load of
+# 25-30 on 2 cores: the api-server outlived 20 s after its server had finished, the triggerer
+# 15 s after leaving its loop, the dag-processor 15 s while it finished a file (each still
+# working, on a fraction of a CPU), and were force-killed: twice those waits.
+STOP_GRACE = {"scheduler": 45.0, "api-server": 45.0, "triggerer": 30.0, "dag-processor": 30.0}
 # Four processes share one SQLite file: a writer waits up to 30 s for the lock instead of
 # pysqlite's 5 s default, which a busy 2-core machine exceeds while the DAGs are first parsed.
 SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30}

@@ -17,8 +17,16 @@ from storepulse_local.lambda_runtime.checkpoints import (
 from storepulse_local.platform import airflow_local, first_start
 from storepulse_local.platform.deploy import DEPLOY_DAG, QUICKSIGHT_DAG, RUN_TIMEOUT
 from storepulse_local.platform.processes import file_tail
-from storepulse_local.platform.restored import embedded_client, history_sent
-from storepulse_local.platform.stack import Launch, PlatformError, StackContext, python_module
+from storepulse_local.platform.restored import deploy_not_needed, embedded_client, history_sent
+from storepulse_local.platform.stack import (
+    AIRFLOW_PARTS,
+    READY_TIMEOUT,
+    Launch,
+    PlatformError,
+    StackContext,
+    python_module,
+    wait_airflow_settled,
+)
 
 DEMO_SEED, DEMO_STORES = 7, 2
 # The demo is alive at any hour: the simulator first sends about BACKFILL_EVENTS events of
@@ -44,6 +52,7 @@ class LambdaRuntimeComponent:
     mapping, and the deploy's smoke test needs it."""
 
     name = "lambda-runtime"
+    independent_of = AIRFLOW_PARTS
     # On SIGTERM it lets each shard finish the batch in flight, whose checkpoint it then saves.
     stop_grace = 30.0
 
@@ -77,14 +86,23 @@ def _remove_checkpoint_temp_files(ctx: StackContext) -> None:
 
 class DeployComponent:
     """Deploys the real-time stack and QuickSight through their DAGs, and waits
-    (``storepulse_local.platform.deploy``)."""
+    (``storepulse_local.platform.deploy``).
+
+    With ``skip_when_current`` (the embedded AWS), a restart whose restored stack is already what
+    a deploy would make (``restored.deploy_not_needed``) does not wait for that no-op run (minutes
+    on a loaded machine): the real-time path serves from the restored state at once, the reason
+    is logged, and only ``deploy_quicksight`` (a no-op when QuickSight matches) is triggered,
+    in the background. A first start or a changed template, parameter or code deploys as before."""
 
     name = "deploy"
+    independent_of = AIRFLOW_PARTS  # it waits for Airflow itself when it deploys
 
-    def __init__(self, hold_for_demo: bool = False) -> None:
+    def __init__(self, hold_for_demo: bool = False, skip_when_current: bool = False) -> None:
         self.runs: dict[str, str] = {}
+        self.skipped = ""  # why no deploy ran
         # With the demo: its first start holds the nightly export until the history is counted.
         self.hold_for_demo = hold_for_demo
+        self.skip_when_current = skip_when_current
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []
@@ -98,10 +116,22 @@ class DeployComponent:
         return [Launch(self.name, argv, one_shot=True)]
 
     def start(self, ctx: StackContext) -> None:
-        (launch,) = self.launches(ctx.settings)
+        reason = deploy_not_needed(ctx) if self.skip_when_current else None
+        if reason is None:
+            ctx.await_ready()
+            wait_airflow_settled(ctx, READY_TIMEOUT)
         if self.hold_for_demo and not history_sent(ctx):
+            ctx.await_ready()  # paused through Airflow's API
             held = first_start.hold(_airflow_client(ctx), ctx.settings.state_dir)
-            print(f"  first start: {', '.join(held)} paused until the history is counted")
+            print(f"  {', '.join(held)} paused until the demo's history is counted", flush=True)
+        if reason:
+            self.skipped = reason
+            print(f"  not deployed: {reason}", flush=True)
+            threading.Thread(
+                target=_quicksight_in_background, args=(ctx,), name="quicksight", daemon=True
+            ).start()
+            return
+        (launch,) = self.launches(ctx.settings)
         print(f"  deploying through {DEPLOY_DAG} and {QUICKSIGHT_DAG} ...", flush=True)
         ctx.run_step(launch.name, launch.argv, timeout=2 * RUN_TIMEOUT + 300)
         self.runs = json.loads(file_tail(ctx.log_dir / f"{self.name}.log", 1))
@@ -110,13 +140,34 @@ class DeployComponent:
         """The runs already succeeded in start()."""
 
     def banner(self, ctx: StackContext) -> list[str]:
+        if self.skipped:
+            return [
+                "Deployed       earlier: the real-time path serves from the restored state "
+                f"({self.skipped}; {QUICKSIGHT_DAG} runs in the background)"
+            ]
         return [f"Deployed       {', '.join(f'{dag} ({run})' for dag, run in self.runs.items())}"]
+
+
+def _quicksight_in_background(ctx: StackContext) -> None:
+    """QuickSight follows every deploy; a skipped one still brings it up to date (a no-op when
+    it matches), without holding ``make up``."""
+    try:
+        wait_airflow_settled(ctx, READY_TIMEOUT)
+        client = _airflow_client(ctx)
+        client.wait_for_dag(QUICKSIGHT_DAG)
+        run = client.trigger(QUICKSIGHT_DAG)
+        state = client.wait_for_run(QUICKSIGHT_DAG, run, timeout=RUN_TIMEOUT)
+    except Exception as exc:  # e.g. stopping meanwhile: the next start (or the UI) runs it
+        print(f"  {QUICKSIGHT_DAG} not run in the background: {exc}", flush=True)
+        return
+    print(f"  {QUICKSIGHT_DAG} ({run}), in the background: {state}", flush=True)
 
 
 class DemoBusinessComponent:
     """Seeds the simulated business and the default alert rules; creates the alerts inbox."""
 
     name = "demo-business"
+    independent_of = AIRFLOW_PARTS
 
     def __init__(self) -> None:
         self.summary: dict[str, object] = {}
@@ -147,6 +198,7 @@ class SimulatorComponent:
     """Simulated traffic: history first, then live (``storepulse.simulator.backfill``)."""
 
     name = "simulator"
+    independent_of = AIRFLOW_PARTS
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return []

@@ -44,3 +44,30 @@ def history_sent(ctx: StackContext) -> bool:
     except (BotoCoreError, ClientError):
         return False  # no table yet: nothing was sent
     return False
+
+
+def deploy_not_needed(ctx: StackContext) -> str | None:
+    """Why ``make up`` need not wait for a deploy (None: it must deploy): the restored stack
+    already has the template, parameters and functions' code a deploy would give it
+    (``storepulse.deploy.current``), so the deploy DAG's run would be a no-op."""
+    from storepulse.deploy.current import stack_is_current
+    from storepulse.deploy.package import PackagingError
+    from storepulse.deploy.stack import stack_name
+
+    settings = ctx.settings
+    try:
+        account = embedded_client(ctx, "sts").get_caller_identity()["Account"]
+        verdict = stack_is_current(
+            embedded_client(ctx, "cloudformation"),
+            stack_name(settings.env),
+            env=settings.env,
+            account_id=account,
+            build_dir=settings.lambda_build_dir,
+        )
+    except (BotoCoreError, ClientError, PackagingError, OSError) as exc:
+        print(f"  cannot tell whether the stack is current ({exc}): deploying", flush=True)
+        return None
+    if not verdict.current:
+        print(f"  {verdict.reason}: deploying", flush=True)
+        return None
+    return verdict.reason

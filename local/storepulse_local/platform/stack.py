@@ -12,10 +12,11 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -35,6 +36,14 @@ class StackContext:
     env: dict[str, str]
     log_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
+    # Components started but not waited for yet: name -> their wait (see ``await_ready``).
+    pending: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    def await_ready(self, skip: Iterable[str] = ()) -> None:
+        """Wait for the started components (but ``skip``), in start order: a component waits
+        only for what it needs, so a restart restores the embedded AWS while Airflow starts."""
+        for name in [name for name in self.pending if name not in set(skip)]:
+            self.pending.pop(name)()
 
     def spawn(self, name: str, argv: list[str], **options: Any) -> ManagedProcess:
         """Start a long-running process (options: ``restart_argv``, ``stop_grace``, ``env``
@@ -73,7 +82,15 @@ class Launch:
     env: Mapping[str, str] = field(default_factory=dict)  # over the platform's environment
 
 
+READY_TIMEOUT = 240.0  # seconds a component may take to answer once started
+# Airflow's components: what the real-time path does not wait for (it serves without them).
+AIRFLOW_PARTS: tuple[str, ...] = ("airflow", "celery-workers")
+
+
 class Component(Protocol):
+    """``independent_of`` (optional): earlier components whose readiness its start does not
+    need (by default it waits for every earlier one)."""
+
     name: str
 
     def launches(self, settings: Settings) -> list[Launch]:
@@ -166,7 +183,15 @@ class EmbeddedAwsComponent:
 
 
 class AirflowComponent:
+    """Ready once its UI and REST API answer (the dashboard is served there); its scheduler,
+    dag-processor and triggerer report healthy later, in a line of their own."""
+
     name = "airflow"
+    independent_of = ("embedded-aws",)  # its database is its own: it starts during the restore
+
+    def __init__(self) -> None:
+        self.settled = threading.Event()  # every part healthy
+        self._started = 0.0
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [(settings.airflow_port, "STOREPULSE_AIRFLOW_PORT")]
@@ -191,6 +216,7 @@ class AirflowComponent:
         ]
 
     def start(self, ctx: StackContext) -> None:
+        self._started = time.monotonic()
         for launch in self.launches(ctx.settings):
             if launch.one_shot:
                 ctx.run_step(launch.name, launch.argv, timeout=300)
@@ -202,18 +228,49 @@ class AirflowComponent:
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         url = ctx.settings.airflow_url
-        wait_until(lambda: http_ok(f"{url}/") and _all_healthy(url), "Airflow", timeout, ctx)
+        wait_until(
+            lambda: http_ok(f"{url}/") and _healthy(url, ["metadatabase"]),
+            "Airflow's UI",
+            timeout,
+            ctx,
+        )
+        threading.Thread(
+            target=self._report_settled, args=(ctx, timeout), name="airflow-settled", daemon=True
+        ).start()
+
+    def _report_settled(self, ctx: StackContext, timeout: float) -> None:
+        try:
+            wait_airflow_settled(ctx, timeout)
+        except PlatformError as exc:  # the supervisor reports a part that exits
+            print(f"  Airflow: {exc}", flush=True)
+            return
+        self.settled.set()
+        seconds = time.monotonic() - self._started
+        print(
+            f"Airflow's scheduler, dag-processor and triggerer healthy ({seconds:.0f} s after "
+            "their start): DAG runs are scheduled",
+            flush=True,
+        )
 
     def banner(self, ctx: StackContext) -> list[str]:
         password = airflow_local.admin_password(ctx.settings)
+        scheduler = "healthy" if self.settled.is_set() else "starting (a line says when healthy)"
         return [
             f"Airflow UI     {ctx.settings.airflow_url}  login {airflow_local.ADMIN_USER} / "
-            f"{password}"
+            f"{password}",
+            f"Airflow        scheduler, dag-processor, triggerer: {scheduler}",
         ]
 
 
-def _all_healthy(url: str) -> bool:
-    """Every part (database, scheduler, triggerer, dag-processor) reports healthy."""
+def wait_airflow_settled(ctx: StackContext, timeout: float) -> None:
+    """Until every part of Airflow is healthy: what a DAG run needs (the deploy waits for it)."""
+    url = ctx.settings.airflow_url
+    wait_until(lambda: _healthy(url), "Airflow's scheduler and dag-processor", timeout, ctx)
+
+
+def _healthy(url: str, parts: list[str] | None = None) -> bool:
+    """``parts`` of Airflow's health report (every one by default: metadatabase, scheduler,
+    triggerer, dag_processor) say healthy."""
     try:
         with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:
             health = json.loads(response.read())
@@ -221,8 +278,8 @@ def _all_healthy(url: str) -> bool:
         return False
     return all(
         part.get("status") == "healthy"
-        for part in health.values()
-        if isinstance(part, dict) and "status" in part
+        for name, part in health.items()
+        if isinstance(part, dict) and "status" in part and (parts is None or name in parts)
     )
 
 
@@ -237,7 +294,7 @@ def components(settings: Settings) -> list[Component]:
         EmbeddedAwsComponent(),
         AirflowComponent(),
         realtime.LambdaRuntimeComponent(),
-        realtime.DeployComponent(hold_for_demo=True),
+        realtime.DeployComponent(hold_for_demo=True, skip_when_current=True),
         realtime.DemoBusinessComponent(),
         realtime.SimulatorComponent(),
     ]

@@ -224,7 +224,7 @@ def deploy_stack(
     parameters = [dict(p) for p in parameters]
     stack = describe_stack(cfn, stack_name)
     _check_deployable(stack_name, stack)
-    if stack is not None and _is_deployed(cfn, stack, template_body, parameters):
+    if stack is not None and is_deployed(cfn, stack, template_body, parameters):
         status = stack["StackStatus"]
         log.info("stack %s is %s with this template and parameters: no changes", stack_name, status)
         return _unchanged(stack)
@@ -292,7 +292,7 @@ def _check_deployable(name: str, stack: Mapping[str, Any] | None) -> None:
     raise DeployError(f"stack {name} is {status}{f' ({reason})' if reason else ''}: {hint}")
 
 
-def _is_deployed(
+def is_deployed(
     cfn: Any, stack: Mapping[str, Any], template_body: str, parameters: list[dict[str, str]]
 ) -> bool:
     """True when the stack is settled with exactly this template and these parameters."""
