@@ -30,21 +30,13 @@ from storepulse.airflow.conventions import DEFAULT_ARGS
 from storepulse.airflow.hooks import aws_client
 from storepulse.airflow.sensors import wait_for_stack
 from storepulse.assets import curated_asset, realtime_stack_asset
+from storepulse.capture import COMPACTED
 from storepulse.config import settings
 from storepulse.deploy.stack import stack_name
 
 log = logging.getLogger(__name__)
 
 STACK_NAME = stack_name(settings().env)
-# storepulse.capture.compaction.COMPACTED, spelled here: the DAG file imports no pyarrow.
-COMPACTED = (
-    "orders",
-    "order_lines",
-    "refunds",
-    "daily_store_metrics",
-    "daily_category_sales",
-    "daily_product_sales",
-)
 
 
 @dag(

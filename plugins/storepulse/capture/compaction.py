@@ -27,6 +27,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storepulse.capture import COMPACTED
 from storepulse.capture.changes import change_schema
 from storepulse.capture.reader import change_keys, curated_rows, merge, read_changes
 from storepulse.clock import Clock, system_clock
@@ -62,7 +63,6 @@ ITEM_KEYS: Final[dict[str, Callable[[Row], tuple[str, str]]]] = {
         r["business_date"].isoformat(),
     ),
 }
-COMPACTED: Final = tuple(ITEM_KEYS)
 
 
 @dataclass(frozen=True)
