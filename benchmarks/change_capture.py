@@ -231,7 +231,7 @@ def measure_compaction(bucket: str, orders: int) -> dict[str, float]:
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     _hour_of_changes(bucket, orders, hour)
     fs = s3_filesystem()
-    compactor = Compactor(boto3.client("s3"), fs, bucket, run_id="bench")
+    compactor = Compactor(boto3.client("s3"), fs, bucket, run_id="bench", audit=None)
     compacted, seconds = timed(lambda: compactor.compact([(hour.date(), hour.hour)]))
     rows = [
         _order_row(hour + timedelta(seconds=n * 3600 / orders)) | {"order_id": f"h-{n:06d}"}
