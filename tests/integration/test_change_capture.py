@@ -33,6 +33,7 @@ from storepulse.deploy.intrinsics import Intrinsics
 from storepulse.deploy.stack import TEMPLATE, parse_template
 from storepulse.export.datasets import DATASETS
 from storepulse.lake.filesystem import s3_filesystem
+from storepulse.lake.freshness import FRESHNESS_KEY, read_freshness
 from storepulse.lake.manifest import current_files
 from storepulse.layout import Grain, Table, bucket_keys, day_bucket_key, table_name
 from storepulse_local.iam import LAMBDA_SERVICE
@@ -495,6 +496,10 @@ def test_compaction_publishes_today_so_far_and_a_late_sale_republishes_only_its_
     assert sorted(r["order_id"] for r in _curated(pipeline, fs, "orders", day)) == ["o-1", "o-2"]
     (metrics,) = _curated(pipeline, fs, "daily_store_metrics", day)
     assert metrics["revenue"] == day_metrics_item(pipeline.stack, "s-001")["revenue"]
+    recorded = read_freshness(pipeline.stack.s3, pipeline.stack.bucket)  # for the dashboard
+    assert {c.dataset: c.newest_change for c in first} == {
+        name: entry["newest_change"] for name, entry in recorded.items()
+    }
     assert compactor.compact(hours) == [  # re-reading the same hours changes nothing
         dataclasses.replace(c, published=False) for c in first
     ]
@@ -510,6 +515,8 @@ def test_compaction_publishes_today_so_far_and_a_late_sale_republishes_only_its_
         "o-0"
     ]
     after = _objects(pipeline, "curated/", "changes/_state/")
+    for objects in (before, after):  # the lake's newest change: the late sale's capture time
+        objects.pop(FRESHNESS_KEY)
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert changed and all(f"/dt={yesterday}/" in key for key in changed), changed
     assert {k: v for k, v in after.items() if k not in changed} == {

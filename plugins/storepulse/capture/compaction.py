@@ -37,6 +37,7 @@ from storepulse.capture.reader import change_keys, curated_rows, merge, read_cha
 from storepulse.clock import Clock, system_clock
 from storepulse.export.datasets import DATASETS, Dataset, Row
 from storepulse.export.staging import StagedDataset
+from storepulse.lake.freshness import record_freshness
 from storepulse.lake.manifest import current_files
 from storepulse.lake.paths import CHANGES, CURATED, partition_prefix, staging_root
 
@@ -186,7 +187,10 @@ class Compactor:
         self._audit(publishing, parts)
         for part in publishing:
             self._publish(part)
-        return [p.compacted() for p in parts]
+        compacted = [p.compacted() for p in parts]
+        if publishing:
+            record_freshness(self.s3, self.bucket, freshness(compacted), clock=self.clock)
+        return compacted
 
     def _merge(self, hours: Sequence[tuple[date, int]]) -> list[_Partition]:
         parts = []
@@ -289,7 +293,8 @@ def hours_of_interval(start: datetime, end: datetime) -> list[tuple[date, int]]:
 
 
 def freshness(compacted: Iterable[Compacted]) -> Mapping[str, str]:
-    """The newest change time per data set, over the partitions compacted."""
+    """The newest change time per data set, over the partitions compacted (recorded for the
+    dashboard in ``curated/_freshness.json``, ``storepulse.lake.freshness``)."""
     newest: dict[str, str] = {}
     for c in compacted:
         newest[c.dataset] = max(newest.get(c.dataset, ""), c.newest_change)
