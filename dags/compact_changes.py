@@ -95,10 +95,10 @@ def compact_changes() -> None:
         end = data_interval_end or dag_run.run_after  # an asset-triggered run has no interval
         start = min(data_interval_start or end, end - timedelta(hours=1))  # asset runs: 0 long
         stack = _stack()
-        fs, _ = lake_filesystem(f"s3://{stack['bucket']}")
+        fs, root = lake_filesystem(f"s3://{stack['bucket']}")
         audit = CompactionAudit(
             fs,
-            stack["bucket"],
+            root,  # the bucket, as a path of fs
             stack["reference"],
             table_hours(stack["metrics"]),
             run_id=run_id or "compaction",

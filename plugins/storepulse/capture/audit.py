@@ -117,20 +117,21 @@ def closed_hours_frame(
 
 
 class CompactionAudit:
-    """Audits one day's staged partitions (``__call__``), writes the results to the lake and
-    logs them; the compactor publishes nothing unless every audited day passes."""
+    """Audits one day's staged partitions (``__call__``), writes the results under ``root`` (the
+    lake bucket as a path of the pyarrow filesystem ``fs``) and logs them; the compactor
+    publishes nothing unless every audited day passes."""
 
     def __init__(
         self,
         fs: Any,
-        bucket: str,
+        root: str,
         reference: Reference,
         hourly: HourlyMetrics,
         *,
         run_id: str,
         clock: Clock = system_clock,
     ) -> None:
-        self.fs, self.bucket, self.reference, self.hourly = fs, bucket, reference, hourly
+        self.fs, self.root, self.reference, self.hourly = fs, root, reference, hourly
         self.run_id, self.clock = run_id, clock
 
     def __call__(
@@ -147,7 +148,7 @@ class CompactionAudit:
             "strategy": "compaction",
             "judged_until": judged_until.isoformat(),
         }
-        write_results(self.fs, self.bucket, result, context=context, staged=staged)
+        write_results(self.fs, self.root, result, context=context, staged=staged)
         _log(result, tables, hours, judged_until)
         return result
 
