@@ -13,7 +13,8 @@ events, so the QuickSight refresh and the dashboard history see the day's data w
 
 **Audit** (`storepulse.capture.audit`): schema, keys, ranges, known stores and currencies, and
 per store and *closed* UTC hour (ended two minutes before the audit) the compacted orders' count
-and revenue against the real-time metrics' hour bucket; the hour under way is not judged. A
+and revenue against the real-time metrics' hour bucket; the hour under way is not judged, and an
+hour that moved during the run is judged on the tables (read again, facts and bucket). A
 failed audit publishes nothing (no day of the run), writes its results to `_quality/` and fails
 the task with the failed expectations and their numbers in the log; the retries judge again (a
 change written but not yet captured is caught up by then).
@@ -48,7 +49,7 @@ STACK_NAME = stack_name(settings().env)
 
 
 def _stack() -> dict[str, Any]:
-    """The lake bucket, the metrics table (a boto3 Table) and the business's reference."""
+    """The lake bucket, the metrics and facts tables (boto3 Tables), the business's reference."""
     from airflow.providers.amazon.aws.hooks.dynamodb import DynamoDBHook
 
     from storepulse.deploy.stack import deployed_outputs
@@ -62,6 +63,7 @@ def _stack() -> dict[str, Any]:
     return {
         "bucket": outputs[LAKE_BUCKET],
         "metrics": dynamodb.Table(outputs["MetricsTable"]),
+        "facts": dynamodb.Table(outputs["FactsTable"]),
         "reference": Reference.of(catalog),
     }
 
@@ -91,6 +93,7 @@ def compact_changes() -> None:
         from storepulse.airflow.hooks import lake_filesystem
         from storepulse.capture.audit import CompactionAudit, table_hours
         from storepulse.capture.compaction import Compactor, freshness, hours_of_interval
+        from storepulse.export.quality.live import day_orders
 
         end = data_interval_end or dag_run.run_after  # an asset-triggered run has no interval
         start = min(data_interval_start or end, end - timedelta(hours=1))  # asset runs: 0 long
@@ -101,6 +104,7 @@ def compact_changes() -> None:
             root,  # the bucket, as a path of fs
             stack["reference"],
             table_hours(stack["metrics"]),
+            lambda day: day_orders(stack["facts"], day),
             run_id=run_id or "compaction",
         )
         compactor = Compactor(

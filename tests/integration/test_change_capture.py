@@ -569,12 +569,22 @@ def test_the_audited_compaction_publishes_a_clean_day_and_nothing_when_an_hour_d
     from storepulse.capture.audit import CompactionAudit, table_hours
     from storepulse.capture.compaction import CompactionAuditError
     from storepulse.export.quality import Reference
+    from storepulse.export.quality.live import day_orders
     from storepulse.settings import load_catalog
 
     fs, bucket = s3_filesystem(), pipeline.stack.bucket
     metrics = pipeline.stack.table(Table.METRICS)
     reference = Reference.of(load_catalog(pipeline.stack.table(Table.SETTINGS), rules=False))
-    audit = CompactionAudit(fs, bucket, reference, table_hours(metrics), run_id="compaction-1")
+    facts = pipeline.stack.table(Table.FACTS)
+    audit = CompactionAudit(
+        fs,
+        bucket,
+        reference,
+        table_hours(metrics),
+        lambda day: day_orders(facts, day),
+        run_id="compaction-1",
+        sleep=lambda _: None,
+    )
     compactor = Compactor(pipeline.stack.s3, fs, bucket, run_id="compaction-1", audit=audit)
     now = datetime.now(UTC)
     hours = hours_of_interval(now - timedelta(hours=1), now + timedelta(hours=1))
@@ -613,6 +623,7 @@ def test_the_compaction_dag_publishes_the_hour_and_emits_the_assets(
     outputs = {
         "LakeBucket": pipeline.stack.bucket,
         "MetricsTable": table_name(Table.METRICS),
+        "FactsTable": table_name(Table.FACTS),
         "SettingsTable": table_name(Table.SETTINGS),
     }
     template = {

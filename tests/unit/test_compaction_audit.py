@@ -15,7 +15,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from storepulse.capture.audit import CAPTURE_GRACE, CompactionAudit, HourMetrics, closed_hours_frame
+from storepulse.capture.audit import (
+    CAPTURE_GRACE,
+    CompactionAudit,
+    HourMetrics,
+    closed_hours_frame,
+    settle_hours,
+)
 from storepulse.export.datasets import DATASETS, build_rows
 from storepulse.export.quality import Reference
 from storepulse.export.staging import StagedDataset
@@ -119,7 +125,9 @@ class _Staging:
         return StagedDataset(name, len(rows), path.stat().st_size, (str(path),), len(rows))
 
 
-def _audit(tmp_path: Path, buckets: dict[tuple[str, str], HourMetrics]) -> Any:
+def _audit(
+    tmp_path: Path, buckets: dict[tuple[str, str], HourMetrics], table: list[dict] = ORDERS
+) -> Any:
     staging = _Staging(tmp_path / "staging")
     staged = {"orders": staging.stage("orders")}  # the other data sets: the export's tests
     audit = CompactionAudit(
@@ -127,8 +135,10 @@ def _audit(tmp_path: Path, buckets: dict[tuple[str, str], HourMetrics]) -> Any:
         str(tmp_path / "lake"),
         REFERENCE,
         _hourly(buckets),
+        lambda day: table,  # the facts table now
         run_id="compaction-1",
         clock=lambda: NOW,
+        sleep=lambda _: None,
     )
     return audit(DAY, staged, _rows("orders"))
 
@@ -159,3 +169,19 @@ def test_a_closed_hour_that_disagrees_fails_with_its_numbers(
     ]
     assert "audit of 2026-11-26 FAILED" in caplog.text
     assert "metric_revenue=9.50" in caplog.text and "2 store-hours, 3 orders" in caplog.text
+
+
+def test_an_hour_that_moved_during_the_compaction_is_judged_on_the_tables() -> None:
+    """A sale written to both tables, not captured yet when the compaction listed the changes:
+    the facts table and the bucket agree, so the hour passes on them (and says so)."""
+    late = _order("o-5", "2026-11-26T09:30:00+00:00", "4.00")
+    buckets = AGREEING | {("s-001", "2026-11-26T09Z"): HourMetrics(3, Decimal("11.50"))}
+    frame = closed_hours_frame(_rows("orders"), DAY, set(), _hourly(buckets), NOW - CAPTURE_GRACE)
+    settled = settle_hours(frame, DAY, _hourly(buckets), lambda day: [*ORDERS, late])
+    nine = settled.to_pylist()[0]
+    assert (nine["hour"], nine["compared"]) == ("2026-11-26T09Z", "tables")
+    assert (nine["order_count"], nine["order_revenue"]) == (3, Decimal("11.50"))
+    assert set(settled.column("compared").to_pylist()) == {"tables", "snapshot"}
+    held = settle_hours(frame, DAY, _hourly(buckets), lambda day: ORDERS, sleep=lambda _: None)
+    assert held.to_pylist()[0]["compared"] == "snapshot"  # the tables disagree: judged as is
+    assert held.to_pylist()[0]["metric_revenue"] == Decimal("11.50")
