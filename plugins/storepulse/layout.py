@@ -203,9 +203,14 @@ def bucket_keys(store_id: str | None, moment: datetime, timezone: str) -> dict[G
     prefix = scope(store_id)
     return {
         Grain.MINUTE: Key(f"{prefix}#MIN#{day.isoformat()}", utc_minute(moment)),
-        Grain.HOUR: Key(f"{prefix}#HOUR#{day.isoformat()}", utc_hour(moment)),
+        Grain.HOUR: Key(hour_buckets(store_id, day), utc_hour(moment)),
         Grain.DAY: day_bucket_key(store_id, day),
     }
+
+
+def hour_buckets(store_id: str | None, day: date) -> str:
+    """``pk`` of the hour buckets of one scope for a business day (already local)."""
+    return f"{scope(store_id)}#{Grain.HOUR}#{day.isoformat()}"
 
 
 def day_bucket_key(store_id: str | None, day: date) -> Key:

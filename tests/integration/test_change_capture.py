@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
+from storepulse.capture import COMPACTED
 from storepulse.capture.compaction import Compactor, hours_of_interval
 from storepulse.capture.reader import change_keys, latest_rows, read_changes
 from storepulse.config import REPO_ROOT, settings
@@ -32,8 +33,9 @@ from storepulse.deploy.intrinsics import Intrinsics
 from storepulse.deploy.stack import TEMPLATE, parse_template
 from storepulse.export.datasets import DATASETS
 from storepulse.lake.filesystem import s3_filesystem
+from storepulse.lake.freshness import FRESHNESS_KEY, read_freshness
 from storepulse.lake.manifest import current_files
-from storepulse.layout import Grain, Table, bucket_keys, table_name
+from storepulse.layout import Grain, Table, bucket_keys, day_bucket_key, table_name
 from storepulse_local.iam import LAMBDA_SERVICE
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 
@@ -235,6 +237,81 @@ def test_a_replayed_and_a_bisected_batch_leave_no_duplicate_and_no_missing_chang
         assert (row["revenue"], row["orders"]) == (item["revenue"], item["orders"])
 
 
+# A runtime in its own process, so that it can be killed with SIGKILL: the first change batch
+# it captures is written to S3, then the process hangs before the checkpoint (the worst moment).
+KILLED_RUNTIME = """
+import importlib.util, pathlib, sys, time
+from storepulse.config import REPO_ROOT
+from storepulse_local.lambda_runtime import LocalLambdaRuntime
+
+def load(folder, name):
+    path = REPO_ROOT / "lambdas" / folder / "handler.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+state_dir, marker, processor_name, capture_name = sys.argv[1:5]
+processor, capture = load("stream_processor", "p"), load("change_capture", "c")
+
+def capture_then_hang(event, context):
+    result = capture.handler(event, context)
+    pathlib.Path(marker).write_text(str(len(event["Records"])))
+    time.sleep(3600)
+    return result
+
+LocalLambdaRuntime(
+    handlers={processor_name: processor.handler, capture_name: capture_then_hang},
+    state_dir=pathlib.Path(state_dir), poll_interval=0.02, discovery_interval=0.1,
+    retry_backoff=0,
+).start()
+time.sleep(3600)
+"""
+
+
+def test_a_kill_9_of_the_runtime_during_a_change_batch_loses_and_duplicates_nothing(
+    pipeline, handlers, tmp_path
+) -> None:
+    """SIGKILL after a change batch reached S3 and before its checkpoint: the restarted runtime
+    captures it again (same or overlapping objects), and what the lake holds is the table."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sales = [sale(f"s-00{1 + n % 2}", f"o-{n}", f"{n + 1}.00") for n in range(8)]
+    pipeline.put(*sales)
+    marker = tmp_path / "captured"
+    argv = [str(tmp_path / "runtime"), str(marker), PROCESSOR, CAPTURE]
+    # The test's environment: the embedded AWS and its credentials.
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUNTIME, *argv])
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the killed runtime never captured a batch"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    pipeline.run(handlers)  # the same state directory: restarts from the checkpoints
+
+    facts = pipeline.stack.table(Table.FACTS).scan()["Items"]
+    table_orders = {i["order_id"]: Decimal(i["total"]) for i in facts if i.get("type") == "order"}
+    changes = pipeline.changes("orders").to_pylist()
+    assert sorted(r["order_id"] for r in changes) == sorted(table_orders)  # each change once
+    assert {r["order_id"]: r["total"] for r in changes} == table_orders
+    captured = latest_rows(DATASETS["daily_store_metrics"], pipeline.changes("daily_store_metrics"))
+    metrics = pipeline.stack.table(Table.METRICS)
+    for row in captured:
+        item = metrics.get_item(Key=day_bucket_key(row["store_id"], row["business_date"]).as_item())
+        assert row["revenue"] == item["Item"]["revenue"]
+        assert row["orders"] == item["Item"]["orders"]
+    assert sum(r["revenue"] for r in captured) == sum(Decimal(f"{n + 1}.00") for n in range(8))
+
+
 def _capture_role_policy(pipeline: Pipeline, queue_arn: str) -> dict[str, Any]:
     """The template's ChangeCaptureRole policy, resolved with this test's resources."""
     template = parse_template(TEMPLATE.read_text())
@@ -386,13 +463,28 @@ def _curated(pipeline: Pipeline, fs: Any, dataset: str, day: date) -> list[dict[
     return pq.read_table(files, filesystem=fs).to_pylist() if files else []
 
 
+def _objects(pipeline: Pipeline, *prefixes: str) -> dict[str, str]:
+    """Key -> ETag of every object under the prefixes (what a republish would change)."""
+    return {
+        o["Key"]: o["ETag"]
+        for prefix in prefixes
+        for page in pipeline.stack.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=pipeline.stack.bucket, Prefix=prefix
+        )
+        for o in page.get("Contents", [])
+    }
+
+
 def test_compaction_publishes_today_so_far_and_a_late_sale_republishes_only_its_day(
     pipeline, handlers
 ) -> None:
     """The changes become the curated partitions through the export's publish (manifest); a
-    sale for the day before, captured later, republishes that day's partitions alone."""
+    sale for the day before, captured later, republishes that day's partitions alone: every
+    other day's files, manifests and state stay as they were."""
     fs = s3_filesystem()
-    compactor = Compactor(pipeline.stack.s3, fs, pipeline.stack.bucket, run_id="compaction-1")
+    compactor = Compactor(
+        pipeline.stack.s3, fs, pipeline.stack.bucket, run_id="compaction-1", audit=None
+    )
     now = datetime.now(UTC)
     hours = hours_of_interval(now - timedelta(hours=1), now + timedelta(hours=1))
     day = NOON_PARIS.date()
@@ -404,26 +496,120 @@ def test_compaction_publishes_today_so_far_and_a_late_sale_republishes_only_its_
     assert sorted(r["order_id"] for r in _curated(pipeline, fs, "orders", day)) == ["o-1", "o-2"]
     (metrics,) = _curated(pipeline, fs, "daily_store_metrics", day)
     assert metrics["revenue"] == day_metrics_item(pipeline.stack, "s-001")["revenue"]
+    recorded = read_freshness(pipeline.stack.s3, pipeline.stack.bucket)  # for the dashboard
+    assert {c.dataset: c.newest_change for c in first} == {
+        name: entry["newest_change"] for name, entry in recorded.items()
+    }
     assert compactor.compact(hours) == [  # re-reading the same hours changes nothing
         dataclasses.replace(c, published=False) for c in first
     ]
 
     pipeline.put(sale("s-001", "o-0", "5.00", at=NOON_PARIS - timedelta(days=1)))
     pipeline.run(handlers, state="late")
-    before = pipeline.stack.s3.get_object(
-        Bucket=pipeline.stack.bucket, Key=f"curated/orders/dt={day}/_manifest.json"
-    )["Body"].read()
-    second = {(c.dataset, c.day): c.published for c in compactor.compact(hours)}
     yesterday = (day - timedelta(days=1)).isoformat()
+    before = _objects(pipeline, "curated/", "changes/_state/")
+    second = {(c.dataset, c.day): c.published for c in compactor.compact(hours)}
     assert second[("orders", yesterday)] and not second[("orders", day.isoformat())]
     assert not any(published for (_, d), published in second.items() if d == day.isoformat())
     assert [r["order_id"] for r in _curated(pipeline, fs, "orders", day - timedelta(days=1))] == [
         "o-0"
     ]
-    after = pipeline.stack.s3.get_object(
-        Bucket=pipeline.stack.bucket, Key=f"curated/orders/dt={day}/_manifest.json"
-    )["Body"].read()
-    assert after == before
+    after = _objects(pipeline, "curated/", "changes/_state/")
+    for objects in (before, after):  # the lake's newest change: the late sale's capture time
+        objects.pop(FRESHNESS_KEY)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed and all(f"/dt={yesterday}/" in key for key in changed), changed
+    assert {k: v for k, v in after.items() if k not in changed} == {
+        k: v for k, v in before.items() if k not in changed
+    }
+
+
+def test_the_compaction_publishes_the_rows_the_nightly_export_stages_for_a_closed_day(
+    pipeline, handlers
+) -> None:
+    """Same day, same tables: the compacted partitions hold the nightly export's rows."""
+    from storepulse.export.datasets import datasets_of
+    from storepulse.export.quality import read_staged
+    from storepulse.export.sources import ScanSource
+    from storepulse.export.staging import stage_table
+
+    day = NOON_PARIS.date()
+    pipeline.put(
+        sale("s-001", "o-1", "2.00"),
+        sale("s-002", "o-2", "3.50"),
+        sale("s-001", "o-3", "1.25", at=NOON_PARIS + timedelta(hours=3)),
+    )
+    pipeline.run(handlers)
+    fs, bucket = s3_filesystem(), pipeline.stack.bucket
+    compactor = Compactor(pipeline.stack.s3, fs, bucket, run_id="compaction-1", audit=None)
+    now = datetime.now(UTC)
+    compactor.compact(hours_of_interval(now - timedelta(hours=1), now + timedelta(hours=1)))
+
+    compared = set()
+    for table in (Table.FACTS, Table.METRICS):
+        scan = ScanSource(pipeline.aws("dynamodb"), table_name(table))
+        wanted = [d for d in datasets_of(table) if d.name in COMPACTED]
+        staged = stage_table(scan.items, wanted, day, f"{bucket}/staging/nightly", fs)
+        for name, report in staged.items():
+            nightly = read_staged(fs, report.files).to_pylist() if report.files else []
+            published = current_files(fs, f"{bucket}/curated", DATASETS[name], day)
+            compacted = read_staged(fs, published).to_pylist() if published else []
+            assert compacted == nightly, name
+            compared.add(name)
+    assert compared == set(COMPACTED)
+
+
+@pytest.mark.slow  # Great Expectations twice (~13 suites each); the unit tests judge the audit
+def test_the_audited_compaction_publishes_a_clean_day_and_nothing_when_an_hour_disagrees(
+    pipeline, handlers
+) -> None:
+    """The real audit (Great Expectations, the metrics table's hour buckets): a clean day is
+    published; a closed hour whose real-time revenue disagrees with the compacted orders fails
+    the run, which publishes nothing (no partition, no state) and says why."""
+    from storepulse.capture.audit import CompactionAudit, table_hours
+    from storepulse.capture.compaction import CompactionAuditError
+    from storepulse.export.quality import Reference
+    from storepulse.export.quality.live import day_orders
+    from storepulse.settings import load_catalog
+
+    fs, bucket = s3_filesystem(), pipeline.stack.bucket
+    metrics = pipeline.stack.table(Table.METRICS)
+    reference = Reference.of(load_catalog(pipeline.stack.table(Table.SETTINGS), rules=False))
+    facts = pipeline.stack.table(Table.FACTS)
+    audit = CompactionAudit(
+        fs,
+        bucket,
+        reference,
+        table_hours(metrics),
+        lambda day: day_orders(facts, day),
+        run_id="compaction-1",
+        sleep=lambda _: None,
+    )
+    compactor = Compactor(pipeline.stack.s3, fs, bucket, run_id="compaction-1", audit=audit)
+    now = datetime.now(UTC)
+    hours = hours_of_interval(now - timedelta(hours=1), now + timedelta(hours=1))
+    day = NOON_PARIS.date()
+    pipeline.put(sale("s-001", "o-1", "2.00"))
+    pipeline.run(handlers)
+    assert all(c.published for c in compactor.compact(hours))
+    assert [r["order_id"] for r in _curated(pipeline, fs, "orders", day)] == ["o-1"]
+
+    pipeline.put(sale("s-001", "o-2", "3.00"))
+    pipeline.run(handlers, state="second")
+    hour = bucket_keys("s-001", NOON_PARIS, "Europe/Paris")[Grain.HOUR]
+    metrics.update_item(  # the real-time path counted 1.00 more than the orders it wrote
+        Key=hour.as_item(),
+        UpdateExpression="ADD revenue :extra",
+        ExpressionAttributeValues={":extra": Decimal("1.00")},
+    )
+    before = _objects(pipeline, "curated/", "changes/_state/")
+    with pytest.raises(CompactionAuditError) as failed:
+        compactor.compact(hours)
+    assert "published nothing" in str(failed.value)
+    assert "store_id=s-001 hour=2026-11-26T11Z order_revenue=5.00 metric_revenue=6.00" in str(
+        failed.value
+    )
+    assert _objects(pipeline, "curated/", "changes/_state/") == before
 
 
 @pytest.mark.slow  # a throwaway Airflow
@@ -434,7 +620,12 @@ def test_the_compaction_dag_publishes_the_hour_and_emits_the_assets(
 
     pipeline.put(sale("s-001", "o-1", "2.00"))
     pipeline.run(handlers)
-    outputs = {"LakeBucket": pipeline.stack.bucket}
+    outputs = {
+        "LakeBucket": pipeline.stack.bucket,
+        "MetricsTable": table_name(Table.METRICS),
+        "FactsTable": table_name(Table.FACTS),
+        "SettingsTable": table_name(Table.SETTINGS),
+    }
     template = {
         "Resources": {"Marker": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "m"}}},
         "Outputs": {k: {"Value": v} for k, v in outputs.items()},

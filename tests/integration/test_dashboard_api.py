@@ -885,6 +885,33 @@ def test_history_is_empty_not_an_error_without_partitions(
     assert admin.get("/api/history/trend", params={"days": 12}).status_code == 422
 
 
+def test_the_lake_freshness_is_the_newest_change_the_compaction_published(
+    admin: TestClient, realtime_stack: RealtimeStack
+) -> None:
+    """What ``compact_changes`` records after a publish, as the API and the page's line give it."""
+    from storepulse.lake.freshness import record_freshness
+
+    assert admin.get("/api/history/freshness").json()["text"] is None  # nothing compacted yet
+    newest = NOW - timedelta(minutes=3)
+    record_freshness(
+        realtime_stack.s3,
+        realtime_stack.bucket,
+        {
+            "orders": newest.isoformat(),
+            "daily_store_metrics": (newest - timedelta(hours=2)).isoformat(),
+        },
+        clock=fixed_clock(NOW),
+    )
+    body = admin.get("/api/history/freshness").json()
+    by_name = {d["dataset"]: d for d in body["datasets"]}
+    assert by_name["orders"]["age_seconds"] == 180
+    assert by_name["orders"]["text"] == f"lake as of {newest:%H:%M} UTC, 3 min ago"
+    assert body["text"] == by_name["daily_store_metrics"]["text"]  # the least fresh one
+    assert body["text"].endswith(", 2 h 3 min ago")
+    with _client(Viewer("nobody")) as stranger:
+        assert stranger.get("/api/history/freshness").status_code == 403
+
+
 def test_out_of_range_dates_are_422_with_a_message(admin: TestClient) -> None:
     for end in ("0001-01-01", "9999-12-31", "2016-11-01", "2026-11-27"):
         for path in ("/api/history/trend", "/api/history/breakdown"):
@@ -970,6 +997,7 @@ def test_the_page_assets_and_openapi_for_a_logged_in_user(admin: TestClient) -> 
         "/api/history/customers",
         "/api/history/inventory",
         "/api/history/social",
+        "/api/history/freshness",
         "/api/settings/kpis",
         "/api/settings/alert-rules",
         "/api/settings/alert-rules/{rule_id}",

@@ -31,6 +31,7 @@ from storepulse.dashboard import history
 from storepulse.dashboard.app import Viewer
 from storepulse.deploy.permissions import Account, CallRecorder, Policy, Statement
 from storepulse.deploy.stack import stack_name
+from storepulse.lake.freshness import record_freshness
 from storepulse.lake.manifest import Manifest
 from storepulse.layout import Table, table_name
 from storepulse.settings import KPI_CATALOGUE
@@ -104,6 +105,7 @@ def _seed(events: Events, stack: RealtimeStack) -> None:
         Bucket=stack.bucket, Key=f"{folder}/_manifest.json", Body=manifest.to_json()
     )
     stack.s3.put_object(Bucket=stack.bucket, Key=RAW_KEY, Body=b"{}")
+    record_freshness(stack.s3, stack.bucket, {"orders": "2026-11-26T10:42:00+00:00"})
     grant(stack, "admin")
 
 
@@ -129,6 +131,8 @@ def serve_everything(client: TestClient) -> None:
     for insight in ("customers", "inventory", "social"):  # the lake's other data sets
         answer = client.get(f"/api/history/{insight}", params=params)
         assert answer.status_code == 200, answer.text
+    freshness = client.get("/api/history/freshness")  # the compaction's record, in curated/
+    assert freshness.status_code == 200 and freshness.json()["text"], freshness.text
     assert client.get("/api/settings/kpis").json()["saved"] is True
     rules = client.get("/api/settings/alert-rules").json()
     assert rules

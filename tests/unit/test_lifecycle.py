@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from storepulse.lake.paths import QUARANTINE_EVENTS, RAW_EVENTS
+from storepulse.capture.compaction import STATE
+from storepulse.config import REPO_ROOT
+from storepulse.lake.paths import CHANGES, QUARANTINE_CHANGES, QUARANTINE_EVENTS, RAW_EVENTS
 from storepulse.lifecycle import (
     LIFECYCLE_FILE,
     MAX_RULES,
@@ -28,6 +30,7 @@ from storepulse.lifecycle import (
 )
 
 Rule = dict[str, Any]
+CHANGES_RETENTION_DAYS = 14  # what the README states
 
 
 def _rule(rule_id: str = "r", **actions: Any) -> Rule:
@@ -56,6 +59,7 @@ def test_the_declared_file_is_valid_and_covers_every_zone() -> None:
         "storepulse-raw": "raw/",
         "storepulse-quarantine": "quarantine/",
         "storepulse-staging": "staging/",
+        "storepulse-changes": "changes/",
         "storepulse-curated": "curated/",
         "storepulse-quality": "_quality/",
         "storepulse-abort-incomplete-multipart": "",
@@ -67,6 +71,7 @@ def test_the_declared_file_is_valid_and_covers_every_zone() -> None:
     assert raw["Transitions"] == _transitions((30, "STANDARD_IA"), (90, "GLACIER"))
     assert raw["Expiration"] == {"Days": 400}
     assert "Expiration" not in by_id["storepulse-curated"]  # queried: never deleted nor archived
+    assert by_id["storepulse-changes"]["Expiration"] == {"Days": CHANGES_RETENTION_DAYS}
 
 
 def test_the_zone_prefixes_cover_what_the_stream_writes() -> None:
@@ -74,7 +79,15 @@ def test_the_zone_prefixes_cover_what_the_stream_writes() -> None:
     prefixes = {rule["ID"]: rule["Filter"]["Prefix"] for rule in load_config().rules}
     assert f"{RAW_EVENTS}/".startswith(prefixes["storepulse-raw"])
     assert f"{QUARANTINE_EVENTS}/".startswith(prefixes["storepulse-quarantine"])
+    assert f"{QUARANTINE_CHANGES}/".startswith(prefixes["storepulse-quarantine"])
+    assert f"{CHANGES}/".startswith(prefixes["storepulse-changes"])
+    assert f"{STATE}/".startswith(prefixes["storepulse-changes"])  # the compaction's state too
     assert all(p.endswith("/") for p in prefixes.values() if p)
+
+
+def test_the_readme_states_the_retention_of_the_change_files() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"expires `changes/` after {CHANGES_RETENTION_DAYS} days" in readme
 
 
 def test_every_declared_rule_has_a_note() -> None:

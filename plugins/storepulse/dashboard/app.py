@@ -63,7 +63,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storepulse import json_input
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
-from storepulse.dashboard import customers, history, inventory, settings, social
+from storepulse.dashboard import customers, freshness, history, inventory, settings, social
 from storepulse.dashboard.kpis import KPIS
 from storepulse.dashboard.live import LiveDashboard
 from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable
@@ -511,6 +511,13 @@ def _history_routes(app: FastAPI) -> None:
         window = _window(days, end, catalogue, services.clock())
         chosen = next(iter(stores)) if store not in (None, "", "all") and stores else None
         return social.report(services.lake(), window, stores, chosen)
+
+    @app.get("/api/history/freshness", response_model=freshness.FreshnessReport, tags=["history"])
+    def lake_freshness(viewer: ViewerDep, services: ServicesDep) -> freshness.FreshnessReport:
+        """How fresh the lake is: per data set, the newest change the hourly compaction
+        published, and the history view's line ("lake as of 10:42 UTC, 3 min ago")."""
+        _visibility(services, viewer)  # no grant, no lake (fails closed like the history)
+        return freshness.report(services.lake(), services.clock())
 
     @app.get("/api/history/customers", response_model=customers.CustomerReport, tags=["history"])
     def customer_behaviour(

@@ -10,6 +10,8 @@
     curated/<dataset>/dt=<day>/part-<token>-NNNNN.parquet             published files
     curated/<dataset>/dt=<day>/_manifest.json                         the partition's current files
     curated/_rollups/<dataset>/v<N>/year=<YYYY>/part-00000.parquet    yearly rollups (history)
+    curated/_freshness.json                                           newest change per data set
+    changes/_state/<dataset>/dt=<day>/state.parquet                   the compaction's item state
     reference/<table>/                                                reference tables (e.g. RLS)
     state/export/snapshots/<dataset>/dt=<day>.json                    when a published snapshot
                                                                       was taken (incremental export)

@@ -849,6 +849,17 @@
     renderBreakdown($("#chart-history-categories"), categories, "No exported days in this period yet");
   }
 
+  // The newest change the hourly compaction published ("lake as of 10:42 UTC, 3 min ago").
+  async function refreshFreshness() {
+    try {
+      const report = await api("api/history/freshness");
+      const line = $("#lake-freshness");
+      line.textContent = report.text ? `Today so far: ${report.text}.` : "";
+    } catch (error) {
+      reportError(error);
+    }
+  }
+
   async function refreshHistory() {
     clearTimeout(state.historyTimer);
     const ticket = ++state.historyTicket;
@@ -865,6 +876,7 @@
       if (ticket !== state.historyTicket) return;
       state.lastHistory = parts;
       renderHistory(...parts);
+      refreshFreshness();
     } catch (error) {
       if (ticket === state.historyTicket) reportError(error);
     } finally {

@@ -54,7 +54,7 @@ def table_revenue(facts: Any, metrics: Any, day: date) -> LiveRevenue:
     def read(stores: Iterable[str]) -> dict[str, Revenue]:
         wanted = set(stores)
         orders = {store: Decimal(0) for store in wanted}
-        for item in _day_orders(facts, day):
+        for item in day_orders(facts, day):
             if item.get("store_id") in wanted and str(item["pk"]).startswith("ORDER#"):
                 orders[item["store_id"]] += Decimal(item["total"])
         return {
@@ -65,7 +65,8 @@ def table_revenue(facts: Any, metrics: Any, day: date) -> LiveRevenue:
     return read
 
 
-def _day_orders(facts: Any, day: date) -> Iterable[dict[str, Any]]:
+def day_orders(facts: Any, day: date) -> Iterable[dict[str, Any]]:
+    """The order and refund facts of a business day as the table holds them (index ``gsi1``)."""
     query = {
         "IndexName": "gsi1",
         "KeyConditionExpression": KeyCondition("gsi1pk").eq(orders_of_day(day)),

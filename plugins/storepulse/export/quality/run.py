@@ -15,6 +15,7 @@ from storepulse.export.datasets import DATASETS
 from storepulse.export.quality.live import LiveRevenue, settle
 from storepulse.export.quality.reference import Reference
 from storepulse.export.quality.suites import (
+    closed_hours_expectations,
     data_expectations,
     partition_expectations,
     partition_frame,
@@ -238,6 +239,8 @@ def audit_day(
     reference: Reference,
     staged: Mapping[str, StagedDataset],
     live: LiveRevenue | None = None,
+    *,
+    closed_hours: pa.Table | None = None,
 ) -> AuditResult:
     """Run every suite on the staged tables of ``day`` (``tables``: data set name -> rows as
     staged; ``staged``: the stage tasks' reports, for the source counts and rejected items).
@@ -267,7 +270,17 @@ def audit_day(
                 list(dataset.key),
             )
         )
-    if "orders" in tables and "daily_store_metrics" in tables:
+    if closed_hours is not None:
+        suites.append(
+            runner.run(
+                RECONCILIATION,
+                RECONCILIATION,
+                closed_hours,
+                closed_hours_expectations(),
+                ["store_id", "hour"],
+            )
+        )
+    elif "orders" in tables and "daily_store_metrics" in tables:
         frame = reconciliation_frame(tables["orders"], tables["daily_store_metrics"])
         if live is not None:
             frame = settle(frame, live)

@@ -174,6 +174,25 @@ def reconciliation_expectations() -> list[Any]:
     ]
 
 
+def closed_hours_expectations() -> list[Any]:
+    """The compaction's reconciliation (``storepulse.capture.audit.closed_hours_frame``): per
+    store and closed hour, the compacted orders against the real-time hour bucket."""
+    gxe = _gxe()
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="store_id", description="store_id is never null"),
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A="order_count",
+            column_B="metric_orders",
+            description="the closed hour's orders equal the orders metric, per store",
+        ),
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A="order_revenue",
+            column_B="metric_revenue",
+            description="the closed hour's order revenue equals the revenue metric, per store",
+        ),
+    ]
+
+
 # --- frames ------------------------------------------------------------------------------------
 
 
