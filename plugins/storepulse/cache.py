@@ -1,6 +1,6 @@
-"""The one TTL cache of the readers asked again and again (the dashboard's buckets, its
-catalogue, the store grants; the stream processor's catalogue). Hand-written because it can
-serve a stale value while a fresh one loads in the background, a step cachetools' lacks."""
+"""The one TTL cache of the readers that a refresh asks again and again (the dashboard's buckets,
+its catalogue, the store grants). Hand-written because it can serve a stale value while a fresh
+one loads in the background, a step cachetools' caches do not have."""
 
 from __future__ import annotations
 

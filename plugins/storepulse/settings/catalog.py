@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from storepulse.cache import TtlCache
 from storepulse.settings.models import (
     AlertRuleSettings,
     BusinessProfile,
@@ -86,10 +85,7 @@ def load_catalog(table: Any, rules: bool = True) -> Catalog:
 
 
 class CachedCatalog:
-    """``load()`` re-reads the table when the cached copy is older than ``ttl`` seconds (the
-    project's one TTL cache), ``reload()`` at once, throttled."""
-
-    _KEY: Final = "catalog"
+    """``load()`` re-reads the table when the cached copy is older than ``ttl`` seconds."""
 
     def __init__(
         self,
@@ -97,12 +93,15 @@ class CachedCatalog:
         ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._loader, self._clock = loader, clock
-        self._cache = TtlCache(ttl, clock=clock)
+        self._loader, self._ttl, self._clock = loader, ttl, clock
+        self._cached: Catalog | None = None
+        self._loaded_at = 0.0
         self._reloaded_at: float | None = None
 
     def load(self) -> Catalog:
-        return self._cache.get(self._KEY, self._loader)
+        if self._cached is None or self._clock() - self._loaded_at > self._ttl:
+            self._cached, self._loaded_at = self._loader(), self._clock()
+        return self._cached
 
     def reload(self, min_interval: float = 5.0) -> bool:
         """Re-read now (a record names a store the copy lacks), unless a re-read was forced
@@ -112,6 +111,6 @@ class CachedCatalog:
         now = self._clock()
         if self._reloaded_at is not None and now - self._reloaded_at < min_interval:
             return False
-        self._cache.put(self._KEY, self._loader(), now)
+        self._cached, self._loaded_at = self._loader(), now
         self._reloaded_at = now
         return True
