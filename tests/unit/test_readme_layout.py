@@ -1,5 +1,6 @@
 """The README's Layout section matches the tree: every path it names exists, and every top-level
-folder, every module and package of the library and of the local platform is named there."""
+folder, every module and package of plugins/, of the library and of the local platform is named
+there."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from storepulse.config import REPO_ROOT
 # An entry: a path at column 0, or at column 2 (below the last folder at column 0), then two spaces
 # or the line's end. Lines indented further continue the description above them.
 _ENTRY = re.compile(r"^(?P<indent> {0,2})(?P<path>[\w./-]+)(?: {2,}|$)")
-# Packages whose every module and sub-package the layout names (the map a newcomer reads first).
-_MAPPED_PACKAGES = ("plugins/storepulse/", "local/storepulse_local/")
+# Folders whose every module and package the layout names (the map a newcomer reads first).
+_MAPPED_PACKAGES = ("plugins/", "plugins/storepulse/", "local/storepulse_local/")
 
 
 def layout_paths(readme: str) -> list[str]:
