@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import boto3
+
 from storepulse.config import REPO_ROOT
 
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -67,6 +69,26 @@ class Principal:
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
         }
+
+    def session(self, region: str = "us-east-1") -> boto3.Session:
+        """A boto3 session that signs as this principal (endpoint: ``AWS_ENDPOINT_URL``)."""
+        return boto3.Session(
+            region_name=region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def assume(self, role_arn: str, session_name: str, region: str = "us-east-1") -> boto3.Session:
+        """A session signing with the role's temporary credentials, as this principal assumed
+        it: ``LAMBDA_SERVICE.assume(...)`` gets what Lambda gives a function (IAM enforced)."""
+        sts = self.session(region).client("sts")
+        credentials = sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name)
+        return boto3.Session(
+            region_name=region,
+            aws_access_key_id=credentials["Credentials"]["AccessKeyId"],
+            aws_secret_access_key=credentials["Credentials"]["SecretAccessKey"],
+            aws_session_token=credentials["Credentials"]["SessionToken"],
+        )
 
 
 def deployment_policy() -> dict[str, Any]:

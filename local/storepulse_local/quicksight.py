@@ -271,12 +271,13 @@ def _caller(environ: Mapping[str, Any], account_id: str) -> Caller:
     return Caller(account_id, region, access_key, endpoint)
 
 
-def _page(items: list[Any], query: Mapping[str, list[str]]) -> tuple[list[Any], str | None]:
-    """One page of ``items`` for ``max-results``/``next-token`` (the token is an offset)."""
+def _page(key: str, items: list[Any], query: Mapping[str, list[str]]) -> dict[str, Any]:
+    """A List* answer: one page of ``items`` under ``key`` for ``max-results``/``next-token``,
+    with the next page's ``NextToken`` (an offset) unless it is the last."""
     start = int((query.get("next-token") or ["0"])[0])
     size = int((query.get("max-results") or ["100"])[0])
     end = start + size
-    return items[start:end], (str(end) if end < len(items) else None)
+    return {key: items[start:end]} | ({"NextToken": str(end)} if end < len(items) else {})
 
 
 # --- the application ---------------------------------------------------------------------------
@@ -437,8 +438,7 @@ class LocalQuickSight:
 
     def _list_data_sources(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         sources = list(self.account(caller.account_id).data_sources.values())
-        page, token = _page(sources, query)
-        return 200, {"DataSources": page} | ({"NextToken": token} if token else {})
+        return 200, _page("DataSources", sources, query)
 
     # --- data sets ---------------------------------------------------------------------------
 
@@ -543,8 +543,7 @@ class LocalQuickSight:
             }
             for d in self.account(caller.account_id).data_sets.values()
         ]
-        page, token = _page(summaries, query)
-        return 200, {"DataSetSummaries": page} | ({"NextToken": token} if token else {})
+        return 200, _page("DataSetSummaries", summaries, query)
 
     def _put_data_set_refresh_properties(
         self, caller: Caller, path: Any, query: Any, body: Any
@@ -647,8 +646,7 @@ class LocalQuickSight:
         self._data_set(caller, path["DataSetId"])
         known = self.account(caller.account_id).ingestions.get(path["DataSetId"], {})
         newest_first = sorted(known.values(), key=lambda i: i.created, reverse=True)
-        page, token = _page([i.to_api() for i in newest_first], query)
-        return 200, {"Ingestions": page} | ({"NextToken": token} if token else {})
+        return 200, _page("Ingestions", [i.to_api() for i in newest_first], query)
 
     def _cancel_ingestion(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         ingestion = self._ingestion(caller, path["DataSetId"], path["IngestionId"])
@@ -760,8 +758,7 @@ class LocalQuickSight:
     def _list_users(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         known = self.account(caller.account_id).users.items()
         users = [u for (ns, _), u in known if ns == path["Namespace"]]
-        page, token = _page(users, query)
-        return 200, {"UserList": page} | ({"NextToken": token} if token else {})
+        return 200, _page("UserList", users, query)
 
     def _update_user(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         user = self._user(caller, path["Namespace"], path["UserName"])
@@ -775,8 +772,7 @@ class LocalQuickSight:
             for (ns, _), g in self.account(caller.account_id).groups.items()
             if ns == path["Namespace"] and path["UserName"] in g["members"]
         ]
-        page, token = _page(groups, query)
-        return 200, {"GroupList": page} | ({"NextToken": token} if token else {})
+        return 200, _page("GroupList", groups, query)
 
     def _group(self, caller: Caller, namespace: str, name: str) -> dict[str, Any]:
         group = self.account(caller.account_id).groups.get((namespace, name))
@@ -808,8 +804,7 @@ class LocalQuickSight:
             for (ns, _), g in self.account(caller.account_id).groups.items()
             if ns == path["Namespace"]
         ]
-        page, token = _page(groups, query)
-        return 200, {"GroupList": page} | ({"NextToken": token} if token else {})
+        return 200, _page("GroupList", groups, query)
 
     def _create_group_membership(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         namespace, name = path["Namespace"], path["MemberName"]
@@ -830,8 +825,7 @@ class LocalQuickSight:
     def _list_group_memberships(self, caller: Caller, path: Any, query: Any, body: Any) -> Any:
         group = self._group(caller, path["Namespace"], path["GroupName"])
         members = [_member(group, name) for name in group["members"]]
-        page, token = _page(members, query)
-        return 200, {"GroupMemberList": page} | ({"NextToken": token} if token else {})
+        return 200, _page("GroupMemberList", members, query)
 
     # --- permissions -------------------------------------------------------------------------
 

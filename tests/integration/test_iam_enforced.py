@@ -30,7 +30,7 @@ from storepulse.deploy.smoke import SmokeTestError, run_smoke_test
 from storepulse.export.datasets import DATASETS
 from storepulse.lake.tables import ensure_curated_table, glue_database_name
 from storepulse.layout import Grain, bucket_keys
-from storepulse_local.iam import ADMIN, DEPLOYER, LAMBDA_SERVICE, Principal, deployment_policy
+from storepulse_local.iam import ADMIN, DEPLOYER, LAMBDA_SERVICE, deployment_policy
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 from tests.integration.conftest import FROZEN_NOW, _put_settings, invoke
 from tests.integration.test_deploy import (  # noqa: F401 (module-scoped fixtures reused)
@@ -59,14 +59,6 @@ def _template_without_batch_grants() -> str:
     return "".join(kept)
 
 
-def _session(principal: Principal) -> boto3.Session:
-    return boto3.Session(
-        aws_access_key_id=principal.access_key_id,
-        aws_secret_access_key=principal.secret_access_key,
-        region_name="us-east-1",
-    )
-
-
 def _client_factory(session: boto3.Session) -> Callable[[str], Any]:
     return lambda service: session.client(service, config=FAIL_FAST_CONFIG)
 
@@ -76,7 +68,7 @@ def deployed(embedded_aws: str) -> Callable[[BuiltPackage, str | None], dict[str
     """Deploy the stack (as the administrator) and seed its catalogue; returns its outputs."""
 
     def deploy(built: BuiltPackage, template_body: str | None = None) -> dict[str, str]:
-        outputs = Deployer(_client_factory(_session(ADMIN)))(built, template_body).outputs
+        outputs = Deployer(_client_factory(ADMIN.session()))(built, template_body).outputs
         settings_table = boto3.resource("dynamodb").Table(outputs["SettingsTable"])
         _put_settings(settings_table)
         return outputs
@@ -98,17 +90,7 @@ def as_the_function(
         configuration = boto3.client("lambda").get_function(FunctionName=FUNCTION)["Configuration"]
         for name, value in configuration["Environment"]["Variables"].items():
             monkeypatch.setenv(name, str(value))
-        credentials = (
-            _session(LAMBDA_SERVICE)
-            .client("sts")
-            .assume_role(RoleArn=configuration["Role"], RoleSessionName=FUNCTION)["Credentials"]
-        )
-        function_session = boto3.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-            region_name="us-east-1",
-        )
+        function_session = LAMBDA_SERVICE.assume(configuration["Role"], FUNCTION)
         monkeypatch.setattr(boto3, "DEFAULT_SESSION", function_session)
         module = _load_handler()
         module.CLOCK = FrozenClock(FROZEN_NOW)
@@ -123,7 +105,7 @@ def as_the_function(
 
 def _day_revenue(outputs: dict[str, str]) -> Any:
     key = bucket_keys("s-001", NOON_PARIS, "Europe/Paris")[Grain.DAY].as_item()
-    item = _session(ADMIN).resource("dynamodb").Table(outputs["MetricsTable"]).get_item(Key=key)
+    item = ADMIN.session().resource("dynamodb").Table(outputs["MetricsTable"]).get_item(Key=key)
     return item.get("Item", {}).get("revenue")
 
 
@@ -168,7 +150,7 @@ def test_the_deploys_smoke_test_needs_the_batch_grants(
 ) -> None:
     outputs = deployed(package, None if batch_grants else _template_without_batch_grants())
     handler = as_the_function()
-    admin = _client_factory(_session(ADMIN))
+    admin = _client_factory(ADMIN.session())
     smoke = {
         "stream_name": outputs["StreamName"],
         "facts_table": outputs["FactsTable"],
@@ -210,11 +192,11 @@ def test_a_sale_through_the_local_runtime_needs_the_batch_grants(
     local runtime with the role's assumed credentials. Without the batch grants the batch is
     refused, retried and given up to the dead-letter queue, and no total is written."""
     outputs = deployed(package, None if batch_grants else _template_without_batch_grants())
-    admin = _client_factory(_session(ADMIN))
+    admin = _client_factory(ADMIN.session())
     now = datetime.now(UTC)  # the runtime's handler reads the real clock (the window)
     event = sale("s-001", f"o-{uuid.uuid4()}", now, ("coffee-1kg", 2, "12.10"))
     day = bucket_keys("s-001", now, "Europe/Paris")[Grain.DAY].as_item()
-    metrics = _session(ADMIN).resource("dynamodb").Table(outputs["MetricsTable"])
+    metrics = ADMIN.session().resource("dynamodb").Table(outputs["MetricsTable"])
     runtime = LocalLambdaRuntime(
         state_dir=tmp_path / "runtime", poll_interval=0.05, discovery_interval=0.2
     )
@@ -248,9 +230,9 @@ def test_only_the_lambda_service_assumes_the_function_role(
     deployed(package)
     role = boto3.client("lambda").get_function(FunctionName=FUNCTION)["Configuration"]["Role"]
     with pytest.raises(ClientError, match="AccessDenied"):
-        _session(ADMIN).client("sts").assume_role(RoleArn=role, RoleSessionName="admin")
+        ADMIN.session().client("sts").assume_role(RoleArn=role, RoleSessionName="admin")
     assumed = (
-        _session(LAMBDA_SERVICE).client("sts").assume_role(RoleArn=role, RoleSessionName=FUNCTION)
+        LAMBDA_SERVICE.session().client("sts").assume_role(RoleArn=role, RoleSessionName=FUNCTION)
     )
     assert assumed["AssumedRoleUser"]["Arn"].endswith(f"/{FUNCTION}")
 
@@ -279,7 +261,7 @@ def test_the_deployment_principal_deploys_the_stack(
     embedded_aws: str,
     package: BuiltPackage,  # noqa: F811
 ) -> None:
-    deployer = _client_factory(_session(DEPLOYER))
+    deployer = _client_factory(DEPLOYER.session())
     result = Deployer(deployer)(package)
     assert result.action == "create"
     stacks = deployer("cloudformation").describe_stacks(StackName=STACK)["Stacks"]
@@ -291,7 +273,7 @@ def test_the_deployment_principal_is_refused_what_its_policy_lacks(
     embedded_aws: str,
     package: BuiltPackage,  # noqa: F811
 ) -> None:
-    deployer = _client_factory(_session(DEPLOYER))
+    deployer = _client_factory(DEPLOYER.session())
     Deployer(deployer)(package)
     # The deployment role writes no business data in batches, manages no users, and touches no
     # table outside the project's names.
@@ -329,7 +311,7 @@ def test_the_deployers_glue_calls_are_allowed_on_their_resources(embedded_aws: s
     """moto authorizes Glue on the action alone (infra/local/embedded_aws_gaps.json): the
     nightly export's catalogue calls are recorded and checked against the deployment policy's
     resources (catalog, database, table)."""
-    session = _session(DEPLOYER)
+    session = DEPLOYER.session()
     recorder = CallRecorder(Account("123456789012")).attach(session)
     glue = session.client("glue", config=FAIL_FAST_CONFIG)
     for name in ("orders", "order_lines"):

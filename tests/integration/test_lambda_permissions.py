@@ -134,18 +134,7 @@ def _function_role_session(
     for policy in role["Policies"]:
         document = json.dumps(stack_template.resolve(policy["PolicyDocument"]))
         iam.put_role_policy(RoleName=name, PolicyName=policy["PolicyName"], PolicyDocument=document)
-    lambda_service = boto3.Session(
-        region_name=REGION,
-        aws_access_key_id=LAMBDA_SERVICE.access_key_id,
-        aws_secret_access_key=LAMBDA_SERVICE.secret_access_key,
-    )
-    credentials = lambda_service.client("sts").assume_role(RoleArn=arn, RoleSessionName=function)
-    return boto3.Session(
-        region_name=REGION,
-        aws_access_key_id=credentials["Credentials"]["AccessKeyId"],
-        aws_secret_access_key=credentials["Credentials"]["SecretAccessKey"],
-        aws_session_token=credentials["Credentials"]["SessionToken"],
-    )
+    return LAMBDA_SERVICE.assume(arn, function, REGION)
 
 
 def _web_session(store: str, session: str) -> list[ev.Event]:

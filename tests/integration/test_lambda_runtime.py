@@ -15,11 +15,9 @@ import json
 import os
 import threading
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,8 @@ from storepulse.config import REPO_ROOT, settings
 from storepulse.deploy.package import artifacts_bucket, build_lambda_zip
 from storepulse.layout import Grain, Table, bucket_keys
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
+from tests.integration.test_stream_processor import NOON_PARIS
+from tests.integration.test_stream_processor import sale as sale_of_lines
 
 FUNCTION = "storepulse-dev-recorder"
 ROLE = "storepulse-dev-recorder-role"
@@ -470,22 +470,9 @@ def test_a_merged_shard_is_read_after_both_parents(setup, runtimes) -> None:
 
 # --- the real stream processor ----------------------------------------------------------------
 
-NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
-
 
 def sale(store: str, order: str, price: str) -> ev.PosSaleV1:
-    return ev.PosSaleV1(
-        event_id=str(uuid.uuid4()),
-        store_id=store,
-        occurred_at=NOON_PARIS,
-        order_id=order,
-        channel="in_store",
-        currency="EUR",
-        customer_id=None,
-        lines=[
-            ev.SaleLine(sku="tea-100g", category="grocery", quantity=1, unit_price=Decimal(price))
-        ],
-    )
+    return sale_of_lines(store, order, NOON_PARIS, ("tea-100g", 1, price))
 
 
 def day_revenue(stack: Any, store: str | None) -> Decimal | None:

@@ -66,6 +66,8 @@ class KinesisSource:
     batch_info_key: Final = "KinesisBatchInfo"
 
     def list_shards(self, client: Any, arn: str) -> list[dict[str, Any]]:
+        # A loop, not boto3's paginator: that one sends StreamName again with NextToken, which
+        # Kinesis refuses past 1,000 shards (boto/botocore#2009).
         shards: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"StreamName": _stream_name(arn)}
         while True:
@@ -122,6 +124,8 @@ class DynamoDBStreamSource:
     batch_info_key: Final = "DDBStreamBatchInfo"
 
     def list_shards(self, client: Any, arn: str) -> list[dict[str, Any]]:
+        # A loop, not boto3's paginator: that one sends StreamName again with NextToken, which
+        # Kinesis refuses past 1,000 shards (boto/botocore#2009).
         shards: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"StreamArn": arn}
         while True:
