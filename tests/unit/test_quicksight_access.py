@@ -190,3 +190,18 @@ def test_the_rules_ingestion_counts_against_the_manual_quota(decl: qs.Declaratio
     assert (
         report.ingestion and report.ingestion["ingestion_id"] == freed.ingestions[-1]["IngestionId"]
     )
+
+
+def test_the_demos_grants_give_quicksight_an_owner_and_a_one_store_manager(
+    decl: qs.Declarations,
+) -> None:
+    from storepulse.simulator import BusinessModel
+    from storepulse.simulator.seed import demo_grants
+
+    model = BusinessModel.generate(seed=7, stores=2)
+    rows = access.rules(decl, demo_grants(model, "admin"), region="us-east-1", account_id=ACCOUNT)
+
+    assert rows == [
+        {"userarn": USER + "admin", "grouparn": None, "store_id": None},
+        {"userarn": USER + "manager-s-001", "grouparn": None, "store_id": "s-001"},
+    ]

@@ -9,6 +9,7 @@ from storepulse.settings import (
     ProductSettings,
     SettingsStore,
     Shift,
+    StoreAccess,
     StoreSettings,
 )
 from storepulse.simulator.model import BusinessModel, Store
@@ -64,3 +65,17 @@ def seed_settings(store: SettingsStore, model: BusinessModel, name: str = "Simul
     for setting in settings:  # in this order: the store checks its currency against the profile
         store.upsert(setting)
     return len(settings)
+
+
+def demo_grants(model: BusinessModel, admin: str) -> list[StoreAccess]:
+    """The demo's one declaration of who sees what, on the dashboard and in QuickSight: the
+    ``admin`` owns everything, and the first store's manager sees that store only, so the
+    row-level security has a user to work on (``storepulse.quicksight.access``)."""
+    first = model.stores[0].store_id
+    manager = f"manager-{first}"
+    return [
+        StoreAccess(username=admin, all_stores=True, role="owner", email=f"{admin}@example.com"),
+        StoreAccess(
+            username=manager, store_ids=(first,), role="manager", email=f"{manager}@example.com"
+        ),
+    ]
