@@ -94,6 +94,8 @@ class HourlySeries:
                 new = event.session_id not in self._sessions
                 self._sessions.add(event.session_id)
                 return {"page_views": Decimal(1), "sessions": Decimal(int(new))}
+            case ev.WebCheckoutStartedV1():
+                return {"checkouts": Decimal(1)}
             case ev.WebPurchaseV1():
                 return {"purchases": Decimal(1)}
             case ev.WebEvent():
@@ -108,6 +110,7 @@ class HourlySeries:
         current = summed(self.hours.get((store_id, h), {}) for h in window(end, params.hours))
         history = window_history(
             lambda hour: self.hours.get((store_id, hour), {}),
+            lambda hour: (store_id, hour) in self.hours,
             lambda hour: (store_id, local_date(hour, timezone)) in self.days,
             end,
             timezone,
