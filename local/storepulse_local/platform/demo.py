@@ -1,5 +1,6 @@
 """Local demo data, after the real-time stack is deployed: the simulated business in the settings
-table, the default alert rules, the dashboard grants (``storepulse.simulator.seed.demo_grants``:
+table, the default alert rules (the trend rules judged on one past week, all the demo's history
+has), the dashboard grants (``storepulse.simulator.seed.demo_grants``:
 every store to the platform's admin, the first store only to its manager; dashboard access fails
 closed, nobody sees a store until granted; QuickSight follows the same grants), and an SQS
 "alerts inbox" subscribed to the alert topic (the embedded AWS skips ``AWS::SNS::Subscription``
@@ -18,7 +19,7 @@ from storepulse.config import settings
 from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
 from storepulse.settings import AccessStore, SettingsStore
 from storepulse.simulator.model import BusinessModel
-from storepulse.simulator.seed import demo_grants, seed_settings
+from storepulse.simulator.seed import demo_grants, demo_trend_rules, seed_settings
 from storepulse.stream.smoke import SUBSCRIBER_FILTER
 from storepulse_local.platform.airflow_local import ADMIN_USER
 
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     model = BusinessModel.generate(seed=args.seed, stores=args.stores)
     items = seed_settings(store, model)
     rules = store.seed_defaults()
+    for rule in demo_trend_rules(rules):  # only those just created: a user's edit stays
+        store.upsert(rule)
     access = AccessStore.connect(outputs["SettingsTable"])
     grants = demo_grants(model, ADMIN_USER)
     for grant in grants:

@@ -4,6 +4,7 @@ and products (``make up`` and the tests do this before sending simulated traffic
 from __future__ import annotations
 
 from storepulse.settings import (
+    AlertRuleSettings,
     BusinessProfile,
     EmployeeSettings,
     ProductSettings,
@@ -78,4 +79,18 @@ def demo_grants(model: BusinessModel, admin: str) -> list[StoreAccess]:
         StoreAccess(
             username=manager, store_ids=(first,), role="manager", email=f"{manager}@example.com"
         ),
+    ]
+
+
+# The demo's history holds one week of the same weekday (last week, filled a week behind the
+# clock): its trend rules judge on that one (``storepulse.stream.trends``), not the defaults' two.
+DEMO_TREND_MIN_WEEKS = 1
+
+
+def demo_trend_rules(created: list[AlertRuleSettings]) -> list[AlertRuleSettings]:
+    """The trend rules among the default rules the demo just created, judged on one past week."""
+    return [
+        rule.model_copy(update={"params": {**rule.params, "min_weeks": DEMO_TREND_MIN_WEEKS}})
+        for rule in created
+        if rule.type == "trend"
     ]
