@@ -17,13 +17,17 @@ next hour's or the next day's item exists: a day cut short is no evidence either
 
 The change must also be more than ``sigmas`` standard deviations of chance (Poisson, or what the
 past weeks vary if more) in a count: the metric itself, orders for revenue (a few big baskets
-are not a trend), purchases for conversion. Halving 6 sales is noise, halving 60 is news.
+are not a trend). Halving 6 sales is noise, halving 60 is news. Conversion's count, purchases,
+is small: it is judged exactly, one-sided, at the same chance level (0.135% at 3 sigmas), against
+the sessions and, for a drop, against the checkouts started (a payment failure leaves checkouts
+unpaid: far less noise than purchases per session).
 
 A completed hour is judged once the store's newest event is ``settle_minutes`` past its end
 (late POS syncs land meanwhile). Where it is computed, so the Lambda stays fast: from the hour
 and day items the stream already writes (``storepulse.layout.bucket_keys``), read with one
 BatchGetItem per store and hour; a past week does not change, so each container caches the
-baseline per store and hour and judges a completed hour once (``TrendWatch``). The running hour's
+baseline per store and hour (read again once the hour is complete) and judges a completed hour
+once (``TrendWatch``). The running hour's
 counters come from the batch's own writes. ``benchmarks/trend_alerts.py`` measures both.
 
 The judgement (``judge``) is a pure function of hourly counters, which the tests and the
