@@ -90,7 +90,9 @@ DEMO_TREND_MIN_WEEKS = 1
 def demo_trend_rules(created: list[AlertRuleSettings]) -> list[AlertRuleSettings]:
     """The trend rules among the default rules the demo just created, judged on one past week."""
     return [
-        rule.model_copy(update={"params": {**rule.params, "min_weeks": DEMO_TREND_MIN_WEEKS}})
+        AlertRuleSettings.model_validate(
+            rule.model_dump() | {"params": rule.params | {"min_weeks": DEMO_TREND_MIN_WEEKS}}
+        )
         for rule in created
         if rule.type == "trend"
     ]
