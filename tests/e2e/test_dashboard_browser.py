@@ -281,16 +281,16 @@ def _orders_of(platform: Platform, store_id: str, day: date) -> list[dict[str, A
     export does (the dashboard's own reader is not used)."""
     from boto3.dynamodb.conditions import Key
 
-    table, items, page = platform.table(table_name(Table.FACTS)), [], {}
+    table, items, start = platform.table(table_name(Table.FACTS)), [], {}
     condition = Key("gsi1pk").eq(orders_of_day(day)) & Key("gsi1sk").begins_with(
         f"{store_id}#ORDER#"
     )
     while True:
-        page = table.query(IndexName="gsi1", KeyConditionExpression=condition, **page)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
+        found = table.query(IndexName="gsi1", KeyConditionExpression=condition, **start)
+        items += found["Items"]
+        if "LastEvaluatedKey" not in found:
             return items
-        page = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+        start = {"ExclusiveStartKey": found["LastEvaluatedKey"]}
 
 
 def _todays_customers(platform: Platform) -> dict[str, str]:
