@@ -28,9 +28,9 @@ same run found 4/4 collapses but the normal month had 3 false conversion drops (
 store-hours: two tests over ~10 overlapping windows a store-day make ~1,100 tests a month, ~1.5
 expected at 0.135% each); the conversion rule takes ``sigmas`` 4 (0.003%). At ``--rate 0.1`` (a
 third of the volume) the normal month had 2 false sales spikes (1.5 per 1,000 store-hours) and no
-collapse was judged: 2-4 purchases expected in 3 hours, under ``min_volume`` 5. Per batch: 10.9
-ms mean (0.58 ms p50) and 0.02 BatchGetItem cached, against 633 ms and 1 read without the cache
-(58x).
+collapse was judged: 2-4 purchases expected in 3 hours, under ``min_volume`` 5. Per batch: 20.2
+ms mean (1.3 ms p50) and 0.02 BatchGetItem cached, against 925 ms and 1 read without the cache
+(46x; 10.9 and 633 ms, 58x, in the sigmas-3 run at a lower load).
 
 ``--small``: two weeks of history, two days, one anomaly of each kind, 20 batches, at a rate too
 low to detect much: the same code path in a few minutes, not numbers to quote.
