@@ -23,7 +23,7 @@ import pytest
 
 from storepulse.config import settings
 from storepulse.events import PosSaleV1, SaleLine
-from storepulse.layout import Grain, Table, bucket_keys, local_date, table_name
+from storepulse.layout import Grain, Table, bucket_keys, local_date, orders_of_day, table_name
 from storepulse.producer import KinesisProducer
 from storepulse.simulator.model import BusinessModel
 from storepulse_local.platform import realtime
@@ -193,7 +193,9 @@ def test_the_dashboard_is_in_airflows_navigation(page: Any, quiet: Platform, pas
     assert frame.locator("#store option").count() >= 3  # all stores + the two demo stores
 
 
-def _sale_at(moment: datetime, store_id: str) -> tuple[PosSaleV1, Decimal]:
+def _sale_at(
+    moment: datetime, store_id: str, customer_id: str | None = None
+) -> tuple[PosSaleV1, Decimal]:
     item = _demo().catalogue[0]
     sale = PosSaleV1(
         event_id=str(uuid.uuid4()),
@@ -202,6 +204,7 @@ def _sale_at(moment: datetime, store_id: str) -> tuple[PosSaleV1, Decimal]:
         order_id=f"e2e-{uuid.uuid4()}",
         channel="in_store",
         currency="EUR",
+        customer_id=customer_id,
         lines=[
             SaleLine(sku=item.sku, category=item.category, quantity=3, unit_price=item.unit_price)
         ],
@@ -271,6 +274,80 @@ def test_a_kpi_selection_is_kept_across_a_reload(page: Any, quiet: Platform, pas
     assert stored["kpis"] == shown
     response = page.request.get(f"{quiet.url}/dashboard/api/settings/kpis")
     assert json.loads(response.text())["kpis"] == shown
+
+
+def _orders_of(platform: Platform, store_id: str, day: date) -> list[dict[str, Any]]:
+    """One store's order facts of one business day, read from DynamoDB's ``gsi1`` as the
+    export does (the dashboard's own reader is not used)."""
+    from boto3.dynamodb.conditions import Key
+
+    table, items, start = platform.table(table_name(Table.FACTS)), [], {}
+    condition = Key("gsi1pk").eq(orders_of_day(day)) & Key("gsi1sk").begins_with(
+        f"{store_id}#ORDER#"
+    )
+    while True:
+        found = table.query(IndexName="gsi1", KeyConditionExpression=condition, **start)
+        items += found["Items"]
+        if "LastEvaluatedKey" not in found:
+            return items
+        start = {"ExclusiveStartKey": found["LastEvaluatedKey"]}
+
+
+def _todays_customers(platform: Platform) -> dict[str, str]:
+    """Today's known customers of every demo store (each on its local day), new (no order in
+    the 7 days before) or returning, and their revenue, counted from the order facts."""
+    today, before, revenue = set(), set(), Decimal(0)
+    for store in _demo().stores:
+        day = local_date(datetime.now(UTC), store.timezone)
+        for order in _orders_of(platform, store.store_id, day):
+            if order.get("customer_id"):
+                today.add(order["customer_id"])
+                revenue += Decimal(order["total"])
+        for back in range(1, 8):
+            orders = _orders_of(platform, store.store_id, day - timedelta(days=back))
+            before |= {o["customer_id"] for o in orders if o.get("customer_id")}
+    return {
+        "customers": str(len(today)),
+        "new_customers": str(len(today - before)),
+        "returning_customers": str(len(today & before)),
+        "known_revenue": str(revenue),
+    }
+
+
+@pytest.mark.slow  # ~39 s on the platform the module starts: the page's 10 s refreshes of today's
+# customers, waited for until they show DynamoDB's numbers (over the default suite's budget)
+def test_todays_customer_tiles_equal_the_order_facts_in_dynamodb(
+    page: Any, quiet: Platform, password: str
+) -> None:
+    """The Customers panel's tiles for today show what the JSON API answers, and both equal the
+    customers counted in DynamoDB's order facts (the page refreshes them every 10 s)."""
+    if _todays_customers(quiet)["customers"] == "0":  # just after midnight: one of our own
+        store = _demo().stores[0].store_id
+        sale, _ = _sale_at(datetime.now(UTC), store, _demo().customers[0].customer_id)
+        KinesisProducer(
+            stream_name=settings().resource_name("events"), client=quiet.client("kinesis")
+        ).send([sale])
+    log_in(page, quiet, password)
+    _open_dashboard(page, quiet)
+    page.wait_for_selector("#customer-today .tile")
+    deadline = time.monotonic() + 90
+    while True:
+        shown = page.eval_on_selector_all(
+            "#customer-today .tile",
+            "ts => Object.fromEntries(ts.map(t => [t.dataset.customersToday, t.dataset.value]))",
+        )
+        expected = _todays_customers(quiet)
+        if all(Decimal(shown.get(k) or "NaN") == Decimal(v) for k, v in expected.items()):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"today's customer tiles {shown} never matched DynamoDB's {expected}")
+        page.wait_for_timeout(1000)
+    assert int(expected["customers"]) > 0  # not a comparison of zeros
+    api = json.loads(page.request.get(f"{quiet.url}/dashboard/api/live/customers").text())
+    assert {k: Decimal(str(api["today"][k])) for k in expected} == {
+        k: Decimal(shown[k]) for k in expected
+    }
+    assert "By segment:" in page.inner_text("#customer-today-note")
 
 
 # --- the page on a phone, against the app in-process (no platform) ------------------------------

@@ -19,13 +19,17 @@ JUDGED = HOUR + timedelta(minutes=76)  # the hour is over and settled (15 minute
 
 def _history(stack: Any, revenue: str, orders: int) -> None:
     """The hour and day items the stream wrote 1 and 2 weeks ago (older than the stream's
-    plausibility window, so written as the stream writes them)."""
+    plausibility window, so written as the stream writes them), and the next days' (the data
+    of those weeks goes on after the hour: they count as baselines)."""
     table = stack.table(Table.METRICS)
     for weeks in (1, 2):
         keys = bucket_keys("s-001", HOUR - timedelta(weeks=weeks), "Europe/Paris")
         for grain in (Grain.HOUR, Grain.DAY):
             counters = {"revenue": Decimal(revenue), "orders": Decimal(orders)}
             table.put_item(Item={**keys[grain].as_item(), **counters})
+        next_day = HOUR - timedelta(weeks=weeks) + timedelta(days=1)
+        day_after = bucket_keys("s-001", next_day, "Europe/Paris")[Grain.DAY]
+        table.put_item(Item={**day_after.as_item(), "orders": Decimal(orders)})
 
 
 def _rule(stack: Any, **params: Any) -> None:

@@ -119,6 +119,8 @@ def test_customer_behaviour_equals_the_simulated_customers(two_days: list[Event]
     assert {g.key: g.revenue for g in now.demographics["segment"]} == revenue
     bands = Counter(who[c].age_band for c in per_customer)
     assert {g.key: g.customers for g in now.demographics["age_band"]} == bands
+    regions = Counter(who[o["customer_id"]].region for o in today if o["customer_id"])
+    assert {g.key: g.orders for g in now.demographics["region"]} == regions
     assert report.profiles_as_of == tuesday
 
 

@@ -7,6 +7,9 @@ import copy
 import io
 import json
 import pickle
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -139,3 +142,66 @@ def test_a_snapshot_from_before_access_control_restores_empty_principals() -> No
         {},
         {},
     )
+
+
+class FakeIngestions:
+    """ListIngestions (paginated) and CreateIngestion of one data set."""
+
+    def __init__(self, *created: datetime) -> None:
+        self.ingestions = [
+            {"IngestionId": f"i-{n}", "CreatedTime": t, "IngestionStatus": "COMPLETED"}
+            for n, t in enumerate(created)
+        ]
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_ingestions"
+        return SimpleNamespace(paginate=lambda **_: [{"Ingestions": list(self.ingestions)}])
+
+    def create_ingestion(self, **request: Any) -> None:
+        self.ingestions.append(
+            {
+                "IngestionId": request["IngestionId"],
+                "CreatedTime": NOON,
+                "IngestionStatus": "INITIALIZED",
+            }
+        )
+
+
+NOON = datetime(2026, 3, 3, 12, tzinfo=UTC)
+
+
+def test_the_rules_ingestion_counts_against_the_manual_quota(decl: qs.Declarations) -> None:
+    """With the day's quota spent, the changed rules are not written (so the next sync tries
+    again) and the sync fails saying when it may; a slot free again, they are written and
+    ingested."""
+    limited = replace(decl, quota=2)
+    s3, report = FakeS3(), access.AccessReport()
+    rows = access.rules(decl, [_grant("zoe", "s-001")], region="us-east-1", account_id=ACCOUNT)
+    spent = FakeIngestions(NOON - timedelta(hours=23), NOON - timedelta(hours=1))
+    where = {"account_id": ACCOUNT, "clock": lambda: NOON, "report": report}
+
+    with pytest.raises(access.AccessError, match="daily quota reached: 2 manual ingestions"):
+        access._refresh_rules(spent, s3, limited, rows, **where)
+    assert not s3.objects and len(spent.ingestions) == 2
+
+    freed = FakeIngestions(NOON - timedelta(hours=25), NOON - timedelta(hours=1))
+    access._refresh_rules(freed, s3, limited, rows, **where)
+    assert report.rules_changed and len(s3.objects) == 1 and len(freed.ingestions) == 3
+    assert (
+        report.ingestion and report.ingestion["ingestion_id"] == freed.ingestions[-1]["IngestionId"]
+    )
+
+
+def test_the_demos_grants_give_quicksight_an_owner_and_a_one_store_manager(
+    decl: qs.Declarations,
+) -> None:
+    from storepulse.simulator import BusinessModel
+    from storepulse.simulator.seed import demo_grants
+
+    model = BusinessModel.generate(seed=7, stores=2)
+    rows = access.rules(decl, demo_grants(model, "admin"), region="us-east-1", account_id=ACCOUNT)
+
+    assert rows == [
+        {"userarn": USER + "admin", "grouparn": None, "store_id": None},
+        {"userarn": USER + "manager-s-001", "grouparn": None, "store_id": "s-001"},
+    ]

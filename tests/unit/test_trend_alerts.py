@@ -6,6 +6,7 @@ shared by the module; a simulated month with precision, recall and the false-pos
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from benchmarks.trend_alerts import HourlySeries, replay, score, trend_rules
+from storepulse.layout import zone
 from storepulse.settings import (
     AlertRuleSettings,
     ProductSettings,
@@ -27,7 +29,14 @@ from storepulse.simulator import BusinessModel, Simulator
 from storepulse.simulator.anomalies import Anomaly
 from storepulse.stream.aggregate import StockWrite
 from storepulse.stream.alerts import ONCE, low_stock_alerts, unknown_sku_alerts
-from storepulse.stream.trends import judge, past_hours
+from storepulse.stream.trends import (
+    binomial_at_most,
+    chance_level,
+    judge,
+    past_hours,
+    poisson_at_most,
+    window_history,
+)
 
 D = Decimal
 
@@ -111,6 +120,70 @@ def test_conversion_is_purchases_per_session_pooled_over_the_weeks() -> None:
     # 100 sessions expect 10 purchases at 10%: below min_volume (20 expected purchases)
     assert judge(rule, {"sessions": D(100), "purchases": D(0)}, history, True) is None
     assert judge(rule, {"sessions": D(400), "purchases": D(0)}, history, False) is None
+
+
+def test_unpaid_checkouts_tell_a_collapse_that_the_sessions_alone_cannot() -> None:
+    """9 purchases expected from the sessions and 2 made is within chance (P = 0.6%); 13
+    checkouts of which two in three are usually paid, and only 2 paid, is not (P = 0.009%)."""
+    past = {"sessions": D(300), "checkouts": D(39), "purchases": D(27)}
+    rule = params(metric="conversion", direction="drop", drop_ratio="0.4", min_volume=5)
+    hour = {"sessions": D(100), "purchases": D(2)}
+    assert judge(rule, hour, [past, past], True) is None  # no checkouts counted: sessions only
+    found = judge(rule, hour | {"checkouts": D(13)}, [past, past], True)
+    assert found is not None and (found.value, found.baseline) == (D("0.02"), D("0.09"))
+
+
+def test_the_chance_tests_are_exact_one_sided_tails() -> None:
+    assert chance_level(D(3)) == pytest.approx(0.0013499, rel=1e-4)
+    assert poisson_at_most(D(1), D(8)) == pytest.approx(9 * math.exp(-8))
+    assert poisson_at_most(D(5000), D(10000)) == 0.0  # summed in logs: no underflow error
+    assert poisson_at_most(D(10000), D(10000)) == pytest.approx(0.5, abs=0.01)
+    assert binomial_at_most(D(1), D(3), D("0.5")) == pytest.approx(0.5)
+    assert binomial_at_most(D(3), D(3), D("0.5")) == 1.0
+
+
+def test_a_past_week_counts_only_where_its_data_covers_the_window() -> None:
+    """The demo's last week is filled a week behind the clock: while today's 10:00 runs, last
+    week's 10:00 is half-filled and 11:00 empty, so that week is no baseline yet; once 11:00
+    (or the next day) has events, it is."""
+    paris, now = "Europe/Paris", datetime(2026, 3, 12, 9, tzinfo=UTC)  # Thursday 10:00 in Paris
+    last_week = now - timedelta(weeks=1)
+    hours = {last_week: {"sessions": D(40)}}
+    days = {last_week.date()}
+    rule = params(metric="sessions", min_weeks=1)
+
+    def history() -> list[Any]:
+        return window_history(
+            lambda h: hours.get(h, {}),
+            lambda h: h in hours,
+            lambda h: h.astimezone(zone(paris)).date() in days,
+            now,
+            paris,
+            rule,
+        )
+
+    assert history() == []  # running: no verdict, however many sessions today has
+    hours[last_week + timedelta(hours=1)] = {"sessions": D(3)}
+    assert history() == [{"sessions": D(40)}]
+    del hours[last_week + timedelta(hours=1)]
+    days.add(last_week.date() + timedelta(days=1))  # the store closed early; the next day came
+    assert history() == [{"sessions": D(40)}]
+
+
+def test_the_demos_trend_rules_judge_on_its_one_past_week() -> None:
+    from storepulse.simulator.seed import demo_trend_rules
+
+    rules = demo_trend_rules(load_default_rules())
+    assert {r.rule_id for r in rules} == {r.rule_id for r in trend_rules()}
+    for rule in rules:
+        demo, default = (
+            rule.parameters(TrendParams),
+            next(r for r in trend_rules() if r.rule_id == rule.rule_id).parameters(TrendParams),
+        )
+        assert demo == default.model_copy(update={"min_weeks": 1})
+    sessions = next(r for r in rules if r.rule_id == "traffic-trend").parameters(TrendParams)
+    found = judge(sessions, {"sessions": D(10)}, weeks(80, name="sessions"), True)
+    assert found is not None and found.direction == "drop"
 
 
 def test_past_hours_keep_the_local_hour_across_a_daylight_saving_change() -> None:

@@ -1,8 +1,10 @@
 """Local demo data, after the real-time stack is deployed: the simulated business in the settings
-table, the default alert rules, the dashboard grant of every store to the platform's admin
-(dashboard access fails closed: nobody sees a store until granted), and an SQS "alerts inbox"
-subscribed to the alert topic (the embedded AWS skips ``AWS::SNS::Subscription`` in templates,
-and an inbox is what a user opens).
+table, the default alert rules (the trend rules judged on one past week, all the demo's history
+has), the dashboard grants (``storepulse.simulator.seed.demo_grants``:
+every store to the platform's admin, the first store only to its manager; dashboard access fails
+closed, nobody sees a store until granted; QuickSight follows the same grants), and an SQS
+"alerts inbox" subscribed to the alert topic (the embedded AWS skips ``AWS::SNS::Subscription``
+in templates, and an inbox is what a user opens).
 
     python -m storepulse_local.platform.demo --seed 7 --stores 2
 """
@@ -15,9 +17,9 @@ import json
 from storepulse import aws
 from storepulse.config import settings
 from storepulse.deploy.stack import DeployError, deployed_outputs, stack_name
-from storepulse.settings import AccessStore, SettingsStore, StoreAccess
+from storepulse.settings import AccessStore, SettingsStore
 from storepulse.simulator.model import BusinessModel
-from storepulse.simulator.seed import seed_settings
+from storepulse.simulator.seed import demo_grants, demo_trend_rules, seed_settings
 from storepulse.stream.smoke import SUBSCRIBER_FILTER
 from storepulse_local.platform.airflow_local import ADMIN_USER
 
@@ -54,14 +56,25 @@ def main(argv: list[str] | None = None) -> int:
     except DeployError as exc:
         raise SystemExit(f"error: {exc}") from None
     store = SettingsStore.connect(outputs["SettingsTable"])
-    items = seed_settings(store, BusinessModel.generate(seed=args.seed, stores=args.stores))
+    model = BusinessModel.generate(seed=args.seed, stores=args.stores)
+    items = seed_settings(store, model)
     rules = store.seed_defaults()
+    for rule in demo_trend_rules(rules):  # only those just created: a user's edit stays
+        store.upsert(rule)
     access = AccessStore.connect(outputs["SettingsTable"])
-    access.put(StoreAccess(username=ADMIN_USER, all_stores=True), known_stores=())
+    grants = demo_grants(model, ADMIN_USER)
+    for grant in grants:
+        access.put(grant, known_stores=[s.store_id for s in model.stores])
+    users = {g.username: "all stores" if g.all_stores else " ".join(g.store_ids) for g in grants}
     inbox = alerts_inbox(outputs["AlertTopicArn"])
     print(
         json.dumps(
-            {"settings_items": items, "alert_rules_created": len(rules), "alerts_inbox": inbox}
+            {
+                "settings_items": items,
+                "alert_rules_created": len(rules),
+                "alerts_inbox": inbox,
+                "quicksight_users": users,
+            }
         )
     )
     return 0

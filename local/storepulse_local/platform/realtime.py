@@ -191,7 +191,13 @@ class DemoBusinessComponent:
         """Done in start()."""
 
     def banner(self, ctx: StackContext) -> list[str]:
-        return [f"Alerts inbox   {self.summary.get('alerts_inbox')} (SQS, subscribed to alerts)"]
+        users = self.summary.get("quicksight_users")
+        seen = ", ".join(f"{u} ({s})" for u, s in users.items()) if isinstance(users, dict) else ""
+        return [
+            f"Alerts inbox   {self.summary.get('alerts_inbox')} (SQS, subscribed to alerts)",
+            f"QuickSight     users from the dashboard grants: {seen}; row-level security within "
+            "10 min (sync_quicksight_access)",
+        ]
 
 
 class SimulatorComponent:

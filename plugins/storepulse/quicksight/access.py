@@ -12,7 +12,9 @@ what they authored): without a group or a rule they see nothing.
 users, memberships, the groups' permissions on the data sets and dashboard, then the rules file
 (``s3://<lake>/<rules s3_prefix>rules.parquet``, rewritten only when its content changes) and a
 FULL ingestion of the rules data set when the file changed (or its last ingestion did not
-complete), since QuickSight enforces the rules of its SPICE copy, not the file's.
+complete), since QuickSight enforces the rules of its SPICE copy, not the file's. That ingestion
+counts against the data set's manual-refresh quota like the curated data sets' refreshes: past
+it, the file is not rewritten and the sync fails saying when the next slot opens.
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from botocore.exceptions import ClientError
 from storepulse.clock import Clock, system_clock
 from storepulse.quicksight.declarations import AccessControl, Declarations, RowLevelSecurity
 from storepulse.quicksight.deployment import _describe, _error_code
-from storepulse.quicksight.refresh import ACTIVE_STATUSES, list_ingestions, new_ingestion_id
+from storepulse.quicksight.refresh import (
+    ACTIVE_STATUSES,
+    QUOTA_WINDOW,
+    list_ingestions,
+    manual_ingestions_since,
+    new_ingestion_id,
+    quota_refusal,
+)
 from storepulse.quicksight.requests import role_actions
 from storepulse.settings.models import StoreAccess
 
@@ -125,22 +134,32 @@ def rules_parquet(rls: RowLevelSecurity, rows: list[dict[str, str | None]]) -> b
     return buffer.getvalue()
 
 
-def write_rules(s3: Any, decl: Declarations, rows: list[dict[str, str | None]]) -> tuple[str, bool]:
-    """Put the rules file unless it already holds ``rows``; (key, changed). One PUT replaces
-    the file whole, so QuickSight never reads half of it."""
+def _rules_key(decl: Declarations) -> tuple[str, str]:
     _, rls = _parts(decl)
-    bucket, key = decl.data_source.lake_bucket, rls.data_set.s3_prefix + RULES_FILE
-    fingerprint = rules_fingerprint(rows)
+    return decl.data_source.lake_bucket, rls.data_set.s3_prefix + RULES_FILE
+
+
+def rules_written(s3: Any, decl: Declarations, rows: list[dict[str, str | None]]) -> bool:
+    """Whether the rules file already holds ``rows`` (its content hash, in its metadata)."""
+    bucket, key = _rules_key(decl)
     try:
         current = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(FINGERPRINT)
     except ClientError as exc:
         if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
             raise
         current = None
-    if current == fingerprint:
+    return current == rules_fingerprint(rows)
+
+
+def write_rules(s3: Any, decl: Declarations, rows: list[dict[str, str | None]]) -> tuple[str, bool]:
+    """Put the rules file unless it already holds ``rows``; (key, changed). One PUT replaces
+    the file whole, so QuickSight never reads half of it."""
+    bucket, key = _rules_key(decl)
+    if rules_written(s3, decl, rows):
         return key, False
-    body = rules_parquet(rls, rows)
-    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={FINGERPRINT: fingerprint})
+    _, rls = _parts(decl)
+    metadata = {FINGERPRINT: rules_fingerprint(rows)}
+    s3.put_object(Bucket=bucket, Key=key, Body=rules_parquet(rls, rows), Metadata=metadata)
     log.info("wrote %d rules to s3://%s/%s", len(rows), bucket, key)
     return key, True
 
@@ -294,15 +313,49 @@ def _apply(
 # --- the whole sync ----------------------------------------------------------------------------
 
 
-def _rules_need_ingestion(client: Any, account_id: str, data_set_id: str, changed: bool) -> bool:
-    """A new file needs one; so does an unchanged file whose last ingestion did not complete."""
-    if changed:
-        return True
-    ingestions = sorted(
-        list_ingestions(client, account_id, data_set_id), key=lambda i: i["CreatedTime"]
+def _last_ingestion_completed(ingestions: list[dict[str, Any]]) -> bool:
+    """An unchanged file needs no ingestion unless its last one failed or was cancelled."""
+    if not ingestions:
+        return False
+    last = max(ingestions, key=lambda i: i["CreatedTime"])["IngestionStatus"]
+    return last in ACTIVE_STATUSES | {"COMPLETED"}
+
+
+def _refresh_rules(
+    client: Any,
+    s3: Any,
+    decl: Declarations,
+    rows: list[dict[str, str | None]],
+    *,
+    account_id: str,
+    clock: Clock,
+    report: AccessReport,
+) -> None:
+    """Write the rules file if it changed, then ingest it. That FULL refresh counts against the
+    data set's manual quota like any other (``storepulse.quicksight.refresh``): with the quota
+    spent, the file is left as it was, so the next sync still finds it different and tries again,
+    and this one fails saying when the next slot opens (users keep their previous limits)."""
+    _, rls = _parts(decl)
+    data_set_id = rls.data_set.id
+    changed = not rules_written(s3, decl, rows)
+    ingestions = list_ingestions(client, account_id, data_set_id)
+    if not changed and _last_ingestion_completed(ingestions):
+        return
+    counted = manual_ingestions_since(ingestions, clock() - QUOTA_WINDOW)
+    if len(counted) >= decl.quota:
+        refusal = quota_refusal(rls.data_set, counted, decl.quota)
+        report.record("ingestion", data_set_id, f"refused: {refusal}")
+        raise AccessError(f"the row-level-security rules were not refreshed: {refusal}")
+    report.rules_changed = write_rules(s3, decl, rows)[1]
+    ingestion_id = new_ingestion_id(rls.data_set.name, clock())
+    client.create_ingestion(
+        AwsAccountId=account_id,
+        DataSetId=data_set_id,
+        IngestionId=ingestion_id,
+        IngestionType="FULL_REFRESH",
     )
-    last = ingestions[-1]["IngestionStatus"] if ingestions else None
-    return last is None or last not in ACTIVE_STATUSES | {"COMPLETED"}
+    report.ingestion = {"data_set_id": data_set_id, "ingestion_id": ingestion_id}
+    report.record("ingestion", data_set_id, ingestion_id)
 
 
 def sync_access(
@@ -317,7 +370,7 @@ def sync_access(
 ) -> AccessReport:
     """Groups, users, memberships, permissions, then the rules and their ingestion (see the
     module's doc). The declared data sets and dashboard must be deployed (deploy_quicksight)."""
-    control, rls = _parts(decl)
+    control, _ = _parts(decl)
     grants = list(grants)
     users = quicksight_users(grants)
     report = AccessReport()
@@ -326,17 +379,6 @@ def sync_access(
     _sync_memberships(client, control, users, account_id, report)
     _sync_permissions(client, decl, region, account_id, report)
     rows = rules(decl, grants, region=region, account_id=account_id)
-    _, report.rules_changed = write_rules(s3, decl, rows)
     report.rules = len(rows)
-    data_set_id = rls.data_set.id
-    if _rules_need_ingestion(client, account_id, data_set_id, report.rules_changed):
-        ingestion_id = new_ingestion_id(rls.data_set.name, clock())
-        client.create_ingestion(
-            AwsAccountId=account_id,
-            DataSetId=data_set_id,
-            IngestionId=ingestion_id,
-            IngestionType="FULL_REFRESH",
-        )
-        report.ingestion = {"data_set_id": data_set_id, "ingestion_id": ingestion_id}
-        report.record("ingestion", data_set_id, ingestion_id)
+    _refresh_rules(client, s3, decl, rows, account_id=account_id, clock=clock, report=report)
     return report

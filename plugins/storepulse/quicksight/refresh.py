@@ -111,7 +111,7 @@ def manual_ingestions_since(ingestions: Iterable[Mapping[str, Any]], since: date
     return sorted(counted, key=lambda i: i["CreatedTime"])
 
 
-def _quota_refusal(data_set: DataSet, counted: Sequence[Mapping[str, Any]], quota: int) -> str:
+def quota_refusal(data_set: DataSet, counted: Sequence[Mapping[str, Any]], quota: int) -> str:
     next_slot = counted[0]["CreatedTime"] + QUOTA_WINDOW if counted else None
     when = f"; the next one is allowed from {next_slot:%Y-%m-%d %H:%M:%S %Z}" if next_slot else ""
     return (
@@ -148,7 +148,7 @@ def plan_data_set(
     limit = decl.quota if quota is None else quota
     counted = manual_ingestions_since(ingestions, now - QUOTA_WINDOW)
     if len(counted) >= limit:
-        return replace(plan, action="refuse", reason=_quota_refusal(data_set, counted, limit))
+        return replace(plan, action="refuse", reason=quota_refusal(data_set, counted, limit))
     return replace(plan, ingestion_id=new_ingestion_id(data_set.name, now))
 
 

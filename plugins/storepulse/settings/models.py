@@ -211,12 +211,13 @@ class TrendParams(_Frozen):
     )
     direction: Literal["drop", "spike", "both"] = "both"
     weeks: Weeks = 4
-    min_weeks: Weeks = 2  # past weeks with data (a day with events) needed to judge
+    min_weeks: Weeks = 2  # past weeks whose data covers the hour, needed to judge
     hours: Annotated[Count, Field(ge=1, le=MAX_TREND_HOURS)] = 1  # judged together (a window)
     drop_ratio: Annotated[Ratio, Field(lt=1)] = Decimal("0.5")
     spike_ratio: Annotated[Ratio, Field(gt=1)] = Decimal(2)
     min_volume: Volume = Decimal(30)
-    # How many standard deviations of chance (Poisson counts) the change must also exceed.
+    # How many standard deviations of chance (Poisson counts) the change must also exceed
+    # (conversion: an exact one-sided test at the same chance level, storepulse.stream.trends).
     sigmas: Annotated[Ratio, Field(le=10)] = Decimal(3)
     settle_minutes: Annotated[Count, Field(ge=0, le=120)] = 15
 

@@ -4,11 +4,13 @@ and products (``make up`` and the tests do this before sending simulated traffic
 from __future__ import annotations
 
 from storepulse.settings import (
+    AlertRuleSettings,
     BusinessProfile,
     EmployeeSettings,
     ProductSettings,
     SettingsStore,
     Shift,
+    StoreAccess,
     StoreSettings,
 )
 from storepulse.simulator.model import BusinessModel, Store
@@ -64,3 +66,33 @@ def seed_settings(store: SettingsStore, model: BusinessModel, name: str = "Simul
     for setting in settings:  # in this order: the store checks its currency against the profile
         store.upsert(setting)
     return len(settings)
+
+
+def demo_grants(model: BusinessModel, admin: str) -> list[StoreAccess]:
+    """The demo's one declaration of who sees what, on the dashboard and in QuickSight: the
+    ``admin`` owns everything, and the first store's manager sees that store only, so the
+    row-level security has a user to work on (``storepulse.quicksight.access``)."""
+    first = model.stores[0].store_id
+    manager = f"manager-{first}"
+    return [
+        StoreAccess(username=admin, all_stores=True, role="owner", email=f"{admin}@example.com"),
+        StoreAccess(
+            username=manager, store_ids=(first,), role="manager", email=f"{manager}@example.com"
+        ),
+    ]
+
+
+# The demo's history holds one week of the same weekday (last week, filled a week behind the
+# clock): its trend rules judge on that one (``storepulse.stream.trends``), not the defaults' two.
+DEMO_TREND_MIN_WEEKS = 1
+
+
+def demo_trend_rules(created: list[AlertRuleSettings]) -> list[AlertRuleSettings]:
+    """The trend rules among the default rules the demo just created, judged on one past week."""
+    return [
+        AlertRuleSettings.model_validate(
+            rule.model_dump() | {"params": rule.params | {"min_weeks": DEMO_TREND_MIN_WEEKS}}
+        )
+        for rule in created
+        if rule.type == "trend"
+    ]

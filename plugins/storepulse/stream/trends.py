@@ -3,8 +3,10 @@
 The baseline of an hour is the same local hour of the same weekday over the last ``weeks``
 weeks: the median of those hours (robust to one unusual week) for a count or revenue, and the
 pooled rate (purchases / sessions over all of them) for ``conversion``. A past week counts only
-if the store had any event that day (its day item exists): a week before the store opened, or a
-closed holiday, is no evidence of a quiet hour. Fewer than ``min_weeks`` such weeks: no verdict.
+if its data covers the hour: the store had events that day (its day item exists: a week before
+the store opened, or a closed holiday, is no evidence of a quiet hour) and after the hour (the
+next hour's or the next day's item exists: a day cut short is no evidence either). Fewer than
+``min_weeks`` such weeks: no verdict.
 
 - **drop**: the completed hour is below ``drop_ratio`` times a baseline of at least
   ``min_volume`` (a quiet shop's quiet hour is never paged).
@@ -15,13 +17,17 @@ closed holiday, is no evidence of a quiet hour. Fewer than ``min_weeks`` such we
 
 The change must also be more than ``sigmas`` standard deviations of chance (Poisson, or what the
 past weeks vary if more) in a count: the metric itself, orders for revenue (a few big baskets
-are not a trend), purchases for conversion. Halving 6 sales is noise, halving 60 is news.
+are not a trend). Halving 6 sales is noise, halving 60 is news. Conversion's count, purchases,
+is small: it is judged exactly, one-sided, at the same chance level (0.135% at 3 sigmas), against
+the sessions and, for a drop, against the checkouts started (a payment failure leaves checkouts
+unpaid: far less noise than purchases per session).
 
 A completed hour is judged once the store's newest event is ``settle_minutes`` past its end
 (late POS syncs land meanwhile). Where it is computed, so the Lambda stays fast: from the hour
 and day items the stream already writes (``storepulse.layout.bucket_keys``), read with one
 BatchGetItem per store and hour; a past week does not change, so each container caches the
-baseline per store and hour and judges a completed hour once (``TrendWatch``). The running hour's
+baseline per store and hour (read again once the hour is complete) and judges a completed hour
+once (``TrendWatch``). The running hour's
 counters come from the batch's own writes. ``benchmarks/trend_alerts.py`` measures both.
 
 The judgement (``judge``) is a pure function of hourly counters, which the tests and the
@@ -30,10 +36,11 @@ benchmark drive with the simulator's ground truth.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -110,26 +117,87 @@ def _noise(expected: Decimal, past: Sequence[Decimal]) -> Decimal:
 def _judge_conversion(
     params: TrendParams, current: Counters, history: Sequence[Counters]
 ) -> Finding | None:
-    """Purchases against the sessions times the baseline's rate: ``min_volume`` is the
-    purchases expected (a conversion of 3% needs hundreds of sessions to tell a collapse)."""
+    """Purchases against the sessions times the baseline's rate: ``min_volume`` is the purchases
+    expected (a conversion of 3% needs hundreds of sessions to tell a collapse). Chance is judged
+    one-sided on the count of purchases, exactly: against a Poisson count expected from the
+    sessions, or, for a drop, against the checkouts started times the baseline's paid share (a
+    binomial: about two in three checkouts are paid, so 13 checkouts paying 1 purchase is news
+    where 9 purchases expected from the sessions and 1 made is not yet). Either test suffices."""
     sessions = _number(current, "sessions")
     past_sessions = sum(_number(h, "sessions") for h in history)
     if not sessions or not past_sessions:
         return None
-    rate = (_number(current, "purchases") / sessions).quantize(_RATE_STEP)
+    purchases = _number(current, "purchases")
+    rate = (purchases / sessions).quantize(_RATE_STEP)
     baseline = (sum(_number(h, "purchases") for h in history) / past_sessions).quantize(_RATE_STEP)
     expected = sessions * baseline
     if expected < params.min_volume:
         return None
-    purchases = _number(current, "purchases")
-    chance = params.sigmas * expected.sqrt()
-    dropped = rate < params.drop_ratio * baseline and expected - purchases > chance
-    if params.direction != "spike" and dropped:
+    alpha = chance_level(params.sigmas)
+    unlikely_low = (
+        poisson_at_most(purchases, expected) < alpha
+        or _paid_share_at_most(current, history, purchases) < alpha
+    )
+    if params.direction != "spike" and rate < params.drop_ratio * baseline and unlikely_low:
         return Finding("drop", rate, baseline, len(history))
-    spiked = rate > params.spike_ratio * baseline and purchases - expected > chance
-    if params.direction != "drop" and spiked:
+    unlikely_high = 1 - poisson_at_most(purchases - 1, expected) < alpha
+    if params.direction != "drop" and rate > params.spike_ratio * baseline and unlikely_high:
         return Finding("spike", rate, baseline, len(history))
     return None
+
+
+def _paid_share_at_most(current: Counters, history: Sequence[Counters], paid: Decimal) -> float:
+    """The chance of at most ``paid`` purchases from the checkouts started, at the share of
+    checkouts the past weeks' same window paid (1.0: no checkouts to judge by)."""
+    checkouts = _number(current, "checkouts")
+    past_checkouts = sum(_number(h, "checkouts") for h in history)
+    if not checkouts or not past_checkouts:
+        return 1.0
+    share = sum(_number(h, "purchases") for h in history) / past_checkouts
+    if share >= 1:  # every checkout paid, or purchases of checkouts from the window before
+        return 1.0
+    return binomial_at_most(paid, checkouts, share)
+
+
+def chance_level(sigmas: Decimal) -> float:
+    """The one-sided tail of a normal distribution beyond ``sigmas`` (0.135% at 3): how unlikely
+    by chance an exact test's count must be."""
+    return 0.5 * math.erfc(float(sigmas) / math.sqrt(2))
+
+
+def _log_sum(logs: Sequence[float]) -> float:
+    top = max(logs)
+    return top + math.log(sum(math.exp(x - top) for x in logs))
+
+
+def poisson_at_most(count: Decimal, expected: Decimal) -> float:
+    """P(X <= count) for a Poisson count of mean ``expected`` (summed in logs: no underflow at
+    large means)."""
+    if count < 0:
+        return 0.0
+    mean = float(expected)
+    if mean <= 0:
+        return 1.0
+    logs = [k * math.log(mean) - mean - math.lgamma(k + 1) for k in range(int(count) + 1)]
+    return min(1.0, math.exp(_log_sum(logs)))
+
+
+def binomial_at_most(count: Decimal, trials: Decimal, share: Decimal) -> float:
+    """P(X <= count) for the successes of ``trials`` tries of chance ``share`` (0 < share < 1)."""
+    n, p = int(trials), float(share)
+    if count < 0:
+        return 0.0
+    if count >= n:
+        return 1.0
+    logs = [
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+        for k in range(int(count) + 1)
+    ]
+    return min(1.0, math.exp(_log_sum(logs)))
 
 
 def past_hours(hour: datetime, timezone: str, weeks: int) -> list[datetime]:
@@ -164,19 +232,38 @@ def summed(hours: Iterable[Counters]) -> dict[str, Decimal]:
 
 def window_history(
     hour_counters: Callable[[datetime], Counters],
-    had_data: Callable[[datetime], bool],
+    hour_seen: Callable[[datetime], bool],
+    day_seen: Callable[[datetime], bool],
     end: datetime,
     timezone: str,
     params: TrendParams,
 ) -> list[Counters]:
-    """The window ending at ``end`` in each past week whose day (of the window's last hour)
-    had data, summed over its hours."""
+    """The window ending at ``end`` in each past week whose data covers it, summed over its
+    hours. Covered: the store had events that day (``day_seen``: the day item of the local day
+    holding the hour), and its data goes on past the window (``hour_seen``: the next hour has
+    events, or the next local day has): a day whose data stops early, still being filled or cut
+    by an outage, is no evidence of a quiet hour after it."""
     columns = [past_hours(hour, timezone, params.weeks) for hour in window(end, params.hours)]
     return [
         summed(hour_counters(column[week]) for column in columns)
         for week in range(params.weeks)
-        if had_data(columns[-1][week])
+        if _covered(columns[-1][week], timezone, hour_seen, day_seen)
     ]
+
+
+def _covered(
+    last: datetime,
+    timezone: str,
+    hour_seen: Callable[[datetime], bool],
+    day_seen: Callable[[datetime], bool],
+) -> bool:
+    return day_seen(last) and (hour_seen(last + HOUR) or day_seen(next_day(last, timezone)))
+
+
+def next_day(hour: datetime, timezone: str) -> datetime:
+    """Noon of the local day after ``hour``'s (a moment on it, whatever the daylight saving)."""
+    local = hour.astimezone(zone(timezone)).date() + timedelta(days=1)
+    return datetime.combine(local, time(12), tzinfo=zone(timezone)).astimezone(UTC)
 
 
 def _hour_key(store_id: str, hour: datetime, timezone: str) -> Key:
@@ -197,8 +284,10 @@ class _Check:
     complete: bool
 
     @property
-    def baseline_key(self) -> tuple[str, datetime, int, int]:
-        return (self.store_id, self.hour, self.params.weeks, self.params.hours)
+    def baseline_key(self) -> tuple[str, datetime, int, int, bool]:
+        # A completed hour reads its baseline again: past weeks may have been covered since
+        # the running hour read it (late events, a day still being filled).
+        return (self.store_id, self.hour, self.params.weeks, self.params.hours, self.complete)
 
     def current_keys(self) -> list[Key]:
         return [
@@ -208,6 +297,7 @@ class _Check:
     def history(self, items: Mapping[Key, Counters]) -> list[Counters]:
         return window_history(
             lambda hour: items.get(_hour_key(self.store_id, hour, self.timezone), {}),
+            lambda hour: _hour_key(self.store_id, hour, self.timezone) in items,
             lambda hour: _day_key(self.store_id, hour, self.timezone) in items,
             self.hour,
             self.timezone,
@@ -215,6 +305,8 @@ class _Check:
         )
 
     def history_keys(self) -> set[Key]:
+        """The past weeks' hours of the window, their days, and what tells they are covered:
+        the hour after the window and the next day."""
         keys = set()
         for hour in window(self.hour, self.params.hours):
             for past in past_hours(hour, self.timezone, self.params.weeks):
@@ -222,6 +314,11 @@ class _Check:
                     _hour_key(self.store_id, past, self.timezone),
                     _day_key(self.store_id, past, self.timezone),
                 }
+        for last in past_hours(self.hour, self.timezone, self.params.weeks):
+            keys |= {
+                _hour_key(self.store_id, last + HOUR, self.timezone),
+                _day_key(self.store_id, next_day(last, self.timezone), self.timezone),
+            }
         return keys
 
 
@@ -246,7 +343,7 @@ class TrendWatch:
 
     def __init__(self, dynamodb: Any, metrics_table: str) -> None:
         self.dynamodb, self.metrics_table = dynamodb, metrics_table
-        self._history: dict[tuple[str, datetime, int, int], list[Counters]] = {}
+        self._history: dict[tuple[str, datetime, int, int, bool], list[Counters]] = {}
         self._judged: set[tuple[str, str, datetime]] = set()
         self.reads = 0  # BatchGetItem calls, for the benchmark
 
