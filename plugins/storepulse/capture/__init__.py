@@ -7,15 +7,11 @@ This package module imports nothing heavy, so a DAG file may import ``COMPACTED`
 
 from __future__ import annotations
 
-COMPACTED: tuple[str, ...] = (
-    "orders",
-    "order_lines",
-    "refunds",
-    "daily_store_metrics",
-    "daily_category_sales",
-    "daily_product_sales",
-)
-"""The curated data sets the hourly compaction publishes (``compaction.ITEM_KEYS``, checked by a
-test); snapshots (inventory, customers) and social metrics are the nightly export's."""
+from storepulse.export import DATASET_NAMES
 
-__all__ = ["COMPACTED"]
+NIGHTLY_ONLY: tuple[str, ...] = ("daily_social_metrics", "inventory_snapshot", "customers")
+"""Published by the nightly export alone: snapshots (inventory, customers) and social metrics."""
+
+COMPACTED: tuple[str, ...] = tuple(name for name in DATASET_NAMES if name not in NIGHTLY_ONLY)
+"""The curated data sets the hourly compaction publishes (``compaction.ITEM_KEYS``, checked by a
+test)."""
