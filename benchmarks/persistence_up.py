@@ -43,6 +43,7 @@ from storepulse_local.persistence import (
     moto_state,
     write_atomic_with,
 )
+from storepulse_local.platform.phases import LINE_PREFIX
 
 READY = re.compile(r"StorePulse is up in")
 STARTING = re.compile(r"starting (\S+) \.\.\.")
@@ -115,6 +116,16 @@ class Up:
             time.sleep(1.0)
         return None
 
+    def phases(self, timeout: float = READY_TIMEOUT) -> str:
+        """``make up``'s line of where the start's time went (after ready: the runtime's first
+        batch ends its last phase)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if found := [line for _, line in self.lines if LINE_PREFIX in line]:
+                return found[0].strip()
+            time.sleep(1.0)
+        return "(no phases line)"
+
     def serving(self) -> float:
         """Seconds until the real-time path served (ready, when Airflow answered first)."""
         found = [at for at, line in self.lines if SERVING.search(line)]
@@ -143,6 +154,7 @@ def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
             "deployed": up.deployed(),
             "aws_peak_mib": peak,
             "load": os.getloadavg()[0],
+            "phases": up.phases(),
         }
     finally:
         up.stop()
@@ -248,6 +260,8 @@ def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds
     headers += ["deploy DAG waited for"]
     headers += ["Airflow healthy s", "embedded AWS peak MiB (VmHWM)", "load (1 min)"]
     print_table([*headers, *(f"{c} s" for c in components)], rows)
+    for name, run in runs.items():
+        print(f"{name}: {run['phases']}")
     baseline, week = list(runs.values())[1:]
     ratio = week["ready_s"] / baseline["ready_s"]
     print(f"the grown state's restart / the demo's restart: {ratio:.2f}x")
