@@ -41,6 +41,7 @@ class EmbeddedAws:
 
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
+        from storepulse_local.dynamodb_streams import patch_dynamodb_streams
         from storepulse_local.kinesis import patch_kinesis
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
@@ -50,6 +51,7 @@ class EmbeddedAws:
         patch_cloudformation()  # outputs after change sets, PITR, key policies
         patch_kinesis()  # the retention period; reads and puts that do not walk the shard
         patch_dynamodb_exports()  # incremental exports from a change log of each table
+        patch_dynamodb_streams()  # the 24 h retention period of stream records
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
