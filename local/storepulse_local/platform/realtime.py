@@ -100,11 +100,15 @@ def _first_batch(
 ) -> None:
     """The start-up phase from the runtime's start to its first processed batch (restarts:
     the records put while it was down, or the simulator's first)."""
-    deadline = started + READY_TIMEOUT
+    deadline, unread = started + READY_TIMEOUT, ""
     while time.monotonic() < deadline:
-        if INVOKED.search(log_since(log_path, offset)):
+        text = log_since(log_path, offset)
+        offset += len(text.encode())
+        lines = unread + text
+        if INVOKED.search(lines):
             ctx.phases.since(FIRST_BATCH, started, tree_cpu([pid]))
             return
+        unread = lines.rpartition("\n")[2]  # a line being written: searched again, whole
         time.sleep(0.25)
     ctx.phases.forget(FIRST_BATCH)
 
