@@ -22,8 +22,9 @@ settings, of each table's recovery history (point-in-time recovery keeps 35 days
 records, and of the lake's objects, under new keys, each copy made of new objects (a pickle
 writes a shared object once). The sizes are multiples of the sample. The Kinesis stream and the
 tables' streams keep one day of records at most (``DAY_EVENTS``), as their retention period
-(24 h, enforced by the embedded AWS) does. Memory: the builder's (this process: the embedded AWS serving the state) resident
-and peak, the forked snapshot writer's peak, the restarted process's resident and peak.
+(24 h, enforced by the embedded AWS) does. Memory: the builder's (this process: the embedded
+AWS serving the state) resident and peak, the forked snapshot writer's peak, the restarted
+process's resident and peak.
 """
 
 from __future__ import annotations
