@@ -297,7 +297,7 @@ def _median_ms(work: Callable[[], Any], runs: int = 5) -> float:
     return sorted(timed(work)[1] * 1000 for _ in range(runs))[runs // 2]
 
 
-RESTORED = re.compile(rb"restored the state of .* in ([0-9.]+) s")
+RESTORED = re.compile(rb"restored the state of .* in ([0-9.]+) s \(CPU ([0-9.]+) s\)")
 
 
 def restart(state_dir: Path) -> dict[str, float]:
@@ -330,6 +330,7 @@ def restart(state_dir: Path) -> dict[str, float]:
         raise RuntimeError("the restarted embedded AWS restored no snapshot")
     return {
         "restore_s": float(restored.group(1)),
+        "restore_cpu_s": float(restored.group(2)),
         "restart_s": seconds,
         "restart_cpu_s": cpu.user + cpu.system,
         "restart_mib": memory.rss / 2**20,
@@ -394,7 +395,7 @@ def print_report(
             f"{r['snapshot_mib']:.1f}",
             f"{r['held_s']:.3f}",
             f"{r['snapshot_s']:.1f} ({r['snapshot_cpu_s']:.1f})",
-            f"{r['restore_s']:.1f}",
+            f"{r['restore_s']:.1f} ({r['restore_cpu_s']:.1f})",
             f"{r['restart_s']:.1f} ({r['restart_cpu_s']:.1f})",
             f"{r['restart_mib']:.0f}",
             f"{r['restart_peak_mib']:.0f}",
@@ -411,7 +412,7 @@ def print_report(
         "snapshot MiB",
         "requests held s (fork)",
         "snapshot s (child, to disk; its CPU s)",
-        "restore s (unpickle, install)",
+        "restore s (unpickle, install; its CPU s)",
         "restart s (to answering; its CPU s)",
         "restarted MiB (RSS)",
         "restart peak MiB (VmHWM)",
