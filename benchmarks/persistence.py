@@ -18,11 +18,13 @@ processor, one simulated day after another, in the deployed batches of 100: abou
 on this shared 2-core machine at a load of 20 (client-side botocore, moto's request handling),
 so a week that way would take 9 hours and a million 21. The rest is built from that processed
 sample, in moto's backends: copies of its stream records, of the items of every table but the
-settings and of the lake's objects, under new keys, each copy made of new objects (a pickle
-writes a shared object once). The sizes are multiples of the sample. The stream keeps one day
-of records at most (``DAY_EVENTS``), as its retention period (24 h, enforced by the embedded
-AWS) does. Memory: the builder's (this process: the embedded AWS serving the state) resident
-and peak, the forked snapshot writer's peak, the restarted process's resident and peak.
+settings, of each table's recovery history (point-in-time recovery keeps 35 days) and stream
+records, and of the lake's objects, under new keys, each copy made of new objects (a pickle
+writes a shared object once). The sizes are multiples of the sample. The Kinesis stream and the
+tables' streams keep one day of records at most (``DAY_EVENTS``), as their retention period
+(24 h, enforced by the embedded AWS) does. Memory: the builder's (this process: the embedded
+AWS serving the state) resident and peak, the forked snapshot writer's peak, the restarted
+process's resident and peak.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse.stream.records import StreamRecord, lambda_event, records_from_event
+from storepulse_local.dynamodb_export import change_log
 from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.lambda_context import LambdaContext
 from storepulse_local.persistence import QUIET_TIMEOUT, _Pickler, gc_paused
@@ -134,12 +137,14 @@ def build_sample(sample: int) -> Any:
 @dataclasses.dataclass
 class Replicator:
     """Grows the processed sample's state, in moto's backends, by copies of it: its stream
-    records, the items of every table but the settings, and the lake's objects, under new keys
-    (``#r<n>`` after the partition key, ``r<n>/`` before the object key). Every copy is made
-    of new objects (a pickle writes a shared object once, which would understate the size).
-    The sample's hour and day buckets are copied with the rest: a slight overstatement.
-    ``record_copies``: at most that many copies of the stream's records (a stream keeps only
-    its retention period's)."""
+    records, the items of every table but the settings, each table's recovery history (the
+    change log of its writes, kept 35 days as AWS's point-in-time recovery) and stream records
+    (DynamoDB Streams), and the lake's objects, under new keys (``#r<n>`` after the partition
+    key, ``r<n>/`` before the object key). Every copy is made of new objects (a pickle writes a
+    shared object once, which would understate the size). The sample's hour and day buckets
+    are copied with the rest: a slight overstatement. ``record_copies``: at most that many
+    copies of the Kinesis and DynamoDB stream records (a stream keeps only its retention
+    period's, 24 h; the copies' sequence numbers repeat the sample's: nothing reads them)."""
 
     shards: list[Any]
     bucket: str = LAKE
@@ -161,6 +166,12 @@ class Replicator:
             for shard in self.shards
         ]
         self.items = {table.name: _pickled_items(table) for table in self.tables}
+        self.changes = {table.name: _pickled(change_log(table) or []) for table in tables.values()}
+        self.stream_records = {
+            table.name: _pickled(table.stream_shard.items if table.stream_shard else [])
+            for table in tables.values()
+        }
+        self.all_tables = list(tables.values())
 
     @property
     def sample_records(self) -> int:
@@ -174,9 +185,15 @@ class Replicator:
                 _copy_items(table, self.items[table.name], self.copies)
             for name, value in self.objects:
                 self.s3.put_object(self.bucket, f"r{self.copies}/{name}", bytes(value))
+            for table in self.all_tables:
+                if (log := change_log(table)) is not None:
+                    log += _unpickled(self.changes[table.name])
             if self.record_copies is None or self.copies <= self.record_copies:
                 for shard, records in zip(self.shards, self.records, strict=True):
                     _copy_records(shard, records)
+                for table in self.all_tables:
+                    if table.stream_shard:
+                        table.stream_shard.items += _unpickled(self.stream_records[table.name])
 
 
 def _copy_records(shard: Any, records: list[tuple[str, bytes]]) -> None:
@@ -188,18 +205,24 @@ def _copy_records(shard: Any, records: list[tuple[str, bytes]]) -> None:
 def _pickled_items(table: Any) -> bytes:
     """The table's items, pickled as the snapshot pickles them (unpickled once per copy: new
     objects each time, at C speed)."""
-    items = [item for by_range in table.items.values() for item in by_range.values()]
+    return _pickled([item for by_range in table.items.values() for item in by_range.values()])
+
+
+def _pickled(objects: list[Any]) -> bytes:
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(items)
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(objects)
     return buffer.getvalue()
+
+
+def _unpickled(pickled: bytes) -> list[Any]:
+    with gc_paused():
+        return pickle.loads(pickled)
 
 
 def _copy_items(table: Any, pickled: bytes, copy: int) -> None:
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    with gc_paused():
-        items = pickle.loads(pickled)
-    for item in items:
+    for item in _unpickled(pickled):
         item.hash_key = DynamoType({"S": f"{item.hash_key.value}#r{copy}"})
         dict.__setitem__(item.attrs, table.hash_key_attr, item.hash_key)
         table.items[item.hash_key][item.range_key] = item
@@ -274,7 +297,7 @@ def _median_ms(work: Callable[[], Any], runs: int = 5) -> float:
     return sorted(timed(work)[1] * 1000 for _ in range(runs))[runs // 2]
 
 
-RESTORED = re.compile(rb"restored the state of .* in ([0-9.]+) s")
+RESTORED = re.compile(rb"restored the state of .* in ([0-9.]+) s \(CPU ([0-9.]+) s\)")
 
 
 def restart(state_dir: Path) -> dict[str, float]:
@@ -307,6 +330,7 @@ def restart(state_dir: Path) -> dict[str, float]:
         raise RuntimeError("the restarted embedded AWS restored no snapshot")
     return {
         "restore_s": float(restored.group(1)),
+        "restore_cpu_s": float(restored.group(2)),
         "restart_s": seconds,
         "restart_cpu_s": cpu.user + cpu.system,
         "restart_mib": memory.rss / 2**20,
@@ -371,7 +395,7 @@ def print_report(
             f"{r['snapshot_mib']:.1f}",
             f"{r['held_s']:.3f}",
             f"{r['snapshot_s']:.1f} ({r['snapshot_cpu_s']:.1f})",
-            f"{r['restore_s']:.1f}",
+            f"{r['restore_s']:.1f} ({r['restore_cpu_s']:.1f})",
             f"{r['restart_s']:.1f} ({r['restart_cpu_s']:.1f})",
             f"{r['restart_mib']:.0f}",
             f"{r['restart_peak_mib']:.0f}",
@@ -388,7 +412,7 @@ def print_report(
         "snapshot MiB",
         "requests held s (fork)",
         "snapshot s (child, to disk; its CPU s)",
-        "restore s (unpickle, install)",
+        "restore s (unpickle, install; its CPU s)",
         "restart s (to answering; its CPU s)",
         "restarted MiB (RSS)",
         "restart peak MiB (VmHWM)",

@@ -63,6 +63,11 @@ def now() -> float:
     return _clock()
 
 
+def change_log(table: Any) -> list[Change] | None:
+    """The table's recovery history, oldest first (None: recovery is off)."""
+    return table.__dict__.get(_LOG)
+
+
 def patch_dynamodb_exports() -> None:
     """Apply the patches (once per process, however many servers start)."""
     from moto.dynamodb.models import DynamoDBBackend

@@ -41,15 +41,18 @@ class EmbeddedAws:
 
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
+        from storepulse_local.dynamodb_streams import patch_dynamodb_streams
         from storepulse_local.kinesis import patch_kinesis
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
 
+        _track_no_model_instances()
         _leave_kinesis_mappings_to_the_local_runtime()
         _leave_dynamodb_stream_mappings_to_the_local_runtime()
         patch_cloudformation()  # outputs after change sets, PITR, key policies
         patch_kinesis()  # the retention period; reads and puts that do not walk the shard
         patch_dynamodb_exports()  # incremental exports from a change log of each table
+        patch_dynamodb_streams()  # the 24 h retention period of stream records
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
@@ -101,6 +104,28 @@ class EmbeddedAws:
         self._thread.join(timeout=5)
         if self.persistence:
             self.persistence.stop()  # the final snapshot
+
+
+def _track_no_model_instances() -> None:
+    """moto appends every model object it ever creates (each item put, stream and Kinesis
+    record, S3 object, shard iterator: five a second per polled table) to a list of its class,
+    for its /moto-api/data.json page, and never lets go of them: what AWS drops (records past
+    the retention period, replaced items, expired iterators) stayed in memory for as long as
+    the process ran, and a restore appended every restored object again. Nothing here reads
+    those lists, so objects are no longer tracked; those moto's S3 reset closes (its keys'
+    temp files) are the buckets' own, which it closes first, or garbage, closed when freed."""
+    from moto.core.common_models import BaseModel
+    from moto.core.model_instances import reset_model_data
+
+    if getattr(BaseModel, "_storepulse_untracked", False):
+        return
+
+    def __new__(cls: type, *args: object, **kwargs: object) -> object:  # noqa: N807 (moto's)
+        return super(BaseModel, cls).__new__(cls)
+
+    BaseModel.__new__ = staticmethod(__new__)  # type: ignore[method-assign,assignment]
+    BaseModel._storepulse_untracked = True  # type: ignore[attr-defined]
+    reset_model_data()  # what was tracked before
 
 
 def _leave_kinesis_mappings_to_the_local_runtime() -> None:

@@ -34,13 +34,22 @@ class _Stacks:
 
 
 @pytest.fixture
-def code(monkeypatch) -> dict[str, str]:
+def builds(monkeypatch) -> list[str]:
+    """The functions whose zip was built (none really: each gets the hash of ``code``)."""
+    built: list[str] = []
+
+    def build(name: str, _build_dir: Path, _template: str) -> BuiltPackage:
+        built.append(name)
+        return _package(f"{name[:3]}{'0' * 61}")
+
+    monkeypatch.setattr(current, "function_package", build)
+    return built
+
+
+@pytest.fixture
+def code(builds) -> dict[str, str]:
     """Each function's zip hash as the build would give it now (no build here)."""
-    hashes = {name: f"{name[:3]}{'0' * 61}" for name in current.CODE_KEY_PARAMETERS}
-    monkeypatch.setattr(
-        current, "function_package", lambda name, _build, _template: _package(hashes[name])
-    )
-    return hashes
+    return {name: f"{name[:3]}{'0' * 61}" for name in current.CODE_KEY_PARAMETERS}
 
 
 def _deployed(code: dict[str, str], **changed: str) -> dict[str, str]:
@@ -54,14 +63,17 @@ def _deployed(code: dict[str, str], **changed: str) -> dict[str, str]:
     return _effective_parameters(template, parameters) | changed
 
 
-def _verdict(stacks: _Stacks) -> current.Verdict:
+def _verdict(stacks: _Stacks, build_dir: Path) -> current.Verdict:
     return current.stack_is_current(
-        stacks, STACK, env="dev", account_id=ACCOUNT, build_dir=Path("unused")
+        stacks, STACK, env="dev", account_id=ACCOUNT, build_dir=build_dir
     )
 
 
-def test_the_stack_deployed_from_this_template_parameters_and_code_is_current(code) -> None:
-    verdict = _verdict(_Stacks(current.TEMPLATE.read_text(), _deployed(code), "UPDATE_COMPLETE"))
+def test_the_stack_deployed_from_this_template_parameters_and_code_is_current(
+    code, tmp_path
+) -> None:
+    stacks = _Stacks(current.TEMPLATE.read_text(), _deployed(code), "UPDATE_COMPLETE")
+    verdict = _verdict(stacks, tmp_path)
     assert verdict.current, verdict.reason
     assert "stream_processor str000000000" in verdict.reason
 
@@ -78,8 +90,32 @@ EDITED = "\n# edited\n"
         ("failed update", {}, "", "UPDATE_ROLLBACK_FAILED"),
     ],
 )
-def test_anything_else_is_deployed_again(code, what, changed, edit, status) -> None:
+def test_anything_else_is_deployed_again(code, what, changed, edit, status, tmp_path) -> None:
     stacks = _Stacks(current.TEMPLATE.read_text() + edit, _deployed(code, **changed), status)
-    verdict = _verdict(stacks)
+    verdict = _verdict(stacks, tmp_path)
     assert not verdict.current, what
     assert STACK in verdict.reason
+
+
+def test_a_restart_with_unchanged_sources_reads_the_code_keys_instead_of_building(
+    code, builds, tmp_path
+) -> None:
+    stacks = _Stacks(current.TEMPLATE.read_text(), _deployed(code), "UPDATE_COMPLETE")
+    assert _verdict(stacks, tmp_path).current
+    assert sorted(builds) == sorted(current.CODE_KEY_PARAMETERS)
+    builds.clear()
+    assert _verdict(stacks, tmp_path).current
+    assert builds == []  # read from the record of these sources
+
+
+def test_a_changed_source_builds_again(code, builds, tmp_path, monkeypatch) -> None:
+    library = tmp_path / "storepulse"
+    library.mkdir()
+    (library / "handler.py").write_text("RATE = 1\n")
+    monkeypatch.setattr(current, "LIBRARY_DIR", library)
+    template = current.TEMPLATE.read_text()
+    current.deploy_inputs(tmp_path / "build", template)
+    (library / "handler.py").write_text("RATE = 2\n")
+    builds.clear()
+    current.deploy_inputs(tmp_path / "build", template)
+    assert sorted(builds) == sorted(current.CODE_KEY_PARAMETERS)

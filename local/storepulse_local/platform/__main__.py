@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,16 +102,21 @@ def up(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    started = time.monotonic()
+    started = ctx.phases.started
     stack = components(settings)
+    serving: list[float] = []
     try:
         start_all(
             ctx,
             stack,
             on_start=lambda: _write_state(settings, ctx),
-            on_serving=lambda: _print_serving(started),
+            on_serving=lambda: serving.append(_print_serving(started)),
         )
-        _print_ready(ctx, stack, time.monotonic() - started)
+        ready = time.monotonic() - started
+        _print_ready(ctx, stack, ready)
+        threading.Thread(
+            target=_print_phases, args=(ctx, serving, ready), name="phases", daemon=True
+        ).start()
         _supervisor(ctx, stack).run()
     except _StopRequested as stop:
         print(f"\n{stop}: stopping ...", flush=True)
@@ -149,13 +155,21 @@ def start_all(
     ctx.await_ready()
 
 
-def _print_serving(started: float) -> None:
+def _print_serving(started: float) -> float:
+    seconds = time.monotonic() - started
     print(
-        f"StorePulse's real-time path is serving after {time.monotonic() - started:.0f} s: the "
+        f"StorePulse's real-time path is serving after {seconds:.0f} s: the "
         "embedded AWS (its restored state), the Lambda runtime and the simulator; the Airflow "
         "UI and the dashboard are still starting ('StorePulse is up' follows)",
         flush=True,
     )
+    return seconds
+
+
+def _print_phases(ctx: StackContext, serving: list[float], ready: float) -> None:
+    """One line, once the phases that end after ready (the runtime's first batch) ended."""
+    ctx.phases.wait_complete(READY_TIMEOUT)
+    print(ctx.phases.line(serving[0] if serving else None, ready), flush=True)
 
 
 def _supervisor(ctx: StackContext, stack: list[Component]) -> Supervisor:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from storepulse.config import Settings
 from storepulse.simulator.backfill import HISTORY_SENT
@@ -16,6 +19,7 @@ from storepulse_local.lambda_runtime.checkpoints import (
 )
 from storepulse_local.platform import airflow_local, first_start
 from storepulse_local.platform.deploy import DEPLOY_DAG, QUICKSIGHT_DAG, RUN_TIMEOUT
+from storepulse_local.platform.phases import log_since, log_size, own_cpu, tree_cpu
 from storepulse_local.platform.processes import file_tail
 from storepulse_local.platform.restored import deploy_not_needed, embedded_client, history_sent
 from storepulse_local.platform.stack import (
@@ -65,7 +69,16 @@ class LambdaRuntimeComponent:
     def start(self, ctx: StackContext) -> None:
         _remove_checkpoint_temp_files(ctx)
         (launch,) = self.launches(ctx.settings)
-        ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
+        log_path = ctx.log_dir / f"{self.name}.log"
+        offset, started = log_size(log_path), time.monotonic()
+        process = ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
+        ctx.phases.expect(FIRST_BATCH)
+        threading.Thread(
+            target=_first_batch,
+            args=(ctx, log_path, offset, started, process.pid),
+            name="first-batch",
+            daemon=True,
+        ).start()
 
     def before_restart(self, ctx: StackContext) -> dict[str, Callable[[], None]]:
         """A runtime killed mid-write leaves its temp file: removed before the next one runs."""
@@ -76,6 +89,28 @@ class LambdaRuntimeComponent:
 
     def banner(self, ctx: StackContext) -> list[str]:
         return [f"Lambda runtime polling the stream (log {ctx.log_dir / 'lambda-runtime.log'})"]
+
+
+FIRST_BATCH = "Lambda runtime to its first batch"
+INVOKED = re.compile(r" invoke \S+ shard=\S+ records=[1-9]")  # runtime's log: a batch processed
+
+
+def _first_batch(
+    ctx: StackContext, log_path: Path, offset: int, started: float, pid: int | None
+) -> None:
+    """The start-up phase from the runtime's start to its first processed batch (restarts:
+    the records put while it was down, or the simulator's first)."""
+    deadline, unread = started + READY_TIMEOUT, ""
+    while time.monotonic() < deadline:
+        text = log_since(log_path, offset)
+        offset += len(text.encode())
+        lines = unread + text
+        if INVOKED.search(lines):
+            ctx.phases.since(FIRST_BATCH, started, tree_cpu([pid]))
+            return
+        unread = lines.rpartition("\n")[2]  # a line being written: searched again, whole
+        time.sleep(0.25)
+    ctx.phases.forget(FIRST_BATCH)
 
 
 def _remove_checkpoint_temp_files(ctx: StackContext) -> None:
@@ -116,7 +151,7 @@ class DeployComponent:
         return [Launch(self.name, argv, one_shot=True)]
 
     def start(self, ctx: StackContext) -> None:
-        reason = deploy_not_needed(ctx) if self.skip_when_current else None
+        reason = self._check_stack(ctx) if self.skip_when_current else None
         if reason is None:
             ctx.await_ready()
             wait_airflow_settled(ctx, READY_TIMEOUT)
@@ -135,6 +170,13 @@ class DeployComponent:
         print(f"  deploying through {DEPLOY_DAG} and {QUICKSIGHT_DAG} ...", flush=True)
         ctx.run_step(launch.name, launch.argv, timeout=2 * RUN_TIMEOUT + 300)
         self.runs = json.loads(file_tail(ctx.log_dir / f"{self.name}.log", 1))
+
+    @staticmethod
+    def _check_stack(ctx: StackContext) -> str | None:
+        began, cpu = time.monotonic(), own_cpu()
+        reason = deploy_not_needed(ctx)
+        ctx.phases.since("current-stack check", began, own_cpu() - cpu)
+        return reason
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         """The runs already succeeded in start()."""

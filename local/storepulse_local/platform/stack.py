@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from storepulse.config import LOOPBACK, Settings
 from storepulse_local.platform import airflow_local
+from storepulse_local.platform.phases import StartPhases, log_size, restore_phase, tree_cpu
 from storepulse_local.platform.processes import STOP_GRACE_SECONDS, ManagedProcess, file_tail
 
 
@@ -38,6 +39,7 @@ class StackContext:
     processes: list[ManagedProcess] = field(default_factory=list)
     # Components started but not waited for yet: name -> their wait (see ``await_ready``).
     pending: dict[str, Callable[[], None]] = field(default_factory=dict)
+    phases: StartPhases = field(default_factory=StartPhases)  # where the start's time went
 
     def await_ready(self, skip: Iterable[str] = ()) -> None:
         """Wait for the started components (but ``skip``), in start order: a component waits
@@ -153,6 +155,7 @@ class EmbeddedAwsComponent:
     # restarts after it, so it reads the checkpoints set back to that snapshot's moment.
     restart_dependants: ClassVar[dict[str, list[str]]] = {name: ["lambda-runtime"]}
     stop_grace = 40.0  # its final snapshot outwaits a long poll (persistence.FINAL_QUIET_TIMEOUT)
+    _started, _log_offset, _process = 0.0, 0, None  # this start's (set by start())
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
         return [(settings.aws_port, "STOREPULSE_AWS_PORT")]
@@ -167,10 +170,16 @@ class EmbeddedAwsComponent:
 
     def start(self, ctx: StackContext) -> None:
         (launch,) = self.launches(ctx.settings)
-        ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
+        self._log_offset = log_size(ctx.log_dir / f"{self.name}.log")
+        self._started = time.monotonic()
+        self._process = ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         wait_until(self.ready_checks(ctx)[self.name], "the embedded AWS", timeout, ctx)
+        if restored := restore_phase(ctx.log_dir / f"{self.name}.log", self._log_offset):
+            ctx.phases.add("restore", *restored)
+        cpu = tree_cpu([self._process.pid if self._process else None])
+        ctx.phases.since("embedded AWS answering", self._started, cpu)
 
     def ready_checks(self, ctx: StackContext) -> dict[str, Callable[[], bool]]:
         """It answers once its snapshot is restored (and the checkpoints set back to it)."""
@@ -234,6 +243,8 @@ class AirflowComponent:
             timeout,
             ctx,
         )
+        parts = [p.pid for p in ctx.processes if p.name.startswith("airflow-")]
+        ctx.phases.since("Airflow API ready", self._started, tree_cpu(parts))
         threading.Thread(
             target=self._report_settled, args=(ctx, timeout), name="airflow-settled", daemon=True
         ).start()

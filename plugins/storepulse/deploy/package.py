@@ -468,7 +468,7 @@ def vendor_dependencies(
     uv = find_uv()
     requirements = [f"{name}=={version}" for name, version in sorted(pins.items())]
     key_text = "\n".join(
-        [platform.platform, platform.python_version, _uv_version(uv), *requirements]
+        [platform.platform, platform.python_version, uv_version(uv), *requirements]
     )
     folder = cache_dir / hashlib.sha256(key_text.encode()).hexdigest()[:24]
     if folder.is_dir():
@@ -488,7 +488,8 @@ def vendor_dependencies(
     return folder
 
 
-def _uv_version(uv: str) -> str:
+@cache
+def uv_version(uv: str) -> str:
     return subprocess.run([uv, "--version"], capture_output=True, text=True, check=True).stdout
 
 

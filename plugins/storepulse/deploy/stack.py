@@ -293,9 +293,14 @@ def _check_deployable(name: str, stack: Mapping[str, Any] | None) -> None:
 
 
 def is_deployed(
-    cfn: Any, stack: Mapping[str, Any], template_body: str, parameters: list[dict[str, str]]
+    cfn: Any,
+    stack: Mapping[str, Any],
+    template_body: str,
+    parameters: list[dict[str, str]],
+    defaults: Mapping[str, str] | None = None,
 ) -> bool:
-    """True when the stack is settled with exactly this template and these parameters."""
+    """True when the stack is settled with exactly this template and these parameters
+    (``defaults``: the template's ``parameter_defaults``, when the caller has them)."""
     if stack["StackStatus"] not in SETTLED:
         return False
     deployed = cfn.get_template(StackName=stack["StackName"], TemplateStage="Original")
@@ -305,13 +310,22 @@ def is_deployed(
     if not isinstance(body, str) and body != json.loads(template_body):
         return False
     current = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters") or []}
-    return current == _effective_parameters(template_body, parameters)
+    return current == _effective_parameters(template_body, parameters, defaults)
 
 
-def _effective_parameters(template_body: str, parameters: list[dict[str, str]]) -> dict[str, str]:
-    """What the stack would report: the template's defaults overridden by ``parameters``."""
+def parameter_defaults(template_body: str) -> dict[str, str]:
+    """The template's parameters' ``Default`` values, as the stack reports them."""
     declared = parse_template(template_body).get("Parameters") or {}
-    values = {name: scalar_text(p["Default"]) for name, p in declared.items() if "Default" in p}
+    return {name: scalar_text(p["Default"]) for name, p in declared.items() if "Default" in p}
+
+
+def _effective_parameters(
+    template_body: str,
+    parameters: list[dict[str, str]],
+    defaults: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What the stack would report: the template's defaults overridden by ``parameters``."""
+    values = dict(parameter_defaults(template_body) if defaults is None else defaults)
     return values | {p["ParameterKey"]: p["ParameterValue"] for p in parameters}
 
 

@@ -1,0 +1,86 @@
+"""moto's DynamoDB Streams, made to keep what AWS keeps: a stream record lives 24 hours.
+
+moto 5.2.5 keeps every stream record of a table for ever, each holding the item's old and new
+image as JSON: after a week of the demo they were the largest part of the embedded AWS's memory
+and snapshot after the tables themselves. Here a record past the retention period is dropped
+(on the table's next write or the stream's next read), by its arrival time on the embedded AWS's
+DynamoDB clock (``dynamodb_export.now``, which tests set). The shard's sequence numbers stay as
+they were: moto numbers a record by its index, so the shard's first number moves with what is
+dropped (the trim horizon), while its description keeps the first number it ever had, as AWS's.
+A reader behind the trim horizon gets the oldest kept record on (the dropped ones are gone, as
+Lambda's mapping skips records that expired).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any, Final
+
+from storepulse_local.cloudformation import patch_once
+from storepulse_local.dynamodb_export import now
+
+RETENTION_SECONDS: Final = 24 * 3600.0
+_ARRIVED: Final = "_storepulse_arrived"
+_FIRST: Final = "_storepulse_first_sequence_number"
+
+
+def patch_dynamodb_streams() -> None:
+    """Apply the patches (once per process, however many servers start)."""
+    from moto.dynamodb.models.table import StreamShard
+
+    patch_once(StreamShard, "add", _stamping_and_expiring)
+    patch_once(StreamShard, "get", _expiring_first)
+    patch_once(StreamShard, "to_json", _first_number_kept)
+
+
+def expire(shard: Any, at: float | None = None) -> int:
+    """Drop the shard's records older than the retention period, as AWS does; how many."""
+    cutoff = (now() if at is None else at) - RETENTION_SECONDS
+    items = shard.items
+    dropped = 0
+    while dropped < len(items) and arrived(items[dropped]) < cutoff:
+        dropped += 1
+    if dropped:
+        shard.__dict__.setdefault(_FIRST, shard.starting_sequence_number)
+        del items[:dropped]
+        shard.starting_sequence_number += dropped  # moto's number = index + first number
+    return dropped
+
+
+def arrived(record: Any) -> float:
+    """When the record arrived (epoch seconds); moto's own time for records from before the
+    stamp (a snapshot of an earlier version)."""
+    stamp = record.__dict__.get(_ARRIVED)
+    if stamp is not None:
+        return float(stamp)
+    created = record.record["dynamodb"]["ApproximateCreationDateTime"]
+    return created.replace(tzinfo=created.tzinfo or UTC).timestamp()
+
+
+def _stamping_and_expiring(add: Callable[..., None]) -> Callable[..., None]:
+    def stamped(self: Any, old: Any, new: Any) -> None:
+        add(self, old, new)
+        if self.items:
+            self.items[-1].__dict__[_ARRIVED] = now()
+        expire(self)
+
+    return stamped
+
+
+def _expiring_first(get: Callable[..., list]) -> Callable[..., list]:
+    def retained(self: Any, start: int, quantity: int) -> list:
+        expire(self)
+        return get(self, max(start, self.starting_sequence_number), quantity)
+
+    return retained
+
+
+def _first_number_kept(to_json: Callable[..., dict]) -> Callable[..., dict]:
+    def described(self: Any) -> dict:
+        answer = to_json(self)
+        if (first := self.__dict__.get(_FIRST)) is not None:
+            answer["SequenceNumberRange"]["StartingSequenceNumber"] = str(first)
+        return answer
+
+    return described
