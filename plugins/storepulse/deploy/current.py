@@ -70,11 +70,11 @@ def stack_is_current(
 ) -> Verdict:
     """Whether ``stack_name`` is settled with the template, parameters and code keys a deploy
     would give it now (``cfn``: a boto3 CloudFormation client)."""
-    template_body = TEMPLATE.read_text()
-    inputs = deploy_inputs(build_dir, template_body)  # recorded by a first start, for the next
     stack = describe_stack(cfn, stack_name)
     if stack is None:
         return Verdict(False, f"stack {stack_name} does not exist")
+    template_body = TEMPLATE.read_text()
+    inputs = deploy_inputs(build_dir, template_body)
     keys = inputs.keys
     parameters = load_parameters(
         env,
