@@ -90,24 +90,23 @@ def test_web_events_of_every_session_share_their_store_seconds_item() -> None:
 def test_a_session_opens_once_with_its_first_counted_event_and_again_on_a_retry() -> None:
     first, second = _view(1), _view(2)
     result = facts.ClaimResult()
-    [marker] = facts._open_sessions([second, first], {}, result)
+    assert facts._open_sessions([second, first], {}, result) == {"ws-1": first.position}
     assert result.new_sessions == {first.position}
-    assert marker["src"] == f"shard-0:{first.position}"
 
-    found = {facts.session_key("ws-1"): marker}
+    known = {"ws-1": f"shard-0:{first.position}"}  # what the shard remembers
     retry = facts.ClaimResult()
-    assert facts._open_sessions([first, second], found, retry) == []  # written already
+    assert facts._open_sessions([first, second], known, retry) == {}  # remembered already
     assert retry.new_sessions == {first.position}  # the same record opens it again
 
     later = facts.ClaimResult()
-    assert facts._open_sessions([_view(3)], found, later) == []
+    assert facts._open_sessions([_view(3)], known, later) == {}
     assert later.new_sessions == set()
 
 
 def test_a_duplicate_never_opens_a_session() -> None:
     copy = _view(1)
     result = facts.ClaimResult(duplicates={copy.position})
-    assert facts._open_sessions([copy], {}, result) == []
+    assert facts._open_sessions([copy], {}, result) == {}
     assert result.new_sessions == set()
 
 
