@@ -24,6 +24,7 @@ record is quarantined with both hashes and counts nowhere, whichever copy is rig
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -147,10 +148,18 @@ class _Holder:
     @classmethod
     def parse(cls, value: str) -> _Holder:
         src, _, content_hash = value.partition(" ")
-        return cls(src, content_hash)
+        return cls(_compact(src), content_hash)
 
     def __str__(self) -> str:
-        return f"{self.src} {self.hash}"
+        return f"{_compact(self.src)} {self.hash}"
+
+
+def _compact(src: str) -> str:
+    """``<shard>:<position>`` without the position's zero padding: a third of an event log
+    entry's bytes (DynamoDB bills the log's write by its whole size). Entries written padded
+    before 2026-12 read the same."""
+    shard_id, _, position = src.rpartition(":")
+    return f"{shard_id}:{position.lstrip('0') or '0'}" if shard_id else src
 
 
 NEW, OURS, DUPLICATE = "new", "ours", "duplicate"
@@ -161,7 +170,7 @@ def _verdict(item: Located, holder: _Holder | None, identity: str) -> str | Conf
     earlier attempt of this batch), DUPLICATE (a resent copy: same content) or a Conflict."""
     if holder is None:
         return NEW
-    if holder.src == _src(item):
+    if _compact(holder.src) == _compact(_src(item)):
         return OURS
     content_hash = item.event.content_hash
     if holder.hash in ("", content_hash):
@@ -325,7 +334,7 @@ def _open_sessions(
     opened = {}
     for session_id, first in firsts.items():
         src = known.get(session_id)
-        if src is not None and src != _src(first):
+        if src is not None and _compact(src) != _compact(_src(first)):
             continue
         result.new_sessions.add(first.position)
         if src is None:
@@ -364,7 +373,11 @@ def claim_facts(
     # plausibility window has passed since the upgrade on every deployed table.
     legacy = [event_key(items[p].event.event_id) for p in claims]
     keys = [c.key for c in claims.values()] + [log.key for log in logs] + web + legacy
-    existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
+    shard_id = next(iter(items.values())).shard_id if items else ""
+    with ThreadPoolExecutor(max_workers=1) as pool:  # two independent reads, one round trip
+        remembered = pool.submit(sessions.openings, shard_id, arrived_at) if web else None
+        existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
+        shard_opened = remembered.result() if remembered else {}
     markers = {key: existing[key] for key in web if key in existing}
     earlier = {i: h for m in markers.values() for i, h in (m.get("event_srcs") or {}).items()}
     for key in legacy:
@@ -374,16 +387,15 @@ def claim_facts(
             )
     result = ClaimResult()
     to_write = _sort_claims(claims, logs, existing, result, earlier)
-    opened_by: list[dict[str, Any]] = []
+    session_items: list[dict[str, Any]] = []
     if web:
-        shard_id = next(iter(items.values())).shard_id
         known = {k.pk.removeprefix("SESSION#"): str(m.get("src", "")) for k, m in markers.items()}
-        known.update(sessions.openings(shard_id, arrived_at))
+        known.update(shard_opened)
         opened = _open_sessions(items.values(), known, result)
-        opened_by = sessions.records(shard_id, opened, arrived_at)
-    batch_put(table, to_write + opened_by)
-    if opened_by:
-        sessions.learn(shard_id, opened_by)
+        session_items = sessions.records(shard_id, opened, arrived_at)
+    batch_put(table, to_write + session_items)
+    if session_items:
+        sessions.learn(shard_id, session_items)
     return result
 
 
