@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from storepulse import events as ev
 from storepulse.settings import Catalog, StoreSettings
-from storepulse.stream import facts
+from storepulse.stream import facts, sessions
 from storepulse.stream.aggregate import Located
 
 CATALOG = Catalog(
@@ -155,3 +155,25 @@ def test_an_order_counted_by_an_earlier_release_is_found_by_its_event_claim() ->
     result = facts.ClaimResult()
     assert facts._sort_claims(claims, logs, {}, result, earlier) == []
     assert result.duplicates == {copy.position}
+
+
+class _NothingNewer:
+    """A facts table where no other container wrote a session item."""
+
+    def query(self, **_: object) -> dict:
+        return {"Items": []}
+
+
+def test_a_batchs_sessions_share_items_and_are_remembered_for_the_window(monkeypatch) -> None:
+    monkeypatch.setattr(sessions, "MAX_SESSIONS_PER_ITEM", 2)
+    memory = sessions.SessionMemory(_NothingNewer(), window=timedelta(hours=4))
+    opened = {f"ws-{n}": f"{n:064d}" for n in (3, 1, 2)}
+    items = memory.records("shard-0", opened, AT)
+    assert [(i["sk"], sorted(k for k in i if k.startswith("o#"))) for i in items] == [
+        (f"{1:064d}", ["o#ws-1", "o#ws-2"]),
+        (f"{3:064d}", ["o#ws-3"]),
+    ]
+    assert items[0]["o#ws-1"] == "1"  # positions without their padding: fewer bytes billed
+    memory.learn("shard-0", items)
+    assert memory.openings("shard-0", AT + timedelta(hours=1))["ws-2"] == f"shard-0:{2:064d}"
+    assert memory.openings("shard-0", AT + timedelta(hours=5)) == {}  # past SESSION_WINDOW
