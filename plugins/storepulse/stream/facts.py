@@ -24,7 +24,6 @@ record is quarantined with both hashes and counts nowhere, whichever copy is rig
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -374,10 +373,10 @@ def claim_facts(
     legacy = [event_key(items[p].event.event_id) for p in claims]
     keys = [c.key for c in claims.values()] + [log.key for log in logs] + web + legacy
     shard_id = next(iter(items.values())).shard_id if items else ""
-    with ThreadPoolExecutor(max_workers=1) as pool:  # two independent reads, one round trip
-        remembered = pool.submit(sessions.openings, shard_id, arrived_at) if web else None
-        existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
-        shard_opened = remembered.result() if remembered else {}
+    # One round trip after the other: moto's Query iterates the table while a concurrent
+    # BatchGetItem of a missing key inserts into it (RuntimeError in the embedded AWS).
+    shard_opened = sessions.openings(shard_id, arrived_at) if web else {}
+    existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
     markers = {key: existing[key] for key in web if key in existing}
     earlier = {i: h for m in markers.values() for i, h in (m.get("event_srcs") or {}).items()}
     for key in legacy:
