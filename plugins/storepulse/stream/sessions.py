@@ -3,9 +3,9 @@
 A session counts once, on its first counted web event. Its events share a partition key (the
 session id), hence a shard, in order: whether a session is new is a question about that shard's
 past only. So a batch that opens sessions writes one item (``SESSIONS#<shard>``, sk the position
-of its first opening) mapping each session it opened to the opening record's position, instead of
-one marker item per session: DynamoDB bills a write by the item's size, and a batch's few
-openings fit in one unit. The container keeps the shard's openings of the last
+of its first opening) whose map ``opened`` gives each session it opened the opening record's
+position (unpadded), instead of one marker item per session: DynamoDB bills a write by the
+item's size, and a batch's few openings fit in one unit. The container keeps the shard's openings of the last
 ``SESSION_WINDOW`` in memory: loaded once (a Query, newest first), then brought up to date
 before every batch (a Query of the items after the newest it knows: those another container, or
 an earlier attempt of this batch, wrote).
@@ -29,7 +29,6 @@ from boto3.dynamodb.conditions import Key as KeyCondition
 
 from storepulse.layout import SESSION_WINDOW, expires_at, opened_sessions_key, padded_sequence
 
-PREFIX = "o#"  # attribute of one opened session: o#<session id> = position (unpadded)
 MAX_SESSIONS_PER_ITEM = 500  # ~100 KB at most (ids of 128 characters), under the 400 KB limit
 PRUNE_EVERY = timedelta(minutes=5)  # of arrival time: forget what left the window
 
@@ -80,7 +79,7 @@ class SessionMemory:
                     "type": "sessions",
                     "arrived_at": arrived_at.isoformat(),
                     "expires_at": expires_at(arrived_at, self.window + timedelta(days=1)),
-                    **{PREFIX + s: position.lstrip("0") or "0" for s, position in chunk},
+                    "opened": {s: position.lstrip("0") or "0" for s, position in chunk},
                 }
             )
         return items
@@ -93,9 +92,8 @@ class SessionMemory:
     def _learn(shard: _Shard, items: Iterable[dict[str, Any]]) -> None:
         for item in items:
             arrived = datetime.fromisoformat(str(item["arrived_at"]))
-            for name, position in item.items():
-                if name.startswith(PREFIX):
-                    shard.opened[name[len(PREFIX) :]] = (padded_sequence(str(position)), arrived)
+            for session_id, position in (item.get("opened") or {}).items():
+                shard.opened[session_id] = (padded_sequence(str(position)), arrived)
             shard.newest = max(shard.newest, str(item["sk"]))
 
     def _prune(self, shard: _Shard, since: datetime) -> None:
