@@ -5,10 +5,10 @@ session id), hence a shard, in order: whether a session is new is a question abo
 past only. So a batch that opens sessions writes one item (``SESSIONS#<shard>``, sk the position
 of its first opening) whose map ``opened`` gives each session it opened the opening record's
 position (unpadded), instead of one marker item per session: DynamoDB bills a write by the
-item's size, and a batch's few openings fit in one unit. The container keeps the shard's openings of the last
-``SESSION_WINDOW`` in memory: loaded once (a Query, newest first), then brought up to date
-before every batch (a Query of the items after the newest it knows: those another container, or
-an earlier attempt of this batch, wrote).
+item's size, and a batch's few openings fit in one unit. The container keeps the shard's
+openings of the last ``SESSION_WINDOW`` in memory: loaded once (a Query, newest first), then
+brought up to date before every batch (a Query of the items after the newest it knows: those
+another container, or an earlier attempt of this batch, wrote).
 
 Exactly-once: the opening record's position is kept, so a retry of that record opens the session
 again (its counters are deduplicated by their watermarks) and no other record does. The item is
