@@ -14,8 +14,9 @@ Tables (names ``storepulse-<env>-<table>``):
                where scope is ``S#<store_id>`` or ``ALL`` (the whole business).
 ``inventory``  pk ``S#<store_id>``, sk sku: ``on_hand``, ``counted_at``.
 ``facts``      orders (``ORDER#<id>``), refunds, customer profiles (``CUSTOMER#<id>``; repeat
-               purchases come from the orders' customer_id), session markers (written once, by
-               the record that opens the session), the alert log; order
+               purchases come from the orders' customer_id), the sessions each shard opened
+               (``SESSIONS#<shard_id>``, sk the batch's first opening position; before 2026-12
+               one ``SESSION#<id>`` marker per session), the alert log; order
                and refund facts carry ``gsi1pk = ORDERS#<local date>`` for the nightly export and
                ``expires_at`` (TTL). Events that are not facts themselves (web events, foot
                traffic, stock adjustments; orders and refunds too) are remembered by
@@ -45,7 +46,10 @@ from storepulse.config import settings
 
 ALL_STORES = "ALL"
 ORDER_TTL = timedelta(days=400)  # order facts outlive a year of nightly re-exports
-SESSION_TTL = timedelta(days=2)
+SESSION_TTL = timedelta(days=2)  # session markers of releases before 2026-12 (still read)
+# A shard remembers the web sessions it opened for this long after the opening record arrived: a
+# later event of a session (longer than that, or synced that late) opens it again.
+SESSION_WINDOW = timedelta(hours=4)
 SEEN_TTL = timedelta(days=7)  # how long a resent counter event (web, foot traffic, stock) is caught
 MINUTE_TTL = timedelta(days=35)  # minute buckets serve "today" and week-over-week comparisons
 
@@ -265,7 +269,15 @@ def event_key(event_id: str) -> Key:
 
 
 def session_key(session_id: str) -> Key:
+    """A session's marker, written by releases before 2026-12 (one item per session); read
+    until SESSION_TTL has passed since the upgrade."""
     return Key(f"SESSION#{session_id}", "SESSION")
+
+
+def opened_sessions_key(shard_id: str, position: str) -> Key:
+    """Sessions a shard opened in one batch, by the position of the first of them: one item
+    per batch instead of one per session (``storepulse.stream.sessions``)."""
+    return Key(f"SESSIONS#{shard_id}", position)
 
 
 def seen_events_key(store_id: str, occurred_at: datetime) -> Key:

@@ -16,7 +16,16 @@ from botocore.exceptions import ClientError
 
 from storepulse import events as ev
 from storepulse.clock import fixed_clock
-from storepulse.layout import Grain, Table, bucket_keys, inventory_key, mix_key, order_key
+from storepulse.layout import (
+    SESSION_WINDOW,
+    Grain,
+    Table,
+    bucket_keys,
+    inventory_key,
+    mix_key,
+    order_key,
+    session_key,
+)
 from storepulse.settings import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
@@ -295,6 +304,38 @@ def test_sessions_are_counted_once_across_batches(handler, realtime_stack) -> No
     invoke(handler, stream.records(page_view("s-001", "sess-1", NOON_PARIS)))
     day = day_total(realtime_stack, "s-001", NOON_PARIS)
     assert (day["page_views"], day["sessions"]) == (4, 2)
+
+
+def test_sessions_are_counted_once_across_containers_and_releases(handler, realtime_stack) -> None:
+    """Two warm containers take turns on the shard (each learns what the other opened), a
+    session marked by a release before 2026-12 stays opened, and a session is remembered for
+    SESSION_WINDOW after it opened: a page view of it 5 hours later opens it again."""
+    facts = realtime_stack.table(Table.FACTS)
+    stream = Stream()
+    first = stream.records(page_view("s-001", "sess-0", NOON_PARIS))  # opened by the old release
+    facts.put_item(Item={**session_key("sess-0").as_item(), "src": f"{SHARD}:{first[0].position}"})
+    one = handler.processor()
+    handler.processor.cache_clear()
+    other = handler.processor()
+    one.process(stream.records(page_view("s-001", "sess-1", NOON_PARIS)))
+    other.process(
+        stream.records(
+            page_view("s-001", "sess-2", NOON_PARIS), page_view("s-001", "sess-1", NOON_PARIS)
+        )
+    )
+    one.process(
+        stream.records(
+            page_view("s-001", "sess-2", NOON_PARIS),
+            page_view("s-001", "sess-3", NOON_PARIS),
+            page_view("s-001", "sess-0", NOON_PARIS),
+        )
+    )
+    day = day_total(realtime_stack, "s-001", NOON_PARIS)
+    assert (day["page_views"], day["sessions"]) == (6, 3)
+
+    later = NOON_PARIS + SESSION_WINDOW + timedelta(hours=1)
+    other.process(stream.records(page_view("s-001", "sess-1", later), arrived_at=later))
+    assert day_total(realtime_stack, "s-001", later)["sessions"] == 4
 
 
 def foot_traffic(store: str, at: datetime, entries: int) -> ev.StoreFootTrafficV1:

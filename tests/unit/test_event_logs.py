@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from storepulse import events as ev
 from storepulse.settings import Catalog, StoreSettings
-from storepulse.stream import facts
+from storepulse.stream import facts, sessions
 from storepulse.stream.aggregate import Located
 
 CATALOG = Catalog(
@@ -46,9 +46,8 @@ def test_a_copy_at_another_position_is_a_duplicate_in_and_across_batches() -> No
     item = _sort([first, copy], None, result)
     assert result.duplicates == {copy.position} and not result.conflicts
     assert item is not None
-    assert facts._Holder.parse(item["event_srcs"][first.event.event_id]) == facts._Holder(
-        f"shard-0:{1:056d}", first.event.content_hash
-    )
+    # The position is kept without its padding (fewer bytes billed).
+    assert item["event_srcs"][first.event.event_id] == f"shard-0:1 {first.event.content_hash}"
 
     later = Located(copy.event, "shard-0", f"{3:056d}")
     result = facts.ClaimResult()
@@ -90,24 +89,23 @@ def test_web_events_of_every_session_share_their_store_seconds_item() -> None:
 def test_a_session_opens_once_with_its_first_counted_event_and_again_on_a_retry() -> None:
     first, second = _view(1), _view(2)
     result = facts.ClaimResult()
-    [marker] = facts._open_sessions([second, first], {}, result)
+    assert facts._open_sessions([second, first], {}, result) == {"ws-1": first.position}
     assert result.new_sessions == {first.position}
-    assert marker["src"] == f"shard-0:{first.position}"
 
-    found = {facts.session_key("ws-1"): marker}
+    known = {"ws-1": f"shard-0:{first.position}"}  # what the shard remembers
     retry = facts.ClaimResult()
-    assert facts._open_sessions([first, second], found, retry) == []  # written already
+    assert facts._open_sessions([first, second], known, retry) == {}  # remembered already
     assert retry.new_sessions == {first.position}  # the same record opens it again
 
     later = facts.ClaimResult()
-    assert facts._open_sessions([_view(3)], found, later) == []
+    assert facts._open_sessions([_view(3)], known, later) == {}
     assert later.new_sessions == set()
 
 
 def test_a_duplicate_never_opens_a_session() -> None:
     copy = _view(1)
     result = facts.ClaimResult(duplicates={copy.position})
-    assert facts._open_sessions([copy], {}, result) == []
+    assert facts._open_sessions([copy], {}, result) == {}
     assert result.new_sessions == set()
 
 
@@ -157,3 +155,24 @@ def test_an_order_counted_by_an_earlier_release_is_found_by_its_event_claim() ->
     result = facts.ClaimResult()
     assert facts._sort_claims(claims, logs, {}, result, earlier) == []
     assert result.duplicates == {copy.position}
+
+
+class _NothingNewer:
+    """A facts table where no other container wrote a session item."""
+
+    def query(self, **_: object) -> dict:
+        return {"Items": []}
+
+
+def test_a_batchs_sessions_share_items_and_are_remembered_for_the_window(monkeypatch) -> None:
+    monkeypatch.setattr(sessions, "MAX_SESSIONS_PER_ITEM", 2)
+    memory = sessions.SessionMemory(_NothingNewer(), window=timedelta(hours=4))
+    opened = {f"ws-{n}": f"{n:064d}" for n in (3, 1, 2)}
+    items = memory.records("shard-0", opened, AT)
+    assert [(i["sk"], i["opened"]) for i in items] == [  # positions unpadded: fewer bytes
+        (f"{1:064d}", {"ws-1": "1", "ws-2": "2"}),
+        (f"{3:064d}", {"ws-3": "3"}),
+    ]
+    memory.learn("shard-0", items)
+    assert memory.openings("shard-0", AT + timedelta(hours=1))["ws-2"] == f"shard-0:{2:064d}"
+    assert memory.openings("shard-0", AT + timedelta(hours=5)) == {}  # past SESSION_WINDOW

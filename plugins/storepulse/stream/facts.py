@@ -12,7 +12,8 @@ small write per second a batch covers, shared by every session, sensor and till 
 instead of one item per event or per session. DynamoDB bills a write by the whole item's size,
 so small items written about once beat a growing map rewritten by every batch. An order's
 ``event_id`` is caught there (a resend of that id with another order id), its order id by its
-fact. A session's marker is written once, by the record that opens it.
+fact. The sessions a batch opens are remembered per shard, in one item per batch
+(``storepulse.stream.sessions``).
 
 Every claim keeps the content hash of its event (``Event.content_hash``, which leaves the
 ``event_id`` out). A copy with the same hash is a harmless duplicate; the same ``event_id``, or
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -33,7 +35,6 @@ from storepulse import events as ev
 from storepulse.layout import (
     ORDER_TTL,
     SEEN_TTL,
-    SESSION_TTL,
     Key,
     customer_profile_key,
     event_key,
@@ -48,6 +49,7 @@ from storepulse.layout import (
 from storepulse.settings import Catalog
 from storepulse.stream.aggregate import Located
 from storepulse.stream.batch_io import batch_get, batch_put
+from storepulse.stream.sessions import SessionMemory
 
 
 def _src(item: Located) -> str:
@@ -145,10 +147,18 @@ class _Holder:
     @classmethod
     def parse(cls, value: str) -> _Holder:
         src, _, content_hash = value.partition(" ")
-        return cls(src, content_hash)
+        return cls(_compact(src), content_hash)
 
     def __str__(self) -> str:
-        return f"{self.src} {self.hash}"
+        return f"{_compact(self.src)} {self.hash}"
+
+
+def _compact(src: str) -> str:
+    """``<shard>:<position>`` without the position's zero padding: a third of an event log
+    entry's bytes (DynamoDB bills the log's write by its whole size). Entries written padded
+    before 2026-12 read the same."""
+    shard_id, _, position = src.rpartition(":")
+    return f"{shard_id}:{position.lstrip('0') or '0'}" if shard_id else src
 
 
 NEW, OURS, DUPLICATE = "new", "ours", "duplicate"
@@ -159,7 +169,7 @@ def _verdict(item: Located, holder: _Holder | None, identity: str) -> str | Conf
     earlier attempt of this batch), DUPLICATE (a resent copy: same content) or a Conflict."""
     if holder is None:
         return NEW
-    if holder.src == _src(item):
+    if _compact(holder.src) == _compact(_src(item)):
         return OURS
     content_hash = item.event.content_hash
     if holder.hash in ("", content_hash):
@@ -310,30 +320,25 @@ def _sort_claims(
 
 
 def _open_sessions(
-    items: Iterable[Located], markers: Mapping[Key, dict[str, Any]], result: ClaimResult
-) -> list[dict[str, Any]]:
-    """A session opens with its first counted web event, whose position its marker keeps
-    (``src``, written once): a retry of that record opens it again, nothing else does. Returns
-    the markers to write."""
-    firsts: dict[Key, Located] = {}
+    items: Iterable[Located], known: Mapping[str, str], result: ClaimResult
+) -> dict[str, str]:
+    """A session opens with its first counted web event, whose position the shard remembers
+    (``known``: session id -> ``<shard>:<position>`` of the record that opened it): a retry of
+    that record opens it again, nothing else does. Returns the sessions opened for the first
+    time: session id -> position."""
+    firsts: dict[str, Located] = {}
     for item in sorted(items, key=lambda i: i.position):
         if isinstance(item.event, ev.WebEvent) and result.counted(item.position):
-            firsts.setdefault(session_key(item.event.session_id), item)
-    to_write = []
-    for key, first in firsts.items():
-        found = markers.get(key)
-        if found is not None and found.get("src") != _src(first):
+            firsts.setdefault(item.event.session_id, item)
+    opened = {}
+    for session_id, first in firsts.items():
+        src = known.get(session_id)
+        if src is not None and _compact(src) != _compact(_src(first)):
             continue
         result.new_sessions.add(first.position)
-        if found is None:
-            marker = {
-                "type": "session",
-                "store_id": first.event.store_id,
-                "expires_at": expires_at(first.event.occurred_at, SESSION_TTL),
-                "src": _src(first),
-            }
-            to_write.append({**key.as_item(), **marker})
-    return to_write
+        if src is None:
+            opened[session_id] = first.position
+    return opened
 
 
 def _session_keys(items: Iterable[Located]) -> list[Key]:
@@ -341,27 +346,38 @@ def _session_keys(items: Iterable[Located]) -> list[Key]:
 
 
 def claim_facts(
-    dynamodb: Any, table: Any, items: Iterable[Located], catalog: Catalog
+    dynamodb: Any,
+    table: Any,
+    items: Iterable[Located],
+    catalog: Catalog,
+    sessions: SessionMemory,
+    arrived_at: datetime,
 ) -> ClaimResult:
-    """Write order and refund facts and the event logs; return which records are resent
-    copies, which are conflicts, and which open a new session.
+    """Write order and refund facts, the event logs and the sessions the batch opens (arrived
+    at ``arrived_at``); return which records are resent copies, which are conflicts, and which
+    open a new session.
 
     Read, then write: one BatchGetItem per 100 items and one BatchWriteItem per 25 changed ones.
-    A fact, a session marker and an event log of orders or foot traffic have one writer at a
+    A fact, an event log of orders or foot traffic and a shard's sessions have one writer at a
     time: their records share a partition key (store or session), hence a shard, processed by
     one invocation at a time. An event log holding web events is the exception (sessions go
     to several shards): two shards writing the same store-second at the same moment can lose
     each other's event ids (their resent copies would count again; nothing counts twice)."""
     items = {item.position: item for item in items}
     claims, logs = plan_claims(items.values(), catalog)
-    sessions = _session_keys(items.values())
-    # Releases before 2026-12 claimed an order's event id in an item of its own (``EVENT#``):
-    # read it (a read unit, not a write), so a resend of such an order is still found. Useless
-    # once the plausibility window has passed since the upgrade on every deployed table.
+    web = _session_keys(items.values())
+    # Releases before 2026-12 claimed an order's event id in an item of its own (``EVENT#``)
+    # and marked each session in one (``SESSION#``): read them (a read unit, not a write), so a
+    # resend of such an order or a session they opened is still found. Useless once the
+    # plausibility window has passed since the upgrade on every deployed table.
     legacy = [event_key(items[p].event.event_id) for p in claims]
-    keys = [c.key for c in claims.values()] + [log.key for log in logs] + sessions + legacy
+    keys = [c.key for c in claims.values()] + [log.key for log in logs] + web + legacy
+    shard_id = next(iter(items.values())).shard_id if items else ""
+    # One round trip after the other: moto's Query iterates the table while a concurrent
+    # BatchGetItem of a missing key inserts into it (RuntimeError in the embedded AWS).
+    shard_opened = sessions.openings(shard_id, arrived_at) if web else {}
     existing = batch_get(dynamodb, table.name, keys, ("src", "hash", "event_srcs"))
-    markers = {key: existing[key] for key in sessions if key in existing}
+    markers = {key: existing[key] for key in web if key in existing}
     earlier = {i: h for m in markers.values() for i, h in (m.get("event_srcs") or {}).items()}
     for key in legacy:
         if (found := existing.pop(key, None)) is not None:
@@ -370,8 +386,15 @@ def claim_facts(
             )
     result = ClaimResult()
     to_write = _sort_claims(claims, logs, existing, result, earlier)
-    to_write += _open_sessions(items.values(), markers, result)
-    batch_put(table, to_write)
+    session_items: list[dict[str, Any]] = []
+    if web:
+        known = {k.pk.removeprefix("SESSION#"): str(m.get("src", "")) for k, m in markers.items()}
+        known.update(shard_opened)
+        opened = _open_sessions(items.values(), known, result)
+        session_items = sessions.records(shard_id, opened, arrived_at)
+    batch_put(table, to_write + session_items)
+    if session_items:
+        sessions.learn(shard_id, session_items)
     return result
 
 

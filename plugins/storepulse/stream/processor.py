@@ -31,6 +31,7 @@ from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.batch_io import batch_get
 from storepulse.stream.facts import ClaimResult, claim_facts, plan_claims, write_profiles
 from storepulse.stream.records import StreamRecord
+from storepulse.stream.sessions import SessionMemory
 from storepulse.stream.window import PlausibilityWindow
 from storepulse.stream.writer import ItemWriter, Outcome, StockState, WriteResult, run_parallel
 
@@ -148,6 +149,7 @@ class StreamProcessor:
         self.facts = dynamodb.Table(resources.facts_table)
         self.settings = dynamodb.Table(resources.settings_table)
         self.catalog = catalog or CachedCatalog(lambda: load_catalog(self.settings))
+        self.sessions = SessionMemory(self.facts)  # per container, like the catalogue
         self.archive = LakeArchive(s3, resources.lake_bucket)
         self.publisher = (
             alert_rules.AlertPublisher(
@@ -172,7 +174,8 @@ class StreamProcessor:
         catalog, valid, rejected = self._admit_batch(records)
 
         located = [Located(event, r.shard_id, r.position) for r, event in valid]
-        claims = claim_facts(self.dynamodb, self.facts, located, catalog)
+        arrived_at = max(r.arrived_at for r in records)
+        claims = claim_facts(self.dynamodb, self.facts, located, catalog, self.sessions, arrived_at)
         rejected += _conflicts(valid, claims)
         valid = [(r, e) for r, e in valid if r.position not in claims.conflicts]
         report.valid, report.quarantined = len(valid), len(rejected)
