@@ -27,8 +27,9 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from storepulse.aws import FAIL_FAST_CONFIG
+from storepulse.config import settings
 from storepulse.dashboard import history
-from storepulse.dashboard.app import Viewer
+from storepulse.dashboard.app import Viewer, _default_lake
 from storepulse.deploy.permissions import Account, CallRecorder, Policy, Statement
 from storepulse.deploy.stack import stack_name
 from storepulse.lake.freshness import record_freshness
@@ -199,7 +200,8 @@ def test_every_call_of_the_dashboard_is_allowed_by_its_policy(
     with _client(Viewer("admin", can_edit=True), lambda: history.Lake(bucket)) as client:
         serve_everything(client)
     monkeypatch.delenv("STOREPULSE_LAKE_BUCKET")
-    assert history.lake_bucket() is None  # no stack deployed: looked up, not found
+    settings.cache_clear()
+    assert _default_lake() is None  # no stack deployed: looked up, not found
 
     operations = recorder.operations()
     assert operations["dynamodb"] == {"GetItem", "BatchGetItem", "Query", "PutItem"}
