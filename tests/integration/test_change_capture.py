@@ -10,7 +10,6 @@ import dataclasses
 import importlib.util
 import io
 import json
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -38,6 +37,7 @@ from storepulse.lake.manifest import current_files
 from storepulse.layout import Grain, Table, bucket_keys, day_bucket_key, table_name
 from storepulse_local.iam import LAMBDA_SERVICE
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
+from tests.integration.test_stream_processor import sale as sale_of_lines
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 PROCESSOR, CAPTURE = "storepulse-dev-stream-processor", "storepulse-dev-change-capture"
@@ -72,18 +72,7 @@ def _empty_zip() -> bytes:
 
 
 def sale(store: str, order: str, price: str, at: datetime = NOON_PARIS) -> ev.PosSaleV1:
-    return ev.PosSaleV1(
-        event_id=str(uuid.uuid4()),
-        store_id=store,
-        occurred_at=at,
-        order_id=order,
-        channel="in_store",
-        currency="EUR",
-        customer_id=None,
-        lines=[
-            ev.SaleLine(sku="tea-100g", category="grocery", quantity=1, unit_price=Decimal(price))
-        ],
-    )
+    return sale_of_lines(store, order, at, ("tea-100g", 1, price))
 
 
 class Pipeline:
@@ -345,22 +334,7 @@ def test_the_capture_role_writes_changes_and_nothing_else(pipeline, monkeypatch)
     iam.put_role_policy(
         RoleName="change-capture", PolicyName="change-capture", PolicyDocument=json.dumps(policy)
     )
-    keys = LAMBDA_SERVICE.environment()
-    credentials = (
-        boto3.Session(
-            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        )
-        .client("sts")
-        .assume_role(RoleArn=role["Arn"], RoleSessionName=CAPTURE)["Credentials"]
-    )
-    as_role = boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name="us-east-1",
-    )
+    as_role = LAMBDA_SERVICE.assume(role["Arn"], CAPTURE)
     capture = _load("change_capture", "capture_iam_capture")
     monkeypatch.setattr(capture, "boto3", as_role)  # its clients: the role's (not the runtime's)
 

@@ -238,14 +238,6 @@ def test_every_call_of_the_dashboard_is_allowed_by_its_policy(
 # --------------------------------------------------------------- with the principal's own keys
 
 
-def _session(principal_env: dict[str, str]) -> boto3.Session:
-    return boto3.Session(
-        aws_access_key_id=principal_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=principal_env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    )
-
-
 def _refused(call: Any) -> str:
     with pytest.raises(ClientError) as refused:
         call()
@@ -268,7 +260,7 @@ def test_the_dashboard_principal_serves_the_dashboard_and_nothing_more(
         trend = client.get("/api/history/trend", params={"days": 7, "end": END.isoformat()})
         assert trend.json()["current"]["totals"]["revenue"] == "70.00"
 
-    dashboard = _session(DASHBOARD.environment())
+    dashboard = DASHBOARD.session()
     assert dashboard.client("sts").get_caller_identity()["Arn"] == DASHBOARD.arn
     dynamodb = dashboard.resource("dynamodb", config=FAIL_FAST_CONFIG)
     metrics = dynamodb.Table(table_name(Table.METRICS))
