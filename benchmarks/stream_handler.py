@@ -239,11 +239,11 @@ def set_batching_window(mapping: dict[str, Any], window: float) -> None:
     esm.max_batch_window = window
 
 
-def baseline_handler(lake_bucket: str) -> NaiveHandler:
+def baseline_handler(bucket: str) -> NaiveHandler:
     dynamodb = boto3.resource("dynamodb")
     tables = {t.value: dynamodb.Table(table_name(t)) for t in Table}
     catalog = load_catalog(tables["settings"])
-    return NaiveHandler(tables, LakeArchive(boto3.client("s3"), lake_bucket), catalog)
+    return NaiveHandler(tables, LakeArchive(boto3.client("s3"), bucket), catalog)
 
 
 SMALL = {"rates": "10", "windows": "0", "seconds": 2.0}
