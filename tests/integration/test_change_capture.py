@@ -35,25 +35,13 @@ from storepulse.lake.filesystem import s3_filesystem
 from storepulse.lake.freshness import FRESHNESS_KEY, read_freshness
 from storepulse.lake.manifest import current_files
 from storepulse.layout import Grain, Table, bucket_keys, day_bucket_key, table_name
-from storepulse_local.iam import LAMBDA_SERVICE
+from storepulse_local.iam import LAMBDA_SERVICE, LAMBDA_TRUST_POLICY
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 from tests.integration.test_stream_processor import sale as sale_of_lines
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 PROCESSOR, CAPTURE = "storepulse-dev-stream-processor", "storepulse-dev-change-capture"
 CAPTURED = (Table.FACTS, Table.METRICS, Table.INVENTORY)
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 def _load(function_dir: str, name: str) -> ModuleType:
@@ -86,7 +74,9 @@ class Pipeline:
         self.stream_arn = kinesis.describe_stream_summary(StreamName=self.stream)[
             "StreamDescriptionSummary"
         ]["StreamARN"]
-        role = aws("iam").create_role(RoleName="capture-test", AssumeRolePolicyDocument=TRUST)
+        role = aws("iam").create_role(
+            RoleName="capture-test", AssumeRolePolicyDocument=LAMBDA_TRUST_POLICY
+        )
         for name in (PROCESSOR, CAPTURE):
             aws("lambda").create_function(
                 FunctionName=name,
@@ -329,7 +319,8 @@ def test_the_capture_role_writes_changes_and_nothing_else(pipeline, monkeypatch)
     queue_url = sqs.create_queue(QueueName="capture-failures")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     iam = pipeline.aws("iam")
-    role = iam.create_role(RoleName="change-capture", AssumeRolePolicyDocument=TRUST)["Role"]
+    trust = LAMBDA_TRUST_POLICY
+    role = iam.create_role(RoleName="change-capture", AssumeRolePolicyDocument=trust)["Role"]
     policy = _capture_role_policy(pipeline, queue_arn["Attributes"]["QueueArn"])
     iam.put_role_policy(
         RoleName="change-capture", PolicyName="change-capture", PolicyDocument=json.dumps(policy)
