@@ -67,6 +67,7 @@ def order_item(order_id: str, day: date, at: datetime) -> dict[str, Any]:
 def _setup() -> tuple[str, dict[str, str]]:
     """Tables with streams, the lake bucket, the capture function and its three mappings."""
     from storepulse.config import settings
+    from storepulse_local.iam import LAMBDA_TRUST_POLICY
     from storepulse_local.provision import create_tables
 
     dynamodb = boto3.client("dynamodb")
@@ -75,10 +76,7 @@ def _setup() -> tuple[str, dict[str, str]]:
     boto3.client("s3").create_bucket(Bucket=bucket)
     role = boto3.client("iam").create_role(
         RoleName="capture-bench",
-        AssumeRolePolicyDocument=(
-            '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:AssumeRole",'
-            '"Principal":{"Service":"lambda.amazonaws.com"}}]}'
-        ),
+        AssumeRolePolicyDocument=LAMBDA_TRUST_POLICY,
     )["Role"]["Arn"]
     buffer = io.BytesIO()
     zipfile.ZipFile(buffer, "w").close()  # never run: the handler is in-process

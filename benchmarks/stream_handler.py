@@ -46,9 +46,9 @@ from benchmarks.billing import WriteBilling
 from benchmarks.end_to_end_latency import Deployed, deploy
 from benchmarks.harness import embedded_aws, latency_summary, parse_args, print_table
 from benchmarks.naive_stream_handler import NaiveHandler
-from storepulse.config import REPO_ROOT, settings
-from storepulse.deploy.stack import stack_name
+from storepulse.config import REPO_ROOT
 from storepulse.events import CrmCustomerProfileV1
+from storepulse.lake.bucket import lake_bucket
 from storepulse.layout import Table, table_name
 from storepulse.settings import load_catalog
 from storepulse.simulator.engine import Simulator
@@ -239,16 +239,11 @@ def set_batching_window(mapping: dict[str, Any], window: float) -> None:
     esm.max_batch_window = window
 
 
-def baseline_handler(lake_bucket: str) -> NaiveHandler:
+def baseline_handler(bucket: str) -> NaiveHandler:
     dynamodb = boto3.resource("dynamodb")
     tables = {t.value: dynamodb.Table(table_name(t)) for t in Table}
     catalog = load_catalog(tables["settings"])
-    return NaiveHandler(tables, LakeArchive(boto3.client("s3"), lake_bucket), catalog)
-
-
-def stack_output(name: str) -> str:
-    stack = boto3.client("cloudformation").describe_stacks(StackName=stack_name(settings().env))
-    return next(o["OutputValue"] for o in stack["Stacks"][0]["Outputs"] if o["OutputKey"] == name)
+    return NaiveHandler(tables, LakeArchive(boto3.client("s3"), bucket), catalog)
 
 
 SMALL = {"rates": "10", "windows": "0", "seconds": 2.0}
@@ -277,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             mapping,
             Traffic(model, datetime.now(UTC)),
             billing,
-            baseline_handler(stack_output("LakeBucket")),
+            baseline_handler(lake_bucket(boto3.client("cloudformation"))),
             args.poll_interval,
             Path(workdir),
         )

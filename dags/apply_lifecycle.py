@@ -12,8 +12,8 @@ reported within a week; trigger it after changing the file.
    accepts anything); an invalid rule stops the run before the bucket is touched.
 2. **wait_for_stack**, then **lake_bucket**: waits (rescheduled) until the real-time stack
    exists and serves, so a first run before the first deploy waits instead of failing; then
-   the param `bucket`, else the `LakeBucket` output of the stack
-   `storepulse-<env>-realtime`.
+   the param `bucket`, else `STOREPULSE_LAKE_BUCKET`, else the `LakeBucket` output of the stack
+   `storepulse-<env>-realtime` (`storepulse.lake.bucket`).
 3. **apply_rules**: reads the bucket's rules, logs the diff per rule ID (`+` added, `~` changed
    field by field, `!` on the bucket but not declared: *drift*), puts the configuration only
    when something differs, then reads it back and checks it. Drift is kept (merged into what
@@ -74,10 +74,7 @@ def apply_lifecycle() -> None:
         from storepulse.airflow.hooks import aws_client
         from storepulse.lake.bucket import lake_bucket as find_lake_bucket
 
-        override = (params or {}).get("bucket")
-        bucket = find_lake_bucket(aws_client("cloudformation"), settings().env, override)
-        log.info("lake bucket %s (%s)", bucket, "param bucket" if override else "stack output")
-        return bucket
+        return find_lake_bucket(aws_client("cloudformation"), (params or {}).get("bucket"))
 
     @task
     def apply_rules(

@@ -54,14 +54,15 @@ def _stack() -> dict[str, Any]:
 
     from storepulse.deploy.stack import deployed_outputs
     from storepulse.export.quality import Reference
-    from storepulse.lake.bucket import OUTPUT as LAKE_BUCKET
+    from storepulse.lake.bucket import lake_bucket
     from storepulse.settings import load_catalog
 
-    outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
+    cfn = aws_client("cloudformation")
+    outputs = deployed_outputs(cfn, STACK_NAME)
     dynamodb = DynamoDBHook(aws_conn_id=AWS_CONN_ID).conn
     catalog = load_catalog(dynamodb.Table(outputs["SettingsTable"]), rules=False)
     return {
-        "bucket": outputs[LAKE_BUCKET],
+        "bucket": lake_bucket(cfn, outputs=outputs),
         "metrics": dynamodb.Table(outputs["MetricsTable"]),
         "facts": dynamodb.Table(outputs["FactsTable"]),
         "reference": Reference.of(catalog),

@@ -7,7 +7,8 @@ in `make up` included), before any nightly export publishes what `refresh_quicks
 A manual run is safe too: everything already matching is left alone.
 
 1. **validate_declarations**: stops before anything is touched when the file is invalid.
-2. **lake_bucket**: the param `lake_bucket`, else the real-time stack's `LakeBucket` output.
+2. **lake_bucket**: the param `lake_bucket`, else `STOREPULSE_LAKE_BUCKET`, else the real-time
+   stack's `LakeBucket` output (`storepulse.lake.bucket`).
 3. **deploy**: the Glue tables Athena reads (missing ones only: the export owns the curated
    tables and registers their partitions), the ATHENA data source, the SPICE data sets
    (row-level security included) with their refresh properties, and the dashboard, each
@@ -33,6 +34,7 @@ from airflow.sdk import Param, dag, task
 from storepulse.airflow.conventions import AWS_CONN_ID, DEFAULT_ARGS
 from storepulse.airflow.hooks import (
     apply_quicksight_access,
+    aws_client,
     quicksight_client,
     quicksight_declarations,
 )
@@ -77,17 +79,9 @@ def deploy_quicksight() -> None:
 
     @task
     def lake_bucket(params: dict[str, Any] | None = None) -> str:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-
         from storepulse.lake.bucket import lake_bucket as find_lake_bucket
 
-        override = (params or {}).get("lake_bucket")
-        if override:
-            return override
-        cfn = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="cloudformation").get_conn()
-        bucket = find_lake_bucket(cfn, settings().env)
-        log.info("lake bucket %s (the real-time stack's LakeBucket output)", bucket)
-        return bucket
+        return find_lake_bucket(aws_client("cloudformation"), (params or {}).get("lake_bucket"))
 
     @task
     def deploy(bucket: str, params: dict[str, Any] | None = None) -> dict[str, Any]:

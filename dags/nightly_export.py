@@ -231,11 +231,13 @@ def nightly_export() -> None:
 
         from storepulse.deploy.stack import deployed_outputs
         from storepulse.export.quality import Reference
-        from storepulse.lake.bucket import OUTPUT as LAKE_BUCKET
+        from storepulse.lake.bucket import lake_bucket
         from storepulse.layout import local_date
         from storepulse.settings import load_catalog
 
-        outputs = deployed_outputs(aws_client("cloudformation"), STACK_NAME)
+        cfn = aws_client("cloudformation")
+        outputs = deployed_outputs(cfn, STACK_NAME)
+        bucket = lake_bucket(cfn, outputs=outputs)
         settings_table = DynamoDBHook(aws_conn_id=AWS_CONN_ID).conn.Table(outputs["SettingsTable"])
         catalog = load_catalog(settings_table, rules=False)
         reference = Reference.of(catalog)
@@ -249,7 +251,7 @@ def nightly_export() -> None:
             data_interval_start,
             reference.timezone,
             strategy,
-            outputs[LAKE_BUCKET],
+            bucket,
             len(reference.stores),
             ", ".join(sorted(reference.currencies)),
         )
@@ -257,7 +259,7 @@ def nightly_export() -> None:
             "day": day.isoformat(),
             "run_id": run_id,
             "strategy": strategy,
-            "bucket": outputs[LAKE_BUCKET],
+            "bucket": bucket,
             "topic_arn": outputs["AlertTopicArn"],
             "tables": {table.value: outputs[key] for table, key in SOURCE_TABLES.items()},
             "reference": reference.to_dict(),

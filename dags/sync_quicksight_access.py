@@ -11,7 +11,8 @@ nothing changed reads the grants and one S3 object's metadata and writes nothing
 thus reaches QuickSight within ~10 minutes plus the rules' ingestion (the dashboard applies it
 within seconds). `deploy_quicksight` runs the same sync after every deploy.
 
-1. **wait_for_stack**, then **lake_bucket**: the real-time stack's `LakeBucket` output.
+1. **wait_for_stack**, then **lake_bucket**: `STOREPULSE_LAKE_BUCKET`, else the real-time
+   stack's `LakeBucket` output (`storepulse.lake.bucket`).
 2. **quicksight_deployed**: skips the rest until `deploy_quicksight` created the dashboard.
 3. **sync_access**: groups, users, memberships, permissions; the rules file rewritten only when
    its content changes, then a FULL ingestion of the rules data set (QuickSight enforces its
@@ -61,14 +62,14 @@ def sync_quicksight_access() -> None:
     def lake_bucket() -> str:
         from storepulse.lake.bucket import lake_bucket as find_lake_bucket
 
-        return find_lake_bucket(aws_client("cloudformation"), settings().env)
+        return find_lake_bucket(aws_client("cloudformation"))
 
     @task.short_circuit
     def quicksight_deployed() -> bool:
         from botocore.exceptions import ClientError
 
         client, account_id = quicksight_client()
-        decl = quicksight_declarations(account_id, client.meta.region_name)
+        decl = quicksight_declarations(account_id, client.meta.region_name)  # ids only
         try:
             client.describe_dashboard(AwsAccountId=account_id, DashboardId=decl.dashboard.id)
         except ClientError as exc:

@@ -52,6 +52,9 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    from storepulse.config import settings
+
+    settings.cache_clear()  # read with this environment (a test that changes it clears it too)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ stream and sequence range (``storepulse.capture.sink``): a retry overwrites, nev
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
@@ -20,16 +19,19 @@ from aws_lambda_powertools import Logger
 from storepulse.aws import DEFAULT_CONFIG
 from storepulse.capture.changes import decode_record
 from storepulse.capture.sink import ChangeSink
+from storepulse.config import ConfigError, settings
 
 logger = Logger(service="change-capture")
 
 
 @cache
 def sink() -> ChangeSink:
-    """Built once per container: the S3 client is reused."""
-    return ChangeSink(
-        boto3.client("s3", config=DEFAULT_CONFIG), os.environ["STOREPULSE_LAKE_BUCKET"]
-    )
+    """Built once per container: the S3 client is reused. The stack sets the bucket on the
+    function (``STOREPULSE_LAKE_BUCKET``, read by ``storepulse.config``)."""
+    bucket = settings().lake_bucket
+    if not bucket:
+        raise ConfigError("STOREPULSE_LAKE_BUCKET is not set (the real-time stack sets it)")
+    return ChangeSink(boto3.client("s3", config=DEFAULT_CONFIG), bucket)
 
 
 @logger.inject_lambda_context

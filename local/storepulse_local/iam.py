@@ -40,6 +40,19 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 DEPLOYMENT_POLICY_FILE = REPO_ROOT / "infra" / "iam" / "deployment-policy.json"
 DASHBOARD_POLICY_FILE = REPO_ROOT / "infra" / "iam" / "dashboard-policy.json"
 LAMBDA_SERVICE_PRINCIPAL = "lambda.amazonaws.com"
+# A function role's trust policy, as the stack's roles have it (for tests and benchmarks).
+LAMBDA_TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": LAMBDA_SERVICE_PRINCIPAL},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 _ADMIN_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],

@@ -7,6 +7,7 @@ Airflow tasks use the Amazon provider's hooks and the ``aws_default`` connection
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -26,3 +27,15 @@ def client(service: str, *, config: Config | None = None, **kwargs: Any) -> Any:
     return boto3.client(
         service, region_name=settings().region, config=config or DEFAULT_CONFIG, **kwargs
     )
+
+
+def query_items(table: Any, **query: Any) -> Iterator[dict[str, Any]]:
+    """Every item a DynamoDB ``Table`` resource's ``query`` matches, page after page. A loop,
+    not a paginator: boto3's paginators belong to clients, whose items come back as DynamoDB
+    JSON; the Table resource gives them as Python values (Decimal) directly."""
+    while True:
+        page = table.query(**query)
+        yield from page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return
+        query = {**query, "ExclusiveStartKey": page["LastEvaluatedKey"]}

@@ -12,10 +12,13 @@ Variables (defaults in brackets):
   0 uses the account that the ``aws_default`` connection and the AWS credential chain give.
 - ``STOREPULSE_AWS_PORT`` [5055]: port of the embedded AWS.
 - ``AWS_ENDPOINT_URL`` [unset]: boto3's own endpoint override; ``make up`` sets it to the
-  embedded AWS for the processes it starts.
+  embedded AWS for the processes it starts. ``AWS_ENDPOINT_URL_S3`` [unset], botocore's S3 one,
+  before it for S3: pyarrow's filesystem follows both as boto3 does (``storepulse.lake``).
 - ``STOREPULSE_AIRFLOW_PORT`` [8080]: port of Airflow's api-server (UI and REST API).
 - ``STOREPULSE_STATE_DIR`` [.run]: local state of ``make up`` (Airflow home with its SQLite
   database, pid file, logs), relative to the project root.
+- ``STOREPULSE_LAKE_BUCKET`` [unset]: the lake bucket instead of the real-time stack's
+  ``LakeBucket`` output (``storepulse.lake.bucket``); the stack sets it on its functions.
 - ``STOREPULSE_PROJECT_ROOT`` [see ``project_root``]: the folder holding ``infra/``,
   ``lambdas/`` and ``uv.lock`` (the deploy's templates, Lambda source and pins).
 """
@@ -55,6 +58,9 @@ class ConfigError(ValueError):
     """A setting has an invalid value; the message names the variable."""
 
 
+# Parsed by hand, not with pydantic-settings: the Lambda imports this module, and importing
+# pydantic_settings on top of the stream processor (pydantic already loaded) cost 0.9-1.4 s of
+# cold start against 31 ms for this module (`python -X importtime`, Dec 7 2026, load 10-15).
 @dataclass(frozen=True)
 class Settings:
     env: str
@@ -64,7 +70,9 @@ class Settings:
     airflow_port: int
     state_dir: Path
     aws_endpoint_url: str | None
+    s3_endpoint_url: str | None = None  # AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL
     build_dir: Path | None = None  # Lambda zips and their vendored wheels; None: <state dir>/build
+    lake_bucket: str | None = None  # None: the real-time stack's output (storepulse.lake.bucket)
 
     @property
     def lambda_build_dir(self) -> Path:
@@ -133,8 +141,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         aws_port=aws_port,
         airflow_port=_port(environ, "STOREPULSE_AIRFLOW_PORT", 8080),
         state_dir=state_dir if state_dir.is_absolute() else REPO_ROOT / state_dir,
-        aws_endpoint_url=environ.get("AWS_ENDPOINT_URL") or None,
+        aws_endpoint_url=(endpoint := environ.get("AWS_ENDPOINT_URL") or None),
+        s3_endpoint_url=environ.get("AWS_ENDPOINT_URL_S3") or endpoint,
         build_dir=Path(build).resolve() if (build := environ.get("STOREPULSE_BUILD_DIR")) else None,
+        lake_bucket=environ.get("STOREPULSE_LAKE_BUCKET") or None,
     )
 
 

@@ -111,9 +111,10 @@ def _put_settings(table: Any) -> None:
 
 
 @pytest.fixture
-def realtime_stack(embedded_aws: str, monkeypatch: pytest.MonkeyPatch) -> RealtimeStack:
+def realtime_stack(embedded_aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RealtimeStack]:
     """Tables, lake bucket, alert topic with a subscribed SQS queue, and a seeded catalogue."""
-    return provision_realtime_stack(monkeypatch)
+    yield provision_realtime_stack(monkeypatch)
+    settings.cache_clear()  # its lake bucket leaves with the environment
 
 
 def provision_realtime_stack(monkeypatch: pytest.MonkeyPatch) -> RealtimeStack:
@@ -134,6 +135,7 @@ def provision_realtime_stack(monkeypatch: pytest.MonkeyPatch) -> RealtimeStack:
     _put_settings(dynamodb.Table(table_name(Table.SETTINGS)))
     monkeypatch.setenv("STOREPULSE_LAKE_BUCKET", bucket)
     monkeypatch.setenv("STOREPULSE_ALERT_TOPIC_ARN", topic_arn)
+    settings.cache_clear()  # read again with the lake bucket
     return RealtimeStack(dynamodb, s3, sns, sqs, bucket, topic_arn, queue_url)
 
 

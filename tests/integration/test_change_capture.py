@@ -10,7 +10,6 @@ import dataclasses
 import importlib.util
 import io
 import json
-import uuid
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -36,24 +35,13 @@ from storepulse.lake.filesystem import s3_filesystem
 from storepulse.lake.freshness import FRESHNESS_KEY, read_freshness
 from storepulse.lake.manifest import current_files
 from storepulse.layout import Grain, Table, bucket_keys, day_bucket_key, table_name
-from storepulse_local.iam import LAMBDA_SERVICE
+from storepulse_local.iam import LAMBDA_SERVICE, LAMBDA_TRUST_POLICY
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
+from tests.integration.test_stream_processor import sale as sale_of_lines
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 PROCESSOR, CAPTURE = "storepulse-dev-stream-processor", "storepulse-dev-change-capture"
 CAPTURED = (Table.FACTS, Table.METRICS, Table.INVENTORY)
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 def _load(function_dir: str, name: str) -> ModuleType:
@@ -72,18 +60,7 @@ def _empty_zip() -> bytes:
 
 
 def sale(store: str, order: str, price: str, at: datetime = NOON_PARIS) -> ev.PosSaleV1:
-    return ev.PosSaleV1(
-        event_id=str(uuid.uuid4()),
-        store_id=store,
-        occurred_at=at,
-        order_id=order,
-        channel="in_store",
-        currency="EUR",
-        customer_id=None,
-        lines=[
-            ev.SaleLine(sku="tea-100g", category="grocery", quantity=1, unit_price=Decimal(price))
-        ],
-    )
+    return sale_of_lines(store, order, at, ("tea-100g", 1, price))
 
 
 class Pipeline:
@@ -97,7 +74,9 @@ class Pipeline:
         self.stream_arn = kinesis.describe_stream_summary(StreamName=self.stream)[
             "StreamDescriptionSummary"
         ]["StreamARN"]
-        role = aws("iam").create_role(RoleName="capture-test", AssumeRolePolicyDocument=TRUST)
+        role = aws("iam").create_role(
+            RoleName="capture-test", AssumeRolePolicyDocument=LAMBDA_TRUST_POLICY
+        )
         for name in (PROCESSOR, CAPTURE):
             aws("lambda").create_function(
                 FunctionName=name,
@@ -340,27 +319,13 @@ def test_the_capture_role_writes_changes_and_nothing_else(pipeline, monkeypatch)
     queue_url = sqs.create_queue(QueueName="capture-failures")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     iam = pipeline.aws("iam")
-    role = iam.create_role(RoleName="change-capture", AssumeRolePolicyDocument=TRUST)["Role"]
+    trust = LAMBDA_TRUST_POLICY
+    role = iam.create_role(RoleName="change-capture", AssumeRolePolicyDocument=trust)["Role"]
     policy = _capture_role_policy(pipeline, queue_arn["Attributes"]["QueueArn"])
     iam.put_role_policy(
         RoleName="change-capture", PolicyName="change-capture", PolicyDocument=json.dumps(policy)
     )
-    keys = LAMBDA_SERVICE.environment()
-    credentials = (
-        boto3.Session(
-            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        )
-        .client("sts")
-        .assume_role(RoleArn=role["Arn"], RoleSessionName=CAPTURE)["Credentials"]
-    )
-    as_role = boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name="us-east-1",
-    )
+    as_role = LAMBDA_SERVICE.assume(role["Arn"], CAPTURE)
     capture = _load("change_capture", "capture_iam_capture")
     monkeypatch.setattr(capture, "boto3", as_role)  # its clients: the role's (not the runtime's)
 

@@ -42,6 +42,7 @@ from storepulse.settings import (
 )
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import FROZEN_NOW, SHARD, STORES, RealtimeStack, invoke
+from tests.integration.test_stream_processor import sale as sale_of_lines
 
 NOW = FROZEN_NOW  # noon in Paris (the business's zone): the handler's and the dashboard's clock
 TODAY = date(2026, 11, 26)
@@ -70,17 +71,7 @@ def _envelope(store: str, at: datetime) -> dict[str, Any]:
 
 
 def sale(store: str, at: datetime, *lines: tuple[str, int, str]) -> ev.PosSaleV1:
-    categories = {"coffee-1kg": "grocery", "tea-100g": "grocery", "mug-blue": "kitchen"}
-    return ev.PosSaleV1(
-        **_envelope(store, at),
-        order_id=str(uuid.uuid4()),
-        channel="in_store",
-        currency="EUR",
-        lines=[
-            ev.SaleLine(sku=s, category=categories[s], quantity=q, unit_price=Decimal(p))
-            for s, q, p in lines
-        ],
-    )
+    return sale_of_lines(store, str(uuid.uuid4()), at, *lines)
 
 
 def web(kind: type[ev.WebEvent], store: str, at: datetime, session: str, **fields: Any):

@@ -27,8 +27,9 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
 from storepulse.aws import FAIL_FAST_CONFIG
+from storepulse.config import settings
 from storepulse.dashboard import history
-from storepulse.dashboard.app import Viewer
+from storepulse.dashboard.app import Viewer, _default_lake
 from storepulse.deploy.permissions import Account, CallRecorder, Policy, Statement
 from storepulse.deploy.stack import stack_name
 from storepulse.lake.freshness import record_freshness
@@ -199,7 +200,8 @@ def test_every_call_of_the_dashboard_is_allowed_by_its_policy(
     with _client(Viewer("admin", can_edit=True), lambda: history.Lake(bucket)) as client:
         serve_everything(client)
     monkeypatch.delenv("STOREPULSE_LAKE_BUCKET")
-    assert history.lake_bucket() is None  # no stack deployed: looked up, not found
+    settings.cache_clear()
+    assert _default_lake() is None  # no stack deployed: looked up, not found
 
     operations = recorder.operations()
     assert operations["dynamodb"] == {"GetItem", "BatchGetItem", "Query", "PutItem"}
@@ -236,14 +238,6 @@ def test_every_call_of_the_dashboard_is_allowed_by_its_policy(
 # --------------------------------------------------------------- with the principal's own keys
 
 
-def _session(principal_env: dict[str, str]) -> boto3.Session:
-    return boto3.Session(
-        aws_access_key_id=principal_env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=principal_env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-    )
-
-
 def _refused(call: Any) -> str:
     with pytest.raises(ClientError) as refused:
         call()
@@ -266,7 +260,7 @@ def test_the_dashboard_principal_serves_the_dashboard_and_nothing_more(
         trend = client.get("/api/history/trend", params={"days": 7, "end": END.isoformat()})
         assert trend.json()["current"]["totals"]["revenue"] == "70.00"
 
-    dashboard = _session(DASHBOARD.environment())
+    dashboard = DASHBOARD.session()
     assert dashboard.client("sts").get_caller_identity()["Arn"] == DASHBOARD.arn
     dynamodb = dashboard.resource("dynamodb", config=FAIL_FAST_CONFIG)
     metrics = dynamodb.Table(table_name(Table.METRICS))

@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
@@ -435,11 +434,7 @@ def test_an_order_arriving_during_the_export_is_reconciled_on_the_tables(
     staged = {"orders": orders, "daily_store_metrics": metrics}
     tables = {name: read_staged(fs, report.files) for name, report in staged.items()}
     # Read as the nightly export's audit reads: the deployment principal, IAM enforced.
-    deployer = boto3.Session(
-        aws_access_key_id=DEPLOYER.access_key_id,
-        aws_secret_access_key=DEPLOYER.secret_access_key,
-        region_name="us-east-1",
-    ).resource("dynamodb")
+    deployer = DEPLOYER.session().resource("dynamodb")
     live = table_revenue(
         deployer.Table(table_name(Table.FACTS)), deployer.Table(table_name(Table.METRICS)), DAY
     )

@@ -28,24 +28,13 @@ from storepulse import events as ev
 from storepulse.config import REPO_ROOT, settings
 from storepulse.deploy.package import artifacts_bucket, build_lambda_zip
 from storepulse.layout import Grain, Table, bucket_keys
+from storepulse_local.iam import LAMBDA_TRUST_POLICY
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
 from tests.integration.test_stream_processor import NOON_PARIS
 from tests.integration.test_stream_processor import sale as sale_of_lines
 
 FUNCTION = "storepulse-dev-recorder"
 ROLE = "storepulse-dev-recorder-role"
-TRUST_POLICY = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 # What the stream processor calls, on any resource: the runtime runs it with this role's
 # credentials (the embedded AWS enforces IAM); least privilege is test_iam_enforced's subject.
 ROLE_POLICY = json.dumps(
@@ -228,7 +217,8 @@ def setup(aws_client) -> Setup:
     kinesis.create_stream(StreamName=name, ShardCount=2)
     arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
     iam = aws_client("iam")
-    role_arn = iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=TRUST_POLICY)["Role"]["Arn"]
+    role = iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=LAMBDA_TRUST_POLICY)["Role"]
+    role_arn = role["Arn"]
     iam.put_role_policy(RoleName=ROLE, PolicyName="stream-processor", PolicyDocument=ROLE_POLICY)
     sqs = aws_client("sqs")
     queue_url = sqs.create_queue(QueueName="stream-failures")["QueueUrl"]

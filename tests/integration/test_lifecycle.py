@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from storepulse.config import REPO_ROOT
+from storepulse.config import REPO_ROOT, settings
 from storepulse.lake.bucket import lake_bucket
 from storepulse.lifecycle import (
     LifecycleConfig,
@@ -192,12 +192,16 @@ def lake_stack(aws_client: Client) -> Lake:
     return Lake(s3, BUCKET)
 
 
-def test_the_bucket_comes_from_the_stack_or_the_override(
-    lake_stack: Lake, aws_client: Client
+def test_the_bucket_comes_from_the_param_the_environment_or_the_stack(
+    lake_stack: Lake, aws_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfn = aws_client("cloudformation")
-    assert lake_bucket(cfn, "dev") == lake_stack.bucket
-    assert lake_bucket(cfn, "dev", "another-bucket") == "another-bucket"
+    assert lake_bucket(cfn) == lake_stack.bucket
+    assert lake_bucket(cfn, "another-bucket") == "another-bucket"
+    monkeypatch.setenv("STOREPULSE_LAKE_BUCKET", "configured-bucket")
+    settings.cache_clear()
+    assert lake_bucket(cfn) == "configured-bucket"
+    assert lake_bucket(cfn, "another-bucket") == "another-bucket"  # a run's param first
 
 
 @pytest.fixture

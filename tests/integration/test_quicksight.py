@@ -526,16 +526,10 @@ def test_the_refresh_dag_runs_on_the_embedded_aws(lake: Lake, tmp_path) -> None:
 
 def _as_deployer(recorder: Any) -> Any:
     """Clients signed as Airflow's deployment principal, their calls recorded."""
-    import boto3
-
     from storepulse.aws import FAIL_FAST_CONFIG
     from storepulse_local.iam import DEPLOYER
 
-    session = boto3.Session(
-        aws_access_key_id=DEPLOYER.access_key_id,
-        aws_secret_access_key=DEPLOYER.secret_access_key,
-        region_name="us-east-1",
-    )
+    session = DEPLOYER.session()
     recorder.attach(session)
     return lambda service: session.client(service, config=FAIL_FAST_CONFIG)
 

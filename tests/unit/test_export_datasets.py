@@ -19,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 
+from storepulse.config import settings
 from storepulse.export import DATASET_NAMES
 from storepulse.export.datasets import (
     DATASETS,
@@ -430,6 +431,7 @@ def test_open_filesystem_for_local_paths_and_s3(monkeypatch: pytest.MonkeyPatch)
     fs, path = open_filesystem("file:///tmp/x/../lake")
     assert (fs.type_name, path) == ("local", "/tmp/lake")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5055")
+    settings.cache_clear()
     fs, path = open_filesystem("s3://lake/staging/orders/")
     assert (fs.type_name, path) == ("s3", "lake/staging/orders")
     options = fs.__reduce__()[1][0]  # pyarrow exposes its options only this way

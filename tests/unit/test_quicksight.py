@@ -78,6 +78,14 @@ def test_placeholders_are_resolved(decl: qs.Declarations) -> None:
     assert table["Parameters"]["storage.location.template"] == "s3://lake/curated/orders/dt=${dt}/"
 
 
+def test_the_lake_bucket_is_given_never_named() -> None:
+    """Refresh plans need no bucket; what reads the lake refuses to guess one."""
+    decl = qs.load_declarations(env="dev", account_id=ACCOUNT)
+    assert decl.data_sets["orders"].id == "storepulse-dev-orders"
+    with pytest.raises(qs.DeclarationError, match="without a lake bucket"):
+        qs.glue_table_input(decl, decl.data_sets["orders"])
+
+
 def test_the_declared_columns_are_the_exports_schemas(decl: qs.Declarations) -> None:
     """Same columns (derived from them when the file is loaded), and Athena reads each export
     type as declared (the lake's contract)."""

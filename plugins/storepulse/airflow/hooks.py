@@ -24,7 +24,8 @@ def quicksight_client() -> tuple[Any, str]:
 
 
 def quicksight_declarations(account_id: str, region: str, lake_bucket: str | None = None) -> Any:
-    """``infra/quicksight/datasets.json`` for this environment, account and region."""
+    """``infra/quicksight/datasets.json`` for this environment, account and region; with the
+    ``lake_bucket`` task's bucket where the lake is read (deploy, access), else without one."""
     from storepulse.config import settings
     from storepulse.quicksight import load_declarations
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 from boto3.dynamodb.conditions import Key as KeyCondition
 
+from storepulse.aws import query_items
 from storepulse.clock import Clock, system_clock
 from storepulse.export.datasets import Row
 from storepulse.layout import hour_buckets, utc_hour
@@ -64,19 +65,14 @@ def table_hours(metrics: Any) -> HourlyMetrics:
     """The hour buckets from the metrics table (a boto3 ``Table``), one query per store."""
 
     def read(store: str, day: date) -> dict[str, HourMetrics]:
-        query: dict[str, Any] = {
-            "KeyConditionExpression": KeyCondition("pk").eq(hour_buckets(store, day)),
-            "ConsistentRead": True,
+        condition = KeyCondition("pk").eq(hour_buckets(store, day))
+        return {
+            item["sk"]: HourMetrics(
+                int(item.get("orders", 0)),
+                Decimal(item.get("revenue", 0)).quantize(Decimal("0.01")),
+            )
+            for item in query_items(metrics, KeyConditionExpression=condition, ConsistentRead=True)
         }
-        hours: dict[str, HourMetrics] = {}
-        while True:
-            page = metrics.query(**query)
-            for item in page["Items"]:
-                revenue = Decimal(item.get("revenue", 0)).quantize(Decimal("0.01"))
-                hours[item["sk"]] = HourMetrics(int(item.get("orders", 0)), revenue)
-            if "LastEvaluatedKey" not in page:
-                return hours
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     return read
 

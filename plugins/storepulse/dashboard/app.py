@@ -177,8 +177,19 @@ class Services:
 
 
 def _default_lake() -> history.Lake | None:
-    bucket = history.lake_bucket()
-    return history.Lake(bucket) if bucket else None
+    """The lake of ``storepulse.lake.bucket``, else None (not deployed, no access: the history
+    says so, and ``Services.lake`` looks again a minute later)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from storepulse import aws
+    from storepulse.deploy.stack import DeployError
+    from storepulse.lake.bucket import lake_bucket
+
+    try:
+        return history.Lake(lake_bucket(aws.client("cloudformation")))
+    except (DeployError, ClientError, BotoCoreError, KeyError) as exc:
+        log.warning("no lake for the dashboard's history: %s", exc)
+        return None
 
 
 def _services(request: Request) -> Services:

@@ -24,7 +24,6 @@ Periods end yesterday (the newest complete business day, in the business's time 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
@@ -39,7 +38,6 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, Field
 
 from storepulse import aws
-from storepulse.config import settings
 from storepulse.lake.manifest import MANIFEST_NAME, ManifestReader
 from storepulse.lake.paths import CURATED, ROLLUPS
 from storepulse.layout import COUNTERS, MONEY_COUNTERS
@@ -71,24 +69,6 @@ def warm_up() -> None:
     import pyarrow.parquet
 
     pa.array([0]).to_pylist()
-
-
-# --- where the lake is -------------------------------------------------------------------------
-
-
-def lake_bucket() -> str | None:
-    """``STOREPULSE_LAKE_BUCKET``, else the deployed stack's ``LakeBucket`` output, else None."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from storepulse.deploy.stack import DeployError
-    from storepulse.lake.bucket import lake_bucket as find_lake_bucket
-
-    override = os.environ.get("STOREPULSE_LAKE_BUCKET")
-    try:
-        return find_lake_bucket(aws.client("cloudformation"), settings().env, override)
-    except (DeployError, ClientError, BotoCoreError, KeyError) as exc:  # not deployed, no access
-        log.warning("no lake for the dashboard's history: %s", exc)
-        return None
 
 
 # --- reading partitions ------------------------------------------------------------------------

@@ -1,13 +1,13 @@
 """The one pyarrow filesystem factory of the lake: a local path or an ``s3://`` URI.
 
 S3 follows ``endpoint_url``, else ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set (botocore's
-own variables, unset on real AWS), with path-style addressing as a non-AWS endpoint serves;
-credentials are given (an Airflow connection's) or come from the default AWS chain.
+own variables, unset on real AWS, read by ``storepulse.config``), with path-style addressing as a
+non-AWS endpoint serves; credentials are given (an Airflow connection's) or come from the default
+AWS chain.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,7 @@ MAX_ATTEMPTS = 5
 
 
 def s3_endpoint(endpoint_url: str | None = None) -> str | None:
-    return (
-        endpoint_url
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or None
-    )
+    return endpoint_url or settings().s3_endpoint_url
 
 
 def s3_filesystem(

@@ -136,7 +136,7 @@ def rules_parquet(rls: RowLevelSecurity, rows: list[dict[str, str | None]]) -> b
 
 def _rules_key(decl: Declarations) -> tuple[str, str]:
     _, rls = _parts(decl)
-    return decl.data_source.lake_bucket, rls.data_set.s3_prefix + RULES_FILE
+    return decl.data_source.bucket, rls.data_set.s3_prefix + RULES_FILE
 
 
 def rules_written(s3: Any, decl: Declarations, rows: list[dict[str, str | None]]) -> bool:

@@ -130,7 +130,17 @@ class DataSource:
     work_group: str
     catalog: str
     database: str
-    lake_bucket: str
+    lake_bucket: str | None  # None: loaded without one (refresh plans and checks need none)
+
+    @property
+    def bucket(self) -> str:
+        """The lake bucket the data sets read; fails closed when loaded without one."""
+        if not self.lake_bucket:
+            raise DeclarationError(
+                "the declarations were loaded without a lake bucket: pass lake_bucket= "
+                "(storepulse.lake.bucket.lake_bucket finds it)"
+            )
+        return self.lake_bucket
 
 
 @dataclass(frozen=True)
@@ -528,6 +538,7 @@ def parse(raw: Mapping[str, Any], **values: str) -> Declarations:
         raise DeclarationError("invalid QuickSight declarations:\n- " + "\n- ".join(problems))
     doc = _resolve(with_lake_columns(raw)[0], values)
     source, rls = doc["data_source"], doc.get("row_level_security")
+    bucket = None if _PLACEHOLDER.search(source["lake_bucket"]) else source["lake_bucket"]
     permissions = doc.get("permissions") or {}
     return Declarations(
         data_source=DataSource(
@@ -536,7 +547,7 @@ def parse(raw: Mapping[str, Any], **values: str) -> Declarations:
             work_group=source["work_group"],
             catalog=source["catalog"],
             database=source["database"],
-            lake_bucket=source["lake_bucket"],
+            lake_bucket=bucket,
         ),
         data_sets={d["name"]: _data_set(d) for d in doc["data_sets"]},
         dashboard=Dashboard(
@@ -572,8 +583,8 @@ def load_declarations(
 ) -> Declarations:
     """The declarations file, validated and resolved for one environment and account.
 
-    ``lake_bucket`` defaults to the real-time stack's naming, ``storepulse-<env>-lake-<account>``
-    (pass the stack's ``LakeBucket`` output when it is known)."""
+    ``lake_bucket`` (``storepulse.lake.bucket.lake_bucket``) is needed by what reads the lake
+    (Glue tables, the row-level-security rules); without it ``data_source.bucket`` raises."""
     raw = json.loads(path.read_text())
-    bucket = lake_bucket or f"storepulse-{env}-lake-{account_id}"
-    return parse(raw, env=env, region=region, account_id=account_id, lake_bucket=bucket)
+    values = {"env": env, "region": region, "account_id": account_id}
+    return parse(raw, **values, **({"lake_bucket": lake_bucket} if lake_bucket else {}))

@@ -249,7 +249,7 @@ def glue_table_input(decl: Declarations, data_set: DataSet) -> dict[str, Any]:
     from storepulse.export.datasets import DATASETS
     from storepulse.lake import tables
 
-    bucket = decl.data_source.lake_bucket
+    bucket = decl.data_source.bucket
     if data_set.name in DATASETS:
         return tables.glue_table_input(DATASETS[data_set.name], bucket)
     return tables.table_input(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from storepulse.cache import TtlCache
 from storepulse.settings.models import (
     AlertRuleSettings,
     BusinessProfile,
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEZONE: Final = "UTC"
 DEFAULT_BUSINESS_NAME: Final = "StorePulse"
 DEFAULT_CURRENCY: Final = "EUR"  # no profile and no store
+_CATALOG: Final = "catalog"  # the one entry of CachedCatalog's cache
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def load_catalog(table: Any, rules: bool = True) -> Catalog:
 
 
 class CachedCatalog:
-    """``load()`` re-reads the table when the cached copy is older than ``ttl`` seconds."""
+    """``load()`` re-reads the table when the cached copy is older than ``ttl`` seconds (the
+    project's ``TtlCache``, one entry); ``reload()`` re-reads at once, throttled."""
 
     def __init__(
         self,
@@ -93,15 +96,12 @@ class CachedCatalog:
         ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._loader, self._ttl, self._clock = loader, ttl, clock
-        self._cached: Catalog | None = None
-        self._loaded_at = 0.0
+        self._loader, self._clock = loader, clock
+        self._cache = TtlCache(ttl, clock=clock)
         self._reloaded_at: float | None = None
 
     def load(self) -> Catalog:
-        if self._cached is None or self._clock() - self._loaded_at > self._ttl:
-            self._cached, self._loaded_at = self._loader(), self._clock()
-        return self._cached
+        return self._cache.get(_CATALOG, self._loader)
 
     def reload(self, min_interval: float = 5.0) -> bool:
         """Re-read now (a record names a store the copy lacks), unless a re-read was forced
@@ -111,6 +111,6 @@ class CachedCatalog:
         now = self._clock()
         if self._reloaded_at is not None and now - self._reloaded_at < min_interval:
             return False
-        self._cached, self._loaded_at = self._loader(), now
+        self._cache.put(_CATALOG, self._loader(), now)
         self._reloaded_at = now
         return True

@@ -247,18 +247,8 @@ class SettingsStore:
     # --- reading ---
 
     def _query(self, kind: SettingsKind) -> Iterable[dict[str, Any]]:
-        # A loop, not a paginator: boto3's paginators belong to clients, whose items come back
-        # as DynamoDB JSON; the Table resource gives them as Python values (Decimal) directly.
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": KeyCondition("pk").eq(kind.value),
-            "ConsistentRead": True,
-        }
-        while True:
-            page = self.table.query(**kwargs)
-            yield from page["Items"]
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        condition = KeyCondition("pk").eq(kind.value)
+        return aws.query_items(self.table, KeyConditionExpression=condition, ConsistentRead=True)
 
     @staticmethod
     def _parse(model: type[M], item: Mapping[str, Any]) -> M:

@@ -55,6 +55,8 @@ class StreamResources:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> StreamResources:
+        # The stream processor function's own variables, set by the stack (tests pass a
+        # mapping): its one reader of them; everything else reads storepulse.config.
         def table(kind: Table) -> str:
             return environ.get(f"STOREPULSE_{kind.name}_TABLE") or table_name(kind)
 
