@@ -127,7 +127,8 @@ def _new_conversion(paths: list[str]) -> int:
     from storepulse.layout import Table
 
     datasets, day, rows = datasets_of(Table.FACTS), _day(), 0
-    for items in columnar.export_batches(_LocalS3(), _export(paths), columnar.parse_schema()):
+    schema = columnar.parse_schema(datasets)  # as staging does: the table's data sets' attributes
+    for items in columnar.export_batches(_LocalS3(), _export(paths), schema):
         batch = columnar.Items(items)  # as staging does: the data sets share their attributes
         rows += sum(columnar.columnar_rows(d, batch, day).table.num_rows for d in datasets)
     return rows

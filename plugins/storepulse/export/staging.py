@@ -219,7 +219,7 @@ def _stage_columnar(
     read = 0
     with ExitStack() as stack:
         writers = open_writers(stack, root, datasets, day, options=options, filesystem=fs)
-        for items in columnar.export_batches(s3, export, columnar.parse_schema()):
+        for items in columnar.export_batches(s3, export, columnar.parse_schema(datasets)):
             read += len(items)
             batch = columnar.Items(items)  # each attribute unwrapped once for all data sets
             for d in datasets:
