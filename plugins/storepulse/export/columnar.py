@@ -44,8 +44,10 @@ __all__ = [
     "item_type",
 ]
 
-BLOCK_BYTES = 8 << 20  # JSON per batch: ~12k order items; memory flat whatever the table, and
-# fewer batches than at 4 MiB pay less per-batch work (~10% less CPU, measured 2026-12-07)
+# JSON per batch: ~6k order items, so memory is flat whatever the table. 8 MiB measured up to
+# ~10% less CPU in one process but more peak memory at 1M items (1.18-1.29x the 100k peak against
+# 1.16x), within the benchmark's noise on a loaded machine: kept at 4 MiB (2026-12-07).
+BLOCK_BYTES = 4 << 20
 FALLBACK_ERRORS: tuple[type[Exception], ...] = (
     pa.ArrowInvalid,
     pa.ArrowTypeError,
