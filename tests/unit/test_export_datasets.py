@@ -397,6 +397,29 @@ def test_spilled_runs_merge_to_the_same_files_as_an_in_memory_sort(tmp_path: Pat
     ]
 
 
+def test_a_two_column_key_merges_across_runs_and_a_key_in_two_runs_is_refused(
+    tmp_path: Path,
+) -> None:
+    lines = DATASETS["order_lines"]
+    rows = [
+        {"order_id": f"o-{n % 97:03d}", "line_number": n, "store_id": "s-001"}
+        | {"business_date": date(2026, 11, 27), "sku": "k", "category": "c", "quantity": 1}
+        | {"unit_price": Decimal("1.00"), "amount": Decimal("1.00")}
+        for n in random.Random(5).sample(range(1, 700), 699)
+    ]
+    small = WriterOptions(batch_rows=32, run_rows=64, row_group_rows=100, merge_window_rows=8)
+    spilled = write_rows(rows, str(tmp_path / "s"), lines.schema, sort_by=lines.key, options=small)
+    in_memory = WriterOptions(row_group_rows=100)
+    direct = write_rows(
+        rows, str(tmp_path / "d"), lines.schema, sort_by=lines.key, options=in_memory
+    )
+    assert _bytes(spilled.files) == _bytes(direct.files)
+    with pytest.raises(WriteError, match="duplicate key"):  # the copies land in two runs
+        write_rows(
+            rows + rows[:1], str(tmp_path / "x"), lines.schema, sort_by=lines.key, options=small
+        )
+
+
 def test_files_roll_over_and_a_rerun_replaces_every_part(tmp_path: Path) -> None:
     orders, folder = DATASETS["orders"], str(tmp_path / "day")
     options = WriterOptions(row_group_rows=100, max_file_bytes=1)  # one row group per file

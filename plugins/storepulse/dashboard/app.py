@@ -166,6 +166,22 @@ class Services:
             EMPLOYEES, lambda: self.settings_store.list_valid(EmployeeSettings)
         )
 
+    def warm_lake(self) -> None:
+        """At the app's start: find the lake and read the rollups the longest trend reads (its
+        period and the one before)."""
+        with self._lock:
+            found = self._lake
+        lake = found[1] if found else self.lake_factory()
+        if lake is None:
+            return  # not remembered: the first request looks for the lake as it always did
+        with self._lock:
+            self._lake = self._lake or (time.monotonic(), lake)
+            lake = self._lake[1]
+        last = self.clock().date()
+        first = last - timedelta(days=2 * max(history.PERIODS) + 1)
+        if lake is not None:
+            lake.prefetch(history.STORE_METRICS, first, last)
+
     def lake(self) -> history.Lake | None:
         """The lake, found once; while there is none, looked for again every minute."""
         now = time.monotonic()
@@ -304,7 +320,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         openapi_url=None,  # served below, behind the login
     )
     app.state.services = services or Services.connect()
-    app.state.warmed = _start_warm_up()
+    app.state.warmed = _start_warm_up(app.state.services)
     _add_headers(app)
     _add_login_hint(app)
     _page_routes(app)
@@ -315,18 +331,22 @@ def create_app(services: Services | None = None) -> FastAPI:
     return app
 
 
-def _start_warm_up() -> threading.Event:
-    """The history's one-off costs (``history.warm_up``) paid in the background as the app is
-    built, not by the first request after a start (also when Airflow mounts the app, where a
-    sub-app's lifespan never runs). The event is set when done."""
+def _start_warm_up(services: Services) -> threading.Event:
+    """The history's one-off costs (``history.warm_up``, then the lake's rollups) paid in the
+    background as the app is built, not by the first request after a start (also when Airflow
+    mounts the app, where a sub-app's lifespan never runs). The event is set when done."""
     done = threading.Event()
-    threading.Thread(target=_warm, args=(done,), daemon=True, name="history-warm-up").start()
+    thread = threading.Thread(
+        target=_warm, args=(services, done), daemon=True, name="history-warm-up"
+    )
+    thread.start()
     return done
 
 
-def _warm(done: threading.Event) -> None:
+def _warm(services: Services, done: threading.Event) -> None:
     try:
         history.warm_up()
+        services.warm_lake()
     except Exception:  # the first request meets the same problem, and reports it
         log.warning("history warm-up failed", exc_info=True)
     finally:

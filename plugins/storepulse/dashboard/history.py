@@ -216,6 +216,12 @@ class Lake:
             rows += [r for r in year_rows if first <= r["business_date"] <= last]
         return rows, covered
 
+    def prefetch(self, dataset: str, first: date, last: date) -> None:
+        """Read the rollups of ``first``..``last`` into the cache (at the app's start, so the
+        first request after a start finds them: it then lists, and reads nothing unchanged)."""
+        if self.use_rollups:
+            self._rollup_rows(dataset, first, last)
+
     def _rollup_objects(self, dataset: str) -> dict[int, dict[str, Any]]:
         """Year -> listing entry of the newest version's rollups of ``dataset``."""
         prefix = f"{self.root}/{ROLLUPS}/{dataset}/"

@@ -219,10 +219,11 @@ def _stage_columnar(
     read = 0
     with ExitStack() as stack:
         writers = open_writers(stack, root, datasets, day, options=options, filesystem=fs)
-        for items in columnar.export_batches(s3, export, columnar.parse_schema()):
+        for items in columnar.export_batches(s3, export, columnar.parse_schema(datasets)):
             read += len(items)
+            batch = columnar.Items(items)  # each attribute unwrapped once for all data sets
             for d in datasets:
-                built = columnar.columnar_rows(d, items, day)
+                built = columnar.columnar_rows(d, batch, day)
                 source_rows[d.name] += built.source_rows
                 writers[d.name].add_table(built.table)
         reports = {name: writer.close() for name, writer in writers.items()}

@@ -120,6 +120,9 @@ class _PartFiles:
     def abort(self) -> None:
         """Remove what was written: a half-written part must not pass for a partition."""
         if self._sink is not None:
+            if self._writer is not None:  # first, or its finaliser writes to a closed sink
+                with suppress(Exception):
+                    self._writer.close()
             self._sink.close()
             self._sink, self._writer = None, None
         for path in self.files:
@@ -196,38 +199,46 @@ class _Run:
         return batch
 
 
-def _position(table: pa.Table, keys: Sequence[str], key: tuple[Any, ...]) -> int:
-    """Index of the row whose key is ``key`` in ``table`` (keys are unique)."""
-    mask = None
-    for name, value in zip(keys, key, strict=True):
-        equal = pc.equal(table[name], pa.scalar(value, table.schema.field(name).type))
-        mask = equal if mask is None else pc.and_(mask, equal)
-    found = int(pc.index(mask, True).as_py())
-    if found < 0:  # cannot happen with sorted, unique runs; never loop on it
-        raise WriteError(f"merge lost the key ({', '.join(keys)}) = {key}")
-    return found
+def _upto(table: pa.Table, keys: Sequence[str], bound: tuple[Any, ...]) -> int:
+    """How many rows of sorted ``table`` have a key up to ``bound`` (lexicographic, nulls last
+    as ``_sort`` puts them)."""
+    upto = None
+    for name, value in reversed(list(zip(keys, bound, strict=True))):
+        column = table[name]
+        if value is None:
+            less, equal = pc.is_valid(column), pc.is_null(column)
+        else:
+            scalar = pa.scalar(value, table.schema.field(name).type)
+            less = pc.fill_null(pc.less(column, scalar), False)
+            equal = pc.fill_null(pc.equal(column, scalar), False)
+        upto = pc.or_(less, equal) if upto is None else pc.or_(less, pc.and_(equal, upto))
+    return int(pc.sum(upto).as_py() or 0) if upto is not None else table.num_rows
 
 
 def _merged(
     runs: list[str], keys: Sequence[str], schema: pa.Schema, options: WriterOptions
 ) -> Iterator[pa.Table]:
-    """Sorted runs merged into sorted tables, in Arrow: a buffer holds one batch per run; rows
-    up to the smallest "last key loaded" of the runs not yet exhausted cannot be preceded by any
-    row still on disk, so they go out; then that run loads its next batch. Memory: one batch of
-    each run, whatever the partition's size."""
+    """Sorted runs merged into sorted tables, in Arrow: each run has a window of its rows in
+    memory; rows up to the smallest "last key loaded" of the runs not yet exhausted cannot be
+    preceded by any row still on disk, so each window's rows up to it are sorted together and
+    go out (every row is sorted once more, with the others of its step); then that run loads
+    its next batch. Memory: about one batch of each run, whatever the partition's size."""
     readers = [_Run(path, keys) for path in runs]
-    buffer = _sort(pa.Table.from_batches([r.load() for r in readers], schema), keys)
+    windows = [pa.Table.from_batches([r.load()], schema) for r in readers]
     while True:
-        pending = [r for r in readers if not r.exhausted and r.last is not None]
+        pending = [n for n, r in enumerate(readers) if not r.exhausted and r.last is not None]
         if not pending:
             break
-        bound = min(pending, key=lambda r: r.last)  # type: ignore[arg-type, return-value]
-        cut = _position(buffer, keys, bound.last) + 1  # type: ignore[arg-type]
-        yield _checked(buffer.slice(0, cut), keys)
-        loaded = pa.Table.from_batches([bound.load()], schema)
-        buffer = _sort(pa.concat_tables([buffer.slice(cut), loaded]), keys)
-    if buffer.num_rows:
-        yield _checked(buffer, keys)
+        bound = min(pending, key=lambda n: readers[n].last)  # type: ignore[arg-type, return-value]
+        cuts = [_upto(w, keys, readers[bound].last) for w in windows]  # type: ignore[arg-type]
+        step = pa.concat_tables([w.slice(0, cut) for w, cut in zip(windows, cuts, strict=True)])
+        yield _checked(_sort(step, keys), keys)
+        windows = [w.slice(cut) for w, cut in zip(windows, cuts, strict=True)]
+        loaded = pa.Table.from_batches([readers[bound].load()], schema)
+        windows[bound] = pa.concat_tables([windows[bound], loaded])
+    rest = pa.concat_tables(windows)
+    if rest.num_rows:
+        yield _checked(_sort(rest, keys), keys)
 
 
 def _checked(table: pa.Table, keys: Sequence[str]) -> pa.Table:
