@@ -531,7 +531,7 @@ def nightly_export() -> None:
         run only: a rerun or a backfill triggers none, so re-publishes never cascade)."""
         from datetime import timedelta
 
-        from storepulse.export.incremental import MAX_LOOKBACK, logical_date_of
+        from storepulse.export.incremental import MAX_LOOKBACK, nightly_run_of
 
         tasks = [f"stage_{table.value}" for table in SOURCE_TABLES]
         pulled = ti.xcom_pull(task_ids=tasks, key="late_days") if ti is not None else []
@@ -550,8 +550,14 @@ def nightly_export() -> None:
         )
         runs = []
         for late in chosen:
-            logical = logical_date_of(late, resolved["reference"]["timezone"]).isoformat()
-            runs.append({"logical_date": logical, "trigger_run_id": f"scheduled__{logical}"})
+            run = nightly_run_of(late, resolved["reference"]["timezone"])
+            runs.append(
+                {
+                    "logical_date": run.logical_date.isoformat(),
+                    "run_after": run.run_after.isoformat(),
+                    "trigger_run_id": run.run_id,
+                }
+            )
         return runs
 
     audited = audit(resolved, staged)
