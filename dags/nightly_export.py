@@ -5,11 +5,12 @@ Every night the day's data becomes `s3://<lake>/curated/<dataset>/dt=YYYY-MM-DD/
 versioned Arrow schema per data set, `storepulse.export.datasets`), audited by Great
 Expectations before anything is published. One run per data interval, **without catch-up**:
 a first start (or a scheduler down for days) runs only the latest day, never a burst of runs
-for days before the stack existed. Export past days on purpose: one day with
-`airflow dags trigger nightly_export --logical-date 2026-12-01T00:00:00+00:00`, a range with
-`airflow backfill create --dag-id nightly_export --from-date 2026-11-23 --to-date 2026-12-01`
-(`--reprocess-behavior completed` to redo days already exported); rerunning (clearing) a day
-is an ordinary operation: an unchanged day publishes nothing new.
+for days before the stack existed. Export past days on purpose with a backfill, one day or a
+range: `airflow backfill create --dag-id nightly_export --from-date 2026-11-23 --to-date
+2026-12-01` (`--reprocess-behavior completed` to redo days already exported). Not `airflow dags
+trigger --logical-date D`: Airflow 3.3 gives a triggered run the day that ended before it was
+triggered (through the REST API: before D), not D. Rerunning (clearing) a day is an ordinary
+operation: an unchanged day publishes nothing new.
 
 0. **wait_for_stack**: waits (rescheduled, freeing its worker slot) until the real-time stack
    exists and serves: a run scheduled before the first deploy waits for it instead of failing.
@@ -68,8 +69,10 @@ real-time path files them: data that arrives later is exported by rerunning its 
 
 7. **republish_late_days**: the incremental export also sees items of earlier days that changed
    (late events: a POS syncing yesterday's sales); the current night's run clears each such
-   day's run (at most 4 days back), which re-exports and re-publishes that day alone (its own
-   window, audited as always). Reruns and backfills trigger none (no cascade).
+   day's scheduled run (at most 4 days back; Airflow names it by its interval's end,
+   `scheduled__<D+1>T00:00:00+00:00`, or creates it with that interval), which re-exports and
+   re-publishes that day alone (its own window, audited as always). Reruns and backfills
+   (an interval that ended more than a day ago) trigger none (no cascade).
 
 Heavy libraries (pyarrow, pandas, great_expectations) are imported inside tasks only.
 """
@@ -533,7 +536,7 @@ def nightly_export() -> None:
         run only: a rerun or a backfill triggers none, so re-publishes never cascade)."""
         from datetime import timedelta
 
-        from storepulse.export.incremental import MAX_LOOKBACK, logical_date_of
+        from storepulse.export.incremental import MAX_LOOKBACK, nightly_run_of
 
         tasks = [f"stage_{table.value}" for table in SOURCE_TABLES]
         pulled = ti.xcom_pull(task_ids=tasks, key="late_days") if ti is not None else []
@@ -552,8 +555,14 @@ def nightly_export() -> None:
         )
         runs = []
         for late in chosen:
-            logical = logical_date_of(late, resolved["reference"]["timezone"]).isoformat()
-            runs.append({"logical_date": logical, "trigger_run_id": f"scheduled__{logical}"})
+            run = nightly_run_of(late, resolved["reference"]["timezone"])
+            runs.append(
+                {
+                    "logical_date": run.logical_date.isoformat(),
+                    "run_after": run.run_after.isoformat(),
+                    "trigger_run_id": run.run_id,
+                }
+            )
         return runs
 
     audited = audit(resolved, staged)

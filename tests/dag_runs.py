@@ -18,15 +18,57 @@ from typing import Any
 from storepulse.config import REPO_ROOT
 from storepulse_local.iam import DEPLOYER
 
+CLOCK_SHIFT = "STOREPULSE_CLOCK_SHIFT_SECONDS"
+CLOCK_SHIFT_PATH = REPO_ROOT / "tests" / "clock_shift"
+
 # Runs each {"dag_id", "logical_date", "conf"} of argv[2] in turn and prints one RESULT line:
-# per run its state, task states (mapped ones as task[index]), XComs and emitted asset events.
+# per run its state, task states (mapped ones as task[index]), XComs, emitted asset events and
+# every run of the DAG then (run id: state, type, data interval). dag.test() makes a manual run;
+# {"dag_id", "run_after", "scheduled": true} makes the run the scheduler makes for the interval
+# ending at run_after, or runs that one again (a cleared run is queued: no scheduler here).
 RUNNER = """
 import json, sys, time
 from datetime import datetime
+import airflow.models.dagrun as dagruns
 from airflow.dag_processing.dagbag import DagBag
 from airflow.models.asset import AssetEvent
 from airflow.models.xcom import XComModel
+from airflow.serialization.encoders import coerce_to_core_timetable
 from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from sqlalchemy import select
+
+manual_run = dagruns.get_or_create_dagrun
+
+def scheduled_run(*, dag, run_after, conf, session, **_):
+    interval = dag.timetable.infer_manual_data_interval(run_after=run_after)
+    run_id = dag.timetable.generate_run_id(
+        run_type=DagRunType.SCHEDULED, run_after=run_after, data_interval=interval
+    )
+    query = select(dagruns.DagRun).where(
+        dagruns.DagRun.dag_id == dag.dag_id, dagruns.DagRun.run_id == run_id
+    )
+    run = session.scalar(query)
+    if run is None:
+        run = dag.create_dagrun(
+            run_id=run_id, logical_date=interval.start, data_interval=interval,
+            run_after=run_after, conf=conf, run_type=DagRunType.SCHEDULED,
+            state=DagRunState.RUNNING, triggered_by=DagRunTriggeredByType.TIMETABLE,
+            triggering_user_name=None, start_date=run_after, session=session,
+        )
+    run.dag, run.state = dag, DagRunState.RUNNING
+    session.commit()
+    return run
+
+def all_runs(dag_id):
+    with create_session() as session:
+        rows = session.scalars(select(dagruns.DagRun).where(dagruns.DagRun.dag_id == dag_id))
+        return {
+            r.run_id: {"state": str(r.state), "run_type": str(r.run_type),
+                       "interval": [str(r.data_interval_start), str(r.data_interval_end)]}
+            for r in rows
+        }
 
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
@@ -34,8 +76,18 @@ runs = []
 for request in json.loads(sys.argv[2]):
     dag_id, day = request["dag_id"], request.get("logical_date")
     started = time.monotonic()
+    run_after = request.get("run_after")
+    if request.get("scheduled"):
+        dagruns.get_or_create_dagrun = scheduled_run
+        timetable = coerce_to_core_timetable(bag.dags[dag_id].timetable)
+        end = datetime.fromisoformat(run_after)
+        day = timetable.infer_manual_data_interval(run_after=end).start.isoformat()
+    else:
+        dagruns.get_or_create_dagrun = manual_run
     run = bag.dags[dag_id].test(
-        logical_date=datetime.fromisoformat(day) if day else None, run_conf=request.get("conf")
+        logical_date=datetime.fromisoformat(day) if day else None,
+        run_after=datetime.fromisoformat(run_after) if run_after else None,
+        run_conf=request.get("conf"),
     )
     seconds = round(time.monotonic() - started, 1)
     tasks = {
@@ -49,7 +101,7 @@ for request in json.loads(sys.argv[2]):
         assets = {e.asset.uri: e.extra for e in events}
     runs.append(
         {"dag_id": dag_id, "state": str(run.state), "tasks": tasks, "xcoms": xcoms,
-         "events": assets, "seconds": seconds}
+         "events": assets, "seconds": seconds, "run_id": run.run_id, "runs": all_runs(dag_id)}
     )
 print("RESULT " + json.dumps(runs, default=str))
 """
@@ -85,14 +137,27 @@ def airflow_home(home: Path, aws_endpoint: str, cwd: Path = REPO_ROOT) -> dict[s
     return env
 
 
+def shifted_clock(env: dict[str, str], offset: float) -> dict[str, str]:
+    """``env`` with the wall clock of every process it starts ``offset`` seconds ahead of this
+    one's, and ticking, as ``make test-clock`` shifts a whole run (tests/clock_shift/)."""
+    shift = float(env.get(CLOCK_SHIFT) or 0) + offset  # on top of a shift the run already has
+    paths = [str(CLOCK_SHIFT_PATH), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return env | {
+        CLOCK_SHIFT: str(shift),
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
+    }
+
+
 def run_dags(
     env: dict[str, str],
     plan: list[dict[str, Any]],
     dag_folder: Path = REPO_ROOT / "dags",
     timeout: float = 600,
     cwd: Path = REPO_ROOT,
+    output: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the plan's DAG runs in order; one outcome per run (see RUNNER)."""
+    """Run the plan's DAG runs in order; one outcome per run (see RUNNER). ``output``: gets
+    the process's output, the tasks' logs included."""
     result = subprocess.run(
         [sys.executable, "-c", RUNNER, str(dag_folder), json.dumps(plan)],
         env=env,
@@ -102,6 +167,8 @@ def run_dags(
         timeout=timeout,
         check=False,
     )
+    if output is not None:
+        output.append(result.stdout + result.stderr)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     assert result.returncode == 0 and lines, result.stdout[-5000:] + result.stderr[-5000:]
     return list(json.loads(lines[-1].removeprefix("RESULT ")))

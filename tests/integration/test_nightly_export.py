@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -39,7 +39,8 @@ from storepulse.lake.paths import CURATED, export_prefix, staging_root
 from storepulse.lake.tables import ensure_curated_table, glue_database_name
 from storepulse.layout import Table, order_key, table_name
 from storepulse.settings import SettingsStore, load_catalog
-from tests.dag_runs import airflow_home, run_dags
+from storepulse_local import dynamodb_export
+from tests.dag_runs import airflow_home, run_dags, shifted_clock
 from tests.integration.conftest import invoke
 from tests.integration.test_export import DAY, clients, put_a_day
 from tests.integration.test_stream_processor import NOON_PARIS, Stream, sale
@@ -532,3 +533,138 @@ def _negative_quantity_on(stack: Any, day: date) -> None:
         "units": Decimal(-2),
     }
     stack.table(Table.FACTS).put_item(Item=bad)
+
+
+# --- a late day, re-published through Airflow --------------------------------------------------
+
+
+class SharedClock:
+    """One fictional time, ticking, for the embedded AWS's recovery history (this process) and
+    the Airflow a test starts (``shifted_clock``): the export windows, the recovery window and
+    the tasks' "now" agree whatever the real date and hour."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return datetime.now(UTC).timestamp() + self.offset
+
+    def travel(self, to: datetime) -> None:
+        self.offset = to.timestamp() - datetime.now(UTC).timestamp()
+
+    def airflow(self, env: dict[str, str]) -> dict[str, str]:
+        return shifted_clock(env, self.offset)
+
+
+@pytest.fixture
+def shared_clock() -> Iterator[SharedClock]:
+    """Set before the tables are made: their recovery history starts the evening before DAY."""
+    clock = SharedClock()
+    clock.travel(datetime(2026, 11, 25, 20, 0, tzinfo=UTC))
+    dynamodb_export.set_clock(clock)
+    yield clock
+    dynamodb_export.set_clock(None)
+
+
+def _partition_etags(stack: Any, skip: date | None = None) -> dict[str, str]:
+    """ETag of every object of every curated day partition (but ``skip``'s)."""
+    pages = stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=CURATED)
+    return {
+        o["Key"]: o["ETag"]
+        for page in pages
+        for o in page.get("Contents", [])
+        if "/dt=" in o["Key"] and (skip is None or f"/dt={skip.isoformat()}/" not in o["Key"])
+    }
+
+
+def _published_orders(stack: Any, day: date) -> dict[str, tuple[str, Decimal, int]]:
+    fs, root = curated_fs(stack.bucket)
+    rows = pads.dataset(current_files(fs, root, "orders", day), filesystem=fs).to_table()
+    return {r["order_id"]: (r["store_id"], r["total"], r["units"]) for r in rows.to_pylist()}
+
+
+def _store_revenue(stack: Any, day: date) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """Per store: the published daily_store_metrics revenue, and the metrics table's."""
+    fs, root = curated_fs(stack.bucket)
+    files = current_files(fs, root, "daily_store_metrics", day)
+    rows = pads.dataset(files, filesystem=fs).to_table().to_pylist()
+    table = stack.table(Table.METRICS)
+    live = {
+        store: table.get_item(Key={"pk": f"S#{store}#DAY#{day.year}", "sk": day.isoformat()})[
+            "Item"
+        ]["revenue"]
+        for store in ("s-001", "s-002")
+    }
+    return {r["store_id"]: r["revenue"] for r in rows}, live
+
+
+@pytest.mark.slow  # four nightly runs in a throwaway Airflow: minutes
+def test_a_late_sale_republishes_its_day_through_airflow(
+    shared_clock, handler, realtime_stack, deployed_stack_outputs, tmp_path, embedded_aws: str
+) -> None:
+    stack, env = realtime_stack, airflow_home(tmp_path / "airflow", embedded_aws)
+    day, next_day = DAY, DAY + timedelta(days=1)
+    log: list[str] = []
+
+    def night(at: datetime, day: date) -> dict[str, Any]:
+        """The scheduled run of ``day`` (or that run again), started at ``at``."""
+        shared_clock.travel(at)
+        request = {"dag_id": "nightly_export", "scheduled": True, "run_after": _run_after(day)}
+        log.clear()
+        (run,) = run_dags(shared_clock.airflow(env), [request], timeout=900, output=log)
+        assert run["state"] == "success", run
+        return run
+
+    # D: the day's events, then its night (auto: the tables' recovery history covers it)
+    shared_clock.travel(datetime(2026, 11, 26, 23, 45, tzinfo=UTC))
+    put_a_day(handler)
+    first = night(datetime(2026, 11, 27, 1, 0, tzinfo=UTC), day)
+    assert sorted(_published_orders(stack, day)) == ["o-1", "o-2", "o-3"]
+
+    # a POS syncs a sale of D the next morning
+    shared_clock.travel(datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
+    late_sale(handler)
+    assert "o-late" in dynamodb_orders(stack, day)
+
+    # D+1's night sees D's items change and clears D's scheduled run, which nobody else re-runs
+    second = night(datetime(2026, 11, 28, 1, 0, tzinfo=UTC), next_day)
+    scheduled_d = f"scheduled__{_run_after(day)}"
+    cleared = {r["trigger_run_id"] for r in second["xcoms"]["late_days.return_value"]}
+    assert scheduled_d in cleared, second["xcoms"]["late_days.return_value"]
+    assert {
+        state for task, state in second["tasks"].items() if task.startswith("republish_late_days")
+    } == {"success"}
+    runs = second["runs"]
+    assert runs[scheduled_d]["state"] == "queued"  # cleared: the scheduler starts it again
+    assert runs[scheduled_d]["interval"] == [
+        "2026-11-26 00:00:00+00:00",
+        "2026-11-27 00:00:00+00:00",
+    ]
+    assert set(runs) == {first["run_id"], second["run_id"]} | cleared  # no run besides them
+    assert sorted(_published_orders(stack, next_day)) == ["o-next-day"]
+    others = _partition_etags(stack, skip=day)
+
+    # the cleared run: D again, its own interval, audited and re-published
+    republished = night(datetime(2026, 11, 28, 1, 10, tzinfo=UTC), day)
+    assert republished["run_id"] == scheduled_d
+    assert republished["xcoms"]["late_days.return_value"] == []
+    assert "(a rerun or backfill triggers none)" in log[0]
+    assert _published_orders(stack, day) == dynamodb_orders(stack, day)
+    assert "o-late" in _published_orders(stack, day)
+    assert "o-late" not in _published_orders(stack, next_day)
+    published, live = _store_revenue(stack, day)
+    assert published == live
+    assert _partition_etags(stack, skip=day) == others  # only D changed
+
+    # a rerun of D+1 the next night triggers nothing and changes nothing
+    before = _partition_etags(stack)
+    rerun = night(datetime(2026, 11, 29, 1, 0, tzinfo=UTC), next_day)
+    assert rerun["run_id"] == second["run_id"]
+    assert rerun["xcoms"]["late_days.return_value"] == []
+    assert "(a rerun or backfill triggers none)" in log[0]
+    republish = {s for t, s in rerun["tasks"].items() if t.startswith("republish_late_days")}
+    assert "success" not in republish, rerun["tasks"]
+    assert {r: v["state"] for r, v in rerun["runs"].items()} == {
+        r: v["state"] for r, v in republished["runs"].items()
+    } | {rerun["run_id"]: "success"}  # D's run not cleared again, no run added
+    assert _partition_etags(stack) == before

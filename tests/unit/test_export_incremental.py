@@ -19,6 +19,7 @@ from storepulse.export.incremental import (
     day_opens,
     item_day,
     logical_date_of,
+    nightly_run_of,
 )
 from storepulse.export.quality.sample import SampleCheck, sample
 from storepulse_local.dynamodb_export import incremental_lines
@@ -62,6 +63,16 @@ def test_the_day_of_an_item() -> None:
 def test_the_run_of_a_day_in_the_business_time_zone() -> None:
     assert logical_date_of(DAY, "Europe/Paris") == at(26, 0)
     assert logical_date_of(DAY, "America/New_York") == at(27, 0)  # 19:00 on the 26th there
+
+
+def test_the_run_cleared_for_a_late_day_is_the_one_the_scheduler_made() -> None:
+    """Airflow 3 names a scheduled run by its interval's end (``run_after``), not its logical
+    date: the scheduled run of the interval [26th, 27th) is ``scheduled__2026-11-27T...``."""
+    paris = nightly_run_of(DAY, "Europe/Paris")
+    assert (paris.logical_date, paris.run_after) == (at(26, 0), at(27, 0))
+    assert paris.run_id == "scheduled__2026-11-27T00:00:00+00:00"
+    new_york = nightly_run_of(DAY, "America/New_York")
+    assert new_york.run_id == "scheduled__2026-11-28T00:00:00+00:00"
 
 
 def test_a_day_is_staged_from_the_changes_and_the_unchanged_seed() -> None:

@@ -209,6 +209,25 @@ def logical_date_of(day: date, timezone: str) -> datetime:
     return datetime.combine(day, time(0), UTC)
 
 
+@dataclass(frozen=True)
+class NightlyRun:
+    """The scheduled nightly run whose business day is a given day, as Airflow 3 makes it:
+    logical date at the daily interval's start, run id from its end (``run_after``)."""
+
+    logical_date: datetime
+    run_after: datetime
+    run_id: str
+
+
+def nightly_run_of(day: date, timezone: str) -> NightlyRun:
+    """The run to clear for ``day``. A run created instead (none scheduled for the day) gets
+    its interval from ``run_after``: the daily interval ending then, whose business day is
+    ``day``."""
+    logical = logical_date_of(day, timezone)
+    run_after = logical + timedelta(days=1)
+    return NightlyRun(logical, run_after, f"scheduled__{run_after.isoformat()}")
+
+
 # --- snapshots: the day before's, with the changes applied -------------------------------------
 
 
