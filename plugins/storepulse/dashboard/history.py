@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, Field
 
 from storepulse import aws
+from storepulse.cache import TtlCache
 from storepulse.lake.manifest import MANIFEST_NAME, ManifestReader
 from storepulse.lake.paths import CURATED, ROLLUPS
 from storepulse.layout import COUNTERS, MONEY_COUNTERS
@@ -114,7 +115,7 @@ class Lake:
         self._filesystem = filesystem
         self._max_cached = max_cached_files
         self._files: OrderedDict[tuple[str, str, datetime], list[Row]] = OrderedDict()
-        self._layouts: dict[str, tuple[float, tuple[str, str] | None]] = {}
+        self._layouts = TtlCache(LAYOUT_SECONDS, clock=self.clock)
         self._manifests = ManifestReader(self.s3, bucket)
         self._rollups: dict[str, tuple[str, list[Row], frozenset[date]]] = {}
         self._lock = threading.Lock()
@@ -250,13 +251,7 @@ class Lake:
 
     def _layout(self, dataset: str) -> tuple[str, str] | None:
         """(folder holding the partitions, partition column), cached for a minute."""
-        now = self.clock()
-        cached = self._layouts.get(dataset)
-        if cached and now - cached[0] < LAYOUT_SECONDS:
-            return cached[1]
-        layout = self._discover(f"{self.root}/{dataset}/")
-        self._layouts[dataset] = (now, layout)
-        return layout
+        return self._layouts.get(dataset, lambda: self._discover(f"{self.root}/{dataset}/"))
 
     def _discover(self, base: str) -> tuple[str, str] | None:
         children = self._children(base)

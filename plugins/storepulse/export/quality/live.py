@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 from boto3.dynamodb.conditions import Key as KeyCondition
 
+from storepulse.aws import query_items
 from storepulse.layout import day_bucket_key, orders_of_day
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,11 @@ def table_revenue(facts: Any, metrics: Any, day: date) -> LiveRevenue:
 
 def day_orders(facts: Any, day: date) -> Iterable[dict[str, Any]]:
     """The order and refund facts of a business day as the table holds them (index ``gsi1``)."""
-    query = {
-        "IndexName": "gsi1",
-        "KeyConditionExpression": KeyCondition("gsi1pk").eq(orders_of_day(day)),
-    }
-    while True:
-        page = facts.query(**query)
-        yield from page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return
-        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return query_items(
+        facts,
+        IndexName="gsi1",
+        KeyConditionExpression=KeyCondition("gsi1pk").eq(orders_of_day(day)),
+    )
 
 
 def _metric(metrics: Any, store: str, day: date) -> Decimal:
