@@ -227,14 +227,16 @@ def _both_strategies_agree(
 ) -> None:
     """The day exported with strategy incremental (from its changes), then pitr (the whole
     table): every data set's staged partition is the same bytes, and so is what each published."""
-    # A manual run past midnight: its inferred interval is the day's, no scheduled run's date.
-    logical = logical_date_of(day, business_timezone) + timedelta(days=1)
+    # Today's interval given explicitly: a logical date inside it would be in the future (Airflow
+    # 3 never starts such a run). Each run's logical date is a past minute no scheduled run has.
+    start = logical_date_of(day, business_timezone)
     staged, published = {}, {}
     for minute, strategy in enumerate(("incremental", "pitr"), start=1):
         run_id = airflow.trigger(
             EXPORT_DAG,
             conf={"strategy": strategy},
-            logical_date=logical + timedelta(minutes=minute),
+            logical_date=start - timedelta(minutes=minute),
+            data_interval=(start, start + timedelta(days=1)),
         )
         assert airflow.wait_for_run(EXPORT_DAG, run_id, timeout=1200) == "success", run_id
         windows = {
