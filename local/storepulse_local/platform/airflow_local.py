@@ -216,14 +216,24 @@ class AirflowClient:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
     def trigger(
-        self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        data_interval: tuple[datetime, datetime] | None = None,
     ) -> str:
         """Start a run and return its id. The id is chosen here, so a retried POST whose first
         attempt did land finds its own run (409) instead of starting a second one. Without a
-        ``logical_date`` the run has no data interval."""
+        ``logical_date`` the run has no data interval; with one, the timetable infers it unless
+        ``data_interval`` is given. (Airflow 3 never starts a run whose logical date is in the
+        future: it stays "running" with no task scheduled.)"""
         run_id = f"api__{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S')}__{uuid.uuid4().hex[:8]}"
         day = logical_date.isoformat() if logical_date else None
-        body = {"dag_run_id": run_id, "logical_date": day, "conf": conf or {}}
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": day, "conf": conf or {}}
+        if data_interval is not None:
+            body["data_interval_start"], body["data_interval_end"] = (
+                moment.isoformat() for moment in data_interval
+            )
         try:
             self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
         except AirflowApiError as exc:
