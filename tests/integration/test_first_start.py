@@ -5,6 +5,7 @@ runtime's checkpoints."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,21 @@ def test_the_stream_is_caught_up_once_the_checkpoint_is_its_last_record(
     assert not first_start.stream_caught_up(kinesis, "events", tmp_path)  # one left
     _checkpoint(tmp_path, last["ShardId"], last["SequenceNumber"])
     assert first_start.stream_caught_up(kinesis, "events", tmp_path)
+
+    live = kinesis.put_record(StreamName="events", Data=b"3", PartitionKey="k")  # after history
+    assert not first_start.stream_caught_up(kinesis, "events", tmp_path)
+    (arrived,) = _records_after(kinesis, last)
+    assert arrived["SequenceNumber"] == live["SequenceNumber"]
+    sent_by = arrived["ApproximateArrivalTimestamp"] - timedelta(microseconds=1)
+    assert first_start.stream_caught_up(kinesis, "events", tmp_path, sent_by)  # live: not waited
+    assert not first_start.stream_caught_up(kinesis, "events", tmp_path, sent_by + timedelta(1))
+
+
+def _records_after(kinesis: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+    iterator = kinesis.get_shard_iterator(
+        StreamName="events",
+        ShardId=record["ShardId"],
+        ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+        StartingSequenceNumber=record["SequenceNumber"],
+    )["ShardIterator"]
+    return kinesis.get_records(ShardIterator=iterator)["Records"]

@@ -9,6 +9,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from storepulse.config import Settings
@@ -304,10 +306,12 @@ class SimulatorComponent:
                 settle=1,
             )
             and first_start.wait_until(
-                lambda: first_start.stream_caught_up(
+                partial(
+                    first_start.stream_caught_up,
                     embedded_client(ctx, "kinesis"),
                     ctx.settings.resource_name("events"),
                     state_dir / "lambda-runtime",
+                    datetime.now(UTC),  # the history was sent by now: live traffic follows
                 ),
                 first_start.CATCH_UP_TIMEOUT,
             )
