@@ -149,7 +149,7 @@ def _count_at_reorder_point_alerts(aws: boto3.Session) -> None:
     sqs = aws.client("sqs")
     inbox = sqs.get_queue_url(QueueName=settings().resource_name(INBOX))["QueueUrl"]
     # Behind the simulator's history on its shard: minutes on a busy machine.
-    deadline, found = time.monotonic() + 240, []
+    deadline, found = time.monotonic() + 480, []
     while not found and time.monotonic() < deadline:
         for message in sqs.receive_message(
             QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=2
@@ -306,12 +306,12 @@ def _durable(platform: Platform) -> None:
     forked before; the next one is taken after it ended (snapshots are written one at a time)."""
     path = platform.state_dir / SNAPSHOT
     seen = {path.stat().st_ino}
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while len(seen) < 3 and time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError):
             seen.add(path.stat().st_ino)  # each snapshot is a new file renamed over the last
         time.sleep(0.2)
-    assert len(seen) == 3, "no new snapshot within 120 s"
+    assert len(seen) == 3, "no new snapshot within 300 s"
 
 
 def _wait_healthy_again(platform: Platform, killed: int, component: str) -> float:
