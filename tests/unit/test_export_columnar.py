@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -237,6 +238,16 @@ def test_a_missed_data_file_is_an_error(tmp_path: Path) -> None:
             str(tmp_path),
             pafs.LocalFileSystem(),
         )
+
+
+@pytest.mark.parametrize("damage", [lambda data: data[:-20], lambda data: b"not gzip" + data])
+def test_a_damaged_data_file_fails_as_on_the_per_item_path(damage: Any) -> None:
+    """Truncated or not gzip: the same error as ``gzip`` raises, never part of the items."""
+    data = damage(export_file(facts()))
+    with pytest.raises((EOFError, OSError)) as per_item:
+        list(iter_export_items(io.BytesIO(data)))
+    with pytest.raises(per_item.type, match=re.escape(str(per_item.value))):
+        list(columnar.batches_of_file(io.BytesIO(data), columnar.parse_schema()))
 
 
 def test_the_metrics_table_and_incremental_exports_keep_the_per_item_path() -> None:
