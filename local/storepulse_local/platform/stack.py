@@ -85,6 +85,7 @@ class Launch:
 
 
 READY_TIMEOUT = 240.0  # seconds a component may take to answer once started
+MIGRATE = "airflow-db-migrate"  # skipped when the database is current (airflow_local)
 # Airflow's components: what the real-time path does not wait for (it serves without them).
 AIRFLOW_PARTS: tuple[str, ...] = ("airflow", "celery-workers")
 
@@ -207,7 +208,7 @@ class AirflowComponent:
 
     def launches(self, settings: Settings) -> list[Launch]:
         return [
-            Launch("airflow-db-migrate", ["airflow", "db", "migrate"], one_shot=True),
+            Launch(MIGRATE, ["airflow", "db", "migrate"], one_shot=True),
             # Before the scheduler: runs a stop or crash interrupted are failed, not resumed.
             Launch(
                 "airflow-fail-interrupted",
@@ -227,8 +228,13 @@ class AirflowComponent:
     def start(self, ctx: StackContext) -> None:
         self._started = time.monotonic()
         for launch in self.launches(ctx.settings):
+            if launch.name == MIGRATE and airflow_local.migration_is_current(ctx.settings, ctx.env):
+                print("  Airflow's database is current: not migrated", flush=True)
+                continue
             if launch.one_shot:
                 ctx.run_step(launch.name, launch.argv, timeout=300)
+                if launch.name == MIGRATE:
+                    airflow_local.record_migration(ctx.settings)
                 continue
             part = launch.name.removeprefix("airflow-")
             grace = airflow_local.STOP_GRACE.get(part, STOP_GRACE_SECONDS)
