@@ -1,6 +1,7 @@
-"""`make up` migrates Airflow's SQLite database only when its schema may be behind: after a
-migration of the same Airflow left it at the same revision, a restart skips `airflow db migrate`
-(a whole Airflow start before the scheduler may start)."""
+"""What Airflow's start waits for: `make up` migrates Airflow's SQLite database only when its
+schema may be behind (after a migration of the same Airflow left it at the same revision, a
+restart skips `airflow db migrate`, a whole Airflow start), and the api-server starts before the
+step that fails interrupted runs, not after it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from storepulse_local.platform.airflow_local import (
     migration_is_current,
     record_migration,
 )
+from storepulse_local.platform.stack import AirflowComponent, start_order
 
 
 def _database_at(settings: Settings, revision: str) -> None:
@@ -45,3 +47,17 @@ def test_another_database_than_sqlite_is_always_migrated(tmp_path: Path) -> None
     record_migration(settings)
     env = {**airflow_env(settings), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql://x"}
     assert not migration_is_current(settings, env)
+
+
+def test_the_api_server_and_dag_processor_start_beside_the_history_repair(tmp_path: Path) -> None:
+    """Before the scheduler (which would adopt interrupted runs) only the repair must run."""
+    settings = load_settings({"STOREPULSE_STATE_DIR": str(tmp_path)})
+    names = [launch.name for launch in start_order(AirflowComponent().launches(settings))]
+    assert names == [
+        "airflow-db-migrate",
+        "airflow-api-server",
+        "airflow-dag-processor",
+        "airflow-fail-interrupted",
+        "airflow-scheduler",
+        "airflow-triggerer",
+    ]
