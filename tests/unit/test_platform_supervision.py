@@ -206,8 +206,9 @@ def test_stop_order_is_the_given_one_and_skips_what_already_ended() -> None:
     )
 
 
-# Real processes: a parent that stops its child on SIGTERM, and a child that ignores SIGTERM
-# (as Airflow's LocalExecutor workers do: the scheduler's handler they inherit does nothing).
+# Real processes: a parent that stops its child on SIGTERM, and a child that ignores SIGTERM and
+# SIGINT (as Airflow's idle LocalExecutor workers do: the scheduler's SIGTERM handler they
+# inherit does nothing outside the scheduler, and they ignore SIGINT).
 _PARENT = """
 import signal, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
@@ -217,7 +218,7 @@ signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
 time.sleep(600)
 """
-_DEAF_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+_DEAF_CHILD = "import signal, time; signal.signal(15, 1); signal.signal(2, 1); time.sleep(600)"
 
 
 def _tree_of(script: str, child: str) -> subprocess.Popen[str]:
@@ -243,6 +244,19 @@ def test_a_root_waiting_for_a_long_child_gets_it_stopped_half_way_and_stops_grac
     """A scheduler waiting for its running task: the task is SIGTERMed (failed, not killed)."""
     waiting = _PARENT.replace("child.kill(); child.wait()", "child.wait()")
     parent = _tree_of(waiting, "import time; time.sleep(600)")
+    result = stop_tree(parent.pid, grace=2, name="scheduler")
+    assert (result.graceful, result.killed) == (True, [])
+    assert 1.0 <= result.seconds < 2.0
+
+
+# Airflow 3's task runner: SIGTERM only calls the operator's on_kill() and the task runs on.
+_ON_KILL_ONLY_TASK = "import signal, time; signal.signal(15, lambda *_: None); time.sleep(600)"
+
+
+def test_a_task_that_runs_on_after_sigterm_is_interrupted_half_way_and_nothing_is_forced() -> None:
+    """A scheduler waiting for an Airflow 3 task (SIGTERM ignored, SIGINT fails it)."""
+    waiting = _PARENT.replace("child.kill(); child.wait()", "child.wait()")
+    parent = _tree_of(waiting, _ON_KILL_ONLY_TASK)
     result = stop_tree(parent.pid, grace=2, name="scheduler")
     assert (result.graceful, result.killed) == (True, [])
     assert 1.0 <= result.seconds < 2.0

@@ -4,8 +4,12 @@ A tree is stopped from its root: SIGTERM goes to the component's own process, wh
 children itself (Airflow's scheduler lets its LocalExecutor workers finish their tasks; those
 workers, forked from it, inherit a SIGTERM handler that does nothing outside the scheduler, so a
 signal sent to them directly is ignored). Trees are stopped one at a time, dependants first:
-a task finishing reports through the api-server, which must still be up. What is still alive
-after the grace period (or orphaned by the root) is SIGTERMed, then SIGKILLed.
+a task finishing reports through the api-server, which must still be up. Half-way through the
+grace period the root's descendants are interrupted (SIGINT, then SIGTERM): Airflow 3's task
+runner answers SIGTERM only by calling the operator's ``on_kill()`` and runs on, while SIGINT
+raises KeyboardInterrupt in the task, which fails it, and its supervisor (the worker) reports
+that. What is still alive after the grace period (or orphaned by the root) is SIGTERMed, then
+SIGKILLed.
 """
 
 from __future__ import annotations
@@ -111,8 +115,8 @@ class StopResult:
 
 
 def stop_tree(pid: int, grace: float = STOP_GRACE_SECONDS, name: str = "") -> StopResult:
-    """SIGTERM the root, which stops its own children; half-way through ``grace``, SIGTERM its
-    descendants too (a scheduler waiting for a long task: the task is failed, not killed, and
+    """SIGTERM the root, which stops its own children; half-way through ``grace``, interrupt
+    its descendants (a scheduler waiting for a long task: the task is failed, not killed, and
     its supervisor reports that); at the end SIGKILL whatever still refuses."""
     started = time.monotonic()
     members = _tree(pid)
@@ -122,7 +126,9 @@ def stop_tree(pid: int, grace: float = STOP_GRACE_SECONDS, name: str = "") -> St
     _signal([root], signal.SIGTERM)
     _, root_alive = psutil.wait_procs([root], timeout=grace / 2)
     if root_alive:
-        _signal(_alive(members[1:] + _children(root)), signal.SIGTERM)
+        descendants = _alive(members[1:] + _children(root))
+        _signal(descendants, signal.SIGINT)  # an Airflow 3 task only fails on this one
+        _signal(descendants, signal.SIGTERM)
         _, root_alive = psutil.wait_procs([root], timeout=grace / 2)
     # What the root left behind (or forked after the walk, if it is still there to ask).
     left = _alive(members[1:] + [c for proc in root_alive for c in _children(proc)])
