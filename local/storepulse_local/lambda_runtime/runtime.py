@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ from storepulse_local.lambda_runtime.mappings import (
     wants_polling,
 )
 from storepulse_local.lambda_runtime.package_cache import PackageCache, deployed_code
-from storepulse_local.lambda_runtime.shards import MappingRunner, ShardStats
+from storepulse_local.lambda_runtime.shards import BatchTiming, MappingRunner, ShardStats
 from storepulse_local.lambda_runtime.worker import (
     CREDENTIALS_MARGIN,
     CREDENTIALS_SECONDS,
@@ -69,6 +69,7 @@ class LocalLambdaRuntime:
         retry_backoff: float = 0.5,
         client: ClientFactory = default_client,
         credentials_seconds: int = CREDENTIALS_SECONDS,
+        on_batch: Callable[[BatchTiming], None] | None = None,
     ) -> None:
         self.state_dir = state_dir or settings().state_dir / "lambda-runtime"
         self.poll_interval = poll_interval
@@ -76,6 +77,7 @@ class LocalLambdaRuntime:
         self.retry_backoff = retry_backoff
         self._handlers = dict(handlers or {})  # in-process stand-ins, by function name
         self._credentials_seconds = credentials_seconds
+        self._on_batch = on_batch  # told of every committed batch's timing (benchmarks)
         self._packages = PackageCache(self.state_dir / "code")
         self._runtime_dir = self.state_dir / "runtime-provided"
         self._deployed: dict[str, DeployedFunction] = {}
@@ -207,6 +209,7 @@ class LocalLambdaRuntime:
             sender=self._sender,
             poll_interval=self.poll_interval,
             on_shard_finished=self._wake.set,
+            on_batch=self._on_batch,
         )
         log.info(
             "polling %s for %s (mapping %s, batch size %d, window %.1f s)",
