@@ -47,6 +47,10 @@ from storepulse.settings import SettingsStore
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
+from storepulse_local.lambda_runtime.mappings import (
+    ENHANCED_FAN_OUT_POLL_SECONDS,
+    SHARED_THROUGHPUT_POLL_SECONDS,
+)
 
 STORE = "s-001"
 
@@ -80,16 +84,23 @@ def deploy(build_dir: Path, overrides: dict[str, str] | None = None) -> Business
         stack_name=stack_name(settings().env),
         template_body=TEMPLATE.read_text(),
         waiter_delay=0.5,
-        parameters=[
-            {**p, "ParameterValue": (overrides or {}).get(p["ParameterKey"], p["ParameterValue"])}
-            for p in load_parameters(settings().env, code_bucket=bucket, code_key=key)
-        ],
+        parameters=with_overrides(
+            load_parameters(settings().env, code_bucket=bucket, code_key=key), overrides or {}
+        ),
     )
     model = BusinessModel.generate(seed=7, stores=2)
     seed_settings(
         SettingsStore(boto3.resource("dynamodb").Table(table_name(Table.SETTINGS))), model
     )
     return model
+
+
+def with_overrides(
+    parameters: list[dict[str, str]], overrides: dict[str, str]
+) -> list[dict[str, str]]:
+    """The environment's parameters, ``overrides`` replacing or adding some."""
+    values = {p["ParameterKey"]: p["ParameterValue"] for p in parameters} | overrides
+    return [{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()]
 
 
 def event_clock(model: BusinessModel, seconds: float, now: datetime | None = None) -> FrozenClock:
@@ -210,15 +221,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rate", type=float, default=10.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--floor-samples", type=int, default=200)
+    parser.add_argument(
+        "--enhanced-fan-out",
+        action="store_true",
+        help='deploy with EnhancedFanOut "true" (else as the environment deploys it)',
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parse_args(parser, argv, SMALL)
+    overrides = {"EnhancedFanOut": "true"} if args.enhanced_fan_out else {}
     recorder = StageRecorder()
     log_handler = recorder.attach()
     with embedded_aws(), tempfile.TemporaryDirectory() as state:
-        model = deploy(REPO_ROOT / "build" / "lambda")
+        model = deploy(REPO_ROOT / "build" / "lambda", overrides)
+        # Shards are read at Lambda's cadence for the mapping (shared throughput or enhanced
+        # fan-out: MappingConfig.idle_poll_seconds), as deployed.
         runtime = LocalLambdaRuntime(
             state_dir=Path(state),
-            poll_interval=0.1,
             discovery_interval=1.0,
             on_batch=recorder.on_batch,
         ).start()
@@ -234,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["p50_over_floor"] = summary["path"]["p50_ms"] / summary["floor"]["p50_ms"]
     summary["stages"] = summarise(recorder, run.puts, run.visible)
     summary["missed"] = missed_targets(summary["path"])
+    summary["enhanced_fan_out"] = any(s.enhanced_fan_out for s in recorder.batches)
     print_report(summary, args.rate, args.seconds)
     if args.check and summary["missed"]:
         sys.exit(1)
@@ -253,7 +272,14 @@ def missed_targets(path: dict[str, float]) -> list[str]:
 def print_report(summary: dict[str, Any], rate: float, seconds: float) -> None:
     print(
         f"steady {rate:g} events/s for {seconds:g} s on the embedded stack "
-        f"(batching window {Deployed.from_parameters().window:g} s, as deployed)"
+        f"(batching window {Deployed.from_parameters().window:g} s, as deployed; "
+        + (
+            "enhanced fan-out: an idle shard read every "
+            f"{ENHANCED_FAN_OUT_POLL_SECONDS:g} s, as records are pushed on AWS)"
+            if summary["enhanced_fan_out"]
+            else "shared throughput: an idle shard read every "
+            f"{SHARED_THROUGHPUT_POLL_SECONDS:g} s, as Lambda polls on AWS)"
+        )
     )
     names = {"path": "PutRecords -> day total visible", "floor": "floor: UpdateItem -> visible"}
     print_table(

@@ -64,7 +64,7 @@ class LocalLambdaRuntime:
         *,
         handlers: Mapping[str, Handler] | None = None,
         state_dir: Path | None = None,
-        poll_interval: float = 0.2,
+        poll_interval: float | None = None,
         discovery_interval: float = 5.0,
         retry_backoff: float = 0.5,
         client: ClientFactory = default_client,
@@ -72,7 +72,7 @@ class LocalLambdaRuntime:
         on_batch: Callable[[BatchTiming], None] | None = None,
     ) -> None:
         self.state_dir = state_dir or settings().state_dir / "lambda-runtime"
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval  # None: Lambda's cadence per mapping (idle_poll_seconds)
         self.discovery_interval = discovery_interval
         self.retry_backoff = retry_backoff
         self._handlers = dict(handlers or {})  # in-process stand-ins, by function name
@@ -212,12 +212,15 @@ class LocalLambdaRuntime:
             on_batch=self._on_batch,
         )
         log.info(
-            "polling %s for %s (mapping %s, batch size %d, window %.1f s)",
+            "polling %s for %s (mapping %s, batch size %d, window %.1f s, %s: idle shard read "
+            "every %.2f s)",
             config.stream_name,
             config.function_name,
             config.uuid,
             config.batch_size,
             config.batching_window,
+            "enhanced fan-out" if config.enhanced_fan_out else "shared throughput",
+            runner.poll_interval,
         )
         if config.ignored:
             log.warning(
@@ -340,7 +343,7 @@ class LocalLambdaRuntime:
                     return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still busy after {timeout} s: {self.stats()}")
-            time.sleep(min(self.poll_interval, 0.05))
+            time.sleep(min(self.poll_interval or 0.05, 0.05))
 
     def _idle_since(self, marks: Mapping[tuple[str, str], int]) -> bool:
         with self._discover_lock:

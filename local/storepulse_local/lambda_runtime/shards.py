@@ -59,6 +59,7 @@ class BatchTiming:
     breakdowns. ``polled``/``read``: the GetRecords that found its first record."""
 
     shard_id: str
+    enhanced_fan_out: bool
     sequence_numbers: tuple[str, ...]
     request_id: str | None  # the last invocation's
     polled: float
@@ -282,6 +283,7 @@ class ShardWorker:
             self.runner.on_batch(
                 BatchTiming(
                     self.shard_id,
+                    self.runner.config.enhanced_fan_out,
                     tuple(r.sequence_number for r in records),
                     self._invoked[0],
                     self._first_poll,
@@ -322,14 +324,14 @@ class MappingRunner:
         client: ClientFactory,
         store: CheckpointStore,
         sender: OnFailureSender,
-        poll_interval: float,
+        poll_interval: float | None,
         on_shard_finished: Callable[[], None],
         on_batch: Callable[[BatchTiming], None] | None = None,
     ) -> None:
         self.config, self.handler, self.store = config, handler, store
         self.on_batch = on_batch
         self.client = client(config.source.service)  # kinesis or dynamodbstreams
-        self.poll_interval = poll_interval
+        self._poll_interval = poll_interval
         self.on_shard_finished = on_shard_finished
         self._sender = sender
         self.latest_pin = (
@@ -338,6 +340,13 @@ class MappingRunner:
             else None
         )
         self.workers: dict[str, ShardWorker] = {}
+
+    @property
+    def poll_interval(self) -> float:
+        """The runtime's interval if it was given one (tests), else Lambda's for the mapping."""
+        if self._poll_interval is not None:
+            return self._poll_interval
+        return self.config.idle_poll_seconds
 
     def refresh_shards(self) -> int:
         """Start workers for shards that became ready; return how many started."""

@@ -29,7 +29,13 @@ from storepulse.stream import smoke, trends
 from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
 from storepulse.stream.archive import LakeArchive, Rejected
 from storepulse.stream.batch_io import batch_get
-from storepulse.stream.facts import ClaimResult, claim_facts, plan_claims, write_profiles
+from storepulse.stream.facts import (
+    ClaimResult,
+    claim_facts,
+    plan_claims,
+    write_claims,
+    write_profiles,
+)
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.sessions import SessionMemory
 from storepulse.stream.window import PlausibilityWindow
@@ -196,11 +202,13 @@ class StreamProcessor:
         counted = [i for i in counted if not smoke.is_smoke(i.event)]
         agg = aggregate(counted, catalog, claims.new_sessions)
 
-        # The lake objects and the profiles depend on nothing the counters write: they go out
-        # beside the counter writes instead of as round trips before them (latency). Each is
-        # idempotent, so a failure (raised below) fails the batch and its retry redoes it.
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        # The claims, the lake objects and the profiles depend on nothing the counters write:
+        # they go out beside the counter writes instead of as round trips before them
+        # (latency). Each is idempotent, so a failure (raised below) fails the batch and its
+        # retry redoes it.
+        with ThreadPoolExecutor(max_workers=4) as pool:
             side_writes = [
+                pool.submit(write_claims, self.facts, self.sessions, records[0].shard_id, claims),
                 pool.submit(
                     self.archive.quarantine, sorted(rejected, key=lambda r: r.record.position)
                 ),
