@@ -43,7 +43,7 @@ class EmbeddedAws:
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
         from storepulse_local.dynamodb_streams import patch_dynamodb_streams
-        from storepulse_local.kinesis import patch_kinesis
+        from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
 
@@ -52,6 +52,7 @@ class EmbeddedAws:
         _leave_dynamodb_stream_mappings_to_the_local_runtime()
         patch_cloudformation()  # outputs after change sets, PITR, key policies
         patch_kinesis()  # the retention period; reads and puts that do not walk the shard
+        patch_stream_consumers()  # enhanced fan-out: the stack's consumer, mappings through it
         patch_dynamodb_exports()  # incremental exports from a change log of each table
         patch_dynamodb_streams()  # the 24 h retention period of stream records
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by

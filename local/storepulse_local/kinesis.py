@@ -89,3 +89,99 @@ def _get_records(self: Any, last_sequence_id: str, limit: int | None) -> tuple[l
         number += 1
     behind = newest.created_at - results[-1].created_at if results else 0.0
     return results, last, int(behind * 1000)
+
+
+def patch_stream_consumers() -> None:
+    """Enhanced fan-out in the embedded AWS: moto's CloudFormation skips
+    ``AWS::Kinesis::StreamConsumer`` and its Lambda refuses a consumer's ARN as a mapping's
+    source, so a stack deployed with ``EnhancedFanOut`` "true" could not be created. Here the
+    resource registers a consumer (``ConsumerARN``, ``ConsumerName``), and a mapping may read
+    through a registered consumer; the local Lambda runtime then reads its shards at enhanced
+    fan-out's cadence (``MappingConfig.idle_poll_seconds``; no SubscribeToShard in moto)."""
+    from moto.awslambda.models import EventSourceMapping, LambdaBackend
+    from moto.cloudformation import parsing
+
+    if getattr(LambdaBackend, "_storepulse_consumers", False):
+        return
+    LambdaBackend._storepulse_consumers = True  # type: ignore[attr-defined]
+    create = LambdaBackend.create_event_source_mapping
+
+    def create_event_source_mapping(self: Any, spec: dict[str, Any]) -> Any:
+        if _consumer(self.account_id, self.region_name, spec.get("EventSourceArn", "")) is None:
+            return create(self, spec)
+        function = self._lambdas.get_function_by_name_or_arn_with_qualifier(
+            spec.get("FunctionName", "")
+        )
+        spec.update(RegionName=self.region_name, AccountId=self.account_id)
+        spec["FunctionArn"] = function.function_arn
+        mapping = EventSourceMapping(spec)
+        self._event_source_mappings[mapping.uuid] = mapping  # delivered by the local runtime
+        return mapping
+
+    LambdaBackend.create_event_source_mapping = create_event_source_mapping  # type: ignore[method-assign]
+    _define_consumer_resource()
+    parsing.get_model_list.cache_clear()
+    parsing.get_model_map.cache_clear()
+
+
+def _consumer(account_id: str, region: str, arn: str) -> Any:
+    from moto.kinesis.models import kinesis_backends
+
+    if "/consumer/" not in arn:
+        return None
+    for stream in kinesis_backends[account_id][region].streams.values():
+        if (consumer := stream.get_consumer_by_arn(arn)) is not None:
+            return consumer
+    return None
+
+
+def _define_consumer_resource() -> None:
+    from moto.core.common_models import CloudFormationModel
+    from moto.kinesis.models import kinesis_backends
+
+    class StreamConsumer(CloudFormationModel):
+        def __init__(self, consumer: Any) -> None:
+            self.consumer = consumer
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return "ConsumerName"
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::Kinesis::StreamConsumer"
+
+        @classmethod
+        def create_from_cloudformation_json(  # type: ignore[misc]
+            cls,
+            resource_name: str,
+            cloudformation_json: Any,
+            account_id: str,
+            region_name: str,
+            **kwargs: Any,
+        ) -> StreamConsumer:
+            properties = cloudformation_json["Properties"]
+            consumer = kinesis_backends[account_id][region_name].register_stream_consumer(
+                stream_arn=properties["StreamARN"], consumer_name=properties["ConsumerName"]
+            )
+            return cls(consumer)
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr in ("ConsumerARN", "ConsumerName", "StreamARN")
+
+        def get_cfn_attribute(self, attribute_name: str) -> str:
+            return {
+                "ConsumerARN": self.consumer.consumer_arn,
+                "ConsumerName": self.consumer.consumer_name,
+                "StreamARN": self.consumer.stream_arn,
+            }[attribute_name]
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.consumer.consumer_arn
+
+    # Found by pickle (the embedded AWS's snapshots hold the stacks' resources) as if defined
+    # at module level: moto is imported only once the embedded AWS starts.
+    StreamConsumer.__qualname__ = StreamConsumer.__name__
+    globals()[StreamConsumer.__name__] = StreamConsumer

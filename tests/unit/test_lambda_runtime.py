@@ -50,6 +50,7 @@ from storepulse_local.lambda_runtime.mappings import (
     is_kinesis_stream,
     wants_polling,
 )
+from storepulse_local.lambda_runtime.shards import MappingRunner
 
 SHARD = "shardId-000000000001"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
@@ -634,6 +635,32 @@ def test_mapping_defaults_follow_aws() -> None:
     )
     assert (config.timeout, config.memory_size, dict(config.environment)) == (30, 256, {"A": "1"})
     assert (config.code_sha256, config.version) == ("c2hh", "$LATEST")
+
+
+def test_an_idle_shard_is_read_at_lambdas_cadence_for_the_mapping() -> None:
+    """Shared throughput about once a second, an enhanced fan-out consumer's records pushed
+    within ~70 ms, a DynamoDB stream 4 times a second; a given poll interval (tests) wins."""
+    shared = mapping_config()
+    consumer = mapping_config(EventSourceArn=f"{STREAM_ARN}/consumer/c:1700000000")
+    table_stream = mapping_config(
+        EventSourceArn="arn:aws:dynamodb:us-east-1:1:table/t/stream/2026-11-26T00:00:00.000"
+    )
+    assert (shared.enhanced_fan_out, consumer.enhanced_fan_out) == (False, True)
+    assert consumer.stream_name == shared.stream_name
+    assert [c.idle_poll_seconds for c in (shared, consumer, table_stream)] == [1.0, 0.07, 0.25]
+
+    def runner(poll_interval: float | None) -> MappingRunner:
+        return MappingRunner(
+            consumer,
+            lambda event, context: None,
+            client=lambda service: None,
+            store=CheckpointStore(Path("/nonexistent/checkpoints.json")),
+            sender=OnFailureSender(lambda service: None),
+            poll_interval=poll_interval,
+            on_shard_finished=lambda: None,
+        )
+
+    assert (runner(None).poll_interval, runner(0.02).poll_interval) == (0.07, 0.02)
 
 
 def test_function_variables_are_strings_as_lambda_hands_them_over() -> None:

@@ -79,3 +79,60 @@ def test_a_shard_with_a_gap_is_read_whole(kinesis: Any) -> None:
     del _shard().records[2]
 
     assert _read(kinesis, ShardIteratorType="TRIM_HORIZON") == ["a", "c"]
+
+
+@pytest.mark.slow  # moto's CloudFormation and Lambda in process: tens of seconds under load
+def test_a_stack_with_enhanced_fan_out_gets_its_consumer_and_a_mapping_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto's CloudFormation skips AWS::Kinesis::StreamConsumer and its Lambda refuses a
+    consumer's ARN as a mapping's source: the embedded AWS creates and accepts both."""
+    import json
+
+    from moto import settings
+
+    from storepulse_local.kinesis import patch_stream_consumers
+
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
+    patch_stream_consumers()
+    template = {
+        "Resources": {
+            "Stream": {"Type": "AWS::Kinesis::Stream", "Properties": {"ShardCount": 1}},
+            "Consumer": {
+                "Type": "AWS::Kinesis::StreamConsumer",
+                "Properties": {
+                    "ConsumerName": "reader",
+                    "StreamARN": {"Fn::GetAtt": ["Stream", "Arn"]},
+                },
+            },
+        },
+        "Outputs": {"Consumer": {"Value": {"Fn::GetAtt": ["Consumer", "ConsumerARN"]}}},
+    }
+    with mock_aws():
+        cfn = boto3.client("cloudformation", region_name="us-east-1")
+        cfn.create_stack(StackName="s", TemplateBody=json.dumps(template))
+        outputs = cfn.describe_stacks(StackName="s")["Stacks"][0]["Outputs"]
+        consumer_arn = outputs[0]["OutputValue"]
+        stream_arn = consumer_arn.split("/consumer/")[0]
+        kinesis = boto3.client("kinesis", region_name="us-east-1")
+        listed = kinesis.list_stream_consumers(StreamARN=stream_arn)["Consumers"]
+        assert [c["ConsumerARN"] for c in listed] == [consumer_arn]
+
+        lam = boto3.client("lambda", region_name="us-east-1")
+        iam = boto3.client("iam", region_name="us-east-1")
+        role = iam.create_role(RoleName="r", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        lam.create_function(
+            FunctionName="f",
+            Runtime="python3.11",
+            Role=role,
+            Handler="h.h",
+            Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+        )
+        mapping = lam.create_event_source_mapping(
+            EventSourceArn=consumer_arn, FunctionName="f", StartingPosition="TRIM_HORIZON"
+        )
+        assert mapping["EventSourceArn"] == consumer_arn
+        with pytest.raises(lam.exceptions.ResourceNotFoundException):
+            lam.create_event_source_mapping(
+                EventSourceArn=f"{stream_arn}/consumer/unknown", FunctionName="f"
+            )

@@ -47,11 +47,19 @@ crashes and timeouts (the function's Timeout) are function errors, with AWS's er
 ``handlers={"function-name": callable}`` replaces a function by an in-process stand-in (tests of
 the mapping's semantics).
 
-Not emulated: ParallelizationFactor (always 1), TumblingWindowInSeconds, FilterCriteria, enhanced
-fan-out consumers, S3 on-failure destinations, layers, memory limits, and functions created with
-an inline ZipFile (the embedded AWS keeps no copy the runtime can fetch; the deploy uses S3).
+A caught-up shard is read again at Lambda's cadence for its mapping
+(``MappingConfig.idle_poll_seconds``): about once a second for a shared-throughput Kinesis mapping,
+every 0.07 s for one through an enhanced fan-out consumer (its source is the consumer's ARN; AWS
+pushes records within ~70 ms, moto has no SubscribeToShard, so the shard is read that often), 4
+times a second for a DynamoDB stream; a shard that just returned records is read again at once.
+A ``poll_interval`` given to the runtime replaces every mapping's cadence (tests).
 
-CLI: ``python -m storepulse_local.lambda_runtime [--state-dir DIR] [--poll-interval 0.2]`` runs
+Not emulated: ParallelizationFactor (always 1), TumblingWindowInSeconds, FilterCriteria,
+SubscribeToShard's push (see above), S3 on-failure destinations, layers, memory limits, and
+functions created with an inline ZipFile (the embedded AWS keeps no copy the runtime can fetch;
+the deploy uses S3).
+
+CLI: ``python -m storepulse_local.lambda_runtime [--state-dir DIR] [--poll-interval S]`` runs
 until SIGTERM/SIGINT, waits for mappings while none exists, and logs per-shard stats every 10 s.
 
 Modules, each importing only those above it:

@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--poll-interval",
         type=float,
-        default=0.2,
-        help="seconds between polls of a caught-up shard",
+        default=None,
+        help="seconds between polls of a caught-up shard (default: Lambda's for the mapping: "
+        "1 s shared throughput, 0.07 s enhanced fan-out, 0.25 s DynamoDB Streams)",
     )
     parser.add_argument(
         "--discovery-interval",

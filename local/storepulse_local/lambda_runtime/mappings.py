@@ -11,6 +11,14 @@ from storepulse_local.lambda_runtime.sources import PolledRecord, Source, source
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+# How often Lambda reads a caught-up shard (AWS's documentation): a Kinesis shared-throughput
+# mapping about once a second, a DynamoDB stream 4 times a second; an enhanced fan-out consumer
+# has records pushed within ~70 ms, emulated by reading the shard that often (no SubscribeToShard
+# in moto: infra/local/embedded_aws_gaps.json).
+SHARED_THROUGHPUT_POLL_SECONDS: Final = 1.0
+ENHANCED_FAN_OUT_POLL_SECONDS: Final = 0.07
+DYNAMODB_STREAMS_POLL_SECONDS: Final = 0.25
+
 POLLED_STATES: Final = frozenset({"Enabled", "Enabling"})
 TRANSITIONAL_STATES: Final = frozenset({"Creating", "Updating"})  # keep whatever we were doing
 
@@ -104,6 +112,20 @@ class MappingConfig:
         source = source_of(self.stream_arn)
         assert source is not None, self.stream_arn  # only polled mappings get here
         return source
+
+    @property
+    def enhanced_fan_out(self) -> bool:
+        """The mapping reads through a stream consumer (its ARN is the consumer's)."""
+        return is_kinesis_stream(self.stream_arn) and "/consumer/" in self.stream_arn
+
+    @property
+    def idle_poll_seconds(self) -> float:
+        """How long Lambda leaves a caught-up shard of this mapping before reading it again."""
+        if not is_kinesis_stream(self.stream_arn):
+            return DYNAMODB_STREAMS_POLL_SECONDS
+        if self.enhanced_fan_out:
+            return ENHANCED_FAN_OUT_POLL_SECONDS
+        return SHARED_THROUGHPUT_POLL_SECONDS
 
     @property
     def account_id(self) -> str:

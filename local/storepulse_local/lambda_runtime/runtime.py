@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ from storepulse_local.lambda_runtime.mappings import (
     wants_polling,
 )
 from storepulse_local.lambda_runtime.package_cache import PackageCache, deployed_code
-from storepulse_local.lambda_runtime.shards import MappingRunner, ShardStats
+from storepulse_local.lambda_runtime.shards import BatchTiming, MappingRunner, ShardStats
 from storepulse_local.lambda_runtime.worker import (
     CREDENTIALS_MARGIN,
     CREDENTIALS_SECONDS,
@@ -64,18 +64,20 @@ class LocalLambdaRuntime:
         *,
         handlers: Mapping[str, Handler] | None = None,
         state_dir: Path | None = None,
-        poll_interval: float = 0.2,
+        poll_interval: float | None = None,
         discovery_interval: float = 5.0,
         retry_backoff: float = 0.5,
         client: ClientFactory = default_client,
         credentials_seconds: int = CREDENTIALS_SECONDS,
+        on_batch: Callable[[BatchTiming], None] | None = None,
     ) -> None:
         self.state_dir = state_dir or settings().state_dir / "lambda-runtime"
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval  # None: Lambda's cadence per mapping (idle_poll_seconds)
         self.discovery_interval = discovery_interval
         self.retry_backoff = retry_backoff
         self._handlers = dict(handlers or {})  # in-process stand-ins, by function name
         self._credentials_seconds = credentials_seconds
+        self._on_batch = on_batch  # told of every committed batch's timing (benchmarks)
         self._packages = PackageCache(self.state_dir / "code")
         self._runtime_dir = self.state_dir / "runtime-provided"
         self._deployed: dict[str, DeployedFunction] = {}
@@ -207,14 +209,18 @@ class LocalLambdaRuntime:
             sender=self._sender,
             poll_interval=self.poll_interval,
             on_shard_finished=self._wake.set,
+            on_batch=self._on_batch,
         )
         log.info(
-            "polling %s for %s (mapping %s, batch size %d, window %.1f s)",
+            "polling %s for %s (mapping %s, batch size %d, window %.1f s, %s: idle shard read "
+            "every %.2f s)",
             config.stream_name,
             config.function_name,
             config.uuid,
             config.batch_size,
             config.batching_window,
+            "enhanced fan-out" if config.enhanced_fan_out else "shared throughput",
+            runner.poll_interval,
         )
         if config.ignored:
             log.warning(
@@ -337,7 +343,7 @@ class LocalLambdaRuntime:
                     return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still busy after {timeout} s: {self.stats()}")
-            time.sleep(min(self.poll_interval, 0.05))
+            time.sleep(min(self.poll_interval or 0.05, 0.05))
 
     def _idle_since(self, marks: Mapping[tuple[str, str], int]) -> bool:
         with self._discover_lock:

@@ -52,6 +52,23 @@ class ShardStats:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class BatchTiming:
+    """When a committed batch went through each step, in ``time.monotonic()`` seconds (one
+    clock for every process of the machine, the function's workers included): for latency
+    breakdowns. ``polled``/``read``: the GetRecords that found its first record."""
+
+    shard_id: str
+    enhanced_fan_out: bool
+    sequence_numbers: tuple[str, ...]
+    request_id: str | None  # the last invocation's
+    polled: float
+    read: float
+    invoked: float  # the last invocation of the batch
+    returned: float
+    checkpointed: float
+
+
 class ShardWorker:
     """Polls one shard and takes its batches through the handler, strictly in order."""
 
@@ -68,6 +85,8 @@ class ShardWorker:
         self._buffer: list[PolledRecord] = []
         self._sizes: list[int] = []
         self._window_start = 0.0  # when the oldest buffered record was read
+        self._first_poll = 0.0  # when the GetRecords that read it began
+        self._invoked: tuple[str | None, float, float] = (None, 0.0, 0.0)  # the last invocation
         self._iterator: str | None = None
         self._ended = False
         self._driver = BatchDriver(
@@ -172,7 +191,7 @@ class ShardWorker:
     def _poll(self) -> int:
         closed = self._closed  # read first: a shard known closed gets no new records
         self.polls_started += 1
-        poll = self.polls_started
+        poll, started = self.polls_started, time.monotonic()
         limit = max(1, min(MAX_GET_RECORDS, self.runner.config.batch_size - len(self._buffer)))
         try:
             response = self.runner.client.get_records(ShardIterator=self._iterator, Limit=limit)
@@ -184,7 +203,7 @@ class ShardWorker:
             return 0
         records = self.runner.config.source.records(self.shard_id, response["Records"])
         if records and not self._buffer:
-            self._window_start = time.monotonic()
+            self._first_poll, self._window_start = started, time.monotonic()
         self._buffer += records
         self._sizes += [record_payload_bytes(r, self.runner.config) for r in records]
         self._iterator = response.get("NextShardIterator")
@@ -208,7 +227,7 @@ class ShardWorker:
             account_id=config.account_id,
         )
         event = config.source.event(records, config.stream_arn, config.region, config.role_arn)
-        started = time.perf_counter()
+        started = time.monotonic()
         outcome = call_handler(
             self.runner.handler,
             event,
@@ -216,7 +235,8 @@ class ShardWorker:
             [r.sequence_number for r in records],
             config.report_item_failures,
         )
-        duration_ms = (time.perf_counter() - started) * 1000
+        self._invoked = (outcome.request_id, started, time.monotonic())
+        duration_ms = (self._invoked[2] - started) * 1000
         self._log_invocation(records, outcome, duration_ms)
         return outcome
 
@@ -259,6 +279,19 @@ class ShardWorker:
 
     def _commit(self, records: list[PolledRecord]) -> None:
         self._checkpoint(records[-1], records_processed=len(records))
+        if self.runner.on_batch is not None:
+            self.runner.on_batch(
+                BatchTiming(
+                    self.shard_id,
+                    self.runner.config.enhanced_fan_out,
+                    tuple(r.sequence_number for r in records),
+                    self._invoked[0],
+                    self._first_poll,
+                    self._window_start,
+                    *self._invoked[1:],
+                    time.monotonic(),
+                )
+            )
 
     def _discard(self, failed: FailedBatch) -> None:
         self.runner.report_failure(failed)
@@ -291,12 +324,14 @@ class MappingRunner:
         client: ClientFactory,
         store: CheckpointStore,
         sender: OnFailureSender,
-        poll_interval: float,
+        poll_interval: float | None,
         on_shard_finished: Callable[[], None],
+        on_batch: Callable[[BatchTiming], None] | None = None,
     ) -> None:
         self.config, self.handler, self.store = config, handler, store
+        self.on_batch = on_batch
         self.client = client(config.source.service)  # kinesis or dynamodbstreams
-        self.poll_interval = poll_interval
+        self._poll_interval = poll_interval
         self.on_shard_finished = on_shard_finished
         self._sender = sender
         self.latest_pin = (
@@ -305,6 +340,13 @@ class MappingRunner:
             else None
         )
         self.workers: dict[str, ShardWorker] = {}
+
+    @property
+    def poll_interval(self) -> float:
+        """The runtime's interval if it was given one (tests), else Lambda's for the mapping."""
+        if self._poll_interval is not None:
+            return self._poll_interval
+        return self.config.idle_poll_seconds
 
     def refresh_shards(self) -> int:
         """Start workers for shards that became ready; return how many started."""

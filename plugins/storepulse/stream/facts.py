@@ -131,6 +131,9 @@ class ClaimResult:
     duplicates: set[str] = field(default_factory=set)  # positions of resent copies
     conflicts: dict[str, Conflict] = field(default_factory=dict)  # by position
     new_sessions: set[str] = field(default_factory=set)  # positions that open a session
+    # What ``write_claims`` writes: facts, event logs, then the sessions the batch opened.
+    to_write: list[dict[str, Any]] = field(default_factory=list)
+    session_items: list[dict[str, Any]] = field(default_factory=list)
 
     def counted(self, position: str) -> bool:
         return position not in self.duplicates and position not in self.conflicts
@@ -353,9 +356,12 @@ def claim_facts(
     sessions: SessionMemory,
     arrived_at: datetime,
 ) -> ClaimResult:
-    """Write order and refund facts, the event logs and the sessions the batch opens (arrived
-    at ``arrived_at``); return which records are resent copies, which are conflicts, and which
-    open a new session.
+    """Decide which records are resent copies, which are conflicts, and which open a new
+    session (the batch arrived at ``arrived_at``), and which order and refund facts, event logs
+    and sessions to write: ``write_claims`` writes them. The caller may write them beside the
+    counter writes: both are idempotent per record (a retry finds its own claims "ours", the
+    counters' watermarks skip what landed), so their order does not matter, only that both
+    landed before the batch succeeds.
 
     Read, then write: one BatchGetItem per 100 items and one BatchWriteItem per 25 changed ones.
     A fact, an event log of orders or foot traffic and a shard's sessions have one writer at a
@@ -392,10 +398,15 @@ def claim_facts(
         known.update(shard_opened)
         opened = _open_sessions(items.values(), known, result)
         session_items = sessions.records(shard_id, opened, arrived_at)
-    batch_put(table, to_write + session_items)
-    if session_items:
-        sessions.learn(shard_id, session_items)
+    result.to_write, result.session_items = to_write + session_items, session_items
     return result
+
+
+def write_claims(table: Any, sessions: SessionMemory, shard_id: str, claims: ClaimResult) -> None:
+    """Write what ``claim_facts`` decided; the container remembers the sessions once written."""
+    batch_put(table, claims.to_write)
+    if claims.session_items:
+        sessions.learn(shard_id, claims.session_items)
 
 
 def write_profiles(table: Any, profiles: Iterable[ev.CrmCustomerProfileV1]) -> int:
