@@ -30,7 +30,7 @@ from storepulse.settings import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow
-from tests.integration.conftest import SHARD, invoke
+from tests.integration.conftest import SHARD, business_day_total, invoke
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -97,7 +97,7 @@ def stock_take(store: str, sku: str, quantity: int, at: datetime) -> ev.Inventor
     )
 
 
-def day_total(stack, store: str | None, at: datetime, tz: str = "Europe/Paris") -> dict:
+def day_total(stack, store: str, at: datetime, tz: str = "Europe/Paris") -> dict:
     key = bucket_keys(store, at, tz)[Grain.DAY]
     return stack.table(Table.METRICS).get_item(Key=key.as_item()).get("Item", {})
 
@@ -119,7 +119,7 @@ def test_sales_become_exact_totals_per_store_day_and_business(handler, realtime_
     store_day = day_total(realtime_stack, "s-001", NOON_PARIS)
     assert store_day["revenue"] == Decimal("24.90")  # 24.20 + 0.10 + 0.60, exactly
     assert (store_day["orders"], store_day["units"]) == (2, 6)
-    business_day = day_total(realtime_stack, None, NOON_PARIS)
+    business_day = business_day_total(realtime_stack, NOON_PARIS)
     assert business_day["revenue"] == Decimal("37.00")
     assert business_day["orders"] == 3
     mix = realtime_stack.table(Table.METRICS).get_item(
@@ -241,7 +241,7 @@ def test_crash_half_way_then_retry_counts_each_record_once(
     assert invoke(handler, batch) == {"batchItemFailures": []}
     day = day_total(realtime_stack, "s-001", NOON_PARIS)
     assert (day["revenue"], day["orders"]) == (Decimal("7.50"), 5)
-    assert day_total(realtime_stack, None, NOON_PARIS)["orders"] == 5
+    assert business_day_total(realtime_stack, NOON_PARIS)["orders"] == 5
 
 
 def test_failed_write_reports_where_to_resume_and_resuming_is_exact(
