@@ -278,7 +278,7 @@ def test_failed_write_reports_where_to_resume_and_resuming_is_exact(
     assert day_total(realtime_stack, "s-002", NOON_PARIS, "America/New_York")["revenue"] == Decimal(
         "2.00"
     )
-    assert day_total(realtime_stack, None, NOON_PARIS)["revenue"] == Decimal("7.00")
+    assert business_day_total(realtime_stack, NOON_PARIS)["revenue"] == Decimal("7.00")
 
 
 def test_a_resent_event_at_another_position_is_not_counted_twice(handler, realtime_stack) -> None:
@@ -529,7 +529,7 @@ def test_smoke_event_is_answered_and_counted_nowhere(handler, realtime_stack) ->
     invoke(handler, Stream().records(marked))
     facts = realtime_stack.table(Table.FACTS)
     assert facts.get_item(Key=smoke.smoke_key(marked.event_id).as_item())["Item"]["type"] == "smoke"
-    assert day_total(realtime_stack, None, NOON_PARIS) == {}
+    assert business_day_total(realtime_stack, NOON_PARIS) == {}
     assert "Contents" not in realtime_stack.s3.list_objects_v2(
         Bucket=realtime_stack.bucket, Prefix="quarantine/"
     )
