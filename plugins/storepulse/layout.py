@@ -11,7 +11,9 @@ Tables (names ``storepulse-<env>-<table>``):
                sales mix, attributes ``cat#<category>#revenue|units`` and
                ``sku#<sku>#revenue|units``; read every item whose sk begins with the date and
                sum (a batch with very many products spreads its counters over several items)
-               where scope is ``S#<store_id>`` or ``ALL`` (the whole business).
+               where scope is ``S#<store_id>``. The whole business (scope ``ALL``) is the sum of
+               its stores, read through ``store_keys``: the stream wrote ``ALL`` items too
+               before 2026-12 (still in old tables, read by nothing).
 ``inventory``  pk ``S#<store_id>``, sk sku: ``on_hand``, ``counted_at``.
 ``facts``      orders (``ORDER#<id>``), refunds, customer profiles (``CUSTOMER#<id>``; repeat
                purchases come from the orders' customer_id), the sessions each shard opened
@@ -35,6 +37,7 @@ applied to it (``wm_<shard>``); see ``storepulse.stream.writer``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -210,6 +213,29 @@ def bucket_keys(store_id: str | None, moment: datetime, timezone: str) -> dict[G
         Grain.HOUR: Key(hour_buckets(store_id, day), utc_hour(moment)),
         Grain.DAY: day_bucket_key(store_id, day),
     }
+
+
+def store_keys(key: Key, timezones: Mapping[str, str]) -> list[Key]:
+    """The stores' items that add up to ``key`` of the business scope (``ALL``), for stores by
+    time zone. A minute or hour is a UTC interval: each store files it under its own local
+    date (an hour that straddles a store's midnight, in a zone with a half-hour offset, is in
+    two of its items). A day and its sales mix are each store's own business day of that date,
+    the business's day exactly when the stores share its time zone. Another scope's key is
+    returned as is."""
+    scope_key, _, rest = key.pk.partition("#")
+    grain = rest.split("#", 1)[0]
+    if scope_key != ALL_STORES:
+        return [key]
+    if grain not in (Grain.MINUTE, Grain.HOUR):  # DAY, MIX: the same date in every store
+        return [Key(f"{scope(s)}#{rest}", key.sk) for s in sorted(timezones)]
+    pattern = "%Y-%m-%dT%H:%MZ" if grain == Grain.MINUTE else "%Y-%m-%dT%HZ"
+    start = datetime.strptime(key.sk, pattern)
+    last = start + (timedelta(minutes=59) if grain == Grain.HOUR else timedelta())
+    return [
+        Key(f"{scope(s)}#{grain}#{day.isoformat()}", key.sk)
+        for s, timezone in sorted(timezones.items())
+        for day in sorted({local_date(m.replace(tzinfo=UTC), timezone) for m in (start, last)})
+    ]
 
 
 def hour_buckets(store_id: str | None, day: date) -> str:

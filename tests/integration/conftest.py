@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import ModuleType
 from typing import Any
@@ -18,8 +18,9 @@ import pytest
 from storepulse.aws import FAIL_FAST_CONFIG
 from storepulse.clock import FrozenClock
 from storepulse.config import REPO_ROOT, settings
+from storepulse.dashboard.reader import DynamoLiveReader, ThreadLocalTable, business_items
 from storepulse.lake.paths import QUARANTINE_EVENTS
-from storepulse.layout import Table, table_name
+from storepulse.layout import Table, day_bucket_key, local_date, table_name
 from storepulse.settings import (
     AlertRuleSettings,
     BusinessProfile,
@@ -177,3 +178,15 @@ def invoke(handler: ModuleType, records: list[StreamRecord]) -> dict[str, Any]:
         lambda_event(records, STREAM_ARN, "us-east-1", ROLE_ARN),
         LambdaContext("storepulse-dev-stream-processor"),
     )
+
+
+def business_day_total(
+    stack: RealtimeStack, day: date | datetime, timezones: Mapping[str, str] = STORES
+) -> dict[str, Any]:
+    """The business's day bucket as the dashboard reads it: the stream writes only the stores'
+    buckets, and the business's day ``day`` (a date, or a moment in Paris) is their sum."""
+    if isinstance(day, datetime):
+        day = local_date(day, "Europe/Paris")
+    reader = DynamoLiveReader({Table.METRICS: ThreadLocalTable(stack.table(Table.METRICS).name)})
+    key = day_bucket_key(None, day)
+    return dict(business_items(reader, [key], timezones).get(key, {}))

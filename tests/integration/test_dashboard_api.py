@@ -144,7 +144,12 @@ def admin(realtime_stack: RealtimeStack, lake: history.Lake) -> Iterator[TestCli
 
 
 def _day_bucket(stack: RealtimeStack, store: str | None) -> dict[str, Any]:
-    timezone = "Europe/Paris" if store in (None, "s-001") else "America/New_York"
+    """A store's day bucket; for the business (None), the sum of its stores' (the stream
+    writes no business item)."""
+    if store is None:
+        buckets = [_day_bucket(stack, s) for s in ("s-001", "s-002")]
+        return {c: sum(b.get(c, 0) for b in buckets) for c in COUNTERS}
+    timezone = "Europe/Paris" if store == "s-001" else "America/New_York"
     key = bucket_keys(store, NOW, timezone)[Grain.DAY]
     return stack.table(Table.METRICS).get_item(Key=key.as_item())["Item"]
 

@@ -30,7 +30,7 @@ from storepulse.settings import SettingsStore, StoreSettings
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow
-from tests.integration.conftest import SHARD, invoke
+from tests.integration.conftest import SHARD, business_day_total, invoke
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -97,7 +97,7 @@ def stock_take(store: str, sku: str, quantity: int, at: datetime) -> ev.Inventor
     )
 
 
-def day_total(stack, store: str | None, at: datetime, tz: str = "Europe/Paris") -> dict:
+def day_total(stack, store: str, at: datetime, tz: str = "Europe/Paris") -> dict:
     key = bucket_keys(store, at, tz)[Grain.DAY]
     return stack.table(Table.METRICS).get_item(Key=key.as_item()).get("Item", {})
 
@@ -119,7 +119,7 @@ def test_sales_become_exact_totals_per_store_day_and_business(handler, realtime_
     store_day = day_total(realtime_stack, "s-001", NOON_PARIS)
     assert store_day["revenue"] == Decimal("24.90")  # 24.20 + 0.10 + 0.60, exactly
     assert (store_day["orders"], store_day["units"]) == (2, 6)
-    business_day = day_total(realtime_stack, None, NOON_PARIS)
+    business_day = business_day_total(realtime_stack, NOON_PARIS)
     assert business_day["revenue"] == Decimal("37.00")
     assert business_day["orders"] == 3
     mix = realtime_stack.table(Table.METRICS).get_item(
@@ -241,7 +241,7 @@ def test_crash_half_way_then_retry_counts_each_record_once(
     assert invoke(handler, batch) == {"batchItemFailures": []}
     day = day_total(realtime_stack, "s-001", NOON_PARIS)
     assert (day["revenue"], day["orders"]) == (Decimal("7.50"), 5)
-    assert day_total(realtime_stack, None, NOON_PARIS)["orders"] == 5
+    assert business_day_total(realtime_stack, NOON_PARIS)["orders"] == 5
 
 
 def test_failed_write_reports_where_to_resume_and_resuming_is_exact(
@@ -278,7 +278,7 @@ def test_failed_write_reports_where_to_resume_and_resuming_is_exact(
     assert day_total(realtime_stack, "s-002", NOON_PARIS, "America/New_York")["revenue"] == Decimal(
         "2.00"
     )
-    assert day_total(realtime_stack, None, NOON_PARIS)["revenue"] == Decimal("7.00")
+    assert business_day_total(realtime_stack, NOON_PARIS)["revenue"] == Decimal("7.00")
 
 
 def test_a_resent_event_at_another_position_is_not_counted_twice(handler, realtime_stack) -> None:
@@ -529,7 +529,7 @@ def test_smoke_event_is_answered_and_counted_nowhere(handler, realtime_stack) ->
     invoke(handler, Stream().records(marked))
     facts = realtime_stack.table(Table.FACTS)
     assert facts.get_item(Key=smoke.smoke_key(marked.event_id).as_item())["Item"]["type"] == "smoke"
-    assert day_total(realtime_stack, None, NOON_PARIS) == {}
+    assert business_day_total(realtime_stack, NOON_PARIS) == {}
     assert "Contents" not in realtime_stack.s3.list_objects_v2(
         Bucket=realtime_stack.bucket, Prefix="quarantine/"
     )

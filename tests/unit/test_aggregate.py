@@ -34,7 +34,7 @@ def _sale(position: int, skus: list[str]) -> Located:
     return Located(sale, "shard-0", f"{position:064d}")
 
 
-def test_a_batch_writes_one_mix_item_per_scope_and_day() -> None:
+def test_a_batch_writes_one_mix_item_per_store_and_day() -> None:
     agg = aggregate([_sale(1, ["a", "b"]), _sale(2, ["a"])], CATALOG, set())
     mix = agg.counters[mix_key("s-1", date(2026, 11, 26))]
     assert mix.total() == {
@@ -45,7 +45,8 @@ def test_a_batch_writes_one_mix_item_per_scope_and_day() -> None:
         "sku#b#revenue": Decimal("1.00"),
         "sku#b#units": 1,
     }
-    assert mix_key(None, date(2026, 11, 26)) in agg.counters
+    # The business's mix and buckets are the sums of its stores' on read: never written.
+    assert not any(key.pk.startswith("ALL") for key in agg.counters)
 
 
 def test_a_wide_mix_is_spread_over_parts_and_loses_nothing() -> None:
@@ -84,7 +85,7 @@ def test_social_metrics_add_up_per_channel_in_every_bucket() -> None:
 
     batch = [_social(1, "instagram", 3, 40), _social(2, "instagram", 1, 10), _social(3, "x", 2, 5)]
     agg = aggregate(batch, CATALOG, set())
-    for store_id in ("s-1", None):
+    for store_id in ("s-1",):
         for key in bucket_keys(store_id, AT, "Europe/Paris").values():
             assert agg.counters[key].total() == {
                 "social#instagram#mentions": 4,
@@ -97,3 +98,26 @@ def test_social_metrics_add_up_per_channel_in_every_bucket() -> None:
                 "social#x#engagements": 5,
             }
     assert Grain.DAY in bucket_keys("s-1", AT, "Europe/Paris")
+
+
+def test_the_business_buckets_are_read_from_the_stores_own_local_dates() -> None:
+    from storepulse.layout import Key, store_keys
+
+    zones = {"s-in": "Asia/Kolkata", "s-1": "Europe/Paris"}
+    # 18Z is 23:30-00:30 in Kolkata: that store files the hour under two local dates.
+    assert store_keys(Key("ALL#HOUR#2026-11-26", "2026-11-25T18Z"), zones) == [
+        Key("S#s-1#HOUR#2026-11-25", "2026-11-25T18Z"),
+        Key("S#s-in#HOUR#2026-11-25", "2026-11-25T18Z"),
+        Key("S#s-in#HOUR#2026-11-26", "2026-11-25T18Z"),
+    ]
+    assert store_keys(Key("ALL#MIN#2026-11-26", "2026-11-25T18:45Z"), zones) == [
+        Key("S#s-1#MIN#2026-11-25", "2026-11-25T18:45Z"),
+        Key("S#s-in#MIN#2026-11-26", "2026-11-25T18:45Z"),
+    ]
+    assert store_keys(Key("ALL#MIX#2026", "2026-11-26#2"), zones) == [
+        Key("S#s-1#MIX#2026", "2026-11-26#2"),
+        Key("S#s-in#MIX#2026", "2026-11-26#2"),
+    ]
+    assert store_keys(Key("S#s-1#DAY#2026", "2026-11-26"), zones) == [
+        Key("S#s-1#DAY#2026", "2026-11-26")
+    ]

@@ -37,12 +37,12 @@ class FakeReader:
         self.tables[table][pk][sk] = {"pk": pk, "sk": sk, **attributes}
 
     def record(self, store_id: str, moment: datetime, timezone: str = PARIS, **counters: Any):
-        """Counters of one event, added to the store's and the business's buckets."""
-        for scope_id in (store_id, None):
-            for key in bucket_keys(scope_id, moment, timezone).values():
-                self._add(key, counters)
+        """Counters of one event, added to the store's buckets (as the stream does: the
+        business's are their sums on read)."""
+        for key in bucket_keys(store_id, moment, timezone).values():
+            self._add(key, counters)
 
-    def sell(self, store_id: str | None, day: date, part: int = 1, **attributes: Any) -> None:
+    def sell(self, store_id: str, day: date, part: int = 1, **attributes: Any) -> None:
         self._add(mix_key(store_id, day, part), attributes)
 
     def _add(self, key: Key, values: dict[str, Any]) -> None:
@@ -229,9 +229,8 @@ def test_hours_plus_the_cutoff_hours_minutes_equal_the_minutes_up_to_the_cutoff(
             ),
             Decimal(0),
         )
-        totals = _dashboard(reader).totals_until(
-            "S#s-in", date(2026, 11, 26), cutoff, "Asia/Kolkata"
-        )
+        where = Scope("s-in", "Asia/Kolkata", ("s-in",))
+        totals = _dashboard(reader).totals_until(where, date(2026, 11, 26), cutoff)
         assert totals["revenue"] == expected
 
 
@@ -240,13 +239,14 @@ def test_snapshot_parts(reader: FakeReader) -> None:
     reader.record("s-001", NOW - timedelta(hours=1), foot_traffic=6, sessions=10)
     reader.record("s-001", NOW - timedelta(minutes=2), add_to_carts=4, checkouts=2, purchases=1)
     today = date(2026, 11, 26)
-    reader.sell(None, today, **{mix_attribute("cat", "grocery", "revenue"): "9.90"})
+    reader.sell("s-001", today, **{mix_attribute("cat", "grocery", "revenue"): "9.90"})
     # A batch with more counters than one write takes filled part 1 and spilled into part 2.
-    reader.sell(None, today, **{mix_attribute("sku", f"p{i:03}", "units"): 1 for i in range(300)})
-    reader.sell(None, today, 2, **{mix_attribute("cat", "grocery", "revenue"): "0.10"})
-    reader.sell(None, today, **{mix_attribute("cat", "a#b", "revenue"): "20.00"})
-    reader.sell(None, today, **{mix_attribute("sku", "coffee", "units"): 3})
-    reader.sell(None, today, **{mix_attribute("sku", "coffee", "revenue"): "29.70"})
+    wide = {mix_attribute("sku", f"p{i:03}", "units"): 1 for i in range(300)}
+    reader.sell("s-001", today, **wide)
+    reader.sell("s-001", today, 2, **{mix_attribute("cat", "grocery", "revenue"): "0.10"})
+    reader.sell("s-001", today, **{mix_attribute("cat", "a#b", "revenue"): "20.00"})
+    reader.sell("s-001", today, **{mix_attribute("sku", "coffee", "units"): 3})
+    reader.sell("s-001", today, **{mix_attribute("sku", "coffee", "revenue"): "29.70"})
     for at, kind, store in [("09:00", "low_stock", "s-001"), ("08:00", "traffic_spike", "s-002")]:
         sent_at = f"2026-11-26T{at}:00.000000Z"
         reader.put(
@@ -292,13 +292,35 @@ def test_snapshot_parts(reader: FakeReader) -> None:
 
 
 def test_a_days_mix_is_one_lookup_unless_part_one_is_full(reader: FakeReader) -> None:
-    reader.sell(None, date(2026, 11, 26), **{mix_attribute("cat", "grocery", "revenue"): "1.00"})
-    reader.sell(None, date(2026, 11, 26), 2, **{mix_attribute("cat", "kitchen", "revenue"): "9"})
+    reader.sell("s-001", date(2026, 11, 26), **{mix_attribute("cat", "grocery", "revenue"): "1.00"})
+    reader.sell("s-001", date(2026, 11, 26), 2, **{mix_attribute("cat", "kitchen", "revenue"): "9"})
 
     mix = _dashboard(reader).snapshot(_catalogue(), Scope.of(_catalogue(), None), []).mix
 
     assert [c.name for c in mix.categories] == ["grocery"]  # no batch ever spilled: one item
     assert ("query", Table.METRICS, 0) not in reader.calls
+
+
+def test_the_business_is_the_sum_of_its_stores_each_in_its_time_zone(reader: FakeReader) -> None:
+    # The stream writes the stores' buckets only: the business's day (Paris) adds up the
+    # stores' UTC minutes and hours, each filed under its store's own local date (Kolkata).
+    catalogue = _catalogue(**{"s-001": PARIS, "s-in": "Asia/Kolkata"})
+    reader.record("s-001", NOW - timedelta(minutes=1), revenue="5.00", orders=1)
+    reader.record("s-in", NOW - timedelta(minutes=1), "Asia/Kolkata", revenue="7.00", orders=2)
+    reader.record("s-in", NOW - timedelta(hours=3), "Asia/Kolkata", revenue="1.00", orders=1)
+    yesterday = NOW - timedelta(days=1)
+    reader.record("s-001", yesterday - timedelta(minutes=5), revenue="2.00", orders=1)
+    reader.record("s-in", yesterday - timedelta(minutes=5), "Asia/Kolkata", revenue="3.00")
+    reader.sell("s-001", date(2026, 11, 26), **{mix_attribute("cat", "grocery", "units"): 2})
+    reader.sell("s-in", date(2026, 11, 26), **{mix_attribute("cat", "grocery", "units"): 3})
+
+    snapshot = _dashboard(reader).snapshot(catalogue, Scope.of(catalogue, None), ["revenue"])
+
+    tile = _tiles(snapshot.kpis)["revenue"]
+    assert (tile.value, tile.yesterday) == (Decimal("13.00"), Decimal("5.00"))
+    assert sum(p.orders for p in snapshot.minutes.points) == 4
+    assert [(c.name, c.units) for c in snapshot.mix.categories] == [("grocery", 5)]
+    assert not any(pk.startswith("ALL") for pk in reader.tables[Table.METRICS])
 
 
 def test_stock_cover_from_the_last_seven_days_with_low_items_first(reader: FakeReader) -> None:

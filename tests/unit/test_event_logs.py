@@ -55,6 +55,24 @@ def test_a_copy_at_another_position_is_a_duplicate_in_and_across_batches() -> No
     assert result.duplicates == {later.position}
 
 
+def test_a_kinesis_shard_id_is_kept_short_and_long_entries_still_match() -> None:
+    shard = "shardId-000000000012"
+    first = Located(_door(1).event, shard, f"{7:056d}")
+    item = _sort([first], None, facts.ClaimResult())
+    assert item is not None
+    assert item["event_srcs"][first.event.event_id] == f"12:7 {first.event.content_hash}"
+
+    # The retry of that record is ours, whether the entry was written short or long (before).
+    for entry in (item, {**item, "event_srcs": {first.event.event_id: f"{shard}:{7:056d} x"}}):
+        result = facts.ClaimResult()
+        assert _sort([first], entry, result) is None
+        assert result.counted(first.position)
+    other = Located(first.event, "shardId-000000000002", f"{7:056d}")  # same position, other shard
+    result = facts.ClaimResult()
+    _sort([other], item, result)
+    assert result.duplicates == {other.position}
+
+
 def test_a_full_item_stops_remembering_but_never_drops_an_event(monkeypatch) -> None:
     monkeypatch.setattr(facts, "MAX_EVENTS_PER_ITEM", 2)
     result = facts.ClaimResult()

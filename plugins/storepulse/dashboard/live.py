@@ -56,7 +56,14 @@ from storepulse.dashboard.panels import (
     sales_mix,
     stock_rows,
 )
-from storepulse.dashboard.reader import FACTS, INVENTORY, METRICS, Item, LiveReader
+from storepulse.dashboard.reader import (
+    FACTS,
+    INVENTORY,
+    METRICS,
+    Item,
+    LiveReader,
+    business_items,
+)
 from storepulse.dashboard.responses import KpiReport, LiveSnapshot, StockRow
 from storepulse.dashboard.staffing import StaffingReport
 from storepulse.dashboard.today import (
@@ -147,7 +154,7 @@ class LiveDashboard:
         today = self.today(where)
         tasks = self._comparison_tasks(where, today) | {
             "kpis": _choice(kpis),
-            "mix": lambda: self._mix(where.store_id, [today.day]),
+            "mix": lambda: self._scope_mix(where, today.day),
             "alerts": lambda: self._alerts(where, today),
             "social": lambda: self._social(where, today.day),
             **{f"stock:{s}": self._stock_task(catalogue, s, today) for s in where.store_ids},
@@ -184,7 +191,7 @@ class LiveDashboard:
             hour_keys(where.key, d, where.timezone)[0].pk: [] for d in weeks
         }
         keys = [k for d in weeks for k in hour_keys(where.key, d, where.timezone)]
-        for item in self._past_items(keys):
+        for item in self._past_items(where, keys):
             by_day[str(item["pk"])].append(item)
         return staffing.report(
             store_id,
@@ -253,7 +260,7 @@ class LiveDashboard:
         day, hours = parts["day"], parts["hours"]
         if day != clock_day:
             hours = self._hours_of(where, day)
-        minutes = self._minutes(where.key, day, hours)
+        minutes = self._minutes(where, day, hours)
         start = day_start(day, where.timezone)
         candidates = [now if day == clock_day else start]
         if minutes:
@@ -262,22 +269,31 @@ class LiveDashboard:
         yesterday, last_week = comparison_cutoffs(day, as_of, where.timezone)
         return Today(day, as_of, now, yesterday, last_week, start, hours, minutes)
 
+    def _metrics(
+        self, where: Scope, keys: Sequence[Key], names: Sequence[str] = ()
+    ) -> dict[Key, Item]:
+        """Metrics items by key; the business's are the sums of its stores' items."""
+        if where.store_id is not None:
+            return self.reader.get_many(METRICS, keys, names)
+        return business_items(self.reader, keys, dict(where.store_timezones), names)
+
     def _hours_of(self, where: Scope, day: date) -> list[Item]:
-        found = self.reader.get_many(METRICS, hour_keys(where.key, day, where.timezone), COUNTERS)
+        found = self._metrics(where, hour_keys(where.key, day, where.timezone), COUNTERS)
         return [found[k] for k in sorted(found, key=lambda k: k.sk)]
 
     def _business_day(self, where: Scope, clock_day: date) -> date:
         """The clock's local date, or a later one that already has data."""
         ahead = [clock_day + timedelta(days=n) for n in range(1, LOOKAHEAD_DAYS + 1)]
         keys = [Key(f"{where.key}#DAY#{d.year}", d.isoformat()) for d in ahead]
-        found = self.reader.get_many(METRICS, keys, ("sk",))
+        found = self._metrics(where, keys, ("sk",))
         return max([clock_day, *(date.fromisoformat(k.sk) for k in found)])
 
-    def _minutes(self, scope_key: str, day: date, hours: list[Item]) -> list[Item]:
+    def _minutes(self, where: Scope, day: date, hours: list[Item]) -> list[Item]:
         """Today's minute buckets. An hour whose counters did not change keeps its minutes; one
         that did has its minutes read again from its newest known minute on (new events land at
         the end) and, if they then fail to add up to the hour (a late event, or a read that
         raced a write), from its first minute."""
+        scope_key = where.key
         kept: list[Item] = []
         changed: list[tuple[Item, list[Item]]] = []
         for hour in hours:
@@ -287,7 +303,7 @@ class LiveDashboard:
                 kept += cached[1]
             else:
                 changed.append((hour, cached[1] if cached else []))
-        tail = self._read_hours(scope_key, day, [(h, known) for h, known in changed if known])
+        tail = self._read_hours(where, day, [(h, known) for h, known in changed if known])
         retry = []
         for hour, known in changed:
             newest = str(known[-1]["sk"]) if known else None
@@ -298,7 +314,7 @@ class LiveDashboard:
                     kept += minutes
                     continue
             retry.append((hour, []))
-        full = self._read_hours(scope_key, day, retry)
+        full = self._read_hours(where, day, retry)
         for hour, _ in retry:
             minutes = full[str(hour["sk"])]
             self._consistent(scope_key, hour, minutes)
@@ -306,7 +322,7 @@ class LiveDashboard:
         return sorted(kept, key=lambda m: str(m["sk"]))
 
     def _read_hours(
-        self, scope_key: str, day: date, hours: list[tuple[Item, list[Item]]]
+        self, where: Scope, day: date, hours: list[tuple[Item, list[Item]]]
     ) -> dict[str, list[Item]]:
         """The minutes of each hour, from its newest known minute (all if none is known)."""
         if not hours:
@@ -317,9 +333,9 @@ class LiveDashboard:
             if known:
                 start = parse_minute(str(known[-1]["sk"]))
             end = parse_hour(str(hour["sk"])) + timedelta(minutes=59)
-            keys += minute_keys(scope_key, day, start.replace(minute=0), until=end)[start.minute :]
+            keys += minute_keys(where.key, day, start.replace(minute=0), until=end)[start.minute :]
         by_hour: dict[str, list[Item]] = {str(h["sk"]): [] for h, _ in hours}
-        for key, item in self.reader.get_many(METRICS, keys, COUNTERS).items():
+        for key, item in self._metrics(where, keys, COUNTERS).items():
             by_hour.setdefault(_hour_of(key.sk), []).append(item)
         return {h: sorted(items, key=lambda m: str(m["sk"])) for h, items in by_hour.items()}
 
@@ -336,25 +352,25 @@ class LiveDashboard:
     # --- comparisons ---
 
     def _comparison_tasks(self, where: Scope, today: Today) -> dict[str, Callable[[], Any]]:
-        key, day, timezone = where.key, today.day, where.timezone
+        day = today.day
         return {
             "yesterday": lambda: self.totals_until(
-                key, day - timedelta(days=1), today.yesterday_cutoff, timezone
+                where, day - timedelta(days=1), today.yesterday_cutoff
             ),
             "last_week": lambda: self.totals_until(
-                key, day - timedelta(days=7), today.last_week_cutoff, timezone
+                where, day - timedelta(days=7), today.last_week_cutoff
             ),
         }
 
-    def totals_until(self, scope_key: str, day: date, cutoff: datetime, timezone: str) -> Totals:
+    def totals_until(self, where: Scope, day: date, cutoff: datetime) -> Totals:
         """A day's counters up to and including the minute of ``cutoff``: the hours before the
         cut-off hour, then the minutes of that hour."""
         hour = cutoff.replace(minute=0, second=0, microsecond=0)
-        keys = [k for k in hour_keys(scope_key, day, timezone) if k.sk < utc_hour(cutoff)]
-        keys += minute_keys(scope_key, day, hour, until=cutoff)
-        return Totals.of(self._past_items(keys))
+        keys = [k for k in hour_keys(where.key, day, where.timezone) if k.sk < utc_hour(cutoff)]
+        keys += minute_keys(where.key, day, hour, until=cutoff)
+        return Totals.of(self._past_items(where, keys))
 
-    def _past_items(self, keys: list[Key]) -> list[Item]:
+    def _past_items(self, where: Scope, keys: list[Key]) -> list[Item]:
         items, missing = [], []
         for key in keys:
             fresh, item = self._past.peek(key)
@@ -362,7 +378,7 @@ class LiveDashboard:
                 missing.append(key)
             elif item is not None:
                 items.append(item)
-        found = self.reader.get_many(METRICS, missing, COUNTERS) if missing else {}
+        found = self._metrics(where, missing, COUNTERS) if missing else {}
         for key in missing:
             self._past.put(key, found.get(key))
             if key in found:
@@ -372,11 +388,15 @@ class LiveDashboard:
     def _social(self, where: Scope, day: date) -> Item | None:
         """The day's social counters: its DAY bucket's ``social#<channel>#*`` attributes."""
         key = Key(f"{where.key}#DAY#{day.year}", day.isoformat())
-        return self.reader.get_many(METRICS, [key], social.ATTRIBUTES).get(key)
+        return self._metrics(where, [key], social.ATTRIBUTES).get(key)
 
     # --- sales mix, stock, alerts ---
 
-    def _mix(self, store_id: str | None, days: Sequence[date]) -> list[Item]:
+    def _scope_mix(self, where: Scope, day: date) -> list[Item]:
+        """The day's mix items of the scope's stores (the business's mix is their sum)."""
+        return [item for store_id in where.store_ids for item in self._mix(store_id, [day])]
+
+    def _mix(self, store_id: str, days: Sequence[date]) -> list[Item]:
         """The mix items of ``days``: part 1 by key, and the other parts when part 1 is full
         (a batch spreads its counters over more parts only once part 1 got the maximum)."""
         keys = [mix_key(store_id, d) for d in days]

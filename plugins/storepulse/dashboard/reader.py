@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Protocol
 
 import boto3
@@ -15,6 +16,7 @@ from storepulse.config import settings
 from storepulse.layout import (
     Key,
     Table,
+    store_keys,
     table_name,
 )
 from storepulse.stream.batch_io import batch_get
@@ -132,3 +134,31 @@ class DynamoLiveReader:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items
+
+
+def business_items(
+    reader: LiveReader, keys: Sequence[Key], timezones: Mapping[str, str], names: Sequence[str] = ()
+) -> dict[Key, Item]:
+    """Metrics items of the business scope (``ALL`` keys) as the sums of its stores' items
+    (stores by time zone: ``layout.store_keys``), in one read; a key none of them has is
+    missing. Numbers add up; other attributes are the first store's."""
+    parts = {key: store_keys(key, timezones) for key in keys}
+    wanted = list(dict.fromkeys(k for found in parts.values() for k in found))
+    found = reader.get_many(METRICS, wanted, names) if wanted else {}
+    summed: dict[Key, Item] = {}
+    for key, of_stores in parts.items():
+        items = [found[k] for k in of_stores if k in found]
+        if items:
+            summed[key] = {**_add_up(items), **key.as_item()}
+    return summed
+
+
+def _add_up(items: Sequence[Item]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for item in items:
+        for name, value in item.items():
+            if name in total and isinstance(value, int | Decimal) and not isinstance(value, bool):
+                total[name] = total[name] + value
+            else:
+                total.setdefault(name, value)
+    return total

@@ -26,6 +26,8 @@ class Scope:
     store_id: str | None
     timezone: str
     store_ids: tuple[str, ...]
+    # (store, time zone) of each store: the business's buckets are the sums of the stores'.
+    store_timezones: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -34,7 +36,8 @@ class Scope:
     @classmethod
     def of(cls, catalogue: Catalog, store_id: str | None) -> Scope:
         stores = (store_id,) if store_id else tuple(sorted(catalogue.stores))
-        return cls(store_id, catalogue.timezone_of(store_id), stores)
+        timezones = tuple((s, catalogue.timezone_of(s)) for s in stores)
+        return cls(store_id, catalogue.timezone_of(store_id), stores, timezones)
 
 
 LOOKAHEAD_DAYS: Final = 31  # how far past the clock's day a day with data is looked for

@@ -15,7 +15,6 @@ from typing import Any
 
 from storepulse import events as ev
 from storepulse.layout import (
-    ALL_STORES,
     MAX_COUNTERS_PER_WRITE,
     MINUTE_TTL,
     SOCIAL_COUNTERS,
@@ -122,18 +121,17 @@ class Located:
 def _add_to_buckets(
     agg: BatchAggregate, item: Located, catalog: Catalog, values: dict[str, Number]
 ) -> None:
+    # The store's buckets only: the business's are the sum of its stores' on read
+    # (``layout.store_keys``), which saves a third of the counter writes of every batch.
     store = item.event.store_id
-    for store_id, timezone in (
-        (store, catalog.stores[store].timezone),
-        (None, catalog.business_timezone),
-    ):
-        for grain, key in bucket_keys(store_id, item.event.occurred_at, timezone).items():
-            ttl = (
-                {"expires_at": expires_at(item.event.occurred_at, MINUTE_TTL)}
-                if grain is Grain.MINUTE
-                else {}
-            )
-            agg.add(key, item.shard_id, item.position, values, **ttl)
+    timezone = catalog.stores[store].timezone
+    for grain, key in bucket_keys(store, item.event.occurred_at, timezone).items():
+        ttl = (
+            {"expires_at": expires_at(item.event.occurred_at, MINUTE_TTL)}
+            if grain is Grain.MINUTE
+            else {}
+        )
+        agg.add(key, item.shard_id, item.position, values, **ttl)
 
 
 def _add_sale(agg: BatchAggregate, item: Located, sale: ev.PosSaleV1, catalog: Catalog) -> None:
@@ -149,12 +147,8 @@ def _add_sale(agg: BatchAggregate, item: Located, sale: ev.PosSaleV1, catalog: C
             item.shard_id,
             StockChange(item.position, sale.occurred_at, add=-line.quantity),
         )
-    for store_id, timezone in (
-        (sale.store_id, catalog.stores[sale.store_id].timezone),
-        (None, catalog.business_timezone),
-    ):
-        day = local_date(sale.occurred_at, timezone)
-        agg.add(mix_key(store_id, day), item.shard_id, item.position, dict(mix))
+    day = local_date(sale.occurred_at, catalog.stores[sale.store_id].timezone)
+    agg.add(mix_key(sale.store_id, day), item.shard_id, item.position, dict(mix))
 
 
 def split_wide_writes(agg: BatchAggregate, limit: int = MAX_COUNTERS_PER_WRITE) -> None:
@@ -168,7 +162,7 @@ def split_wide_writes(agg: BatchAggregate, limit: int = MAX_COUNTERS_PER_WRITE) 
             continue
         del agg.counters[key]
         day = date.fromisoformat(key.sk)
-        store_id = None if key.pk.startswith(ALL_STORES) else key.pk.split("#")[1]
+        store_id = key.pk.split("#")[1]
         for part, start in enumerate(range(0, len(names), limit), start=1):
             chunk = set(names[start : start + limit])
             part_key = mix_key(store_id, day, part)

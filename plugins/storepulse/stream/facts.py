@@ -157,11 +157,17 @@ class _Holder:
 
 
 def _compact(src: str) -> str:
-    """``<shard>:<position>`` without the position's zero padding: a third of an event log
-    entry's bytes (DynamoDB bills the log's write by its whole size). Entries written padded
-    before 2026-12 read the same."""
+    """``<shard>:<position>`` without the position's zero padding nor the shard id's (Kinesis
+    names shards ``shardId-`` and 12 digits: ``shardId-000000000012`` is ``12``): half an
+    event log entry's bytes (DynamoDB bills the log's write by its whole size). Entries
+    written longer before read the same: both sides of a comparison are compacted."""
     shard_id, _, position = src.rpartition(":")
-    return f"{shard_id}:{position.lstrip('0') or '0'}" if shard_id else src
+    return f"{_short_shard(shard_id)}:{position.lstrip('0') or '0'}" if shard_id else src
+
+
+def _short_shard(shard_id: str) -> str:
+    number = shard_id.removeprefix("shardId-")
+    return str(int(number)) if number != shard_id and number.isdigit() else shard_id
 
 
 NEW, OURS, DUPLICATE = "new", "ours", "duplicate"
