@@ -76,7 +76,10 @@ real-time path files them: data that arrives later is exported by rerunning its 
    one is cleared; none: one is created with the day's interval; a queued one is left (it
    exports the change when it starts); a running one is not cleared mid-flight:
    **late_runs_settled** waits for it (rescheduled every 5 min, 12 h at most, then fails;
-   each poke logs the run it waits for), then it is cleared. Each decision is logged. Reruns and
+   each poke logs the run it waits for), then it is cleared. A run of another interval
+   holding the day's logical date (a manual run triggered with a logical date but no data
+   interval) is not cleared: the day is not re-published, logged as an error with the fix.
+   Each decision is logged. Reruns and
    backfills (an interval that ended more than a day ago) trigger none (no cascade).
 
 Heavy libraries (pyarrow, pandas, great_expectations) are imported inside tasks only.
@@ -548,7 +551,7 @@ def nightly_export() -> None:
 
         from storepulse.airflow.runs import TaskSdkDagRuns
         from storepulse.export.incremental import MAX_LOOKBACK
-        from storepulse.export.republish import plan_republish, triggered
+        from storepulse.export.republish import Action, plan_republish, triggered
 
         tasks = [f"stage_{table.value}" for table in SOURCE_TABLES]
         pulled = ti.xcom_pull(task_ids=tasks, key="late_days") if ti is not None else []
@@ -567,7 +570,8 @@ def nightly_export() -> None:
         )
         plans = plan_republish(chosen, resolved["reference"]["timezone"], TaskSdkDagRuns())
         for plan in plans:
-            log.info("late day %s", plan.describe())
+            blocked = plan.action is Action.BLOCKED
+            log.log(logging.ERROR if blocked else logging.INFO, "late day %s", plan.describe())
         return triggered(plans)
 
     @task.sensor(

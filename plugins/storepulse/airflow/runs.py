@@ -28,7 +28,8 @@ class TaskSdkDagRuns:
         run = response.dag_run
         if run is None or run.logical_date != logical_date:
             return None
-        return RunRef(run.run_id, getattr(run.state, "value", str(run.state)))
+        state = getattr(run.state, "value", str(run.state))
+        return RunRef(run.run_id, state, run.data_interval_start)
 
     def is_running(self, dag_id: str, run_id: str) -> bool:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance

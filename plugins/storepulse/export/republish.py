@@ -9,7 +9,10 @@ id). So the run that holds D's logical date is looked up, and:
 - finished (success or failed): that run is cleared, whatever its id;
 - queued: left alone: it has not exported yet, and when it starts it exports the change too;
 - running: not cleared mid-flight (its export may have read the table before the change):
-  ``late_runs_settled`` waits until it ends, then it is cleared.
+  ``late_runs_settled`` waits until it ends, then it is cleared;
+- covering another day (a manual run given D's logical date without D's interval: Airflow 3.3
+  infers a manual run's interval as the one that ended before it): not cleared (that would
+  re-publish its own day), and D cannot get a run of its own: logged as an error, with the fix.
 
 The lookup is a ``DagRuns`` (``storepulse.airflow.runs``: the Task SDK in a task, a fake in the
 unit tests).
@@ -34,6 +37,7 @@ class RunRef:
 
     run_id: str
     state: str  # queued, running, success, failed
+    interval_start: datetime | None  # the business day it exports starts here
 
 
 class DagRuns(Protocol):
@@ -51,6 +55,7 @@ class Action(StrEnum):
     CLEAR = "clear"  # a finished run
     CLEAR_WHEN_DONE = "clear when done"  # a running run: waited for, then cleared
     NONE = "none"  # a queued run: it will export the change when it starts
+    BLOCKED = "blocked"  # a run of another interval holds the day's logical date
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class Republish:
     def trigger_kwargs(self) -> dict[str, str] | None:
         """The ``TriggerDagRunOperator`` arguments (with ``reset_dag_run``: an existing
         ``trigger_run_id`` is cleared, a new one created), None when nothing is triggered."""
-        if self.action is Action.NONE:
+        if self.action in {Action.NONE, Action.BLOCKED}:
             return None
         return {
             "logical_date": self.logical_date.isoformat(),
@@ -80,6 +85,10 @@ class Republish:
             Action.CLEAR: "clearing its finished run",
             Action.CLEAR_WHEN_DONE: "its run is running: clearing it once it ends",
             Action.NONE: "its run is queued, not started: it will export the change itself",
+            Action.BLOCKED: (
+                "NOT re-published: its logical date is held by a run of another interval; "
+                "delete that run, then trigger this day with its data interval, or backfill it:"
+            ),
         }[self.action]
         return f"{self.day}: {what} {self.run_id}"
 
@@ -94,6 +103,8 @@ def plan_republish(
         found = runs.run_at(dag_id, new.logical_date)
         if found is None:
             action, run_id = Action.CREATE, new.run_id
+        elif found.interval_start != new.logical_date:
+            action, run_id = Action.BLOCKED, found.run_id
         else:
             action, run_id = _action_for(found.state), found.run_id
         plans.append(Republish(day, action, run_id, new.logical_date, new.run_after))
