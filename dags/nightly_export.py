@@ -68,11 +68,19 @@ real-time path files them: data that arrives later is exported by rerunning its 
    day rewrites it, an unchanged day leaves it as it is.
 
 7. **republish_late_days**: the incremental export also sees items of earlier days that changed
-   (late events: a POS syncing yesterday's sales); the current night's run clears each such
-   day's scheduled run (at most 4 days back; Airflow names it by its interval's end,
-   `scheduled__<D+1>T00:00:00+00:00`, or creates it with that interval), which re-exports and
-   re-publishes that day alone (its own window, audited as always). Reruns and backfills
-   (an interval that ended more than a day ago) trigger none (no cascade).
+   (late events: a POS syncing yesterday's sales); the current night's run re-runs each such
+   day's run (at most 4 days back), which re-exports and re-publishes that day alone (its own
+   window, audited as always). Airflow keeps one run per logical date: the day's run is
+   whichever holds it, scheduled (`scheduled__<D+1>T00:00:00+00:00`, named by its interval's
+   end), backfill or manual (`storepulse.export.republish`, through the Task SDK). A finished
+   one is cleared; none: one is created with the day's interval; a queued one is left (it
+   exports the change when it starts); a running one is not cleared mid-flight:
+   **late_runs_settled** waits for it (rescheduled every 5 min, 12 h at most, then fails;
+   each poke logs the run it waits for), then it is cleared. A run of another interval
+   holding the day's logical date (a manual run triggered with a logical date but no data
+   interval) is not cleared: the day is not re-published, logged as an error with the fix.
+   Each decision is logged. Reruns and
+   backfills (an interval that ended more than a day ago) trigger none (no cascade).
 
 Heavy libraries (pyarrow, pandas, great_expectations) are imported inside tasks only.
 """
@@ -108,6 +116,9 @@ SOURCE_TABLES = {  # table -> the stack output naming it
 }
 STRATEGIES = ("auto", "incremental", "pitr", "scan")
 ROLLED_UP = "daily_store_metrics"  # rolled up per year for the dashboard's history
+# A late day's run still running is waited for (rescheduled pokes), at most as long as a night.
+LATE_RUN_POKE_SECONDS = 300
+LATE_RUN_WAIT_SECONDS = 12 * 3600
 
 
 def _chosen_strategy(dynamodb: Any, name: str) -> str:
@@ -532,11 +543,15 @@ def nightly_export() -> None:
 
     @task
     def late_days(resolved: dict[str, Any], ti: Any = None) -> list[dict[str, str]]:
-        """The runs to clear: earlier days whose items changed in tonight's windows (tonight's
-        run only: a rerun or a backfill triggers none, so re-publishes never cascade)."""
+        """The runs to clear or create: earlier days whose items changed in tonight's windows
+        (tonight's run only: a rerun or a backfill triggers none, so re-publishes never
+        cascade). A day's run is whichever holds its logical date (scheduled, backfill or
+        manual): `storepulse.export.republish`."""
         from datetime import timedelta
 
-        from storepulse.export.incremental import MAX_LOOKBACK, nightly_run_of
+        from storepulse.airflow.runs import TaskSdkDagRuns
+        from storepulse.export.incremental import MAX_LOOKBACK
+        from storepulse.export.republish import Action, plan_republish, triggered
 
         tasks = [f"stage_{table.value}" for table in SOURCE_TABLES]
         pulled = ti.xcom_pull(task_ids=tasks, key="late_days") if ti is not None else []
@@ -553,17 +568,25 @@ def nightly_export() -> None:
             ", ".join(map(str, chosen)) or "none",
             "" if current else " (a rerun or backfill triggers none)",
         )
-        runs = []
-        for late in chosen:
-            run = nightly_run_of(late, resolved["reference"]["timezone"])
-            runs.append(
-                {
-                    "logical_date": run.logical_date.isoformat(),
-                    "run_after": run.run_after.isoformat(),
-                    "trigger_run_id": run.run_id,
-                }
-            )
-        return runs
+        plans = plan_republish(chosen, resolved["reference"]["timezone"], TaskSdkDagRuns())
+        for plan in plans:
+            blocked = plan.action is Action.BLOCKED
+            log.log(logging.ERROR if blocked else logging.INFO, "late day %s", plan.describe())
+        return triggered(plans)
+
+    @task.sensor(
+        poke_interval=LATE_RUN_POKE_SECONDS, timeout=LATE_RUN_WAIT_SECONDS, mode="reschedule"
+    )
+    def late_runs_settled(late: list[dict[str, str]]) -> bool:
+        """Waits (rescheduled, freeing its worker slot) until no late day's run is running: a
+        run is not cleared mid-flight, its export may have read the table before the change."""
+        from storepulse.airflow.runs import TaskSdkDagRuns
+        from storepulse.export.republish import still_running
+
+        running = still_running(TaskSdkDagRuns(), late)
+        if running:
+            log.info("waiting for %s to end before clearing it", ", ".join(running))
+        return not running
 
     audited = audit(resolved, staged)
     published_tasks = []
@@ -577,7 +600,7 @@ def nightly_export() -> None:
     late = late_days(resolved)
     published_tasks >> late
     # Clearing a day's run re-runs it whole: its own window, audit and publish.
-    TriggerDagRunOperator.partial(
+    late_runs_settled(late) >> TriggerDagRunOperator.partial(
         task_id="republish_late_days",
         trigger_dag_id="nightly_export",
         reset_dag_run=True,

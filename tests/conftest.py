@@ -95,18 +95,22 @@ def aws_client(embedded_aws: str):
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """``storepulse_local.platform up`` on free ports for one module (the browser tests, the
     platform's integration tests): it takes a minute or two to be ready, and is stopped after the
-    module so its traffic does not load the rest of the run."""
-    from tests.platform_process import Platform
+    module so its traffic does not load the rest of the run. Ready (its pid file written, its
+    admin password printed) before the module's first test: any test of the module runs alone."""
+    from tests.platform_process import READY_SECONDS, Platform
 
     running = Platform(tmp_path_factory.mktemp("platform"))
-    yield running
-    if running.process.poll() is None:
-        running.stop()
+    try:
+        running.wait_ready(timeout=READY_SECONDS)  # once: later tests find it ready
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.stop()
 
 
 @pytest.fixture(scope="module")
 def password(platform: Platform) -> str:
-    """The admin password ``up`` prints when it reports ready."""
+    """The admin password ``up`` printed when it reported ready."""
     from tests.platform_process import READY_SECONDS
 
-    return platform.wait_ready(timeout=READY_SECONDS)
+    return platform.wait_ready(timeout=READY_SECONDS)  # ready already: no wait

@@ -25,7 +25,8 @@ CLOCK_SHIFT_PATH = REPO_ROOT / "tests" / "clock_shift"
 # per run its state, task states (mapped ones as task[index]), XComs, emitted asset events and
 # every run of the DAG then (run id: state, type, data interval). dag.test() makes a manual run;
 # {"dag_id", "run_after", "scheduled": true} makes the run the scheduler makes for the interval
-# ending at run_after, or runs that one again (a cleared run is queued: no scheduler here).
+# ending at run_after, or runs that one again (a cleared run is queued: no scheduler here); with
+# "run_id" too, a manual run of that id and interval, as a REST trigger given its data interval.
 RUNNER = """
 import json, sys, time
 from datetime import datetime
@@ -41,10 +42,13 @@ from sqlalchemy import select
 
 manual_run = dagruns.get_or_create_dagrun
 
+named = {}  # the request's run id, if any: a manual run
+
 def scheduled_run(*, dag, run_after, conf, session, **_):
     interval = dag.timetable.infer_manual_data_interval(run_after=run_after)
-    run_id = dag.timetable.generate_run_id(
-        run_type=DagRunType.SCHEDULED, run_after=run_after, data_interval=interval
+    run_type = DagRunType.MANUAL if named.get("run_id") else DagRunType.SCHEDULED
+    run_id = named.get("run_id") or dag.timetable.generate_run_id(
+        run_type=run_type, run_after=run_after, data_interval=interval
     )
     query = select(dagruns.DagRun).where(
         dagruns.DagRun.dag_id == dag.dag_id, dagruns.DagRun.run_id == run_id
@@ -53,7 +57,7 @@ def scheduled_run(*, dag, run_after, conf, session, **_):
     if run is None:
         run = dag.create_dagrun(
             run_id=run_id, logical_date=interval.start, data_interval=interval,
-            run_after=run_after, conf=conf, run_type=DagRunType.SCHEDULED,
+            run_after=run_after, conf=conf, run_type=run_type,
             state=DagRunState.RUNNING, triggered_by=DagRunTriggeredByType.TIMETABLE,
             triggering_user_name=None, start_date=run_after, session=session,
         )
@@ -79,6 +83,7 @@ for request in json.loads(sys.argv[2]):
     run_after = request.get("run_after")
     if request.get("scheduled"):
         dagruns.get_or_create_dagrun = scheduled_run
+        named["run_id"] = request.get("run_id")
         timetable = coerce_to_core_timetable(bag.dags[dag_id].timetable)
         end = datetime.fromisoformat(run_after)
         day = timetable.infer_manual_data_interval(run_after=end).start.isoformat()

@@ -606,19 +606,25 @@ def test_a_late_sale_republishes_its_day_through_airflow(
     day, next_day = DAY, DAY + timedelta(days=1)
     log: list[str] = []
 
-    def night(at: datetime, day: date) -> dict[str, Any]:
-        """The scheduled run of ``day`` (or that run again), started at ``at``."""
+    def night(at: datetime, day: date, run_id: str | None = None) -> dict[str, Any]:
+        """The scheduled run of ``day`` (with ``run_id``: that manual run of the day's interval)
+        or that run again, started at ``at``."""
         shared_clock.travel(at)
         request = {"dag_id": "nightly_export", "scheduled": True, "run_after": _run_after(day)}
+        request |= {"run_id": run_id} if run_id else {}
         log.clear()
         (run,) = run_dags(shared_clock.airflow(env), [request], timeout=900, output=log)
         assert run["state"] == "success", run
         return run
 
-    # D: the day's events, then its night (auto: the tables' recovery history covers it)
+    # D: the day's events, then a manual run of D (triggered with D's interval, as through the
+    # REST API): it holds D's logical date, so D has no scheduled run (auto: the tables'
+    # recovery history covers it)
     shared_clock.travel(datetime(2026, 11, 26, 23, 45, tzinfo=UTC))
     put_a_day(handler)
-    first = night(datetime(2026, 11, 27, 1, 0, tzinfo=UTC), day)
+    manual_d = "api__2026-11-27T01:00:00__0d0d0d0d"
+    first = night(datetime(2026, 11, 27, 1, 0, tzinfo=UTC), day, run_id=manual_d)
+    assert first["run_id"] == manual_d
     assert sorted(_published_orders(stack, day)) == ["o-1", "o-2", "o-3"]
 
     # a POS syncs a sale of D the next morning
@@ -626,27 +632,30 @@ def test_a_late_sale_republishes_its_day_through_airflow(
     late_sale(handler)
     assert "o-late" in dynamodb_orders(stack, day)
 
-    # D+1's night sees D's items change and clears D's scheduled run, which nobody else re-runs
+    # D+1's night sees D's items change and clears the run holding D (the manual one: a
+    # scheduled run of D would collide with it), which nobody else re-runs
     second = night(datetime(2026, 11, 28, 1, 0, tzinfo=UTC), next_day)
-    scheduled_d = f"scheduled__{_run_after(day)}"
     cleared = {r["trigger_run_id"] for r in second["xcoms"]["late_days.return_value"]}
-    assert scheduled_d in cleared, second["xcoms"]["late_days.return_value"]
+    assert cleared == {manual_d}, second["xcoms"]["late_days.return_value"]
+    assert f"clearing its finished run {manual_d}" in log[0]
     assert {
         state for task, state in second["tasks"].items() if task.startswith("republish_late_days")
     } == {"success"}
     runs = second["runs"]
-    assert runs[scheduled_d]["state"] == "queued"  # cleared: the scheduler starts it again
-    assert runs[scheduled_d]["interval"] == [
+    assert runs[manual_d]["state"] == "queued"  # cleared: the scheduler starts it again
+    assert runs[manual_d]["interval"] == [
         "2026-11-26 00:00:00+00:00",
         "2026-11-27 00:00:00+00:00",
     ]
-    assert set(runs) == {first["run_id"], second["run_id"]} | cleared  # no run besides them
+    # no run besides them and those D's night created for its own late days (before D)
+    earlier = {r["trigger_run_id"] for r in first["xcoms"].get("late_days.return_value") or []}
+    assert set(runs) == {first["run_id"], second["run_id"]} | cleared | earlier, (earlier, runs)
     assert sorted(_published_orders(stack, next_day)) == ["o-next-day"]
     others = _partition_etags(stack, skip=day)
 
     # the cleared run: D again, its own interval, audited and re-published
-    republished = night(datetime(2026, 11, 28, 1, 10, tzinfo=UTC), day)
-    assert republished["run_id"] == scheduled_d
+    republished = night(datetime(2026, 11, 28, 1, 10, tzinfo=UTC), day, run_id=manual_d)
+    assert republished["run_id"] == manual_d
     assert republished["xcoms"]["late_days.return_value"] == []
     assert "(a rerun or backfill triggers none)" in log[0]
     assert _published_orders(stack, day) == dynamodb_orders(stack, day)

@@ -220,9 +220,9 @@ class NightlyRun:
 
 
 def nightly_run_of(day: date, timezone: str) -> NightlyRun:
-    """The run to clear for ``day``. A run created instead (none scheduled for the day) gets
-    its interval from ``run_after``: the daily interval ending then, whose business day is
-    ``day``."""
+    """The scheduled run of ``day``, and the run created when no run holds its logical date
+    (``storepulse.export.republish``): its interval from ``run_after``, the daily interval
+    ending then, whose business day is ``day``."""
     logical = logical_date_of(day, timezone)
     run_after = logical + timedelta(days=1)
     return NightlyRun(logical, run_after, f"scheduled__{run_after.isoformat()}")
