@@ -21,12 +21,12 @@ from storepulse.layout import (
     Grain,
     Table,
     bucket_keys,
-    inventory_key,
     mix_key,
     order_key,
     session_key,
 )
 from storepulse.settings import SettingsStore, StoreSettings
+from storepulse.stock_levels import read_store_levels
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow
@@ -103,8 +103,7 @@ def day_total(stack, store: str, at: datetime, tz: str = "Europe/Paris") -> dict
 
 
 def on_hand(stack, store: str, sku: str) -> int:
-    item = stack.table(Table.INVENTORY).get_item(Key=inventory_key(store, sku).as_item())["Item"]
-    return int(item["on_hand"])
+    return read_store_levels(stack.table(Table.INVENTORY), store)[sku].on_hand
 
 
 def test_sales_become_exact_totals_per_store_day_and_business(handler, realtime_stack) -> None:
