@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -31,6 +30,7 @@ from storepulse.stock_levels import Level, migrate, read_store_levels
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow
+from storepulse_local.iam import DEPLOYER
 from tests.integration.conftest import SHARD, business_day_total, invoke
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -755,9 +755,10 @@ def test_levels_kept_an_item_per_sku_carry_on_and_the_deploy_moves_them(
     invoke(handler, stream.records(sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 2, "3.00"))))
     assert read_store_levels(inventory, "s-001") == {"tea-100g": Level(18), "mug-blue": Level(7)}
 
-    assert migrate(boto3.resource("dynamodb"), inventory.name, ["tea-100g", "mug-blue"]) == 2
+    deployer = DEPLOYER.session().resource("dynamodb")  # as the deploy runs it: IAM enforced
+    assert migrate(deployer, inventory.name, ["tea-100g", "mug-blue"]) == 2
     assert all(str(item["sk"]).startswith("#") for item in inventory.scan()["Items"])
     invoke(handler, applied)  # and again after the move: the watermark moved with the level
     invoke(handler, stream.records(sale("s-001", "o-2", NOON_PARIS, ("mug-blue", 1, "9.00"))))
     assert read_store_levels(inventory, "s-001") == {"tea-100g": Level(18), "mug-blue": Level(6)}
-    assert migrate(boto3.resource("dynamodb"), inventory.name, []) == 0  # idempotent
+    assert migrate(deployer, inventory.name, []) == 0  # idempotent

@@ -157,9 +157,10 @@ def test_stock_levels_take_the_per_item_path() -> None:
     """A level item maps SKUs (attribute names) to levels: no columnar builder reads that."""
     export = completed(split(inventory(), 1), None)
     assert not columnar.applies(export, datasets_of(Table.INVENTORY))
-    assert [(r["store_id"], r["sku"], r["on_hand"]) for r in per_item_rows(
-        "inventory_snapshot", inventory()
-    )] == [("s-001", "sku-1", 4), ("s-001", "sku-2", 0), ("s-002", "sku-1", -2)]
+    assert [
+        (r["store_id"], r["sku"], r["on_hand"])
+        for r in per_item_rows("inventory_snapshot", inventory())
+    ] == [("s-001", "sku-1", 4), ("s-001", "sku-2", 0), ("s-002", "sku-1", -2)]
 
 
 def test_money_and_counts_stay_exact() -> None:
