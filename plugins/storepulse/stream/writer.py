@@ -11,6 +11,10 @@ records after that watermark, and moves it, in one conditional ``UpdateItem``:
 
 Only one invocation processes a shard at a time (parallelization factor 1), so the second step
 never races with another writer of the same watermark; other shards use their own attribute.
+
+Stock levels (``storepulse.stock_levels``) are read before the batch and written as values, one
+``UpdateItem`` per level item: it moves the watermark and sets each changed level, on condition
+that the watermark and each of those levels are still what was read (``write_levels``).
 """
 
 from __future__ import annotations
