@@ -50,6 +50,7 @@ from benchmarks.harness import (
     parse_args,
     print_table,
 )
+from storepulse import stock_levels
 from storepulse.clock import Clock, fixed_clock
 from storepulse.config import REPO_ROOT, settings
 from storepulse.dashboard.history import PERIODS
@@ -102,9 +103,9 @@ def seed_traffic(model: BusinessModel, days: int, now: datetime, rate: float = 0
     rng = random.Random(7)
     with inventory.batch_writer() as writer:
         for store in model.stores:
-            for product in model.catalogue:
-                item = {"pk": f"S#{store.store_id}", "sk": product.sku}
-                writer.put_item(Item=item | {"on_hand": rng.randrange(0, 200)})
+            levels = {p.sku: stock_levels.Level(rng.randrange(0, 200)) for p in model.catalogue}
+            for item in stock_levels.store_items(store.store_id, levels):
+                writer.put_item(Item=item)
     return len(events)
 
 

@@ -4,7 +4,8 @@ write first, doing the same work.
 Each record alone: archived to the lake (``LakeArchive``, one object), deduplicated (a
 conditional ``PutItem`` claiming its ``event_id``; web events also claim their session, which
 counts a new one), then one ``UpdateItem`` per bucket it adds to (all its counters at once), one
-per sales-mix item and per stock level, the order or refund fact, the customer profile. It
+per sales-mix item and per stock level (an item each, as releases before 2026-12 kept them), the
+order or refund fact, the customer profile. It
 computes the same buckets and facts (it reuses the key layout and the fact builders), so only the
 write strategy differs. Not for production: a crash between its claim and its counters loses
 the event, which the real one's per-item watermarks prevent.
@@ -21,7 +22,6 @@ from storepulse import events as ev
 from storepulse.layout import (
     bucket_keys,
     event_key,
-    inventory_key,
     local_date,
     mix_attribute,
     mix_key,
@@ -30,6 +30,7 @@ from storepulse.layout import (
     session_key,
 )
 from storepulse.settings import Catalog
+from storepulse.stock_levels import legacy_key
 from storepulse.stream.aggregate import Number
 from storepulse.stream.archive import LakeArchive
 from storepulse.stream.facts import order_fact, refund_fact, write_profiles
@@ -101,7 +102,7 @@ class NaiveHandler:
             for dimension, name in (("cat", line.category), ("sku", line.sku)):
                 mix[mix_attribute(dimension, name, "revenue")] += line.amount
                 mix[mix_attribute(dimension, name, "units")] += line.quantity
-            key = inventory_key(sale.store_id, line.sku)
+            key = legacy_key(sale.store_id, line.sku)
             self._add(self.inventory, key, {"on_hand": -line.quantity})
         for store, tz in self._scopes(sale):
             self._add(self.metrics, mix_key(store, local_date(sale.occurred_at, tz)), mix)
@@ -124,12 +125,12 @@ class NaiveHandler:
             case ev.InventoryStockLevelV1():
                 self.inventory.put_item(
                     Item={
-                        **inventory_key(event.store_id, event.sku).as_item(),
+                        **legacy_key(event.store_id, event.sku).as_item(),
                         "on_hand": event.quantity_on_hand,
                     }
                 )
             case ev.InventoryAdjustmentV1():
-                key = inventory_key(event.store_id, event.sku)
+                key = legacy_key(event.store_id, event.sku)
                 self._add(self.inventory, key, {"on_hand": event.delta})
             case ev.CrmCustomerProfileV1():
                 write_profiles(self.facts, [event])

@@ -46,8 +46,9 @@ STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/bench"
 ROLE_ARN = "arn:aws:iam::123456789012:role/bench"
 LAKE = "bench-lake"
 SMALL = {"rates": "10", "polls": "0.2", "events": 10}
-# One item per order, refund and profile, and per stock level a batch changes (sessions are
-# remembered per shard and batch since 2026-12: ``facts SESSIONS``).
+# One item per order, refund and profile, and per level item a batch changes (a store's stock
+# levels are packed into ~1 KB items since 2026-12, ``storepulse.stock_levels``; sessions are
+# remembered per shard and batch: ``facts SESSIONS``).
 IDENTITY_KINDS = frozenset({"facts ORDER", "facts REFUND", "facts CUSTOMER", "inventory"})
 
 
@@ -173,11 +174,11 @@ def print_report(rows: list[dict[str, Any]]) -> None:
             f"  without any counter write: {floor:.0f} WCU/1k, at most "
             f"{r['baseline']['wcu_per_1k'] / floor:.1f}x fewer than the baseline"
         )
-        # One item per identity (an order, a refund, a profile) and per stock level a batch
-        # changes: what any layout that keys facts and stock by identity pays.
+        # One item per identity (an order, a refund, a profile) and per level item a batch
+        # changes: what any layout that keys facts by identity pays.
         identity = sum(v for k, v in r["ours"]["by_kind"].items() if k in IDENTITY_KINDS)
         print(
-            f"  one item per order, refund, profile and stock level: {identity:.0f} "
+            f"  one item per order, refund, profile and level item: {identity:.0f} "
             f"WCU/1k, at most {r['baseline']['wcu_per_1k'] / identity:.1f}x fewer"
         )
 

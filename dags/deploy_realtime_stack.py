@@ -21,7 +21,10 @@ Builds and deploys the Kinesis -> Lambda -> DynamoDB/S3/SNS stack
    lists without a physical id (never on AWS; the embedded AWS's skipped types) is a known gap
    if its type is in `infra/local/embedded_aws_gaps.json`, a failure otherwise. Its success
    emits the Asset `cloudformation://storepulse/realtime`, which starts `deploy_quicksight`.
-7. **smoke_test**: a marked event goes through the stream; the run waits for the processor's
+7. **migrate_inventory**: stock levels kept one item per SKU (releases before 2026-12) moved
+   into each store's level items (`storepulse.stock_levels.migrate`; idempotent, a no-op
+   once done). Until it runs, the new stream reads an old item when it first writes its SKU.
+8. **smoke_test**: a marked event goes through the stream; the run waits for the processor's
    answer in the facts table, given only after it archived, claimed, counted, stocked, queried
    and alerted on smoke-only keys (so on AWS a permission the role lacks fails here), and logs
    the latency. Locally the project's Lambda runtime must be
@@ -155,6 +158,20 @@ def deploy_realtime_stack() -> None:
         return report.summary()
 
     @task
+    def migrate_inventory(outputs: dict[str, str]) -> int:
+        """Stock levels kept one item per SKU (releases before 2026-12) into the store's level
+        items; nothing to do on a new or already migrated stack."""
+        from storepulse.airflow.hooks import aws_resource
+        from storepulse.settings import load_catalog
+        from storepulse.stock_levels import migrate
+
+        dynamodb = aws_resource("dynamodb")
+        catalog = load_catalog(dynamodb.Table(outputs["SettingsTable"]))
+        moved = migrate(dynamodb, outputs["InventoryTable"], catalog.products)
+        log.info("%d stock level item(s) of before 2026-12 moved into level items", moved)
+        return moved
+
+    @task
     def smoke_test(outputs: dict[str, str], params: dict[str, Any] | None = None) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -189,7 +206,8 @@ def deploy_realtime_stack() -> None:
         parameters=stack_parameters(artifact, capture),
         capabilities=["CAPABILITY_IAM"],
     )
-    verify_stack(deploy_stack.output, artifact, capture) >> smoke_test(deploy_stack.output)
+    verified = verify_stack(deploy_stack.output, artifact, capture)
+    [verified, migrate_inventory(deploy_stack.output)] >> smoke_test(deploy_stack.output)
 
 
 deploy_realtime_stack()

@@ -14,7 +14,10 @@ Tables (names ``storepulse-<env>-<table>``):
                where scope is ``S#<store_id>``. The whole business (scope ``ALL``) is the sum of
                its stores, read through ``store_keys``: the stream wrote ``ALL`` items too
                before 2026-12 (still in old tables, read by nothing).
-``inventory``  pk ``S#<store_id>``, sk sku: ``on_hand``, ``counted_at``.
+``inventory``  pk ``S#<store_id>``: a store's stock levels packed into a fixed number of level
+               items (sk ``#LV#<n>``, map ``lv`` of sku -> level), and that number (sk
+               ``#SHARDS``); read and written only through ``storepulse.stock_levels`` (before
+               2026-12: one item per sku, sk the sku, moved by ``stock_levels.migrate``).
 ``facts``      orders (``ORDER#<id>``), refunds, customer profiles (``CUSTOMER#<id>``; repeat
                purchases come from the orders' customer_id), the sessions each shard opened
                (``SESSIONS#<shard_id>``, sk the batch's first opening position; before 2026-12
@@ -265,10 +268,6 @@ SOCIAL_COUNTERS = ("mentions", "followers_gained", "followers_lost", "engagement
 def social_attribute(channel: str, counter: str) -> str:
     """Counter of one social channel in a store's minute, hour and day buckets."""
     return mix_attribute("social", channel, counter)
-
-
-def inventory_key(store_id: str, sku: str) -> Key:
-    return Key(f"S#{store_id}", sku)
 
 
 def order_key(order_id: str) -> Key:

@@ -8,11 +8,12 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from storepulse.layout import MONEY_COUNTERS, Grain, Table, bucket_keys, inventory_key
+from storepulse.layout import MONEY_COUNTERS, Grain, Table, bucket_keys
 from storepulse.settings import SettingsStore
 from storepulse.simulator.engine import Simulator
 from storepulse.simulator.model import BusinessModel
 from storepulse.simulator.seed import seed_settings
+from storepulse.stock_levels import read_store_levels
 from storepulse.stream.records import StreamRecord
 from tests.integration.conftest import SHARD, business_day_total, invoke
 
@@ -94,10 +95,6 @@ def test_a_simulated_day_matches_the_ground_truth(handler, realtime_stack) -> No
 
     # AND every stock level equals the ground truth
     inventory = realtime_stack.table(Table.INVENTORY)
-    actual_stock = {
-        (store_id, sku): int(
-            inventory.get_item(Key=inventory_key(store_id, sku).as_item())["Item"]["on_hand"]
-        )
-        for store_id, sku in truth.stock
-    }
+    levels = {store_id: read_store_levels(inventory, store_id) for store_id, _ in truth.stock}
+    actual_stock = {(store_id, sku): levels[store_id][sku].on_hand for store_id, sku in truth.stock}
     assert actual_stock == truth.stock

@@ -21,15 +21,16 @@ from storepulse.layout import (
     Grain,
     Table,
     bucket_keys,
-    inventory_key,
     mix_key,
     order_key,
     session_key,
 )
 from storepulse.settings import SettingsStore, StoreSettings
+from storepulse.stock_levels import Level, migrate, read_store_levels
 from storepulse.stream import smoke, writer
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.window import PlausibilityWindow
+from storepulse_local.iam import DEPLOYER
 from tests.integration.conftest import SHARD, business_day_total, invoke
 
 NOON_PARIS = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -103,8 +104,7 @@ def day_total(stack, store: str, at: datetime, tz: str = "Europe/Paris") -> dict
 
 
 def on_hand(stack, store: str, sku: str) -> int:
-    item = stack.table(Table.INVENTORY).get_item(Key=inventory_key(store, sku).as_item())["Item"]
-    return int(item["on_hand"])
+    return read_store_levels(stack.table(Table.INVENTORY), store)[sku].on_hand
 
 
 def test_sales_become_exact_totals_per_store_day_and_business(handler, realtime_stack) -> None:
@@ -733,3 +733,32 @@ def test_a_batch_with_a_conflict_retried_after_a_crash_counts_once_and_quarantin
     assert (day["revenue"], day["orders"]) == (Decimal("5.00"), 1)
     lines = realtime_stack.quarantined()  # one object, rewritten by each attempt
     assert [line["sequence_number"] for line in lines] == [batch[1].sequence_number]
+
+
+def test_levels_kept_an_item_per_sku_carry_on_and_the_deploy_moves_them(
+    handler, realtime_stack
+) -> None:
+    """A table of a release before 2026-12 (one item per SKU, with its watermark): the stream
+    carries on from the old level, a record the old item had applied counts once, and the
+    deploy's migration moves every old item into the level items and deletes it."""
+    stream = Stream()
+    inventory = realtime_stack.table(Table.INVENTORY)
+    applied = stream.records(restock("s-001", "tea-100g", 5, NOON_PARIS))
+    old = {"pk": "S#s-001", "store_id": "s-001"}
+    inventory.put_item(
+        Item=old
+        | {"sk": "tea-100g", "sku": "tea-100g", "on_hand": 20, f"wm_{SHARD}": applied[0].position}
+    )
+    inventory.put_item(Item=old | {"sk": "mug-blue", "sku": "mug-blue", "on_hand": 7})
+
+    invoke(handler, applied)  # delivered again after the upgrade: already in the old level
+    invoke(handler, stream.records(sale("s-001", "o-1", NOON_PARIS, ("tea-100g", 2, "3.00"))))
+    assert read_store_levels(inventory, "s-001") == {"tea-100g": Level(18), "mug-blue": Level(7)}
+
+    deployer = DEPLOYER.session().resource("dynamodb")  # as the deploy runs it: IAM enforced
+    assert migrate(deployer, inventory.name, ["tea-100g", "mug-blue"]) == 2
+    assert all(str(item["sk"]).startswith("#") for item in inventory.scan()["Items"])
+    invoke(handler, applied)  # and again after the move: the watermark moved with the level
+    invoke(handler, stream.records(sale("s-001", "o-2", NOON_PARIS, ("mug-blue", 1, "9.00"))))
+    assert read_store_levels(inventory, "s-001") == {"tea-100g": Level(18), "mug-blue": Level(6)}
+    assert migrate(deployer, inventory.name, []) == 0  # idempotent

@@ -7,7 +7,7 @@ import gzip
 import io
 import json
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import pytest
 
+from storepulse import stock_levels
 from storepulse.export import columnar
 from storepulse.export.datasets import DATASETS, datasets_of
 from storepulse.export.dynamodb_json import iter_export_items, serialize_item
@@ -26,6 +27,7 @@ from storepulse.export.sources import (
 )
 from storepulse.export.staging import stage_export, stage_table
 from storepulse.layout import Table
+from storepulse.stock_levels import Level
 
 DAY = date(2026, 11, 27)
 
@@ -92,11 +94,12 @@ def facts() -> list[dict[str, Any]]:
 
 
 def inventory() -> list[dict[str, Any]]:
+    counted = datetime(2026, 11, 27, 6, tzinfo=UTC)
     return [
-        {"pk": "S#s-001", "sk": "sku-1", "on_hand": 4, "counted_at": "2026-11-27T06:00:00Z"},
-        {"pk": "S#s-001", "sk": "sku-2"},  # no level yet: 0, no count time
-        {"pk": "S#s-002", "sk": "sku-1", "on_hand": -2},
-        {"pk": "S#s-002#X", "sk": "sku-1", "on_hand": 1},  # not a store-level item
+        *stock_levels.store_items("s-001", {"sku-1": Level(4, counted), "sku-2": Level(0)}),
+        *stock_levels.store_items("s-002", {"sku-1": Level(-2)}),
+        {"pk": "S#s-002#X", "sk": "#LV#0", "lv": {"sku-1": 1}},  # not a store's item
+        {"pk": "S#s-002", "sk": "sku-9", "on_hand": 1},  # before 2026-12: the deploy moves it
     ]
 
 
@@ -144,11 +147,20 @@ def vectorized_rows(name: str, items: list[dict[str, Any]]) -> list[dict[str, An
         ("order_lines", facts()),
         ("refunds", facts()),
         ("customers", facts()),
-        ("inventory_snapshot", inventory()),
     ],
 )
 def test_vectorized_rows_equal_the_per_item_rows(name: str, items: list[dict[str, Any]]) -> None:
     assert vectorized_rows(name, items) == per_item_rows(name, items)
+
+
+def test_stock_levels_take_the_per_item_path() -> None:
+    """A level item maps SKUs (attribute names) to levels: no columnar builder reads that."""
+    export = completed(split(inventory(), 1), None)
+    assert not columnar.applies(export, datasets_of(Table.INVENTORY))
+    assert [
+        (r["store_id"], r["sku"], r["on_hand"])
+        for r in per_item_rows("inventory_snapshot", inventory())
+    ] == [("s-001", "sku-1", 4), ("s-001", "sku-2", 0), ("s-002", "sku-1", -2)]
 
 
 def test_money_and_counts_stay_exact() -> None:

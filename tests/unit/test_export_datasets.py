@@ -31,7 +31,7 @@ from storepulse.export.datasets import (
     daily_store_metrics_row,
     dataset_path,
     datasets_of,
-    inventory_row,
+    inventory_rows,
     order_line_rows,
     order_row,
     refund_row,
@@ -216,7 +216,8 @@ def test_refund_inventory_and_customer_rows() -> None:
         }
     )
     assert (refund["amount"], refund["units"], refund["reason"]) == (Decimal("12.10"), 1, None)
-    stock = inventory_row({"pk": "S#s-001", "sk": "tea-100g", "on_hand": Decimal(-2)}, DAY)
+    level_item = {"pk": "S#s-001", "sk": "#LV#0", "lv": {"tea-100g": Decimal(-2)}}
+    (stock,) = inventory_rows(level_item, DAY)
     assert stock == {
         "store_id": "s-001",
         "sku": "tea-100g",

@@ -306,10 +306,7 @@ CATALOG = catalog_of(
 
 
 def test_an_unknown_sku_is_a_data_problem_not_a_stock_alert() -> None:
-    stock = [
-        StockWrite(key, "shard", "s-001", sku)
-        for key, sku in ((None, "tea"), (None, "ghost-1"), (None, "ghost-1"))
-    ]
+    stock = [StockWrite("shard", "s-001", sku) for sku in ("tea", "ghost-1", "ghost-1")]
     (alert,) = unknown_sku_alerts(CATALOG, stock)
     assert (alert.rule.type, alert.subject, alert.period, alert.per_store) == (
         "unknown_sku",

@@ -39,6 +39,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from storepulse import stock_levels
 from storepulse.cache import TtlCache
 from storepulse.clock import Clock, system_clock
 from storepulse.dashboard import customers, social, staffing
@@ -416,7 +417,7 @@ class LiveDashboard:
             day = local_date(today.as_of, catalogue.timezone_of(store_id))
             week = [day - timedelta(days=n) for n in range(1, COVER_DAYS + 1)]
             sold = self._slow.get(("sold", store_id, day), lambda: self._mix(store_id, week))
-            stock = self.reader.query(INVENTORY, f"S#{store_id}", names=("on_hand",))
+            stock = self.reader.query(INVENTORY, stock_levels.store_pk(store_id))
             return stock_rows(catalogue, store_id, stock, sold)
 
         return read

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
+from storepulse import stock_levels
 from storepulse.dashboard.kpis import (
     CENT,
     KPIS,
@@ -182,12 +183,12 @@ def foot_traffic_by_hour(hours: Iterable[Item], timezone: str) -> list[HourPoint
 def stock_rows(
     catalogue: Catalog, store_id: str, stock: Iterable[Item], sold: Iterable[Item]
 ) -> list[StockRow]:
+    """``stock``: the store's inventory items (``stock_levels.store_levels`` reads them)."""
     units = {sku: v["units"] for sku, v in mix_totals(sold)["sku"].items()}
     rows = []
-    for item in stock:
-        sku = str(item["sk"])
+    for sku, level in sorted(stock_levels.store_levels(stock).items()):
         product = catalogue.products.get(sku)
-        on_hand = int(item.get("on_hand", 0))
+        on_hand = level.on_hand
         point = product.reorder_point if product else 0
         average = (units.get(sku, ZERO) / COVER_DAYS).quantize(CENT)
         cover = ratio(Decimal(on_hand), units.get(sku, ZERO) / COVER_DAYS, TENTH)

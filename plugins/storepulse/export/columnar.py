@@ -12,8 +12,9 @@ The rows are the ones the per-item builders make, so the writer's files are byte
 same. Anything the vectorized path cannot convert exactly as the per-item one (a wrong type, a
 missing key, an unparsable value) raises one of ``FALLBACK_ERRORS``: the caller then stages the
 table with the per-item path, which either converts it or reports the problem as it always did.
-Data sets whose rows come from attribute *names* (the sales mix) have no columnar builder: their
-tables take the per-item path (the metrics table: a few items per store and day).
+Data sets whose rows come from attribute *names* (the sales mix, the stock levels a level item
+maps by SKU) have no columnar builder: their tables take the per-item path (the metrics table: a
+few items per store and day; the inventory table: a few items per store).
 """
 
 from __future__ import annotations
@@ -283,23 +284,6 @@ def _customers(items: Items, day: date, dataset: Dataset) -> ColumnarRows:
     return ColumnarRows(_table(dataset, columns), len(customers))
 
 
-def _inventory(items: Items, day: date, dataset: Dataset) -> ColumnarRows:
-    def mask() -> pa.Array:
-        pk, sk = items.s("pk"), items.s("sk")
-        store_level = pc.and_(pc.starts_with(pk, "S#"), pc.equal(pc.count_substring(pk, "#"), 1))
-        return pc.and_(store_level, pc.greater(pc.utf8_length(sk), 0))
-
-    rows = items.select(("stock levels",), mask)
-    columns = {
-        "store_id": pc.utf8_slice_codeunits(rows.s("pk"), 2),
-        "sku": rows.s("sk"),
-        "on_hand": _n_or_zero(rows, "on_hand"),
-        "counted_at": _instant(rows.s("counted_at")),
-        "snapshot_date": _constant(day, len(rows)),
-    }
-    return ColumnarRows(_table(dataset, columns), len(rows))
-
-
 _FACT = ("pk", "type", "business_date", "store_id", "occurred_at", "currency")  # + the selection
 _ORDER = (*_FACT, *_ORDER_STRINGS, "total", "units", "lines")
 # The attributes each builder reads: the parser is given only those of the table's data sets,
@@ -313,18 +297,14 @@ _READS: dict[str, tuple[str, ...]] = {
         *("pk", "sk", "type", "customer_id", "store_id"),
         *("age_band", "region", "segment", "updated_at"),
     ),
-    "inventory_snapshot": ("pk", "sk", "on_hand", "counted_at"),
 }
-_TYPES: dict[str, pa.DataType] = {"lines": _LINES} | dict.fromkeys(
-    ("total", "units", "amount", "on_hand"), _N
-)
+_TYPES: dict[str, pa.DataType] = {"lines": _LINES} | dict.fromkeys(("total", "units", "amount"), _N)
 
 _BUILDERS: dict[str, Builder] = {
     "orders": _orders,
     "order_lines": _order_lines,
     "refunds": _refunds,
     "customers": _customers,
-    "inventory_snapshot": _inventory,
 }
 
 

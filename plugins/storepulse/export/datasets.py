@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from storepulse import stock_levels
 from storepulse.lake.paths import partition_prefix
 from storepulse.layout import (
     COUNT_COUNTERS,
@@ -48,7 +49,7 @@ __all__ = [
     "daily_store_metrics_row",
     "dataset_path",
     "datasets_of",
-    "inventory_row",
+    "inventory_rows",
     "mix_rows",
     "order_line_rows",
     "order_row",
@@ -326,20 +327,25 @@ def sum_rows(rows: Iterable[Row], key: tuple[str, ...], measures: tuple[str, ...
 
 
 def _inventory_item(item: Item, _day: date) -> bool:
-    pk, sk = str(item.get("pk", "")), item.get("sk")
-    return pk.startswith("S#") and pk.count("#") == 1 and bool(sk)
+    # Level items only: a store's levels of a release before 2026-12 are moved into them by
+    # the deploy (``stock_levels.migrate``).
+    return stock_levels.is_levels_item(item)
 
 
 @_guarded
-def inventory_row(item: Item, snapshot_date: date) -> Row:
-    """The on-hand level of one sku in one store when exported."""
-    return {
-        "store_id": str(item["pk"]).removeprefix("S#"),
-        "sku": item["sk"],
-        "on_hand": _count(item.get("on_hand", 0)),
-        "counted_at": _optional(_instant, item.get("counted_at")),
-        "snapshot_date": snapshot_date,
-    }
+def inventory_rows(item: Item, snapshot_date: date) -> list[Row]:
+    """The on-hand levels a level item holds (one row per sku in one store) when exported."""
+    store_id = stock_levels.store_of(item)
+    return [
+        {
+            "store_id": store_id,
+            "sku": sku,
+            "on_hand": level.on_hand,
+            "counted_at": level.counted_at,
+            "snapshot_date": snapshot_date,
+        }
+        for sku, level in sorted(stock_levels.levels_in(item).items())
+    ]
 
 
 def _customer_item(item: Item, _day: date) -> bool:
@@ -574,10 +580,10 @@ _DATASET_LIST = (
             _SNAPSHOT_DATE,
         ),
         table=Table.INVENTORY,
-        feeds_from="every S#<store>/<sku> item of the inventory table",
+        feeds_from="every S#<store>/#LV#<n> level item of the inventory table, one row per sku",
         key=("store_id", "sku"),
         selects=_inventory_item,
-        rows=lambda item, day: [inventory_row(item, day)],
+        rows=inventory_rows,
         snapshot=True,
     ),
     Dataset(

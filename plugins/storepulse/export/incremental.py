@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
+from storepulse import stock_levels
 from storepulse.export.dynamodb_json import iter_export_changes
 from storepulse.export.sources import CompletedExport, ExportError, ExportWindow
 from storepulse.lake.paths import SNAPSHOT_STATE, partition_prefix
@@ -249,12 +250,9 @@ SNAPSHOT_ITEMS: Final[dict[str, Callable[[Mapping[str, Any]], Item]]] = {
         "segment": r["segment"],
         "updated_at": _instant_text(r["updated_at"]),
     },
-    "inventory_snapshot": lambda r: {
-        "pk": f"S#{r['store_id']}",
-        "sk": r["sku"],
-        "on_hand": r["on_hand"],
-        "counted_at": _instant_text(r["counted_at"]),
-    },
+    "inventory_snapshot": lambda r: stock_levels.snapshot_item(
+        r["store_id"], r["sku"], stock_levels.Level(r["on_hand"], r["counted_at"])
+    ),
 }
 
 
@@ -315,7 +313,13 @@ def day_items(changes: ChangeSet, seed: SnapshotSeed | None = None) -> Callable[
     def items() -> Iterator[Item]:
         yield from changes.items()
         if seed is not None:
-            yield from (i for k, i in seed.items.items() if k not in changes.images)
+            # A changed level item holds the levels of several SKUs, each a seed item of its own.
+            changed = set(changes.images) | {
+                _key(key.as_item())
+                for item in changes.items()
+                for key in stock_levels.level_keys(item)
+            }
+            yield from (i for k, i in seed.items.items() if k not in changed)
 
     return items
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from storepulse import stock_levels
+
 if TYPE_CHECKING:
     from storepulse.export.datasets import Dataset
     from storepulse.export.sources import CompletedExport
@@ -71,8 +73,8 @@ class _Lenient(dict):  # type: ignore[type-arg]
 def _rows_per_item(dataset: Dataset, item: Item) -> int:
     """Rows one selected item calls for, counted from the item itself, not from the builder:
     one per order line for ``order_lines``, one per social channel of a day bucket for
-    ``daily_social_metrics`` (``social#<channel>#<counter>`` attributes), one otherwise (summed
-    data sets: see below)."""
+    ``daily_social_metrics`` (``social#<channel>#<counter>`` attributes), one per level of a
+    level item for ``inventory_snapshot``, one otherwise (summed data sets: see below)."""
     if dataset.name == "order_lines":
         lines = item.get("lines")
         return len(lines) if isinstance(lines, list) else 0
@@ -80,6 +82,9 @@ def _rows_per_item(dataset: Dataset, item: Item) -> int:
         from storepulse.export.datasets import social_counter
 
         return len({parsed[0] for a in item if (parsed := social_counter(a))})
+    if dataset.name == "inventory_snapshot":
+        levels = item.get(stock_levels.LEVELS)
+        return len(levels) if isinstance(levels, Mapping) else 0
     return 1
 
 

@@ -22,7 +22,6 @@ from storepulse.layout import (
     Key,
     bucket_keys,
     expires_at,
-    inventory_key,
     local_date,
     mix_attribute,
     mix_key,
@@ -70,7 +69,8 @@ class StockChange:
 
 @dataclass
 class StockWrite:
-    key: Key
+    """One SKU's changes in one store (the writer groups them by level item)."""
+
     shard_id: str
     store_id: str
     sku: str
@@ -80,7 +80,7 @@ class StockWrite:
 @dataclass
 class BatchAggregate:
     counters: dict[Key, CounterWrite] = field(default_factory=dict)  # metrics table
-    stock: dict[Key, StockWrite] = field(default_factory=dict)
+    stock: dict[tuple[str, str], StockWrite] = field(default_factory=dict)  # (store, sku)
     profiles: dict[str, ev.CrmCustomerProfileV1] = field(default_factory=dict)
     # Newest event time per store, by what the alert rules watch (traffic, sales).
     latest_traffic: dict[str, datetime] = field(default_factory=dict)
@@ -105,8 +105,8 @@ class BatchAggregate:
         write.attributes.update(attributes)
 
     def change_stock(self, store_id: str, sku: str, shard_id: str, change: StockChange) -> None:
-        key = inventory_key(store_id, sku)
-        self.stock.setdefault(key, StockWrite(key, shard_id, store_id, sku)).changes.append(change)
+        write = self.stock.setdefault((store_id, sku), StockWrite(shard_id, store_id, sku))
+        write.changes.append(change)
 
 
 @dataclass(frozen=True)

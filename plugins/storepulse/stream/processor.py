@@ -20,10 +20,12 @@ from functools import partial
 from typing import Any
 
 from storepulse import events as ev
+from storepulse import stock_levels
 from storepulse.clock import Clock, system_clock
 from storepulse.config import ConfigError
 from storepulse.layout import Key, Table, table_name
 from storepulse.settings import CachedCatalog, Catalog, load_catalog
+from storepulse.stock_levels import Level, StoreShards, legacy_key
 from storepulse.stream import alerts as alert_rules
 from storepulse.stream import smoke, trends
 from storepulse.stream.aggregate import BatchAggregate, Located, aggregate
@@ -39,7 +41,15 @@ from storepulse.stream.facts import (
 from storepulse.stream.records import StreamRecord
 from storepulse.stream.sessions import SessionMemory
 from storepulse.stream.window import PlausibilityWindow
-from storepulse.stream.writer import ItemWriter, Outcome, StockState, WriteResult, run_parallel
+from storepulse.stream.writer import (
+    ItemWriter,
+    LevelsState,
+    LevelsWrite,
+    Outcome,
+    WriteResult,
+    levels_writes,
+    run_parallel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +174,7 @@ class StreamProcessor:
         self.settings = dynamodb.Table(resources.settings_table)
         self.catalog = catalog or CachedCatalog(lambda: load_catalog(self.settings))
         self.sessions = SessionMemory(self.facts)  # per container, like the catalogue
+        self.store_shards = StoreShards(dynamodb, resources.inventory_table)  # likewise
         self.archive = LakeArchive(s3, resources.lake_bucket)
         self.publisher = (
             alert_rules.AlertPublisher(
@@ -215,7 +226,7 @@ class StreamProcessor:
                 pool.submit(self.archive.archive_valid, [r for r, _ in valid]),
                 pool.submit(write_profiles, self.facts, list(agg.profiles.values())),
             ]
-            results, failed_positions = self._write(agg)
+            results, failed_positions = self._write(agg, catalog)
             report.lap("counted", started)
             for future in side_writes:
                 future.result()
@@ -265,28 +276,43 @@ class StreamProcessor:
                 valid.append((record, outcome))
         return valid, rejected
 
-    def _write(self, agg: BatchAggregate) -> tuple[list[WriteResult], list[str]]:
-        stock_writer = ItemWriter(self.inventory)
-        states = self._stock_states(agg)
+    def _write(self, agg: BatchAggregate, catalog: Catalog) -> tuple[list[WriteResult], list[str]]:
+        level_writes = self._level_writes(agg, catalog)
+        states = self._levels_states(level_writes)
+        levels_writer = ItemWriter(self.inventory)
         jobs = [(ItemWriter(self.metrics).write_counters, w) for w in agg.counters.values()] + [
-            (partial(stock_writer.write_stock, state=states.get(w.key)), w)
-            for w in agg.stock.values()
+            (partial(levels_writer.write_levels, state=states[w.key]), w) for w in level_writes
         ]
         results, failures = run_parallel(jobs, lambda job: job[0](job[1]))
         failed_positions = []
         for (_, write), exc in failures:
             log.warning("write of %s failed: %s", write.key, exc)
-            positions = [c.position for c in getattr(write, "contributions", None) or write.changes]
-            failed_positions.append(min(positions))
+            if isinstance(write, LevelsWrite):
+                failed_positions.append(write.first_position)
+            else:
+                failed_positions.append(min(c.position for c in write.contributions))
         return results, failed_positions
 
-    def _stock_states(self, agg: BatchAggregate) -> dict[Key, StockState]:
-        """Read every stock item the batch changes, 100 per request."""
-        found = batch_get(self.dynamodb, self.inventory.name, agg.stock)
-        return {
-            key: StockState.from_item(found.get(key), write.shard_id)
-            for key, write in agg.stock.items()
+    def _level_writes(self, agg: BatchAggregate, catalog: Catalog) -> list[LevelsWrite]:
+        stores = {w.store_id for w in agg.stock.values()}
+        shards = self.store_shards.of(stores, catalog.products) if stores else {}
+        return levels_writes(agg.stock.values(), shards)
+
+    def _levels_states(self, writes: list[LevelsWrite]) -> dict[Key, LevelsState]:
+        """Read every level item the batch changes, 100 per request; then, for the SKUs they
+        lack (new to the stream since the upgrade: rare), the pre-2026-12 items."""
+        found = batch_get(self.dynamodb, self.inventory.name, [w.key for w in writes])
+        states = {w.key: LevelsState.from_item(found.get(w.key), w.shard_id) for w in writes}
+        missing = {
+            legacy_key(w.store_id, sku): w.key for w in writes for sku in states[w.key].missing(w)
         }
+        if missing:
+            old = batch_get(self.dynamodb, self.inventory.name, missing)
+            legacy: dict[Key, dict[str, Level]] = {}
+            for key, item in old.items():
+                legacy.setdefault(missing[key], {}).update(stock_levels.levels_in(item))
+            states = {k: s.with_legacy(legacy.get(k, {})) for k, s in states.items()}
+        return states
 
     def _alert(
         self, catalog: Catalog, agg: Any, results: list[WriteResult], origin: alert_rules.Origin
@@ -295,7 +321,13 @@ class StreamProcessor:
             return 0
         if any(w.sku not in catalog.products for w in agg.stock.values()) and self.catalog.reload():
             catalog = self.catalog.load()  # a product added since the copy was read is known
-        stock_items = [r.item for r in results if r.item is not None and r.key in agg.stock]
+        stock_items = [
+            {"store_id": stock_levels.store_of(r.item), "sku": sku, "on_hand": level.on_hand}
+            for r in results
+            if r.item is not None and r.skus
+            for sku, level in stock_levels.levels_in(r.item).items()
+            if sku in r.skus
+        ]
         written = {r.key: r.item for r in results if r.item is not None}
         series = alert_rules.MinuteSeries(self.metrics, catalog)
         alerts = (

@@ -23,10 +23,10 @@ from storepulse import events as ev
 from storepulse.clock import Clock, system_clock
 from storepulse.layout import Key, expires_at
 from storepulse.settings import AlertRuleSettings
-from storepulse.stream.aggregate import Contribution, CounterWrite, Located, StockChange, StockWrite
+from storepulse.stream.aggregate import Contribution, CounterWrite, Located, StockChange
 from storepulse.stream.alerts import Alert, AlertPublisher
 from storepulse.stream.batch_io import batch_get
-from storepulse.stream.writer import ItemWriter, StockState
+from storepulse.stream.writer import ItemWriter, LevelsState, LevelsWrite
 
 SMOKE_SOURCE: Final = "storepulse:smoke-test"
 SMOKE_STORE: Final = "smoke-test"
@@ -119,11 +119,12 @@ class SmokeResponder:
         return "counted"
 
     def _stock(self, item: Located) -> str:
+        # A level item of its own, written as the stream writes a store's.
         table = self.tables["inventory"]
         found = batch_get(self.dynamodb, table.name, [STOCK_KEY]).get(STOCK_KEY)
         change = StockChange(item.position, item.event.occurred_at, add=0)
-        write = StockWrite(STOCK_KEY, item.shard_id, SMOKE_STORE, "smoke", [change])
-        ItemWriter(table).write_stock(write, StockState.from_item(found, item.shard_id))
+        write = LevelsWrite(STOCK_KEY, item.shard_id, SMOKE_STORE, {"smoke": [change]})
+        ItemWriter(table).write_levels(write, LevelsState.from_item(found, item.shard_id))
         return "stocked"
 
     def _read(self) -> str:

@@ -11,21 +11,27 @@ records after that watermark, and moves it, in one conditional ``UpdateItem``:
 
 Only one invocation processes a shard at a time (parallelization factor 1), so the second step
 never races with another writer of the same watermark; other shards use their own attribute.
+
+Stock levels (``storepulse.stock_levels``) are read before the batch and written as values, one
+``UpdateItem`` per level item: it moves the watermark and sets each changed level, on condition
+that the watermark and each of those levels are still what was read (``write_levels``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from storepulse import stock_levels
 from storepulse.layout import Key, watermark_attribute
+from storepulse.stock_levels import Level, legacy_key
 from storepulse.stream.aggregate import CounterWrite, Number, StockChange, StockWrite
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,7 @@ class WriteResult:
     key: Key
     outcome: str
     item: dict[str, Any] | None = None  # the item after the write (ALL_NEW), when written
+    skus: tuple[str, ...] = ()  # a level item's: the SKUs whose levels the write set
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
@@ -55,7 +62,7 @@ def _as_dynamo(value: Number) -> Decimal | int:
 
 
 class ItemWriter:
-    """Writes ``CounterWrite`` and ``StockWrite`` objects to one table (a boto3 ``Table``)."""
+    """Writes ``CounterWrite`` and ``LevelsWrite`` objects to one table (a boto3 ``Table``)."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -107,70 +114,68 @@ class ItemWriter:
         item = self.table.get_item(Key=key.as_item(), ConsistentRead=True).get("Item", {})
         return str(item.get(watermark_attribute(shard_id), ""))
 
-    # -- stock ------------------------------------------------------------------------------
-    def write_stock(self, write: StockWrite, state: StockState | None = None) -> WriteResult:
-        """Apply the changes after the watermark, by event time: the newest stock take sets the
-        level, and only changes that happened at or after it count on top (a sale that a late
-        POS syncs after a stock take is already in that count). ``state`` is the item as read
-        before the batch; a concurrent change of it is caught by the condition and re-read."""
-        state = state if state is not None else self.read_stock_state(write.key, write.shard_id)
+    # -- stock levels ---------------------------------------------------------------------
+    def write_levels(self, write: LevelsWrite, state: LevelsState | None = None) -> WriteResult:
+        """Apply the changes after the watermarks to one level item, in one conditional write
+        (``plan_levels``). ``state`` is the item as read before the batch; a concurrent change
+        of a level it sets (another Kinesis shard) is caught by the condition and re-read."""
+        state = state if state is not None else self.read_levels_state(write)
         for _attempt in range(3):
-            changes = [c for c in write.changes if c.position > state.watermark]
-            if not changes:
+            levels = plan_levels(write, state)
+            if not levels:
                 return WriteResult(write.key, Outcome.REPLAYED)
             try:
-                item = self._update_stock(write, changes, state)
-                outcome = Outcome.WRITTEN if not state.watermark else Outcome.PARTLY_REPLAYED
-                return WriteResult(write.key, outcome, item)
+                item = self._update_levels(write, levels, state)
             except ClientError as exc:
                 if not _is_condition_failure(exc):
                     raise
-            state = self.read_stock_state(write.key, write.shard_id)
+                state = self.read_levels_state(write)
+                continue
+            applied = sum(p.changes for p in levels.values())
+            whole = applied == sum(len(changes) for changes in write.skus.values())
+            outcome = Outcome.WRITTEN if whole else Outcome.PARTLY_REPLAYED
+            return WriteResult(write.key, outcome, item, tuple(sorted(levels)))
         raise RuntimeError(
-            f"stock item {write.key} keeps changing under the writer: is the "
+            f"level item {write.key} keeps changing under the writer: is the "
             "event source mapping's parallelization factor above 1?"
         )
 
-    def read_stock_state(self, key: Key, shard_id: str) -> StockState:
-        item = self.table.get_item(Key=key.as_item(), ConsistentRead=True).get("Item")
-        return StockState.from_item(item, shard_id)
+    def read_levels_state(self, write: LevelsWrite) -> LevelsState:
+        """The level item, and the pre-2026-12 items of the SKUs it lacks (a consistent read
+        each: the path of a retry, not of every batch)."""
+        item = self.table.get_item(Key=write.key.as_item(), ConsistentRead=True).get("Item")
+        state = LevelsState.from_item(item, write.shard_id)
+        old: dict[str, Level] = {}
+        for sku in state.missing(write):
+            key = legacy_key(write.store_id, sku)
+            found = self.table.get_item(Key=key.as_item(), ConsistentRead=True).get("Item")
+            old |= stock_levels.levels_in(found) if found else {}
+        return state.with_legacy(old)
 
-    def _update_stock(
-        self, write: StockWrite, changes: list[StockChange], state: StockState
+    def _update_levels(
+        self, write: LevelsWrite, levels: dict[str, PlannedLevel], state: LevelsState
     ) -> dict[str, Any]:
-        plan = plan_stock(changes, state.counted_at)
-        names = {
-            "#wm": watermark_attribute(write.shard_id),
-            "#on": "on_hand",
-            "#counted": "counted_at",
-        }
-        values: dict[str, Any] = {
-            ":last": changes[-1].position,
-            ":store": write.store_id,
-            ":sku": write.sku,
-            ":delta": plan.delta,
-        }
-        sets = ["#wm = :last", "store_id = :store", "sku = :sku"]
-        if plan.counted_at is not None and plan.counted_at != state.counted_at:
-            values[":on"], values[":counted"] = plan.delta, plan.counted_at.isoformat()
-            values.pop(":delta")
-            update = f"SET {', '.join([*sets, '#on = :on', '#counted = :counted'])}"
-        else:
-            update = f"SET {', '.join(sets)} ADD #on :delta"
-        conditions = []
+        names = {"#wm": watermark_attribute(write.shard_id), "#lv": stock_levels.LEVELS}
+        values: dict[str, Any] = {":last": max(p.last for p in levels.values())}
+        sets = ["#wm = :last"]
+        conditions = ["#wm = :seen" if state.watermark else "attribute_not_exists(#wm)"]
         if state.watermark:
-            conditions.append("#wm = :seen")
             values[":seen"] = state.watermark
-        else:
-            conditions.append("attribute_not_exists(#wm)")
-        if state.counted_at is not None:
-            conditions.append("#counted = :was_counted")
-            values[":was_counted"] = state.counted_at.isoformat()
-        else:
-            conditions.append("attribute_not_exists(#counted)")
+        if not state.exists:
+            sets.append("#lv = :lv")
+            values[":lv"] = {sku: stock_levels.encode(p.level) for sku, p in levels.items()}
+            conditions.append("attribute_not_exists(#lv)")
+        for i, (sku, planned) in enumerate(sorted(levels.items()) if state.exists else ()):
+            names[f"#s{i}"], values[f":v{i}"] = sku, stock_levels.encode(planned.level)
+            sets.append(f"#lv.#s{i} = :v{i}")
+            if sku in state.stored:  # set only if unchanged since read: compared in the write
+                values[f":o{i}"] = state.stored[sku]
+                conditions.append(f"#lv.#s{i} = :o{i}")
+            else:
+                conditions.append(f"attribute_not_exists(#lv.#s{i})")
         response = self.table.update_item(
             Key=write.key.as_item(),
-            UpdateExpression=update,
+            UpdateExpression=f"SET {', '.join(sets)}",
             ConditionExpression=" AND ".join(conditions),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
@@ -179,22 +184,89 @@ class ItemWriter:
         return dict(response["Attributes"])
 
 
+@dataclass
+class LevelsWrite:
+    """What a batch changes in one level item (``storepulse.stock_levels``), by SKU."""
+
+    key: Key
+    shard_id: str
+    store_id: str
+    skus: dict[str, list[StockChange]] = field(default_factory=dict)
+
+    @property
+    def first_position(self) -> str:
+        return min(c.position for changes in self.skus.values() for c in changes)
+
+
+def levels_writes(stock: Iterable[StockWrite], shards: Mapping[str, int]) -> list[LevelsWrite]:
+    """The batch's SKU changes grouped by the level item holding each (``shards``: the
+    number of level items of each store)."""
+    writes: dict[Key, LevelsWrite] = {}
+    for change in stock:
+        key = stock_levels.levels_key(change.store_id, change.sku, shards[change.store_id])
+        write = writes.setdefault(key, LevelsWrite(key, change.shard_id, change.store_id))
+        write.skus.setdefault(change.sku, []).extend(change.changes)
+    return list(writes.values())
+
+
 @dataclass(frozen=True)
-class StockState:
-    """What the writer needs to know of a stock item before changing it."""
+class LevelsState:
+    """What the writer needs to know of a level item before changing it."""
 
     watermark: str = ""
-    counted_at: datetime | None = None
+    exists: bool = False  # the item has its map of levels
+    stored: Mapping[str, Any] = field(default_factory=dict)  # the map as read
+    legacy: Mapping[str, Level] = field(default_factory=dict)  # pre-2026-12 items' levels
 
     @classmethod
-    def from_item(cls, item: dict[str, Any] | None, shard_id: str) -> StockState:
+    def from_item(cls, item: Mapping[str, Any] | None, shard_id: str) -> LevelsState:
         if not item:
             return cls()
-        counted = item.get("counted_at")
+        stored = item.get(stock_levels.LEVELS)
         return cls(
             str(item.get(watermark_attribute(shard_id), "")),
-            datetime.fromisoformat(counted) if counted else None,
+            stored is not None,
+            dict(stored or {}),
         )
+
+    def missing(self, write: LevelsWrite) -> list[str]:
+        """The SKUs of ``write`` the item lacks: a pre-2026-12 item may hold their levels."""
+        return [sku for sku in sorted(write.skus) if sku not in self.stored]
+
+    def with_legacy(self, levels: Mapping[str, Level]) -> LevelsState:
+        return LevelsState(self.watermark, self.exists, self.stored, dict(levels))
+
+    def level(self, sku: str) -> Level | None:
+        if sku in self.stored:
+            return stock_levels.decode(self.stored[sku])
+        return self.legacy.get(sku)
+
+
+@dataclass(frozen=True)
+class PlannedLevel:
+    level: Level
+    last: str  # the position of the last change applied
+    changes: int  # how many changes it applies
+
+
+def plan_levels(write: LevelsWrite, state: LevelsState) -> dict[str, PlannedLevel]:
+    """Each SKU's new level from its changes after the watermark: the item's, or the one a
+    level moved from a pre-2026-12 item carries. SKUs with nothing new are left out."""
+    planned = {}
+    for sku, changes in write.skus.items():
+        base = state.level(sku) or Level(0)
+        seen = max(state.watermark, base.carried.get(write.shard_id, ""))
+        fresh = sorted((c for c in changes if c.position > seen), key=lambda c: c.position)
+        if not fresh:
+            continue
+        plan = plan_stock(fresh, base.counted_at)
+        carried = {k: v for k, v in base.carried.items() if k != write.shard_id}
+        if plan.counted_at is not None and plan.counted_at != base.counted_at:
+            level = Level(plan.delta, plan.counted_at, carried)
+        else:
+            level = Level(base.on_hand + plan.delta, base.counted_at, carried)
+        planned[sku] = PlannedLevel(level, fresh[-1].position, len(fresh))
+    return planned
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
+from storepulse import stock_levels
 from storepulse.export.datasets import DATASETS, Row
 from storepulse.export.dynamodb_json import deserialize_item
 from storepulse.layout import Table
@@ -46,6 +47,7 @@ ITEM_OF_ROW: Final[dict[str, Callable[[Row], tuple[str, str]]]] = {
     "refunds": lambda r: (f"REFUND#{r['refund_id']}", "REFUND"),
     "daily_store_metrics": _store_day("DAY"),
     "customers": lambda r: (f"CUSTOMER#{r['customer_id']}", "PROFILE"),
+    # a stock level: the level item holding its SKU (``level_item`` in ``check_sample``)
     "inventory_snapshot": lambda r: (f"S#{r['store_id']}", r["sku"]),
 }
 
@@ -113,10 +115,25 @@ def check_sample(
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
         return dynamodb.get_item(TableName=table_name, Key=key, ConsistentRead=True).get("Item")
 
+    shards: dict[str, int | None] = {}
+
+    def level_item(row: Row) -> tuple[str, str]:
+        """The level item holding a stock row's SKU (``storepulse.stock_levels``)."""
+        store = row["store_id"]
+        if store not in shards:
+            found = get(*stock_levels.shards_key(store).as_item().values())
+            shards[store] = int(found[stock_levels.SHARDS]["N"]) if found else None
+        count = shards[store]
+        key = stock_levels.legacy_key(store, row["sku"])
+        if count is not None:
+            key = stock_levels.levels_key(store, row["sku"], count)
+        return key.pk, key.sk
+
     picked = sample(rows, size)
     disagreeing: dict[tuple[str, str], tuple[str, Any]] = {}  # item -> (what differs, as read)
     for row in picked:
-        pk, sk = ITEM_OF_ROW[dataset_name](row)
+        inventory = dataset.table is Table.INVENTORY
+        pk, sk = level_item(row) if inventory else ITEM_OF_ROW[dataset_name](row)
         raw = get(pk, sk)
         rebuilt = dataset.rows(deserialize_item(raw), day) if raw else []
         key = tuple(row[c] for c in dataset.key)
