@@ -18,6 +18,12 @@ Items/s per core is items over the process's CPU time (all its threads), so the 
 work on the machine and Arrow's threads both count fairly. ``--sizes``: the vectorized
 conversion alone at each size, for the peak memory (target: flat up to 1M items). The targets
 are printed with what was missed; ``--check`` exits 1 when one is.
+
+``--breakdown``: where the vectorized conversion's CPU goes, each stage a worker of its own on the
+same files: inflating alone, pyarrow's JSON parser keeping no attribute (its tokenizing), the
+parser with the table's schema (the typed attributes), the rest (Arrow compute). The parser
+alone bounds any conversion built on it: its items/s/core are printed as that ceiling. Each
+worker runs three times in turn, its best run counted.
 """
 
 from __future__ import annotations
@@ -136,6 +142,31 @@ def _new_conversion(paths: list[str]) -> int:
     return rows
 
 
+def _inflation(paths: list[str]) -> int:
+    """The data files inflated as the conversion inflates them (ISA-L), nothing parsed."""
+    from isal import igzip
+
+    from storepulse.export.columnar import BLOCK_BYTES
+
+    inflated = 0
+    for path in paths:
+        with igzip.open(path, "rb") as stream:
+            while chunk := stream.read(BLOCK_BYTES):
+                inflated += len(chunk)
+    return inflated
+
+
+def _parse(paths: list[str], typed: bool) -> int:
+    """The conversion's reading alone: with the table's schema (``typed``), or keeping no
+    attribute, which leaves pyarrow's tokenizing of every line."""
+    from storepulse.export import columnar
+    from storepulse.export.datasets import datasets_of
+    from storepulse.layout import Table
+
+    schema = columnar.parse_schema(datasets_of(Table.FACTS)) if typed else columnar.item_type({})
+    return sum(len(items) for items in columnar.export_batches(_LocalS3(), _export(paths), schema))
+
+
 def _staging(paths: list[str], out: str, vectorized: bool) -> int:
     import pyarrow.fs as pafs
 
@@ -185,6 +216,9 @@ def worker(kind: str, paths: list[str], out: str) -> dict[str, Any]:
         "new": lambda: _new_conversion(paths),
         "old-staging": lambda: _staging(paths, out, vectorized=False),
         "new-staging": lambda: _staging(paths, out, vectorized=True),
+        "inflate": lambda: _inflation(paths),
+        "tokenize": lambda: _parse(paths, typed=False),
+        "parse": lambda: _parse(paths, typed=True),
     }[kind]
     rows = work()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -262,6 +296,36 @@ def compare(items: int, folder: Path) -> dict[str, Any]:
     return summary
 
 
+BREAKDOWN_RUNS = 3  # each worker's best of: one run of each is within a loaded machine's noise
+
+
+def breakdown(items: int, folder: Path) -> dict[str, Any]:
+    """The vectorized conversion's CPU by stage, each the difference of two workers' best of
+    ``BREAKDOWN_RUNS`` (run in turn, so the machine's load falls on all alike)."""
+    paths = sorted((folder / f"export-{items}").glob("*.json.gz"))
+    runs: dict[str, list[float]] = {k: [] for k in ("inflate", "tokenize", "parse", "new")}
+    for _ in range(BREAKDOWN_RUNS):
+        for kind, cpus in runs.items():
+            cpus.append(run_worker(kind, paths, folder / "unused")["cpu"])
+    cpu = {kind: min(cpus) for kind, cpus in runs.items()}
+    stages = {
+        "inflating (ISA-L)": cpu["inflate"],
+        "JSON tokenizing (no attribute kept)": cpu["tokenize"] - cpu["inflate"],
+        "typed attributes (the table's schema)": cpu["parse"] - cpu["tokenize"],
+        "Arrow compute (unwrap, cast, select)": cpu["new"] - cpu["parse"],
+    }
+    rows = [[k, f"{v:.2f}", f"{v / cpu['new']:.0%}"] for k, v in stages.items()]
+    print(f"the vectorized conversion by stage, best of {BREAKDOWN_RUNS} runs each:")
+    print_table(["stage", "CPU s", "share"], rows)
+    rates = {kind: items / max(value, 1e-9) for kind, value in cpu.items()}
+    print(
+        f"conversion {rates['new']:,.0f} items/s/core; pyarrow's parser alone (inflating "
+        f"included) {rates['parse']:,.0f}, the ceiling of a conversion built on it; tokenizing "
+        f"alone {rates['tokenize']:,.0f}"
+    )
+    return {"stages": stages, "items_per_core_second": rates}
+
+
 def scaling(sizes: list[int], folder: Path) -> dict[str, Any]:
     """The vectorized conversion alone at each size: peak memory must not grow with items."""
     results = {}
@@ -294,9 +358,11 @@ def targets(summary: dict[str, Any]) -> list[str]:
     return missed
 
 
-def measure(items: int, sizes: list[int]) -> dict[str, Any]:
+def measure(items: int, sizes: list[int], stages: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="storepulse-conversion-") as tmp:
         summary = compare(items, Path(tmp))
+        if stages:
+            summary["breakdown"] = breakdown(items, Path(tmp))
         if len(sizes) > 1:
             summary["scaling"] = scaling(sorted(sizes), Path(tmp))
     print(
@@ -310,6 +376,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--sizes", default="")
+    parser.add_argument("--breakdown", action="store_true", help="the conversion's CPU by stage")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
@@ -318,7 +385,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.paths, args.out)))
         return None
-    summary = measure(args.items, [int(s) for s in args.sizes.split(",") if s.strip()])
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    summary = measure(args.items, sizes, stages=args.breakdown)
     summary["missed"] = targets(summary)
     for miss in summary["missed"]:
         print(f"TARGET MISSED: {miss}")
