@@ -44,7 +44,8 @@ from typing import Any, BinaryIO, Final
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2: attribute values as _dynamo_type calls
+READABLE_FORMATS: Final = (1, 2)  # 1 unpickles as before
 SNAPSHOT_FILE: Final = "snapshot.pickle"
 CHECKPOINTS: Final = Path("lambda-runtime") / "checkpoints.json"  # under the state dir
 RESET_HINT: Final = "reset the local state with `make reset` (it deletes {state})"
@@ -117,7 +118,8 @@ def version_tag() -> dict[str, Any]:
 def check_tag(header: dict[str, Any], path: Path, state_dir: Path) -> None:
     expected = version_tag()
     found = {key: header.get(key) for key in expected}
-    if found != expected:
+    readable = found["format"] in READABLE_FORMATS  # or an earlier format this code reads
+    if not readable or {**found, "format": 0} != {**expected, "format": 0}:
         raise SnapshotError(
             f"{path} was written by {_describe(found)}; this is {_describe(expected)}, which "
             f"cannot read it; {RESET_HINT.format(state=state_dir)}, or go back to that version"
@@ -177,8 +179,14 @@ class _Pickler(pickle.Pickler):
         if type(obj) is _limited_size_dict():
             # An item's attributes: unpickled key by key, each key re-summed the size of the
             # whole item (quadratic: 70% of a restore). Built from a dict, the check is skipped
-            # (the item was checked when written).
-            return type(obj), (dict(obj),)
+            # (the item was checked when written). Names interned: written once per snapshot
+            # and shared by every restored item, instead of a copy per item.
+            return type(obj), (_interned_keys(obj),)
+        if type(obj) is _dynamo_type_class() and len(obj.__dict__) == 2:  # type and value
+            # Every attribute value: built by a call instead of a restored __dict__, which
+            # took 215 bytes each instead of 152, and 25 bytes of pickle instead of 17.
+            value = _interned_keys(obj.value) if isinstance(obj.value, dict) else obj.value
+            return _dynamo_type, (obj.type, value)
         if isinstance(obj, BackendDict):
             return _get_backend_dict, (backend_dict_key(obj),)
         if isinstance(obj, AccountSpecificBackend):
@@ -192,6 +200,26 @@ def _limited_size_dict() -> type:
     from moto.dynamodb.models.dynamo_type import LimitedSizeDict
 
     return LimitedSizeDict
+
+
+@functools.cache
+def _dynamo_type_class() -> type:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    return DynamoType
+
+
+def _dynamo_type(kind: str, value: Any) -> Any:
+    """A restored DynamoDB attribute value, as moto's ``DynamoType`` holds it (already typed:
+    its constructor would convert a map's or list's members again)."""
+    restored = object.__new__(_dynamo_type_class())
+    restored.type = kind
+    restored.value = value
+    return restored
+
+
+def _interned_keys(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {sys.intern(key): value for key, value in mapping.items()}
 
 
 _STD_STREAMS: Final = ("stdout", "stderr", "__stdout__", "__stderr__")
