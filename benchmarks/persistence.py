@@ -5,10 +5,11 @@
 
 The state of that many events of the demo business (seed 7, 2 stores, the simulator's peak
 rate of ``make up``: one simulated week is about 414,000 events) on an embedded AWS that keeps
-its state in a temporary directory. Printed per size: the snapshot's size, the time requests are
-held (the fork), the time until the forked child has it on disk (pickle, write, fsync: what the
-final snapshot at a stop takes in-process), a new embedded AWS process's restore (unpickle and
-install, from its log) and start until it answers, its resident and peak memory; and the cost
+its state in a temporary directory. Printed per size: the snapshot's size, the time a periodic
+snapshot holds requests (the fork), the time to pickle it, write and fsync it (what the forked
+writer does, and the final snapshot at a stop in-process), a new embedded AWS process's restore
+(unpickle and install, from its log) and start until it answers, its resident and peak memory;
+and the cost
 of one Kinesis poll and put on the shard as it is, moto's walk against the embedded AWS's
 look-up (``storepulse_local.kinesis``). ``--small``: 300 and 600 events, for ``make test``.
 
@@ -22,16 +23,21 @@ settings, of each table's recovery history (point-in-time recovery keeps 35 days
 records, and of the lake's objects, under new keys, each copy made of new objects (a pickle
 writes a shared object once). The sizes are multiples of the sample. The Kinesis stream and the
 tables' streams keep one day of records at most (``DAY_EVENTS``), as their retention period
-(24 h, enforced by the embedded AWS) does. Memory: the builder's (this process: the embedded
-AWS serving the state) resident and peak, the forked snapshot writer's peak, the restarted
-process's resident and peak.
+(24 h, enforced by the embedded AWS) does.
+
+Each step runs in a process of its own, which exits before the next starts, so a week's
+gigabytes are never held twice: the sample is built on an embedded AWS whose snapshot at stop is
+the seed; per size, a builder restores the seed, grows it, writes the snapshot and exits (its
+resident memory and peak are printed); then the restarted embedded AWS is measured alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import io
+import multiprocessing
 import os
 import pickle
 import re
@@ -62,7 +68,17 @@ from storepulse.stream.records import StreamRecord, lambda_event, records_from_e
 from storepulse_local.dynamodb_export import change_log
 from storepulse_local.embedded_aws import is_healthy
 from storepulse_local.lambda_context import LambdaContext
-from storepulse_local.persistence import QUIET_TIMEOUT, _Pickler, gc_paused
+from storepulse_local.persistence import (
+    SNAPSHOT_FILE,
+    Snapshot,
+    _Pickler,
+    dump_to,
+    gc_paused,
+    install_moto_state,
+    load,
+    moto_state,
+    write_atomic_with,
+)
 from storepulse_local.provision import create_tables
 
 SEED, STORES, RATE = 7, 2, 2.0  # the demo of `make up` (storepulse_local.platform.realtime)
@@ -73,7 +89,6 @@ DAY = timedelta(days=1)
 SAMPLE = 2000  # divides a week and a million
 WEEK = 414_000
 DAY_EVENTS = WEEK // 7  # what a stream with a 24 h retention period holds at most
-REPEAT_UNTIL = 50_000  # events: up to this size the median of three snapshots, then one
 SMALL = {"events": "300,600", "sample": "300"}
 START = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-bench-events"
@@ -247,31 +262,85 @@ def _the_shard() -> Any:
     return shard
 
 
-def measure(server: Any, replicator: Replicator, samples: int, sample: int) -> dict[str, Any]:
-    """Grow the state to ``samples`` samples, snapshot it, restart an embedded AWS on it."""
-    _, grow_seconds = timed(lambda: replicator.grow_to(samples))
-    persistence = server.persistence
-    runs = []
-    for _ in range(3 if samples * sample <= REPEAT_UNTIL else 1):  # a shared machine is noisy
-        persistence.snapshot(QUIET_TIMEOUT, force=True)  # forked, as the periodic ones
-        runs.append(dataclasses.replace(persistence.stats))
-    stats = sorted(runs, key=lambda run: run.last_seconds)[len(runs) // 2]
-    restarted = restart(persistence.state_dir)
-    poll, put = shard_costs(replicator.shards[0])
+def build_seed(state_dir: Path, sample: int) -> dict[str, Any]:
+    """In a process of its own: ``sample`` events through the stream processor on an embedded
+    AWS that keeps its state in ``state_dir``; its snapshot at stop is the seed the sizes grow."""
+    with embedded_aws(state_dir) as server:
+        _, seconds = timed(lambda: build_sample(sample))
+        mutations = server.persistence.gate.mutations
+    return {"sample_s": seconds, "mutations": mutations}
+
+
+def restore_here(state_dir: Path) -> Snapshot:
+    """The snapshot of ``state_dir`` installed in this process's moto, with the embedded AWS's
+    patches (Kinesis look-ups, retention) and without moto's tracking of every model object."""
+    from storepulse_local.dynamodb_streams import patch_dynamodb_streams
+    from storepulse_local.embedded_aws import _track_no_model_instances
+    from storepulse_local.kinesis import patch_kinesis
+
+    _track_no_model_instances()
+    patch_kinesis()
+    patch_dynamodb_streams()
+    snapshot = load(state_dir / "aws" / SNAPSHOT_FILE, state_dir)
+    assert snapshot is not None, f"no snapshot in {state_dir}"
+    install_moto_state(snapshot.moto)
+    return snapshot
+
+
+def write_snapshot(state_dir: Path, snapshot: Snapshot) -> dict[str, float]:
+    """This process's moto state written as the embedded AWS's snapshot (what its final one at
+    a stop does, and its forked writer each time): wall and CPU seconds, MiB."""
+    path = state_dir / "aws" / SNAPSHOT_FILE
+    grown = dataclasses.replace(snapshot, moto=moto_state(), taken_at=time.time())
+    started, cpu = time.perf_counter(), time.process_time()
+    write_atomic_with(path, lambda out: dump_to(out, grown))
     return {
-        "events": samples * sample,
-        "snapshot_mib": stats.last_bytes / 2**20,
-        "held_s": stats.held_seconds,
-        "snapshot_s": stats.last_seconds,
-        "snapshot_cpu_s": stats.last_cpu_seconds,
+        "snapshot_s": time.perf_counter() - started,
+        "snapshot_cpu_s": time.process_time() - cpu,
+        "snapshot_mib": path.stat().st_size / 2**20,
+    }
+
+
+def fork_seconds() -> float:
+    """How long a periodic snapshot holds requests: the fork of this process (its writer child
+    here exits at once; the pickling it would do is ``write_snapshot``'s)."""
+    started = time.perf_counter()
+    if (child := os.fork()) == 0:
+        os._exit(0)
+    seconds = time.perf_counter() - started
+    os.waitpid(child, 0)
+    return seconds
+
+
+def grow_and_snapshot(seed: Path, state_dir: Path, samples: int, sample: int) -> dict[str, Any]:
+    """In a process of its own, which exits before the restore is measured: the seed's state
+    grown to ``samples`` samples, snapshotted into ``state_dir``."""
+    snapshot = restore_here(seed)
+    shard = _the_shard()
+    copies = max(0, round(DAY_EVENTS / sample) - 1)  # a day of stream records (retention)
+    replicator = Replicator([shard], record_copies=copies)
+    _, grow_seconds = timed(lambda: replicator.grow_to(samples))
+    held = fork_seconds()
+    written = write_snapshot(state_dir, snapshot)
+    poll, put = shard_costs(shard)
+    return {
+        **written,
+        "held_s": held,
         "grow_s": grow_seconds,
         "builder_mib": psutil.Process().memory_info().rss / 2**20,
         "builder_peak_mib": _peak_rss_kib(os.getpid()) / 1024,
-        "writer_peak_mib": stats.last_writer_peak_bytes / 2**20,
-        **restarted,
         "poll_ms": poll,
         "put_ms": put,
     }
+
+
+def apart(work: Callable[..., Any], *args: Any) -> Any:
+    """``work(*args)`` in a new process that exits once it returns: what it built (gigabytes at
+    a week) is not held beside what is measured next. Forked from this process, which holds no
+    state of its own."""
+    fork = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=fork) as pool:
+        return pool.submit(work, *args).result()
 
 
 def shard_costs(shard: Any) -> tuple[dict[str, float], dict[str, float]]:
@@ -364,19 +433,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = sorted(int(size) for size in args.events.split(","))
     sample = min(args.sample, sizes[0])
     results = []
-    with (
-        tempfile.TemporaryDirectory(prefix="storepulse-bench-") as state_dir,
-        embedded_aws(Path(state_dir)) as server,
-    ):
-        shard, sample_seconds = timed(lambda: build_sample(sample))
-        # The stream holds its retention period's records (24 h, as the embedded AWS enforces).
-        replicator = Replicator([shard], record_copies=max(0, round(DAY_EVENTS / sample) - 1))
+    with tempfile.TemporaryDirectory(prefix="storepulse-bench-") as tmp:
+        seed, state_dir = Path(tmp) / "seed", Path(tmp) / "grown"
+        built = apart(build_seed, seed, sample)
         for events in sizes:
-            results.append(measure(server, replicator, max(1, round(events / sample)), sample))
+            samples = max(1, round(events / sample))
+            grown = apart(grow_and_snapshot, seed, state_dir, samples, sample)
+            results.append({"events": samples * sample, **grown, **restart(state_dir)})
             print(results[-1], file=sys.stderr, flush=True)  # progress: a large size takes long
-        mutations = server.persistence.gate.mutations
-    print_report(results, sample, sample_seconds, mutations)
-    return {"sizes": results, "sample": sample, "sample_s": sample_seconds}
+    print_report(results, sample, built["sample_s"], built["mutations"])
+    return {"sizes": results, "sample": sample, "sample_s": built["sample_s"]}
 
 
 def print_report(
@@ -400,7 +466,6 @@ def print_report(
             f"{r['restart_mib']:.0f}",
             f"{r['restart_peak_mib']:.0f}",
             f"{r['builder_mib']:.0f} ({r['builder_peak_mib']:.0f})",
-            f"{r['writer_peak_mib']:.0f}",
             f"{r['poll_ms']['moto']:.1f} / {r['poll_ms']['local']:.2f}",
             f"{r['put_ms']['moto']:.1f} / {r['put_ms']['local']:.3f}",
             f"{r['grow_s']:.0f}",
@@ -411,13 +476,12 @@ def print_report(
         "events",
         "snapshot MiB",
         "requests held s (fork)",
-        "snapshot s (child, to disk; its CPU s)",
+        "snapshot s (pickle, to disk; its CPU s)",
         "restore s (unpickle, install; its CPU s)",
         "restart s (to answering; its CPU s)",
         "restarted MiB (RSS)",
         "restart peak MiB (VmHWM)",
-        "builder MiB (RSS; peak)",
-        "snapshot writer peak MiB",
+        "builder MiB (RSS; peak; exited before the restart)",
         "poll ms moto / local",
         "put's last number ms moto / local",
         "s to copy",

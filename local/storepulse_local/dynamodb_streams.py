@@ -9,10 +9,16 @@ they were: moto numbers a record by its index, so the shard's first number moves
 dropped (the trim horizon), while its description keeps the first number it ever had, as AWS's.
 A reader behind the trim horizon gets the oldest kept record on (the dropped ones are gone, as
 Lambda's mapping skips records that expired).
+
+A kept record is held packed (its JSON, as pickled and zlib'd bytes), and unpacked when read:
+moto's nested dicts of both images took 4-5 KB of memory per event written (63 of 109 MiB per
+10,000 demo events, ``benchmarks/persistence.py``), and pickled and unpickled slowly.
 """
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any, Final
@@ -23,12 +29,15 @@ from storepulse_local.dynamodb_export import now
 RETENTION_SECONDS: Final = 24 * 3600.0
 _ARRIVED: Final = "_storepulse_arrived"
 _FIRST: Final = "_storepulse_first_sequence_number"
+_PACKED: Final = "_storepulse_packed"
 
 
 def patch_dynamodb_streams() -> None:
     """Apply the patches (once per process, however many servers start)."""
-    from moto.dynamodb.models.table import StreamShard
+    from moto.dynamodb.models.table import StreamRecord, StreamShard
 
+    if not isinstance(vars(StreamRecord).get("record"), property):
+        StreamRecord.record = property(_unpacked, _kept_unpacked)  # type: ignore[attr-defined]
     patch_once(StreamShard, "add", _stamping_and_expiring)
     patch_once(StreamShard, "get", _expiring_first)
     patch_once(StreamShard, "to_json", _first_number_kept)
@@ -58,11 +67,32 @@ def arrived(record: Any) -> float:
     return created.replace(tzinfo=created.tzinfo or UTC).timestamp()
 
 
+def pack(record: Any) -> None:
+    """Hold the record's JSON packed (moto has finished building it)."""
+    state = record.__dict__
+    if "record" in state:
+        state[_PACKED] = zlib.compress(pickle.dumps(state.pop("record"), protocol=5), 1)
+
+
+def _unpacked(record: Any) -> dict[str, Any]:
+    """The record's JSON: a new copy of the packed one (or, while moto builds it or in a
+    record of an earlier snapshot, the dict itself)."""
+    state = record.__dict__
+    if "record" in state:
+        return state["record"]
+    return pickle.loads(zlib.decompress(state[_PACKED]))
+
+
+def _kept_unpacked(record: Any, value: dict[str, Any]) -> None:
+    record.__dict__["record"] = value
+
+
 def _stamping_and_expiring(add: Callable[..., None]) -> Callable[..., None]:
     def stamped(self: Any, old: Any, new: Any) -> None:
         add(self, old, new)
         if self.items:
             self.items[-1].__dict__[_ARRIVED] = now()
+            pack(self.items[-1])
         expire(self)
 
     return stamped

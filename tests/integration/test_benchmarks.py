@@ -151,7 +151,7 @@ def test_persistence(capsys: pytest.CaptureFixture[str]) -> None:
     assert (sample["events"], grown["events"]) == (300, 600)
     for size in (sample, grown):
         assert_positive(size, ["snapshot_mib", "held_s", "snapshot_s", "restore_s"])
-        assert_positive(size, ["restart_s", "restart_mib", "restart_peak_mib", "writer_peak_mib"])
+        assert_positive(size, ["restart_s", "restart_mib", "restart_peak_mib", "builder_peak_mib"])
         assert_positive(size["poll_ms"], ["moto", "local"])
     assert grown["snapshot_mib"] > sample["snapshot_mib"]
     assert "requests held" in capsys.readouterr().out

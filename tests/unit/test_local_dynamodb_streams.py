@@ -84,3 +84,26 @@ def test_a_stream_without_writes_expires_on_read(streams, clock) -> None:
     _put(dynamodb, "b")
     assert [key for key, _ in _read(client, arn, ShardIteratorType="LATEST")] == []
     assert [key for key, _ in _read(client, arn, ShardIteratorType="TRIM_HORIZON")] == ["b"]
+
+
+def test_a_kept_record_reads_both_images_and_is_held_packed(streams, clock) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    dynamodb, client, arn = streams
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "n": {"N": "2"}})
+
+    (shard,) = client.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    iterator = client.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = client.get_records(ShardIterator=iterator)["Records"]
+    assert [r["eventName"] for r in records] == ["INSERT", "MODIFY"]
+    assert records[1]["dynamodb"]["OldImage"] == {"pk": {"S": "a"}, "n": {"N": "1"}}
+    assert records[1]["dynamodb"]["NewImage"] == {"pk": {"S": "a"}, "n": {"N": "2"}}
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables[TABLE]
+    assert all(
+        set(vars(r)) == {"_storepulse_arrived", "_storepulse_packed"}
+        for r in table.stream_shard.items
+    )

@@ -355,3 +355,30 @@ def test_an_items_attributes_unpickle_without_their_per_key_size_check(
 
     assert type(back) is LimitedSizeDict
     assert back == attributes
+
+
+def test_a_snapshot_of_the_previous_format_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "s.pickle"
+    header, _, body = dump(_snapshot()).partition(b"\n")
+    path.write_bytes(json.dumps(json.loads(header) | {"format": 1}).encode() + b"\n" + body)
+
+    assert load(path, tmp_path) == _snapshot()
+
+
+def test_attribute_values_restore_compactly_with_shared_names() -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    items = [
+        Item(
+            DynamoType({"S": f"k{n}"}), None, {"pk": {"S": f"k{n}"}, "m": {"M": {"x": {"N": "1"}}}}
+        )
+        for n in range(2)
+    ]
+    buffer = io.BytesIO()
+    persistence._Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(items)
+    restored = pickle.loads(buffer.getvalue())
+
+    assert restored == items
+    assert [item.to_json() for item in restored] == [item.to_json() for item in items]
+    first, second = (list(item.attrs) for item in restored)
+    assert first[1] is second[1]  # one "m" for every item
