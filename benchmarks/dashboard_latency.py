@@ -20,7 +20,8 @@ cold sample gets a new ``Lake`` (empty caches), reading the yearly rollups the e
 before the rollups); also the first history request of a freshly started process (imports,
 connections: target < 500 ms). Baselines: a bare DynamoDB GetItem and a bare S3 ListObjectsV2
 of the dataset's partitions. ``--check`` exits 1 when a target is missed. ``--small``: a
-twentieth of the traffic rate, 30 days of history and 10 requests each, for ``make test``.
+hundredth of the traffic rate, a quarter of the writes, 30 days of history and 10 requests each,
+for ``make test``.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def _get(client: Any, path: str) -> Callable[[], Any]:
     return call
 
 
-SMALL = {"requests": 10, "rate": 0.01, "history_days": 30}
+SMALL = {"requests": 10, "rate": 0.002, "history_days": 30, "writes": 0.5}
 
 
 def first_request_worker(bucket: str, days: int, end: date) -> None:

@@ -1,17 +1,22 @@
 """Run DAGs end to end with ``dag.test()`` against the embedded AWS, the way the integration tests
 of every DAG do.
 
-Each plan runs in a subprocess with its own AIRFLOW_HOME (a freshly migrated SQLite database):
-Airflow reads its configuration once per process, and the test process must not inherit it. The
+Each plan runs in a subprocess with its own AIRFLOW_HOME (a copy of a freshly migrated SQLite
+database): Airflow reads its configuration once per process, and the test process must not
+inherit it. The
 only way to the embedded AWS is the ``aws_default`` connection, as in production.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +119,7 @@ print("RESULT " + json.dumps(runs, default=str))
 
 def airflow_home(home: Path, aws_endpoint: str, cwd: Path = REPO_ROOT) -> dict[str, str]:
     """The environment of a throwaway Airflow whose ``aws_default`` leads to ``aws_endpoint``;
-    its database is migrated here (about 6 s)."""
+    its database is a copy of one migrated once (``migrated_database``)."""
     connection = {
         "conn_type": "aws",
         "login": DEPLOYER.access_key_id,  # the deployment principal, as on the platform
@@ -132,6 +137,35 @@ def airflow_home(home: Path, aws_endpoint: str, cwd: Path = REPO_ROOT) -> dict[s
         "STOREPULSE_ENV": "dev",
     }
     env.pop("AWS_ENDPOINT_URL", None)  # the connection alone must lead to the embedded AWS
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in env:  # not the home's SQLite file: migrate it
+        _initdb(env, cwd)
+    else:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(migrated_database(env, cwd), home / "airflow.db")
+    return env
+
+
+def migrated_database(env: dict[str, str], cwd: Path = REPO_ROOT) -> Path:
+    """A SQLite database ``initdb`` migrated for this lock file and Airflow configuration, made
+    once per checkout and shared by the test processes (under a file lock): each migration costs
+    ~8 s of CPU, and it holds nothing of a home but its tables (a pool, the log templates)."""
+    settings = sorted((k, v) for k, v in env.items() if k.startswith("AIRFLOW__"))
+    digest = hashlib.sha256((REPO_ROOT / "uv.lock").read_bytes())
+    digest.update(json.dumps(settings).encode())
+    build = Path(env.get("STOREPULSE_BUILD_DIR") or REPO_ROOT / ".run" / "test-build")
+    cache = build / "airflow-db"
+    cache.mkdir(parents=True, exist_ok=True)
+    database = cache / f"{digest.hexdigest()[:16]}.db"
+    with (cache / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not database.exists():
+            with tempfile.TemporaryDirectory(dir=cache) as scratch:
+                _initdb(env | {"AIRFLOW_HOME": scratch}, cwd)
+                (Path(scratch) / "airflow.db").replace(database)
+    return database
+
+
+def _initdb(env: dict[str, str], cwd: Path) -> None:
     subprocess.run(
         [sys.executable, "-c", "from airflow.utils.db import initdb; initdb()"],
         env=env,
@@ -139,7 +173,6 @@ def airflow_home(home: Path, aws_endpoint: str, cwd: Path = REPO_ROOT) -> dict[s
         capture_output=True,
         cwd=cwd,
     )
-    return env
 
 
 def shifted_clock(env: dict[str, str], offset: float) -> dict[str, str]:

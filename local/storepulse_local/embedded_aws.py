@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from storepulse.config import LOOPBACK
 from storepulse_local import iam
@@ -58,7 +59,9 @@ class EmbeddedAws:
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()
-        app = self.quicksight.in_front_of(DomainDispatcherApplication(create_backend_app))
+        app = self.quicksight.in_front_of(
+            _remembering_backends(DomainDispatcherApplication)(create_backend_app)
+        )
         # With a state dir, the state is restored before any request and kept by snapshots.
         self.persistence = Persistence(state_dir, self.quicksight) if state_dir else None
         if self.persistence:
@@ -106,6 +109,22 @@ class EmbeddedAws:
         self._thread.join(timeout=5)
         if self.persistence:
             self.persistence.stop()  # the final snapshot
+
+
+def _remembering_backends(dispatcher: type) -> type:
+    """moto's dispatcher finds a request's service by listing its package folder (~150 stat
+    calls) and trying 183 URL patterns, for every request and under the lock all requests share:
+    ~1.7 ms of CPU each. The answer depends on the host name alone (moto's, or the one it infers
+    from the request's signing scope: a few per service), so it is remembered."""
+
+    class RememberingDispatcher(dispatcher):  # type: ignore[misc,valid-type]
+        def get_backend_for_host(self, host: str | None) -> Any:
+            known: dict[str | None, Any] = self.__dict__.setdefault("_storepulse_backends", {})
+            if host not in known:
+                known[host] = super().get_backend_for_host(host)
+            return known[host]
+
+    return RememberingDispatcher
 
 
 def _track_no_model_instances() -> None:

@@ -406,10 +406,17 @@ BAD_DATA = {
 }
 
 
+def publish_unaudited(stack: Any, day: date = DAY) -> dict[str, PublishReport]:
+    """The day staged and published without its audit: a lake to compare with when the audit
+    itself is not what a test is about (a good day's audit: the tests above)."""
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    return publish_day(stack, day, stage_day(stack.bucket, run_id, day, "pitr"), run_id)
+
+
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_bad_data_fails_the_audit_publishes_nothing_and_alerts(a_day, case: str) -> None:
     stack = a_day
-    good = run_day(stack)
+    good = publish_unaudited(stack)  # its audit was ~7 s of CPU, nearly half the test
     lake_before = {name: partition_objects(stack.s3, stack.bucket, name) for name in DATASETS}
     inject, expected_failure = BAD_DATA[case]
     inject(stack)
@@ -421,7 +428,7 @@ def test_bad_data_fails_the_audit_publishes_nothing_and_alerts(a_day, case: str)
     assert any(f.startswith(expected_failure) for f in failures), failures
     lake_after = {name: partition_objects(stack.s3, stack.bucket, name) for name in DATASETS}
     assert lake_after == lake_before  # the published lake untouched
-    assert any(good.published["orders"].token in key for key in lake_after["orders"])
+    assert any(good["orders"].token in key for key in lake_after["orders"])
 
     (alert,) = data_quality_alerts(stack)
     assert alert["MessageAttributes"]["severity"]["Value"] == "critical"

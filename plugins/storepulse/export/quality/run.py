@@ -98,7 +98,12 @@ class AuditResult:
 
 
 class _Runner:
-    """One ephemeral GE context; each suite validates one pandas dataframe."""
+    """One ephemeral GE context; each suite validates one pandas dataframe.
+
+    A suite runs on GE's validator directly, not as a stored ValidationDefinition: its run()
+    also serialises the suite, the definition and the whole result into the context's stores,
+    which nothing reads here (a fifth of an audit's CPU). The result is the same, its ``meta``
+    without the run's identifiers (the audit's own results carry the Airflow run)."""
 
     def __init__(self) -> None:
         # GX logs ~200 INFO lines of its own bookkeeping on import ("Skipping registering
@@ -116,24 +121,25 @@ class _Runner:
         self, name: str, group: str, table: pa.Table, expectations: list[Any], index: list[str]
     ) -> SuiteOutcome:
         import pandas as pd
+        from great_expectations.validator.v1_validator import Validator
 
         frame = table.to_pandas(types_mapper=pd.ArrowDtype)
         batch = self.source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe(
             "staged"
         )
-        suite = self.context.suites.add(
-            self.gx.ExpectationSuite(name=name, expectations=expectations)
-        )
-        definition = self.context.validation_definitions.add(
-            self.gx.ValidationDefinition(name=name, data=batch, suite=suite)
-        )
+        suite = self.gx.ExpectationSuite(name=name, expectations=expectations)
         result_format: dict[str, Any] = {
             "result_format": "SUMMARY",
             "partial_unexpected_count": EXAMPLES,
         }
         if index and all(c in frame.columns for c in index):
             result_format["unexpected_index_column_names"] = index
-        result = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+        validator = Validator(
+            batch_definition=batch,
+            batch_parameters={"dataframe": frame},
+            result_format=result_format,
+        )
+        result = validator.validate_expectation_suite(suite)
         document = _json_ready(result, index)
         items = document.get("results", [])
         return SuiteOutcome(
