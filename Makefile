@@ -65,8 +65,10 @@ test: lint $(CHECKOV)
 	@scripts/ensure_chromium.sh
 	$(VENV)/bin/pytest
 
-# The tests that each start a platform of their own (the scale profile on PostgreSQL, Redis and
-# Celery; `up` after kill -9 of every process): ~8 min more, so not in `make test` (CI's budget).
+# The slow tests (`-m slow`): each starts a platform of its own or runs a whole pipeline (the
+# scale profile on PostgreSQL, Redis and Celery; restarts and kill -9 of every process; the lake
+# end to end). Over an hour here (the platform restarts alone: 30 min at a load of 12, 2026-12-07),
+# so not in `make test` (CI's budget).
 test-slow: install $(CHECKOV)
 	@scripts/ensure_scale_engines.sh
 	$(VENV)/bin/pytest -m slow
