@@ -33,9 +33,18 @@ def query_items(table: Any, **query: Any) -> Iterator[dict[str, Any]]:
     """Every item a DynamoDB ``Table`` resource's ``query`` matches, page after page. A loop,
     not a paginator: boto3's paginators belong to clients, whose items come back as DynamoDB
     JSON; the Table resource gives them as Python values (Decimal) directly."""
+    return _every_page(table.query, query)
+
+
+def scan_items(table: Any, **scan: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a DynamoDB ``Table`` resource's ``scan``, page after page."""
+    return _every_page(table.scan, scan)
+
+
+def _every_page(call: Any, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
     while True:
-        page = table.query(**query)
+        page = call(**request)
         yield from page["Items"]
         if "LastEvaluatedKey" not in page:
             return
-        query = {**query, "ExclusiveStartKey": page["LastEvaluatedKey"]}
+        request = {**request, "ExclusiveStartKey": page["LastEvaluatedKey"]}

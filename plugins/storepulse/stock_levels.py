@@ -32,7 +32,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from storepulse.aws import query_items, scan_items
 from storepulse.layout import Key
+from storepulse.stream.batch_io import batch_get
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +174,13 @@ def store_levels(items: Iterable[Item]) -> dict[str, Level]:
 
 def read_store_levels(table: Any, store_id: str) -> dict[str, Level]:
     """A store's levels by SKU (a consistent Query of its items; ``table``: a boto3 Table)."""
-    kwargs: dict[str, Any] = {
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": store_pk(store_id)},
-        "ConsistentRead": True,
-    }
-    items: list[dict[str, Any]] = []
-    while True:
-        page = table.query(**kwargs)
-        items += page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return store_levels(items)
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    items = query_items(
+        table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": store_pk(store_id)},
+        ConsistentRead=True,
+    )
+    return store_levels(items)
 
 
 def level_keys(item: Item) -> list[Key]:
@@ -219,8 +218,6 @@ class StoreShards:
     def of(self, store_ids: Iterable[str], skus: Iterable[str]) -> dict[str, int]:
         """``store_ids``' counts; a store without one gets it fixed for a catalogue of
         ``skus`` (the first writer wins: a concurrent one reads the winner's)."""
-        from storepulse.stream.batch_io import batch_get
-
         wanted = sorted(set(store_ids))
         missing = [s for s in wanted if s not in self._known]
         if missing:
@@ -255,7 +252,7 @@ def migrate(dynamodb: Any, table_name: str, skus: Iterable[str]) -> int:
     in a level item is newer: the old item is then only deleted. Returns the items moved."""
     table = dynamodb.Table(table_name)
     by_store: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in _scan(table):
+    for item in scan_items(table):
         if is_legacy_item(item):
             by_store[store_of(item)].append(item)
     shards = StoreShards(dynamodb, table_name).of(by_store, list(skus))
@@ -271,20 +268,8 @@ def migrate(dynamodb: Any, table_name: str, skus: Iterable[str]) -> int:
     return sum(len(items) for items in by_store.values())
 
 
-def _scan(table: Any) -> Iterable[dict[str, Any]]:
-    kwargs: dict[str, Any] = {}
-    while True:
-        page = table.scan(**kwargs)
-        yield from page["Items"]
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
 def _move(table: Any, key: Key, levels: dict[str, Level]) -> None:
     """Add ``levels`` to a level item where its map lacks their SKUs."""
-    from botocore.exceptions import ClientError
-
     current = table.get_item(Key=key.as_item(), ConsistentRead=True).get("Item")
     if current is None or LEVELS not in current:
         try:
