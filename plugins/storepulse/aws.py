@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from storepulse.config import settings
 
@@ -27,6 +28,12 @@ def client(service: str, *, config: Config | None = None, **kwargs: Any) -> Any:
     return boto3.client(
         service, region_name=settings().region, config=config or DEFAULT_CONFIG, **kwargs
     )
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    """Whether a DynamoDB write was refused by its ``ConditionExpression`` (a replay, an older
+    value, a cooldown still running): the expected outcome of a conditional write, not an error."""
+    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
 
 def query_items(table: Any, **query: Any) -> Iterator[dict[str, Any]]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from storepulse.aws import query_items, scan_items
+from storepulse.aws import is_condition_failure, query_items, scan_items
 from storepulse.layout import Key
 from storepulse.stream.batch_io import batch_get
 
@@ -282,7 +282,7 @@ def _move(table: Any, key: Key, levels: dict[str, Level]) -> None:
             )
             return
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise
         current = table.get_item(Key=key.as_item(), ConsistentRead=True)["Item"]
     for sku, level in levels.items():
@@ -297,5 +297,5 @@ def _move(table: Any, key: Key, levels: dict[str, Level]) -> None:
                 ExpressionAttributeValues={":v": encode(level)},
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise

@@ -37,6 +37,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key as KeyCondition
 from botocore.exceptions import ClientError
 
+from storepulse.aws import is_condition_failure
 from storepulse.clock import Clock, system_clock
 from storepulse.layout import (
     ALL_STORES,
@@ -356,7 +357,7 @@ class AlertPublisher:
                 **({"ExpressionAttributeNames": names} if names else {}),
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 return False
             raise
         return True

@@ -32,6 +32,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from storepulse import events as ev
+from storepulse.aws import is_condition_failure
 from storepulse.layout import (
     ORDER_TTL,
     SEEN_TTL,
@@ -436,6 +437,6 @@ def write_profiles(table: Any, profiles: Iterable[ev.CrmCustomerProfileV1]) -> i
             )
             written += 1
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise
     return written

@@ -30,6 +30,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storepulse import stock_levels
+from storepulse.aws import is_condition_failure
 from storepulse.layout import Key, watermark_attribute
 from storepulse.stock_levels import Level, legacy_key
 from storepulse.stream.aggregate import CounterWrite, Number, StockChange, StockWrite
@@ -53,10 +54,6 @@ class WriteResult:
     skus: tuple[str, ...] = ()  # a level item's: the SKUs whose levels the write set
 
 
-def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
-
-
 def _as_dynamo(value: Number) -> Decimal | int:
     return value if isinstance(value, int) else Decimal(value)
 
@@ -74,7 +71,7 @@ class ItemWriter:
             item = self._add(write, write.total(), "before", first)
             return WriteResult(write.key, Outcome.WRITTEN, item)
         except ClientError as exc:
-            if not _is_condition_failure(exc):
+            if not is_condition_failure(exc):
                 raise
         seen = self._watermark(write.key, write.shard_id)
         remaining = write.total(after=seen)
@@ -127,7 +124,7 @@ class ItemWriter:
             try:
                 item = self._update_levels(write, levels, state)
             except ClientError as exc:
-                if not _is_condition_failure(exc):
+                if not is_condition_failure(exc):
                     raise
                 state = self.read_levels_state(write)
                 continue
