@@ -10,9 +10,11 @@ production code never has to ask where it runs (``infra/local/embedded_aws_gaps.
   the same way. The patched listing names the skipped ones (logical id, type, no physical id) and
   leaves out the ones not created by their condition, as AWS does; the deploy's verification
   reports a resource listed without a physical id as a known gap when its type is in the file.
-- A table's ``PointInTimeRecoverySpecification``: moto's ``AWS::DynamoDB::Table`` ignores it (and
-  has no update at all: an update of a table's properties left ``None`` in the stack's resource
-  map). The patched table applies the specification on create and on update, as AWS does.
+- A table's ``PointInTimeRecoverySpecification`` and ``TimeToLiveSpecification``: moto's
+  ``AWS::DynamoDB::Table`` ignores both (and has no update at all: an update of a table's
+  properties left ``None`` in the stack's resource map). The patched table applies them on create
+  and on update, as AWS does (DescribeTimeToLive said DISABLED for the stack's tables, and
+  ``storepulse_local.dynamodb_ttl`` deletes expired items of tables whose TTL is on).
 - A key's ``KeyPolicy``: moto hands it to KMS as the template's mapping where KMS keeps JSON text,
   so every later call on the key (DescribeKey, GetKeyPolicy, ...) answered 500. AWS stores the
   policy as JSON, and so does the patched key.
@@ -45,7 +47,7 @@ def patch_cloudformation() -> None:
     """Apply the patches (once per process, however many servers start)."""
     _compute_outputs_after_change_sets()
     _list_skipped_resources_by_name()
-    _honour_point_in_time_recovery()
+    _honour_table_specifications()
     _store_key_policies_as_json()
 
 
@@ -108,41 +110,45 @@ def _listing_skipped_by_name(list_resources: Callable[..., Any]) -> Callable[...
     return list_with_names
 
 
-def _honour_point_in_time_recovery() -> None:
+def _honour_table_specifications() -> None:
     from moto.dynamodb.models.table import Table
 
-    patch_once(Table, "create_from_cloudformation_json", _creating_with_recovery, static=True)
-    # Only recovery is updated; other property changes stay unapplied, as in moto before.
-    Table.update_from_cloudformation_json = staticmethod(_update_recovery)  # type: ignore[method-assign,assignment]
+    patch_once(Table, "create_from_cloudformation_json", _creating_with_specifications, static=True)
+    # Only recovery and TTL are updated; other property changes stay unapplied, as in moto before.
+    Table.update_from_cloudformation_json = staticmethod(_update_specifications)  # type: ignore[method-assign,assignment]
 
 
-def _apply_recovery(
+def _apply_table_specifications(
     table_name: str, properties: dict[str, Any], account_id: str, region: str
 ) -> None:
     from moto.dynamodb.models import dynamodb_backends
 
+    backend = dynamodb_backends[account_id][region]
     spec = properties.get("PointInTimeRecoverySpecification")
     if spec is not None:  # absent: AWS leaves recovery as it is (off for a new table)
         enabled = str(spec.get("PointInTimeRecoveryEnabled", False)).lower() == "true"
-        backend = dynamodb_backends[account_id][region]
         backend.update_continuous_backups(
             table_name, {**spec, "PointInTimeRecoveryEnabled": enabled}
         )
+    ttl = properties.get("TimeToLiveSpecification")
+    if ttl is not None:  # absent: AWS leaves TTL as it is (off for a new table)
+        enabled = str(ttl.get("Enabled", False)).lower() == "true"
+        backend.update_time_to_live(table_name, {**ttl, "Enabled": enabled})
 
 
-def _creating_with_recovery(create: Callable[..., Any]) -> Callable[..., Any]:
-    def create_with_recovery(
+def _creating_with_specifications(create: Callable[..., Any]) -> Callable[..., Any]:
+    def create_with_specifications(
         resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
     ) -> Any:
         table = create(resource_name, cloudformation_json, account_id, region_name, **kw)
         properties = cloudformation_json.get("Properties") or {}
-        _apply_recovery(table.name, properties, account_id, region_name)
+        _apply_table_specifications(table.name, properties, account_id, region_name)
         return table
 
-    return create_with_recovery
+    return create_with_specifications
 
 
-def _update_recovery(
+def _update_specifications(
     original_resource: Any,
     new_resource_name: str,
     cloudformation_json: Any,
@@ -150,7 +156,7 @@ def _update_recovery(
     region_name: str,
 ) -> Any:
     properties = cloudformation_json.get("Properties") or {}
-    _apply_recovery(original_resource.name, properties, account_id, region_name)
+    _apply_table_specifications(original_resource.name, properties, account_id, region_name)
     return original_resource
 
 

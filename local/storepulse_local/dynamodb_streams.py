@@ -17,9 +17,11 @@ moto's nested dicts of both images took 4-5 KB of memory per event written (63 o
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any, Final
 
@@ -30,6 +32,20 @@ RETENTION_SECONDS: Final = 24 * 3600.0
 _ARRIVED: Final = "_storepulse_arrived"
 _FIRST: Final = "_storepulse_first_sequence_number"
 _PACKED: Final = "_storepulse_packed"
+# Who deleted the item, in a stream record of a TTL deletion as GetRecords answers it (a Lambda
+# event says {"type": ..., "principalId": ...}: the local runtime converts it, as Lambda does).
+SERVICE_IDENTITY: Final = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
+_deleting = threading.local()
+
+
+@contextlib.contextmanager
+def service_deletions() -> Iterator[None]:
+    """Within: this thread's deletes are the service's (TTL), and their stream records say so."""
+    _deleting.by_service = True
+    try:
+        yield
+    finally:
+        _deleting.by_service = False
 
 
 def patch_dynamodb_streams() -> None:
@@ -91,8 +107,11 @@ def _stamping_and_expiring(add: Callable[..., None]) -> Callable[..., None]:
     def stamped(self: Any, old: Any, new: Any) -> None:
         add(self, old, new)
         if self.items:
-            self.items[-1].__dict__[_ARRIVED] = now()
-            pack(self.items[-1])
+            record = self.items[-1]
+            record.__dict__[_ARRIVED] = now()
+            if new is None and getattr(_deleting, "by_service", False):
+                record.record["userIdentity"] = dict(SERVICE_IDENTITY)
+            pack(record)
         expire(self)
 
     return stamped

@@ -23,6 +23,7 @@ from typing import Any
 
 from storepulse.config import LOOPBACK
 from storepulse_local import iam
+from storepulse_local.dynamodb_ttl import SWEEP_INTERVAL_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,13 @@ class EmbeddedAwsError(RuntimeError):
 class EmbeddedAws:
     """A moto server bound to loopback, served from a background thread."""
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = LOOPBACK,
+        state_dir: Path | None = None,
+        ttl_sweep_seconds: float | None = None,
+    ) -> None:
         # Imported here: moto is a local/test dependency, not needed on real AWS.
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
@@ -44,8 +51,9 @@ class EmbeddedAws:
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
         from storepulse_local.dynamodb_streams import patch_dynamodb_streams
+        from storepulse_local.dynamodb_ttl import TtlSweeper
         from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
-        from storepulse_local.persistence import Persistence
+        from storepulse_local.persistence import QUIET_TIMEOUT, Persistence, RequestGate
         from storepulse_local.quicksight import LocalQuickSight
 
         _track_no_model_instances()
@@ -64,9 +72,20 @@ class EmbeddedAws:
         )
         # With a state dir, the state is restored before any request and kept by snapshots.
         self.persistence = Persistence(state_dir, self.quicksight) if state_dir else None
+        gate: RequestGate | None = None
         if self.persistence:
             self.persistence.restore()
-            app = self.persistence.wrap(app)
+            app = gate = self.persistence.wrap(app)
+        # DynamoDB's TTL deletions (the platform's server; a test's deletes when it asks) run
+        # while no request does: the gate holds requests for the sweep, as for a snapshot.
+        self.ttl: TtlSweeper | None = None
+        if ttl_sweep_seconds:
+            app = gate = gate or RequestGate(app)
+            self.ttl = TtlSweeper(
+                ttl_sweep_seconds,
+                hold=lambda: gate.quiet(QUIET_TIMEOUT),
+                changed=lambda deleted: setattr(gate, "mutations", gate.mutations + deleted),
+            )
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.
@@ -95,6 +114,8 @@ class EmbeddedAws:
         configure(self.url)
         if self.persistence:
             self.persistence.start()
+        if self.ttl:
+            self.ttl.start()
         return self
 
     def reset(self) -> None:
@@ -104,6 +125,8 @@ class EmbeddedAws:
         configure(self.url)
 
     def stop(self) -> None:
+        if self.ttl:
+            self.ttl.stop()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -223,12 +246,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, help="keep the state there (else in memory)")
     parser.add_argument("--host", default=LOOPBACK, help="0.0.0.0 only inside a container")
+    parser.add_argument(
+        "--ttl-sweep-seconds",
+        type=float,
+        default=SWEEP_INTERVAL_SECONDS,
+        help="delete expired DynamoDB items (TTL) this often; 0: never",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from storepulse_local.persistence import SnapshotError
 
     try:
-        server = EmbeddedAws(port=args.port, host=args.host, state_dir=args.state_dir).start()
+        server = EmbeddedAws(
+            port=args.port,
+            host=args.host,
+            state_dir=args.state_dir,
+            ttl_sweep_seconds=args.ttl_sweep_seconds,
+        ).start()
     except (EmbeddedAwsError, SnapshotError) as exc:
         raise SystemExit(f"embedded AWS: {exc}") from None
     stopped = threading.Event()

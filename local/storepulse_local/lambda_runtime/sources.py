@@ -5,7 +5,8 @@ checkpoints, retries and bisection are shared (``shards``, ``failures``); only w
 here: the client, how shards are listed and iterators opened, the records' shape, the Lambda
 event and the on-failure record's batch info. A DynamoDB Streams record is carried as AWS's
 GetRecords answers it and handed to the function in the shape Lambda sends
-(``ApproximateCreationDateTime`` in epoch seconds, ``eventSourceARN`` added).
+(``ApproximateCreationDateTime`` in epoch seconds, ``eventSourceARN`` added, a TTL deletion's
+``userIdentity`` with Lambda's lower-case keys).
 """
 
 from __future__ import annotations
@@ -166,6 +167,11 @@ class DynamoDBStreamSource:
                 "awsRegion": r.get("awsRegion"),
                 "dynamodb": _jsonable(stream),
             }
+            if identity := r.get("userIdentity"):  # a TTL deletion's: the service's
+                entry["userIdentity"] = {
+                    "type": identity["Type"],
+                    "principalId": identity["PrincipalId"],
+                }
             changes.append(ChangeRecord(shard_id, stream["SequenceNumber"], arrived, entry))
         return changes
 
