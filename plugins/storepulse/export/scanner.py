@@ -23,7 +23,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Layout", "Refused", "layout_of", "scan"]
+__all__ = ["Layout", "Refused", "layout_of", "scan", "warm_up"]
 
 _DEPTH = 64  # nesting of a skipped value (DynamoDB allows 32 levels of M and L)
 
@@ -378,7 +378,7 @@ def _typed(buf: np.ndarray, i: int, n: int, tag: int) -> tuple[int, int, int]:
         and buf[i + 3] == _QUOTE
         and buf[i + 4] == _COLON
     ):
-        j = i + 5  # the usual compact ``{"S":``
+        j = _ws(buf, i + 5, n)  # the usual ``{"S":``, compact or not
     else:
         if i >= n or buf[i] != _OPEN:
             return -_TAG, 0, 0
@@ -541,6 +541,7 @@ def _scan(buf, names, name_starts, tags, sub_names, sub_starts, sub_tags, capaci
         while not done:
             start, end, i = _key(buf, i, n)
             if start < 0:
+                i = start
                 break
             a = _name(buf, start, end, names, name_starts, guess)
             if a < 0:
@@ -685,3 +686,11 @@ def scan(buf: np.ndarray, layout: Layout) -> pa.StructArray | Refused:
         else:
             fields.append(_typed_array(field.type, buf, arrays, a, rows))
     return pa.Array.from_buffers(layout.item_type, rows, [None], children=fields)
+
+
+def warm_up() -> None:
+    """Compile the scanner, or load it from numba's cache (its signatures do not depend on
+    the schema), before anything is timed."""
+    layout = layout_of(pa.schema([("Item", pa.struct([("a", pa.struct([("S", pa.string())]))]))]))
+    assert layout is not None
+    scan(np.frombuffer(b'{"Item":{"a":{"S":""}}}\n', dtype=np.uint8), layout)
