@@ -76,7 +76,8 @@ class Layout:
     sub_tags: np.ndarray
 
 
-_TYPED = {pa.struct([("S", pa.string())]): S, pa.struct([("N", pa.string())]): N}
+_TYPE_OF = {S: pa.struct([("S", pa.string())]), N: pa.struct([("N", pa.string())])}
+_TYPED = {type_: tag for tag, type_ in _TYPE_OF.items()}
 
 
 def _names(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -583,24 +584,35 @@ def _scan(buf, names, name_starts, tags, sub_names, sub_starts, sub_tags, capaci
 
 
 @_cached
-def _gather(buf, state, starts, ends, count: int):
-    """The Arrow offsets and data of the strings ``buf[starts[r]:ends[r]]`` where
-    ``state[r] == 1`` (empty elsewhere), for the first ``count`` rows."""
-    offsets = np.empty(count + 1, dtype=np.int32)
+def _columns(buf, state, starts, ends, tags, count: int):
+    """Every string attribute's Arrow buffers (``tags[a]`` not 0) for the first ``count``
+    rows: offsets [attribute, row] into one data buffer (each attribute's strings laid end to
+    end, empty where ``state`` is not 1), validity bitmaps of the strings (``state`` 1) and of
+    their structs (``state`` not 0), and how many of each are valid."""
+    attributes = state.shape[0]
+    offsets = np.zeros((attributes, count + 1), dtype=np.int32)
+    bitmaps = np.zeros((2, attributes, (count + 7) // 8), dtype=np.uint8)
+    valid = np.zeros((2, attributes), dtype=np.int64)
     total = 0
-    for r in range(count):
-        offsets[r] = total
-        if state[r] == 1:
-            total += ends[r] - starts[r]
-    offsets[count] = total
+    for a in range(attributes):
+        offsets[a, 0] = total
+        for r in range(count):
+            if tags[a] != 0 and state[a, r] != 0:
+                bitmaps[1, a, r >> 3] |= np.uint8(1 << (r & 7))
+                valid[1, a] += 1
+                if state[a, r] == 1:
+                    bitmaps[0, a, r >> 3] |= np.uint8(1 << (r & 7))
+                    valid[0, a] += 1
+                    total += ends[a, r] - starts[a, r]
+            offsets[a, r + 1] = total
     data = np.empty(total, dtype=np.uint8)
-    for r in range(count):
-        if state[r] == 1:
-            o = offsets[r]
-            for j in range(starts[r], ends[r]):
-                data[o] = buf[j]
-                o += 1
-    return offsets, data
+    for a in range(attributes):
+        for r in range(count):
+            o = offsets[a, r]
+            s = starts[a, r]
+            for j in range(offsets[a, r + 1] - o):
+                data[o + j] = buf[s + j]
+    return offsets, data, bitmaps, valid
 
 
 # --- Arrow arrays from the scanner's offsets ----------------------------------------------------
@@ -610,23 +622,32 @@ def _bitmap(valid: np.ndarray) -> pa.Buffer | None:
     return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
-def _typed_array(type_: pa.DataType, buf: np.ndarray, arrays: tuple, a: int, count: int):
-    """``struct<S: string>`` (or ``N``): null where the attribute is missing, its string null
-    where it is ``{"NULL": true}``."""
-    state, starts, ends = (array[a, :count] for array in arrays)
-    offsets, data = _gather(buf, state, starts, ends, count)
-    strings = pa.Array.from_buffers(
-        pa.string(), count, [_bitmap(state == 1), pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
-    return pa.Array.from_buffers(type_, count, [_bitmap(state != 0)], children=[strings])
+def _typed_arrays(buf: np.ndarray, arrays: tuple, tags: np.ndarray, count: int) -> list:
+    """Per attribute of a string tag, ``struct<S: string>`` (or ``N``): null where the
+    attribute is missing, its string null where it is ``{"NULL": true}``; None for a list."""
+    offsets, data, bitmaps, valid = _columns(buf, *arrays, tags, count)
+    data = pa.py_buffer(data)
+
+    def bitmap(kind: int, a: int) -> pa.Buffer | None:
+        return None if valid[kind, a] == count else pa.py_buffer(bitmaps[kind, a])
+
+    columns = []
+    for a, tag in enumerate(tags):
+        if tag == LIST:
+            columns.append(None)
+            continue
+        buffers = [bitmap(0, a), pa.py_buffer(offsets[a]), data]
+        strings = pa.Array.from_buffers(pa.string(), count, buffers)
+        columns.append(
+            pa.Array.from_buffers(_TYPE_OF[tag], count, [bitmap(1, a)], children=[strings])
+        )
+    return columns
 
 
 def _list_array(type_: pa.DataType, buf, layout: Layout, state, offsets, e_count, e_arrays):
     """``struct<L: list<struct<M: struct<...>>>>`` from the list offsets and elements."""
     element_type = type_[0].type.value_type
-    fields = [
-        _typed_array(f.type, buf, e_arrays, a, e_count) for a, f in enumerate(element_type[0].type)
-    ]
+    fields = _typed_arrays(buf, e_arrays, layout.sub_tags, e_count)
     m = pa.Array.from_buffers(element_type[0].type, e_count, [None], children=fields)
     elements = pa.Array.from_buffers(element_type, e_count, [None], children=[m])
     listed = pa.Array.from_buffers(
@@ -678,13 +699,11 @@ def scan(buf: np.ndarray, layout: Layout) -> pa.StructArray | Refused:
         return Refused(_REASONS[status], rows + 1)
     if not _utf8(buf):
         return Refused("invalid UTF-8", 0)
-    fields = []
+    fields = _typed_arrays(buf, arrays, layout.tags, rows)
     for a, field in enumerate(layout.item_type):
         if layout.tags[a] == LIST:
             state = arrays[0][a, :rows]
-            fields.append(_list_array(field.type, buf, layout, state, offsets, e_count, e_arrays))
-        else:
-            fields.append(_typed_array(field.type, buf, arrays, a, rows))
+            fields[a] = _list_array(field.type, buf, layout, state, offsets, e_count, e_arrays)
     return pa.Array.from_buffers(layout.item_type, rows, [None], children=fields)
 
 
