@@ -17,13 +17,18 @@ cache (``~/.cache/numba``), or ``NUMBA_CACHE_DIR`` when set. A first compile cos
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
 import pyarrow as pa
 
 __all__ = ["Layout", "Refused", "layout_of", "scan", "warm_up"]
+
+log = logging.getLogger(__name__)
 
 _DEPTH = 64  # nesting of a skipped value (DynamoDB allows 32 levels of M and L)
 
@@ -128,7 +133,16 @@ def layout_of(schema: pa.Schema) -> Layout | None:
 # code of the helpers it calls). No call passes a constant: numba would compile it twice.
 
 _jit = numba.njit(nogil=True, boundscheck=False)
-_cached = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+def _cached(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``_jit`` with numba's on-disk cache; without it (compiled in every process) where numba
+    finds no writable cache directory (a read-only package and home): logged."""
+    try:
+        return numba.njit(cache=True, nogil=True, boundscheck=False)(function)
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+        log.warning("%s: compiled in every process; set NUMBA_CACHE_DIR to cache it", exc)
+        return _jit(function)
 
 
 @_jit
