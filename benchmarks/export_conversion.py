@@ -204,6 +204,9 @@ def _peak_rss() -> int:
     return peak_rss()
 
 
+SCANNING = frozenset({"new", "new-staging", "scan", "warm-up"})  # the workers the scanner reads
+
+
 def worker(kind: str, paths: list[str], out: str) -> dict[str, Any]:
     # Import costs go before the baseline: pyarrow imports pandas on its first array (~1 s of
     # CPU here), once per process, whatever the table's size.
@@ -215,14 +218,14 @@ def worker(kind: str, paths: list[str], out: str) -> dict[str, Any]:
 
     pa.array([0])
     # The scanner's JIT: compiled once per machine (numba's cache), loaded once per process;
-    # both before the baseline, their CPU reported on its own ("warm-up"). Staging reads
-    # through the scanner at every size here, as the conversion does.
+    # both before the baseline, their CPU reported on its own ("warm-up"), in the workers that
+    # scan. Staging reads through the scanner at every size here, as the conversion does.
     warm = time.process_time()
-    from storepulse.export import columnar, scanner
+    if kind in SCANNING:
+        from storepulse.export import columnar, scanner
 
-    columnar.SCANNER_MIN_ITEMS = 0
-
-    scanner.warm_up()
+        columnar.SCANNER_MIN_ITEMS = 0
+        scanner.warm_up()
     warm = time.process_time() - warm
 
     before = _peak_rss()

@@ -29,8 +29,14 @@ from storepulse.export.sources import (
 from storepulse.export.staging import stage_export, stage_table
 from storepulse.layout import Table
 from storepulse.stock_levels import Level
+from tests.jit import compile_scanner
 
 DAY = date(2026, 11, 27)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scanner_compiled() -> None:
+    compile_scanner()
 
 
 @pytest.fixture(autouse=True)

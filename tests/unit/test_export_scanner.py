@@ -14,6 +14,13 @@ import pytest
 
 from storepulse.export import columnar, scanner
 from storepulse.export.sources import CompletedExport
+from tests.jit import compile_scanner
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scanner_compiled() -> None:
+    compile_scanner()
+
 
 SCHEMA = columnar.parse_schema()  # every attribute the facts' data sets read, the order lines'
 LAYOUT = scanner.layout_of(SCHEMA)
