@@ -55,10 +55,11 @@ __all__ = [
 # ~10% less CPU in one process but more peak memory at 1M items (1.18-1.29x the 100k peak against
 # 1.16x), within the benchmark's noise on a loaded machine: kept at 4 MiB (2026-12-07).
 BLOCK_BYTES = 4 << 20
-# The compiled scanner's warm-up in a fresh process (numba imported, its JIT loaded from the
-# cache; the first compile on a machine costs more) against what it saves per item over
-# pyarrow's parser: measured 2026-12-07 (README "Benchmarks"), worth it from about this size.
-SCANNER_MIN_ITEMS = 1_000_000
+# The compiled scanner's warm-up in a fresh process (~3.2 s of CPU: numba imported, its JIT
+# loaded from the cache) against what it saves per item over pyarrow's parser (2026-12-07,
+# README "Benchmarks": 4-15 us, by the load and whether numba is imported): it repays itself
+# from ~250k to ~900k items.
+SCANNER_MIN_ITEMS = 500_000
 FALLBACK_ERRORS: tuple[type[Exception], ...] = (
     pa.ArrowInvalid,
     pa.ArrowTypeError,
