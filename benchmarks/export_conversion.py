@@ -10,7 +10,10 @@ its own (its peak RSS is its own ``VmHWM``):
 
 - **conversion**: the files to the facts table's data sets as Arrow rows, nothing written. Old:
   ``iter_export_items`` + the data sets' row builders + ``Table.from_pylist`` (what the writer
-  converts); new: ``columnar.export_batches`` + ``columnar_rows``.
+  converts); new: ``columnar.export_batches`` (the compiled scanner, ``export.scanner``) +
+  ``columnar_rows``; pyarrow: the same with pyarrow's JSON parser instead of the scanner (the
+  vectorized path before the scanner). The scanner's warm-up (numba imported, its JIT loaded
+  from the cache) runs before the baseline in every worker and is printed on its own.
 - **staging**: conversion plus the sorted, zstd Parquet files (``stage_table`` vs
   ``stage_export``); both paths' files are compared byte for byte.
 
@@ -20,10 +23,9 @@ conversion alone at each size, for the peak memory (target: flat up to 1M items)
 are printed with what was missed; ``--check`` exits 1 when one is.
 
 ``--breakdown``: where the vectorized conversion's CPU goes, each stage a worker of its own on the
-same files: inflating alone, pyarrow's JSON parser keeping no attribute (its tokenizing), the
-parser with the table's schema (the typed attributes), the rest (Arrow compute). The parser
-alone bounds any conversion built on it: its items/s/core are printed as that ceiling. Each
-worker runs three times in turn, its best run counted.
+same files: inflating alone, the scanner making the ``Item`` structs, the rest (Arrow compute);
+pyarrow's parser making the same structs beside it; the JIT's first compile (a worker with an
+empty ``NUMBA_CACHE_DIR``). Each worker runs three times in turn, its best run counted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -129,14 +132,15 @@ def _old_conversion(paths: list[str]) -> int:
     )
 
 
-def _new_conversion(paths: list[str]) -> int:
+def _new_conversion(paths: list[str], scanned: bool = True) -> int:
     from storepulse.export import columnar
     from storepulse.export.datasets import datasets_of
     from storepulse.layout import Table
 
     datasets, day, rows = datasets_of(Table.FACTS), _day(), 0
     schema = columnar.parse_schema(datasets)  # as staging does: the table's data sets' attributes
-    for items in columnar.export_batches(_LocalS3(), _export(paths), schema):
+    export = _export(paths)
+    for items in columnar.export_batches(_LocalS3(), export, schema, scanned=scanned):
         batch = columnar.Items(items)  # as staging does: the data sets share their attributes
         rows += sum(columnar.columnar_rows(d, batch, day).table.num_rows for d in datasets)
     return rows
@@ -156,15 +160,17 @@ def _inflation(paths: list[str]) -> int:
     return inflated
 
 
-def _parse(paths: list[str], typed: bool) -> int:
-    """The conversion's reading alone: with the table's schema (``typed``), or keeping no
-    attribute, which leaves pyarrow's tokenizing of every line."""
+def _parse(paths: list[str], typed: bool, scanned: bool = False) -> int:
+    """The conversion's reading alone, the ``Item`` structs made: by the scanner (``scanned``)
+    or pyarrow's parser, with the table's schema (``typed``) or keeping no attribute (pyarrow:
+    its tokenizing of every line)."""
     from storepulse.export import columnar
     from storepulse.export.datasets import datasets_of
     from storepulse.layout import Table
 
     schema = columnar.parse_schema(datasets_of(Table.FACTS)) if typed else columnar.item_type({})
-    return sum(len(items) for items in columnar.export_batches(_LocalS3(), _export(paths), schema))
+    batches = columnar.export_batches(_LocalS3(), _export(paths), schema, scanned=scanned)
+    return sum(len(items) for items in batches)
 
 
 def _staging(paths: list[str], out: str, vectorized: bool) -> int:
@@ -198,6 +204,9 @@ def _peak_rss() -> int:
     return peak_rss()
 
 
+SCANNING = frozenset({"new", "new-staging", "scan", "warm-up"})  # the workers the scanner reads
+
+
 def worker(kind: str, paths: list[str], out: str) -> dict[str, Any]:
     # Import costs go before the baseline: pyarrow imports pandas on its first array (~1 s of
     # CPU here), once per process, whatever the table's size.
@@ -208,28 +217,47 @@ def worker(kind: str, paths: list[str], out: str) -> dict[str, Any]:
     import storepulse.export.publish  # noqa: F401
 
     pa.array([0])
+    # The scanner's JIT: compiled once per machine (numba's cache), loaded once per process;
+    # both before the baseline, their CPU reported on its own ("warm-up"), in the workers that
+    # scan. Staging reads through the scanner at every size here, as the conversion does.
+    warm = time.process_time()
+    if kind in SCANNING:
+        from storepulse.export import columnar, scanner
+
+        columnar.SCANNER_MIN_ITEMS = 0
+        scanner.warm_up()
+    warm = time.process_time() - warm
 
     before = _peak_rss()
     cpu, wall = time.process_time(), time.perf_counter()
     work = {
         "old": lambda: _old_conversion(paths),
         "new": lambda: _new_conversion(paths),
+        "pyarrow": lambda: _new_conversion(paths, scanned=False),
         "old-staging": lambda: _staging(paths, out, vectorized=False),
         "new-staging": lambda: _staging(paths, out, vectorized=True),
         "inflate": lambda: _inflation(paths),
         "tokenize": lambda: _parse(paths, typed=False),
         "parse": lambda: _parse(paths, typed=True),
+        "scan": lambda: _parse(paths, typed=True, scanned=True),
+        "warm-up": lambda: 0,
     }[kind]
     rows = work()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     peak = _peak_rss()
-    return {"rows": rows, "cpu": cpu, "wall": wall, "peak_rss": peak, "growth": peak - before}
+    result = {"rows": rows, "cpu": cpu, "wall": wall, "peak_rss": peak, "growth": peak - before}
+    return result | {"warm_up_cpu": warm}
 
 
-def run_worker(kind: str, paths: list[Path], out: Path) -> dict[str, Any]:
+def run_worker(
+    kind: str, paths: list[Path], out: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "benchmarks.export_conversion", "--worker", kind]
     command += ["--out", str(out), *map(str, paths)]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    environment = os.environ | (env or {})
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, env=environment
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -270,7 +298,7 @@ def _row(name: str, items: int, result: dict[str, Any]) -> list[Any]:
 def compare(items: int, folder: Path) -> dict[str, Any]:
     """Both paths on the same files: conversion alone, then staging (bytes compared)."""
     paths = write_export(folder / f"export-{items}", items)
-    results = {k: run_worker(k, paths, folder / k) for k in ("old", "new")}
+    results = {k: run_worker(k, paths, folder / k) for k in ("old", "pyarrow", "new")}
     results |= {k: run_worker(k, paths, folder / k) for k in ("old-staging", "new-staging")}
     for result in results.values():
         result["items_per_core_second"] = items / max(result["cpu"], 1e-9)
@@ -281,6 +309,8 @@ def compare(items: int, folder: Path) -> dict[str, Any]:
         "bytes_read": compressed,
         "json_bytes": _json_bytes(paths),
         "speedup": results["old"]["cpu"] / max(results["new"]["cpu"], 1e-9),
+        "scanner_speedup": results["pyarrow"]["cpu"] / max(results["new"]["cpu"], 1e-9),
+        "warm_up_cpu": results["new"]["warm_up_cpu"],
         "staging_speedup": results["old-staging"]["cpu"] / max(results["new-staging"]["cpu"], 1e-9),
         "same_parquet": _digests(folder / "old-staging") == _digests(folder / "new-staging"),
     }
@@ -292,6 +322,10 @@ def compare(items: int, folder: Path) -> dict[str, Any]:
     print(
         f"vectorized vs per-item: conversion {summary['speedup']:.1f}x, staging "
         f"{summary['staging_speedup']:.1f}x less CPU; same Parquet bytes: {summary['same_parquet']}"
+        f"\ncompiled scanner vs pyarrow's parser (same conversion otherwise): "
+        f"{summary['scanner_speedup']:.2f}x less CPU; the scanner's warm-up per process (numba "
+        f"imported, the JIT loaded from its cache), not counted above: "
+        f"{summary['warm_up_cpu']:.2f} s of CPU"
     )
     return summary
 
@@ -301,29 +335,34 @@ BREAKDOWN_RUNS = 3  # each worker's best of: one run of each is within a loaded 
 
 def breakdown(items: int, folder: Path) -> dict[str, Any]:
     """The vectorized conversion's CPU by stage, each the difference of two workers' best of
-    ``BREAKDOWN_RUNS`` (run in turn, so the machine's load falls on all alike)."""
+    ``BREAKDOWN_RUNS`` (run in turn, so the machine's load falls on all alike); pyarrow's
+    parser beside the scanner; the JIT's first compile (an empty numba cache)."""
     paths = sorted((folder / f"export-{items}").glob("*.json.gz"))
-    runs: dict[str, list[float]] = {k: [] for k in ("inflate", "tokenize", "parse", "new")}
+    runs: dict[str, list[float]] = {k: [] for k in ("inflate", "scan", "new", "parse")}
     for _ in range(BREAKDOWN_RUNS):
         for kind, cpus in runs.items():
             cpus.append(run_worker(kind, paths, folder / "unused")["cpu"])
     cpu = {kind: min(cpus) for kind, cpus in runs.items()}
     stages = {
         "inflating (ISA-L)": cpu["inflate"],
-        "JSON tokenizing (no attribute kept)": cpu["tokenize"] - cpu["inflate"],
-        "typed attributes (the table's schema)": cpu["parse"] - cpu["tokenize"],
-        "Arrow compute (unwrap, cast, select)": cpu["new"] - cpu["parse"],
+        "scanning to Item structs (numba)": cpu["scan"] - cpu["inflate"],
+        "Arrow compute (unwrap, cast, select)": cpu["new"] - cpu["scan"],
     }
     rows = [[k, f"{v:.2f}", f"{v / cpu['new']:.0%}"] for k, v in stages.items()]
+    rows.append(
+        ["(pyarrow's parser to the same structs)", f"{cpu['parse'] - cpu['inflate']:.2f}", ""]
+    )
     print(f"the vectorized conversion by stage, best of {BREAKDOWN_RUNS} runs each:")
     print_table(["stage", "CPU s", "share"], rows)
     rates = {kind: items / max(value, 1e-9) for kind, value in cpu.items()}
+    with tempfile.TemporaryDirectory(prefix="storepulse-numba-") as empty:
+        compile_cpu = run_worker("warm-up", [], folder, env={"NUMBA_CACHE_DIR": empty})
     print(
-        f"conversion {rates['new']:,.0f} items/s/core; pyarrow's parser alone (inflating "
-        f"included) {rates['parse']:,.0f}, the ceiling of a conversion built on it; tokenizing "
-        f"alone {rates['tokenize']:,.0f}"
+        f"conversion {rates['new']:,.0f} items/s/core; reading alone (inflating included): "
+        f"scanner {rates['scan']:,.0f}, pyarrow's parser {rates['parse']:,.0f}; the JIT's first "
+        f"compile (once per machine: numba's cache) {compile_cpu['warm_up_cpu']:.1f} s of CPU"
     )
-    return {"stages": stages, "items_per_core_second": rates}
+    return {"stages": stages, "items_per_core_second": rates, "compile_cpu": compile_cpu}
 
 
 def scaling(sizes: list[int], folder: Path) -> dict[str, Any]:

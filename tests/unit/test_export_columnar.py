@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -28,8 +29,20 @@ from storepulse.export.sources import (
 from storepulse.export.staging import stage_export, stage_table
 from storepulse.layout import Table
 from storepulse.stock_levels import Level
+from tests.jit import compile_scanner
 
 DAY = date(2026, 11, 27)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scanner_compiled() -> None:
+    compile_scanner()
+
+
+@pytest.fixture(autouse=True)
+def scanner_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled scanner reads these small exports too (production: large ones only)."""
+    monkeypatch.setattr(columnar, "SCANNER_MIN_ITEMS", 0)
 
 
 def order(number: int, **changes: Any) -> dict[str, Any]:
@@ -103,8 +116,10 @@ def inventory() -> list[dict[str, Any]]:
     ]
 
 
-def export_file(items: list[dict[str, Any]]) -> bytes:
-    lines = (json.dumps({"Item": serialize_item(i)}) + "\n" for i in items)
+def export_file(items: list[dict[str, Any]], compact: bool = False) -> bytes:
+    """An export data file; ``compact``: as DynamoDB writes it (no spaces, UTF-8 unescaped)."""
+    dumps: dict[str, Any] = {"separators": (",", ":"), "ensure_ascii": False} if compact else {}
+    lines = (json.dumps({"Item": serialize_item(i)}, **dumps) + "\n" for i in items)
     return gzip.compress("".join(lines).encode())
 
 
@@ -120,8 +135,8 @@ def completed(files: dict[str, bytes], count: int | None) -> CompletedExport:
     return CompletedExport("arn", "bucket", "p", "FULL_EXPORT", count, tuple(files), False)
 
 
-def split(items: list[dict[str, Any]], parts: int) -> dict[str, bytes]:
-    return {f"data/{n}.json.gz": export_file(items[n::parts]) for n in range(parts)}
+def split(items: list[dict[str, Any]], parts: int, compact: bool = False) -> dict[str, bytes]:
+    return {f"data/{n}.json.gz": export_file(items[n::parts], compact) for n in range(parts)}
 
 
 def per_item_rows(name: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -177,9 +192,9 @@ def test_money_and_counts_stay_exact() -> None:
 
 
 def stage_both(
-    tmp_path: Path, table: Table, items: list[dict[str, Any]], parts: int = 3
+    tmp_path: Path, table: Table, items: list[dict[str, Any]], parts: int = 3, compact: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    fs, files = pafs.LocalFileSystem(), split(items, parts)
+    fs, files = pafs.LocalFileSystem(), split(items, parts, compact)
     s3, export = FakeS3(files), completed(files, len(items))
     datasets = datasets_of(table)
     old = stage_table(
@@ -197,10 +212,16 @@ def contents(paths: tuple[str, ...]) -> list[bytes]:
     return [Path(p).read_bytes() for p in paths]
 
 
-@pytest.mark.parametrize("table", [Table.FACTS, Table.INVENTORY])
-def test_the_vectorized_export_stages_the_same_parquet_bytes(tmp_path: Path, table: Table) -> None:
+@pytest.mark.parametrize(
+    ("table", "compact"), [(Table.FACTS, False), (Table.FACTS, True), (Table.INVENTORY, False)]
+)
+def test_the_vectorized_export_stages_the_same_parquet_bytes(
+    tmp_path: Path, table: Table, compact: bool
+) -> None:
     items = facts() if table is Table.FACTS else inventory()
-    old, new = stage_both(tmp_path, table, items)
+    if compact:  # raw UTF-8 in kept values, as DynamoDB's export writes them
+        items = [*items, order(80, customer_id="c-ñandú-東京", channel="café")]
+    old, new = stage_both(tmp_path, table, items, compact=compact)
     assert set(old) == set(new)
     for name in old:
         assert contents(old[name].files) == contents(new[name].files), name
@@ -210,10 +231,14 @@ def test_the_vectorized_export_stages_the_same_parquet_bytes(tmp_path: Path, tab
 
 
 def test_many_batches_and_spilled_runs_give_the_same_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Blocks the scanner refuses (an escaped quote in a kept value) are parsed by pyarrow
+    among blocks it reads: the same files."""
     monkeypatch.setattr(columnar, "BLOCK_BYTES", 4096)  # a few items per batch
     items = [order(n) for n in range(1, 600)]
+    items[300]["customer_id"] = 'c-"301"'
+    caplog.set_level(logging.INFO, logger=columnar.__name__)
     fs, files = pafs.LocalFileSystem(), split(items, 2)
     from storepulse.export.writer import WriterOptions
 
@@ -225,6 +250,8 @@ def test_many_batches_and_spilled_runs_give_the_same_bytes(
     )
     for name in old:
         assert contents(old[name].files) == contents(new[name].files), name
+    refused = [r.getMessage() for r in caplog.records if "parsed by pyarrow" in r.getMessage()]
+    assert len(refused) == 1 and "a backslash escape" in refused[0]
 
 
 def test_what_the_vectorized_path_refuses_is_staged_by_the_per_item_path(tmp_path: Path) -> None:

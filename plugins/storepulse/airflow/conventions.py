@@ -18,4 +18,6 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 # Top-level imports a DAG file must not make: they slow every parse of the file (see README).
-HEAVY_MODULES = frozenset({"great_expectations", "pandas", "pyarrow", "duckdb", "polars", "numpy"})
+HEAVY_MODULES = frozenset(
+    {"great_expectations", "pandas", "pyarrow", "duckdb", "polars", "numpy", "numba", "llvmlite"}
+)

@@ -8,6 +8,8 @@
   ``storepulse.lake.filesystem``).
 - ``storepulse.export.columnar``: a native export's files to rows in Arrow batches (vectorized;
   ``staging.stage_export`` uses it and falls back to the per-item path).
+- ``storepulse.export.scanner``: the compiled (numba) scanner of export lines ``columnar``
+  reads large exports with; pyarrow's parser takes what it refuses.
 - ``storepulse.export.staging``: one table's items to the day's staged partitions (write).
 - ``storepulse.export.quality``: the audit of a staging (Great Expectations).
 - ``storepulse.export.publish``: an audited staging to the curated partition (publish).

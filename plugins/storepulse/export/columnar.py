@@ -19,6 +19,7 @@ few items per store and day; the inventory table: a few items per store).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -34,9 +35,12 @@ from storepulse.export.datasets import MONEY, TIMESTAMP, Dataset, RowError
 from storepulse.export.sources import CompletedExport, ExportError
 from storepulse.export.writer import WriteError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "BLOCK_BYTES",
     "FALLBACK_ERRORS",
+    "SCANNER_MIN_ITEMS",
     "ColumnarRows",
     "Items",
     "applies",
@@ -44,12 +48,18 @@ __all__ = [
     "columnar_rows",
     "export_batches",
     "item_type",
+    "scans",
 ]
 
 # JSON per batch: ~6k order items, so memory is flat whatever the table. 8 MiB measured up to
 # ~10% less CPU in one process but more peak memory at 1M items (1.18-1.29x the 100k peak against
 # 1.16x), within the benchmark's noise on a loaded machine: kept at 4 MiB (2026-12-07).
 BLOCK_BYTES = 4 << 20
+# The compiled scanner's warm-up in a fresh process (~3.2 s of CPU: numba imported, its JIT
+# loaded from the cache) against what it saves per item over pyarrow's parser (2026-12-07,
+# README "Benchmarks": 4-15 us, by the load and whether numba is imported): it repays itself
+# from ~250k to ~900k items.
+SCANNER_MIN_ITEMS = 500_000
 FALLBACK_ERRORS: tuple[type[Exception], ...] = (
     pa.ArrowInvalid,
     pa.ArrowTypeError,
@@ -85,12 +95,52 @@ def item_type(attributes: dict[str, pa.DataType]) -> pa.Schema:
     return pa.schema([("Item", pa.struct(list(attributes.items())))])
 
 
-def batches_of_file(stream: Any, schema: pa.Schema) -> Iterator[pa.StructArray]:
+def batches_of_file(
+    stream: Any, schema: pa.Schema, *, scanned: bool = True
+) -> Iterator[pa.StructArray]:
     """The ``Item`` structs of one gzipped data file (a binary stream), batch by batch.
 
     Inflated by ISA-L (``isal``, as ``gzip.GzipFile`` with the same errors): 0.10 s of CPU per
-    200k orders against 0.29 s through Arrow's zlib stream (2026-12-07, load ~15)."""
-    source = pa.PythonFile(igzip.IGzipFile(fileobj=stream, mode="rb"), mode="r")
+    200k orders against 0.29 s through Arrow's zlib stream (2026-12-07, load ~15). Each block
+    of whole lines is read by the compiled scanner (``export.scanner``) when it follows the
+    schema, else, or when it refuses the block, by pyarrow's JSON parser: the same arrays
+    (``scanned`` False: pyarrow's parser only, as the benchmark's baseline)."""
+    from storepulse.export import scanner
+
+    inflated = igzip.IGzipFile(fileobj=stream, mode="rb")
+    layout = scanner.layout_of(schema) if scanned else None
+    if layout is None:
+        yield from _parsed(pa.PythonFile(inflated, mode="r"), schema)
+        return
+    for number, block in enumerate(_blocks(inflated)):
+        items = scanner.scan(block, layout)
+        if isinstance(items, scanner.Refused):
+            log.info(
+                "block %d of an export file (line %d of the block): %s; parsed by pyarrow",
+                number,
+                items.line,
+                items.reason,
+            )
+            yield from _parsed(pa.BufferReader(block), schema)
+        else:
+            yield items
+
+
+def _blocks(inflated: Any) -> Iterator[np.ndarray]:
+    """The inflated bytes in blocks of whole lines, about ``BLOCK_BYTES`` each (read-only)."""
+    rest = b""
+    while chunk := inflated.read(BLOCK_BYTES):
+        data = rest + chunk if rest else chunk
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield np.frombuffer(data, dtype=np.uint8, count=cut)
+        rest = data[cut:]
+    if rest:
+        yield np.frombuffer(rest, dtype=np.uint8)
+
+
+def _parsed(source: Any, schema: pa.Schema) -> Iterator[pa.StructArray]:
+    """pyarrow's JSON parser over ``source`` (a file of export lines), batch by batch."""
     reader = pj.open_json(
         source,
         read_options=pj.ReadOptions(block_size=BLOCK_BYTES),
@@ -103,14 +153,34 @@ def batches_of_file(stream: Any, schema: pa.Schema) -> Iterator[pa.StructArray]:
         yield items
 
 
-def export_batches(s3: Any, export: CompletedExport, schema: pa.Schema) -> Iterator[pa.StructArray]:
+def scans(export: CompletedExport) -> bool:
+    """Whether the export is read by the compiled scanner: when it holds enough items to repay
+    the scanner's warm-up (``SCANNER_MIN_ITEMS``); the choice is logged with its reason."""
+    count = export.item_count
+    chosen = (count or 0) >= SCANNER_MIN_ITEMS  # unknown: as if small
+    log.info(
+        "export %s of %s items read by %s (the compiled scanner from %d items: its warm-up "
+        "costs about what it saves on that many)",
+        export.arn,
+        "?" if count is None else f"{count:,}",
+        "the compiled scanner" if chosen else "pyarrow's JSON parser",
+        SCANNER_MIN_ITEMS,
+    )
+    return chosen
+
+
+def export_batches(
+    s3: Any, export: CompletedExport, schema: pa.Schema, *, scanned: bool | None = None
+) -> Iterator[pa.StructArray]:
     """Every item of a completed full export, file by file, batch by batch; the item count is
-    checked against DynamoDB's, as ``sources.exported_items`` does."""
+    checked against DynamoDB's, as ``sources.exported_items`` does. ``scanned``: as in
+    ``batches_of_file``; None: by the export's size (``scans``)."""
+    scanned = scans(export) if scanned is None else scanned
     count = 0
     for key in export.data_keys:
         body = s3.get_object(Bucket=export.bucket, Key=key)["Body"]
         try:
-            for items in batches_of_file(body, schema):
+            for items in batches_of_file(body, schema, scanned=scanned):
                 count += len(items)
                 yield items
         finally:
