@@ -239,7 +239,7 @@ def _checkpoints_at_the_end(checkpoints: Any, shards: list[Any]) -> Any:
 
 def _table_stream_ends() -> dict[str, str]:
     """Event source mapping id -> the last sequence number of its table's stream (one shard)."""
-    from moto.awslambda.models import lambda_backends
+    from moto.awslambda_simple.models import lambda_simple_backends
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
@@ -248,7 +248,8 @@ def _table_stream_ends() -> dict[str, str]:
         for table in dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables.values()
         if table.stream_shard and (n := len(table.stream_shard.items))
     }
-    mappings = lambda_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]._event_source_mappings
+    # The embedded AWS runs moto's Lambda without Docker: its simple backend has the mappings.
+    mappings = lambda_simple_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]._event_source_mappings
     return {
         uuid: ends[arn]
         for uuid, mapping in mappings.items()
