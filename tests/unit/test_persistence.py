@@ -403,3 +403,17 @@ def test_the_first_snapshot_after_a_restore_waits_as_after_one_as_costly_as_the_
     assert restored.first_wait == 4 * persistence.SNAPSHOT_PER_RESTORE_CPU * 10.0  # 160 s
 
     assert persistence.first_wait_after_restore(2.0, 0.1) == 2.0  # the demo's own state
+
+
+def test_the_final_snapshot_is_given_time_in_proportion_to_the_state(tmp_path: Path) -> None:
+    """A stop waits for the last snapshot as long as the state on disk may take to write on a
+    loaded machine (a week of the demo: 442 MiB, up to 174 s), never less than the floor."""
+    assert persistence.final_snapshot_grace(tmp_path, 40.0) == 40.0  # nothing restored yet
+    snapshot = tmp_path / "aws" / persistence.SNAPSHOT_FILE
+    snapshot.parent.mkdir()
+    with snapshot.open("wb") as out:
+        out.truncate(442 * 2**20)  # sparse: the size is what counts
+
+    grace = persistence.final_snapshot_grace(tmp_path, 40.0)
+
+    assert grace == persistence.FINAL_QUIET_TIMEOUT + 221.0 and grace > 174
