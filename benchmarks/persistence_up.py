@@ -11,9 +11,9 @@ with the platform stopped, in its snapshot, as ``benchmarks.persistence`` grows 
 of the demo's processed events (every table but the settings, the lake's objects) under new
 keys, and of its stream records up to one day's worth (the stream's retention period, which
 the embedded AWS enforces); the runtime's checkpoints are moved to the end of the streams, the
-Kinesis stream's and the tables' (the copies count as processed). Printed: each start's time to ready and where it went (the time
-from one component's start to the next's), the snapshot's size, and the week's restart against
-the baseline's.
+Kinesis stream's and the tables' (the copies count as processed). Printed: each start's time to
+ready and where it went (the time from one component's start to the next's), the snapshot's
+size, and the week's restart against the baseline's.
 """
 
 from __future__ import annotations
