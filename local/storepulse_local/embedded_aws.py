@@ -50,6 +50,7 @@ class EmbeddedAws:
 
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
+        from storepulse_local.dynamodb_scan import patch_dynamodb_scans
         from storepulse_local.dynamodb_streams import patch_dynamodb_streams
         from storepulse_local.dynamodb_ttl import TtlSweeper
         from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
@@ -64,6 +65,7 @@ class EmbeddedAws:
         patch_stream_consumers()  # enhanced fan-out: the stack's consumer, mappings through it
         patch_dynamodb_exports()  # incremental exports from a change log of each table
         patch_dynamodb_streams()  # the 24 h retention period of stream records
+        patch_dynamodb_scans()  # a Scan page sorts the table without a Python call per compare
         # QuickSight calls moto cannot answer (describe, list, ingestions that run) are served by
         # the local QuickSight; every other request goes on to moto.
         self.quicksight = LocalQuickSight()

@@ -513,8 +513,14 @@ def _form_action(environ: dict[str, Any]) -> str:
 # --- the keeper ----------------------------------------------------------------------------------
 
 SNAPSHOT_INTERVAL: Final = 2.0  # seconds between checks at least; a snapshot only after changes
+# Writing a snapshot takes about this many times the CPU of restoring it (a week of the demo:
+# 42 s and 10 s, benchmarks/persistence.py, 2026-12-07).
+SNAPSHOT_PER_RESTORE_CPU: Final = 4.0
 QUIET_TIMEOUT: Final = 0.5  # a periodic snapshot waits this long for running requests
 FINAL_QUIET_TIMEOUT: Final = 25.0  # the last one outwaits a long poll (SQS: 20 s at most)
+# Seconds the last one may take per MiB of the snapshot before it: a week of the demo (442 MiB)
+# took 42 s of CPU and 174 s of wall time to write at a load of 6-14 (2026-12-07).
+FINAL_SECONDS_PER_MIB: Final = 0.5
 
 
 @dataclass
@@ -547,6 +553,28 @@ def _wait_for_writer(pid: int) -> tuple[float, int]:
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024  # Linux: KiB
 
 
+def final_snapshot_grace(state_dir: Path, floor: float) -> float:
+    """Seconds to let the embedded AWS write its last snapshot when stopped before killing it
+    (``floor`` at least): after a long poll, as long as the state on disk may take to write on a
+    loaded machine. A fixed 40 s killed it mid-snapshot at a week of the demo, at a load of 4-6:
+    what came after the previous snapshot was lost."""
+    try:
+        mib = (state_dir / "aws" / SNAPSHOT_FILE).stat().st_size / 2**20
+    except FileNotFoundError:
+        return floor
+    return max(floor, FINAL_QUIET_TIMEOUT + FINAL_SECONDS_PER_MIB * mib)
+
+
+def first_wait_after_restore(interval: float, restore_cpu: float) -> float:
+    """Seconds before the first periodic snapshot after a restore: as long as the loop waits
+    after a snapshot as costly as one of the restored state. The restored state is on disk
+    already, and the processes ``make up`` starts beside it need the CPU most then: at a week of
+    the demo the first snapshot (some 40 s of CPU, forked) came while Airflow, the Lambda
+    runtime and the simulator started. A crash meanwhile loses what came after the restore, as
+    one between two snapshots does."""
+    return max(interval, 4 * SNAPSHOT_PER_RESTORE_CPU * restore_cpu)
+
+
 class Persistence:
     """Restores at start, snapshots every ``interval`` s when requests changed something, and
     once more at stop."""
@@ -559,6 +587,7 @@ class Persistence:
         self.gate: RequestGate | None = None
         self.stats = SnapshotStats()
         self._saved_mutations = 0
+        self.first_wait = interval  # until the first periodic snapshot (see restore())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="aws-snapshots")
         self._write_lock = threading.Lock()
@@ -576,13 +605,16 @@ class Persistence:
         install_moto_state(snapshot.moto)
         self.quicksight.restore_state(snapshot.quicksight)
         reconcile_checkpoints(self.state_dir, snapshot.checkpoints)
+        restore_cpu = time.process_time() - cpu
         log.info(  # storepulse_local.platform.phases reads the times
             "restored the state of %s from %s in %.2f s (CPU %.2f s)",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at)),
             self.path,
             time.perf_counter() - started,
-            time.process_time() - cpu,
+            restore_cpu,
         )
+        self.first_wait = first_wait_after_restore(self.interval, restore_cpu)
+        log.info("first snapshot of the restored state in %.0f s at the earliest", self.first_wait)
         return snapshot
 
     def wrap(self, app: Callable[..., Iterable[bytes]]) -> RequestGate:
@@ -606,12 +638,14 @@ class Persistence:
             )
 
     def _loop(self) -> None:
-        # Requests are held while a snapshot is pickled: at most a fifth of the time.
-        while not self._stop.wait(max(self.interval, 4 * self.stats.last_seconds)):
+        wait = self.first_wait
+        while not self._stop.wait(wait):
             try:
                 self.snapshot(QUIET_TIMEOUT)
             except Exception:  # a failed snapshot must not stop the next ones
                 log.exception("snapshot failed; the previous one stays")
+            # Snapshots take at most a fifth of the time (the forked writer's CPU).
+            wait = max(self.interval, 4 * self.stats.last_seconds)
 
     def snapshot(self, quiet_timeout: float, force: bool = False, fork: bool = True) -> bool:
         """Take and write a snapshot if something changed since the last; True if written.

@@ -382,3 +382,38 @@ def test_attribute_values_restore_compactly_with_shared_names() -> None:
     assert [item.to_json() for item in restored] == [item.to_json() for item in items]
     first, second = (list(item.attrs) for item in restored)
     assert first[1] is second[1]  # one "m" for every item
+
+
+def test_the_first_snapshot_after_a_restore_waits_as_after_one_as_costly_as_the_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restored state is on disk already: its first periodic snapshot is put off as the loop
+    puts one off after a snapshot of that state (about 4 times the restore's CPU, and the loop
+    waits 4 times that), not taken 2 s after the first change while the platform starts. A
+    start with nothing to restore, or a small state, snapshots after the usual interval."""
+    fresh = _keeper(tmp_path, monkeypatch)
+    assert fresh.restore() is None
+    assert fresh.first_wait == persistence.SNAPSHOT_INTERVAL
+    assert fresh.snapshot(quiet_timeout=1, force=True, fork=False)
+
+    cpu = iter([100.0, 110.0])  # the restore took 10 s of CPU, as a week of the demo does
+    monkeypatch.setattr(persistence.time, "process_time", lambda: next(cpu))
+    restored = _keeper(tmp_path, monkeypatch)
+    assert restored.restore() is not None
+    assert restored.first_wait == 4 * persistence.SNAPSHOT_PER_RESTORE_CPU * 10.0  # 160 s
+
+    assert persistence.first_wait_after_restore(2.0, 0.1) == 2.0  # the demo's own state
+
+
+def test_the_final_snapshot_is_given_time_in_proportion_to_the_state(tmp_path: Path) -> None:
+    """A stop waits for the last snapshot as long as the state on disk may take to write on a
+    loaded machine (a week of the demo: 442 MiB, up to 174 s), never less than the floor."""
+    assert persistence.final_snapshot_grace(tmp_path, 40.0) == 40.0  # nothing restored yet
+    snapshot = tmp_path / "aws" / persistence.SNAPSHOT_FILE
+    snapshot.parent.mkdir()
+    with snapshot.open("wb") as out:
+        out.truncate(442 * 2**20)  # sparse: the size is what counts
+
+    grace = persistence.final_snapshot_grace(tmp_path, 40.0)
+
+    assert grace == persistence.FINAL_QUIET_TIMEOUT + 221.0 and grace > 174

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from storepulse.config import ConfigError, Settings, load_settings
+from storepulse_local.persistence import final_snapshot_grace
 from storepulse_local.platform import airflow_local, scale
 from storepulse_local.platform.private import private_dir
 from storepulse_local.platform.processes import pid_alive, stop_trees
@@ -39,7 +40,7 @@ from storepulse_local.platform.supervision import (
 MIN_PYTHON = (3, 11)
 REQUIRED_MODULES = {"airflow": "apache-airflow", "moto": "moto[server]", "boto3": "boto3"}
 # `make down` waits this long for the supervisor's ordered stop (the sum of the grace periods,
-# 230 s, and a margin).
+# 230 s, and a margin), and as much longer as the embedded AWS's final snapshot may take.
 DOWN_TIMEOUT = 300.0
 
 
@@ -114,6 +115,7 @@ def up(settings: Settings) -> int:
         )
         ready = time.monotonic() - started
         _print_ready(ctx, stack, ready)
+        ctx.up.set()
         threading.Thread(
             target=_print_phases, args=(ctx, serving, ready), name="phases", daemon=True
         ).start()
@@ -226,7 +228,7 @@ def down(settings: Settings) -> int:
     supervisor = state["supervisor"]
     if pid_alive(supervisor):
         os.kill(supervisor, signal.SIGTERM)  # it stops its children itself, in order
-        deadline = time.monotonic() + DOWN_TIMEOUT
+        deadline = time.monotonic() + DOWN_TIMEOUT + final_snapshot_grace(settings.state_dir, 0)
         while pid_alive(supervisor) and time.monotonic() < deadline:
             time.sleep(0.2)
     # Whatever is left (the supervisor was killed hard, or did not finish): stop it by PID.

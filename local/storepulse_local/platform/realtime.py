@@ -194,7 +194,11 @@ class DeployComponent:
 
 def _quicksight_in_background(ctx: StackContext) -> None:
     """QuickSight follows every deploy; a skipped one still brings it up to date (a no-op when
-    it matches), without holding ``make up``."""
+    it matches), without holding ``make up``: triggered once the platform is up. Its tasks are
+    the first of the start to call Airflow's execution API, which the api-server builds on that
+    first call (8-10 s of CPU with its event loop blocked, 2026-12-07): before ready, "ready"
+    waited for the UI to answer through that."""
+    ctx.up.wait()
     try:
         wait_airflow_settled(ctx, READY_TIMEOUT)
         client = _airflow_client(ctx)

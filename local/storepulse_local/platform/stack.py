@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from storepulse.config import LOOPBACK, Settings
+from storepulse_local.persistence import final_snapshot_grace
 from storepulse_local.platform import airflow_local
 from storepulse_local.platform.phases import StartPhases, log_size, restore_phase, tree_cpu
 from storepulse_local.platform.processes import STOP_GRACE_SECONDS, ManagedProcess, file_tail
@@ -40,6 +41,9 @@ class StackContext:
     # Components started but not waited for yet: name -> their wait (see ``await_ready``).
     pending: dict[str, Callable[[], None]] = field(default_factory=dict)
     phases: StartPhases = field(default_factory=StartPhases)  # where the start's time went
+    # Answers about the restored state that hold for the whole start (``restored``): asked once.
+    restored: dict[str, Any] = field(default_factory=dict)
+    up: threading.Event = field(default_factory=threading.Event)  # set once reported ready
 
     def await_ready(self, skip: Iterable[str] = ()) -> None:
         """Wait for the started components (but ``skip``), in start order: a component waits
@@ -156,7 +160,9 @@ class EmbeddedAwsComponent:
     # It restores its last snapshot when restarted (storepulse_local.persistence); the runtime
     # restarts after it, so it reads the checkpoints set back to that snapshot's moment.
     restart_dependants: ClassVar[dict[str, list[str]]] = {name: ["lambda-runtime"]}
-    stop_grace = 40.0  # its final snapshot outwaits a long poll (persistence.FINAL_QUIET_TIMEOUT)
+    # Its final snapshot outwaits a long poll (persistence.FINAL_QUIET_TIMEOUT), then takes
+    # longer the larger the state (persistence.final_snapshot_grace).
+    stop_grace = 40.0
     _started, _log_offset, _process = 0.0, 0, None  # this start's (set by start())
 
     def ports(self, settings: Settings) -> list[tuple[int, str]]:
@@ -174,7 +180,8 @@ class EmbeddedAwsComponent:
         (launch,) = self.launches(ctx.settings)
         self._log_offset = log_size(ctx.log_dir / f"{self.name}.log")
         self._started = time.monotonic()
-        self._process = ctx.spawn(launch.name, launch.argv, stop_grace=self.stop_grace)
+        grace = final_snapshot_grace(ctx.settings.state_dir, self.stop_grace)
+        self._process = ctx.spawn(launch.name, launch.argv, stop_grace=grace)
 
     def wait_ready(self, ctx: StackContext, timeout: float) -> None:
         wait_until(self.ready_checks(ctx)[self.name], "the embedded AWS", timeout, ctx)
