@@ -44,7 +44,11 @@ class EmbeddedAws:
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
         from storepulse_local.dynamodb_streams import patch_dynamodb_streams
-        from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
+        from storepulse_local.kinesis import (
+            patch_kinesis,
+            patch_stream_consumers,
+            serve_record_waits,
+        )
         from storepulse_local.persistence import Persistence
         from storepulse_local.quicksight import LocalQuickSight
 
@@ -67,6 +71,8 @@ class EmbeddedAws:
         if self.persistence:
             self.persistence.restore()
             app = self.persistence.wrap(app)
+        # Enhanced fan-out's push, emulated: a long poll outside the snapshots' request gate.
+        app = serve_record_waits(app)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.

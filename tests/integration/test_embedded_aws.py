@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 
 import botocore.exceptions
@@ -89,6 +90,38 @@ def test_put_records_leaves_mapped_functions_to_the_local_runtime(aws_client) ->
     from moto.awslambda.models import LambdaBackend
 
     assert LambdaBackend.send_kinesis_message.__name__ == "_delivered_by_the_local_runtime"
+
+
+def test_a_wait_for_records_answers_when_a_put_lands_after_the_iterator(
+    aws_client, embedded_aws: str
+) -> None:
+    """Enhanced fan-out's push, emulated: the runtime's long poll returns on a put on its shard
+    (not on another shard's), and only says that records exist (GetRecords reads them)."""
+    from storepulse_local.lambda_runtime.push import RecordPush
+
+    kinesis = aws_client("kinesis")
+    kinesis.create_stream(StreamName="s", ShardCount=2)
+    arn = kinesis.describe_stream(StreamName="s")["StreamDescription"]["StreamARN"]
+    first = kinesis.list_shards(StreamName="s")["Shards"][0]["ShardId"]  # hash keys from 0
+    iterator = kinesis.get_shard_iterator(
+        StreamName="s", ShardId=first, ShardIteratorType="LATEST"
+    )["ShardIterator"]
+    push = RecordPush(embedded_aws, f"{arn}/consumer/c:1")
+    answers: list[bool] = []
+    waiting = threading.Thread(target=lambda: answers.append(push.wait(iterator, 30.0)))
+    waiting.start()
+
+    kinesis.put_record(
+        StreamName="s", Data=b"elsewhere", PartitionKey="k", ExplicitHashKey=str(2**127 + 1)
+    )
+    assert push.wait(iterator, 0.0) is False  # the other shard's put is not this one's
+    kinesis.put_record(StreamName="s", Data=b"here", PartitionKey="k", ExplicitHashKey="0")
+    waiting.join(timeout=30)
+    assert answers == [True]
+    assert push.wait(iterator, 0.0) is True  # at once, while the records are not read
+    records = kinesis.get_records(ShardIterator=iterator)
+    assert [r["Data"] for r in records["Records"]] == [b"here"]
+    assert push.wait(records["NextShardIterator"], 0.0) is False
 
 
 def _small_template(pitr: bool, extra_output: bool = False) -> str:

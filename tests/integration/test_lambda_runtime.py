@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ from storepulse.deploy.package import artifacts_bucket, build_lambda_zip
 from storepulse.layout import Grain, Table, bucket_keys
 from storepulse_local.iam import LAMBDA_TRUST_POLICY
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
+from storepulse_local.lambda_runtime.mappings import ENHANCED_FAN_OUT_WAIT_SECONDS
+from storepulse_local.lambda_runtime.runtime import default_client
 from tests.integration.conftest import business_day_total
 from tests.integration.test_stream_processor import NOON_PARIS
 from tests.integration.test_stream_processor import sale as sale_of_lines
@@ -118,6 +121,13 @@ class Recorder:
         ]
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.01)
+
+
 @dataclass
 class Setup:
     aws: Callable[[str], Any]
@@ -161,6 +171,7 @@ class Setup:
 
     def mapping(self, function: str = FUNCTION, **overrides: Any) -> str:
         settings_ = {
+            "EventSourceArn": self.stream_arn,
             "BatchSize": 10,
             "StartingPosition": "TRIM_HORIZON",
             "MaximumBatchingWindowInSeconds": 0,
@@ -170,7 +181,7 @@ class Setup:
             "DestinationConfig": {"OnFailure": {"Destination": self.queue_arn}},
         } | overrides
         response = self.aws("lambda").create_event_source_mapping(
-            EventSourceArn=self.stream_arn, FunctionName=function, **settings_
+            FunctionName=function, **settings_
         )
         return response["UUID"]
 
@@ -234,13 +245,11 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
     """Start runtimes on one state directory (fast polling, no backoff); all stopped after."""
     started: list[LocalLambdaRuntime] = []
 
-    def start(handlers: dict[str, Any] | None = None) -> LocalLambdaRuntime:
+    def start(handlers: dict[str, Any] | None = None, **options: Any) -> LocalLambdaRuntime:
         runtime = LocalLambdaRuntime(
             handlers=handlers,
             state_dir=tmp_path / "lambda-runtime",
-            poll_interval=0.02,
-            discovery_interval=0.1,
-            retry_backoff=0,
+            **({"poll_interval": 0.02, "discovery_interval": 0.1, "retry_backoff": 0} | options),
         )
         started.append(runtime.start())
         return runtime
@@ -395,6 +404,48 @@ def test_a_restart_delivers_every_record_exactly_once(setup, runtimes) -> None:
     for shard, seqs in expected.items():
         both = before.delivered(shard) + after.delivered(shard)
         assert both == seqs + (more if shard == SHARD_1 else [])  # no loss, no duplicate
+
+
+def test_through_a_consumer_records_are_pushed_and_an_idle_shard_is_not_polled(
+    setup, runtimes
+) -> None:
+    """Enhanced fan-out at Lambda's cadence (no poll interval given): a record put on an idle
+    shard is read when the embedded AWS signals the put, and an idle shard is read once per
+    wait for a push (ENHANCED_FAN_OUT_WAIT_SECONDS), not every 70 ms as a poller would."""
+    from moto.kinesis.utils import decompose_shard_iterator
+
+    consumer = setup.aws("kinesis").register_stream_consumer(
+        StreamARN=setup.stream_arn, ConsumerName="stream-processor"
+    )["Consumer"]["ConsumerARN"]
+    setup.function()
+    setup.mapping(EventSourceArn=consumer)
+    reads: list[str] = []  # the shard of every GetRecords the runtime sends
+
+    def counting(service: str) -> Any:
+        client = default_client(service)
+        client.meta.events.register(
+            "before-parameter-build.kinesis.GetRecords",
+            lambda params, **_: reads.append(decompose_shard_iterator(params["ShardIterator"])[1]),
+        )
+        return client
+
+    recorder = Recorder()
+    runtime = runtimes({FUNCTION: recorder}, poll_interval=None, client=counting)
+    delivered: list[str] = []
+    for payload in (b"first", b"second"):
+        wait_until(lambda: {SHARD_0, SHARD_1} <= set(reads))  # both shards read and caught up
+        idle_from, started = len(reads), time.monotonic()
+        time.sleep(1.2)  # idle: a poller would read each shard ~17 times
+        delivered += setup.put(SHARD_0, payload)
+        wait_until(lambda expected=list(delivered): recorder.delivered() == expected)
+        waits = math.ceil((time.monotonic() - started) / ENHANCED_FAN_OUT_WAIT_SECONDS)
+        idle = reads[idle_from:]
+        assert idle.count(SHARD_1) <= waits + 1  # never written: only at each wait's timeout
+        assert idle.count(SHARD_0) <= waits + 2  # and the read of the record, and the next
+
+    stats = {s.shard_id: s for s in runtime.stats()}
+    assert stats[SHARD_0].pushes >= 1 and stats[SHARD_1].pushes == 0
+    assert stats[SHARD_0].records_processed == 2
 
 
 def test_a_disabled_mapping_is_not_polled(setup, runtimes) -> None:

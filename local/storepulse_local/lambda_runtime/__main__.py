@@ -23,7 +23,8 @@ def format_stats(stats: Sequence[ShardStats]) -> list[str]:
     return [
         f"{s.function_name} {s.shard_id} [{s.state}] behind={s.iterator_age_ms}ms "
         f"invocations={s.invocations} errors={s.errors} records={s.records_processed} "
-        f"discarded={s.records_discarded} checkpoint={s.checkpoint} last_error={s.last_error}"
+        f"discarded={s.records_discarded} pushes={s.pushes} checkpoint={s.checkpoint} "
+        f"last_error={s.last_error}"
         for s in stats
     ]
 
