@@ -5,7 +5,8 @@ gets records within ~70 ms of their put, without polling. moto has no SubscribeT
 runtime long-polls the embedded AWS (``storepulse_local.kinesis.WAIT_PATH``) with the shard
 iterator of its last, empty GetRecords: the answer comes when a put lands after it (or at the
 timeout), and the runtime then reads with GetRecords as before. An idle shard costs one wait
-and one GetRecords per timeout instead of a GetRecords every 70 ms.
+per timeout (a wait that ends without a put proves what an empty GetRecords would) instead of a
+GetRecords every 70 ms.
 """
 
 from __future__ import annotations

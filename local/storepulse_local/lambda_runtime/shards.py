@@ -196,14 +196,26 @@ class ShardWorker:
             self._pause(pause)
 
     def _pause(self, pause: float) -> None:
-        """Until the next read: ``pause``, or through a consumer until a put on the shard."""
+        """Until the next read: ``pause``, or through a consumer until a put on the shard. A
+        wait that ends without one is as good as an empty GetRecords (nothing after the
+        iterator), so an open, caught-up shard is not read again until a put."""
         push = self.runner.push
-        if push is None or self._iterator is None or self._stop.is_set():
+        if push is None or self._iterator is None:
             self._stop.wait(pause)
-        elif (pushed := push.wait(self._iterator, pause)) is None:
-            self._stop.wait(min(pause, ENHANCED_FAN_OUT_POLL_SECONDS))
-        elif pushed:
-            self._update(pushes=self.stats.pushes + 1)
+            return
+        while not self._stop.is_set():
+            self.polls_started += 1
+            poll = self.polls_started
+            pushed = push.wait(self._iterator, pause)
+            if pushed is None:  # no push here: poll
+                self._stop.wait(min(pause, ENHANCED_FAN_OUT_POLL_SECONDS))
+                return
+            if pushed:
+                self._update(pushes=self.stats.pushes + 1)
+                return
+            if self._buffer or self._closed:  # the batching window is over; a closed shard's
+                return  # end is seen by GetRecords
+            self.idle_poll = poll  # caught up (run_until_idle)
 
     def _poll(self) -> int:
         closed = self._closed  # read first: a shard known closed gets no new records
