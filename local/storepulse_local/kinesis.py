@@ -108,8 +108,8 @@ def patch_stream_consumers() -> None:
     ``AWS::Kinesis::StreamConsumer`` and its Lambda refuses a consumer's ARN as a mapping's
     source, so a stack deployed with ``EnhancedFanOut`` "true" could not be created. Here the
     resource registers a consumer (``ConsumerARN``, ``ConsumerName``), and a mapping may read
-    through a registered consumer; the local Lambda runtime then reads its shards at enhanced
-    fan-out's cadence (``MappingConfig.idle_poll_seconds``; no SubscribeToShard in moto)."""
+    through a registered consumer; the local Lambda runtime then waits for its records to be
+    pushed (``RecordWaits``; no SubscribeToShard in moto)."""
     from moto.awslambda.models import EventSourceMapping, LambdaBackend
     from moto.cloudformation import parsing
 
@@ -192,6 +192,12 @@ def _define_consumer_resource() -> None:
         @property
         def physical_resource_id(self) -> str:
             return self.consumer.consumer_arn
+
+        def delete(self, account_id: str, region_name: str) -> None:
+            # By ARN only: given the stream, moto keeps only the consumers of that name.
+            kinesis_backends[account_id][region_name].deregister_stream_consumer(
+                stream_arn="", consumer_name="", consumer_arn=self.consumer.consumer_arn
+            )
 
     # Found by pickle (the embedded AWS's snapshots hold the stacks' resources) as if defined
     # at module level: moto is imported only once the embedded AWS starts.

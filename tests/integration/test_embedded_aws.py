@@ -199,6 +199,82 @@ def test_a_stack_table_has_the_templates_point_in_time_recovery(aws_client) -> N
     assert aws_client("dynamodb").describe_table(TableName="small")["Table"]["TableName"]
 
 
+def _fan_out_template() -> str:
+    """A mapping reading a stream directly or through a consumer, as the FanOut parameter says
+    (the real-time stack's EnhancedFanOut, in small)."""
+    stream_arn = {"Fn::GetAtt": ["Stream", "Arn"]}
+    return json.dumps(
+        {
+            "Parameters": {"FanOut": {"Type": "String", "AllowedValues": ["true", "false"]}},
+            "Conditions": {"UseFanOut": {"Fn::Equals": [{"Ref": "FanOut"}, "true"]}},
+            "Resources": {
+                "Stream": {"Type": "AWS::Kinesis::Stream", "Properties": {"ShardCount": 1}},
+                "Consumer": {
+                    "Type": "AWS::Kinesis::StreamConsumer",
+                    "Condition": "UseFanOut",
+                    "Properties": {"ConsumerName": "reader", "StreamARN": stream_arn},
+                },
+                "Role": {
+                    "Type": "AWS::IAM::Role",
+                    "Properties": {"AssumeRolePolicyDocument": {"Statement": []}},
+                },
+                "Function": {
+                    "Type": "AWS::Lambda::Function",
+                    "Properties": {
+                        "Runtime": "python3.11",
+                        "Handler": "index.handler",
+                        "Role": {"Fn::GetAtt": ["Role", "Arn"]},
+                        "Code": {"ZipFile": "def handler(event, context): pass"},
+                    },
+                },
+                "Mapping": {
+                    "Type": "AWS::Lambda::EventSourceMapping",
+                    "Properties": {
+                        "EventSourceArn": {
+                            "Fn::If": [
+                                "UseFanOut",
+                                {"Fn::GetAtt": ["Consumer", "ConsumerARN"]},
+                                stream_arn,
+                            ]
+                        },
+                        "FunctionName": {"Ref": "Function"},
+                        "StartingPosition": "TRIM_HORIZON",
+                    },
+                },
+            },
+        }
+    )
+
+
+def test_an_update_that_flips_a_condition_creates_replaces_and_deletes_as_aws(aws_client) -> None:
+    """moto's update diffs the resources' JSON, which a changed parameter leaves alike: the
+    embedded AWS creates what the condition now declares, replaces the mapping whose source the
+    condition chooses, deletes what it no longer declares, and takes the change set back."""
+    cfn, kinesis, lam = aws_client("cloudformation"), aws_client("kinesis"), aws_client("lambda")
+
+    def deploy(kind: str, fan_out: str) -> tuple[str, list[str]]:
+        name = f"cs-{kind.lower()}-{fan_out}"
+        cfn.create_change_set(
+            StackName="fan-out",
+            ChangeSetName=name,
+            ChangeSetType=kind,
+            TemplateBody=_fan_out_template(),
+            Parameters=[{"ParameterKey": "FanOut", "ParameterValue": fan_out}],
+        )
+        cfn.execute_change_set(StackName="fan-out", ChangeSetName=name)
+        [mapping] = lam.list_event_source_mappings()["EventSourceMappings"]
+        stream = kinesis.list_streams()["StreamSummaries"][0]["StreamARN"]
+        consumers = kinesis.list_stream_consumers(StreamARN=stream)["Consumers"]
+        return mapping["EventSourceArn"], [c["ConsumerARN"] for c in consumers]
+
+    source, consumers = deploy("CREATE", "false")
+    assert consumers == [] and "/consumer/" not in source
+    source, consumers = deploy("UPDATE", "true")
+    assert consumers == [source]  # the only mapping reads through the new consumer
+    source, consumers = deploy("UPDATE", "false")
+    assert consumers == [] and "/consumer/" not in source
+
+
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS.+:UserWarning")
 def test_skipped_resources_are_listed_by_name_without_a_physical_id(aws_client) -> None:
     """moto lists what it skipped, and what a false condition left out, as nameless entries."""

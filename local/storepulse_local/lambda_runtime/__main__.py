@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=None,
         help="seconds between polls of a caught-up shard (default: Lambda's for the mapping: "
-        "1 s shared throughput, 0.07 s enhanced fan-out, 0.25 s DynamoDB Streams)",
+        "1 s shared throughput, 0.25 s DynamoDB Streams, records pushed through an enhanced "
+        "fan-out consumer); given, every mapping is polled at that interval",
     )
     parser.add_argument(
         "--discovery-interval",
