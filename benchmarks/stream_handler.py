@@ -16,9 +16,10 @@ Reported per 1,000 events: DynamoDB write units as billed (``billing``: every it
 its size, recorded inside the embedded AWS whatever process writes), items written and
 invocations; end-to-end p50/p95 from PutRecords to the batch's writes done (the runtime's
 checkpoint passes the record only after the handler returned); events per second from the first
-put to the last record done. The runtime polls a shard every ``--poll-interval`` (0.2 s, as
-``make up``); on AWS a shared-throughput mapping polls about once a second per shard, an
-enhanced fan-out consumer gets records pushed within ~70 ms (``EnhancedFanOut`` stack parameter).
+put to the last record done. The runtime polls a shard every ``--poll-interval`` (0.2 s: a
+batch is a poll interval's worth of events); on AWS a shared-throughput mapping polls about
+once a second per shard, an enhanced fan-out consumer (``EnhancedFanOut``, as dev.json and
+``make up`` deploy) gets records pushed within ~70 ms (``benchmarks/end_to_end_latency.py``).
 
 Targets at the deployed configuration (``--check`` exits 1 when one is missed): at 10 events/s
 p50 < 300 ms and p95 < 1 s; billed write units >= 4x fewer than the baseline at 10 events/s and
