@@ -61,6 +61,7 @@ from storepulse_local.lambda_runtime.checkpoints import (
     CheckpointStore,
     ShardCheckpoint,
 )
+from storepulse_local.lambda_runtime.sources import stream_name
 
 SIM_START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
 SIM_RATE, SIM_SKIP = 3.0, 1000  # the demo's peak rate; its first events are opening stock takes
@@ -100,7 +101,7 @@ class Run:
     def __init__(self, mapping: dict[str, Any], runtime: LocalLambdaRuntime) -> None:
         self.mapping, self.runtime = mapping, runtime
         self.kinesis = boto3.client("kinesis")
-        self.stream = mapping["EventSourceArn"].split("/")[-1]
+        self.stream = stream_name(mapping["EventSourceArn"])  # or its consumer's
         self.passed: list[tuple[int, float]] = []  # (checkpoint, when first seen), increasing
 
     def put(self, records: list[bytes]) -> list[tuple[str, int, float]]:
@@ -149,7 +150,7 @@ class Run:
 
 def _checkpoints_at_end(mapping: dict[str, Any], state_dir: Path) -> None:
     """Start a new runtime at the stream's last record: each run sees only its own."""
-    kinesis, stream = boto3.client("kinesis"), mapping["EventSourceArn"].split("/")[-1]
+    kinesis, stream = boto3.client("kinesis"), stream_name(mapping["EventSourceArn"])
     store = CheckpointStore(state_dir / CHECKPOINT_FILE)
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         iterator = kinesis.get_shard_iterator(

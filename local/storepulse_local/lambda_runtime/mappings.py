@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from storepulse_local.lambda_runtime.sources import PolledRecord, Source, source_of
+from storepulse_local.lambda_runtime.sources import (
+    PolledRecord,
+    Source,
+    source_of,
+    stream_name,
+)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -108,7 +113,7 @@ class MappingConfig:
     @property
     def stream_name(self) -> str:
         """The Kinesis stream's name, or the DynamoDB table's."""
-        return self.stream_arn.split(":", 5)[5].split("/")[1]
+        return stream_name(self.stream_arn)
 
     @property
     def source(self) -> Source:
