@@ -225,9 +225,15 @@ class RecordWaits:
 
         stream_name, shard_id, last = decompose_shard_iterator(shard_iterator)
         _, _, _, region, account, _ = stream_arn.split(":", 5)
+        shard = _find_shard(account, region, stream_name, shard_id)
+        if shard is None:
+            return True  # unknown here: GetRecords will say why
 
         def arrived() -> bool:
-            return _records_after(account, region, stream_name, shard_id, int(last))
+            try:
+                return bool(_last(shard) > int(last))
+            except RuntimeError:  # the shard changing under us: a put
+                return True
 
         with self._changed:
             return self._changed.wait_for(arrived, timeout=min(timeout, MAX_WAIT_SECONDS))
@@ -236,14 +242,15 @@ class RecordWaits:
 WAITS: Final = RecordWaits()
 
 
-def _records_after(account: str, region: str, stream_name: str, shard_id: str, last: int) -> bool:
+def _find_shard(account: str, region: str, stream_name: str, shard_id: str) -> Any:
+    """The shard, or None. Read with dict's own lookups: moto's take its global backend lock,
+    which a snapshot's fork could copy held (a long poll is outside the request gate)."""
     from moto.kinesis.models import kinesis_backends
 
-    try:
-        shard = kinesis_backends[account][region].streams[stream_name].shards[shard_id]
-        return bool(_last(shard) > last)
-    except (KeyError, RuntimeError):  # gone, or changing under us: GetRecords will tell
-        return True
+    regions = dict.get(kinesis_backends, account)
+    backend = dict.get(regions, region) if regions is not None else None
+    stream = backend.streams.get(stream_name) if backend is not None else None
+    return stream.shards.get(shard_id) if stream is not None else None
 
 
 def _notify_waits_after(backend: type, *methods: str) -> None:
