@@ -85,6 +85,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.stream_handler
 	$(VENV)/bin/python -m benchmarks.write_cost
 	$(VENV)/bin/python -m benchmarks.end_to_end_latency
+	$(VENV)/bin/python -m benchmarks.idle_cost
 	$(VENV)/bin/python -m benchmarks.dashboard_latency
 	$(VENV)/bin/python -m benchmarks.export
 	$(VENV)/bin/python -m benchmarks.incremental_export

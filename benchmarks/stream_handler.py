@@ -16,9 +16,10 @@ Reported per 1,000 events: DynamoDB write units as billed (``billing``: every it
 its size, recorded inside the embedded AWS whatever process writes), items written and
 invocations; end-to-end p50/p95 from PutRecords to the batch's writes done (the runtime's
 checkpoint passes the record only after the handler returned); events per second from the first
-put to the last record done. The runtime polls a shard every ``--poll-interval`` (0.2 s, as
-``make up``); on AWS a shared-throughput mapping polls about once a second per shard, an
-enhanced fan-out consumer gets records pushed within ~70 ms (``EnhancedFanOut`` stack parameter).
+put to the last record done. The runtime polls a shard every ``--poll-interval`` (0.2 s: a
+batch is a poll interval's worth of events); on AWS a shared-throughput mapping polls about
+once a second per shard, an enhanced fan-out consumer (``EnhancedFanOut``, as dev.json and
+``make up`` deploy) gets records pushed within ~70 ms (``benchmarks/end_to_end_latency.py``).
 
 Targets at the deployed configuration (``--check`` exits 1 when one is missed): at 10 events/s
 p50 < 300 ms and p95 < 1 s; billed write units >= 4x fewer than the baseline at 10 events/s and
@@ -60,6 +61,7 @@ from storepulse_local.lambda_runtime.checkpoints import (
     CheckpointStore,
     ShardCheckpoint,
 )
+from storepulse_local.lambda_runtime.sources import stream_name
 
 SIM_START = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)  # a Saturday morning: the busiest day
 SIM_RATE, SIM_SKIP = 3.0, 1000  # the demo's peak rate; its first events are opening stock takes
@@ -99,7 +101,7 @@ class Run:
     def __init__(self, mapping: dict[str, Any], runtime: LocalLambdaRuntime) -> None:
         self.mapping, self.runtime = mapping, runtime
         self.kinesis = boto3.client("kinesis")
-        self.stream = mapping["EventSourceArn"].split("/")[-1]
+        self.stream = stream_name(mapping["EventSourceArn"])  # or its consumer's
         self.passed: list[tuple[int, float]] = []  # (checkpoint, when first seen), increasing
 
     def put(self, records: list[bytes]) -> list[tuple[str, int, float]]:
@@ -148,7 +150,7 @@ class Run:
 
 def _checkpoints_at_end(mapping: dict[str, Any], state_dir: Path) -> None:
     """Start a new runtime at the stream's last record: each run sees only its own."""
-    kinesis, stream = boto3.client("kinesis"), mapping["EventSourceArn"].split("/")[-1]
+    kinesis, stream = boto3.client("kinesis"), stream_name(mapping["EventSourceArn"])
     store = CheckpointStore(state_dir / CHECKPOINT_FILE)
     for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
         iterator = kinesis.get_shard_iterator(

@@ -18,6 +18,11 @@ production code never has to ask where it runs (``infra/local/embedded_aws_gaps.
 - A key's ``KeyPolicy``: moto hands it to KMS as the template's mapping where KMS keeps JSON text,
   so every later call on the key (DescribeKey, GetKeyPolicy, ...) answered 500. AWS stores the
   policy as JSON, and so does the patched key.
+- A condition that an update flips (a parameter such as ``EnhancedFanOut`` changed): moto's
+  update diffs the resources' JSON only, which such a change leaves alike, so a resource whose
+  condition turned true was never created, one turned false never deleted, and an ``Fn::If``
+  on it never re-read. The patched update does all three, after moto's; a mapping whose
+  ``EventSourceArn`` changes is replaced, as on AWS (moto would keep the old source).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def patch_cloudformation() -> None:
     _list_skipped_resources_by_name()
     _honour_table_specifications()
     _store_key_policies_as_json()
+    _apply_flipped_conditions_on_update()
 
 
 def _compute_outputs_after_change_sets() -> None:
@@ -67,6 +73,8 @@ def _computing_outputs(execute: Callable[..., None]) -> Callable[..., None]:
         change_set = self.describe_change_set(change_set_name)
         stack = self.stacks[change_set.stack_id]
         stack._parse_template()  # moto set the new template's text only
+        # moto keeps the creation's, so a change set back to them was refused as "no changes"
+        stack.parameters = change_set.parameters
         stack.description = stack.template_dict.get("Description")
         for name in [n for n, e in self.exports.items() if e.exporting_stack_id == stack.stack_id]:
             del self.exports[name]  # the previous version's, replaced below
@@ -180,3 +188,74 @@ def _creating_with_json_policy(create: Callable[..., Any]) -> Callable[..., Any]
         return create(resource_name, cloudformation_json, account_id, region_name, **kw)
 
     return create_with_json_policy
+
+
+def _apply_flipped_conditions_on_update() -> None:
+    from moto.cloudformation.parsing import ResourceMap
+
+    patch_once(ResourceMap, "update", _updating_flipped_conditions)
+
+
+def _condition_values(resource_map: Any) -> dict[str, bool]:
+    conditions = resource_map.lazy_condition_map
+    return {name: bool(conditions[name]) for name in conditions}
+
+
+def _updating_flipped_conditions(update: Callable[..., None]) -> Callable[..., None]:
+    def update_with_conditions(self: Any, template: Any, parameters: Any = None) -> None:
+        before = _condition_values(self)
+        update(self, template, parameters)
+        after = _condition_values(self)
+        flipped = {name for name, value in after.items() if before.get(name, value) != value}
+        if flipped:
+            _apply_flipped(self, flipped, after)
+
+    return update_with_conditions
+
+
+def _apply_flipped(resource_map: Any, flipped: set[str], conditions: dict[str, bool]) -> None:
+    """Create what a flipped condition now declares, re-read what chooses by one (``Fn::If``),
+    then delete what it no longer declares (after: a mapping may still have read from it)."""
+    declared = resource_map._resource_json_map
+    parsed = resource_map._parsed_resources
+    gone = []
+    for logical_id, resource_json in declared.items():
+        condition = resource_json.get("Condition")
+        if condition in flipped and conditions[condition]:
+            _ = resource_map[logical_id]  # moto creates a resource on first access
+        elif condition in flipped:
+            gone.append(logical_id)
+    for logical_id, resource_json in declared.items():
+        if logical_id in parsed and _chooses_by(resource_json, flipped):
+            parsed[logical_id] = _updated(resource_map, logical_id, resource_json)
+    for logical_id in gone:
+        if (resource := parsed.pop(logical_id, None)) is not None:
+            resource_map._delete_resource(resource, declared[logical_id])
+
+
+def _chooses_by(value: Any, conditions: set[str]) -> bool:
+    if isinstance(value, dict):
+        branch = value.get("Fn::If")
+        if isinstance(branch, list) and branch and branch[0] in conditions:
+            return True
+        return any(_chooses_by(v, conditions) for v in value.values())
+    if isinstance(value, list):
+        return any(_chooses_by(v, conditions) for v in value)
+    return False
+
+
+def _updated(resource_map: Any, logical_id: str, resource_json: dict[str, Any]) -> Any:
+    """The resource updated to its re-read properties; a mapping with another source replaced
+    (AWS cannot move a mapping to another stream; moto would ignore the new source)."""
+    from moto.cloudformation.parsing import clean_json, parse_and_update_resource
+
+    account, region = resource_map._account_id, resource_map._region_name
+    current = resource_map._parsed_resources[logical_id]
+    if resource_json["Type"] == "AWS::Lambda::EventSourceMapping":
+        source = clean_json(resource_json["Properties"]["EventSourceArn"], resource_map)
+        if source != current.event_source_arn:
+            del resource_map._parsed_resources[logical_id]
+            replacement = resource_map[logical_id]
+            current.delete(account, region)
+            return replacement
+    return parse_and_update_resource(logical_id, resource_json, resource_map, account, region)

@@ -53,7 +53,11 @@ class EmbeddedAws:
         from storepulse_local.dynamodb_scan import patch_dynamodb_scans
         from storepulse_local.dynamodb_streams import patch_dynamodb_streams
         from storepulse_local.dynamodb_ttl import TtlSweeper
-        from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
+        from storepulse_local.kinesis import (
+            patch_kinesis,
+            patch_stream_consumers,
+            serve_record_waits,
+        )
         from storepulse_local.persistence import QUIET_TIMEOUT, Persistence, RequestGate
         from storepulse_local.quicksight import LocalQuickSight
 
@@ -88,6 +92,9 @@ class EmbeddedAws:
                 hold=lambda: gate.quiet(QUIET_TIMEOUT),
                 changed=lambda deleted: setattr(gate, "mutations", gate.mutations + deleted),
             )
+        self.gate = gate  # what a snapshot or a sweep holds requests with
+        # Enhanced fan-out's push, emulated: a long poll outside the snapshots' request gate.
+        app = serve_record_waits(app)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.

@@ -8,15 +8,26 @@ GetRecords (the local runtime polls each shard every 0.2 s). After a week of the
 414,000 records) each poll and each put walked them all, and the snapshot carried them all.
 Here records past the retention period are dropped (on the shard's next put or read), and a
 shard's sequence numbers, which moto allocates one after another, are looked up directly.
+
+Enhanced fan-out's push (SubscribeToShard, absent from moto) is emulated by a loopback-only
+long poll (``WAIT_PATH``, ``RecordWaits``): the local Lambda runtime blocks on it until a put
+lands on the shard after its iterator, then reads the records with an ordinary GetRecords.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 HOUR = 3600.0
 MOTO: dict[str, Any] = {}  # moto's own methods (benchmarks/persistence.py's baseline)
+# The long poll of enhanced fan-out's emulated push: POST {"StreamARN", "ShardIterator",
+# "TimeoutSeconds"} -> {"RecordsAfterIterator": bool}. Not an AWS API (like /moto-api).
+WAIT_PATH: Final = "/storepulse-local/kinesis/wait-for-records"
+MAX_WAIT_SECONDS: Final = 20.0
 
 
 def patch_kinesis() -> None:
@@ -33,6 +44,7 @@ def patch_kinesis() -> None:
         _get_records(self, last, limit) if _consecutive(self) else walk(self, last, limit)
     )
     put_record, get_records = Stream.put_record, KinesisBackend.get_records
+    _notify_waits_after(KinesisBackend, "put_record", "put_records")
 
     def put_and_expire(self: Any, partition_key: str, explicit_hash_key: str, data: str) -> Any:
         sequence_number, shard_id = put_record(self, partition_key, explicit_hash_key, data)
@@ -96,8 +108,8 @@ def patch_stream_consumers() -> None:
     ``AWS::Kinesis::StreamConsumer`` and its Lambda refuses a consumer's ARN as a mapping's
     source, so a stack deployed with ``EnhancedFanOut`` "true" could not be created. Here the
     resource registers a consumer (``ConsumerARN``, ``ConsumerName``), and a mapping may read
-    through a registered consumer; the local Lambda runtime then reads its shards at enhanced
-    fan-out's cadence (``MappingConfig.idle_poll_seconds``; no SubscribeToShard in moto)."""
+    through a registered consumer; the local Lambda runtime then waits for its records to be
+    pushed (``RecordWaits``; no SubscribeToShard in moto)."""
     from moto.awslambda.models import EventSourceMapping, LambdaBackend
     from moto.cloudformation import parsing
 
@@ -181,7 +193,102 @@ def _define_consumer_resource() -> None:
         def physical_resource_id(self) -> str:
             return self.consumer.consumer_arn
 
+        def delete(self, account_id: str, region_name: str) -> None:
+            # By ARN only: given the stream, moto keeps only the consumers of that name.
+            kinesis_backends[account_id][region_name].deregister_stream_consumer(
+                stream_arn="", consumer_name="", consumer_arn=self.consumer.consumer_arn
+            )
+
     # Found by pickle (the embedded AWS's snapshots hold the stacks' resources) as if defined
     # at module level: moto is imported only once the embedded AWS starts.
     StreamConsumer.__qualname__ = StreamConsumer.__name__
     globals()[StreamConsumer.__name__] = StreamConsumer
+
+
+class RecordWaits:
+    """Long polls for records put on a shard after an iterator (enhanced fan-out's push).
+
+    A put wakes every waiter once its request has stored all its records; each waiter checks
+    its own shard. A waiter only learns that records exist: it reads them with GetRecords
+    (signed, IAM enforced), so the iterator and checkpoint semantics stay those of AWS."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+
+    def notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, stream_arn: str, shard_iterator: str, timeout: float) -> bool:
+        """True as soon as the iterator's shard has records after it; False after ``timeout``."""
+        from moto.kinesis.utils import decompose_shard_iterator
+
+        stream_name, shard_id, last = decompose_shard_iterator(shard_iterator)
+        _, _, _, region, account, _ = stream_arn.split(":", 5)
+        shard = _find_shard(account, region, stream_name, shard_id)
+        if shard is None:
+            return True  # unknown here: GetRecords will say why
+
+        def arrived() -> bool:
+            try:
+                return bool(_last(shard) > int(last))
+            except RuntimeError:  # the shard changing under us: a put
+                return True
+
+        with self._changed:
+            return self._changed.wait_for(arrived, timeout=min(timeout, MAX_WAIT_SECONDS))
+
+
+WAITS: Final = RecordWaits()
+
+
+def _find_shard(account: str, region: str, stream_name: str, shard_id: str) -> Any:
+    """The shard, or None. Read with dict's own lookups: moto's take its global backend lock,
+    which a snapshot's fork could copy held (a long poll is outside the request gate)."""
+    from moto.kinesis.models import kinesis_backends
+
+    regions = dict.get(kinesis_backends, account)
+    backend = dict.get(regions, region) if regions is not None else None
+    stream = backend.streams.get(stream_name) if backend is not None else None
+    return stream.shards.get(shard_id) if stream is not None else None
+
+
+def _notify_waits_after(backend: type, *methods: str) -> None:
+    for name in methods:
+        put = getattr(backend, name)
+
+        def put_and_notify(self: Any, *args: Any, _put: Callable = put, **kwargs: Any) -> Any:
+            try:
+                return _put(self, *args, **kwargs)
+            finally:
+                WAITS.notify()
+
+        setattr(backend, name, put_and_notify)
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def serve_record_waits(app: WsgiApp) -> WsgiApp:
+    """A WSGI app: the long poll at ``WAIT_PATH``, everything else by ``app``. It belongs in
+    front of the persistence's request gate: a waiter must never hold a snapshot back."""
+
+    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != WAIT_PATH or environ.get("REQUEST_METHOD") != "POST":
+            return app(environ, start_response)
+        try:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            body = json.loads(environ["wsgi.input"].read(size))
+            found = WAITS.wait(
+                body["StreamARN"], body["ShardIterator"], float(body["TimeoutSeconds"])
+            )
+            status, answer = "200 OK", {"RecordsAfterIterator": found}
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            status, answer = "400 Bad Request", {"Message": f"invalid wait request: {exc!r}"}
+        data = json.dumps(answer).encode()
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
+        return [data]
+
+    return dispatch

@@ -17,6 +17,7 @@ from benchmarks import (
     dashboard_latency,
     end_to_end_latency,
     export,
+    idle_cost,
     incremental_export,
     persistence,
     stream_handler,
@@ -81,6 +82,16 @@ def test_end_to_end_latency(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["floor"]["n"] == 20
     assert_positive(result, ["p50_over_floor"])
     assert "PutRecords -> day total visible" in capsys.readouterr().out
+
+
+def test_idle_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    result = idle_cost.main(["--small"])
+
+    runs = result["runs"]
+    assert set(runs) == {idle_cost.FLOOR, idle_cost.POLLED, idle_cost.PUSHED}
+    assert_positive(runs[idle_cost.POLLED])
+    assert_positive(result, ["less_cpu"])
+    assert "pushed against polled" in capsys.readouterr().out
 
 
 def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:

@@ -139,7 +139,12 @@ def test_topic_queue_function_and_mapping_exist(
     )
 
     mapping = lam.get_event_source_mapping(UUID=outputs["EventSourceMappingId"])
-    assert mapping["EventSourceArn"] == outputs["StreamArn"]
+    # dev.json: EnhancedFanOut "true", the mapping reads through the stream's consumer.
+    consumers = aws_client("kinesis").list_stream_consumers(StreamARN=outputs["StreamArn"])
+    assert [c["ConsumerARN"] for c in consumers["Consumers"]] == [mapping["EventSourceArn"]]
+    assert mapping["EventSourceArn"].startswith(
+        f"{outputs['StreamArn']}/consumer/storepulse-dev-stream-processor"
+    )
     assert mapping["FunctionArn"] == outputs["FunctionArn"]
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == outputs["DeadLetterQueueArn"]
     # Stored as declared (moto never applies them: see FACTS.md).

@@ -132,8 +132,8 @@ def test_the_platforms_server_sweeps_in_the_background(aws_client) -> None:
         deadline = time.monotonic() + 30
         while _keys(dynamodb) != ["fresh"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        gate = sweeping._server.app  # the request gate in front of moto
+        gate = sweeping.gate  # the request gate in front of moto
     finally:
         sweeping.stop()
     assert _keys(dynamodb) == ["fresh"]
-    assert gate.mutations >= 1
+    assert gate is not None and gate.mutations >= 1

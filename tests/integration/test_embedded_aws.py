@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import zipfile
 
 import botocore.exceptions
@@ -91,6 +92,38 @@ def test_put_records_leaves_mapped_functions_to_the_local_runtime(aws_client) ->
     assert LambdaBackend.send_kinesis_message.__name__ == "_delivered_by_the_local_runtime"
 
 
+def test_a_wait_for_records_answers_when_a_put_lands_after_the_iterator(
+    aws_client, embedded_aws: str
+) -> None:
+    """Enhanced fan-out's push, emulated: the runtime's long poll returns on a put on its shard
+    (not on another shard's), and only says that records exist (GetRecords reads them)."""
+    from storepulse_local.lambda_runtime.push import RecordPush
+
+    kinesis = aws_client("kinesis")
+    kinesis.create_stream(StreamName="s", ShardCount=2)
+    arn = kinesis.describe_stream(StreamName="s")["StreamDescription"]["StreamARN"]
+    first = kinesis.list_shards(StreamName="s")["Shards"][0]["ShardId"]  # hash keys from 0
+    iterator = kinesis.get_shard_iterator(
+        StreamName="s", ShardId=first, ShardIteratorType="LATEST"
+    )["ShardIterator"]
+    push = RecordPush(embedded_aws, f"{arn}/consumer/c:1")
+    answers: list[bool] = []
+    waiting = threading.Thread(target=lambda: answers.append(push.wait(iterator, 30.0)))
+    waiting.start()
+
+    kinesis.put_record(
+        StreamName="s", Data=b"elsewhere", PartitionKey="k", ExplicitHashKey=str(2**127 + 1)
+    )
+    assert push.wait(iterator, 0.0) is False  # the other shard's put is not this one's
+    kinesis.put_record(StreamName="s", Data=b"here", PartitionKey="k", ExplicitHashKey="0")
+    waiting.join(timeout=30)
+    assert answers == [True]
+    assert push.wait(iterator, 0.0) is True  # at once, while the records are not read
+    records = kinesis.get_records(ShardIterator=iterator)
+    assert [r["Data"] for r in records["Records"]] == [b"here"]
+    assert push.wait(records["NextShardIterator"], 0.0) is False
+
+
 def _small_template(pitr: bool, extra_output: bool = False) -> str:
     """A table and a queue, with outputs (a Ref, a GetAtt .Arn, an export)."""
     outputs: dict = {
@@ -164,6 +197,82 @@ def test_a_stack_table_has_the_templates_point_in_time_recovery(aws_client) -> N
 
     assert _recovery(aws_client) == "DISABLED"
     assert aws_client("dynamodb").describe_table(TableName="small")["Table"]["TableName"]
+
+
+def _fan_out_template() -> str:
+    """A mapping reading a stream directly or through a consumer, as the FanOut parameter says
+    (the real-time stack's EnhancedFanOut, in small)."""
+    stream_arn = {"Fn::GetAtt": ["Stream", "Arn"]}
+    return json.dumps(
+        {
+            "Parameters": {"FanOut": {"Type": "String", "AllowedValues": ["true", "false"]}},
+            "Conditions": {"UseFanOut": {"Fn::Equals": [{"Ref": "FanOut"}, "true"]}},
+            "Resources": {
+                "Stream": {"Type": "AWS::Kinesis::Stream", "Properties": {"ShardCount": 1}},
+                "Consumer": {
+                    "Type": "AWS::Kinesis::StreamConsumer",
+                    "Condition": "UseFanOut",
+                    "Properties": {"ConsumerName": "reader", "StreamARN": stream_arn},
+                },
+                "Role": {
+                    "Type": "AWS::IAM::Role",
+                    "Properties": {"AssumeRolePolicyDocument": {"Statement": []}},
+                },
+                "Function": {
+                    "Type": "AWS::Lambda::Function",
+                    "Properties": {
+                        "Runtime": "python3.11",
+                        "Handler": "index.handler",
+                        "Role": {"Fn::GetAtt": ["Role", "Arn"]},
+                        "Code": {"ZipFile": "def handler(event, context): pass"},
+                    },
+                },
+                "Mapping": {
+                    "Type": "AWS::Lambda::EventSourceMapping",
+                    "Properties": {
+                        "EventSourceArn": {
+                            "Fn::If": [
+                                "UseFanOut",
+                                {"Fn::GetAtt": ["Consumer", "ConsumerARN"]},
+                                stream_arn,
+                            ]
+                        },
+                        "FunctionName": {"Ref": "Function"},
+                        "StartingPosition": "TRIM_HORIZON",
+                    },
+                },
+            },
+        }
+    )
+
+
+def test_an_update_that_flips_a_condition_creates_replaces_and_deletes_as_aws(aws_client) -> None:
+    """moto's update diffs the resources' JSON, which a changed parameter leaves alike: the
+    embedded AWS creates what the condition now declares, replaces the mapping whose source the
+    condition chooses, deletes what it no longer declares, and takes the change set back."""
+    cfn, kinesis, lam = aws_client("cloudformation"), aws_client("kinesis"), aws_client("lambda")
+
+    def deploy(kind: str, fan_out: str) -> tuple[str, list[str]]:
+        name = f"cs-{kind.lower()}-{fan_out}"
+        cfn.create_change_set(
+            StackName="fan-out",
+            ChangeSetName=name,
+            ChangeSetType=kind,
+            TemplateBody=_fan_out_template(),
+            Parameters=[{"ParameterKey": "FanOut", "ParameterValue": fan_out}],
+        )
+        cfn.execute_change_set(StackName="fan-out", ChangeSetName=name)
+        [mapping] = lam.list_event_source_mappings()["EventSourceMappings"]
+        stream = kinesis.list_streams()["StreamSummaries"][0]["StreamARN"]
+        consumers = kinesis.list_stream_consumers(StreamARN=stream)["Consumers"]
+        return mapping["EventSourceArn"], [c["ConsumerARN"] for c in consumers]
+
+    source, consumers = deploy("CREATE", "false")
+    assert consumers == [] and "/consumer/" not in source
+    source, consumers = deploy("UPDATE", "true")
+    assert consumers == [source]  # the only mapping reads through the new consumer
+    source, consumers = deploy("UPDATE", "false")
+    assert consumers == [] and "/consumer/" not in source
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS.+:UserWarning")

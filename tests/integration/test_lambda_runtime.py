@@ -30,6 +30,7 @@ from storepulse.deploy.package import artifacts_bucket, build_lambda_zip
 from storepulse.layout import Grain, Table, bucket_keys
 from storepulse_local.iam import LAMBDA_TRUST_POLICY
 from storepulse_local.lambda_runtime import LocalLambdaRuntime
+from storepulse_local.lambda_runtime.runtime import default_client
 from tests.integration.conftest import business_day_total
 from tests.integration.test_stream_processor import NOON_PARIS
 from tests.integration.test_stream_processor import sale as sale_of_lines
@@ -118,6 +119,13 @@ class Recorder:
         ]
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.01)
+
+
 @dataclass
 class Setup:
     aws: Callable[[str], Any]
@@ -161,6 +169,7 @@ class Setup:
 
     def mapping(self, function: str = FUNCTION, **overrides: Any) -> str:
         settings_ = {
+            "EventSourceArn": self.stream_arn,
             "BatchSize": 10,
             "StartingPosition": "TRIM_HORIZON",
             "MaximumBatchingWindowInSeconds": 0,
@@ -170,7 +179,7 @@ class Setup:
             "DestinationConfig": {"OnFailure": {"Destination": self.queue_arn}},
         } | overrides
         response = self.aws("lambda").create_event_source_mapping(
-            EventSourceArn=self.stream_arn, FunctionName=function, **settings_
+            FunctionName=function, **settings_
         )
         return response["UUID"]
 
@@ -234,13 +243,11 @@ def runtimes(tmp_path: Path) -> Iterator[Callable[..., LocalLambdaRuntime]]:
     """Start runtimes on one state directory (fast polling, no backoff); all stopped after."""
     started: list[LocalLambdaRuntime] = []
 
-    def start(handlers: dict[str, Any] | None = None) -> LocalLambdaRuntime:
+    def start(handlers: dict[str, Any] | None = None, **options: Any) -> LocalLambdaRuntime:
         runtime = LocalLambdaRuntime(
             handlers=handlers,
             state_dir=tmp_path / "lambda-runtime",
-            poll_interval=0.02,
-            discovery_interval=0.1,
-            retry_backoff=0,
+            **({"poll_interval": 0.02, "discovery_interval": 0.1, "retry_backoff": 0} | options),
         )
         started.append(runtime.start())
         return runtime
@@ -395,6 +402,49 @@ def test_a_restart_delivers_every_record_exactly_once(setup, runtimes) -> None:
     for shard, seqs in expected.items():
         both = before.delivered(shard) + after.delivered(shard)
         assert both == seqs + (more if shard == SHARD_1 else [])  # no loss, no duplicate
+
+
+def test_through_a_consumer_records_are_pushed_and_an_idle_shard_is_not_polled(
+    setup, runtimes
+) -> None:
+    """Enhanced fan-out at Lambda's cadence (no poll interval given): a record put on an idle
+    shard is read when the embedded AWS signals the put, and a caught-up shard is not read
+    again until then (a poller would read it every 70 ms)."""
+    from moto.kinesis.utils import decompose_shard_iterator
+
+    consumer = setup.aws("kinesis").register_stream_consumer(
+        StreamARN=setup.stream_arn, ConsumerName="stream-processor"
+    )["Consumer"]["ConsumerARN"]
+    setup.function()
+    setup.mapping(EventSourceArn=consumer)
+    reads: list[str] = []  # the shard of every GetRecords the runtime sends
+
+    def counting(service: str) -> Any:
+        client = default_client(service)
+        client.meta.events.register(
+            "before-parameter-build.kinesis.GetRecords",
+            lambda params, **_: reads.append(decompose_shard_iterator(params["ShardIterator"])[1]),
+        )
+        return client
+
+    recorder = Recorder()
+    runtime = runtimes({FUNCTION: recorder}, poll_interval=None, client=counting)
+    delivered: list[str] = []
+    for payload in (b"first", b"second"):
+        wait_until(lambda: {SHARD_0, SHARD_1} <= set(reads))  # both shards read and caught up
+        idle_from = len(reads)
+        time.sleep(1.2)  # idle: longer than a wait for a push (1 s)
+        delivered += setup.put(SHARD_0, payload)
+        wait_until(lambda expected=list(delivered): recorder.delivered() == expected)
+        idle = reads[idle_from:]
+        assert idle.count(SHARD_1) == 0  # never written: never read again
+        # The read of the record and the empty one after it (and the empty one after the
+        # previous record, when the handler, which said it was delivered, had not returned).
+        assert idle.count(SHARD_0) <= 3
+
+    stats = {s.shard_id: s for s in runtime.stats()}
+    assert stats[SHARD_0].pushes >= 1 and stats[SHARD_1].pushes == 0
+    assert len(recorder.calls) == 2
 
 
 def test_a_disabled_mapping_is_not_polled(setup, runtimes) -> None:

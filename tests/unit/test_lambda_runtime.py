@@ -8,6 +8,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -54,6 +55,7 @@ from storepulse_local.lambda_runtime.shards import MappingRunner
 
 SHARD = "shardId-000000000001"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/storepulse-dev-events"
+ENDPOINT = "http://127.0.0.1:5055"
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:storepulse-dev-stream-processor"
 ROLE_ARN = "arn:aws:iam::210987654321:role/processor"
 T0 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -638,8 +640,9 @@ def test_mapping_defaults_follow_aws() -> None:
 
 
 def test_an_idle_shard_is_read_at_lambdas_cadence_for_the_mapping() -> None:
-    """Shared throughput about once a second, an enhanced fan-out consumer's records pushed
-    within ~70 ms, a DynamoDB stream 4 times a second; a given poll interval (tests) wins."""
+    """Shared throughput about once a second, a DynamoDB stream 4 times a second, an enhanced
+    fan-out consumer's records pushed (an idle shard read once a second, after the longest wait
+    for a push); a given poll interval (tests) wins, and then nothing is pushed."""
     shared = mapping_config()
     consumer = mapping_config(EventSourceArn=f"{STREAM_ARN}/consumer/c:1700000000")
     table_stream = mapping_config(
@@ -647,20 +650,25 @@ def test_an_idle_shard_is_read_at_lambdas_cadence_for_the_mapping() -> None:
     )
     assert (shared.enhanced_fan_out, consumer.enhanced_fan_out) == (False, True)
     assert consumer.stream_name == shared.stream_name
-    assert [c.idle_poll_seconds for c in (shared, consumer, table_stream)] == [1.0, 0.07, 0.25]
+    assert [c.idle_poll_seconds for c in (shared, consumer, table_stream)] == [1.0, 1.0, 0.25]
 
     def runner(poll_interval: float | None) -> MappingRunner:
         return MappingRunner(
             consumer,
             lambda event, context: None,
-            client=lambda service: None,
+            client=lambda service: SimpleNamespace(meta=SimpleNamespace(endpoint_url=ENDPOINT)),
             store=CheckpointStore(Path("/nonexistent/checkpoints.json")),
             sender=OnFailureSender(lambda service: None),
             poll_interval=poll_interval,
             on_shard_finished=lambda: None,
         )
 
-    assert (runner(None).poll_interval, runner(0.02).poll_interval) == (0.07, 0.02)
+    assert (runner(None).poll_interval, runner(0.02).poll_interval) == (1.0, 0.02)
+    pushed = runner(None).push
+    assert (
+        pushed is not None and pushed.url == f"{ENDPOINT}/storepulse-local/kinesis/wait-for-records"
+    )
+    assert runner(0.02).push is None
 
 
 def test_function_variables_are_strings_as_lambda_hands_them_over() -> None:

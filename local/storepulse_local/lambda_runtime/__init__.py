@@ -49,13 +49,14 @@ the mapping's semantics).
 
 A caught-up shard is read again at Lambda's cadence for its mapping
 (``MappingConfig.idle_poll_seconds``): about once a second for a shared-throughput Kinesis mapping,
-every 0.07 s for one through an enhanced fan-out consumer (its source is the consumer's ARN; AWS
-pushes records within ~70 ms, moto has no SubscribeToShard, so the shard is read that often), 4
-times a second for a DynamoDB stream; a shard that just returned records is read again at once.
-A ``poll_interval`` given to the runtime replaces every mapping's cadence (tests).
+4 times a second for a DynamoDB stream; a shard that just returned records is read again at once.
+Through an enhanced fan-out consumer (the mapping's source is the consumer's ARN) AWS pushes
+records within ~70 ms; moto has no SubscribeToShard, so the shard's worker waits on the embedded
+AWS until a put lands after its iterator (``push``), then reads with GetRecords. A
+``poll_interval`` given to the runtime replaces every mapping's cadence and the push (tests).
 
 Not emulated: ParallelizationFactor (always 1), TumblingWindowInSeconds, FilterCriteria,
-SubscribeToShard's push (see above), S3 on-failure destinations, layers, memory limits, and
+SubscribeToShard itself (see above), S3 on-failure destinations, layers, memory limits, and
 functions created with an inline ZipFile (the embedded AWS keeps no copy the runtime can fetch;
 the deploy uses S3).
 
@@ -68,6 +69,7 @@ Modules, each importing only those above it:
 - ``sources``: Kinesis and DynamoDB Streams: shards, iterators, records, events.
 - ``mappings``: a mapping and its function as the runtime uses them (``MappingConfig``,
   ``RetryPolicy``), and which mappings are polled.
+- ``push``: enhanced fan-out's push, emulated (the wait on the embedded AWS).
 - ``package_cache``: fetching a function's deployed code and unpacking it per CodeSha256.
 - ``bootstrap``: the worker interpreter's entry point (standard library only).
 - ``worker``: the worker processes (``Worker``) and a function's pool of them

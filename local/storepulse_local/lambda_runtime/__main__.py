@@ -23,7 +23,8 @@ def format_stats(stats: Sequence[ShardStats]) -> list[str]:
     return [
         f"{s.function_name} {s.shard_id} [{s.state}] behind={s.iterator_age_ms}ms "
         f"invocations={s.invocations} errors={s.errors} records={s.records_processed} "
-        f"discarded={s.records_discarded} checkpoint={s.checkpoint} last_error={s.last_error}"
+        f"discarded={s.records_discarded} pushes={s.pushes} checkpoint={s.checkpoint} "
+        f"last_error={s.last_error}"
         for s in stats
     ]
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=None,
         help="seconds between polls of a caught-up shard (default: Lambda's for the mapping: "
-        "1 s shared throughput, 0.07 s enhanced fan-out, 0.25 s DynamoDB Streams)",
+        "1 s shared throughput, 0.25 s DynamoDB Streams, records pushed through an enhanced "
+        "fan-out consumer); given, every mapping is polled at that interval",
     )
     parser.add_argument(
         "--discovery-interval",

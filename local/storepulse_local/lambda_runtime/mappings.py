@@ -7,15 +7,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from storepulse_local.lambda_runtime.sources import PolledRecord, Source, source_of
+from storepulse_local.lambda_runtime.sources import (
+    PolledRecord,
+    Source,
+    source_of,
+    stream_name,
+)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
 # How often Lambda reads a caught-up shard (AWS's documentation): a Kinesis shared-throughput
-# mapping about once a second, a DynamoDB stream 4 times a second; an enhanced fan-out consumer
-# has records pushed within ~70 ms, emulated by reading the shard that often (no SubscribeToShard
-# in moto: infra/local/embedded_aws_gaps.json).
+# mapping about once a second, a DynamoDB stream 4 times a second. An enhanced fan-out consumer
+# has records pushed within ~70 ms (SubscribeToShard, absent from moto:
+# infra/local/embedded_aws_gaps.json): the runtime waits on the embedded AWS for a put on the
+# shard (``push``) and reads an idle shard anyway every ENHANCED_FAN_OUT_WAIT_SECONDS; against
+# an endpoint without that wait it reads an idle shard every ENHANCED_FAN_OUT_POLL_SECONDS.
 SHARED_THROUGHPUT_POLL_SECONDS: Final = 1.0
+ENHANCED_FAN_OUT_WAIT_SECONDS: Final = 1.0
 ENHANCED_FAN_OUT_POLL_SECONDS: Final = 0.07
 DYNAMODB_STREAMS_POLL_SECONDS: Final = 0.25
 
@@ -105,7 +113,7 @@ class MappingConfig:
     @property
     def stream_name(self) -> str:
         """The Kinesis stream's name, or the DynamoDB table's."""
-        return self.stream_arn.split(":", 5)[5].split("/")[1]
+        return stream_name(self.stream_arn)
 
     @property
     def source(self) -> Source:
@@ -120,11 +128,12 @@ class MappingConfig:
 
     @property
     def idle_poll_seconds(self) -> float:
-        """How long Lambda leaves a caught-up shard of this mapping before reading it again."""
+        """How long Lambda leaves a caught-up shard of this mapping before reading it again
+        (through a consumer: the longest wait for a push)."""
         if not is_kinesis_stream(self.stream_arn):
             return DYNAMODB_STREAMS_POLL_SECONDS
         if self.enhanced_fan_out:
-            return ENHANCED_FAN_OUT_POLL_SECONDS
+            return ENHANCED_FAN_OUT_WAIT_SECONDS
         return SHARED_THROUGHPUT_POLL_SECONDS
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -29,7 +30,12 @@ from storepulse_local.lambda_runtime.failures import (
     on_failure_record,
 )
 from storepulse_local.lambda_runtime.invocation import Outcome, Result, call_handler
-from storepulse_local.lambda_runtime.mappings import Handler, MappingConfig
+from storepulse_local.lambda_runtime.mappings import (
+    ENHANCED_FAN_OUT_POLL_SECONDS,
+    Handler,
+    MappingConfig,
+)
+from storepulse_local.lambda_runtime.push import RecordPush
 from storepulse_local.lambda_runtime.sources import PolledRecord
 
 MAX_GET_RECORDS: Final = 10_000
@@ -50,6 +56,7 @@ class ShardStats:
     records_discarded: int = 0
     checkpoint: str | None = None
     last_error: str | None = None
+    pushes: int = 0  # waits for a push (enhanced fan-out) that ended with records to read
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,29 @@ class ShardWorker:
             pause = self.runner.poll_interval
             if self._buffer:
                 pause = min(pause, max(config.batching_window - waited, 0.0))
+            self._pause(pause)
+
+    def _pause(self, pause: float) -> None:
+        """Until the next read: ``pause``, or through a consumer until a put on the shard. A
+        wait that ends without one is as good as an empty GetRecords (nothing after the
+        iterator), so an open, caught-up shard is not read again until a put."""
+        push = self.runner.push
+        if push is None or self._iterator is None:
             self._stop.wait(pause)
+            return
+        while not self._stop.is_set():
+            self.polls_started += 1
+            poll = self.polls_started
+            pushed = push.wait(self._iterator, pause)
+            if pushed is None:  # no push here: poll
+                self._stop.wait(min(pause, ENHANCED_FAN_OUT_POLL_SECONDS))
+                return
+            if pushed:
+                self._update(pushes=self.stats.pushes + 1)
+                return
+            if self._buffer or self._closed:  # the batching window is over; a closed shard's
+                return  # end is seen by GetRecords
+            self.idle_poll = poll  # caught up (run_until_idle)
 
     def _poll(self) -> int:
         closed = self._closed  # read first: a shard known closed gets no new records
@@ -347,6 +376,14 @@ class MappingRunner:
         if self._poll_interval is not None:
             return self._poll_interval
         return self.config.idle_poll_seconds
+
+    @functools.cached_property
+    def push(self) -> RecordPush | None:
+        """Records pushed through the mapping's consumer (enhanced fan-out at Lambda's cadence,
+        not at a poll interval given to the runtime), else None: polled."""
+        if self._poll_interval is not None or not self.config.enhanced_fan_out:
+            return None
+        return RecordPush(self.client.meta.endpoint_url, self.config.stream_arn)
 
     def refresh_shards(self) -> int:
         """Start workers for shards that became ready; return how many started."""

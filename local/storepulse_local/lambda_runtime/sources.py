@@ -58,7 +58,8 @@ def _iso_millis(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _stream_name(arn: str) -> str:
+def stream_name(arn: str) -> str:
+    """The Kinesis stream's (or DynamoDB table's) name in a stream, consumer or table ARN."""
     return arn.split(":", 5)[5].split("/")[1]
 
 
@@ -70,7 +71,7 @@ class KinesisSource:
         # A loop, not boto3's paginator: that one sends StreamName again with NextToken, which
         # Kinesis refuses past 1,000 shards (boto/botocore#2009).
         shards: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"StreamName": _stream_name(arn)}
+        kwargs: dict[str, Any] = {"StreamName": stream_name(arn)}
         while True:
             page = client.list_shards(**kwargs)
             shards += page["Shards"]
@@ -79,9 +80,9 @@ class KinesisSource:
             kwargs = {"NextToken": page["NextToken"]}
 
     def iterator(self, client: Any, arn: str, shard_id: str, position: dict[str, Any]) -> str:
-        return client.get_shard_iterator(
-            StreamName=_stream_name(arn), ShardId=shard_id, **position
-        )["ShardIterator"]
+        return client.get_shard_iterator(StreamName=stream_name(arn), ShardId=shard_id, **position)[
+            "ShardIterator"
+        ]
 
     def records(self, shard_id: str, raw: Sequence[Mapping[str, Any]]) -> list[StreamRecord]:
         return [
