@@ -194,11 +194,11 @@ class DeployComponent:
 
 def _quicksight_in_background(ctx: StackContext) -> None:
     """QuickSight follows every deploy; a skipped one still brings it up to date (a no-op when
-    it matches), without holding ``make up``: triggered once the platform is up. Its tasks are
+    it matches), without holding ``make up``. Triggered before ready on purpose: its tasks are
     the first of the start to call Airflow's execution API, which the api-server builds on that
-    first call (8-10 s of CPU with its event loop blocked, 2026-12-07): before ready, "ready"
-    waited for the UI to answer through that."""
-    ctx.up.wait()
+    first call (8-10 s of CPU with its event loop blocked, 2026-12-07). Triggered after ready,
+    the UI froze for 10-40 s right after "StorePulse is up" (the browser test's first page
+    timed out); before it, "ready" waits for the UI to answer through that."""
     try:
         wait_airflow_settled(ctx, READY_TIMEOUT)
         client = _airflow_client(ctx)
