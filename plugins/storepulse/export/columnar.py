@@ -105,10 +105,13 @@ def batches_of_file(
     of whole lines is read by the compiled scanner (``export.scanner``) when it follows the
     schema, else, or when it refuses the block, by pyarrow's JSON parser: the same arrays
     (``scanned`` False: pyarrow's parser only, as the benchmark's baseline)."""
+    inflated = igzip.IGzipFile(fileobj=stream, mode="rb")
+    if not scanned:  # numba not even imported (its ~3.2 s warm-up is what the threshold avoids)
+        yield from _parsed(pa.PythonFile(inflated, mode="r"), schema)
+        return
     from storepulse.export import scanner
 
-    inflated = igzip.IGzipFile(fileobj=stream, mode="rb")
-    layout = scanner.layout_of(schema) if scanned else None
+    layout = scanner.layout_of(schema)
     if layout is None:
         yield from _parsed(pa.PythonFile(inflated, mode="r"), schema)
         return
