@@ -13,6 +13,10 @@ Lambda's mapping skips records that expired).
 A kept record is held packed (its JSON, as pickled and zlib'd bytes), and unpacked when read:
 moto's nested dicts of both images took 4-5 KB of memory per event written (63 of 109 MiB per
 10,000 demo events, ``benchmarks/persistence.py``), and pickled and unpickled slowly.
+
+A caught-up reader need not read a stream 4 times a second to learn that nothing happened: it
+can wait at ``WAIT_PATH`` (``storepulse_local.record_waits``) until a record is added after its
+iterator; a record added wakes the waiters.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, Final
 
 from storepulse_local.cloudformation import patch_once
 from storepulse_local.dynamodb_export import now
+from storepulse_local.record_waits import RecordWaits
 
 RETENTION_SECONDS: Final = 24 * 3600.0
 _ARRIVED: Final = "_storepulse_arrived"
@@ -35,6 +40,10 @@ _PACKED: Final = "_storepulse_packed"
 # Who deleted the item, in a stream record of a TTL deletion as GetRecords answers it (a Lambda
 # event says {"type": ..., "principalId": ...}: the local runtime converts it, as Lambda does).
 SERVICE_IDENTITY: Final = {"PrincipalId": "dynamodb.amazonaws.com", "Type": "Service"}
+# The long poll: POST {"StreamARN", "ShardIterator", "TimeoutSeconds"} ->
+# {"RecordsAfterIterator": bool}. Not an AWS API (like /moto-api).
+WAIT_PATH: Final = "/storepulse-local/dynamodb-streams/wait-for-records"
+WAITS: Final = RecordWaits()
 _deleting = threading.local()
 
 
@@ -113,6 +122,7 @@ def _stamping_and_expiring(add: Callable[..., None]) -> Callable[..., None]:
                 record.record["userIdentity"] = dict(SERVICE_IDENTITY)
             pack(record)
         expire(self)
+        WAITS.notify()
 
     return stamped
 
@@ -133,3 +143,29 @@ def _first_number_kept(to_json: Callable[..., dict]) -> Callable[..., dict]:
         return answer
 
     return described
+
+
+def wait_for_records(body: dict[str, Any]) -> bool:
+    """The long poll at ``WAIT_PATH``: True as soon as the iterator's shard has a record after
+    it (or the iterator is unknown here: GetRecords will say why); False after the timeout."""
+    iterator = _find_iterator(body["ShardIterator"])
+    if iterator is None:
+        return True
+    shard, after = iterator.stream_shard, iterator.sequence_number
+    # moto numbers a record by its index from the shard's first number, which expiry moves on
+    # as it drops records: the next number to be given is their sum either way.
+    return WAITS.wait_for(
+        lambda: shard.starting_sequence_number + len(shard.items) > after,
+        float(body["TimeoutSeconds"]),
+    )
+
+
+def _find_iterator(arn: str) -> Any:
+    """moto's iterator for ``arn``, or None. Read with dict's own lookups: moto's take its
+    global backend lock, which a snapshot's fork could copy held (a wait is outside the gate)."""
+    from moto.dynamodbstreams.models import dynamodbstreams_backends
+
+    _, _, _, region, account, _ = arn.split(":", 5)
+    regions = dict.get(dynamodbstreams_backends, account)
+    backend = dict.get(regions, region) if regions is not None else None
+    return backend.shard_iterators.get(arn) if backend is not None else None

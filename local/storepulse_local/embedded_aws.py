@@ -48,18 +48,16 @@ class EmbeddedAws:
         from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from werkzeug.serving import make_server
 
+        from storepulse_local import dynamodb_streams, kinesis
         from storepulse_local.cloudformation import patch_cloudformation
         from storepulse_local.dynamodb_export import patch_dynamodb_exports
         from storepulse_local.dynamodb_scan import patch_dynamodb_scans
         from storepulse_local.dynamodb_streams import patch_dynamodb_streams
         from storepulse_local.dynamodb_ttl import TtlSweeper
-        from storepulse_local.kinesis import (
-            patch_kinesis,
-            patch_stream_consumers,
-            serve_record_waits,
-        )
+        from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
         from storepulse_local.persistence import QUIET_TIMEOUT, Persistence, RequestGate
         from storepulse_local.quicksight import LocalQuickSight
+        from storepulse_local.record_waits import serve_record_waits
 
         _track_no_model_instances()
         _leave_kinesis_mappings_to_the_local_runtime()
@@ -93,8 +91,15 @@ class EmbeddedAws:
                 changed=lambda deleted: setattr(gate, "mutations", gate.mutations + deleted),
             )
         self.gate = gate  # what a snapshot or a sweep holds requests with
-        # Enhanced fan-out's push, emulated: a long poll outside the snapshots' request gate.
-        app = serve_record_waits(app)
+        # Long polls for records (enhanced fan-out's push, a caught-up table stream's reads),
+        # outside the snapshots' request gate.
+        app = serve_record_waits(
+            app,
+            {
+                kinesis.WAIT_PATH: kinesis.wait_for_records,
+                dynamodb_streams.WAIT_PATH: dynamodb_streams.wait_for_records,
+            },
+        )
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
         try:
             # Bound in the caller's thread, so "port in use" raises here instead of hanging.

@@ -10,24 +10,24 @@ Here records past the retention period are dropped (on the shard's next put or r
 shard's sequence numbers, which moto allocates one after another, are looked up directly.
 
 Enhanced fan-out's push (SubscribeToShard, absent from moto) is emulated by a loopback-only
-long poll (``WAIT_PATH``, ``RecordWaits``): the local Lambda runtime blocks on it until a put
-lands on the shard after its iterator, then reads the records with an ordinary GetRecords.
+long poll (``WAIT_PATH``, ``storepulse_local.record_waits``): the local Lambda runtime blocks on
+it until a put lands on the shard after its iterator, then reads the records with an ordinary
+GetRecords.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final
+
+from storepulse_local.record_waits import RecordWaits
 
 HOUR = 3600.0
 MOTO: dict[str, Any] = {}  # moto's own methods (benchmarks/persistence.py's baseline)
 # The long poll of enhanced fan-out's emulated push: POST {"StreamARN", "ShardIterator",
 # "TimeoutSeconds"} -> {"RecordsAfterIterator": bool}. Not an AWS API (like /moto-api).
 WAIT_PATH: Final = "/storepulse-local/kinesis/wait-for-records"
-MAX_WAIT_SECONDS: Final = 20.0
 
 
 def patch_kinesis() -> None:
@@ -205,41 +205,27 @@ def _define_consumer_resource() -> None:
     globals()[StreamConsumer.__name__] = StreamConsumer
 
 
-class RecordWaits:
-    """Long polls for records put on a shard after an iterator (enhanced fan-out's push).
-
-    A put wakes every waiter once its request has stored all its records; each waiter checks
-    its own shard. A waiter only learns that records exist: it reads them with GetRecords
-    (signed, IAM enforced), so the iterator and checkpoint semantics stay those of AWS."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-
-    def notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait(self, stream_arn: str, shard_iterator: str, timeout: float) -> bool:
-        """True as soon as the iterator's shard has records after it; False after ``timeout``."""
-        from moto.kinesis.utils import decompose_shard_iterator
-
-        stream_name, shard_id, last = decompose_shard_iterator(shard_iterator)
-        _, _, _, region, account, _ = stream_arn.split(":", 5)
-        shard = _find_shard(account, region, stream_name, shard_id)
-        if shard is None:
-            return True  # unknown here: GetRecords will say why
-
-        def arrived() -> bool:
-            try:
-                return bool(_last(shard) > int(last))
-            except RuntimeError:  # the shard changing under us: a put
-                return True
-
-        with self._changed:
-            return self._changed.wait_for(arrived, timeout=min(timeout, MAX_WAIT_SECONDS))
-
-
 WAITS: Final = RecordWaits()
+
+
+def wait_for_records(body: dict[str, Any]) -> bool:
+    """The long poll at ``WAIT_PATH``: True as soon as the iterator's shard has records after
+    it; False after the body's timeout."""
+    from moto.kinesis.utils import decompose_shard_iterator
+
+    stream_name, shard_id, last = decompose_shard_iterator(body["ShardIterator"])
+    _, _, _, region, account, _ = body["StreamARN"].split(":", 5)
+    shard = _find_shard(account, region, stream_name, shard_id)
+    if shard is None:
+        return True  # unknown here: GetRecords will say why
+
+    def arrived() -> bool:
+        try:
+            return bool(_last(shard) > int(last))
+        except RuntimeError:  # the shard changing under us: a put
+            return True
+
+    return WAITS.wait_for(arrived, float(body["TimeoutSeconds"]))
 
 
 def _find_shard(account: str, region: str, stream_name: str, shard_id: str) -> Any:
@@ -264,31 +250,3 @@ def _notify_waits_after(backend: type, *methods: str) -> None:
                 WAITS.notify()
 
         setattr(backend, name, put_and_notify)
-
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def serve_record_waits(app: WsgiApp) -> WsgiApp:
-    """A WSGI app: the long poll at ``WAIT_PATH``, everything else by ``app``. It belongs in
-    front of the persistence's request gate: a waiter must never hold a snapshot back."""
-
-    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != WAIT_PATH or environ.get("REQUEST_METHOD") != "POST":
-            return app(environ, start_response)
-        try:
-            size = int(environ.get("CONTENT_LENGTH") or 0)
-            body = json.loads(environ["wsgi.input"].read(size))
-            found = WAITS.wait(
-                body["StreamARN"], body["ShardIterator"], float(body["TimeoutSeconds"])
-            )
-            status, answer = "200 OK", {"RecordsAfterIterator": found}
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-            status, answer = "400 Bad Request", {"Message": f"invalid wait request: {exc!r}"}
-        data = json.dumps(answer).encode()
-        start_response(
-            status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-        )
-        return [data]
-
-    return dispatch

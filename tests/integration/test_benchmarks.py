@@ -90,8 +90,15 @@ def test_idle_cost(capsys: pytest.CaptureFixture[str]) -> None:
     runs = result["runs"]
     assert set(runs) == {idle_cost.FLOOR, idle_cost.POLLED, idle_cost.PUSHED}
     assert_positive(runs[idle_cost.POLLED])
-    assert_positive(result, ["less_cpu"])
-    assert "pushed against polled" in capsys.readouterr().out
+    assert_positive(result, ["less_cpu", "tables_less_cpu"])
+    assert set(result["table_runs"]) == {
+        idle_cost.FLOOR,
+        idle_cost.TABLES_POLLED,
+        idle_cost.TABLES_WAITED,
+    }
+    assert_positive(result["table_runs"][idle_cost.TABLES_POLLED])
+    out = capsys.readouterr().out
+    assert "pushed against polled" in out and "waited on against read every 0.25 s" in out
 
 
 def test_dashboard_latency(capsys: pytest.CaptureFixture[str]) -> None:

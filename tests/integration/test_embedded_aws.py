@@ -124,6 +124,42 @@ def test_a_wait_for_records_answers_when_a_put_lands_after_the_iterator(
     assert push.wait(records["NextShardIterator"], 0.0) is False
 
 
+def test_a_wait_on_a_table_stream_answers_when_that_table_is_written(
+    aws_client, embedded_aws: str
+) -> None:
+    """A caught-up DynamoDB stream reader's long poll returns on a write to its table (not on
+    another table's), and only says that records exist (GetRecords reads them)."""
+    from storepulse_local.lambda_runtime.push import RecordPush
+
+    dynamodb, streams = aws_client("dynamodb"), aws_client("dynamodbstreams")
+    arns = {}
+    for name in ("watched", "other"):
+        arns[name] = dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+        )["TableDescription"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arns["watched"])["StreamDescription"]["Shards"][0]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arns["watched"], ShardId=shard["ShardId"], ShardIteratorType="LATEST"
+    )["ShardIterator"]
+    push = RecordPush(embedded_aws, arns["watched"], paced=True)
+    answers: list[bool | None] = []
+    waiting = threading.Thread(target=lambda: answers.append(push.wait(iterator, 30.0)))
+    waiting.start()
+
+    dynamodb.put_item(TableName="other", Item={"pk": {"S": "elsewhere"}})
+    assert push.wait(iterator, 0.0) is False  # the other table's write is not this one's
+    dynamodb.put_item(TableName="watched", Item={"pk": {"S": "here"}})
+    waiting.join(timeout=30)
+    assert answers == [True]
+    records = streams.get_records(ShardIterator=iterator)
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in records["Records"]] == ["here"]
+    assert push.wait(records["NextShardIterator"], 0.0) is False
+
+
 def _small_template(pitr: bool, extra_output: bool = False) -> str:
     """A table and a queue, with outputs (a Ref, a GetAtt .Arn, an export)."""
     outputs: dict = {

@@ -447,6 +447,47 @@ def test_through_a_consumer_records_are_pushed_and_an_idle_shard_is_not_polled(
     assert len(recorder.calls) == 2
 
 
+def test_a_caught_up_table_stream_is_waited_on_instead_of_read_4_times_a_second(
+    setup, runtimes
+) -> None:
+    """A DynamoDB stream mapping at Lambda's cadence (no poll interval given): a caught-up
+    shard is not read 4 times a second but waited on, and a write is delivered."""
+    dynamodb = setup.aws("dynamodb")
+    table = dynamodb.create_table(
+        TableName="storepulse-dev-watched",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )["TableDescription"]
+    setup.function()
+    setup.mapping(EventSourceArn=table["LatestStreamArn"], StartingPosition="LATEST")
+    reads: list[float] = []  # when each GetRecords was sent
+
+    def counting(service: str) -> Any:
+        client = default_client(service)
+        client.meta.events.register(
+            "before-parameter-build.dynamodbstreams.GetRecords",
+            lambda **_: reads.append(time.monotonic()),
+        )
+        return client
+
+    keys: list[list[str]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        keys.append([r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]])
+
+    runtime = runtimes({FUNCTION: handler}, poll_interval=None, client=counting)
+    runtime.run_until_idle(timeout=20)  # the mapping found and its shard caught up
+    idle_from = len(reads)
+    time.sleep(1.5)  # a poller would read 6 times
+    assert len(reads) - idle_from == 0
+
+    dynamodb.put_item(TableName="storepulse-dev-watched", Item={"pk": {"S": "a"}})
+    wait_until(lambda: keys == [["a"]])
+    assert [s.pushes for s in runtime.stats()] == [1]
+
+
 def test_a_disabled_mapping_is_not_polled(setup, runtimes) -> None:
     setup.function()
     setup.function("storepulse-dev-sleeper")

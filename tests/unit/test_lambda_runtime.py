@@ -640,9 +640,10 @@ def test_mapping_defaults_follow_aws() -> None:
 
 
 def test_an_idle_shard_is_read_at_lambdas_cadence_for_the_mapping() -> None:
-    """Shared throughput about once a second, a DynamoDB stream 4 times a second, an enhanced
-    fan-out consumer's records pushed (an idle shard read once a second, after the longest wait
-    for a push); a given poll interval (tests) wins, and then nothing is pushed."""
+    """Shared throughput about once a second, a DynamoDB stream 4 times a second (waited on
+    while caught up), an enhanced fan-out consumer's records pushed (an idle shard read once a
+    second, after the longest wait for a push); a given poll interval (tests) wins, and then
+    nothing is waited on."""
     shared = mapping_config()
     consumer = mapping_config(EventSourceArn=f"{STREAM_ARN}/consumer/c:1700000000")
     table_stream = mapping_config(
@@ -652,9 +653,9 @@ def test_an_idle_shard_is_read_at_lambdas_cadence_for_the_mapping() -> None:
     assert consumer.stream_name == shared.stream_name
     assert [c.idle_poll_seconds for c in (shared, consumer, table_stream)] == [1.0, 1.0, 0.25]
 
-    def runner(poll_interval: float | None) -> MappingRunner:
+    def runner(poll_interval: float | None, config: MappingConfig = consumer) -> MappingRunner:
         return MappingRunner(
-            consumer,
+            config,
             lambda event, context: None,
             client=lambda service: SimpleNamespace(meta=SimpleNamespace(endpoint_url=ENDPOINT)),
             store=CheckpointStore(Path("/nonexistent/checkpoints.json")),
@@ -669,6 +670,10 @@ def test_an_idle_shard_is_read_at_lambdas_cadence_for_the_mapping() -> None:
         pushed is not None and pushed.url == f"{ENDPOINT}/storepulse-local/kinesis/wait-for-records"
     )
     assert runner(0.02).push is None
+    waited = runner(None, table_stream).push  # a caught-up table stream: waited on, then paced
+    assert waited is not None and waited.paced
+    assert waited.url == f"{ENDPOINT}/storepulse-local/dynamodb-streams/wait-for-records"
+    assert runner(None, shared).push is None
 
 
 def test_function_variables_are_strings_as_lambda_hands_them_over() -> None:

@@ -20,10 +20,12 @@ Handler = Callable[[dict[str, Any], Any], Any]
 # mapping about once a second, a DynamoDB stream 4 times a second. An enhanced fan-out consumer
 # has records pushed within ~70 ms (SubscribeToShard, absent from moto:
 # infra/local/embedded_aws_gaps.json): the runtime waits on the embedded AWS for a put on the
-# shard (``push``) and reads an idle shard anyway every ENHANCED_FAN_OUT_WAIT_SECONDS; against
-# an endpoint without that wait it reads an idle shard every ENHANCED_FAN_OUT_POLL_SECONDS.
+# shard (``push``) and reads an idle shard anyway every RECORD_WAIT_SECONDS; against an endpoint
+# without that wait it reads an idle shard every ENHANCED_FAN_OUT_POLL_SECONDS. A caught-up
+# DynamoDB stream is waited on the same way (up to RECORD_WAIT_SECONDS a wait), then read at the
+# poll's ticks.
 SHARED_THROUGHPUT_POLL_SECONDS: Final = 1.0
-ENHANCED_FAN_OUT_WAIT_SECONDS: Final = 1.0
+RECORD_WAIT_SECONDS: Final = 1.0
 ENHANCED_FAN_OUT_POLL_SECONDS: Final = 0.07
 DYNAMODB_STREAMS_POLL_SECONDS: Final = 0.25
 
@@ -133,7 +135,7 @@ class MappingConfig:
         if not is_kinesis_stream(self.stream_arn):
             return DYNAMODB_STREAMS_POLL_SECONDS
         if self.enhanced_fan_out:
-            return ENHANCED_FAN_OUT_WAIT_SECONDS
+            return RECORD_WAIT_SECONDS
         return SHARED_THROUGHPUT_POLL_SECONDS
 
     @property

@@ -1,12 +1,17 @@
-"""Enhanced fan-out's push, emulated: wait on the embedded AWS until a shard has new records.
+"""Wait on the embedded AWS until a caught-up shard has new records, instead of reading it.
 
-On AWS, Lambda subscribes to each shard through the stream consumer (SubscribeToShard) and
-gets records within ~70 ms of their put, without polling. moto has no SubscribeToShard, so the
-runtime long-polls the embedded AWS (``storepulse_local.kinesis.WAIT_PATH``) with the shard
-iterator of its last, empty GetRecords: the answer comes when a put lands after it (or at the
-timeout), and the runtime then reads with GetRecords as before. An idle shard costs one wait
-per timeout (a wait that ends without a put proves what an empty GetRecords would) instead of a
-GetRecords every 70 ms.
+Enhanced fan-out's push, emulated: on AWS, Lambda subscribes to each shard through the stream
+consumer (SubscribeToShard) and gets records within ~70 ms of their put, without polling. moto
+has no SubscribeToShard, so the runtime long-polls the embedded AWS
+(``storepulse_local.kinesis.WAIT_PATH``) with the shard iterator of its last, empty GetRecords:
+the answer comes when a put lands after it (or at the timeout), and the runtime then reads with
+GetRecords as before. An idle shard costs one wait per timeout (a wait that ends without a put
+proves what an empty GetRecords would) instead of a GetRecords every 70 ms.
+
+A DynamoDB table's stream is polled by Lambda 4 times a second. The runtime waits the same way
+(``storepulse_local.dynamodb_streams.WAIT_PATH``) while the shard is caught up, and once records
+exist reads them at the next of the poll's ticks (``paced``): what a function is handed, and
+when, is what polling would hand it, without the empty reads in between.
 """
 
 from __future__ import annotations
@@ -16,18 +21,20 @@ import urllib.error
 import urllib.request
 from typing import Final
 
-from storepulse_local.kinesis import WAIT_PATH
+from storepulse_local import dynamodb_streams, kinesis
 from storepulse_local.lambda_runtime.common import log
 
 HTTP_MARGIN_SECONDS: Final = 5.0  # beyond the wait's own timeout, before the request gives up
 
 
 class RecordPush:
-    """The long poll of one mapping's shards, on the endpoint its Kinesis client uses."""
+    """The long poll of one mapping's shards, on the endpoint its stream client uses."""
 
-    def __init__(self, endpoint_url: str, stream_arn: str) -> None:
-        self.url = endpoint_url.rstrip("/") + WAIT_PATH
-        self.stream_arn = stream_arn  # the consumer's ARN: the account and region
+    def __init__(self, endpoint_url: str, stream_arn: str, *, paced: bool = False) -> None:
+        path = dynamodb_streams.WAIT_PATH if paced else kinesis.WAIT_PATH
+        self.url = endpoint_url.rstrip("/") + path
+        self.stream_arn = stream_arn  # the consumer's or the table stream's ARN
+        self.paced = paced  # read at the mapping's poll ticks once records exist (polled source)
         self.available = True  # False once the endpoint showed it has no such route
 
     def wait(self, shard_iterator: str, timeout: float) -> bool | None:

@@ -32,6 +32,7 @@ from storepulse_local.lambda_runtime.failures import (
 from storepulse_local.lambda_runtime.invocation import Outcome, Result, call_handler
 from storepulse_local.lambda_runtime.mappings import (
     ENHANCED_FAN_OUT_POLL_SECONDS,
+    RECORD_WAIT_SECONDS,
     Handler,
     MappingConfig,
 )
@@ -56,7 +57,7 @@ class ShardStats:
     records_discarded: int = 0
     checkpoint: str | None = None
     last_error: str | None = None
-    pushes: int = 0  # waits for a push (enhanced fan-out) that ended with records to read
+    pushes: int = 0  # waits for records (``push``) that ended with records to read
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class ShardWorker:
         self._invoked: tuple[str | None, float, float] = (None, 0.0, 0.0)  # the last invocation
         self._iterator: str | None = None
         self._ended = False
+        self._started = time.monotonic()  # the poll's ticks count from here (``_pause``)
         self._driver = BatchDriver(
             self._invoke,
             config.policy,
@@ -196,26 +198,36 @@ class ShardWorker:
             self._pause(pause)
 
     def _pause(self, pause: float) -> None:
-        """Until the next read: ``pause``, or through a consumer until a put on the shard. A
-        wait that ends without one is as good as an empty GetRecords (nothing after the
-        iterator), so an open, caught-up shard is not read again until a put."""
+        """Until the next read: ``pause``, or on the embedded AWS until a record is added to the
+        shard. A wait that ends without one is as good as an empty GetRecords (nothing after
+        the iterator), so an open, caught-up shard is not read again until a put. A polled
+        source (``push.paced``) is read at its poll's next tick once records exist, and polled
+        as before while a batch fills."""
         push = self.runner.push
-        if push is None or self._iterator is None:
+        if push is None or self._iterator is None or (push.paced and self._buffer):
             self._stop.wait(pause)
             return
+        wait = max(pause, RECORD_WAIT_SECONDS) if push.paced else pause
         while not self._stop.is_set():
             self.polls_started += 1
             poll = self.polls_started
-            pushed = push.wait(self._iterator, pause)
-            if pushed is None:  # no push here: poll
-                self._stop.wait(min(pause, ENHANCED_FAN_OUT_POLL_SECONDS))
+            pushed = push.wait(self._iterator, wait)
+            if pushed is None:  # no wait here: poll
+                self._stop.wait(pause if push.paced else min(pause, ENHANCED_FAN_OUT_POLL_SECONDS))
                 return
             if pushed:
                 self._update(pushes=self.stats.pushes + 1)
+                if push.paced:
+                    self._stop.wait(self._until_next_tick(pause))
                 return
             if self._buffer or self._closed:  # the batching window is over; a closed shard's
                 return  # end is seen by GetRecords
             self.idle_poll = poll  # caught up (run_until_idle)
+
+    def _until_next_tick(self, interval: float) -> float:
+        """Seconds to the next of the reads a poller every ``interval`` since this worker's
+        start would make."""
+        return (self._started - time.monotonic()) % interval
 
     def _poll(self) -> int:
         closed = self._closed  # read first: a shard known closed gets no new records
@@ -379,11 +391,18 @@ class MappingRunner:
 
     @functools.cached_property
     def push(self) -> RecordPush | None:
-        """Records pushed through the mapping's consumer (enhanced fan-out at Lambda's cadence,
-        not at a poll interval given to the runtime), else None: polled."""
-        if self._poll_interval is not None or not self.config.enhanced_fan_out:
+        """Waits for records on the embedded AWS instead of reads of a caught-up shard, at
+        Lambda's cadence (not at a poll interval given to the runtime), else None: polled.
+        Through an enhanced fan-out consumer records are pushed; a table's stream is read at
+        its poll's ticks once records exist."""
+        if self._poll_interval is not None:
             return None
-        return RecordPush(self.client.meta.endpoint_url, self.config.stream_arn)
+        endpoint = self.client.meta.endpoint_url
+        if self.config.enhanced_fan_out:
+            return RecordPush(endpoint, self.config.stream_arn)
+        if self.config.source.service == "dynamodbstreams":
+            return RecordPush(endpoint, self.config.stream_arn, paced=True)
+        return None
 
     def refresh_shards(self) -> int:
         """Start workers for shards that became ready; return how many started."""
