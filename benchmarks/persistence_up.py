@@ -14,6 +14,12 @@ the embedded AWS enforces); the runtime's checkpoints are moved to the end of th
 Kinesis stream's and the tables' (the copies count as processed). Printed: each start's time to
 ready and where it went (the time from one component's start to the next's), the snapshot's
 size, and the week's restart against the baseline's.
+
+    .venv/bin/python -m benchmarks.persistence_up --grown-state DIR [--restarts N]
+
+keeps the grown state in DIR (grown there by the first such run, ~15 min) and restarts a copy of
+it N times: every restart starts from the identical state, so two checkouts' restarts can be
+compared run by run (alternately, under the same load) without growing a week each time.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,10 +264,43 @@ def _table_stream_ends() -> dict[str, str]:
     }
 
 
+GROWN_FILE = "grown.json"  # in --grown-state: what ``grow`` reported (written last)
+
+
+def restart_grown(kept: Path, events: int, restarts: int) -> dict[str, Any]:
+    """Restarts of a copy of the grown state kept in ``kept`` (grown there first if absent)."""
+    ports = (_free_port(), _free_port())
+    if not (kept / GROWN_FILE).exists():
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        start(kept, ports)  # the first start, then the demo's restart, as main() grows it
+        start(kept, ports)
+        grown = apart(grow, kept, events)
+        (kept / GROWN_FILE).write_text(json.dumps(grown))
+    grown = json.loads((kept / GROWN_FILE).read_text())
+    runs = {}
+    for number in range(1, restarts + 1):
+        with tempfile.TemporaryDirectory(prefix="storepulse-bench-up-") as state:
+            copy = Path(state) / "state"
+            shutil.copytree(kept, copy, symlinks=True)
+            runs[f"restart {number}, {grown['events']:,} events"] = start(copy, ports)
+    for name, run in runs.items():
+        print(
+            f"{name}: ready {run['ready_s']:.0f} s, serving {run['serving_s']:.0f} s, load "
+            f"{run['load']:.1f}\n  {run['phases']}",
+            flush=True,
+        )
+    return {"runs": runs, "grown": grown}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=WEEK, help="events in the grown state")
+    parser.add_argument("--grown-state", type=Path, help="keep the grown state here (module doc)")
+    parser.add_argument("--restarts", type=int, default=1, help="with --grown-state")
     args = parse_args(parser, argv, SMALL)
+    if args.grown_state:
+        return restart_grown(args.grown_state.resolve(), args.events, args.restarts)
     ports = (_free_port(), _free_port())
     with tempfile.TemporaryDirectory(prefix="storepulse-bench-up-") as state:
         state_dir = Path(state)
