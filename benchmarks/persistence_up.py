@@ -58,6 +58,10 @@ SERVING = re.compile(r"real-time path is serving after")
 SETTLED = re.compile(r"Airflow's scheduler, dag-processor and triggerer healthy")
 NOT_DEPLOYED = re.compile(r"not deployed: ")
 READY_TIMEOUT = 1800  # a loaded 2-core machine: a first start took 10-17 minutes
+# The UI right after ready: what a browser loads first (the page, the login page, the REST API
+# the page calls), every half second for this long (the restart's background DAG run included).
+UI_PAGES = ("/", "/auth/login", "/api/v2/version")
+UI_PROBE_SECONDS = 45.0
 SMALL = {"events": "20000"}
 
 
@@ -151,9 +155,12 @@ def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
     up = Up(state_dir, ports)
     try:
         ready = up.wait_ready()
+        ui = ui_after_ready(f"http://{LOOPBACK}:{ports[1]}")
         peak = _peak_rss_mib(state_dir, "embedded-aws")
         return {
             "ready_s": ready,
+            "ui_first_s": ui[0],
+            "ui_max_s": max(ui),
             "serving_s": up.serving(),
             "steps": up.steps(),
             "mib": _snapshot_mib(state_dir),
@@ -165,6 +172,27 @@ def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
         }
     finally:
         up.stop()
+
+
+def ui_after_ready(url: str) -> list[float]:
+    """Seconds the UI's first pages took, together, every half second for UI_PROBE_SECONDS
+    after ready (a page that does not answer within a minute counts as a minute)."""
+    import urllib.error
+    import urllib.request
+
+    rounds: list[float] = []
+    deadline = time.monotonic() + UI_PROBE_SECONDS
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        for page in UI_PAGES:
+            try:
+                with urllib.request.urlopen(f"{url}{page}", timeout=60) as response:
+                    response.read()
+            except (urllib.error.URLError, OSError):
+                pass  # an error status still answered: its time counts
+        rounds.append(time.monotonic() - began)
+        time.sleep(0.5)
+    return rounds
 
 
 def _peak_rss_mib(state_dir: Path, component: str) -> float:
@@ -287,7 +315,9 @@ def restart_grown(kept: Path, events: int, restarts: int) -> dict[str, Any]:
     for name, run in runs.items():
         print(
             f"{name}: ready {run['ready_s']:.0f} s, serving {run['serving_s']:.0f} s, load "
-            f"{run['load']:.1f}\n  {run['phases']}",
+            f"{run['load']:.1f}; the UI's first pages right after ready {run['ui_first_s']:.2f} s, "
+            f"at most {run['ui_max_s']:.2f} s in the {UI_PROBE_SECONDS:.0f} s after\n  "
+            f"{run['phases']}",
             flush=True,
         )
     return {"runs": runs, "grown": grown}
@@ -325,6 +355,7 @@ def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds
             f"{run['mib']:.1f}",
             f"{run['serving_s']:.0f}",
             f"{run['ready_s']:.0f}",
+            f"{run['ui_first_s']:.2f} / {run['ui_max_s']:.2f}",
             "yes" if run["deployed"] else "no (current)",
             f"{run['settled_s']:.0f}" if run["settled_s"] is not None else "-",
             f"{run['aws_peak_mib']:.0f}",
@@ -334,6 +365,7 @@ def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds
         for name, run in runs.items()
     ]
     headers = ["start", "snapshot MiB", "real-time path serving s", "ready s (UI too)"]
+    headers += [f"UI pages s: right after ready / max in {UI_PROBE_SECONDS:.0f} s"]
     headers += ["deploy DAG waited for"]
     headers += ["Airflow healthy s", "embedded AWS peak MiB (VmHWM)", "load (1 min)"]
     print_table([*headers, *(f"{c} s" for c in components)], rows)
