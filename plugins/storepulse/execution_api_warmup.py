@@ -122,8 +122,8 @@ async def get(app: ASGIApp, path: str) -> int:
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", b"localhost")],
-        "client": ("127.0.0.1", 0),
-        "server": ("127.0.0.1", 0),
+        "client": None,  # in process: no socket at either end (ASGI allows None)
+        "server": None,
         "state": {},
     }
     sent: list[Message] = []
