@@ -273,13 +273,15 @@ def build_seed(state_dir: Path, sample: int) -> dict[str, Any]:
 
 def restore_here(state_dir: Path) -> Snapshot:
     """The snapshot of ``state_dir`` installed in this process's moto, with the embedded AWS's
-    patches (Kinesis look-ups, retention) and without moto's tracking of every model object."""
+    patches (Kinesis look-ups, retention, the stack's stream consumer, whose class the snapshot
+    names) and without moto's tracking of every model object."""
     from storepulse_local.dynamodb_streams import patch_dynamodb_streams
     from storepulse_local.embedded_aws import _track_no_model_instances
-    from storepulse_local.kinesis import patch_kinesis
+    from storepulse_local.kinesis import patch_kinesis, patch_stream_consumers
 
     _track_no_model_instances()
     patch_kinesis()
+    patch_stream_consumers()
     patch_dynamodb_streams()
     snapshot = load(state_dir / "aws" / SNAPSHOT_FILE, state_dir)
     assert snapshot is not None, f"no snapshot in {state_dir}"

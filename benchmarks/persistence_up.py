@@ -14,6 +14,12 @@ the embedded AWS enforces); the runtime's checkpoints are moved to the end of th
 Kinesis stream's and the tables' (the copies count as processed). Printed: each start's time to
 ready and where it went (the time from one component's start to the next's), the snapshot's
 size, and the week's restart against the baseline's.
+
+    .venv/bin/python -m benchmarks.persistence_up --grown-state DIR [--restarts N]
+
+keeps the grown state in DIR (grown there by the first such run, ~15 min) and restarts a copy of
+it N times: every restart starts from the identical state, so two checkouts' restarts can be
+compared run by run (alternately, under the same load) without growing a week each time.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +58,10 @@ SERVING = re.compile(r"real-time path is serving after")
 SETTLED = re.compile(r"Airflow's scheduler, dag-processor and triggerer healthy")
 NOT_DEPLOYED = re.compile(r"not deployed: ")
 READY_TIMEOUT = 1800  # a loaded 2-core machine: a first start took 10-17 minutes
+# The UI right after ready: what a browser loads first (the page, the login page, the REST API
+# the page calls), every half second for this long (the restart's background DAG run included).
+UI_PAGES = ("/", "/auth/login", "/api/v2/version")
+UI_PROBE_SECONDS = 45.0
 SMALL = {"events": "20000"}
 
 
@@ -144,9 +155,12 @@ def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
     up = Up(state_dir, ports)
     try:
         ready = up.wait_ready()
+        ui = ui_after_ready(f"http://{LOOPBACK}:{ports[1]}")
         peak = _peak_rss_mib(state_dir, "embedded-aws")
         return {
             "ready_s": ready,
+            "ui_first_s": ui[0],
+            "ui_max_s": max(ui),
             "serving_s": up.serving(),
             "steps": up.steps(),
             "mib": _snapshot_mib(state_dir),
@@ -158,6 +172,27 @@ def start(state_dir: Path, ports: tuple[int, int]) -> dict[str, Any]:
         }
     finally:
         up.stop()
+
+
+def ui_after_ready(url: str) -> list[float]:
+    """Seconds the UI's first pages took, together, every half second for UI_PROBE_SECONDS
+    after ready (a page that does not answer within a minute counts as a minute)."""
+    import urllib.error
+    import urllib.request
+
+    rounds: list[float] = []
+    deadline = time.monotonic() + UI_PROBE_SECONDS
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        for page in UI_PAGES:
+            try:
+                with urllib.request.urlopen(f"{url}{page}", timeout=60) as response:
+                    response.read()
+            except (urllib.error.URLError, OSError):
+                pass  # an error status still answered: its time counts
+        rounds.append(time.monotonic() - began)
+        time.sleep(0.5)
+    return rounds
 
 
 def _peak_rss_mib(state_dir: Path, component: str) -> float:
@@ -257,10 +292,45 @@ def _table_stream_ends() -> dict[str, str]:
     }
 
 
+GROWN_FILE = "grown.json"  # in --grown-state: what ``grow`` reported (written last)
+
+
+def restart_grown(kept: Path, events: int, restarts: int) -> dict[str, Any]:
+    """Restarts of a copy of the grown state kept in ``kept`` (grown there first if absent)."""
+    ports = (_free_port(), _free_port())
+    if not (kept / GROWN_FILE).exists():
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        start(kept, ports)  # the first start, then the demo's restart, as main() grows it
+        start(kept, ports)
+        grown = apart(grow, kept, events)
+        (kept / GROWN_FILE).write_text(json.dumps(grown))
+    grown = json.loads((kept / GROWN_FILE).read_text())
+    runs = {}
+    for number in range(1, restarts + 1):
+        with tempfile.TemporaryDirectory(prefix="storepulse-bench-up-") as state:
+            copy = Path(state) / "state"
+            shutil.copytree(kept, copy, symlinks=True)
+            runs[f"restart {number}, {grown['events']:,} events"] = start(copy, ports)
+    for name, run in runs.items():
+        print(
+            f"{name}: ready {run['ready_s']:.0f} s, serving {run['serving_s']:.0f} s, load "
+            f"{run['load']:.1f}; the UI's first pages right after ready {run['ui_first_s']:.2f} s, "
+            f"at most {run['ui_max_s']:.2f} s in the {UI_PROBE_SECONDS:.0f} s after\n  "
+            f"{run['phases']}",
+            flush=True,
+        )
+    return {"runs": runs, "grown": grown}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=WEEK, help="events in the grown state")
+    parser.add_argument("--grown-state", type=Path, help="keep the grown state here (module doc)")
+    parser.add_argument("--restarts", type=int, default=1, help="with --grown-state")
     args = parse_args(parser, argv, SMALL)
+    if args.grown_state:
+        return restart_grown(args.grown_state.resolve(), args.events, args.restarts)
     ports = (_free_port(), _free_port())
     with tempfile.TemporaryDirectory(prefix="storepulse-bench-up-") as state:
         state_dir = Path(state)
@@ -285,6 +355,7 @@ def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds
             f"{run['mib']:.1f}",
             f"{run['serving_s']:.0f}",
             f"{run['ready_s']:.0f}",
+            f"{run['ui_first_s']:.2f} / {run['ui_max_s']:.2f}",
             "yes" if run["deployed"] else "no (current)",
             f"{run['settled_s']:.0f}" if run["settled_s"] is not None else "-",
             f"{run['aws_peak_mib']:.0f}",
@@ -294,6 +365,7 @@ def print_report(runs: dict[str, dict[str, Any]], grown: dict[str, Any], seconds
         for name, run in runs.items()
     ]
     headers = ["start", "snapshot MiB", "real-time path serving s", "ready s (UI too)"]
+    headers += [f"UI pages s: right after ready / max in {UI_PROBE_SECONDS:.0f} s"]
     headers += ["deploy DAG waited for"]
     headers += ["Airflow healthy s", "embedded AWS peak MiB (VmHWM)", "load (1 min)"]
     print_table([*headers, *(f"{c} s" for c in components)], rows)

@@ -1,4 +1,5 @@
-"""The StorePulse Airflow plugin: the real-time dashboard in Airflow's UI.
+"""The StorePulse Airflow plugin: the real-time dashboard in Airflow's UI, and the api-server's
+execution API built as the server starts (``storepulse.execution_api_warmup``).
 
 Every Airflow process imports this file (scheduler, workers, dag-processor, triggerer), and only
 the api-server serves the dashboard, so it stays light: the FastAPI app (and with it boto3,
@@ -12,6 +13,8 @@ import threading
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
+
+from storepulse.execution_api_warmup import ExecutionApiWarmUp
 
 URL_PREFIX = "/dashboard"
 
@@ -43,6 +46,14 @@ class StorePulsePlugin(AirflowPlugin):
     name = "storepulse"
     fastapi_apps = [  # noqa: RUF012 (the plugin interface declares class attributes)
         {"app": LazyDashboard(), "url_prefix": URL_PREFIX, "name": "StorePulse dashboard"}
+    ]
+    fastapi_root_middlewares = [  # noqa: RUF012
+        {
+            "middleware": ExecutionApiWarmUp,
+            "args": [],
+            "kwargs": {},
+            "name": "execution API warm-up",
+        }
     ]
     external_views = [  # noqa: RUF012
         {

@@ -253,3 +253,25 @@ def test_the_restored_state_is_asked_once_whether_the_history_was_sent(
     assert scans == ["scan"]
     restored.history_sent(StackContext(settings, {}, settings.state_dir / "logs"))
     assert scans == ["scan", "scan"]  # the next start asks again
+
+
+def test_quicksight_is_brought_up_to_date_only_once_the_platform_is_up(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart's background deploy_quicksight run waits for ready: its tasks' first call to
+    Airflow's execution API blocks the api-server for seconds, which "ready" would wait for."""
+    import threading
+
+    from storepulse_local.platform import realtime
+
+    triggered = threading.Event()
+    monkeypatch.setattr(realtime, "wait_airflow_settled", lambda ctx, timeout: triggered.set())
+    monkeypatch.setattr(realtime, "_airflow_client", lambda ctx: (_ for _ in ()).throw(OSError))
+    ctx = StackContext(settings, {}, settings.state_dir / "logs")
+    thread = threading.Thread(target=realtime._quicksight_in_background, args=(ctx,), daemon=True)
+    thread.start()
+
+    assert not triggered.wait(0.3)
+    ctx.up.set()
+    thread.join(timeout=10)
+    assert triggered.is_set() and not thread.is_alive()

@@ -115,6 +115,7 @@ def up(settings: Settings) -> int:
         )
         ready = time.monotonic() - started
         _print_ready(ctx, stack, ready)
+        ctx.up.set()
         threading.Thread(
             target=_print_phases, args=(ctx, serving, ready), name="phases", daemon=True
         ).start()

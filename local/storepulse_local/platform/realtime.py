@@ -194,11 +194,12 @@ class DeployComponent:
 
 def _quicksight_in_background(ctx: StackContext) -> None:
     """QuickSight follows every deploy; a skipped one still brings it up to date (a no-op when
-    it matches), without holding ``make up``. Triggered before ready on purpose: its tasks are
-    the first of the start to call Airflow's execution API, which the api-server builds on that
-    first call (8-10 s of CPU with its event loop blocked, 2026-12-07). Triggered after ready,
-    the UI froze for 10-40 s right after "StorePulse is up" (the browser test's first page
-    timed out); before it, "ready" waits for the UI to answer through that."""
+    it matches), without holding ``make up``: triggered once the platform is up, so its tasks'
+    CPU is not spent before ready. Their calls to Airflow's execution API no longer freeze the
+    UI: the api-server builds that API as it starts, beside its event loop
+    (``storepulse.execution_api_warmup``), not on the first call with the loop blocked (10-40 s
+    of frozen UI after "StorePulse is up", 2026-12-07)."""
+    ctx.up.wait()
     try:
         wait_airflow_settled(ctx, READY_TIMEOUT)
         client = _airflow_client(ctx)

@@ -43,6 +43,7 @@ class StackContext:
     phases: StartPhases = field(default_factory=StartPhases)  # where the start's time went
     # Answers about the restored state that hold for the whole start (``restored``): asked once.
     restored: dict[str, Any] = field(default_factory=dict)
+    up: threading.Event = field(default_factory=threading.Event)  # set once reported ready
 
     def await_ready(self, skip: Iterable[str] = ()) -> None:
         """Wait for the started components (but ``skip``), in start order: a component waits
