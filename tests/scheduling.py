@@ -8,7 +8,9 @@ Two changes to xdist's file-per-unit scheduling (tests/conftest.py installs it):
   running at once slow every other test). xdist's own way, ``xdist_group`` with
   ``--dist loadgroup``, is ignored on pytest 9.2 (pytest-xdist#1386).
 - The longest units go first (``SECONDS``), so the short files fill both workers at the end:
-  xdist orders them by their number of tests, which left a 6-minute file for last.
+  xdist orders them by their number of tests, which put the browser tests (6 tests, a platform
+  of their own) 21 minutes into a 30-minute run and the 2.5-minute MWAA bundle test last
+  (2026-12-08, load ~12).
 """
 
 from __future__ import annotations
