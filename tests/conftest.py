@@ -9,11 +9,14 @@ tests under ``tests/e2e`` are marked ``e2e`` and drive Chromium against a whole 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.timing import RunTimes
 
 if TYPE_CHECKING:
     from tests.platform_process import Platform
@@ -31,6 +34,43 @@ def pytest_report_header() -> str:
     shift = os.environ.get("STOREPULSE_CLOCK_SHIFT_SECONDS")
     now = datetime.now(UTC).isoformat(timespec="seconds")
     return f"clock: {now}" + (f" (shifted by {shift} s)" if shift else "")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which would answer first
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` (pyproject.toml) with the platform's modules on one platform and the
+    longest files first (tests/scheduling.py); any other ``--dist`` is xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.scheduling import LongestFirstFileScheduling
+
+    return LongestFirstFileScheduling(config, log)
+
+
+_RUN_TIMES: RunTimes | None = None
+_SESSION_START = 0.0
+TIMES_FILE = TESTS_DIR.parent / ".run" / "test-times.json"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _RUN_TIMES, _SESSION_START
+    if not hasattr(config, "workerinput"):  # the controller sees every worker's reports
+        _RUN_TIMES, _SESSION_START = RunTimes(), time.time()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _RUN_TIMES is not None:
+        _RUN_TIMES.add(report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Where the time went (tests/timing.py): per worker, then the slowest files."""
+    if _RUN_TIMES is None or not (lines := _RUN_TIMES.lines(_SESSION_START)):
+        return
+    terminalreporter.write_sep("=", "time per worker and per file (all: .run/test-times.json)")
+    for line in lines:
+        terminalreporter.write_line(line)
+    _RUN_TIMES.write(TIMES_FILE, _SESSION_START)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -91,12 +131,14 @@ def aws_client(embedded_aws: str):
 # --- the whole platform ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """``storepulse_local.platform up`` on free ports for one module (the browser tests, the
-    platform's integration tests): it takes a minute or two to be ready, and is stopped after the
-    module so its traffic does not load the rest of the run. Ready (its pid file written, its
-    admin password printed) before the module's first test: any test of the module runs alone."""
+    """``storepulse_local.platform up`` on free ports, shared by the modules that need it (the
+    browser tests, then the platform's integration tests, whose last tests stop it): it takes a
+    minute or two to be ready. In `make test` those modules are one xdist unit, run in one worker
+    one after the other (tests/scheduling.py), so the platform does not load the rest of the run
+    longer than they need it. Ready (its pid file written, its admin password printed) before
+    the first test that uses it: any test of theirs runs alone."""
     from tests.platform_process import READY_SECONDS, Platform
 
     running = Platform(tmp_path_factory.mktemp("platform"))
@@ -108,7 +150,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             running.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def password(platform: Platform) -> str:
     """The admin password ``up`` printed when it reported ready."""
     from tests.platform_process import READY_SECONDS
