@@ -171,6 +171,8 @@ class _Pickler(pickle.Pickler):
             # took 215 bytes each instead of 152, and 25 bytes of pickle instead of 17.
             value = _interned_keys(obj.value) if type(obj.value) is dict else obj.value
             return _dynamo_type, (obj.type, value)
+        if kind is _fake_key_class():
+            return _restore_fake_key, (kind, _fake_key_state(obj))
         if kind is _limited_size_dict():
             # An item's attributes: unpickled key by key, each key re-summed the size of the
             # whole item (quadratic: 70% of a restore). Built from a dict, the check is skipped
@@ -206,6 +208,53 @@ class _Pickler(pickle.Pickler):
 
 
 _SPECIAL: Final[dict[type, bool]] = {}  # type -> whether _special_reduce may concern it
+_READ_CHUNK: Final = 16 * 1024 * 1024
+
+
+@functools.cache
+def _fake_key_class() -> type:
+    from moto.s3.models import FakeKey
+
+    return FakeKey
+
+
+def _fake_key_state(key: Any) -> dict[str, Any]:
+    """moto's ``FakeKey.__getstate__``, without moving the file offset of the object's buffer.
+
+    moto spools an object over ~5 MiB (a multipart upload's parts too) to a temporary file. In
+    the forked writer that file's offset is the parent's: moto's own state read (seek, read)
+    moved it under the parent's requests, which read and write the same files meanwhile; a
+    multipart upload completed during a snapshot assembled a corrupt object (the deployed change
+    capture zip, 2026-12-08). Read here with ``pread``, which leaves the offset alone."""
+    state = key.__dict__.copy()
+    state["value"] = _buffered_bytes(state.pop("_value_buffer"))
+    state.pop("lock", None)
+    return state
+
+
+def _buffered_bytes(buffer: Any) -> bytes | str:
+    """A SpooledTemporaryFile's content, read without moving its position ("" once closed, as
+    moto pickles a deleted object's)."""
+    if buffer.closed:
+        return ""
+    inner = buffer._file  # a BytesIO until spooled to disk, then the temporary file
+    if isinstance(inner, io.BytesIO):
+        return inner.getvalue()
+    fd = inner.fileno()
+    size, chunks, offset = os.fstat(fd).st_size, [], 0
+    while offset < size:
+        chunk = os.pread(fd, min(_READ_CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _restore_fake_key(kind: type, state: dict[str, Any]) -> Any:
+    key = kind.__new__(kind)
+    key.__setstate__(state)
+    return key
 
 
 def _is_special(kind: type) -> bool:

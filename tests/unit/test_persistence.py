@@ -357,6 +357,35 @@ def test_an_items_attributes_unpickle_without_their_per_key_size_check(
     assert back == attributes
 
 
+def test_pickling_a_large_s3_object_leaves_its_files_offset_to_the_parent(
+    tmp_path: Path,
+) -> None:
+    """moto spools an object over its buffer size to a temporary file, whose offset a forked
+    snapshot writer shares with the parent: pickling must not move it (moto's own pickling
+    seeks and reads, and a multipart upload completed meanwhile in the parent assembled a
+    corrupt object). The pickled object restores with its content."""
+    from moto.s3.models import FakeKey
+
+    content = os.urandom(64 * 1024)
+    key = FakeKey("big.zip", content, "123456789012", "us-east-1", max_buffer_size=1024)
+    assert key._value_buffer._rolled  # spooled to a real file, as moto does past ~5 MiB
+    small = FakeKey("small.txt", b"in memory", "123456789012", "us-east-1")
+    key._value_buffer.seek(1000)  # where a request of the parent is reading
+
+    child = os.fork()
+    if child == 0:  # the snapshot writer
+        with (tmp_path / "snapshot").open("wb") as out:
+            persistence._Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump([key, small])
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+
+    assert status == 0
+    assert key._value_buffer.tell() == 1000
+    big, little = pickle.loads((tmp_path / "snapshot").read_bytes())
+    assert (big.value, big.name, little.value) == (content, "big.zip", b"in memory")
+    assert big.lock is not key.lock
+
+
 def test_a_snapshot_of_the_previous_format_is_still_read(tmp_path: Path) -> None:
     path = tmp_path / "s.pickle"
     header, _, body = dump(_snapshot()).partition(b"\n")
