@@ -370,6 +370,9 @@ def test_pickling_a_large_s3_object_leaves_its_files_offset_to_the_parent(
     key = FakeKey("big.zip", content, "123456789012", "us-east-1", max_buffer_size=1024)
     assert key._value_buffer._rolled  # spooled to a real file, as moto does past ~5 MiB
     small = FakeKey("small.txt", b"in memory", "123456789012", "us-east-1")
+    # Once here first: the child then imports nothing (a fork copies no other thread, and an
+    # import lock one of them held would never be released).
+    persistence._Pickler(io.BytesIO()).dump([key, small])
     key._value_buffer.seek(1000)  # where a request of the parent is reading
 
     child = os.fork()
