@@ -218,6 +218,12 @@ def _fake_key_class() -> type:
     return FakeKey
 
 
+def _pickled_types() -> None:
+    """Look up (import) the moto types the pickler treats apart, before a fork: an import in
+    the forked child could wait for good on a lock another thread of the parent held."""
+    _dynamo_type_class(), _limited_size_dict(), _fake_key_class()
+
+
 def _fake_key_state(key: Any) -> dict[str, Any]:
     """moto's ``FakeKey.__getstate__``, without moving the file offset of the object's buffer.
 
@@ -707,6 +713,7 @@ class Persistence:
             if mutations == self._saved_mutations and not force:
                 return False
             started = time.perf_counter()
+            _pickled_types()  # imported here: the forked child must import nothing
             # QuickSight's workers change its state under its lock: held across the fork, so
             # the child (whose only thread is this one, the lock's owner) never waits for it.
             with self.gate.quiet(quiet_timeout) as idle, self.quicksight.state_lock():
