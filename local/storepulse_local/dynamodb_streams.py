@@ -96,15 +96,19 @@ def pack(record: Any) -> None:
     """Hold the record's JSON packed (moto has finished building it)."""
     state = record.__dict__
     if "record" in state:
-        state[_PACKED] = zlib.compress(pickle.dumps(state.pop("record"), protocol=5), 1)
+        # Packed first, then dropped: a GetRecords reading the record meanwhile (another
+        # thread) finds one or the other, never neither.
+        state[_PACKED] = zlib.compress(pickle.dumps(state["record"], protocol=5), 1)
+        state.pop("record", None)
 
 
 def _unpacked(record: Any) -> dict[str, Any]:
     """The record's JSON: a new copy of the packed one (or, while moto builds it or in a
     record of an earlier snapshot, the dict itself)."""
     state = record.__dict__
-    if "record" in state:
-        return state["record"]
+    built = state.get("record")  # one look-up: ``pack`` may drop it between two
+    if built is not None:
+        return built
     return pickle.loads(zlib.decompress(state[_PACKED]))
 
 

@@ -107,3 +107,29 @@ def test_a_kept_record_reads_both_images_and_is_held_packed(streams, clock) -> N
         set(vars(r)) == {"_storepulse_arrived", "_storepulse_packed"}
         for r in table.stream_shard.items
     )
+
+
+def test_a_record_being_packed_reads_whole_from_another_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GetRecords in another thread may read a record while the write that added it packs it:
+    it finds the record built or packed, never neither (it once raised KeyError there)."""
+    from types import SimpleNamespace
+
+    from storepulse_local import dynamodb_streams
+
+    built = {"eventName": "INSERT", "dynamodb": {"Keys": {"pk": {"S": "a"}}}}
+    record = SimpleNamespace(record=dict(built))
+    seen_while_packing: list[dict[str, Any]] = []
+    compress = dynamodb_streams.zlib.compress
+
+    def compress_and_read(data: bytes, level: int) -> bytes:
+        seen_while_packing.append(dynamodb_streams._unpacked(record))  # the other thread
+        return compress(data, level)
+
+    monkeypatch.setattr(dynamodb_streams.zlib, "compress", compress_and_read)
+    dynamodb_streams.pack(record)
+
+    assert seen_while_packing == [built]
+    assert "record" not in vars(record)
+    assert dynamodb_streams._unpacked(record) == built
