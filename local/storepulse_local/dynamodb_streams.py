@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from storepulse_local.cloudformation import patch_once
 from storepulse_local.dynamodb_export import now
-from storepulse_local.record_waits import RecordWaits
+from storepulse_local.record_waits import RecordWaits, unlocked_backend
 
 RETENTION_SECONDS: Final = 24 * 3600.0
 _ARRIVED: Final = "_storepulse_arrived"
@@ -165,11 +165,9 @@ def wait_for_records(body: dict[str, Any]) -> bool:
 
 
 def _find_iterator(arn: str) -> Any:
-    """moto's iterator for ``arn``, or None. Read with dict's own lookups: moto's take its
-    global backend lock, which a snapshot's fork could copy held (a wait is outside the gate)."""
+    """moto's iterator for ``arn``, or None (``unlocked_backend``: a wait is outside the gate)."""
     from moto.dynamodbstreams.models import dynamodbstreams_backends
 
     _, _, _, region, account, _ = arn.split(":", 5)
-    regions = dict.get(dynamodbstreams_backends, account)
-    backend = dict.get(regions, region) if regions is not None else None
+    backend = unlocked_backend(dynamodbstreams_backends, account, region)
     return backend.shard_iterators.get(arn) if backend is not None else None

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from storepulse_local.record_waits import RecordWaits
+from storepulse_local.record_waits import RecordWaits, unlocked_backend
 
 HOUR = 3600.0
 MOTO: dict[str, Any] = {}  # moto's own methods (benchmarks/persistence.py's baseline)
@@ -229,12 +229,10 @@ def wait_for_records(body: dict[str, Any]) -> bool:
 
 
 def _find_shard(account: str, region: str, stream_name: str, shard_id: str) -> Any:
-    """The shard, or None. Read with dict's own lookups: moto's take its global backend lock,
-    which a snapshot's fork could copy held (a long poll is outside the request gate)."""
+    """The shard, or None (``unlocked_backend``: a long poll is outside the request gate)."""
     from moto.kinesis.models import kinesis_backends
 
-    regions = dict.get(kinesis_backends, account)
-    backend = dict.get(regions, region) if regions is not None else None
+    backend = unlocked_backend(kinesis_backends, account, region)
     stream = backend.streams.get(stream_name) if backend is not None else None
     return stream.shards.get(shard_id) if stream is not None else None
 

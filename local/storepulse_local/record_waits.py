@@ -43,6 +43,13 @@ class RecordWaits:
             return self._changed.wait_for(arrived, timeout=min(timeout, MAX_WAIT_SECONDS))
 
 
+def unlocked_backend(backends: Any, account: str, region: str) -> Any:
+    """A moto service backend, or None, found with dict's own look-ups: moto's take its global
+    backend lock, which a snapshot's fork could copy held (a wait runs outside the gate)."""
+    regions = dict.get(backends, account)
+    return dict.get(regions, region) if regions is not None else None
+
+
 def serve_record_waits(app: WsgiApp, waiters: Mapping[str, Waiter]) -> WsgiApp:
     """A WSGI app: a POST to one of ``waiters``' paths is that wait ({"RecordsAfterIterator":
     bool}); everything else goes to ``app``."""
